@@ -1,0 +1,91 @@
+"""The one contract between the server, the SDK and the CLI.
+
+Only pydantic is imported here. Modules:
+
+- :mod:`~im_schema.ids`: typed ids and conversation id helpers
+- :mod:`~im_schema.limits`: protocol version, hard limits, WebSocket close codes
+- :mod:`~im_schema.errors`: :class:`ErrorCode` and the error envelope
+- :mod:`~im_schema.content`: message contents, a union on ``kind``
+- :mod:`~im_schema.models`: users, messages, conversation summaries
+- :mod:`~im_schema.rest`: one request model per endpoint, naming its response model
+- :mod:`~im_schema.frames`: WebSocket frames, unions on ``type``
+"""
+
+from __future__ import annotations
+
+from .content import Content, OutgoingContent, SystemContent, TextContent
+from .errors import ErrorBody, ErrorCode, ErrorEnvelope
+from .frames import (
+    AckFrame,
+    AuthFrame,
+    ClientFrame,
+    ErrorFrame,
+    MessageFrame,
+    PingFrame,
+    PongFrame,
+    ReadyFrame,
+    SendFrame,
+    ServerFrame,
+    client_frames,
+    server_frames,
+)
+from .ids import (
+    ClientMsgId,
+    ConversationId,
+    DeviceId,
+    GroupId,
+    Seq,
+    UserId,
+    Username,
+    conversation_kind,
+    direct_conversation,
+    direct_peer,
+    direct_users,
+    group_conversation,
+    group_of,
+    is_conversation_id,
+)
+from .limits import PROTOCOL_VERSION
+from .models import ConversationSummary, Device, Message, ReadState, User
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AckFrame",
+    "AuthFrame",
+    "ClientFrame",
+    "ClientMsgId",
+    "Content",
+    "ConversationId",
+    "ConversationSummary",
+    "Device",
+    "DeviceId",
+    "ErrorBody",
+    "ErrorCode",
+    "ErrorEnvelope",
+    "ErrorFrame",
+    "GroupId",
+    "Message",
+    "MessageFrame",
+    "OutgoingContent",
+    "PingFrame",
+    "PongFrame",
+    "ReadState",
+    "ReadyFrame",
+    "SendFrame",
+    "Seq",
+    "ServerFrame",
+    "SystemContent",
+    "TextContent",
+    "User",
+    "UserId",
+    "Username",
+    "client_frames",
+    "conversation_kind",
+    "direct_conversation",
+    "direct_peer",
+    "direct_users",
+    "group_conversation",
+    "group_of",
+    "is_conversation_id",
+    "server_frames",
+]

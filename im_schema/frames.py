@@ -1,0 +1,133 @@
+"""WebSocket frames: JSON objects discriminated on ``type``.
+
+A client connects to its gateway and sends ``auth`` first; the gateway answers ``ready`` (or closes with
+a 4xxx code, see :mod:`im_schema.limits`). After that the client may ``send`` messages (answered by
+``ack`` or ``error`` with the same ``client_msg_id``) and ``ping``; the server pushes ``message`` frames.
+
+Decode with the module-level adapters :data:`client_frames` and :data:`server_frames`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+
+from .content import OutgoingContent
+from .ids import ClientMsgId, ConversationId, DeviceId, UserId, Username
+from .limits import PROTOCOL_VERSION
+from .models import Message
+
+__all__ = [
+    "AckFrame",
+    "AuthFrame",
+    "ClientFrame",
+    "ErrorFrame",
+    "MessageFrame",
+    "PingFrame",
+    "PongFrame",
+    "ReadyFrame",
+    "SendFrame",
+    "ServerFrame",
+    "client_frames",
+    "server_frames",
+]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Client to server ---------------------------------------------------------------------------------
+
+
+class AuthFrame(_Frame):
+    """The first frame of every connection."""
+
+    type: Literal["auth"] = "auth"
+    token: Annotated[str, StringConstraints(max_length=2048)]
+    protocol: int = PROTOCOL_VERSION
+
+
+class PingFrame(_Frame):
+    """Application-level liveness check; answered by ``pong``."""
+
+    type: Literal["ping"] = "ping"
+    id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class SendFrame(_Frame):
+    """Send a message; the same rules as ``POST /v1/messages``."""
+
+    type: Literal["send"] = "send"
+    to: UserId | Username | None = None
+    conversation: ConversationId | None = None
+    client_msg_id: ClientMsgId
+    content: OutgoingContent
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SendFrame:
+        if (self.to is None) == (self.conversation is None):
+            raise ValueError("give exactly one of 'to' and 'conversation'")
+        return self
+
+
+ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame, Field(discriminator="type")]
+
+
+# Server to client ---------------------------------------------------------------------------------
+
+
+class ReadyFrame(_Frame):
+    """Authentication succeeded; pushes follow."""
+
+    type: Literal["ready"] = "ready"
+    protocol: int = PROTOCOL_VERSION
+    node_id: str
+    user_id: UserId
+    device_id: DeviceId
+
+
+class MessageFrame(_Frame):
+    """A new message in one of the user's conversations."""
+
+    type: Literal["message"] = "message"
+    message: Message
+
+
+class AckFrame(_Frame):
+    """A ``send`` was committed."""
+
+    type: Literal["ack"] = "ack"
+    client_msg_id: ClientMsgId
+    message: Message
+
+
+class ErrorFrame(_Frame):
+    """A frame was refused; ``client_msg_id`` names the ``send`` it answers, if any."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    client_msg_id: str | None = None
+    retry_after: float | None = None
+
+
+class PongFrame(_Frame):
+    """The answer to ``ping``."""
+
+    type: Literal["pong"] = "pong"
+    id: str | None = None
+
+
+ServerFrame = Annotated[
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame, Field(discriminator="type")
+]
+
+client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame] = TypeAdapter(ClientFrame)
+"""Decodes a client frame from JSON."""
+
+server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame] = TypeAdapter(
+    ServerFrame
+)
+"""Decodes a server frame from JSON."""

@@ -1,0 +1,119 @@
+"""Typed identifiers shared by the server, the SDK and the CLI.
+
+Users and groups have integer ids. Devices are named by their owner. Conversations are strings:
+``d:<uid>:<uid>`` for a one-to-one conversation (the smaller id first) and ``g:<gid>`` for a group.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+__all__ = [
+    "ClientMsgId",
+    "ConversationId",
+    "DeviceId",
+    "GroupId",
+    "Seq",
+    "UserId",
+    "Username",
+    "conversation_kind",
+    "direct_conversation",
+    "direct_peer",
+    "direct_users",
+    "group_conversation",
+    "group_of",
+    "is_conversation_id",
+]
+
+_MAX_ID = 2**63 - 1
+
+UserId = Annotated[int, Field(ge=1, le=_MAX_ID)]
+"""A user's numeric id."""
+
+GroupId = Annotated[int, Field(ge=1, le=_MAX_ID)]
+"""A group's numeric id."""
+
+Seq = Annotated[int, Field(ge=0, le=_MAX_ID)]
+"""A position in one conversation; the first message has seq 1."""
+
+_USERNAME_RE = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+Username = Annotated[
+    str,
+    BeforeValidator(_lower),
+    StringConstraints(pattern=_USERNAME_RE),
+]
+"""3 to 32 characters from ``a-z 0-9 _ . -``, starting with a letter or digit; case-insensitive."""
+
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+"""A device name chosen by its owner, e.g. ``laptop`` or ``bot-1``."""
+
+ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+"""The sender's idempotency key for one message: resending it returns the stored message."""
+
+_CONVERSATION_RE = re.compile(r"^(?:d:([1-9][0-9]{0,18}):([1-9][0-9]{0,18})|g:([1-9][0-9]{0,18}))$")
+
+
+def _check_conversation(value: str) -> str:
+    match = _CONVERSATION_RE.match(value)
+    if match is None:
+        raise ValueError("a conversation id is 'd:<uid>:<uid>' or 'g:<gid>'")
+    if match.group(1) is not None and not int(match.group(1)) < int(match.group(2)):
+        raise ValueError("a direct conversation names two different users, the smaller id first")
+    return value
+
+
+ConversationId = Annotated[str, StringConstraints(max_length=48), AfterValidator(_check_conversation)]
+"""``d:<uid>:<uid>`` (smaller id first) or ``g:<gid>``."""
+
+
+def is_conversation_id(value: str) -> bool:
+    """Tell whether ``value`` is a well-formed conversation id."""
+    try:
+        _check_conversation(value)
+    except ValueError:
+        return False
+    return True
+
+
+def direct_conversation(a: int, b: int) -> str:
+    """The id of the one-to-one conversation between users ``a`` and ``b``."""
+    if a == b:
+        raise ValueError("a direct conversation needs two different users")
+    low, high = (a, b) if a < b else (b, a)
+    return f"d:{low}:{high}"
+
+
+def group_conversation(group_id: int) -> str:
+    """The id of a group's conversation."""
+    return f"g:{group_id}"
+
+
+def conversation_kind(conversation: str) -> Literal["direct", "group"]:
+    """``direct`` or ``group``."""
+    return "direct" if conversation.startswith("d:") else "group"
+
+
+def direct_users(conversation: str) -> tuple[int, int]:
+    """The two users of a direct conversation id."""
+    _, a, b = conversation.split(":")
+    return int(a), int(b)
+
+
+def direct_peer(conversation: str, me: int) -> int:
+    """The other user of a direct conversation."""
+    a, b = direct_users(conversation)
+    return b if a == me else a
+
+
+def group_of(conversation: str) -> int:
+    """The group id of a group conversation id."""
+    return int(conversation[2:])

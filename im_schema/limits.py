@@ -1,0 +1,52 @@
+"""Protocol constants and the hard limits of the wire format.
+
+Servers may set lower limits (``IM_MAX_TEXT_LEN`` and friends); these are the ceilings the schema
+itself enforces, so that no deployment can be configured into accepting unbounded input.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_AUTH_FAILED",
+    "CLOSE_AUTH_TIMEOUT",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_PROTOCOL_UNSUPPORTED",
+    "CLOSE_REPLACED",
+    "CLOSE_SESSION_REVOKED",
+    "HISTORY_PAGE_MAX",
+    "MAX_DISPLAY_NAME_LEN",
+    "MAX_PASSWORD_LEN",
+    "MAX_TEXT_LEN",
+    "MIN_PASSWORD_LEN",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOLS",
+]
+
+PROTOCOL_VERSION = 1
+"""The WebSocket protocol version this schema speaks."""
+
+SUPPORTED_PROTOCOLS = frozenset({1})
+
+MAX_TEXT_LEN = 16_000
+"""Hard ceiling on a text message, in characters. Servers default to 4,000."""
+
+MIN_PASSWORD_LEN = 8
+MAX_PASSWORD_LEN = 1024
+MAX_DISPLAY_NAME_LEN = 64
+
+HISTORY_PAGE_MAX = 1000
+"""The most messages one history request returns."""
+
+# WebSocket close codes (4000-4999 are reserved for applications by RFC 6455).
+CLOSE_AUTH_FAILED = 4001
+"""The token was missing, malformed, forged or expired. Reconnecting with the same token is pointless."""
+CLOSE_AUTH_TIMEOUT = 4002
+"""No auth frame arrived in time."""
+CLOSE_PROTOCOL_UNSUPPORTED = 4003
+"""The client speaks a protocol version the server does not."""
+CLOSE_GOING_AWAY = 4010
+"""The node is draining or stopping: reconnect, possibly elsewhere, and resync."""
+CLOSE_REPLACED = 4011
+"""The same device connected again; this older connection is closed."""
+CLOSE_SESSION_REVOKED = 4012
+"""The device was logged out."""

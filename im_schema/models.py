@@ -1,0 +1,84 @@
+"""The objects of the system, as clients see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .content import Content
+from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
+
+__all__ = [
+    "ConversationSummary",
+    "Device",
+    "Message",
+    "ReadState",
+    "User",
+]
+
+
+class User(BaseModel):
+    """A user's public profile."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UserId
+    username: Username
+    display_name: str
+    is_bot: bool = False
+    created_at: datetime
+
+
+class Device(BaseModel):
+    """One of a user's logged-in devices."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device_id: DeviceId
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class Message(BaseModel):
+    """One message, at its place ``seq`` in its conversation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation: ConversationId
+    seq: Seq
+    sender: UserId
+    client_msg_id: ClientMsgId | None = None
+    """``None`` for messages the server wrote itself."""
+    sent_at: datetime
+    content: Content
+
+
+class ConversationSummary(BaseModel):
+    """A conversation as one member sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: ConversationId
+    kind: Literal["direct", "group"]
+    peer: UserId | None = None
+    """The other user of a direct conversation."""
+    max_seq: Seq
+    read_seq: Seq
+    """The last seq this user has read, on any device."""
+    joined_seq: Seq = 0
+    """History before this seq is not visible to this member."""
+    unread: int
+    last_message: Message | None = None
+    updated_at: datetime
+
+
+class ReadState(BaseModel):
+    """How far one member has read a conversation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation: ConversationId
+    read_seq: Seq
+    unread: int

@@ -1,0 +1,87 @@
+"""The I/O-free half of both clients: building requests and reading responses.
+
+Each call is a request model from :mod:`im_schema.rest` that names its endpoint and response model;
+:func:`prepare` turns it into HTTP parts and :func:`parse` turns the answer into the response model or
+the right :class:`~im_sdk.errors.APIError`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
+
+from im_schema.content import TextContent
+from im_schema.errors import ErrorEnvelope
+from im_schema.ids import is_conversation_id
+from im_schema.rest import Request, SendMessageRequest
+
+from .errors import APIError, InternalServerError, error_for
+
+__all__ = ["Prepared", "new_client_msg_id", "parse", "prepare", "send_text_request"]
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An HTTP request, ready for either transport."""
+
+    method: str
+    path: str
+    params: dict[str, Any] | None
+    json: dict[str, Any] | None
+    auth: bool
+
+
+def prepare(request: Request[R]) -> Prepared:
+    """HTTP parts of a request model: path parameters are URL-quoted; GET fields go to the query."""
+    endpoint = request.endpoint
+    values = {name: quote(str(getattr(request, name)), safe=":") for name in endpoint.path_params}
+    path = endpoint.path.format(**values)
+    payload = request.payload()
+    if endpoint.method == "GET":
+        return Prepared(endpoint.method, path, payload or None, None, endpoint.auth)
+    return Prepared(endpoint.method, path, None, payload, endpoint.auth)
+
+
+def parse(request: Request[R], status: int, content: bytes, headers: Any = None) -> R:
+    """The response model of a successful answer; raises the matching :class:`APIError` otherwise."""
+    if 200 <= status < 300:
+        try:
+            return cast(R, request.endpoint.response.model_validate_json(content))
+        except ValidationError as exc:
+            raise InternalServerError(
+                "bad_response", f"unexpected response body: {exc}", status=status
+            ) from None
+    raise error_from(status, content, headers)
+
+
+def error_from(status: int, content: bytes, headers: Any = None) -> APIError:
+    """The exception for an error response."""
+    try:
+        body = ErrorEnvelope.model_validate_json(content).error
+    except ValidationError:
+        text = content[:200].decode(errors="replace") or f"HTTP {status}"
+        return error_for(f"http_{status}", text, status=status)
+    retry_after = body.retry_after
+    if retry_after is None and headers is not None and headers.get("retry-after", "").isdigit():
+        retry_after = float(headers["retry-after"])
+    return error_for(body.code, body.message, status=status, retry_after=retry_after, details=body.details)
+
+
+def new_client_msg_id() -> str:
+    """A fresh idempotency key for one message."""
+    return uuid.uuid4().hex
+
+
+def send_text_request(to: int | str, text: str, client_msg_id: str | None) -> SendMessageRequest:
+    """``to`` is a user id, a username, or a conversation id (``d:1:2``, ``g:7``)."""
+    content = TextContent(text=text)
+    key = client_msg_id or new_client_msg_id()
+    if isinstance(to, str) and is_conversation_id(to):
+        return SendMessageRequest(conversation=to, client_msg_id=key, content=content)
+    return SendMessageRequest(to=to, client_msg_id=key, content=content)

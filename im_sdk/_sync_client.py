@@ -1,0 +1,305 @@
+"""The synchronous client: the same methods as :class:`~im_sdk.AsyncClient`, blocking."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, ReadyFrame, server_frames
+from im_schema.models import ConversationSummary, Message, ReadState, User
+from im_schema.rest import (
+    ConversationPage,
+    ConversationsRequest,
+    GatewayRequest,
+    GetUserRequest,
+    HistoryRequest,
+    LoginRequest,
+    LogoutRequest,
+    MarkReadRequest,
+    Me,
+    MessagePage,
+    RefreshRequest,
+    RegisterRequest,
+    Request,
+    Session,
+    WhoAmIRequest,
+)
+
+from ._base import parse, prepare, send_text_request
+from ._session import SessionState
+from .errors import APIError, AuthenticationError, ProtocolError, TokenExpiredError, TransportError
+from .events import MessageEvent
+from .realtime.backoff import Backoff
+from .realtime.policy import classify_close, reconnect_delay
+from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
+
+__all__ = ["Client"]
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class Client:
+    """A blocking client for one account on one device; see :class:`~im_sdk.AsyncClient`.
+
+    ::
+
+        with Client("http://localhost:8080") as client:
+            client.login("alice", "secret", device="script")
+            client.send_text("bob", "build finished")
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        on_session: Callable[[Session], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport)
+        self._state = SessionState(access_token, refresh_token, on_session)
+        self._backoff = backoff or Backoff()
+        self._refreshing = threading.Lock()
+        self._engine: SyncEngine | None = None
+
+    # Plumbing -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    @property
+    def session(self) -> Session | None:
+        """The tokens and account of the last login or refresh."""
+        return self._state.session
+
+    def _send(self, request: Request[R]) -> httpx.Response:
+        prepared = prepare(request)
+        headers = self._state.headers() if prepared.auth else {}
+        try:
+            return self._http.request(
+                prepared.method, prepared.path, params=prepared.params, json=prepared.json, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{prepared.method} {prepared.path}: {exc!r}") from exc
+
+    def request(self, request: Request[R]) -> R:
+        """Send any request model and return its response model; refreshes an expired token once."""
+        response = self._send(request)
+        try:
+            return parse(request, response.status_code, response.content, response.headers)
+        except TokenExpiredError:
+            if not (request.endpoint.auth and self._state.refresh_token):
+                raise
+        self._refresh_once(self._state.access_token)
+        response = self._send(request)
+        return parse(request, response.status_code, response.content, response.headers)
+
+    def _refresh_once(self, stale: str | None) -> None:
+        with self._refreshing:
+            if self._state.access_token == stale:
+                self.refresh()
+
+    # Accounts -------------------------------------------------------------------------------------
+
+    def register(self, username: str, password: str, *, display_name: str | None = None) -> User:
+        """Create an account (this does not log in)."""
+        return self.request(RegisterRequest(username=username, password=password, display_name=display_name))
+
+    def login(self, username: str, password: str, *, device: str = "default") -> Session:
+        """Log this device in; later calls use its tokens."""
+        session = self.request(LoginRequest(username=username, password=password, device=device))
+        self._state.update(session)
+        return session
+
+    def refresh(self) -> Session:
+        """Renew the tokens with the refresh token."""
+        token = self._state.refresh_token
+        if token is None:
+            raise AuthenticationError("unauthorized", "no refresh token; log in again")
+        session = self.request(RefreshRequest(refresh_token=token))
+        self._state.update(session)
+        return session
+
+    def logout(self) -> None:
+        """End this device's session on the server and forget the tokens."""
+        self.request(LogoutRequest())
+        self._state.clear()
+
+    def whoami(self) -> Me:
+        """The logged-in account and device."""
+        return self.request(WhoAmIRequest())
+
+    def get_user(self, user: int | str) -> User:
+        """A user's profile, by id or username."""
+        return self.request(GetUserRequest(user=user))
+
+    # Messages -------------------------------------------------------------------------------------
+
+    def send_text(self, to: int | str, text: str, *, client_msg_id: str | None = None) -> Message:
+        """Send text to a user (id or username) or into a conversation (``d:1:2``, ``g:7``).
+
+        The message is stored when this returns. On a transport error the same ``client_msg_id`` is
+        sent again, so a retry never stores a message twice.
+        """
+        request = send_text_request(to, text, client_msg_id)
+        for attempt in range(3):
+            try:
+                message = self.request(request)
+                break
+            except TransportError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if self._engine is not None:
+            self._engine.mark_own(message)
+        return message
+
+    def conversations_page(self, *, since: str | None = None, limit: int = 200) -> ConversationPage:
+        """One page of conversations changed after ``since``."""
+        return self.request(ConversationsRequest(since=since, limit=limit))
+
+    def conversations(self) -> list[ConversationSummary]:
+        """All my conversations, most recently active first."""
+        found: dict[str, ConversationSummary] = {}
+        since: str | None = None
+        while True:
+            page = self.conversations_page(since=since, limit=500)
+            found.update((summary.id, summary) for summary in page.conversations)
+            since = page.cursor
+            if not page.has_more:
+                break
+        return sorted(found.values(), key=lambda summary: summary.updated_at, reverse=True)
+
+    def history(
+        self, conversation: str, *, after: int | None = None, before: int | None = None, limit: int = 100
+    ) -> MessagePage:
+        """Messages of a conversation: after ``after``, or the latest before ``before`` (exclusive)."""
+        return self.request(
+            HistoryRequest(conversation=conversation, after=after, before=before, limit=limit)
+        )
+
+    def mark_read(self, conversation: str, seq: int) -> ReadState:
+        """Mark the conversation read up to ``seq`` on all my devices."""
+        return self.request(MarkReadRequest(conversation=conversation, seq=seq))
+
+    # Real time ------------------------------------------------------------------------------------
+
+    def events(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message]]:
+        """Messages for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
+        if self._engine is None:
+            self._engine = SyncEngine(start=start)
+        engine = self._engine
+        delays = self._backoff.delays()
+        while True:
+            try:
+                for message in self._connected(engine):
+                    delays = self._backoff.delays()
+                    yield MessageEvent(message, self)
+                delay = 0.0
+            except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
+                delay = reconnect_delay(exc, delays)
+                log.info("realtime connection lost (%r); reconnecting in %.2fs", exc, delay)
+            except APIError as exc:
+                if isinstance(exc, AuthenticationError) or exc.status in (400, 403, 404):
+                    raise
+                delay = exc.retry_after or next(delays)
+                log.info("realtime setup failed (%s); retrying in %.2fs", exc, delay)
+            engine.reset_fetching()
+            time.sleep(delay)
+
+    def _connected(self, engine: SyncEngine) -> Iterator[Message]:
+        assignment = self.request(GatewayRequest())
+        try:
+            connection = connect(assignment.url, compression=None, open_timeout=10, max_size=2**22)
+        except InvalidURI as exc:
+            raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
+        with connection:
+            self._authenticate(connection)
+            pending: list[Deliver | Fetch] = []
+            since = engine.since
+            while True:
+                page = self.conversations_page(since=since, limit=500)
+                pending.extend(engine.on_conversations(page))
+                since = page.cursor
+                if not page.has_more:
+                    break
+            yield from self._run(engine, pending)
+            try:
+                for data in connection:
+                    frame = _decode(data)
+                    if isinstance(frame, MessageFrame):
+                        yield from self._run(engine, engine.on_push(frame.message))
+                    elif isinstance(frame, ErrorFrame):
+                        log.warning("gateway error: %s: %s", frame.code, frame.message)
+            except ConnectionClosed:
+                pass
+        raise classify_close(connection.close_code, connection.close_reason)
+
+    def _authenticate(self, connection: ClientConnection) -> None:
+        for attempt in range(2):
+            token = self._state.access_token
+            if token is None:
+                raise AuthenticationError("unauthorized", "log in first")
+            connection.send(AuthFrame(token=token).model_dump_json())
+            try:
+                frame = _decode(connection.recv(timeout=15))
+            except ConnectionClosed:
+                frame = None
+            if isinstance(frame, ReadyFrame):
+                return
+            if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
+                self._refresh_once(token)
+                raise TransportError("token refreshed; reconnecting")
+            if isinstance(frame, ErrorFrame):
+                raise classify_close(connection.close_code, frame.message, frame.code)
+            raise classify_close(connection.close_code, connection.close_reason)
+
+    def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> list[Message]:
+        """Carry out fetches until only deliveries remain; returns the messages in delivery order."""
+        out: list[Message] = []
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, Deliver):
+                out.append(action.message)
+                continue
+            try:
+                page = self.history(action.conversation, after=action.after, before=action.before, limit=500)
+            except APIError as exc:
+                engine.on_fetch_failed(action)
+                if exc.status == 404:
+                    continue
+                raise
+            queue[0:0] = engine.on_history(action, page)
+        return out
+
+
+def _decode(data: str | bytes) -> Any:
+    try:
+        return server_frames.validate_json(data)
+    except ValueError:
+        return None

@@ -1,0 +1,183 @@
+"""Exceptions raised by the SDK. One root, two branches::
+
+IMError
+├── TransportError              the server could not be reached or the connection broke (retry)
+├── ProtocolError               the server speaks a protocol this SDK does not (upgrade)
+├── ConnectionReplaced          the same device connected elsewhere; this client stops
+└── APIError                    the server answered with an error code
+    ├── BadRequestError             bad_request, text_too_long, unknown_frame
+    ├── AuthenticationError         unauthorized, invalid_credentials
+    │   └── TokenExpiredError       token_expired
+    ├── ForbiddenError              forbidden
+    ├── NotFoundError               not_found
+    │   ├── UserNotFoundError       user_not_found
+    │   └── ConversationNotFoundError conversation_not_found
+    ├── ConflictError               conflict
+    │   └── UsernameTakenError      username_taken
+    ├── PayloadTooLargeError        payload_too_large
+    ├── RateLimitedError            rate_limited (see ``retry_after``)
+    ├── UnavailableError            unavailable (retry later)
+    └── InternalServerError         internal, or any 5xx
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "ConnectionReplaced",
+    "ConversationNotFoundError",
+    "ForbiddenError",
+    "IMError",
+    "InternalServerError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "RateLimitedError",
+    "TokenExpiredError",
+    "TransportError",
+    "UnavailableError",
+    "UserNotFoundError",
+    "UsernameTakenError",
+    "error_for",
+]
+
+
+class IMError(Exception):
+    """Root of every SDK exception."""
+
+
+class TransportError(IMError):
+    """The server could not be reached, or the connection broke. Retrying may help."""
+
+
+class ProtocolError(IMError):
+    """The server does not speak this SDK's protocol version."""
+
+
+class ConnectionReplaced(IMError):
+    """The same device connected again from elsewhere, which closed this connection."""
+
+
+class APIError(IMError):
+    """The server refused a request with a stable error ``code``."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.details = details
+
+
+class BadRequestError(APIError):
+    """The request did not match the schema or broke a rule (e.g. text too long)."""
+
+
+class AuthenticationError(APIError):
+    """Wrong credentials, or a missing, forged or revoked token."""
+
+
+class TokenExpiredError(AuthenticationError):
+    """The access token expired; the clients refresh it on their own when they can."""
+
+
+class ForbiddenError(APIError):
+    """Authenticated but not allowed."""
+
+
+class NotFoundError(APIError):
+    """No such thing (or not visible to you)."""
+
+
+class UserNotFoundError(NotFoundError):
+    """No such user."""
+
+
+class ConversationNotFoundError(NotFoundError):
+    """No such conversation, or you are not in it."""
+
+
+class ConflictError(APIError):
+    """The request conflicts with the current state."""
+
+
+class UsernameTakenError(ConflictError):
+    """The username is registered already."""
+
+
+class PayloadTooLargeError(APIError):
+    """The body or frame is over the server's limit."""
+
+
+class RateLimitedError(APIError):
+    """Too many requests; wait ``retry_after`` seconds."""
+
+
+class UnavailableError(APIError):
+    """The server cannot serve right now; retry later."""
+
+
+class InternalServerError(APIError):
+    """The server failed."""
+
+
+_BY_CODE: dict[str, type[APIError]] = {
+    "bad_request": BadRequestError,
+    "text_too_long": BadRequestError,
+    "unknown_frame": BadRequestError,
+    "unauthorized": AuthenticationError,
+    "invalid_credentials": AuthenticationError,
+    "auth_timeout": AuthenticationError,
+    "token_expired": TokenExpiredError,
+    "forbidden": ForbiddenError,
+    "not_found": NotFoundError,
+    "user_not_found": UserNotFoundError,
+    "conversation_not_found": ConversationNotFoundError,
+    "conflict": ConflictError,
+    "username_taken": UsernameTakenError,
+    "payload_too_large": PayloadTooLargeError,
+    "rate_limited": RateLimitedError,
+    "unavailable": UnavailableError,
+    "internal": InternalServerError,
+}
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: BadRequestError,
+    429: RateLimitedError,
+    503: UnavailableError,
+}
+
+
+def error_for(
+    code: str,
+    message: str,
+    *,
+    status: int | None = None,
+    retry_after: float | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> APIError:
+    """The most specific exception for an error code (codes unknown to this SDK fall back on status)."""
+    cls = _BY_CODE.get(code)
+    if cls is None and status is not None:
+        cls = _BY_STATUS.get(status, InternalServerError if status >= 500 else APIError)
+    return (cls or APIError)(code, message, status=status, retry_after=retry_after, details=details)

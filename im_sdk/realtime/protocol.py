@@ -1,0 +1,201 @@
+"""Exactly-once, in-order delivery on top of pushes and pulls, without I/O.
+
+The :class:`SyncEngine` keeps, for every conversation, a watermark: every seq at or below it was
+delivered to the application (or does not exist for this user). It is fed three things, by whichever
+shell does the I/O:
+
+- pages of "conversations since" after every (re)connect (:meth:`SyncEngine.on_conversations`),
+- pushed messages (:meth:`SyncEngine.on_push`),
+- history pages it asked for (:meth:`SyncEngine.on_history`).
+
+Each returns actions: :class:`Deliver` a message to the application, or :class:`Fetch` a seq range.
+A pushed message beyond the watermark + 1 is held back while the gap is fetched, so the application
+sees each conversation in seq order, and a ``(conversation, seq)`` is never delivered twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from im_schema.models import ConversationSummary, Message
+from im_schema.rest import ConversationPage, MessagePage
+
+__all__ = ["Action", "Deliver", "Fetch", "StartFrom", "SyncEngine"]
+
+StartFrom = Literal["unread", "latest", "all"]
+"""Where a conversation seen for the first time starts: after what was read, after everything, or at the
+beginning of what this user may see."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand this message to the application."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Get messages of ``conversation`` with ``after < seq < before`` (``before=None``: up to the newest)."""
+
+    conversation: str
+    after: int
+    before: int | None = None
+
+
+Action = Deliver | Fetch
+
+
+@dataclass(slots=True)
+class _Conversation:
+    watermark: int
+    held: dict[int, Message] = field(default_factory=dict)
+    """Pushes beyond the watermark, waiting for the gap below them to be filled."""
+    own: set[int] = field(default_factory=set)
+    """Seqs this client sent itself: counted as delivered, never handed to the application."""
+    fetching: bool = False
+
+
+class SyncEngine:
+    """Per-conversation watermarks; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        start: StartFrom = "unread",
+        watermarks: dict[str, int] | None = None,
+        since: str | None = None,
+    ) -> None:
+        self.start: StartFrom = start
+        self.since = since
+        """The cursor of the last complete "conversations since" pass."""
+        self._conversations: dict[str, _Conversation] = {
+            conversation: _Conversation(seq) for conversation, seq in (watermarks or {}).items()
+        }
+
+    # Introspection --------------------------------------------------------------------------------
+
+    def watermark(self, conversation: str) -> int | None:
+        """The highest seq of ``conversation`` known to be delivered, if the conversation is known."""
+        state = self._conversations.get(conversation)
+        return None if state is None else state.watermark
+
+    def watermarks(self) -> dict[str, int]:
+        """Every conversation's watermark, e.g. to persist them."""
+        return {conversation: state.watermark for conversation, state in self._conversations.items()}
+
+    # Inputs ---------------------------------------------------------------------------------------
+
+    def mark_own(self, message: Message) -> list[Action]:
+        """This client sent ``message``: the application has it already."""
+        state = self._state_for_push(message.conversation)
+        if message.seq > state.watermark:
+            state.own.add(message.seq)
+        return self._advance(message.conversation, state)
+
+    def on_conversations(self, page: ConversationPage) -> list[Action]:
+        """A page of "conversations since"; fetches whatever each conversation is missing."""
+        actions: list[Action] = []
+        for summary in page.conversations:
+            state = self._conversations.get(summary.id)
+            if state is None:
+                state = self._conversations[summary.id] = _Conversation(self._initial(summary))
+            if summary.max_seq > state.watermark and not state.fetching:
+                state.fetching = True
+                actions.append(Fetch(summary.id, state.watermark))
+        if not page.has_more:
+            self.since = page.cursor
+        return actions
+
+    def on_push(self, message: Message) -> list[Action]:
+        """A message pushed by the gateway."""
+        state = self._state_for_push(message.conversation)
+        seq = message.seq
+        if seq <= state.watermark or seq in state.held or seq in state.own:
+            return []
+        if seq == state.watermark + 1:
+            state.watermark = seq
+            return [Deliver(message), *self._advance(message.conversation, state)]
+        state.held[seq] = message
+        if state.fetching:
+            return []
+        state.fetching = True
+        return [Fetch(message.conversation, state.watermark, seq)]
+
+    def on_history(self, fetch: Fetch, page: MessagePage) -> list[Action]:
+        """The answer to a :class:`Fetch`."""
+        state = self._conversations.setdefault(fetch.conversation, _Conversation(fetch.after))
+        actions: list[Action] = []
+        last = fetch.after
+        for message in page.messages:
+            last = max(last, message.seq)
+            if message.seq <= state.watermark or message.seq in state.own:
+                continue
+            state.held[message.seq] = message
+        if page.has_more:
+            # Deliver what is contiguous now, then ask for the rest.
+            actions.extend(self._advance(fetch.conversation, state))
+            actions.append(Fetch(fetch.conversation, last, fetch.before))
+            return actions
+        # The range is complete: seqs in it that did not come back are not visible to this user.
+        end = page.max_seq if fetch.before is None else fetch.before - 1
+        floor = max(end, last)
+        if floor > state.watermark:
+            state.watermark = max(state.watermark, self._contiguous_floor(state, floor))
+        state.fetching = False
+        actions.extend(self._advance(fetch.conversation, state))
+        if state.held:
+            # Pushes beyond the fetched range arrived meanwhile and a gap remains below them.
+            state.fetching = True
+            actions.append(Fetch(fetch.conversation, state.watermark, min(state.held)))
+        return actions
+
+    def on_fetch_failed(self, fetch: Fetch) -> None:
+        """A fetch could not be done; the next resync asks again."""
+        state = self._conversations.get(fetch.conversation)
+        if state is not None:
+            state.fetching = False
+
+    def reset_fetching(self) -> None:
+        """Forget fetches in flight (the connection that would have served them is gone)."""
+        for state in self._conversations.values():
+            state.fetching = False
+
+    # Internals ------------------------------------------------------------------------------------
+
+    def _initial(self, summary: ConversationSummary) -> int:
+        if self.start == "latest":
+            return summary.max_seq
+        if self.start == "all":
+            return summary.joined_seq
+        return max(summary.read_seq, summary.joined_seq)
+
+    def _state_for_push(self, conversation: str) -> _Conversation:
+        state = self._conversations.get(conversation)
+        if state is None:
+            # A conversation that began after the last resync: everything in it is new to us.
+            state = self._conversations[conversation] = _Conversation(0)
+        return state
+
+    def _contiguous_floor(self, state: _Conversation, floor: int) -> int:
+        # Held messages at or below the floor are delivered by _advance; seqs the server did not return
+        # below the floor do not exist for us, so the watermark may jump over them.
+        if not state.held:
+            return floor
+        lowest_held = min(state.held)
+        return min(floor, lowest_held - 1)
+
+    def _advance(self, conversation: str, state: _Conversation) -> list[Action]:
+        actions: list[Action] = []
+        while True:
+            following = state.watermark + 1
+            if following in state.own:
+                state.own.discard(following)
+                state.watermark = following
+            elif following in state.held:
+                actions.append(Deliver(state.held.pop(following)))
+                state.watermark = following
+            else:
+                break
+        return actions

@@ -1,0 +1,99 @@
+"""The FastAPI application of an API node (OpenAPI at ``/docs`` and ``/openapi.json``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from im_schema.errors import ErrorCode
+
+from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError
+from .deps import validation_details
+from .node import ApiNode
+from .routes import auth, conversations, gateway, health, messages, users
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes, whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _error_response(PayloadTooLarge(f"the body is larger than {self.limit} bytes"))(
+                    scope, receive, send
+                )
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"the body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error_response(exc: ServerError) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    if exc.status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+def create_app(node: ApiNode) -> FastAPI:
+    """The application for a started :class:`ApiNode`."""
+    app = FastAPI(
+        title="IM API",
+        version="1",
+        summary="Accounts, messages, conversations and sync of the IM cluster.",
+    )
+    app.state.node = node
+    for module in (health, auth, users, messages, conversations, gateway):
+        app.include_router(module.router)
+
+    @app.exception_handler(ServerError)
+    async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = any(error.get("type") == "json_invalid" for error in exc.errors())
+        message = "the body is not valid JSON" if malformed else "the request does not match the schema"
+        return _error_response(BadRequest(message, details=validation_details(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return _error_response(NotFound("no such endpoint"))
+        error = ServerError(str(exc.detail), code=ErrorCode.BAD_REQUEST)
+        return JSONResponse(error.envelope(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body: dict[str, Any] = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
+        return JSONResponse(body, status_code=500)
+
+    app.add_middleware(BodyLimit, limit=node.settings.max_body_bytes)
+    return app

@@ -1,0 +1,159 @@
+"""An API node: the services wired together, plus the NATS side (send service, registry mirror)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+
+import orjson
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from im_schema.errors import ErrorCode
+from im_schema.frames import AckFrame, ErrorFrame, SendFrame
+from im_schema.rest import GatewayAssignment
+
+from ..bus.nats import Bus, RegistryMirror
+from ..bus.routes import rendezvous
+from ..cluster.heartbeat import Heartbeat
+from ..errors import ServerError, Unavailable
+from ..services.auth import AuthService
+from ..services.commit import GroupCommitter
+from ..services.delivery import Deliverer
+from ..services.messaging import MessagingService, UserDirectory
+from ..services.sync import SyncService
+from ..services.tokens import TokenCodec
+from ..settings import Settings
+from ..storage import Database, MessageStore, UserStore
+
+__all__ = ["ApiNode"]
+
+log = logging.getLogger(__name__)
+
+
+class ApiNode:
+    """Everything one API process runs; built by :meth:`__init__`, run by :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, settings: Settings, *, url: str | None = None) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or f"api-{secrets.token_hex(4)}"
+        self.url = url or f"http://{settings.api_host}:{settings.api_port}"
+        self.db = Database(settings.db_url)
+        self.users = UserStore(self.db)
+        self.messages = MessageStore(self.db)
+        self.auth = AuthService(settings, self.users, TokenCodec(settings.signing_key()))
+        self.bus = Bus(settings, name=self.node_id)
+        self.mirror = RegistryMirror(self.bus)
+        self.deliverer = Deliverer(self.bus, self.mirror)
+        self.committer = GroupCommitter(
+            self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer
+        )
+        self.directory = UserDirectory(self.users)
+        self.messaging = MessagingService(settings, self.messages, self.directory, self.committer)
+        self.sync = SyncService(self.messages)
+        self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._send_sub: Subscription | None = None
+        self._barrier_sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Migrate the database, join the bus, load the registries, start committing."""
+        await self.db.migrate()
+        await self.bus.connect()
+        await self.mirror.start()
+        self.committer.start()
+        self._send_sub = await self.bus.nc.subscribe(self.bus.subjects.send, queue="api", cb=self._on_send)
+        self._barrier_sub = await self.bus.nc.subscribe(self.bus.subjects.barrier, cb=self._on_barrier)
+        await self.heartbeat.start()
+        log.info("api node %s started", self.node_id)
+
+    async def stop(self) -> None:
+        """Stop taking sends, commit what is queued, leave the bus."""
+        for subscription in (self._send_sub, self._barrier_sub):
+            if subscription is not None:
+                await subscription.unsubscribe()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5)
+        await self.committer.stop()
+        await self.heartbeat.stop()
+        await self.mirror.stop()
+        await self.bus.close()
+        await self.db.close()
+        log.info("api node %s stopped", self.node_id)
+
+    def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
+        """The live gateway this device should use (rendezvous hashing over live gateways)."""
+        gateways = {info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url}
+        chosen = rendezvous(f"{user_id}.{device_id}", gateways)
+        if chosen is None:
+            raise Unavailable("no gateway node is up", retry_after=1.0)
+        url = gateways[chosen].url
+        assert url is not None
+        return GatewayAssignment(node_id=chosen, url=url)
+
+    # Route barrier --------------------------------------------------------------------------------
+
+    async def _on_barrier(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._answer_barrier(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _answer_barrier(self, msg: Msg) -> None:
+        # A gateway tells a device "ready" only once every API node routes to it, so that any message
+        # committed after the device's first sync is pushed to it.
+        try:
+            revision = int(msg.data)
+        except ValueError:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.mirror.wait_for_routes(revision)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(self.node_id.encode())
+
+    # Sends forwarded by gateways --------------------------------------------------------------------
+
+    async def _on_send(self, msg: Msg) -> None:
+        # NATS runs one callback at a time per subscription: hand off so that sends batch up.
+        task = asyncio.create_task(self._handle_send(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle_send(self, msg: Msg) -> None:
+        client_msg_id: str | None = None
+        try:
+            header, _, raw = msg.data.partition(b"\n")
+            who = orjson.loads(header)
+            frame = SendFrame.model_validate_json(raw)
+            client_msg_id = frame.client_msg_id
+            message = await self.messaging.send(
+                int(who["u"]),
+                str(who["d"]),
+                to=frame.to,
+                conversation=frame.conversation,
+                client_msg_id=frame.client_msg_id,
+                content=frame.content,
+            )
+            reply = AckFrame(client_msg_id=frame.client_msg_id, message=message).model_dump_json()
+        except ServerError as exc:
+            reply = exc.frame(client_msg_id).model_dump_json(exclude_none=True)
+        except (ValidationError, ValueError, KeyError) as exc:
+            reply = ErrorFrame(
+                code=ErrorCode.BAD_REQUEST,
+                message=f"malformed send: {exc}"[:300],
+                client_msg_id=client_msg_id,
+            ).model_dump_json(exclude_none=True)
+        except Exception:
+            log.exception("send from gateway failed")
+            reply = ErrorFrame(
+                code=ErrorCode.INTERNAL, message="internal error", client_msg_id=client_msg_id
+            ).model_dump_json(exclude_none=True)
+        if msg.reply:
+            try:
+                await msg.respond(reply.encode())
+            except Exception as exc:
+                log.warning("cannot answer a forwarded send: %s", exc)

@@ -1,0 +1,23 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..deps import NodeDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness and readiness of this node")
+async def healthz(node: NodeDep) -> dict[str, Any]:
+    """``ok`` while the node can reach NATS; also reports the registries it mirrors."""
+    return {
+        "status": "ok" if node.bus.nc.is_connected else "degraded",
+        "node_id": node.node_id,
+        "nats": node.bus.nc.is_connected,
+        "routes": len(node.mirror.routes),
+        "gateways": [info.node_id for info in node.mirror.nodes.live("gateway")],
+    }

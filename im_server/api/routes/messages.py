@@ -1,0 +1,29 @@
+"""Sending messages over HTTP (the WebSocket ``send`` frame is the same operation)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from im_schema.models import Message
+from im_schema.rest import SendMessageRequest
+
+from ..deps import NodeDep, PrincipalDep
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+
+
+@router.post("/messages", response_model=Message)
+async def send_message(body: SendMessageRequest, node: NodeDep, principal: PrincipalDep) -> Message:
+    """Store a message and answer once it is committed.
+
+    A direct conversation is created by its first message. Sending again with the same
+    ``client_msg_id`` returns the stored message instead of storing a second one.
+    """
+    return await node.messaging.send(
+        principal.user_id,
+        principal.device_id,
+        to=body.to,
+        conversation=body.conversation,
+        client_msg_id=body.client_msg_id,
+        content=body.content,
+    )

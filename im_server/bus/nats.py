@@ -1,0 +1,223 @@
+"""The NATS side of a node: connection, KV buckets and the live registry mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from ..settings import Settings
+from .codec import Delivery, encode_delivery
+from .routes import NodeInfo, NodeTable, RouteTable
+from .subjects import Subjects, parse_route_key
+
+__all__ = ["Bus", "RegistryMirror"]
+
+log = logging.getLogger(__name__)
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(bucket=bucket, **config)
+    except Exception:
+        # Another node created it first, possibly with a slightly different configuration.
+        return await js.key_value(bucket)
+
+
+class Bus:
+    """A node's NATS connection, the cluster's subjects and its two registry buckets."""
+
+    def __init__(self, settings: Settings, *, name: str) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_prefix)
+        self._name = name
+        self.nc: NATS = NATS()
+        self._js: JetStreamContext | None = None
+        self._routes: KeyValue | None = None
+        self._nodes: KeyValue | None = None
+
+    async def connect(self) -> None:
+        """Connect (retrying until NATS answers) and make sure the buckets exist."""
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats %s: %s", self._name, exc)
+
+        async def on_disconnect() -> None:
+            log.warning("nats %s: disconnected", self._name)
+
+        async def on_reconnect() -> None:
+            log.info("nats %s: reconnected", self._name)
+
+        deadline = asyncio.get_running_loop().time() + self.settings.nats_connect_timeout
+        while True:
+            try:
+                self.nc = await self._connect(on_error, on_disconnect, on_reconnect)
+                break
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("nats %s: cannot connect to %s yet (%s)", self._name, self.settings.nats_url, exc)
+                await asyncio.sleep(0.5)
+        self._js = self.nc.jetstream(timeout=5)
+        ttl = self.settings.node_ttl
+        self._routes = await _ensure_kv(self._js, self.subjects.routes_bucket, history=1)
+        self._nodes = await _ensure_kv(
+            self._js, self.subjects.nodes_bucket, history=1, ttl=ttl, limit_marker_ttl=max(1.0, ttl)
+        )
+
+    async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
+        return await nats.connect(
+            self.settings.nats_url,
+            name=self._name,
+            connect_timeout=5,
+            reconnect_time_wait=0.5,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            pending_size=64 * 1024 * 1024,
+        )
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        assert self._js is not None, "connect() first"
+        return self._js
+
+    @property
+    def routes(self) -> KeyValue:
+        """The route registry bucket."""
+        assert self._routes is not None, "connect() first"
+        return self._routes
+
+    @property
+    def nodes(self) -> KeyValue:
+        """The node registry bucket."""
+        assert self._nodes is not None, "connect() first"
+        return self._nodes
+
+    async def publish_deliveries(self, plan: Mapping[str, Sequence[Delivery]]) -> int:
+        """One publish per gateway node; returns the number of publishes."""
+        for node_id, items in plan.items():
+            await self.nc.publish(self.subjects.gateway(node_id), encode_delivery(items))
+        return len(plan)
+
+    async def close(self) -> None:
+        """Flush and close the connection."""
+        if self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+
+def parse_heartbeat(node_id: str, value: bytes) -> NodeInfo:
+    """A node registry value as :class:`NodeInfo`."""
+    data = orjson.loads(value)
+    return NodeInfo(
+        node_id=node_id,
+        role=str(data.get("role", "gateway")),
+        url=data.get("url"),
+        connections=int(data.get("connections", 0)),
+        started_at=float(data.get("started_at", 0.0)),
+    )
+
+
+class RegistryMirror:
+    """Keeps a :class:`RouteTable` and a :class:`NodeTable` equal to the registry buckets."""
+
+    def __init__(self, bus: Bus, *, follow_routes: bool = True) -> None:
+        self._bus = bus
+        self._follow_routes = follow_routes
+        self.routes = RouteTable()
+        self.nodes = NodeTable(ttl=bus.settings.node_ttl)
+        self.route_revision = 0
+        """The newest route registry revision applied to :attr:`routes`."""
+        self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watchers: list[Any] = []
+
+    async def start(self) -> None:
+        """Load the buckets, then follow their changes in the background."""
+        buckets: list[tuple[KeyValue, Callable[[Any], None]]] = [(self._bus.nodes, self._apply_node)]
+        if self._follow_routes:
+            buckets.append((self._bus.routes, self._apply_route))
+        for bucket, apply in buckets:
+            watcher = await bucket.watchall()
+            self._watchers.append(watcher)
+            ready = asyncio.get_running_loop().create_future()
+            self._tasks.append(asyncio.create_task(self._follow(watcher, apply, ready)))
+            await ready
+
+    async def _follow(self, watcher: Any, apply: Callable[[Any], None], ready: asyncio.Future[None]) -> None:
+        async for entry in watcher:
+            if entry is None:
+                if not ready.done():
+                    ready.set_result(None)
+                continue
+            try:
+                apply(entry)
+            except Exception:
+                log.exception("bad registry entry %r", entry.key)
+        if not ready.done():
+            ready.set_result(None)
+
+    def _apply_route(self, entry: Any) -> None:
+        user_id, device_id = parse_route_key(entry.key)
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self.routes.remove(user_id, device_id)
+        else:
+            self.routes.set(user_id, device_id, entry.value.decode())
+        if entry.revision and entry.revision > self.route_revision:
+            self.route_revision = entry.revision
+            if self._revision_waiters:
+                self._wake_revision_waiters()
+
+    def _wake_revision_waiters(self) -> None:
+        waiting = []
+        for revision, future in self._revision_waiters:
+            if revision <= self.route_revision:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((revision, future))
+        self._revision_waiters = waiting
+
+    async def wait_for_routes(self, revision: int) -> None:
+        """Wait until the route table includes ``revision`` (bound it with ``asyncio.timeout``)."""
+        if self.route_revision >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._revision_waiters.append((revision, future))
+        await future
+
+    def _apply_node(self, entry: Any) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self.nodes.remove(entry.key)
+        else:
+            self.nodes.heartbeat(parse_heartbeat(entry.key, entry.value))
+
+    async def stop(self) -> None:
+        """Stop following."""
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,130 @@
+"""The local copy of the route and node registries, and delivery planning (pure, no I/O).
+
+API nodes keep these tables current by watching the KV buckets; everything here is plain data so that
+routing decisions are tested without NATS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = ["NodeInfo", "NodeTable", "RouteTable", "plan_delivery", "rendezvous"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What a node says in its heartbeat."""
+
+    node_id: str
+    role: str
+    url: str | None
+    connections: int
+    started_at: float
+
+
+class NodeTable:
+    """Nodes seen in the registry; a node is live while its last heartbeat is younger than ``ttl``."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._nodes: dict[str, tuple[NodeInfo, float]] = {}
+
+    def heartbeat(self, info: NodeInfo) -> None:
+        """Record a heartbeat now."""
+        self._nodes[info.node_id] = (info, self._clock())
+
+    def remove(self, node_id: str) -> None:
+        """Forget a node (it stopped, or its heartbeat expired in the registry)."""
+        self._nodes.pop(node_id, None)
+
+    def is_live(self, node_id: str) -> bool:
+        """Whether the node's heartbeat is fresh."""
+        entry = self._nodes.get(node_id)
+        return entry is not None and self._clock() - entry[1] < self.ttl
+
+    def live(self, role: str | None = None) -> list[NodeInfo]:
+        """Live nodes, optionally of one role, sorted by id."""
+        now = self._clock()
+        return sorted(
+            (
+                info
+                for info, seen in self._nodes.values()
+                if now - seen < self.ttl and (role is None or info.role == role)
+            ),
+            key=lambda info: info.node_id,
+        )
+
+    def all(self) -> list[tuple[NodeInfo, float]]:
+        """Every known node with the seconds since its last heartbeat."""
+        now = self._clock()
+        return [(info, now - seen) for info, seen in sorted(self._nodes.values(), key=lambda e: e[0].node_id)]
+
+
+class RouteTable:
+    """``user -> {device: node}``, as written by gateways into the route registry."""
+
+    def __init__(self) -> None:
+        self._routes: dict[int, dict[str, str]] = {}
+
+    def set(self, user_id: int, device_id: str, node_id: str) -> None:
+        """A device connected to a node."""
+        self._routes.setdefault(user_id, {})[device_id] = node_id
+
+    def remove(self, user_id: int, device_id: str) -> None:
+        """A device disconnected."""
+        devices = self._routes.get(user_id)
+        if devices is not None:
+            devices.pop(device_id, None)
+            if not devices:
+                del self._routes[user_id]
+
+    def devices(self, user_id: int) -> dict[str, str]:
+        """The user's connected devices and their nodes."""
+        return self._routes.get(user_id, {})
+
+    def __len__(self) -> int:
+        return sum(len(devices) for devices in self._routes.values())
+
+
+def plan_delivery(
+    frames: Iterable[tuple[bytes, Iterable[int], tuple[int, str] | None]],
+    routes: RouteTable,
+    nodes: NodeTable,
+) -> dict[str, list[tuple[bytes, list[tuple[int, str]]]]]:
+    """Group the online devices of each frame's recipients by gateway node.
+
+    ``frames`` holds ``(frame, recipient users, device to skip)``; the skipped device is the sender's
+    own, which gets its answer directly. Devices routed to a node whose heartbeat expired are offline.
+    Returns ``node -> [(frame, [(user, device), ...])]``: one publish per node carries them all.
+    """
+    plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]] = defaultdict(list)
+    live: dict[str, bool] = {}
+    for frame, users, skip in frames:
+        per_node: dict[str, list[tuple[int, str]]] = {}
+        for user in users:
+            for device, node in routes.devices(user).items():
+                if skip is not None and skip == (user, device):
+                    continue
+                alive = live.get(node)
+                if alive is None:
+                    alive = live[node] = nodes.is_live(node)
+                if alive:
+                    per_node.setdefault(node, []).append((user, device))
+        for node, recipients in per_node.items():
+            plan[node].append((frame, recipients))
+    return dict(plan)
+
+
+def rendezvous(key: str, candidates: Iterable[str]) -> str | None:
+    """Highest-random-weight choice of a candidate for ``key``; stable as candidates come and go."""
+    best: tuple[bytes, str] | None = None
+    for candidate in candidates:
+        weight = hashlib.blake2b(f"{candidate}\x00{key}".encode(), digest_size=8).digest()
+        if best is None or weight > best[0]:
+            best = (weight, candidate)
+    return None if best is None else best[1]

@@ -1,0 +1,49 @@
+"""NATS subject and bucket names, all under one prefix so several clusters can share a NATS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Subjects", "parse_route_key", "route_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Names for one cluster."""
+
+    prefix: str
+
+    def gateway(self, node_id: str) -> str:
+        """The one subject a gateway node subscribes to: deliveries for its connections."""
+        return f"{self.prefix}.gw.{node_id}"
+
+    @property
+    def send(self) -> str:
+        """Send frames from gateways to the message service (queue group ``api``)."""
+        return f"{self.prefix}.svc.send"
+
+    @property
+    def barrier(self) -> str:
+        """Route barrier: every API node answers once its route table includes a given revision."""
+        return f"{self.prefix}.api.barrier"
+
+    @property
+    def routes_bucket(self) -> str:
+        """KV: ``<user>.<device>`` -> gateway node id."""
+        return f"{self.prefix}_routes"
+
+    @property
+    def nodes_bucket(self) -> str:
+        """KV with a TTL: node id -> heartbeat JSON."""
+        return f"{self.prefix}_nodes"
+
+
+def route_key(user_id: int, device_id: str) -> str:
+    """The route registry key of one device."""
+    return f"{user_id}.{device_id}"
+
+
+def parse_route_key(key: str) -> tuple[int, str]:
+    """``(user, device)`` from a route key."""
+    user, _, device = key.partition(".")
+    return int(user), device

@@ -1,0 +1,95 @@
+"""Route barrier: wait until every live API node routes to a newly registered device.
+
+A gateway registers a device's route, then asks all API nodes (one request on the barrier subject,
+batched over all connections that registered meanwhile) to answer once their local route tables hold
+that revision. Only then does it send ``ready``. From that moment every committed message is pushed
+to the device, so the one sync the client runs after ``ready`` closes the gap with nothing missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..bus.nats import Bus
+from ..bus.routes import NodeTable
+
+__all__ = ["RouteBarrier"]
+
+log = logging.getLogger(__name__)
+
+
+class RouteBarrier:
+    """Batches barrier requests; waits for as many answers as there are live API nodes."""
+
+    def __init__(self, bus: Bus, nodes: NodeTable, *, timeout: float = 2.0) -> None:
+        self._bus = bus
+        self._nodes = nodes
+        self._timeout = timeout
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    def start(self) -> None:
+        """Start the batching task."""
+        self._task = asyncio.create_task(self._run(), name="route-barrier")
+
+    async def wait(self, revision: int) -> None:
+        """Return once every live API node has applied ``revision`` (or the timeout passed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, future))
+        self._wakeup.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            waiters, self._waiters = self._waiters, []
+            if not waiters:
+                continue
+            try:
+                await self._round(max(revision for revision, _ in waiters))
+            except Exception as exc:
+                log.warning("route barrier failed: %s", exc)
+            for _, future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _round(self, revision: int) -> None:
+        expected = len(self._nodes.live("api"))
+        if expected == 0:
+            return
+        self.rounds += 1
+        nc = self._bus.nc
+        inbox = nc.new_inbox()
+        answered = 0
+        done = asyncio.get_running_loop().create_future()
+
+        async def on_answer(_: object) -> None:
+            nonlocal answered
+            answered += 1
+            if answered >= expected and not done.done():
+                done.set_result(None)
+
+        subscription = await nc.subscribe(inbox, cb=on_answer)
+        try:
+            await nc.publish(self._bus.subjects.barrier, str(revision).encode(), reply=inbox)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done, self._timeout)
+        finally:
+            await subscription.unsubscribe()
+        if answered < expected:
+            log.warning("route barrier %d: %d of %d API nodes answered", revision, answered, expected)
+
+    async def stop(self) -> None:
+        """Stop batching; pending waiters are released."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,83 @@
+"""Process entry points: ``python -m im_server api|gateway``.
+
+Each role runs until SIGINT or SIGTERM, then stops cleanly: an API node commits what is queued, a
+gateway tells its clients to reconnect elsewhere and removes their routes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from pydantic import ValidationError
+
+from .settings import Settings
+
+__all__ = ["configure_logging", "main", "run_api", "run_gateway"]
+
+log = logging.getLogger("im_server")
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Log records with time, level and logger to stderr."""
+    logging.basicConfig(
+        level=(level or os.environ.get("IM_LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await start()
+    await stopping.wait()
+    await stop()
+
+
+async def run_api(settings: Settings) -> None:
+    """Run one API node until signalled."""
+    from .api.server import ApiServer
+
+    server = ApiServer(settings)
+    await _until_signalled(server.start, server.stop)
+
+
+async def run_gateway(settings: Settings) -> None:
+    """Run one gateway node until signalled."""
+    from .gateway.node import GatewayNode
+
+    node = GatewayNode(settings)
+    await _until_signalled(node.start, node.stop)
+
+
+def _event_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m im_server api|gateway``; configuration comes from ``IM_*`` variables."""
+    parser = argparse.ArgumentParser(prog="python -m im_server", description=__doc__)
+    parser.add_argument("role", choices=["api", "gateway"])
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        settings = Settings()
+        settings.signing_key()
+    except (ValidationError, ValueError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _event_loop()
+    asyncio.run(run_api(settings) if args.role == "api" else run_gateway(settings))
+    return 0

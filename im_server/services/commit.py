@@ -1,0 +1,144 @@
+"""Group commit: every send queued while a transaction runs is written by the next one.
+
+There is no timer. While one batch is being committed, new sends pile up in the queue; the next
+transaction takes them all (up to ``max_batch``). Light load gets one-message transactions and the
+lowest latency; heavy load gets large batches and the highest throughput. A sender is answered only
+after its batch committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
+
+from im_schema.errors import ErrorCode
+
+from ..errors import NotFound, Unavailable
+from ..storage import MessageStore, NewMessage, Written
+from ..storage._util import now_ms
+
+__all__ = ["Committed", "GroupCommitter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A newly stored message and the device that sent it."""
+
+    written: Written
+    device_id: str | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: NewMessage
+    device_id: str | None
+    future: asyncio.Future[Written]
+
+
+OnCommit = Callable[[Sequence[Committed]], Awaitable[None]]
+
+
+class GroupCommitter:
+    """Queues sends and writes them in batches through :meth:`MessageStore.write_batch`."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        *,
+        max_batch: int = 1024,
+        on_commit: OnCommit | None = None,
+        retries: int = 3,
+    ) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._retries = retries
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.messages = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def submit(self, item: NewMessage, device_id: str | None = None) -> Written:
+        """Queue one message and wait until it is committed."""
+        if self._closing:
+            raise Unavailable("the server is shutting down", retry_after=1.0)
+        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, device_id, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        items = [pending.item for pending in batch]
+        results: list[Written | None] | None = None
+        for attempt in range(self._retries + 1):
+            try:
+                results = await self._store.write_batch(items, now=now_ms())
+                break
+            except DBAPIError as exc:
+                # A lock timeout, a deadlock, or a concurrent node storing the same client_msg_id:
+                # the whole transaction rolled back, so trying again is safe and finds any duplicate.
+                log.warning("group commit of %d failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                await asyncio.sleep(0.01 * 2**attempt)
+            except Exception as exc:
+                log.exception("group commit of %d failed", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                return
+        if results is None:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(Unavailable("the database is busy", retry_after=1.0))
+            return
+        self.batches += 1
+        committed: list[Committed] = []
+        for pending, written in zip(batch, results, strict=True):
+            if pending.future.done():  # the sender gave up waiting; the message is stored all the same
+                pass
+            elif written is None:
+                pending.future.set_exception(
+                    NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+                )
+            else:
+                pending.future.set_result(written)
+            if written is not None and not written.duplicate:
+                committed.append(Committed(written, pending.device_id))
+        self.messages += len(committed)
+        if committed and self._on_commit is not None:
+            try:
+                await self._on_commit(committed)
+            except Exception:
+                # Stored messages are never lost because a push failed: devices catch up by sync.
+                log.exception("delivery of %d committed messages failed", len(committed))
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

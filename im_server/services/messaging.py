@@ -1,0 +1,118 @@
+"""Sending messages: the rules every send passes, whether it came over HTTP or a WebSocket."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from im_schema.content import TextContent
+from im_schema.errors import ErrorCode
+from im_schema.ids import direct_conversation, direct_users
+from im_schema.models import Message
+
+from ..errors import BadRequest, NotFound, RateLimited
+from ..settings import Settings
+from ..storage import MessageStore, NewMessage, UserStore
+from ..storage._util import now_ms
+from .commit import GroupCommitter
+from .ratelimit import RateLimiter
+
+__all__ = ["MessagingService", "UserDirectory"]
+
+
+class UserDirectory:
+    """Which users exist, by id and by username, with a bounded cache (accounts are never renamed)."""
+
+    def __init__(self, users: UserStore, *, size: int = 100_000) -> None:
+        self._users = users
+        self._size = size
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._names: OrderedDict[str, int] = OrderedDict()
+
+    def _remember(self, user_id: int, username: str | None = None) -> None:
+        self._ids[user_id] = None
+        self._ids.move_to_end(user_id)
+        if username is not None:
+            self._names[username] = user_id
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        while len(self._names) > self._size:
+            self._names.popitem(last=False)
+
+    async def resolve(self, ref: int | str) -> int:
+        """The id of a user given by id or username; raises ``user_not_found``."""
+        if isinstance(ref, int):
+            if ref in self._ids:
+                return ref
+            user = await self._users.get(ref)
+        else:
+            if ref in self._names:
+                return self._names[ref]
+            user = await self._users.get_by_username(ref)
+        if user is None:
+            raise NotFound(f"no user {ref!r}", code=ErrorCode.USER_NOT_FOUND)
+        self._remember(user.id, user.username)
+        return user.id
+
+
+class MessagingService:
+    """Validates a send, makes sure its conversation exists, and queues it for group commit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: MessageStore,
+        directory: UserDirectory,
+        committer: GroupCommitter,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._directory = directory
+        self._committer = committer
+        self._limiter: RateLimiter[int] = RateLimiter(settings.send_rate, settings.send_burst)
+        self._known_direct: set[str] = set()
+
+    async def send(
+        self,
+        sender: int,
+        device_id: str | None,
+        *,
+        to: int | str | None,
+        conversation: str | None,
+        client_msg_id: str,
+        content: TextContent,
+    ) -> Message:
+        """Store a message and return it once committed; a repeated ``client_msg_id`` returns the original."""
+        wait = self._limiter.acquire(sender)
+        if wait:
+            raise RateLimited("too many messages; slow down", retry_after=round(wait, 3))
+        if len(content.text) > self._settings.max_text_len:
+            raise BadRequest(
+                f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
+            )
+        target = await self._target(sender, to, conversation)
+        written = await self._committer.submit(NewMessage(target, sender, client_msg_id, content), device_id)
+        if written.message.sender != sender:  # pragma: no cover - keys are per sender
+            raise BadRequest("client_msg_id collision")
+        return written.message
+
+    async def _target(self, sender: int, to: int | str | None, conversation: str | None) -> str:
+        if conversation is None:
+            assert to is not None
+            peer = await self._directory.resolve(to)
+            if peer == sender:
+                raise BadRequest("you cannot send a direct message to yourself")
+            conversation = direct_conversation(sender, peer)
+        elif conversation.startswith("g:"):
+            raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+        else:
+            users = direct_users(conversation)
+            if sender not in users:
+                raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+            peer = users[0] if users[1] == sender else users[1]
+            await self._directory.resolve(peer)
+        if conversation not in self._known_direct:
+            await self._store.ensure_direct(conversation, sender, peer, now=now_ms())
+            if len(self._known_direct) > 200_000:
+                self._known_direct.clear()
+            self._known_direct.add(conversation)
+        return conversation

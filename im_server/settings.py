@@ -1,0 +1,97 @@
+"""Server configuration: one validated :class:`Settings`, read from ``IM_*`` environment variables.
+
+Build it once at start-up (``Settings()`` reads the environment, keyword arguments override) and pass it
+down; nothing in the server reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "generate_secret"]
+
+
+def generate_secret() -> str:
+    """A fresh random signing key."""
+    return secrets.token_urlsafe(48)
+
+
+class Settings(BaseSettings):
+    """Everything a node needs to know; every field is also ``IM_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="IM_", extra="ignore")
+
+    # Infrastructure
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout: float = 30.0
+    """How long a starting node keeps trying to reach NATS."""
+    subject_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "im"
+    """Prefix of every NATS subject and KV bucket, so several clusters can share one NATS."""
+    db_url: str = "sqlite+aiosqlite:///im-data/im.db"
+    secret_key: SecretStr | None = None
+    """Signs access tokens; every API and gateway node of a cluster must share it."""
+
+    # API node
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+    # Gateway node
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8081
+    gateway_public_url: str | None = None
+    """The URL clients use to reach this gateway; ``ws://<host>:<port>/ws`` if unset."""
+    node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    """This gateway's id; a random one if unset. Routes left by a crashed node of the same id are purged."""
+    heartbeat_interval: float = 2.0
+    node_ttl: float = 10.0
+    """A gateway whose heartbeat is older than this is dead; its routes count as offline."""
+    auth_timeout: float = 5.0
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    max_frame_bytes: int = 64 * 1024
+    connect_rate: float = 50.0
+    """New connections per second accepted from one IP address (sustained)."""
+    connect_burst: int = 200
+
+    # Auth
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 64 * 1024
+    """KiB."""
+    argon2_parallelism: int = 2
+
+    # Messaging
+    max_text_len: Annotated[int, Field(ge=1, le=16_000)] = 4000
+    max_body_bytes: int = 256 * 1024
+    commit_max_batch: int = 1024
+    """The most sends written in one group-commit transaction."""
+    send_rate: float = 20.0
+    """Messages per second one user may send (sustained), per API node."""
+    send_burst: int = 100
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        elif value.startswith(("postgresql://", "postgres://")):
+            value = "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("IM_DB_URL must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    def signing_key(self) -> bytes:
+        """The token signing key; refuses to run without one."""
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("IM_SECRET_KEY must be set (at least 16 characters) and shared by all nodes")
+        return self.secret_key.get_secret_value().encode()
+
+    @property
+    def ws_url(self) -> str:
+        """Where clients connect to this gateway."""
+        return self.gateway_public_url or f"ws://{self.gateway_host}:{self.gateway_port}/ws"

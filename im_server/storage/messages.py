@@ -1,0 +1,326 @@
+"""Conversations, members and messages.
+
+Seqs are allocated inside the group-commit transaction by bumping ``conversations.max_seq`` once per
+conversation per batch, so every conversation's seqs are gap-free and ordered by commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+from sqlalchemy import and_, bindparam, case, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from im_schema.content import Content
+from im_schema.ids import conversation_kind, direct_peer
+from im_schema.models import ConversationSummary, Message, ReadState
+
+from ._util import insert_ignore, ms_to_datetime
+from .engine import Database
+from .tables import conversations, members, messages
+
+__all__ = [
+    "MemberState",
+    "MessageStore",
+    "NewMessage",
+    "Written",
+]
+
+_content: TypeAdapter[Content] = TypeAdapter(Content)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message waiting for its seq."""
+
+    conversation: str
+    sender: int
+    client_msg_id: str | None
+    content: Content
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The stored form of a :class:`NewMessage`; ``duplicate`` if it had been stored before."""
+
+    message: Message
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One member's place in a conversation."""
+
+    read_seq: int
+    joined_seq: int
+    max_seq: int
+
+
+def _message(row: Any) -> Message:
+    return Message.model_construct(
+        conversation=row.conversation_id,
+        seq=row.seq,
+        sender=row.sender_id,
+        client_msg_id=row.client_msg_id,
+        sent_at=ms_to_datetime(row.created_at),
+        content=_content.validate_json(row.body),
+    )
+
+
+class MessageStore:
+    """Named transactions on conversations and messages."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
+        """Create a one-to-one conversation and its two members if they do not exist."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert_ignore(self._db.dialect, conversations).values(
+                    id=conversation, kind="direct", max_seq=0, created_at=now, last_at=now
+                )
+            )
+            await conn.execute(
+                insert_ignore(self._db.dialect, members),
+                [
+                    {
+                        "conversation_id": conversation,
+                        "user_id": user,
+                        "read_seq": 0,
+                        "joined_seq": 0,
+                        "updated_at": now,
+                    }
+                    for user in (user_a, user_b)
+                ],
+            )
+
+    async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | None]:
+        """Store a batch in one transaction, in order.
+
+        Returns one entry per item: the stored message (a duplicate of an earlier send returns the
+        earlier message), or ``None`` where the conversation does not exist.
+        """
+        async with self._db.write() as conn:
+            return await _write_batch(conn, items, now)
+
+    async def member(self, conversation: str, user_id: int) -> MemberState | None:
+        """A member's read and join position, or ``None`` if not a member."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(members.c.read_seq, members.c.joined_seq, conversations.c.max_seq)
+                    .join(conversations, conversations.c.id == members.c.conversation_id)
+                    .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+                )
+            ).one_or_none()
+        return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq)
+
+    async def history(
+        self, conversation: str, *, floor: int, after: int | None, before: int | None, limit: int
+    ) -> tuple[list[Message], bool, int]:
+        """Messages above ``floor`` in a seq range; returns ``(messages, has_more, max_seq)``."""
+        seq = messages.c.seq
+        query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
+        if before is not None:
+            query = query.where(seq < before)
+        if after is not None:
+            query = query.where(seq > after).order_by(seq).limit(limit + 1)
+        else:
+            query = query.order_by(seq.desc()).limit(limit + 1)
+        async with self._db.read() as conn:
+            rows = list((await conn.execute(query)).all())
+            max_seq = (
+                await conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation))
+            ).scalar_one_or_none()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if after is None:
+            rows.reverse()
+        return [_message(row) for row in rows], has_more, max_seq or 0
+
+    async def conversations_since(
+        self, user_id: int, *, since: tuple[int, str] | None, limit: int
+    ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first.
+
+        Returns ``[(changed_at_ms, summary)]`` and whether more remain.
+        """
+        changed = case(
+            (conversations.c.last_at > members.c.updated_at, conversations.c.last_at),
+            else_=members.c.updated_at,
+        ).label("changed")
+        last = messages.alias("last")
+        query = (
+            select(
+                conversations.c.id,
+                conversations.c.kind,
+                conversations.c.max_seq,
+                members.c.read_seq,
+                members.c.joined_seq,
+                changed,
+                last.c.conversation_id,
+                last.c.seq,
+                last.c.sender_id,
+                last.c.client_msg_id,
+                last.c.body,
+                last.c.created_at,
+            )
+            .select_from(members)
+            .join(conversations, conversations.c.id == members.c.conversation_id)
+            .outerjoin(
+                last,
+                and_(last.c.conversation_id == conversations.c.id, last.c.seq == conversations.c.max_seq),
+            )
+            .where(members.c.user_id == user_id)
+            .order_by(changed, conversations.c.id)
+            .limit(limit + 1)
+        )
+        if since is not None:
+            ms, after_id = since
+            query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > after_id)))
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        has_more = len(rows) > limit
+        result = []
+        for row in rows[:limit]:
+            last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
+            read_seq = max(row.read_seq, row.joined_seq)
+            summary = ConversationSummary.model_construct(
+                id=row.id,
+                kind=conversation_kind(row.id),
+                peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
+                max_seq=row.max_seq,
+                read_seq=read_seq,
+                joined_seq=row.joined_seq,
+                unread=max(0, row.max_seq - read_seq),
+                last_message=last_message,
+                updated_at=ms_to_datetime(row.changed),
+            )
+            result.append((row.changed, summary))
+        return result, has_more
+
+    async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
+        """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
+        async with self._db.write() as conn:
+            max_seq = (
+                await conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation))
+            ).scalar_one_or_none()
+            if max_seq is None:
+                return None
+            target = min(seq, max_seq)
+            await conn.execute(
+                update(members)
+                .where(
+                    members.c.conversation_id == conversation,
+                    members.c.user_id == user_id,
+                    members.c.read_seq < target,
+                )
+                .values(read_seq=target, updated_at=now)
+            )
+            read_seq = (
+                await conn.execute(
+                    select(members.c.read_seq, members.c.joined_seq).where(
+                        members.c.conversation_id == conversation, members.c.user_id == user_id
+                    )
+                )
+            ).one_or_none()
+        if read_seq is None:
+            return None
+        effective = max(read_seq.read_seq, read_seq.joined_seq)
+        return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
+
+
+async def _write_batch(conn: AsyncConnection, items: Sequence[NewMessage], now: int) -> list[Written | None]:
+    results: list[Written | None] = [None] * len(items)
+
+    # 1. Sends that were stored before (a retry after a lost answer) get the stored message back.
+    keys = {(item.sender, item.client_msg_id) for item in items if item.client_msg_id is not None}
+    stored: dict[tuple[int, str | None], Message] = {}
+    if keys:
+        rows = await conn.execute(
+            select(messages).where(tuple_(messages.c.sender_id, messages.c.client_msg_id).in_(list(keys)))
+        )
+        for row in rows:
+            stored[(row.sender_id, row.client_msg_id)] = _message(row)
+
+    # 2. Count the new messages of each conversation; a key repeated inside the batch is stored once.
+    fresh: list[int] = []
+    first_of: dict[tuple[int, str | None], int] = {}
+    repeats: list[tuple[int, int]] = []
+    counts: dict[str, int] = {}
+    for index, item in enumerate(items):
+        key = (item.sender, item.client_msg_id)
+        if item.client_msg_id is not None:
+            if key in stored:
+                results[index] = Written(stored[key], duplicate=True)
+                continue
+            if key in first_of:
+                repeats.append((index, first_of[key]))
+                continue
+            first_of[key] = index
+        fresh.append(index)
+        counts[item.conversation] = counts.get(item.conversation, 0) + 1
+    if not fresh:
+        return results
+
+    # 3. Allocate seqs: one UPDATE for every conversation of the batch.
+    bumped = await conn.execute(
+        update(conversations)
+        .where(conversations.c.id.in_(list(counts)))
+        .values(max_seq=conversations.c.max_seq + case(counts, value=conversations.c.id), last_at=now)
+        .returning(conversations.c.id, conversations.c.max_seq)
+    )
+    next_seq = {row.id: row.max_seq - counts[row.id] + 1 for row in bumped}
+
+    # 4. Insert, and move each sender's read position past their own message.
+    rows_out: list[dict[str, Any]] = []
+    read_up_to: dict[tuple[str, int], int] = {}
+    sent_at = ms_to_datetime(now)
+    for index in fresh:
+        item = items[index]
+        if item.conversation not in next_seq:
+            continue
+        seq = next_seq[item.conversation]
+        next_seq[item.conversation] = seq + 1
+        body = orjson.dumps(item.content.model_dump(mode="json")).decode()
+        rows_out.append(
+            {
+                "conversation_id": item.conversation,
+                "seq": seq,
+                "sender_id": item.sender,
+                "client_msg_id": item.client_msg_id,
+                "body": body,
+                "created_at": now,
+            }
+        )
+        read_up_to[(item.conversation, item.sender)] = seq
+        message = Message.model_construct(
+            conversation=item.conversation,
+            seq=seq,
+            sender=item.sender,
+            client_msg_id=item.client_msg_id,
+            sent_at=sent_at,
+            content=item.content,
+        )
+        results[index] = Written(message, duplicate=False)
+    if rows_out:
+        await conn.execute(insert(messages), rows_out)
+        await conn.execute(
+            update(members)
+            .where(
+                members.c.conversation_id == bindparam("c"),
+                members.c.user_id == bindparam("u"),
+                members.c.read_seq < bindparam("s"),
+            )
+            .values(read_seq=bindparam("s"), updated_at=now),
+            [{"c": conv, "u": user, "s": seq} for (conv, user), seq in read_up_to.items()],
+        )
+    for index, first in repeats:
+        written = results[first]
+        results[index] = None if written is None else Written(written.message, duplicate=True)
+    return results
