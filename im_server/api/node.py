@@ -124,36 +124,44 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_send(self, msg: Msg) -> None:
-        client_msg_id: str | None = None
+        # ``{"u": user, "d": device}`` then one compact send frame per line, in the order the device sent
+        # them; the answer has one ack or error frame per line, in the same order.
+        replies: list[str]
         try:
-            header, _, raw = msg.data.partition(b"\n")
+            header, *lines = msg.data.split(b"\n")
             who = orjson.loads(header)
-            frame = SendFrame.model_validate_json(raw)
-            client_msg_id = frame.client_msg_id
-            message = await self.messaging.send(
-                int(who["u"]),
-                str(who["d"]),
-                to=frame.to,
-                conversation=frame.conversation,
-                client_msg_id=frame.client_msg_id,
-                content=frame.content,
-            )
-            reply = AckFrame(client_msg_id=frame.client_msg_id, message=message).model_dump_json()
-        except ServerError as exc:
-            reply = exc.frame(client_msg_id).model_dump_json(exclude_none=True)
-        except (ValidationError, ValueError, KeyError) as exc:
-            reply = ErrorFrame(
-                code=ErrorCode.BAD_REQUEST,
-                message=f"malformed send: {exc}"[:300],
-                client_msg_id=client_msg_id,
-            ).model_dump_json(exclude_none=True)
+            user_id, device_id = int(who["u"]), str(who["d"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("malformed forwarded send: %s", exc)
+            return
+        frames: list[SendFrame] = []
+        replies = [""] * len(lines)
+        valid: list[int] = []
+        for index, line in enumerate(lines):
+            try:
+                frames.append(SendFrame.model_validate_json(line))
+                valid.append(index)
+            except ValidationError as exc:
+                replies[index] = ErrorFrame(
+                    code=ErrorCode.BAD_REQUEST, message=f"malformed send: {exc.errors()[0]['msg']}"[:300]
+                ).model_dump_json(exclude_none=True)
+        try:
+            results = await self.messaging.send_in_order(user_id, device_id, frames)
+            for index, frame, result in zip(valid, frames, results, strict=True):
+                if isinstance(result, ServerError):
+                    replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True)
+                else:
+                    replies[index] = AckFrame(
+                        client_msg_id=frame.client_msg_id, message=result
+                    ).model_dump_json()
         except Exception:
-            log.exception("send from gateway failed")
-            reply = ErrorFrame(
-                code=ErrorCode.INTERNAL, message="internal error", client_msg_id=client_msg_id
-            ).model_dump_json(exclude_none=True)
+            log.exception("forwarded sends failed")
+            for index, frame in zip(valid, frames, strict=True):
+                replies[index] = ErrorFrame(
+                    code=ErrorCode.INTERNAL, message="internal error", client_msg_id=frame.client_msg_id
+                ).model_dump_json(exclude_none=True)
         if msg.reply:
             try:
-                await msg.respond(reply.encode())
+                await msg.respond("\n".join(replies).encode())
             except Exception as exc:
-                log.warning("cannot answer a forwarded send: %s", exc)
+                log.warning("cannot answer forwarded sends: %s", exc)

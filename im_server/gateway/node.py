@@ -36,7 +36,7 @@ __all__ = ["GatewayNode"]
 
 log = logging.getLogger(__name__)
 
-MAX_INFLIGHT_SENDS = 256
+MAX_PENDING_SENDS = 256
 """Sends one connection may have waiting for the message service at once."""
 
 Key = tuple[int, str]
@@ -188,23 +188,14 @@ class GatewayNode:
         key = (outcome.user_id, outcome.device_id)
         if not await self._register(key, connection, outcome):
             return
-        inflight = 0
+        pipe = _SendPipe(self, connection, key)
         try:
             async for data in connection:
                 action = session.receive(data)
                 if isinstance(action, Reply):
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
-                    if inflight >= MAX_INFLIGHT_SENDS:
-                        await connection.send(self._busy(action), text=True)
-                        continue
-                    inflight += 1
-
-                    def done(_: object) -> None:
-                        nonlocal inflight
-                        inflight -= 1
-
-                    self._spawn(self._forward(connection, key, action)).add_done_callback(done)
+                    pipe.push(action)
                 else:
                     await self._close(connection, action)
                     break
@@ -257,34 +248,15 @@ class GatewayNode:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    @staticmethod
-    def _busy(action: Forward) -> bytes:
-        frame = ErrorFrame(
-            code=ErrorCode.RATE_LIMITED,
-            message="too many sends in flight",
-            client_msg_id=action.frame.client_msg_id,
-            retry_after=0.1,
-        )
-        return frame.model_dump_json(exclude_none=True).encode()
-
-    async def _forward(self, connection: ServerConnection, key: Key, action: Forward) -> None:
-        header = orjson.dumps({"u": key[0], "d": key[1]})
-        client_msg_id = action.frame.client_msg_id
+    async def forward(self, key: Key, frames: list[bytes]) -> list[bytes]:
+        """Hand one device's sends to the message service in one request; one answer frame per send."""
+        payload = b"\n".join([orjson.dumps({"u": key[0], "d": key[1]}), *frames])
         try:
-            reply = await self.bus.nc.request(self.bus.subjects.send, header + b"\n" + action.raw, timeout=10)
-            data = reply.data
+            reply = await self.bus.nc.request(self.bus.subjects.send, payload, timeout=10)
         except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
-            message = "no message service answered; retry with the same client_msg_id"
-            log.warning("gateway %s: send not answered: %r", self.node_id, exc)
-            data = (
-                ErrorFrame(
-                    code=ErrorCode.UNAVAILABLE, message=message, client_msg_id=client_msg_id, retry_after=1.0
-                )
-                .model_dump_json(exclude_none=True)
-                .encode()
-            )
-        with contextlib.suppress(ConnectionClosed):
-            await connection.send(data, text=True)
+            log.warning("gateway %s: sends not answered: %r", self.node_id, exc)
+            return []
+        return reply.data.split(b"\n")
 
     # Deliveries -----------------------------------------------------------------------------------
 
@@ -304,3 +276,55 @@ class GatewayNode:
     def local_routes(self) -> list[Key]:
         """The devices connected here."""
         return list(self.connections)
+
+
+class _SendPipe:
+    """One connection's sends, forwarded in order: one request in flight, the rest batched behind it.
+
+    Keeping a single request in flight per connection preserves the order in which a device sent its
+    messages even when several API nodes share the work, and batching makes a busy connection cost one
+    NATS round trip per batch instead of one per message.
+    """
+
+    def __init__(self, node: GatewayNode, connection: ServerConnection, key: Key) -> None:
+        self._node = node
+        self._connection = connection
+        self._key = key
+        self._pending: list[Forward] = []
+        self._running = False
+
+    def push(self, action: Forward) -> None:
+        if len(self._pending) >= MAX_PENDING_SENDS:
+            self._node._spawn(
+                self._send([self._error(action, ErrorCode.RATE_LIMITED, "too many sends in flight", 0.1)])
+            )
+            return
+        self._pending.append(action)
+        if not self._running:
+            self._running = True
+            self._node._spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_PENDING_SENDS], self._pending[MAX_PENDING_SENDS:]
+                frames = [action.frame.model_dump_json(exclude_none=True).encode() for action in batch]
+                answers = await self._node.forward(self._key, frames)
+                if len(answers) != len(batch):
+                    message = "no message service answered; retry with the same client_msg_id"
+                    answers = [self._error(action, ErrorCode.UNAVAILABLE, message, 1.0) for action in batch]
+                await self._send(answers)
+        finally:
+            self._running = False
+
+    async def _send(self, frames: list[bytes]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for frame in frames:
+                await self._connection.send(frame, text=True)
+
+    @staticmethod
+    def _error(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
+        frame = ErrorFrame(
+            code=code, message=message, client_msg_id=action.frame.client_msg_id, retry_after=retry_after
+        )
+        return frame.model_dump_json(exclude_none=True).encode()

@@ -71,14 +71,21 @@ class GroupCommitter:
         """Start the writer task."""
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def submit(self, item: NewMessage, device_id: str | None = None) -> Written:
-        """Queue one message and wait until it is committed."""
+    def enqueue(self, item: NewMessage, device_id: str | None = None) -> asyncio.Future[Written]:
+        """Queue one message now; the future resolves once it is committed.
+
+        Messages enqueued one after another get seqs in that order (within their conversation).
+        """
         if self._closing:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, device_id, future))
         self._wakeup.set()
-        return await future
+        return future
+
+    async def submit(self, item: NewMessage, device_id: str | None = None) -> Written:
+        """Queue one message and wait until it is committed."""
+        return await self.enqueue(item, device_id)
 
     async def _run(self) -> None:
         while True:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from im_schema.content import TextContent
 from im_schema.errors import ErrorCode
+from im_schema.frames import SendFrame
 from im_schema.ids import direct_conversation, direct_users
 from im_schema.models import Message
 
-from ..errors import BadRequest, NotFound, RateLimited
+from ..errors import BadRequest, NotFound, RateLimited, ServerError
 from ..settings import Settings
-from ..storage import MessageStore, NewMessage, UserStore
+from ..storage import MessageStore, NewMessage, UserStore, Written
 from ..storage._util import now_ms
 from .commit import GroupCommitter
 from .ratelimit import RateLimiter
@@ -82,6 +85,50 @@ class MessagingService:
         content: TextContent,
     ) -> Message:
         """Store a message and return it once committed; a repeated ``client_msg_id`` returns the original."""
+        item = await self.prepare(
+            sender, to=to, conversation=conversation, client_msg_id=client_msg_id, content=content
+        )
+        written = await self._committer.enqueue(item, device_id)
+        return written.message
+
+    async def send_in_order(
+        self, sender: int, device_id: str | None, frames: Sequence[SendFrame]
+    ) -> list[Message | ServerError]:
+        """Store several sends of one device, in the order given; each gets its message or its error."""
+        futures: list[asyncio.Future[Written] | ServerError] = []
+        for frame in frames:
+            try:
+                item = await self.prepare(
+                    sender,
+                    to=frame.to,
+                    conversation=frame.conversation,
+                    client_msg_id=frame.client_msg_id,
+                    content=frame.content,
+                )
+                futures.append(self._committer.enqueue(item, device_id))
+            except ServerError as exc:
+                futures.append(exc)
+        results: list[Message | ServerError] = []
+        for future in futures:
+            if isinstance(future, ServerError):
+                results.append(future)
+                continue
+            try:
+                results.append((await future).message)
+            except ServerError as exc:
+                results.append(exc)
+        return results
+
+    async def prepare(
+        self,
+        sender: int,
+        *,
+        to: int | str | None,
+        conversation: str | None,
+        client_msg_id: str,
+        content: TextContent,
+    ) -> NewMessage:
+        """Check every rule for a send and make sure its conversation exists."""
         wait = self._limiter.acquire(sender)
         if wait:
             raise RateLimited("too many messages; slow down", retry_after=round(wait, 3))
@@ -90,10 +137,7 @@ class MessagingService:
                 f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
             )
         target = await self._target(sender, to, conversation)
-        written = await self._committer.submit(NewMessage(target, sender, client_msg_id, content), device_id)
-        if written.message.sender != sender:  # pragma: no cover - keys are per sender
-            raise BadRequest("client_msg_id collision")
-        return written.message
+        return NewMessage(target, sender, client_msg_id, content)
 
     async def _target(self, sender: int, to: int | str | None, conversation: str | None) -> str:
         if conversation is None:

