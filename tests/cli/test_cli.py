@@ -1,0 +1,121 @@
+"""The terminal client against a real cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import uuid
+
+from tests.support.cluster import PASSWORD
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def _login(im, url: str, profile: str, username: str) -> None:
+    result = im("--server", url, "--profile", profile, "register", username, "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    result = im("--server", url, "-P", profile, "login", username, "--device", "term", "--password-stdin",
+                input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert f"logged in as {username}" in result.output
+
+
+def test_chat_from_two_profiles(sqlite_cluster, im, config_dir):
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    _login(im, url, "alice", alice)
+    _login(im, url, "bob", bob)
+
+    profiles = config_dir / "profiles.json"
+    assert stat.S_IMODE(os.stat(profiles).st_mode) == 0o600
+    assert set(json.loads(profiles.read_text())) == {"alice", "bob"}
+
+    whoami = json.loads(im("-P", "alice", "whoami", "--json").stdout)
+    assert whoami["user"]["username"] == alice and whoami["device_id"] == "term"
+
+    sent = im("-P", "alice", "send", bob, "hello bob", "--json")
+    assert sent.exit_code == 0, sent.output
+    message = json.loads(sent.stdout)
+    assert message["seq"] == 1 and message["content"] == {"kind": "text", "text": "hello bob"}
+
+    piped = im("-P", "bob", "send", alice, input="line one\nline two\n")
+    assert piped.exit_code == 0 and "#2" in piped.stdout
+
+    table = im("-P", "bob", "conversations")
+    assert message["conversation"] in table.stdout and alice in table.stdout
+    summaries = json.loads(im("-P", "alice", "conversations", "--json").stdout)
+    assert [(s["id"], s["max_seq"], s["unread"]) for s in summaries] == [(message["conversation"], 2, 1)]
+
+    history = json.loads(im("-P", "bob", "history", alice, "--json").stdout)
+    assert [m["content"]["text"] for m in history] == ["hello bob", "line one\nline two"]
+    shown = im("-P", "bob", "history", message["conversation"], "--limit", "1")
+    assert "line one" in shown.stdout and "hello bob" not in shown.stdout
+
+
+def test_logout_forgets_the_tokens(sqlite_cluster, im, config_dir):
+    _login(im, sqlite_cluster.url, "default", _name("carol"))
+    saved = json.loads((config_dir / "profiles.json").read_text())["default"]
+    assert im("logout").exit_code == 0
+    after = json.loads((config_dir / "profiles.json").read_text())["default"]
+    assert after["access_token"] is None and after["refresh_token"] is None
+    result = im("whoami")
+    assert result.exit_code == 1 and "not logged in" in result.stderr
+    # The refresh token of the ended session no longer works on the server either.
+    import httpx
+
+    refused = httpx.post(f"{sqlite_cluster.url}/v1/auth/refresh", json={"refresh_token": saved["refresh_token"]})
+    assert refused.status_code == 401
+
+
+def test_errors_are_clear_and_have_exit_codes(sqlite_cluster, im):
+    username = _name("dave")
+    _login(im, sqlite_cluster.url, "default", username)
+    wrong = im("login", username, "--password-stdin", input="not the password\n")
+    assert wrong.exit_code == 2 and "wrong username or password" in wrong.stderr
+    _login(im, sqlite_cluster.url, "second", _name("erin"))
+    missing = im("-P", "second", "send", "no_such_user_x", "hi")
+    assert missing.exit_code == 1 and "user_not_found" in missing.stderr
+    unreachable = im("--server", "http://127.0.0.1:9", "-P", "fresh", "register", "someone", "--password-stdin",
+                     input=PASSWORD + "\n")
+    assert unreachable.exit_code == 3 and "cannot reach" in unreachable.stderr
+    taken = im("-P", "second", "register", username, "--password-stdin", input=PASSWORD + "\n")
+    assert taken.exit_code == 1 and "username_taken" in taken.stderr
+
+
+def test_listen_json_prints_one_message_per_line(sqlite_cluster, im, config_dir):
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    _login(im, url, "alice", alice)
+    _login(im, url, "bob", bob)
+    im("-P", "alice", "send", bob, "waiting for you")
+
+    env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob"}
+    listener = subprocess.Popen(
+        [sys.executable, "-c", "from im_cli.main import main; main()", "listen", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[dict] = []
+    two = threading.Event()
+
+    def read() -> None:
+        assert listener.stdout is not None
+        for line in listener.stdout:
+            lines.append(json.loads(line))
+            if len(lines) == 2:
+                two.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        im("-P", "alice", "send", bob, "live one")
+        assert two.wait(30), listener.stderr.read() if listener.poll() is not None else "no output"
+    finally:
+        listener.terminate()
+        listener.wait(10)
+    assert [(m["seq"], m["content"]["text"]) for m in lines] == [(1, "waiting for you"), (2, "live one")]

@@ -1,0 +1,130 @@
+"""`im server up`: a real nats-server, API and gateway processes, supervised and stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from im_sdk import AsyncClient, Backoff
+from tests.support.inbox import Inbox
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _free_block(size: int) -> int:
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size >= 65535:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no block of free ports")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def test_server_up_runs_supervises_and_stops(tmp_path: Path):
+    port = _free_block(3)
+    env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
+    env.pop("IM_NATS_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up",
+         "--port", str(port), "--gateways", "2", "--data-dir", str(tmp_path / "data"), "--demo"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    output: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Ctrl-C stops" in line:
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert up.wait(90), "".join(output) + (process.stderr.read() if process.poll() is not None else "")
+        text = "".join(output)
+        assert f"http://127.0.0.1:{port}" in text and f"ws://127.0.0.1:{port + 2}/ws" in text
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+        assert sorted(health["gateways"]) == ["gw-1", "gw-2"]
+
+        async def chat() -> list[str]:
+            url = f"http://127.0.0.1:{port}"
+            async with AsyncClient(url, backoff=Backoff(0.05, max_delay=0.5)) as bob:
+                await bob.login("bob", "demo-password", device="test")
+                inbox = Inbox(bob)
+                first = await inbox.next(30)
+                async with AsyncClient(url) as alice:
+                    await alice.login("alice", "demo-password", device="test")
+                    await alice.send_text("bob", "second")
+                second = await inbox.next(30)
+                await inbox.close()
+                return [first.text or "", second.text or ""]
+
+        texts = asyncio.run(chat())
+        assert texts[1] == "second" and texts[0].startswith("Hi Bob")
+
+        # A gateway that dies is restarted by the supervisor.
+        children = _find_children(port)
+        os.kill(children["gw-1"], signal.SIGKILL)
+        _wait(lambda: _find_children(port).get("gw-1", children["gw-1"]) != children["gw-1"])
+        _wait(lambda: "gw-1" in httpx.get(f"http://127.0.0.1:{port}/healthz").json()["gateways"])
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+    assert code == 0, process.stderr.read()
+    for offset in range(3):
+        assert not _listening(port + offset)
+    assert _find_children(port) == {}
+
+
+def _find_children(port: int) -> dict[str, int]:
+    """The cluster's processes, found by the port they were told to use."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = dict(
+                item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item
+            )
+        except OSError:
+            continue
+        if b"im_server" not in cmdline:
+            continue
+        if environ.get(b"IM_API_PORT") == str(port).encode():
+            found["api"] = int(entry.name)
+        elif environ.get(b"IM_GATEWAY_PORT", b"0").isdigit() and port < int(environ.get(b"IM_GATEWAY_PORT", b"0")) <= port + 2:
+            found[environ.get(b"IM_NODE_ID", b"?").decode()] = int(entry.name)
+    return found
