@@ -120,14 +120,10 @@ class PongFrame(_Frame):
     id: str | None = None
 
 
-ServerFrame = Annotated[
-    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame, Field(discriminator="type")
-]
+ServerFrame = Annotated[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame, Field(discriminator="type")]
 
 client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame] = TypeAdapter(ClientFrame)
 """Decodes a client frame from JSON."""
 
-server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame] = TypeAdapter(
-    ServerFrame
-)
+server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame] = TypeAdapter(ServerFrame)
 """Decodes a server frame from JSON."""

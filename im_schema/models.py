@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from .content import Content
 from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
@@ -15,8 +15,20 @@ __all__ = [
     "Device",
     "Message",
     "ReadState",
+    "Timestamp",
     "User",
+    "format_timestamp",
 ]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``2026-11-28T10:08:36.610Z``: UTC, millisecond precision, as every timestamp on the wire."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+"""An aware datetime, written as :func:`format_timestamp` does."""
 
 
 class User(BaseModel):
@@ -28,7 +40,7 @@ class User(BaseModel):
     username: Username
     display_name: str
     is_bot: bool = False
-    created_at: datetime
+    created_at: Timestamp
 
 
 class Device(BaseModel):
@@ -37,8 +49,8 @@ class Device(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     device_id: DeviceId
-    created_at: datetime
-    last_seen_at: datetime
+    created_at: Timestamp
+    last_seen_at: Timestamp
 
 
 class Message(BaseModel):
@@ -51,7 +63,7 @@ class Message(BaseModel):
     sender: UserId
     client_msg_id: ClientMsgId | None = None
     """``None`` for messages the server wrote itself."""
-    sent_at: datetime
+    sent_at: Timestamp
     content: Content
 
 
@@ -71,7 +83,7 @@ class ConversationSummary(BaseModel):
     """History before this seq is not visible to this member."""
     unread: int
     last_message: Message | None = None
-    updated_at: datetime
+    updated_at: Timestamp
 
 
 class ReadState(BaseModel):

@@ -147,9 +147,7 @@ class RegisterRequest(Request[User]):
 
     username: Username
     password: Password
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN)] | None = (
-        None
-    )
+    display_name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN)] | None = None
 
 
 class LoginRequest(Request[Session]):

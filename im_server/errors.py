@@ -56,9 +56,7 @@ class ServerError(Exception):
 
     def body(self) -> ErrorBody:
         """The error as the shared schema describes it."""
-        return ErrorBody(
-            code=self.code.value, message=self.message, retry_after=self.retry_after, details=self.details
-        )
+        return ErrorBody(code=self.code.value, message=self.message, retry_after=self.retry_after, details=self.details)
 
     def envelope(self) -> dict[str, Any]:
         """The REST response body."""

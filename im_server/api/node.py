@@ -13,7 +13,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import AckFrame, ErrorFrame, SendFrame
+from im_schema.frames import ErrorFrame, SendFrame
 from im_schema.rest import GatewayAssignment
 
 from ..bus.nats import Bus, RegistryMirror
@@ -22,7 +22,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..errors import ServerError, Unavailable
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
-from ..services.delivery import Deliverer
+from ..services.delivery import Deliverer, ack_frame
 from ..services.messaging import MessagingService, UserDirectory
 from ..services.sync import SyncService
 from ..services.tokens import TokenCodec
@@ -48,9 +48,7 @@ class ApiNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
         self.deliverer = Deliverer(self.bus, self.mirror)
-        self.committer = GroupCommitter(
-            self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer
-        )
+        self.committer = GroupCommitter(self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer)
         self.directory = UserDirectory(self.users)
         self.messaging = MessagingService(settings, self.messages, self.directory, self.committer)
         self.sync = SyncService(self.messages)
@@ -126,7 +124,6 @@ class ApiNode:
     async def _handle_send(self, msg: Msg) -> None:
         # ``{"u": user, "d": device}`` then one compact send frame per line, in the order the device sent
         # them; the answer has one ack or error frame per line, in the same order.
-        replies: list[str]
         try:
             header, *lines = msg.data.split(b"\n")
             who = orjson.loads(header)
@@ -135,33 +132,33 @@ class ApiNode:
             log.warning("malformed forwarded send: %s", exc)
             return
         frames: list[SendFrame] = []
-        replies = [""] * len(lines)
+        replies: list[bytes] = [b""] * len(lines)
         valid: list[int] = []
         for index, line in enumerate(lines):
             try:
                 frames.append(SendFrame.model_validate_json(line))
                 valid.append(index)
             except ValidationError as exc:
-                replies[index] = ErrorFrame(
-                    code=ErrorCode.BAD_REQUEST, message=f"malformed send: {exc.errors()[0]['msg']}"[:300]
-                ).model_dump_json(exclude_none=True)
+                replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc.errors()[0]['msg']}"[:300])
         try:
             results = await self.messaging.send_in_order(user_id, device_id, frames)
             for index, frame, result in zip(valid, frames, results, strict=True):
                 if isinstance(result, ServerError):
-                    replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True)
+                    replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
                 else:
-                    replies[index] = AckFrame(
-                        client_msg_id=frame.client_msg_id, message=result
-                    ).model_dump_json()
+                    replies[index] = ack_frame(frame.client_msg_id, result.json)
         except Exception:
             log.exception("forwarded sends failed")
             for index, frame in zip(valid, frames, strict=True):
-                replies[index] = ErrorFrame(
-                    code=ErrorCode.INTERNAL, message="internal error", client_msg_id=frame.client_msg_id
-                ).model_dump_json(exclude_none=True)
+                replies[index] = _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
         if msg.reply:
             try:
-                await msg.respond("\n".join(replies).encode())
+                await msg.respond(b"\n".join(replies))
             except Exception as exc:
                 log.warning("cannot answer forwarded sends: %s", exc)
+
+
+def _error(code: ErrorCode, message: str, client_msg_id: str | None = None) -> bytes:
+    return (
+        ErrorFrame(code=code, message=message, client_msg_id=client_msg_id).model_dump_json(exclude_none=True).encode()
+    )

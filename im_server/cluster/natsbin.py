@@ -44,9 +44,7 @@ def _detach_from_terminal() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(
-    command: list[str], *, env: dict[str, str] | None = None, output: Any = None
-) -> subprocess.Popen[bytes]:
+def spawn(command: list[str], *, env: dict[str, str] | None = None, output: Any = None) -> subprocess.Popen[bytes]:
     """Start a supervised child process (see :func:`_detach_from_terminal`)."""
     output = subprocess.DEVNULL if output is None else output
     return subprocess.Popen(
@@ -74,9 +72,7 @@ def wait_for_port(
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(
-                f"the process exited with code {process.returncode} before listening on {port}"
-            )
+            raise RuntimeError(f"the process exited with code {process.returncode} before listening on {port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

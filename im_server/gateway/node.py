@@ -71,9 +71,7 @@ class GatewayNode:
         await self.mirror.start()
         self.barrier.start()
         await self._purge_own_routes()
-        self._subscription = await self.bus.nc.subscribe(
-            self.bus.subjects.gateway(self.node_id), cb=self._on_delivery
-        )
+        self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
         self._server = await serve(
             self._handle,
             self.settings.gateway_host,
@@ -121,8 +119,7 @@ class GatewayNode:
         if self._server is not None:
             self._server.close(close_connections=False)
         closing = [
-            connection.close(CLOSE_GOING_AWAY, "node stopping; reconnect")
-            for connection in self.connections.values()
+            connection.close(CLOSE_GOING_AWAY, "node stopping; reconnect") for connection in self.connections.values()
         ]
         await asyncio.gather(*closing, return_exceptions=True)
         if self._server is not None:
@@ -160,14 +157,10 @@ class GatewayNode:
         if request.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
         if self._stopping:
-            return connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n"
-            )
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n")
         address = connection.remote_address[0] if connection.remote_address else "?"
         if self._ip_limiter.acquire(str(address)):
-            return connection.respond(
-                http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n"
-            )
+            return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
         return None
 
     # Connections ----------------------------------------------------------------------------------

@@ -69,9 +69,7 @@ def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | N
     errors = exc.errors()
     if any(error["type"] == "json_invalid" for error in errors):
         return ErrorCode.BAD_REQUEST, "the frame is not valid JSON", None
-    if any(
-        error["type"] in ("union_tag_invalid", "union_tag_not_found") and not error["loc"] for error in errors
-    ):
+    if any(error["type"] in ("union_tag_invalid", "union_tag_not_found") and not error["loc"] for error in errors):
         return ErrorCode.UNKNOWN_FRAME, "unknown or missing frame type", None
     client_msg_id = None
     try:
@@ -106,9 +104,7 @@ class GatewaySession:
             code, message, _ = _explain(exc, raw)
             return Close(CLOSE_AUTH_FAILED, "authenticate first", _error(code, message))
         if not isinstance(frame, AuthFrame):
-            return Close(
-                CLOSE_AUTH_FAILED, "authenticate first", _error(ErrorCode.UNAUTHORIZED, "send auth first")
-            )
+            return Close(CLOSE_AUTH_FAILED, "authenticate first", _error(ErrorCode.UNAUTHORIZED, "send auth first"))
         if frame.protocol not in SUPPORTED_PROTOCOLS:
             supported = sorted(SUPPORTED_PROTOCOLS)
             message = f"protocol {frame.protocol} is not supported; this server speaks {supported}"
@@ -133,9 +129,7 @@ class GatewaySession:
             )
         self.user_id, self.device_id = claims.user_id, claims.device_id
         ready = ReadyFrame(node_id=self._node_id, user_id=claims.user_id, device_id=claims.device_id)
-        return Authenticated(
-            claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode()
-        )
+        return Authenticated(claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode())
 
     def receive(self, data: str | bytes) -> Action:
         """Handle a frame after authentication."""

@@ -56,9 +56,7 @@ class AuthService:
         """Create an account; raises ``username_taken``."""
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
-            return await self._users.create_user(
-                username, password_hash, display_name or username, now=now_ms()
-            )
+            return await self._users.create_user(username, password_hash, display_name or username, now=now_ms())
         except UsernameTaken:
             raise Conflict(f"the username {username!r} is taken", code=ErrorCode.USERNAME_TAKEN) from None
 
@@ -92,9 +90,7 @@ class AuthService:
     def _session(self, user: User, device_id: str, session_id: str, refresh: str) -> Session:
         ttl = self._settings.access_token_ttl
         access = self._tokens.issue(user.id, device_id, session_id, now=int(time.time()), ttl=ttl)
-        return Session(
-            access_token=access, refresh_token=refresh, expires_in=ttl, user=user, device_id=device_id
-        )
+        return Session(access_token=access, refresh_token=refresh, expires_in=ttl, user=user, device_id=device_id)
 
     async def refresh(self, refresh_token: str) -> Session:
         """Rotate a refresh token into a new token pair."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ class _Pending:
     future: asyncio.Future[Written]
 
 
+RECENT_SENDS = 50_000
+"""How many recently committed sends a node remembers to answer retries without the database."""
+
 OnCommit = Callable[[Sequence[Committed]], Awaitable[None]]
 
 
@@ -61,6 +65,7 @@ class GroupCommitter:
         self._on_commit = on_commit
         self._retries = retries
         self._queue: list[_Pending] = []
+        self._recent: OrderedDict[tuple[int, str], Written] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -74,11 +79,17 @@ class GroupCommitter:
     def enqueue(self, item: NewMessage, device_id: str | None = None) -> asyncio.Future[Written]:
         """Queue one message now; the future resolves once it is committed.
 
-        Messages enqueued one after another get seqs in that order (within their conversation).
+        Messages enqueued one after another get seqs in that order (within their conversation). A send
+        this node committed recently is answered from memory; older repeats are found by the database.
         """
         if self._closing:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        if item.client_msg_id is not None:
+            known = self._recent.get((item.sender, item.client_msg_id))
+            if known is not None:
+                future.set_result(known.again())
+                return future
         self._queue.append(_Pending(item, device_id, future))
         self._wakeup.set()
         return future
@@ -134,6 +145,10 @@ class GroupCommitter:
                 pending.future.set_result(written)
             if written is not None and not written.duplicate:
                 committed.append(Committed(written, pending.device_id))
+                if written.client_msg_id is not None:
+                    self._recent[(written.sender, written.client_msg_id)] = written
+        while len(self._recent) > RECENT_SENDS:
+            self._recent.popitem(last=False)
         self.messages += len(committed)
         if committed and self._on_commit is not None:
             try:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from im_schema.frames import MessageFrame
+import orjson
+
 from im_schema.ids import direct_users
 
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.routes import plan_delivery
 from .commit import Committed
 
-__all__ = ["Deliverer"]
+__all__ = ["Deliverer", "ack_frame", "message_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,19 @@ class Deliverer:
     async def __call__(self, committed: Sequence[Committed]) -> None:
         frames = []
         for entry in committed:
-            message = entry.written.message
-            frame = MessageFrame(message=message).model_dump_json().encode()
-            skip = (message.sender, entry.device_id) if entry.device_id is not None else None
-            frames.append((frame, self._members_of(message.conversation), skip))
+            written = entry.written
+            frame = message_frame(written.json)
+            skip = (written.sender, entry.device_id) if entry.device_id is not None else None
+            frames.append((frame, self._members_of(written.conversation), skip))
         plan = plan_delivery(frames, self._mirror.routes, self._mirror.nodes)
         self.publishes += await self._bus.publish_deliveries(plan)
+
+
+def message_frame(message_json: bytes) -> bytes:
+    """The ``message`` frame around an already-serialized message."""
+    return b'{"type":"message","message":' + message_json + b"}"
+
+
+def ack_frame(client_msg_id: str, message_json: bytes) -> bytes:
+    """The ``ack`` frame around an already-serialized message."""
+    return orjson.dumps({"type": "ack", "client_msg_id": client_msg_id, "message": orjson.Fragment(message_json)})

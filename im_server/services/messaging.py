@@ -10,7 +10,6 @@ from im_schema.content import TextContent
 from im_schema.errors import ErrorCode
 from im_schema.frames import SendFrame
 from im_schema.ids import direct_conversation, direct_users
-from im_schema.models import Message
 
 from ..errors import BadRequest, NotFound, RateLimited, ServerError
 from ..settings import Settings
@@ -83,17 +82,16 @@ class MessagingService:
         conversation: str | None,
         client_msg_id: str,
         content: TextContent,
-    ) -> Message:
+    ) -> Written:
         """Store a message and return it once committed; a repeated ``client_msg_id`` returns the original."""
         item = await self.prepare(
             sender, to=to, conversation=conversation, client_msg_id=client_msg_id, content=content
         )
-        written = await self._committer.enqueue(item, device_id)
-        return written.message
+        return await self._committer.enqueue(item, device_id)
 
     async def send_in_order(
         self, sender: int, device_id: str | None, frames: Sequence[SendFrame]
-    ) -> list[Message | ServerError]:
+    ) -> list[Written | ServerError]:
         """Store several sends of one device, in the order given; each gets its message or its error."""
         futures: list[asyncio.Future[Written] | ServerError] = []
         for frame in frames:
@@ -108,13 +106,13 @@ class MessagingService:
                 futures.append(self._committer.enqueue(item, device_id))
             except ServerError as exc:
                 futures.append(exc)
-        results: list[Message | ServerError] = []
+        results: list[Written | ServerError] = []
         for future in futures:
             if isinstance(future, ServerError):
                 results.append(future)
                 continue
             try:
-                results.append((await future).message)
+                results.append(await future)
             except ServerError as exc:
                 results.append(exc)
         return results

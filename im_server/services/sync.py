@@ -42,9 +42,7 @@ class SyncService:
     async def conversations(self, user_id: int, since: str | None, limit: int) -> ConversationPage:
         """The user's conversations that changed after ``since``, oldest change first."""
         started = now_ms()
-        rows, has_more = await self._store.conversations_since(
-            user_id, since=_parse_cursor(since), limit=limit
-        )
+        rows, has_more = await self._store.conversations_since(user_id, since=_parse_cursor(since), limit=limit)
         if has_more:
             changed, last = rows[-1]
             cursor = f"{changed}:{last.id}"
@@ -52,9 +50,7 @@ class SyncService:
             previous = _parse_cursor(since)
             floor = previous[0] if previous else 0
             cursor = str(max(floor, started - CURSOR_MARGIN_MS))
-        return ConversationPage(
-            conversations=[summary for _, summary in rows], cursor=cursor, has_more=has_more
-        )
+        return ConversationPage(conversations=[summary for _, summary in rows], cursor=cursor, has_more=has_more)
 
     async def history(
         self, user_id: int, conversation: str, *, after: int | None, before: int | None, limit: int

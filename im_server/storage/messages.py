@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 from sqlalchemy import and_, bindparam, case, insert, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from im_schema.content import Content
 from im_schema.ids import conversation_kind, direct_peer
-from im_schema.models import ConversationSummary, Message, ReadState
+from im_schema.models import ConversationSummary, Message, ReadState, format_timestamp
 
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
@@ -28,6 +29,7 @@ __all__ = [
     "MessageStore",
     "NewMessage",
     "Written",
+    "message_json",
 ]
 
 _content: TypeAdapter[Content] = TypeAdapter(Content)
@@ -42,13 +44,46 @@ class NewMessage:
     client_msg_id: str | None
     content: Content
 
+    def body(self) -> bytes:
+        """The content as stored: its JSON."""
+        return self.content.__pydantic_serializer__.to_json(self.content)
 
-@dataclass(frozen=True, slots=True)
+
 class Written:
-    """The stored form of a :class:`NewMessage`; ``duplicate`` if it had been stored before."""
+    """A stored message, serialized once: :attr:`json` goes into every frame that carries it."""
 
-    message: Message
-    duplicate: bool
+    __slots__ = ("_message", "client_msg_id", "conversation", "duplicate", "json", "sender", "seq")
+
+    def __init__(
+        self,
+        conversation: str,
+        seq: int,
+        sender: int,
+        client_msg_id: str | None,
+        json: bytes,
+        *,
+        duplicate: bool,
+    ) -> None:
+        self.conversation = conversation
+        self.seq = seq
+        self.sender = sender
+        self.client_msg_id = client_msg_id
+        self.json = json
+        """The message as JSON, exactly as :class:`~im_schema.models.Message` serializes it."""
+        self.duplicate = duplicate
+        """``True`` if this send had been stored before (a retry)."""
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        """The message as a model (parsed from :attr:`json` on first use)."""
+        if self._message is None:
+            self._message = Message.model_validate_json(self.json)
+        return self._message
+
+    def again(self) -> Written:
+        """The same message, answering a repeated send."""
+        return Written(self.conversation, self.seq, self.sender, self.client_msg_id, self.json, duplicate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +93,33 @@ class MemberState:
     read_seq: int
     joined_seq: int
     max_seq: int
+
+
+def message_json(
+    conversation: str, seq: int, sender: int, client_msg_id: str | None, sent_at: str, body: bytes | str
+) -> bytes:
+    """A message's JSON from its stored parts (``body`` is the content's JSON)."""
+    return orjson.dumps(
+        {
+            "conversation": conversation,
+            "seq": seq,
+            "sender": sender,
+            "client_msg_id": client_msg_id,
+            "sent_at": sent_at,
+            "content": orjson.Fragment(body),
+        }
+    )
+
+
+def _written(row: Any, *, duplicate: bool) -> Written:
+    json = message_json(
+        row.conversation_id, row.seq, row.sender_id, row.client_msg_id, _timestamp(row.created_at), row.body
+    )
+    return Written(row.conversation_id, row.seq, row.sender_id, row.client_msg_id, json, duplicate=duplicate)
+
+
+def _timestamp(ms: int) -> str:
+    return format_timestamp(ms_to_datetime(ms))
 
 
 def _message(row: Any) -> Message:
@@ -105,8 +167,14 @@ class MessageStore:
         Returns one entry per item: the stored message (a duplicate of an earlier send returns the
         earlier message), or ``None`` where the conversation does not exist.
         """
-        async with self._db.write() as conn:
-            return await _write_batch(conn, items, now)
+        try:
+            # Retries are rare: try without looking for earlier copies, and let the unique constraint on
+            # (sender, client_msg_id) catch one. Then the whole transaction is redone with the lookup.
+            async with self._db.write() as conn:
+                return await _write_batch(conn, items, now, look_for_duplicates=False)
+        except IntegrityError:
+            async with self._db.write() as conn:
+                return await _write_batch(conn, items, now, look_for_duplicates=True)
 
     async def member(self, conversation: str, user_id: int) -> MemberState | None:
         """A member's read and join position, or ``None`` if not a member."""
@@ -235,18 +303,20 @@ class MessageStore:
         return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
 
 
-async def _write_batch(conn: AsyncConnection, items: Sequence[NewMessage], now: int) -> list[Written | None]:
+async def _write_batch(
+    conn: AsyncConnection, items: Sequence[NewMessage], now: int, *, look_for_duplicates: bool
+) -> list[Written | None]:
     results: list[Written | None] = [None] * len(items)
 
     # 1. Sends that were stored before (a retry after a lost answer) get the stored message back.
     keys = {(item.sender, item.client_msg_id) for item in items if item.client_msg_id is not None}
-    stored: dict[tuple[int, str | None], Message] = {}
-    if keys:
+    stored: dict[tuple[int, str | None], Written] = {}
+    if keys and look_for_duplicates:
         rows = await conn.execute(
             select(messages).where(tuple_(messages.c.sender_id, messages.c.client_msg_id).in_(list(keys)))
         )
         for row in rows:
-            stored[(row.sender_id, row.client_msg_id)] = _message(row)
+            stored[(row.sender_id, row.client_msg_id)] = _written(row, duplicate=True)
 
     # 2. Count the new messages of each conversation; a key repeated inside the batch is stored once.
     fresh: list[int] = []
@@ -257,7 +327,7 @@ async def _write_batch(conn: AsyncConnection, items: Sequence[NewMessage], now: 
         key = (item.sender, item.client_msg_id)
         if item.client_msg_id is not None:
             if key in stored:
-                results[index] = Written(stored[key], duplicate=True)
+                results[index] = stored[key]
                 continue
             if key in first_of:
                 repeats.append((index, first_of[key]))
@@ -280,34 +350,27 @@ async def _write_batch(conn: AsyncConnection, items: Sequence[NewMessage], now: 
     # 4. Insert, and move each sender's read position past their own message.
     rows_out: list[dict[str, Any]] = []
     read_up_to: dict[tuple[str, int], int] = {}
-    sent_at = ms_to_datetime(now)
+    sent_at = _timestamp(now)
     for index in fresh:
         item = items[index]
         if item.conversation not in next_seq:
             continue
         seq = next_seq[item.conversation]
         next_seq[item.conversation] = seq + 1
-        body = orjson.dumps(item.content.model_dump(mode="json")).decode()
+        body = item.body()
         rows_out.append(
             {
                 "conversation_id": item.conversation,
                 "seq": seq,
                 "sender_id": item.sender,
                 "client_msg_id": item.client_msg_id,
-                "body": body,
+                "body": body.decode(),
                 "created_at": now,
             }
         )
         read_up_to[(item.conversation, item.sender)] = seq
-        message = Message.model_construct(
-            conversation=item.conversation,
-            seq=seq,
-            sender=item.sender,
-            client_msg_id=item.client_msg_id,
-            sent_at=sent_at,
-            content=item.content,
-        )
-        results[index] = Written(message, duplicate=False)
+        json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body)
+        results[index] = Written(item.conversation, seq, item.sender, item.client_msg_id, json, duplicate=False)
     if rows_out:
         await conn.execute(insert(messages), rows_out)
         await conn.execute(
@@ -322,5 +385,5 @@ async def _write_batch(conn: AsyncConnection, items: Sequence[NewMessage], now: 
         )
     for index, first in repeats:
         written = results[first]
-        results[index] = None if written is None else Written(written.message, duplicate=True)
+        results[index] = None if written is None else written.again()
     return results

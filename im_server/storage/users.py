@@ -129,9 +129,7 @@ class UserStore:
     ) -> DeviceSession:
         """Create or replace the session of one device."""
         async with self._db.write() as conn:
-            await conn.execute(
-                delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)
-            )
+            await conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
             result = await conn.execute(
                 insert(devices)
                 .values(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from im_schema.models import Message
 from im_schema.rest import SendMessageRequest
@@ -13,13 +13,13 @@ router = APIRouter(prefix="/v1", tags=["messages"])
 
 
 @router.post("/messages", response_model=Message)
-async def send_message(body: SendMessageRequest, node: NodeDep, principal: PrincipalDep) -> Message:
+async def send_message(body: SendMessageRequest, node: NodeDep, principal: PrincipalDep) -> Response:
     """Store a message and answer once it is committed.
 
     A direct conversation is created by its first message. Sending again with the same
     ``client_msg_id`` returns the stored message instead of storing a second one.
     """
-    return await node.messaging.send(
+    written = await node.messaging.send(
         principal.user_id,
         principal.device_id,
         to=body.to,
@@ -27,3 +27,4 @@ async def send_message(body: SendMessageRequest, node: NodeDep, principal: Princ
         client_msg_id=body.client_msg_id,
         content=body.content,
     )
+    return Response(written.json, media_type="application/json")  # serialized once, by the writer

@@ -39,9 +39,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("last_seen_at", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("user_id", "device_id", name="pk_devices"),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name="fk_devices_user_id_users", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_devices_user_id_users", ondelete="CASCADE"),
         sa.UniqueConstraint("refresh_hash", name="uq_devices_refresh_hash"),
     )
     op.create_table(
@@ -67,9 +65,7 @@ def upgrade() -> None:
             name="fk_members_conversation_id_conversations",
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name="fk_members_user_id_users", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_members_user_id_users", ondelete="CASCADE"),
     )
     op.create_index("ix_members_user_id", "members", ["user_id"])
     op.create_table(
