@@ -53,8 +53,19 @@ def cluster(gateways: int, *, extra_env: dict[str, str] | None = None, db: str |
     with tempfile.TemporaryDirectory(prefix="im-bench-") as data_dir:
         env = {**os.environ, **BENCH_ENV, **(extra_env or {})}
         env.pop("IM_NATS_URL", None)
-        command = [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up",
-                   "--port", str(port), "--gateways", str(gateways), "--data-dir", data_dir]
+        command = [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port),
+            "--gateways",
+            str(gateways),
+            "--data-dir",
+            data_dir,
+        ]
         if db:
             command += ["--db", db]
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

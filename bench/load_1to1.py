@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ import orjson
 import websockets
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import cluster, percentile  # noqa: E402
+from _common import cluster, percentile
 
 PASSWORD = "bench-password"
 
@@ -59,8 +60,11 @@ async def _setup(url: str, names: list[str]) -> list[User]:
         async def prepare(user: User) -> None:
             async with semaphore:
                 await http.post("/v1/auth/register", json={"username": user.name, "password": PASSWORD})
-                session = (await http.post("/v1/auth/login", json={
-                    "username": user.name, "password": PASSWORD, "device": "bench"})).json()
+                session = (
+                    await http.post(
+                        "/v1/auth/login", json={"username": user.name, "password": PASSWORD, "device": "bench"}
+                    )
+                ).json()
                 user.user_id, user.token = session["user"]["id"], session["access_token"]
                 headers = {"Authorization": f"Bearer {user.token}"}
                 gateway = (await http.get("/v1/gateway", headers=headers)).json()["url"]
@@ -73,8 +77,9 @@ async def _setup(url: str, names: list[str]) -> list[User]:
     return users
 
 
-async def _worker(url: str, index: int, pairs: int, rate: float, window: int, duration: float,
-                  start_at: float, run: str) -> dict[str, object]:
+async def _worker(
+    url: str, index: int, pairs: int, rate: float, window: int, duration: float, start_at: float, run: str
+) -> dict[str, object]:
     names = [f"b{run}p{index}u{i}" for i in range(pairs * 2)]
     users = await _setup(url, names)
     senders, receivers = users[0::2], users[1::2]
@@ -117,8 +122,16 @@ async def _worker(url: str, index: int, pairs: int, rate: float, window: int, du
         ts = time.time_ns()
         inflight[key] = ts
         stats.sent += 1
-        await sender.ws.send(orjson.dumps({"type": "send", "to": receiver.user_id, "client_msg_id": key,
-                                           "content": {"kind": "text", "text": str(ts)}}).decode())
+        await sender.ws.send(
+            orjson.dumps(
+                {
+                    "type": "send",
+                    "to": receiver.user_id,
+                    "client_msg_id": key,
+                    "content": {"kind": "text", "text": str(ts)},
+                }
+            ).decode()
+        )
 
     await asyncio.sleep(max(0.0, start_at - time.time()))
     if rate > 0:
@@ -136,16 +149,16 @@ async def _worker(url: str, index: int, pairs: int, rate: float, window: int, du
             next_tick += tick
             await asyncio.sleep(max(0.0, next_tick - time.time()))
     else:
+
         async def pump(sender: User, receiver: User) -> None:
             while time.time() < stop_at:
                 while credit[sender.name] > 0 and time.time() < stop_at:
                     credit[sender.name] -= 1
                     await send(sender, receiver)
                 wake[sender.name].clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake[sender.name].wait(), 1)
-                except TimeoutError:
-                    pass
+
         await asyncio.gather(*(pump(s, r) for s, r in zip(senders, receivers, strict=True)))
     # Let the last messages arrive.
     deadline = time.time() + 5
@@ -156,8 +169,14 @@ async def _worker(url: str, index: int, pairs: int, rate: float, window: int, du
     for user in users:
         if user.ws is not None:
             await user.ws.close()
-    return {"sent": stats.sent, "acked": stats.acked, "errors": stats.errors, "delivered": stats.delivered,
-            "ack_ms": stats.ack_ms, "delivery_ms": stats.delivery_ms}
+    return {
+        "sent": stats.sent,
+        "acked": stats.acked,
+        "errors": stats.errors,
+        "delivered": stats.delivered,
+        "ack_ms": stats.ack_ms,
+        "delivery_ms": stats.delivery_ms,
+    }
 
 
 def _run_worker(args: tuple[object, ...], queue: multiprocessing.Queue[str]) -> None:
@@ -212,8 +231,9 @@ def main() -> None:
     args = parser.parse_args()
 
     def run(url: str) -> dict[str, float]:
-        return measure(url, pairs=args.pairs, rate=args.rate, window=args.window, duration=args.duration,
-                       procs=args.procs)
+        return measure(
+            url, pairs=args.pairs, rate=args.rate, window=args.window, duration=args.duration, procs=args.procs
+        )
 
     if args.url:
         figures = run(args.url)
@@ -224,14 +244,20 @@ def main() -> None:
         print(json.dumps(figures))
         return
     mode = f"rate {args.rate:.0f}/s" if args.rate else f"max (window {args.window})"
-    print(f"1:1 load, {args.pairs} pairs, {args.gateways} gateways, {mode}, {args.duration:.0f}s, "
-          f"{args.procs} load processes")
-    print(f"  sent {figures['sent']:.0f}  acked {figures['acked']:.0f}  delivered {figures['delivered']:.0f}"
-          f"  errors {figures['errors']:.0f}")
+    print(
+        f"1:1 load, {args.pairs} pairs, {args.gateways} gateways, {mode}, {args.duration:.0f}s, "
+        f"{args.procs} load processes"
+    )
+    print(
+        f"  sent {figures['sent']:.0f}  acked {figures['acked']:.0f}  delivered {figures['delivered']:.0f}"
+        f"  errors {figures['errors']:.0f}"
+    )
     print(f"  delivered {figures['delivered_per_s']:.0f} msgs/s")
     print(f"  ack latency      p50 {figures['ack_p50_ms']:.1f} ms  p99 {figures['ack_p99_ms']:.1f} ms")
-    print(f"  delivery latency p50 {figures['delivery_p50_ms']:.1f} ms  p99 {figures['delivery_p99_ms']:.1f} ms"
-          f"  p99.9 {figures['delivery_p999_ms']:.1f} ms")
+    print(
+        f"  delivery latency p50 {figures['delivery_p50_ms']:.1f} ms  p99 {figures['delivery_p99_ms']:.1f} ms"
+        f"  p99.9 {figures['delivery_p999_ms']:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A script that sends one message and shows the conversation, with the blocking client.
 
-    IM_SERVER=http://127.0.0.1:8080 IM_USERNAME=ci IM_PASSWORD=secret python examples/send_report.py bob "build 42 passed"
+    IM_SERVER=http://127.0.0.1:8080 IM_USERNAME=ci IM_PASSWORD=secret \
+        python examples/send_report.py bob "build 42 passed"
 """
 
 from __future__ import annotations

@@ -21,11 +21,7 @@ def print_json(value: Any) -> None:
     if isinstance(value, BaseModel):
         text = value.model_dump_json()
     elif isinstance(value, list):
-        text = (
-            "["
-            + ",".join(v.model_dump_json() if isinstance(v, BaseModel) else json.dumps(v) for v in value)
-            + "]"
-        )
+        text = "[" + ",".join(v.model_dump_json() if isinstance(v, BaseModel) else json.dumps(v) for v in value) + "]"
     else:
         text = json.dumps(value, default=str)
     sys.stdout.write(text + "\n")

@@ -59,14 +59,17 @@ DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{
 ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 """The sender's idempotency key for one message: resending it returns the stored message."""
 
-_CONVERSATION_RE = re.compile(r"^(?:d:([1-9][0-9]{0,18}):([1-9][0-9]{0,18})|g:([1-9][0-9]{0,18}))$")
+_CONVERSATION_RE = re.compile(r"d:([1-9][0-9]{0,18}):([1-9][0-9]{0,18})|g:([1-9][0-9]{0,18})")
 
 
 def _check_conversation(value: str) -> str:
-    match = _CONVERSATION_RE.match(value)
+    match = _CONVERSATION_RE.fullmatch(value)
     if match is None:
         raise ValueError("a conversation id is 'd:<uid>:<uid>' or 'g:<gid>'")
-    if match.group(1) is not None and not int(match.group(1)) < int(match.group(2)):
+    numbers = [int(part) for part in match.groups() if part is not None]
+    if any(number > _MAX_ID for number in numbers):
+        raise ValueError("an id in the conversation id is out of range")
+    if match.group(1) is not None and not numbers[0] < numbers[1]:
         raise ValueError("a direct conversation names two different users, the smaller id first")
     return value
 

@@ -96,6 +96,7 @@ class AsyncClient:
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
         self._refreshing: asyncio.Lock | None = None
+        self._engine: SyncEngine | None = None
 
     # Plumbing -------------------------------------------------------------------------------------
 
@@ -150,9 +151,7 @@ class AsyncClient:
 
     async def register(self, username: str, password: str, *, display_name: str | None = None) -> User:
         """Create an account (this does not log in)."""
-        return await self.request(
-            RegisterRequest(username=username, password=password, display_name=display_name)
-        )
+        return await self.request(RegisterRequest(username=username, password=password, display_name=display_name))
 
     async def login(self, username: str, password: str, *, device: str = "default") -> Session:
         """Log this device in; later calls use its tokens."""
@@ -191,15 +190,24 @@ class AsyncClient:
         sent again, so a retry never stores a message twice.
         """
         request = send_text_request(to, text, client_msg_id)
-        for attempt in range(3):
-            try:
-                message = await self.request(request)
-                break
-            except TransportError:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
-        self._own_sent(message)
+        engine = self._engine
+        if engine is not None:
+            engine.expect_own(request.client_msg_id)
+        try:
+            for attempt in range(3):
+                try:
+                    message = await self.request(request)
+                    break
+                except TransportError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+        except BaseException:
+            if engine is not None:
+                engine.forget_own(request.client_msg_id)
+            raise
+        if engine is not None:
+            engine.mark_own(message)
         return message
 
     async def conversations_page(self, *, since: str | None = None, limit: int = 200) -> ConversationPage:
@@ -222,21 +230,13 @@ class AsyncClient:
         self, conversation: str, *, after: int | None = None, before: int | None = None, limit: int = 100
     ) -> MessagePage:
         """Messages of a conversation: after ``after``, or the latest before ``before`` (exclusive)."""
-        return await self.request(
-            HistoryRequest(conversation=conversation, after=after, before=before, limit=limit)
-        )
+        return await self.request(HistoryRequest(conversation=conversation, after=after, before=before, limit=limit))
 
     async def mark_read(self, conversation: str, seq: int) -> ReadState:
         """Mark the conversation read up to ``seq`` on all my devices."""
         return await self.request(MarkReadRequest(conversation=conversation, seq=seq))
 
     # Real time ------------------------------------------------------------------------------------
-
-    _engine: SyncEngine | None = None
-
-    def _own_sent(self, message: Message) -> None:
-        if self._engine is not None:
-            self._engine.mark_own(message)
 
     async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent]:
         """Messages for this device as they arrive, forever.
@@ -331,9 +331,7 @@ class AsyncClient:
                 out.append(action.message)
                 continue
             try:
-                page = await self.history(
-                    action.conversation, after=action.after, before=action.before, limit=500
-                )
+                page = await self.history(action.conversation, after=action.after, before=action.before, limit=500)
             except APIError as exc:
                 engine.on_fetch_failed(action)
                 if exc.status == 404:

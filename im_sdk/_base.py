@@ -21,7 +21,7 @@ from im_schema.rest import Request, SendMessageRequest
 
 from .errors import APIError, InternalServerError, error_for
 
-__all__ = ["Prepared", "new_client_msg_id", "parse", "prepare", "send_text_request"]
+__all__ = ["Prepared", "error_from", "new_client_msg_id", "parse", "prepare", "send_text_request"]
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -54,22 +54,21 @@ def parse(request: Request[R], status: int, content: bytes, headers: Any = None)
         try:
             return cast(R, request.endpoint.response.model_validate_json(content))
         except ValidationError as exc:
-            raise InternalServerError(
-                "bad_response", f"unexpected response body: {exc}", status=status
-            ) from None
+            raise InternalServerError("bad_response", f"unexpected response body: {exc}", status=status) from None
     raise error_from(status, content, headers)
 
 
 def error_from(status: int, content: bytes, headers: Any = None) -> APIError:
     """The exception for an error response."""
+    header = headers.get("retry-after", "") if headers is not None else ""
+    header_delay = float(header) if header.isdigit() else None
     try:
         body = ErrorEnvelope.model_validate_json(content).error
     except ValidationError:
+        # Not our envelope: a proxy or load balancer answered.
         text = content[:200].decode(errors="replace") or f"HTTP {status}"
-        return error_for(f"http_{status}", text, status=status)
-    retry_after = body.retry_after
-    if retry_after is None and headers is not None and headers.get("retry-after", "").isdigit():
-        retry_after = float(headers["retry-after"])
+        return error_for(f"http_{status}", text, status=status, retry_after=header_delay)
+    retry_after = body.retry_after if body.retry_after is not None else header_delay
     return error_for(body.code, body.message, status=status, retry_after=retry_after, details=body.details)
 
 

@@ -166,16 +166,24 @@ class Client:
         sent again, so a retry never stores a message twice.
         """
         request = send_text_request(to, text, client_msg_id)
-        for attempt in range(3):
-            try:
-                message = self.request(request)
-                break
-            except TransportError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-        if self._engine is not None:
-            self._engine.mark_own(message)
+        engine = self._engine
+        if engine is not None:
+            engine.expect_own(request.client_msg_id)
+        try:
+            for attempt in range(3):
+                try:
+                    message = self.request(request)
+                    break
+                except TransportError:
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+        except BaseException:
+            if engine is not None:
+                engine.forget_own(request.client_msg_id)
+            raise
+        if engine is not None:
+            engine.mark_own(message)
         return message
 
     def conversations_page(self, *, since: str | None = None, limit: int = 200) -> ConversationPage:
@@ -198,9 +206,7 @@ class Client:
         self, conversation: str, *, after: int | None = None, before: int | None = None, limit: int = 100
     ) -> MessagePage:
         """Messages of a conversation: after ``after``, or the latest before ``before`` (exclusive)."""
-        return self.request(
-            HistoryRequest(conversation=conversation, after=after, before=before, limit=limit)
-        )
+        return self.request(HistoryRequest(conversation=conversation, after=after, before=before, limit=limit))
 
     def mark_read(self, conversation: str, seq: int) -> ReadState:
         """Mark the conversation read up to ``seq`` on all my devices."""

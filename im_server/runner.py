@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from .settings import Settings
 
-__all__ = ["configure_logging", "main", "run_api", "run_gateway"]
+__all__ = ["configure_logging", "main", "run_api", "run_gateway", "tune_garbage_collector"]
 
 log = logging.getLogger("im_server")
 
@@ -33,12 +34,25 @@ def configure_logging(level: str | None = None) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def tune_garbage_collector() -> None:
+    """Keep full collections off the latency path.
+
+    After start-up, the heap holds hundreds of thousands of long-lived objects (modules, pydantic and
+    SQLAlchemy schemas) that a full collection would scan every time, pausing the event loop for 100 ms
+    and more. Freezing them moves them out of the collector's sight for good.
+    """
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(0.0005)
+
+
 async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await start()
+    tune_garbage_collector()
     await stopping.wait()
     await stop()
 

@@ -47,7 +47,7 @@ def _pg_available() -> bool:
     async def probe() -> bool:
         try:
             connection = await asyncpg.connect(PG_ADMIN_URL, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             return False
         await connection.close()
         return True

@@ -20,8 +20,13 @@ async def test_echo_bot_answers(sqlite_cluster, closing):
     closing.append(user)
     await user.register(bot_name, PASSWORD)
     env = {**os.environ, "IM_SERVER": sqlite_cluster.url, "IM_USERNAME": bot_name, "IM_PASSWORD": PASSWORD}
-    bot = subprocess.Popen([sys.executable, str(EXAMPLES / "echo_bot.py")], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    bot = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "echo_bot.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert bot.stdout is not None
         assert "is listening" in bot.stdout.readline()
@@ -43,7 +48,10 @@ async def test_send_report_script(sqlite_cluster, closing):
     env = {**os.environ, "IM_SERVER": sqlite_cluster.url, "IM_USERNAME": script_user, "IM_PASSWORD": PASSWORD}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "send_report.py"), user.session.user.username, "build 42 passed"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "sent #1" in result.stdout and "build 42 passed" in result.stdout

@@ -49,9 +49,7 @@ def register(
     if json_output:
         print_json(user)
     else:
-        out.print(
-            f"registered [bold]{user.username}[/bold] (id {user.id}); now run: im login {user.username}"
-        )
+        out.print(f"registered [bold]{user.username}[/bold] (id {user.id}); now run: im login {user.username}")
 
 
 def login(
@@ -83,9 +81,7 @@ def logout(ctx: typer.Context) -> None:
             try:
                 client.logout()
             except IMError as exc:
-                out.print(
-                    f"[yellow]the server did not confirm ({exc}); forgetting the tokens anyway[/yellow]"
-                )
+                out.print(f"[yellow]the server did not confirm ({exc}); forgetting the tokens anyway[/yellow]")
     profile.access_token = profile.refresh_token = None
     context.store.save(context.profile_name, profile)
     out.print(f"logged out (profile {context.profile_name!r})")
@@ -104,6 +100,5 @@ def whoami(ctx: typer.Context, json_output: Json = False) -> None:
     else:
         user = me.user
         out.print(
-            f"{user.username} (id {user.id}, {user.display_name})"
-            f" on device {me.device_id} at {context.server_url}"
+            f"{user.username} (id {user.id}, {user.display_name}) on device {me.device_id} at {context.server_url}"
         )

@@ -36,9 +36,7 @@ def _line(context: Context, client: Client, message: Message) -> str:
 def send(
     ctx: typer.Context,
     to: Annotated[str, typer.Argument(help="A username, a user id or a conversation id (d:1:2, g:7).")],
-    text: Annotated[
-        str | None, typer.Argument(help="The message; read from stdin if omitted or '-'.")
-    ] = None,
+    text: Annotated[str | None, typer.Argument(help="The message; read from stdin if omitted or '-'.")] = None,
     json_output: Json = False,
 ) -> None:
     """Send a text message (`echo hi | im send bob` works too)."""
@@ -112,9 +110,7 @@ def history(
 def listen(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON message per line.")] = False,
-    start: Annotated[
-        str, typer.Option(help="Where to begin: unread, latest (only new ones) or all.")
-    ] = "unread",
+    start: Annotated[str, typer.Option(help="Where to begin: unread, latest (only new ones) or all.")] = "unread",
 ) -> None:
     """Print incoming messages live (Ctrl-C to stop); reconnects and catches up on its own."""
     context: Context = ctx.obj

@@ -47,12 +47,10 @@ def up(
         str | None,
         typer.Option("--nats", envvar="IM_NATS_URL", help="Use this NATS instead of starting one."),
     ] = None,
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Database, NATS store, secret and logs.")
-    ] = Path("im-data"),
-    demo: Annotated[
-        bool, typer.Option("--demo", help="Create users alice and bob and a first message.")
-    ] = False,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Database, NATS store, secret and logs.")] = Path(
+        "im-data"
+    ),
+    demo: Annotated[bool, typer.Option("--demo", help="Create users alice and bob and a first message.")] = False,
 ) -> None:
     """Start a local cluster: nats-server, one API process and N gateway processes, supervised.
 
@@ -61,9 +59,7 @@ def up(
     _require_server()
     from im_server.cluster.embedded import ClusterPlan, EmbeddedCluster
 
-    plan = ClusterPlan(
-        data_dir=data_dir, api_port=port, gateways=gateways, host=host, db_url=db, nats_url=nats_url
-    )
+    plan = ClusterPlan(data_dir=data_dir, api_port=port, gateways=gateways, host=host, db_url=db, nats_url=nats_url)
     cluster = EmbeddedCluster(plan, on_event=lambda text: err.print(f"[dim]{text}[/dim]"))
     try:
         cluster.start()

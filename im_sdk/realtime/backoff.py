@@ -29,7 +29,7 @@ class Backoff:
 
     def delays(self) -> Iterator[float]:
         """An endless run of delays for one outage."""
-        bound = self.initial
+        bound = min(self.initial, self.max_delay)
         while True:
             yield random.uniform(0, bound) if self.jitter else bound
             bound = min(self.max_delay, bound * self.factor if bound else self.max_delay)

@@ -73,6 +73,7 @@ class SyncEngine:
         self._conversations: dict[str, _Conversation] = {
             conversation: _Conversation(seq) for conversation, seq in (watermarks or {}).items()
         }
+        self._sending: set[str] = set()
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -87,12 +88,34 @@ class SyncEngine:
 
     # Inputs ---------------------------------------------------------------------------------------
 
-    def mark_own(self, message: Message) -> list[Action]:
-        """This client sent ``message``: the application has it already."""
+    def expect_own(self, client_msg_id: str) -> None:
+        """This client is sending a message with ``client_msg_id``: never hand it to the application.
+
+        Called before the send goes out, so that the message is recognized even if a sync fetches it
+        before the send returns.
+        """
+        self._sending.add(client_msg_id)
+
+    def mark_own(self, message: Message) -> None:
+        """This client's send was stored as ``message``: count its seq as delivered."""
+        if message.client_msg_id is not None:
+            self._sending.discard(message.client_msg_id)
         state = self._state_for_push(message.conversation)
-        if message.seq > state.watermark:
-            state.own.add(message.seq)
-        return self._advance(message.conversation, state)
+        if message.seq <= state.watermark:
+            return
+        state.held.pop(message.seq, None)
+        state.own.add(message.seq)
+        # Move over own seqs only; a held message further up is released by the fetch under way for it.
+        while state.watermark + 1 in state.own:
+            state.own.discard(state.watermark + 1)
+            state.watermark += 1
+
+    def forget_own(self, client_msg_id: str) -> None:
+        """A send announced by :meth:`expect_own` failed for good."""
+        self._sending.discard(client_msg_id)
+
+    def _is_own(self, message: Message) -> bool:
+        return message.client_msg_id is not None and message.client_msg_id in self._sending
 
     def on_conversations(self, page: ConversationPage) -> list[Action]:
         """A page of "conversations since"; fetches whatever each conversation is missing."""
@@ -114,6 +137,9 @@ class SyncEngine:
         seq = message.seq
         if seq <= state.watermark or seq in state.held or seq in state.own:
             return []
+        if self._is_own(message):
+            state.own.add(seq)
+            return self._advance(message.conversation, state)
         if seq == state.watermark + 1:
             state.watermark = seq
             return [Deliver(message), *self._advance(message.conversation, state)]
@@ -131,6 +157,9 @@ class SyncEngine:
         for message in page.messages:
             last = max(last, message.seq)
             if message.seq <= state.watermark or message.seq in state.own:
+                continue
+            if self._is_own(message):
+                state.own.add(message.seq)
                 continue
             state.held[message.seq] = message
         if page.has_more:

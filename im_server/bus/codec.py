@@ -50,4 +50,6 @@ def decode_delivery(payload: bytes) -> list[tuple[bytes, list[Recipient]]]:
             result.append((frame, [(int(user), str(device)) for user, device in item["to"]]))
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError("malformed header") from exc
+    if position != len(payload):
+        raise ValueError("bytes after the last frame")
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class _Pending:
     device_id: str | None
     future: asyncio.Future[Written]
 
+
+SLOW_COMMIT = 0.1
+"""Seconds after which a commit is logged as slow."""
 
 RECENT_SENDS = 50_000
 """How many recently committed sends a node remembers to answer retries without the database."""
@@ -112,6 +116,7 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Pending]) -> None:
         items = [pending.item for pending in batch]
         results: list[Written | None] | None = None
+        started = time.perf_counter()
         for attempt in range(self._retries + 1):
             try:
                 results = await self._store.write_batch(items, now=now_ms())
@@ -133,6 +138,9 @@ class GroupCommitter:
                     pending.future.set_exception(Unavailable("the database is busy", retry_after=1.0))
             return
         self.batches += 1
+        elapsed = time.perf_counter() - started
+        if elapsed > SLOW_COMMIT:
+            log.warning("slow group commit: %d messages in %.0f ms", len(batch), elapsed * 1000)
         committed: list[Committed] = []
         for pending, written in zip(batch, results, strict=True):
             if pending.future.done():  # the sender gave up waiting; the message is stored all the same

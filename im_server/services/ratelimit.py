@@ -28,12 +28,12 @@ class RateLimiter(Generic[K]):
         now = self._clock()
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= cost:
-            self._buckets[key] = (tokens - cost, now)
-            if len(self._buckets) > self._max_keys:
-                self._evict(now)
+        allowed = tokens >= cost
+        self._buckets[key] = (tokens - cost if allowed else tokens, now)
+        if len(self._buckets) > self._max_keys:
+            self._evict(now)
+        if allowed:
             return 0.0
-        self._buckets[key] = (tokens, now)
         return (cost - tokens) / self.rate if self.rate > 0 else float("inf")
 
     def _evict(self, now: float) -> None:

@@ -12,9 +12,8 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import and_, bindparam, case, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from im_schema.content import Content
 from im_schema.ids import conversation_kind, direct_peer
@@ -141,25 +140,7 @@ class MessageStore:
 
     async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
         """Create a one-to-one conversation and its two members if they do not exist."""
-        async with self._db.write() as conn:
-            await conn.execute(
-                insert_ignore(self._db.dialect, conversations).values(
-                    id=conversation, kind="direct", max_seq=0, created_at=now, last_at=now
-                )
-            )
-            await conn.execute(
-                insert_ignore(self._db.dialect, members),
-                [
-                    {
-                        "conversation_id": conversation,
-                        "user_id": user,
-                        "read_seq": 0,
-                        "joined_seq": 0,
-                        "updated_at": now,
-                    }
-                    for user in (user_a, user_b)
-                ],
-            )
+        await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
 
     async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | None]:
         """Store a batch in one transaction, in order.
@@ -170,46 +151,19 @@ class MessageStore:
         try:
             # Retries are rare: try without looking for earlier copies, and let the unique constraint on
             # (sender, client_msg_id) catch one. Then the whole transaction is redone with the lookup.
-            async with self._db.write() as conn:
-                return await _write_batch(conn, items, now, look_for_duplicates=False)
+            return await self._db.write(_write_batch, items, now, False)
         except IntegrityError:
-            async with self._db.write() as conn:
-                return await _write_batch(conn, items, now, look_for_duplicates=True)
+            return await self._db.write(_write_batch, items, now, True)
 
     async def member(self, conversation: str, user_id: int) -> MemberState | None:
         """A member's read and join position, or ``None`` if not a member."""
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(members.c.read_seq, members.c.joined_seq, conversations.c.max_seq)
-                    .join(conversations, conversations.c.id == members.c.conversation_id)
-                    .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
-                )
-            ).one_or_none()
-        return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq)
+        return await self._db.read(_member, conversation, user_id)
 
     async def history(
         self, conversation: str, *, floor: int, after: int | None, before: int | None, limit: int
     ) -> tuple[list[Message], bool, int]:
         """Messages above ``floor`` in a seq range; returns ``(messages, has_more, max_seq)``."""
-        seq = messages.c.seq
-        query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
-        if before is not None:
-            query = query.where(seq < before)
-        if after is not None:
-            query = query.where(seq > after).order_by(seq).limit(limit + 1)
-        else:
-            query = query.order_by(seq.desc()).limit(limit + 1)
-        async with self._db.read() as conn:
-            rows = list((await conn.execute(query)).all())
-            max_seq = (
-                await conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation))
-            ).scalar_one_or_none()
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        if after is None:
-            rows.reverse()
-        return [_message(row) for row in rows], has_more, max_seq or 0
+        return await self._db.read(_history, conversation, floor, after, before, limit)
 
     async def conversations_since(
         self, user_id: int, *, since: tuple[int, str] | None, limit: int
@@ -218,93 +172,145 @@ class MessageStore:
 
         Returns ``[(changed_at_ms, summary)]`` and whether more remain.
         """
-        changed = case(
-            (conversations.c.last_at > members.c.updated_at, conversations.c.last_at),
-            else_=members.c.updated_at,
-        ).label("changed")
-        last = messages.alias("last")
-        query = (
-            select(
-                conversations.c.id,
-                conversations.c.kind,
-                conversations.c.max_seq,
-                members.c.read_seq,
-                members.c.joined_seq,
-                changed,
-                last.c.conversation_id,
-                last.c.seq,
-                last.c.sender_id,
-                last.c.client_msg_id,
-                last.c.body,
-                last.c.created_at,
-            )
-            .select_from(members)
-            .join(conversations, conversations.c.id == members.c.conversation_id)
-            .outerjoin(
-                last,
-                and_(last.c.conversation_id == conversations.c.id, last.c.seq == conversations.c.max_seq),
-            )
-            .where(members.c.user_id == user_id)
-            .order_by(changed, conversations.c.id)
-            .limit(limit + 1)
-        )
-        if since is not None:
-            ms, after_id = since
-            query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > after_id)))
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        has_more = len(rows) > limit
-        result = []
-        for row in rows[:limit]:
-            last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
-            read_seq = max(row.read_seq, row.joined_seq)
-            summary = ConversationSummary.model_construct(
-                id=row.id,
-                kind=conversation_kind(row.id),
-                peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
-                max_seq=row.max_seq,
-                read_seq=read_seq,
-                joined_seq=row.joined_seq,
-                unread=max(0, row.max_seq - read_seq),
-                last_message=last_message,
-                updated_at=ms_to_datetime(row.changed),
-            )
-            result.append((row.changed, summary))
-        return result, has_more
+        return await self._db.read(_conversations_since, user_id, since, limit)
 
     async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
         """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
-        async with self._db.write() as conn:
-            max_seq = (
-                await conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation))
-            ).scalar_one_or_none()
-            if max_seq is None:
-                return None
-            target = min(seq, max_seq)
-            await conn.execute(
-                update(members)
-                .where(
-                    members.c.conversation_id == conversation,
-                    members.c.user_id == user_id,
-                    members.c.read_seq < target,
-                )
-                .values(read_seq=target, updated_at=now)
-            )
-            read_seq = (
-                await conn.execute(
-                    select(members.c.read_seq, members.c.joined_seq).where(
-                        members.c.conversation_id == conversation, members.c.user_id == user_id
-                    )
-                )
-            ).one_or_none()
-        if read_seq is None:
-            return None
-        effective = max(read_seq.read_seq, read_seq.joined_seq)
-        return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
+        return await self._db.write(_mark_read, conversation, user_id, seq, now)
 
 
-async def _write_batch(
-    conn: AsyncConnection, items: Sequence[NewMessage], now: int, *, look_for_duplicates: bool
+# Transactions -------------------------------------------------------------------------------------
+
+
+def _ensure_direct(conn: Connection, dialect: str, conversation: str, users: tuple[int, int], now: int) -> None:
+    conn.execute(
+        insert_ignore(dialect, conversations).values(
+            id=conversation, kind="direct", max_seq=0, created_at=now, last_at=now
+        )
+    )
+    conn.execute(
+        insert_ignore(dialect, members),
+        [
+            {"conversation_id": conversation, "user_id": user, "read_seq": 0, "joined_seq": 0, "updated_at": now}
+            for user in users
+        ],
+    )
+
+
+def _member(conn: Connection, conversation: str, user_id: int) -> MemberState | None:
+    row = conn.execute(
+        select(members.c.read_seq, members.c.joined_seq, conversations.c.max_seq)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+    ).one_or_none()
+    return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq)
+
+
+def _history(
+    conn: Connection, conversation: str, floor: int, after: int | None, before: int | None, limit: int
+) -> tuple[list[Message], bool, int]:
+    seq = messages.c.seq
+    query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
+    if before is not None:
+        query = query.where(seq < before)
+    if after is not None:
+        query = query.where(seq > after).order_by(seq).limit(limit + 1)
+    else:
+        query = query.order_by(seq.desc()).limit(limit + 1)
+    rows = list(conn.execute(query).all())
+    max_seq = conn.execute(
+        select(conversations.c.max_seq).where(conversations.c.id == conversation)
+    ).scalar_one_or_none()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    return [_message(row) for row in rows], has_more, max_seq or 0
+
+
+def _conversations_since(
+    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int
+) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+    changed = case(
+        (conversations.c.last_at > members.c.updated_at, conversations.c.last_at),
+        else_=members.c.updated_at,
+    ).label("changed")
+    last = messages.alias("last")
+    query = (
+        select(
+            conversations.c.id,
+            conversations.c.kind,
+            conversations.c.max_seq,
+            members.c.read_seq,
+            members.c.joined_seq,
+            changed,
+            last.c.conversation_id,
+            last.c.seq,
+            last.c.sender_id,
+            last.c.client_msg_id,
+            last.c.body,
+            last.c.created_at,
+        )
+        .select_from(members)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == conversations.c.max_seq))
+        .where(members.c.user_id == user_id)
+        .order_by(changed, conversations.c.id)
+        .limit(limit + 1)
+    )
+    if since is not None:
+        ms, after_id = since
+        query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > after_id)))
+    rows = conn.execute(query).all()
+    has_more = len(rows) > limit
+    result = []
+    for row in rows[:limit]:
+        last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
+        read_seq = max(row.read_seq, row.joined_seq)
+        summary = ConversationSummary.model_construct(
+            id=row.id,
+            kind=conversation_kind(row.id),
+            peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
+            max_seq=row.max_seq,
+            read_seq=read_seq,
+            joined_seq=row.joined_seq,
+            unread=max(0, row.max_seq - read_seq),
+            last_message=last_message,
+            updated_at=ms_to_datetime(row.changed),
+        )
+        result.append((row.changed, summary))
+    return result, has_more
+
+
+def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now: int) -> ReadState | None:
+    max_seq = conn.execute(
+        select(conversations.c.max_seq).where(conversations.c.id == conversation)
+    ).scalar_one_or_none()
+    if max_seq is None:
+        return None
+    target = min(seq, max_seq)
+    conn.execute(
+        update(members)
+        .where(
+            members.c.conversation_id == conversation,
+            members.c.user_id == user_id,
+            members.c.read_seq < target,
+        )
+        .values(read_seq=target, updated_at=now)
+    )
+    state = conn.execute(
+        select(members.c.read_seq, members.c.joined_seq).where(
+            members.c.conversation_id == conversation, members.c.user_id == user_id
+        )
+    ).one_or_none()
+    if state is None:
+        return None
+    effective = max(state.read_seq, state.joined_seq)
+    return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
+
+
+def _write_batch(
+    conn: Connection, items: Sequence[NewMessage], now: int, look_for_duplicates: bool
 ) -> list[Written | None]:
     results: list[Written | None] = [None] * len(items)
 
@@ -312,7 +318,7 @@ async def _write_batch(
     keys = {(item.sender, item.client_msg_id) for item in items if item.client_msg_id is not None}
     stored: dict[tuple[int, str | None], Written] = {}
     if keys and look_for_duplicates:
-        rows = await conn.execute(
+        rows = conn.execute(
             select(messages).where(tuple_(messages.c.sender_id, messages.c.client_msg_id).in_(list(keys)))
         )
         for row in rows:
@@ -339,7 +345,7 @@ async def _write_batch(
         return results
 
     # 3. Allocate seqs: one UPDATE for every conversation of the batch.
-    bumped = await conn.execute(
+    bumped = conn.execute(
         update(conversations)
         .where(conversations.c.id.in_(list(counts)))
         .values(max_seq=conversations.c.max_seq + case(counts, value=conversations.c.id), last_at=now)
@@ -372,8 +378,8 @@ async def _write_batch(
         json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body)
         results[index] = Written(item.conversation, seq, item.sender, item.client_msg_id, json, duplicate=False)
     if rows_out:
-        await conn.execute(insert(messages), rows_out)
-        await conn.execute(
+        conn.execute(insert(messages), rows_out)
+        conn.execute(
             update(members)
             .where(
                 members.c.conversation_id == bindparam("c"),

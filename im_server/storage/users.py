@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from im_schema.models import User
@@ -74,99 +74,127 @@ class UserStore:
     ) -> User:
         """Insert a user; raises :class:`UsernameTaken`."""
         try:
-            async with self._db.write() as conn:
-                result = await conn.execute(
-                    insert(users)
-                    .values(
-                        username=username,
-                        password_hash=password_hash,
-                        display_name=display_name,
-                        is_bot=is_bot,
-                        created_at=now,
-                    )
-                    .returning(*users.c)
-                )
-                return _user(result.one())
+            return await self._db.write(_create_user, username, password_hash, display_name, now, is_bot)
         except IntegrityError as exc:
             raise UsernameTaken(username) from exc
 
     async def credentials(self, username: str) -> Credentials | None:
         """The user and password hash for a username."""
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.username == username))).one_or_none()
-        return None if row is None else Credentials(_user(row), row.password_hash)
+        return await self._db.read(_credentials, username)
 
     async def get(self, user_id: int) -> User | None:
         """One user by id."""
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).one_or_none()
-        return None if row is None else _user(row)
+        return await self._db.read(_user_where, users.c.id == user_id)
 
     async def get_by_username(self, username: str) -> User | None:
         """One user by username."""
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.username == username))).one_or_none()
-        return None if row is None else _user(row)
+        return await self._db.read(_user_where, users.c.username == username)
 
     async def get_many(self, user_ids: Iterable[int]) -> dict[int, User]:
         """Users by id; unknown ids are left out."""
         ids = list(set(user_ids))
         if not ids:
             return {}
-        async with self._db.read() as conn:
-            rows = (await conn.execute(select(users).where(users.c.id.in_(ids)))).all()
-        return {row.id: _user(row) for row in rows}
+        return await self._db.read(_users_by_id, ids)
 
     async def start_session(
-        self,
-        user_id: int,
-        device_id: str,
-        *,
-        session_id: str,
-        refresh_hash: str,
-        refresh_expires_at: int,
-        now: int,
+        self, user_id: int, device_id: str, *, session_id: str, refresh_hash: str, refresh_expires_at: int, now: int
     ) -> DeviceSession:
         """Create or replace the session of one device."""
-        async with self._db.write() as conn:
-            await conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
-            result = await conn.execute(
-                insert(devices)
-                .values(
-                    user_id=user_id,
-                    device_id=device_id,
-                    session_id=session_id,
-                    refresh_hash=refresh_hash,
-                    refresh_expires_at=refresh_expires_at,
-                    created_at=now,
-                    last_seen_at=now,
-                )
-                .returning(*devices.c)
-            )
-            return _session(result.one())
+        return await self._db.write(
+            _start_session, user_id, device_id, session_id, refresh_hash, refresh_expires_at, now
+        )
 
     async def rotate_refresh(
         self, refresh_hash: str, *, new_hash: str, new_expires_at: int, now: int
     ) -> DeviceSession | None:
         """Swap a valid refresh token for a new one; ``None`` if it is unknown or expired."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                update(devices)
-                .where(devices.c.refresh_hash == refresh_hash, devices.c.refresh_expires_at > now)
-                .values(refresh_hash=new_hash, refresh_expires_at=new_expires_at, last_seen_at=now)
-                .returning(*devices.c)
-            )
-            row = result.one_or_none()
-        return None if row is None else _session(row)
+        return await self._db.write(_rotate_refresh, refresh_hash, new_hash, new_expires_at, now)
 
     async def end_session(self, user_id: int, device_id: str, session_id: str) -> bool:
         """Delete a device's session if it is still the given one."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                delete(devices).where(
-                    devices.c.user_id == user_id,
-                    devices.c.device_id == device_id,
-                    devices.c.session_id == session_id,
-                )
-            )
-        return bool(result.rowcount)
+        return await self._db.write(_end_session, user_id, device_id, session_id)
+
+
+# Transactions -------------------------------------------------------------------------------------
+
+
+def _create_user(
+    conn: Connection, username: str, password_hash: str, display_name: str, now: int, is_bot: bool
+) -> User:
+    result = conn.execute(
+        insert(users)
+        .values(
+            username=username,
+            password_hash=password_hash,
+            display_name=display_name,
+            is_bot=is_bot,
+            created_at=now,
+        )
+        .returning(*users.c)
+    )
+    return _user(result.one())
+
+
+def _credentials(conn: Connection, username: str) -> Credentials | None:
+    row = conn.execute(select(users).where(users.c.username == username)).one_or_none()
+    return None if row is None else Credentials(_user(row), row.password_hash)
+
+
+def _user_where(conn: Connection, condition: Any) -> User | None:
+    row = conn.execute(select(users).where(condition)).one_or_none()
+    return None if row is None else _user(row)
+
+
+def _users_by_id(conn: Connection, ids: list[int]) -> dict[int, User]:
+    rows = conn.execute(select(users).where(users.c.id.in_(ids))).all()
+    return {row.id: _user(row) for row in rows}
+
+
+def _start_session(
+    conn: Connection,
+    user_id: int,
+    device_id: str,
+    session_id: str,
+    refresh_hash: str,
+    refresh_expires_at: int,
+    now: int,
+) -> DeviceSession:
+    conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
+    result = conn.execute(
+        insert(devices)
+        .values(
+            user_id=user_id,
+            device_id=device_id,
+            session_id=session_id,
+            refresh_hash=refresh_hash,
+            refresh_expires_at=refresh_expires_at,
+            created_at=now,
+            last_seen_at=now,
+        )
+        .returning(*devices.c)
+    )
+    return _session(result.one())
+
+
+def _rotate_refresh(
+    conn: Connection, refresh_hash: str, new_hash: str, new_expires_at: int, now: int
+) -> DeviceSession | None:
+    row = conn.execute(
+        update(devices)
+        .where(devices.c.refresh_hash == refresh_hash, devices.c.refresh_expires_at > now)
+        .values(refresh_hash=new_hash, refresh_expires_at=new_expires_at, last_seen_at=now)
+        .returning(*devices.c)
+    ).one_or_none()
+    return None if row is None else _session(row)
+
+
+def _end_session(conn: Connection, user_id: int, device_id: str, session_id: str) -> bool:
+    result = conn.execute(
+        delete(devices).where(
+            devices.c.user_id == user_id,
+            devices.c.device_id == device_id,
+            devices.c.session_id == session_id,
+        )
+    )
+    return bool(result.rowcount)

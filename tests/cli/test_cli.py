@@ -20,8 +20,9 @@ def _name(prefix: str) -> str:
 def _login(im, url: str, profile: str, username: str) -> None:
     result = im("--server", url, "--profile", profile, "register", username, "--password-stdin", input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
-    result = im("--server", url, "-P", profile, "login", username, "--device", "term", "--password-stdin",
-                input=PASSWORD + "\n")
+    result = im(
+        "--server", url, "-P", profile, "login", username, "--device", "term", "--password-stdin", input=PASSWORD + "\n"
+    )
     assert result.exit_code == 0, result.output
     assert f"logged in as {username}" in result.output
 
@@ -81,8 +82,16 @@ def test_errors_are_clear_and_have_exit_codes(sqlite_cluster, im):
     _login(im, sqlite_cluster.url, "second", _name("erin"))
     missing = im("-P", "second", "send", "no_such_user_x", "hi")
     assert missing.exit_code == 1 and "user_not_found" in missing.stderr
-    unreachable = im("--server", "http://127.0.0.1:9", "-P", "fresh", "register", "someone", "--password-stdin",
-                     input=PASSWORD + "\n")
+    unreachable = im(
+        "--server",
+        "http://127.0.0.1:9",
+        "-P",
+        "fresh",
+        "register",
+        "someone",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
     assert unreachable.exit_code == 3 and "cannot reach" in unreachable.stderr
     taken = im("-P", "second", "register", username, "--password-stdin", input=PASSWORD + "\n")
     assert taken.exit_code == 1 and "username_taken" in taken.stderr
@@ -98,7 +107,10 @@ def test_listen_json_prints_one_message_per_line(sqlite_cluster, im, config_dir)
     env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob"}
     listener = subprocess.Popen(
         [sys.executable, "-c", "from im_cli.main import main; main()", "listen", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[dict] = []
     two = threading.Event()

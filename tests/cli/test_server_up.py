@@ -56,9 +56,24 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
     env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
     env.pop("IM_NATS_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up",
-         "--port", str(port), "--gateways", "2", "--data-dir", str(tmp_path / "data"), "--demo"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port),
+            "--gateways",
+            "2",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--demo",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     output: list[str] = []
     up = threading.Event()
@@ -125,6 +140,9 @@ def _find_children(port: int) -> dict[str, int]:
             continue
         if environ.get(b"IM_API_PORT") == str(port).encode():
             found["api"] = int(entry.name)
-        elif environ.get(b"IM_GATEWAY_PORT", b"0").isdigit() and port < int(environ.get(b"IM_GATEWAY_PORT", b"0")) <= port + 2:
+        elif (
+            environ.get(b"IM_GATEWAY_PORT", b"0").isdigit()
+            and port < int(environ.get(b"IM_GATEWAY_PORT", b"0")) <= port + 2
+        ):
             found[environ.get(b"IM_NODE_ID", b"?").decode()] = int(entry.name)
     return found

@@ -27,16 +27,21 @@ async def inboxes() -> AsyncIterator[Callable[..., Inbox]]:
 
 
 async def wait_connected(cluster: TestCluster, client: AsyncClient, timeout: float = 10) -> str:
-    """Wait until the client's device holds a connection on some gateway; returns that node's id."""
+    """Wait until the API node routes to the client's device (messages committed from now on are pushed
+    to it); returns the gateway node's id. The client may still be running its first sync."""
     assert client.session is not None
-    key = (client.session.user.id, client.session.device_id)
+    user, device = client.session.user.id, client.session.device_id
+    assert cluster.api is not None
+    mirror = cluster.api.node.mirror
 
     async def find() -> str:
         async with asyncio.timeout(timeout):
             while True:
-                for node in cluster.gateways:
-                    if key in node.connections:
-                        return node.node_id
+                node_id = mirror.routes.devices(user).get(device)
+                if node_id is not None and any(
+                    node.node_id == node_id and (user, device) in node.connections for node in cluster.gateways
+                ):
+                    return node_id
                 await asyncio.sleep(0.01)
 
     return await cluster.loop.call(find())

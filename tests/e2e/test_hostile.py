@@ -59,49 +59,67 @@ async def test_rest_rejects_bad_input_with_clear_errors(sqlite_cluster, http, in
     await expect(await http.post("/v1/messages", headers=auth, content=b"{not json"), 400, "bad_request")
     await expect(await http.post("/v1/messages", headers=auth, json=[1, 2]), 400, "bad_request")
     await expect(await http.post("/v1/messages", headers=auth, json={**good, "extra": 1}), 400, "bad_request")
-    await expect(await http.post("/v1/messages", headers=auth, json={**good, "content": {"kind": "nuke"}}),
-                 400, "bad_request")
-    await expect(await http.post("/v1/messages", headers=auth, json={**good, "client_msg_id": "short"}),
-                 400, "bad_request")
+    await expect(
+        await http.post("/v1/messages", headers=auth, json={**good, "content": {"kind": "nuke"}}), 400, "bad_request"
+    )
+    await expect(
+        await http.post("/v1/messages", headers=auth, json={**good, "client_msg_id": "short"}), 400, "bad_request"
+    )
     both = {**good, "conversation": "d:1:2"}
     await expect(await http.post("/v1/messages", headers=auth, json=both), 400, "bad_request")
     # Text over the server's limit (4,000), and over the schema's hard ceiling.
     body = await expect(
         await http.post("/v1/messages", headers=auth, json={**good, "content": _text("x" * 4001)}),
-        400, "text_too_long",
+        400,
+        "text_too_long",
     )
     assert "4000" in body["error"]["message"]
-    await expect(await http.post("/v1/messages", headers=auth, json={**good, "content": _text("x" * 20_000)}),
-                 400, "bad_request")
+    await expect(
+        await http.post("/v1/messages", headers=auth, json={**good, "content": _text("x" * 20_000)}), 400, "bad_request"
+    )
     # Bodies over the size limit are refused before they are read.
     await expect(await http.post("/v1/messages", headers=auth, content=b"x" * 300_000), 413, "payload_too_large")
     # A recipient that does not exist, a conversation that is not mine, a malformed conversation id.
-    await expect(await http.post("/v1/messages", headers=auth, json={**good, "to": "nobody_here"}),
-                 404, "user_not_found")
+    await expect(
+        await http.post("/v1/messages", headers=auth, json={**good, "to": "nobody_here"}), 404, "user_not_found"
+    )
     await expect(await http.post("/v1/messages", headers=auth, json={**good, "to": 10**12}), 404, "user_not_found")
     foreign = {**good, "to": None, "conversation": "d:999998:999999"}
-    await expect(await http.post("/v1/messages", headers=auth, json={k: v for k, v in foreign.items() if v}),
-                 404, "conversation_not_found")
-    await expect(await http.get("/v1/conversations/d:999998:999999/messages", headers=auth),
-                 404, "conversation_not_found")
+    await expect(
+        await http.post("/v1/messages", headers=auth, json={k: v for k, v in foreign.items() if v}),
+        404,
+        "conversation_not_found",
+    )
+    await expect(
+        await http.get("/v1/conversations/d:999998:999999/messages", headers=auth), 404, "conversation_not_found"
+    )
     await expect(await http.get("/v1/conversations/d:2:1/messages", headers=auth), 400, "bad_request")
     await expect(await http.get("/v1/conversations/zzz/messages", headers=auth), 400, "bad_request")
     await expect(await http.get("/v1/conversations", headers=auth, params={"limit": 10**9}), 400, "bad_request")
     await expect(await http.get("/v1/conversations", headers=auth, params={"since": "yesterday"}), 400, "bad_request")
     await expect(await http.get("/v1/nowhere", headers=auth), 404, "not_found")
     # Registration rules.
-    await expect(await http.post("/v1/auth/register", json={"username": "x", "password": "password1"}),
-                 400, "bad_request")
-    await expect(await http.post("/v1/auth/register", json={"username": "valid_name", "password": "short"}),
-                 400, "bad_request")
+    await expect(
+        await http.post("/v1/auth/register", json={"username": "x", "password": "password1"}), 400, "bad_request"
+    )
+    await expect(
+        await http.post("/v1/auth/register", json={"username": "valid_name", "password": "short"}), 400, "bad_request"
+    )
     await expect(
         await http.post("/v1/auth/register", json={"username": alice.session.user.username, "password": "password1"}),
-        409, "username_taken",
+        409,
+        "username_taken",
     )
-    await expect(await http.post("/v1/auth/login", json={"username": alice.session.user.username,
-                                                         "password": "wrong password"}), 401, "invalid_credentials")
-    await expect(await http.post("/v1/auth/login", json={"username": "ghost_user", "password": "whatever1"}),
-                 401, "invalid_credentials")
+    await expect(
+        await http.post("/v1/auth/login", json={"username": alice.session.user.username, "password": "wrong password"}),
+        401,
+        "invalid_credentials",
+    )
+    await expect(
+        await http.post("/v1/auth/login", json={"username": "ghost_user", "password": "whatever1"}),
+        401,
+        "invalid_credentials",
+    )
     await expect(await http.post("/v1/auth/refresh", json={"refresh_token": "r" * 40}), 401, "unauthorized")
 
     # The SDK maps the same errors to typed exceptions.
@@ -171,13 +189,19 @@ async def test_websocket_handshake_refusals(sqlite_cluster, inboxes, closing):
     cases = [
         ("{not json", CLOSE_AUTH_FAILED, "bad_request"),
         (json.dumps({"type": "ping"}), CLOSE_AUTH_FAILED, "unauthorized"),
-        (json.dumps({"type": "send", "to": 1, "client_msg_id": "abcdefgh", "content": _text("x")}),
-         CLOSE_AUTH_FAILED, "unauthorized"),
+        (
+            json.dumps({"type": "send", "to": 1, "client_msg_id": "abcdefgh", "content": _text("x")}),
+            CLOSE_AUTH_FAILED,
+            "unauthorized",
+        ),
         (json.dumps({"type": "auth"}), CLOSE_AUTH_FAILED, "bad_request"),
         (json.dumps({"type": "auth", "token": "forged.token.here"}), CLOSE_AUTH_FAILED, "unauthorized"),
         (json.dumps({"type": "auth", "token": expired}), CLOSE_AUTH_FAILED, "token_expired"),
-        (json.dumps({"type": "auth", "token": alice.session.access_token, "protocol": 99}),
-         CLOSE_PROTOCOL_UNSUPPORTED, "unsupported_protocol"),
+        (
+            json.dumps({"type": "auth", "token": alice.session.access_token, "protocol": 99}),
+            CLOSE_PROTOCOL_UNSUPPORTED,
+            "unsupported_protocol",
+        ),
         (json.dumps({"type": "teleport"}), CLOSE_AUTH_FAILED, "unknown_frame"),
     ]
     for first, close_code, error_code in cases:
@@ -223,12 +247,25 @@ async def test_websocket_bad_frames_after_auth_keep_the_connection(sqlite_cluste
             ("42", "bad_request", None),
             (json.dumps({"type": "teleport"}), "unknown_frame", None),
             (json.dumps({"type": "auth", "token": "again"}), "bad_request", None),
-            (json.dumps({"type": "send", "to": bob.session.user.id, "client_msg_id": "k" * 12,
-                         "content": _text("")}), "bad_request", "k" * 12),
-            (json.dumps({"type": "send", "to": "nobody_at_all", "client_msg_id": "n" * 12,
-                         "content": _text("hi")}), "user_not_found", "n" * 12),
-            (json.dumps({"type": "send", "to": bob.session.user.id, "client_msg_id": "l" * 12,
-                         "content": _text("x" * 4001)}), "text_too_long", "l" * 12),
+            (
+                json.dumps(
+                    {"type": "send", "to": bob.session.user.id, "client_msg_id": "k" * 12, "content": _text("")}
+                ),
+                "bad_request",
+                "k" * 12,
+            ),
+            (
+                json.dumps({"type": "send", "to": "nobody_at_all", "client_msg_id": "n" * 12, "content": _text("hi")}),
+                "user_not_found",
+                "n" * 12,
+            ),
+            (
+                json.dumps(
+                    {"type": "send", "to": bob.session.user.id, "client_msg_id": "l" * 12, "content": _text("x" * 4001)}
+                ),
+                "text_too_long",
+                "l" * 12,
+            ),
             (b"\x00\xff binary garbage", "bad_request", None),
         ]
         for data, code, client_msg_id in hostile:
@@ -238,8 +275,11 @@ async def test_websocket_bad_frames_after_auth_keep_the_connection(sqlite_cluste
             assert answer.get("client_msg_id") == client_msg_id
         await ws.send(json.dumps({"type": "ping", "id": "p1"}))
         assert json.loads(await ws.recv()) == {"type": "pong", "id": "p1"}
-        await ws.send(json.dumps({"type": "send", "to": bob.session.user.id, "client_msg_id": "g" * 12,
-                                  "content": _text("still here")}))
+        await ws.send(
+            json.dumps(
+                {"type": "send", "to": bob.session.user.id, "client_msg_id": "g" * 12, "content": _text("still here")}
+            )
+        )
         assert json.loads(await ws.recv())["type"] == "ack"
 
 

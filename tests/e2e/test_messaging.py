@@ -41,7 +41,12 @@ async def test_two_users_on_two_gateways_exchange_messages(cluster, inboxes, clo
 
     sent = await alice.send_text(bob.session.user.username, "hello bob")
     got = await bob_in.next()
-    assert (got.conversation, got.seq, got.text, got.sender) == (sent.conversation, 1, "hello bob", alice.session.user.id)
+    assert (got.conversation, got.seq, got.text, got.sender) == (
+        sent.conversation,
+        1,
+        "hello bob",
+        alice.session.user.id,
+    )
 
     reply = await got.reply("hi alice")
     back = await alice_in.next()
@@ -112,8 +117,12 @@ async def test_repeated_client_msg_id_is_stored_once(cluster, closing):
     async with websockets.connect(assignment.url) as ws:
         await ws.send(json.dumps({"type": "auth", "token": alice.session.access_token}))
         assert json.loads(await ws.recv())["type"] == "ready"
-        frame = {"type": "send", "to": bob.session.user.id, "client_msg_id": key,
-                 "content": {"kind": "text", "text": "once"}}
+        frame = {
+            "type": "send",
+            "to": bob.session.user.id,
+            "client_msg_id": key,
+            "content": {"kind": "text", "text": "once"},
+        }
         for _ in range(2):
             await ws.send(json.dumps(frame))
             ack = json.loads(await ws.recv())
@@ -135,8 +144,16 @@ async def test_websocket_send_is_acked_after_commit_and_pushed(cluster, inboxes,
         assert json.loads(await ws.recv())["type"] == "ready"
         keys = [uuid.uuid4().hex for _ in range(20)]
         for i, key in enumerate(keys):
-            await ws.send(json.dumps({"type": "send", "to": bob.session.user.username, "client_msg_id": key,
-                                      "content": {"kind": "text", "text": f"ws{i}"}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "send",
+                        "to": bob.session.user.username,
+                        "client_msg_id": key,
+                        "content": {"kind": "text", "text": f"ws{i}"},
+                    }
+                )
+            )
         acks = [json.loads(await ws.recv()) for _ in keys]
     assert sorted(a["client_msg_id"] for a in acks) == sorted(keys)
     assert sorted(a["message"]["seq"] for a in acks) == list(range(1, 21))
@@ -150,16 +167,17 @@ async def test_senders_other_devices_get_the_message_but_not_the_sending_one(clu
     bob = await cluster.user("bob")
     closing += [alice, alice_phone, bob]
     alice_in, phone_in = inboxes(alice), inboxes(alice_phone)
-    await wait_connected(cluster, alice)
-    await wait_connected(cluster, alice_phone)
+    await bob.send_text(alice.session.user.id, "to both")
+    assert (await alice_in.next()).text == "to both"  # both devices are live and synced from here on
+    assert (await phone_in.next()).text == "to both"
 
     await alice.send_text(bob.session.user.id, "from the laptop")
     mirrored = await phone_in.next()
     assert (mirrored.text, mirrored.sender) == ("from the laptop", alice.session.user.id)
 
-    await bob.send_text(alice.session.user.id, "to both")
-    assert (await alice_in.next()).text == "to both"  # not "from the laptop": the sender's own device skips it
-    assert (await phone_in.next()).text == "to both"
+    await bob.send_text(alice.session.user.id, "again")
+    assert (await alice_in.next()).text == "again"  # not "from the laptop": the sending device skips it
+    assert (await phone_in.next()).text == "again"
 
 
 async def test_route_to_a_dead_node_counts_as_offline(make_cluster, inboxes, closing):
@@ -204,10 +222,12 @@ async def test_route_to_a_dead_node_counts_as_offline(make_cluster, inboxes, clo
 
     # A node restarting with the same id purges the routes it left behind.
     cluster.spawn_gateway_process("gw-doomed")
+
     async def route_gone() -> None:
         async with asyncio.timeout(10):
             while cluster.api.node.mirror.routes.devices(bob.session.user.id).get("dev1") == "gw-doomed":
                 await asyncio.sleep(0.02)
+
     await cluster.loop.call(route_gone())
 
 
@@ -219,6 +239,7 @@ async def test_gateway_assignment_uses_live_nodes_and_moves_only_that_nodes_shar
     leaving = cluster.gateways[0]
     left_id = leaving.node_id
     cluster.stop_gateway(leaving)
+    await cluster.loop.call(cluster._until(lambda: left_id not in cluster.live_gateways()))
     after = {key: node.assign_gateway(*key).node_id for key in before}
     moved = [key for key in before if before[key] != after[key]]
     assert left_id not in after.values()

@@ -112,8 +112,10 @@ class TestCluster:
         port = free_port()
         env = {**os.environ, **self.env(), "IM_NODE_ID": node_id, "IM_GATEWAY_PORT": str(port)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "im_server", "gateway"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "im_server", "gateway"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.processes.append(process)
         wait_for_port("127.0.0.1", port, process=process, timeout=30)

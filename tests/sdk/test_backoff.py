@@ -1,0 +1,171 @@
+"""im_sdk.realtime.backoff.Backoff and im_sdk.realtime.policy (what a close means)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from im_schema import limits
+from im_sdk.errors import (
+    APIError,
+    AuthenticationError,
+    ConnectionReplaced,
+    ProtocolError,
+    TokenExpiredError,
+    TransportError,
+)
+from im_sdk.realtime.backoff import Backoff
+from im_sdk.realtime.policy import GOING_AWAY_SPREAD, GoingAway, classify_close, reconnect_delay
+
+
+def take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+# Backoff ------------------------------------------------------------------------------------------
+
+
+def test_without_jitter_delays_grow_by_factor_up_to_the_cap():
+    backoff = Backoff(initial=1.0, factor=2.0, max_delay=10.0, jitter=False)
+    assert take(backoff.delays(), 7) == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+
+
+def test_default_growth_is_the_golden_ratio():
+    delays = take(Backoff(jitter=False).delays(), 4)
+    assert delays[0] == 1.0
+    for previous, current in itertools.pairwise(delays):
+        assert current == pytest.approx(previous * 1.618)
+
+
+def test_default_delays_reach_and_keep_the_cap():
+    delays = take(Backoff(jitter=False).delays(), 30)
+    assert max(delays) == 30.0
+    assert delays[-5:] == [30.0] * 5
+    assert delays == sorted(delays)
+
+
+def test_jittered_delays_stay_within_the_growing_bound():
+    backoff = Backoff(initial=0.5, factor=3.0, max_delay=20.0)
+    bounds = take(Backoff(initial=0.5, factor=3.0, max_delay=20.0, jitter=False).delays(), 8)
+    for _ in range(200):
+        for delay, bound in zip(backoff.delays(), bounds, strict=False):
+            assert 0.0 <= delay <= bound
+
+
+def test_jitter_spreads_the_first_delay():
+    backoff = Backoff(initial=5.0)
+    firsts = [next(backoff.delays()) for _ in range(100)]
+    assert all(0.0 <= delay <= 5.0 for delay in firsts)
+    assert len(set(firsts)) > 50  # random, not one wave
+    assert min(firsts) < 2.5 < max(firsts)
+
+
+def test_each_outage_starts_over():
+    backoff = Backoff(initial=1.0, factor=2.0, max_delay=8.0, jitter=False)
+    first = backoff.delays()
+    take(first, 5)
+    assert next(first) == 8.0
+    assert next(backoff.delays()) == 1.0  # a fresh iterator is the reset
+
+
+def test_zero_backoff_reconnects_at_once():
+    assert take(Backoff(initial=0, max_delay=0).delays(), 5) == [0.0] * 5
+
+
+def test_zero_initial_delay_then_backs_off_to_the_cap():
+    assert take(Backoff(initial=0, max_delay=3.0, jitter=False).delays(), 3) == [0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"initial": -1}, {"max_delay": -0.1}, {"factor": 0.5}],
+)
+def test_invalid_backoff_is_refused(kwargs):
+    with pytest.raises(ValueError, match=">= 0"):
+        Backoff(**kwargs)
+
+
+def test_no_delay_exceeds_the_cap():
+    delays = take(Backoff(initial=60.0, max_delay=30.0, jitter=False).delays(), 3)
+    assert max(delays) <= 30.0
+
+
+# Close codes --------------------------------------------------------------------------------------
+
+CLOSE_CASES = {
+    limits.CLOSE_AUTH_FAILED: AuthenticationError,
+    limits.CLOSE_AUTH_TIMEOUT: TransportError,
+    limits.CLOSE_PROTOCOL_UNSUPPORTED: ProtocolError,
+    limits.CLOSE_GOING_AWAY: GoingAway,
+    limits.CLOSE_REPLACED: ConnectionReplaced,
+    limits.CLOSE_SESSION_REVOKED: AuthenticationError,
+}
+
+RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY}
+
+
+def test_every_close_code_of_the_schema_is_covered():
+    codes = {getattr(limits, name) for name in limits.__all__ if name.startswith("CLOSE_")}
+    assert codes == set(CLOSE_CASES)
+
+
+@pytest.mark.parametrize(("code", "expected"), sorted(CLOSE_CASES.items()))
+def test_classify_close(code, expected):
+    exc = classify_close(code, "why")
+    assert type(exc) is expected
+    # Retryable closes are transport errors; the rest are final.
+    assert isinstance(exc, TransportError) == (code in RETRYABLE)
+
+
+def test_auth_failures_carry_the_unauthorized_code():
+    for code in (limits.CLOSE_AUTH_FAILED, limits.CLOSE_SESSION_REVOKED):
+        exc = classify_close(code, None)
+        assert isinstance(exc, APIError)
+        assert (exc.code, exc.status) == ("unauthorized", 401)
+
+
+def test_expired_token_error_frame_before_the_close():
+    exc = classify_close(limits.CLOSE_AUTH_FAILED, "expired", "token_expired")
+    assert type(exc) is TokenExpiredError
+    assert exc.status == 401
+
+
+def test_unsupported_protocol_error_frame_wins_over_the_close_code():
+    assert type(classify_close(1000, "old client", "unsupported_protocol")) is ProtocolError
+
+
+def test_unauthorized_error_frame_without_a_close_code():
+    exc = classify_close(None, "bad token", "unauthorized")
+    assert type(exc) is AuthenticationError
+
+
+@pytest.mark.parametrize("code", [None, 1000, 1006, 1011, 4999])
+def test_other_closes_are_retryable_transport_errors(code):
+    exc = classify_close(code, None)
+    assert type(exc) is TransportError
+    assert str(code) in str(exc)
+
+
+def test_going_away_covers_the_standard_1001():
+    assert type(classify_close(1001, "bye")) is GoingAway
+
+
+def test_the_reason_is_kept():
+    assert str(classify_close(limits.CLOSE_REPLACED, "another laptop")) == "another laptop"
+
+
+# Reconnect delay ----------------------------------------------------------------------------------
+
+
+def test_going_away_reconnects_soon_without_spending_a_backoff_step():
+    delays = Backoff(initial=100.0, max_delay=100.0, jitter=False).delays()
+    for _ in range(50):
+        assert 0.0 <= reconnect_delay(GoingAway("drain"), delays) <= GOING_AWAY_SPREAD
+    assert next(delays) == 100.0
+
+
+def test_other_errors_take_the_next_backoff_step():
+    delays = Backoff(initial=1.0, factor=2.0, max_delay=8.0, jitter=False).delays()
+    steps = [reconnect_delay(TransportError("x"), delays) for _ in range(5)]
+    assert steps == [1.0, 2.0, 4.0, 8.0, 8.0]
