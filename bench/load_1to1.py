@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import orjson
@@ -32,6 +34,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import cluster, percentile
 
 PASSWORD = "bench-password"
+
+
+def _epoch_ns(timestamp: str) -> int:
+    """``2026-11-28T10:08:36.610Z`` in nanoseconds since the epoch."""
+    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1e9)
 
 
 @dataclass
@@ -50,6 +57,10 @@ class Stats:
     delivered: int = 0
     ack_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
+    to_commit_ms: list[float] = field(default_factory=list)
+    """Send -> the server's commit timestamp (``sent_at``, taken as the commit transaction starts)."""
+    from_commit_ms: list[float] = field(default_factory=list)
+    """The server's commit timestamp -> pushed frame received."""
 
 
 async def _setup(url: str, names: list[str]) -> list[User]:
@@ -97,8 +108,13 @@ async def _worker(
             kind = frame["type"]
             if kind == "message":
                 if now / 1e9 <= stop_at + 5:
+                    message = frame["message"]
+                    sent = int(message["content"]["text"])
+                    committed = _epoch_ns(message["sent_at"])
                     stats.delivered += 1
-                    stats.delivery_ms.append((now - int(frame["message"]["content"]["text"])) / 1e6)
+                    stats.delivery_ms.append((now - sent) / 1e6)
+                    stats.to_commit_ms.append((committed - sent) / 1e6)
+                    stats.from_commit_ms.append((now - committed) / 1e6)
             elif kind == "ack":
                 sent = inflight.pop(frame["client_msg_id"], None)
                 stats.acked += 1
@@ -115,6 +131,9 @@ async def _worker(
                     wake[user.name].set()
 
     readers = [asyncio.create_task(read(u, u in senders)) for u in users]
+    # The load generator must not pause the measurement itself: keep the set-up heap out of collections.
+    gc.collect()
+    gc.freeze()
 
     async def send(sender: User, receiver: User) -> None:
         assert sender.ws is not None
@@ -176,6 +195,8 @@ async def _worker(
         "delivered": stats.delivered,
         "ack_ms": stats.ack_ms,
         "delivery_ms": stats.delivery_ms,
+        "to_commit_ms": stats.to_commit_ms,
+        "from_commit_ms": stats.from_commit_ms,
     }
 
 
@@ -205,6 +226,8 @@ def measure(url: str, *, pairs: int, rate: float, window: int, duration: float, 
         process.join()
     ack = [v for r in results for v in r["ack_ms"]]
     delivery = [v for r in results for v in r["delivery_ms"]]
+    to_commit = [v for r in results for v in r["to_commit_ms"]]
+    from_commit = [v for r in results for v in r["from_commit_ms"]]
     total = {key: sum(r[key] for r in results) for key in ("sent", "acked", "errors", "delivered")}
     return {
         **total,
@@ -214,6 +237,10 @@ def measure(url: str, *, pairs: int, rate: float, window: int, duration: float, 
         "delivery_p50_ms": percentile(delivery, 0.50),
         "delivery_p99_ms": percentile(delivery, 0.99),
         "delivery_p999_ms": percentile(delivery, 0.999),
+        "to_commit_p50_ms": percentile(to_commit, 0.50),
+        "to_commit_p99_ms": percentile(to_commit, 0.99),
+        "from_commit_p50_ms": percentile(from_commit, 0.50),
+        "from_commit_p99_ms": percentile(from_commit, 0.99),
     }
 
 
@@ -257,6 +284,10 @@ def main() -> None:
     print(
         f"  delivery latency p50 {figures['delivery_p50_ms']:.1f} ms  p99 {figures['delivery_p99_ms']:.1f} ms"
         f"  p99.9 {figures['delivery_p999_ms']:.1f} ms"
+    )
+    print(
+        f"    send -> commit p50 {figures['to_commit_p50_ms']:.1f} ms  p99 {figures['to_commit_p99_ms']:.1f} ms;"
+        f"  commit -> delivered p50 {figures['from_commit_p50_ms']:.1f} ms  p99 {figures['from_commit_p99_ms']:.1f} ms"
     )
 
 

@@ -13,7 +13,7 @@ Only pydantic is imported here. Modules:
 
 from __future__ import annotations
 
-from .content import Content, OutgoingContent, SystemContent, TextContent
+from .content import Content, OutgoingContent, SystemContent, TextContent, UnknownContent
 from .errors import ErrorBody, ErrorCode, ErrorEnvelope
 from .frames import (
     AckFrame,
@@ -76,6 +76,7 @@ __all__ = [
     "ServerFrame",
     "SystemContent",
     "TextContent",
+    "UnknownContent",
     "User",
     "UserId",
     "Username",

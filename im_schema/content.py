@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 from .limits import MAX_TEXT_LEN
 
@@ -18,6 +18,7 @@ __all__ = [
     "OutgoingContent",
     "SystemContent",
     "TextContent",
+    "UnknownContent",
 ]
 
 
@@ -43,8 +44,29 @@ class SystemContent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-Content = Annotated[TextContent | SystemContent, Field(discriminator="kind")]
-"""Any stored message content."""
+class UnknownContent(BaseModel):
+    """A kind this version does not know (from a newer server): kept whole, so that nothing is lost."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: str
+
+
+_KNOWN_KINDS = frozenset({"text", "system"})
+
+
+def _kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in _KNOWN_KINDS else "unknown"
+
+
+Content = Annotated[
+    Annotated[TextContent, Tag("text")]
+    | Annotated[SystemContent, Tag("system")]
+    | Annotated[UnknownContent, Tag("unknown")],
+    Discriminator(_kind),
+]
+"""Any message content; kinds unknown to this version read as :class:`UnknownContent`."""
 
 OutgoingContent = Annotated[TextContent, Field(discriminator="kind")]
 """What a client may send."""

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     max_frame_bytes: int = 64 * 1024
+    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
+    """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
     connect_rate: float = 50.0
     """New connections per second accepted from one IP address (sustained)."""
     connect_burst: int = 200

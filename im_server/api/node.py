@@ -19,6 +19,7 @@ from im_schema.rest import GatewayAssignment
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.routes import rendezvous
 from ..cluster.heartbeat import Heartbeat
+from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..errors import ServerError, Unavailable
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
@@ -48,12 +49,27 @@ class ApiNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
         self.deliverer = Deliverer(self.bus, self.mirror)
-        self.committer = GroupCommitter(self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer)
+        self.metrics = Registry()
+        self.committer = GroupCommitter(
+            self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
+        )
         self.directory = UserDirectory(self.users)
         self.messaging = MessagingService(settings, self.messages, self.directory, self.committer)
         self.sync = SyncService(self.messages)
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._loop_lag = LoopLagMonitor(
+            self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
+        )
+        self._send_batches = self.metrics.histogram(
+            "im_forwarded_send_batch_size", "Sends per request forwarded by gateways.", SIZE_BUCKETS
+        )
+        self.metrics.gauge(
+            "im_routes", "Device routes in this node's copy of the registry.", lambda: len(self.mirror.routes)
+        )
+        self.metrics.gauge(
+            "im_live_gateways", "Gateways with a fresh heartbeat.", lambda: len(self.mirror.nodes.live("gateway"))
+        )
         self._send_sub: Subscription | None = None
         self._barrier_sub: Subscription | None = None
 
@@ -66,6 +82,7 @@ class ApiNode:
         self._send_sub = await self.bus.nc.subscribe(self.bus.subjects.send, queue="api", cb=self._on_send)
         self._barrier_sub = await self.bus.nc.subscribe(self.bus.subjects.barrier, cb=self._on_barrier)
         await self.heartbeat.start()
+        self._loop_lag.start()
         log.info("api node %s started", self.node_id)
 
     async def stop(self) -> None:
@@ -76,6 +93,7 @@ class ApiNode:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
         await self.committer.stop()
+        await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.mirror.stop()
         await self.bus.close()
@@ -122,34 +140,36 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_send(self, msg: Msg) -> None:
-        # ``{"u": user, "d": device}`` then one compact send frame per line, in the order the device sent
-        # them; the answer has one ack or error frame per line, in the same order.
+        # ``[[user, device, send frame], ...]`` in the order devices sent them; the answer has one ack or
+        # error frame per line, in the same order.
         try:
-            header, *lines = msg.data.split(b"\n")
-            who = orjson.loads(header)
-            user_id, device_id = int(who["u"]), str(who["d"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("malformed forwarded send: %s", exc)
+            entries = orjson.loads(msg.data)
+            if not isinstance(entries, list):
+                raise TypeError("not a list")
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            log.warning("malformed forwarded sends: %s", exc)
             return
-        frames: list[SendFrame] = []
-        replies: list[bytes] = [b""] * len(lines)
-        valid: list[int] = []
-        for index, line in enumerate(lines):
+        self._send_batches.observe(len(entries))
+        replies: list[bytes] = [b""] * len(entries)
+        sends: list[tuple[int, str, SendFrame]] = []
+        positions: list[int] = []
+        for index, entry in enumerate(entries):
             try:
-                frames.append(SendFrame.model_validate_json(line))
-                valid.append(index)
-            except ValidationError as exc:
-                replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc.errors()[0]['msg']}"[:300])
+                user_id, device_id, raw = entry
+                sends.append((int(user_id), str(device_id), SendFrame.model_validate(raw)))
+                positions.append(index)
+            except (ValidationError, ValueError, TypeError) as exc:
+                replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc}"[:300])
         try:
-            results = await self.messaging.send_in_order(user_id, device_id, frames)
-            for index, frame, result in zip(valid, frames, results, strict=True):
+            results = await self.messaging.send_in_order(sends)
+            for index, (_, _, frame), result in zip(positions, sends, results, strict=True):
                 if isinstance(result, ServerError):
                     replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
                 else:
                     replies[index] = ack_frame(frame.client_msg_id, result.json)
         except Exception:
             log.exception("forwarded sends failed")
-            for index, frame in zip(valid, frames, strict=True):
+            for index, (_, _, frame) in zip(positions, sends, strict=True):
                 replies[index] = _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
         if msg.reply:
             try:

@@ -7,6 +7,7 @@ import contextlib
 import http
 import logging
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from ..bus.codec import decode_delivery
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.subjects import route_key
 from ..cluster.heartbeat import Heartbeat
+from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..services.ratelimit import RateLimiter
 from ..services.tokens import TokenCodec
 from ..settings import Settings
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_SENDS = 256
 """Sends one connection may have waiting for the message service at once."""
+MAX_BATCH = 1024
+"""The most sends forwarded in one request."""
 
 Key = tuple[int, str]
 
@@ -54,13 +58,25 @@ class GatewayNode:
         self._tokens = TokenCodec(settings.signing_key())
         self._ip_limiter: RateLimiter[str] = RateLimiter(settings.connect_rate, settings.connect_burst)
         self.connections: dict[Key, ServerConnection] = {}
+        self._lanes = [_SendLane(self) for _ in range(settings.gateway_send_lanes)]
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
         self._subscription: Subscription | None = None
         self._heartbeat: Heartbeat | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.url = settings.ws_url
-        self.delivered = 0
+        self.metrics = Registry()
+        self._delivered = self.metrics.counter("im_gateway_frames_delivered_total", "Frames handed to connections.")
+        self._forward_seconds = self.metrics.histogram(
+            "im_gateway_forward_seconds", "Round trip of one batch of sends to the message service."
+        )
+        self._forward_size = self.metrics.histogram(
+            "im_gateway_forward_batch_size", "Sends per request to the message service.", SIZE_BUCKETS
+        )
+        self.metrics.gauge("im_gateway_connections", "Authenticated connections.", lambda: len(self.connections))
+        self._loop_lag = LoopLagMonitor(
+            self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
+        )
         self._stopping = False
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -92,6 +108,7 @@ class GatewayNode:
             self.bus, self.node_id, role="gateway", url=self.url, connections=lambda: len(self.connections)
         )
         await self._heartbeat.start()
+        self._loop_lag.start()
         log.info("gateway %s listening on %s", self.node_id, self.url)
 
     async def _purge_own_routes(self) -> None:
@@ -130,6 +147,7 @@ class GatewayNode:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
         await self.barrier.stop()
+        await self._loop_lag.stop()
         await self.mirror.stop()
         await self.bus.close()
         log.info("gateway %s stopped", self.node_id)
@@ -153,6 +171,10 @@ class GatewayNode:
             )
             response = connection.respond(status, body.decode() + "\n")
             response.headers["Content-Type"] = "application/json"
+            return response
+        if request.path == "/metrics":
+            response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
+            response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
         if request.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
@@ -181,14 +203,13 @@ class GatewayNode:
         key = (outcome.user_id, outcome.device_id)
         if not await self._register(key, connection, outcome):
             return
-        pipe = _SendPipe(self, connection, key)
         try:
             async for data in connection:
                 action = session.receive(data)
                 if isinstance(action, Reply):
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
-                    pipe.push(action)
+                    self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
                 else:
                     await self._close(connection, action)
                     break
@@ -241,16 +262,6 @@ class GatewayNode:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def forward(self, key: Key, frames: list[bytes]) -> list[bytes]:
-        """Hand one device's sends to the message service in one request; one answer frame per send."""
-        payload = b"\n".join([orjson.dumps({"u": key[0], "d": key[1]}), *frames])
-        try:
-            reply = await self.bus.nc.request(self.bus.subjects.send, payload, timeout=10)
-        except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
-            log.warning("gateway %s: sends not answered: %r", self.node_id, exc)
-            return []
-        return reply.data.split(b"\n")
-
     # Deliveries -----------------------------------------------------------------------------------
 
     async def _on_delivery(self, msg: Msg) -> None:
@@ -264,35 +275,35 @@ class GatewayNode:
             targets = [connection for key in recipients if (connection := connections.get(key)) is not None]
             if targets:
                 broadcast(targets, frame, text=True)
-                self.delivered += len(targets)
+                self._delivered.inc(len(targets))
 
     def local_routes(self) -> list[Key]:
         """The devices connected here."""
         return list(self.connections)
 
 
-class _SendPipe:
-    """One connection's sends, forwarded in order: one request in flight, the rest batched behind it.
+class _SendLane:
+    """Sends of many connections, forwarded in order: one request in flight, the rest batched behind it.
 
-    Keeping a single request in flight per connection preserves the order in which a device sent its
-    messages even when several API nodes share the work, and batching makes a busy connection cost one
-    NATS round trip per batch instead of one per message.
+    A connection always uses the same lane, so its sends reach the message service in the order it sent
+    them, even when several API nodes share the work. Batching across connections makes a busy gateway
+    cost one NATS round trip per batch instead of one per message.
     """
 
-    def __init__(self, node: GatewayNode, connection: ServerConnection, key: Key) -> None:
+    def __init__(self, node: GatewayNode) -> None:
         self._node = node
-        self._connection = connection
-        self._key = key
-        self._pending: list[Forward] = []
+        self._pending: list[tuple[ServerConnection, Key, Forward]] = []
+        self._per_connection: dict[Key, int] = {}
         self._running = False
 
-    def push(self, action: Forward) -> None:
-        if len(self._pending) >= MAX_PENDING_SENDS:
-            self._node._spawn(
-                self._send([self._error(action, ErrorCode.RATE_LIMITED, "too many sends in flight", 0.1)])
-            )
+    def push(self, connection: ServerConnection, key: Key, action: Forward) -> None:
+        waiting = self._per_connection.get(key, 0)
+        if waiting >= MAX_PENDING_SENDS:
+            answer = _error_frame(action, ErrorCode.RATE_LIMITED, "too many sends in flight", 0.1)
+            broadcast([connection], answer, text=True)
             return
-        self._pending.append(action)
+        self._per_connection[key] = waiting + 1
+        self._pending.append((connection, key, action))
         if not self._running:
             self._running = True
             self._node._spawn(self._drain())
@@ -300,24 +311,42 @@ class _SendPipe:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending[:MAX_PENDING_SENDS], self._pending[MAX_PENDING_SENDS:]
-                frames = [action.frame.model_dump_json(exclude_none=True).encode() for action in batch]
-                answers = await self._node.forward(self._key, frames)
-                if len(answers) != len(batch):
-                    message = "no message service answered; retry with the same client_msg_id"
-                    answers = [self._error(action, ErrorCode.UNAVAILABLE, message, 1.0) for action in batch]
-                await self._send(answers)
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                answers = await self._forward(batch)
+                for (connection, key, _), answer in zip(batch, answers, strict=True):
+                    left = self._per_connection[key] - 1
+                    if left:
+                        self._per_connection[key] = left
+                    else:
+                        del self._per_connection[key]
+                    broadcast([connection], answer, text=True)
         finally:
             self._running = False
 
-    async def _send(self, frames: list[bytes]) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            for frame in frames:
-                await self._connection.send(frame, text=True)
-
-    @staticmethod
-    def _error(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
-        frame = ErrorFrame(
-            code=code, message=message, client_msg_id=action.frame.client_msg_id, retry_after=retry_after
+    async def _forward(self, batch: list[tuple[ServerConnection, Key, Forward]]) -> list[bytes]:
+        # Frames are re-encoded from the validated model: the message service never sees client bytes.
+        payload = orjson.dumps(
+            [
+                [key[0], key[1], orjson.Fragment(action.frame.model_dump_json(exclude_none=True))]
+                for _, key, action in batch
+            ]
         )
-        return frame.model_dump_json(exclude_none=True).encode()
+        node = self._node
+        node._forward_size.observe(len(batch))
+        started = time.perf_counter()
+        try:
+            reply = await node.bus.nc.request(node.bus.subjects.send, payload, timeout=10)
+            node._forward_seconds.observe(time.perf_counter() - started)
+            answers = reply.data.split(b"\n")
+            if len(answers) == len(batch):
+                return answers
+            log.warning("gateway %s: %d answers for %d sends", node.node_id, len(answers), len(batch))
+        except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
+            log.warning("gateway %s: sends not answered: %r", node.node_id, exc)
+        message = "no message service answered; retry with the same client_msg_id"
+        return [_error_frame(action, ErrorCode.UNAVAILABLE, message, 1.0) for _, _, action in batch]
+
+
+def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
+    frame = ErrorFrame(code=code, message=message, client_msg_id=action.frame.client_msg_id, retry_after=retry_after)
+    return frame.model_dump_json(exclude_none=True).encode()

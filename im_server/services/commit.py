@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from im_schema.errors import ErrorCode
 
+from ..cluster.metrics import SIZE_BUCKETS, Registry
 from ..errors import NotFound, Unavailable
 from ..storage import MessageStore, NewMessage, Written
 from ..storage._util import now_ms
@@ -42,6 +43,7 @@ class _Pending:
     item: NewMessage
     device_id: str | None
     future: asyncio.Future[Written]
+    enqueued: float
 
 
 SLOW_COMMIT = 0.1
@@ -63,6 +65,7 @@ class GroupCommitter:
         max_batch: int = 1024,
         on_commit: OnCommit | None = None,
         retries: int = 3,
+        metrics: Registry | None = None,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
@@ -75,6 +78,13 @@ class GroupCommitter:
         self._closing = False
         self.batches = 0
         self.messages = 0
+        metrics = metrics or Registry()
+        self._commit_seconds = metrics.histogram("im_commit_seconds", "Duration of one group-commit transaction.")
+        self._wait_seconds = metrics.histogram(
+            "im_commit_wait_seconds", "Time a send waits in the queue before its transaction starts."
+        )
+        self._batch_size = metrics.histogram("im_commit_batch_size", "Sends per group commit.", SIZE_BUCKETS)
+        self._committed = metrics.counter("im_messages_committed_total", "New messages stored.")
 
     def start(self) -> None:
         """Start the writer task."""
@@ -94,7 +104,7 @@ class GroupCommitter:
             if known is not None:
                 future.set_result(known.again())
                 return future
-        self._queue.append(_Pending(item, device_id, future))
+        self._queue.append(_Pending(item, device_id, future, time.perf_counter()))
         self._wakeup.set()
         return future
 
@@ -117,6 +127,9 @@ class GroupCommitter:
         items = [pending.item for pending in batch]
         results: list[Written | None] | None = None
         started = time.perf_counter()
+        for pending in batch:
+            self._wait_seconds.observe(started - pending.enqueued)
+        self._batch_size.observe(len(batch))
         for attempt in range(self._retries + 1):
             try:
                 results = await self._store.write_batch(items, now=now_ms())
@@ -139,6 +152,7 @@ class GroupCommitter:
             return
         self.batches += 1
         elapsed = time.perf_counter() - started
+        self._commit_seconds.observe(elapsed)
         if elapsed > SLOW_COMMIT:
             log.warning("slow group commit: %d messages in %.0f ms", len(batch), elapsed * 1000)
         committed: list[Committed] = []
@@ -158,6 +172,7 @@ class GroupCommitter:
         while len(self._recent) > RECENT_SENDS:
             self._recent.popitem(last=False)
         self.messages += len(committed)
+        self._committed.inc(len(committed))
         if committed and self._on_commit is not None:
             try:
                 await self._on_commit(committed)

@@ -89,12 +89,14 @@ class MessagingService:
         )
         return await self._committer.enqueue(item, device_id)
 
-    async def send_in_order(
-        self, sender: int, device_id: str | None, frames: Sequence[SendFrame]
-    ) -> list[Written | ServerError]:
-        """Store several sends of one device, in the order given; each gets its message or its error."""
+    async def send_in_order(self, sends: Sequence[tuple[int, str | None, SendFrame]]) -> list[Written | ServerError]:
+        """Store sends of one or more devices in the order given; each gets its message or its error.
+
+        Every send is checked and queued before the next one, so each device's messages keep the order
+        in which it sent them; then all are awaited together (they usually share one commit).
+        """
         futures: list[asyncio.Future[Written] | ServerError] = []
-        for frame in frames:
+        for sender, device_id, frame in sends:
             try:
                 item = await self.prepare(
                     sender,

@@ -309,6 +309,25 @@ def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now:
     return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
 
 
+# The statements of the hot path, built once (building them costs more than running them).
+_BUMP_ONE = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("c"))
+    .values(max_seq=conversations.c.max_seq + bindparam("n"), last_at=bindparam("now"))
+    .returning(conversations.c.id, conversations.c.max_seq)
+)
+_INSERT_MESSAGES = insert(messages)
+_READ_OWN = (
+    update(members)
+    .where(
+        members.c.conversation_id == bindparam("c"),
+        members.c.user_id == bindparam("u"),
+        members.c.read_seq < bindparam("s"),
+    )
+    .values(read_seq=bindparam("s"), updated_at=bindparam("now"))
+)
+
+
 def _write_batch(
     conn: Connection, items: Sequence[NewMessage], now: int, look_for_duplicates: bool
 ) -> list[Written | None]:
@@ -345,12 +364,16 @@ def _write_batch(
         return results
 
     # 3. Allocate seqs: one UPDATE for every conversation of the batch.
-    bumped = conn.execute(
-        update(conversations)
-        .where(conversations.c.id.in_(list(counts)))
-        .values(max_seq=conversations.c.max_seq + case(counts, value=conversations.c.id), last_at=now)
-        .returning(conversations.c.id, conversations.c.max_seq)
-    )
+    if len(counts) == 1:
+        [(only, count)] = counts.items()
+        bumped = conn.execute(_BUMP_ONE, {"c": only, "n": count, "now": now})
+    else:
+        bumped = conn.execute(
+            update(conversations)
+            .where(conversations.c.id.in_(list(counts)))
+            .values(max_seq=conversations.c.max_seq + case(counts, value=conversations.c.id), last_at=now)
+            .returning(conversations.c.id, conversations.c.max_seq)
+        )
     next_seq = {row.id: row.max_seq - counts[row.id] + 1 for row in bumped}
 
     # 4. Insert, and move each sender's read position past their own message.
@@ -378,16 +401,9 @@ def _write_batch(
         json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body)
         results[index] = Written(item.conversation, seq, item.sender, item.client_msg_id, json, duplicate=False)
     if rows_out:
-        conn.execute(insert(messages), rows_out)
+        conn.execute(_INSERT_MESSAGES, rows_out)
         conn.execute(
-            update(members)
-            .where(
-                members.c.conversation_id == bindparam("c"),
-                members.c.user_id == bindparam("u"),
-                members.c.read_seq < bindparam("s"),
-            )
-            .values(read_seq=bindparam("s"), updated_at=now),
-            [{"c": conv, "u": user, "s": seq} for (conv, user), seq in read_up_to.items()],
+            _READ_OWN, [{"c": conv, "u": user, "s": seq, "now": now} for (conv, user), seq in read_up_to.items()]
         )
     for index, first in repeats:
         written = results[first]

@@ -364,3 +364,17 @@ def test_response_model_matches_the_generic_parameter():
 def test_history_answers_with_a_message_page():
     assert HistoryRequest.endpoint.response is MessagePage
     assert HistoryRequest.endpoint.method == "GET"
+
+
+def test_a_content_kind_from_a_newer_server_is_kept_not_refused():
+    from im_schema.content import UnknownContent
+    from im_schema.models import Message
+
+    raw = (
+        b'{"conversation":"d:1:2","seq":3,"sender":1,"sent_at":"2026-01-01T00:00:00.000Z",'
+        b'"content":{"kind":"hologram","frames":3}}'
+    )
+    message = Message.model_validate_json(raw)
+    assert isinstance(message.content, UnknownContent)
+    assert message.content.kind == "hologram"
+    assert message.model_dump(mode="json")["content"] == {"kind": "hologram", "frames": 3}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from ..deps import NodeDep
 
@@ -21,3 +22,9 @@ async def healthz(node: NodeDep) -> dict[str, Any]:
         "routes": len(node.mirror.routes),
         "gateways": [info.node_id for info in node.mirror.nodes.live("gateway")],
     }
+
+
+@router.get("/metrics", summary="Prometheus metrics of this node", response_class=PlainTextResponse)
+async def metrics(node: NodeDep) -> PlainTextResponse:
+    """Commit latency and batch sizes, event loop lag, routes, live gateways."""
+    return PlainTextResponse(node.metrics.render(), media_type="text/plain; version=0.0.4")
