@@ -155,7 +155,7 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")  # features may add migrations on branches of their own
 
     async def close(self) -> None:
         """Finish running transactions and close every connection."""
