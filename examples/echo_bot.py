@@ -20,7 +20,7 @@ async def main() -> None:
     async with AsyncClient(os.environ.get("IM_SERVER", "http://127.0.0.1:8080")) as client:
         session = await client.login(os.environ["IM_USERNAME"], os.environ["IM_PASSWORD"], device="echo-bot")
         print(f"echo bot {session.user.username} is listening", flush=True)
-        async for event in client.events():
+        async for event in client.messages():
             if event.text is not None:
                 await event.reply(f"echo: {event.text}")
             await client.mark_read(event.conversation, event.seq)

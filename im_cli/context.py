@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -71,6 +73,15 @@ class Context:
             refresh_token=profile.refresh_token if logged_in else None,
             on_session=self._remember,
         )
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Client]:
+        """A logged-in client; SDK errors become one clear line on stderr and an exit code."""
+        with self.client() as client:
+            try:
+                yield client
+            except IMError as exc:
+                self.explain(exc)
 
     def me(self) -> int:
         """The logged-in user's id."""

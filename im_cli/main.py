@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import auth, chat, server
+from .commands import auth, chat, friends, groups, server
 from .context import Context
 
 __all__ = ["app", "main"]
@@ -39,6 +39,8 @@ def _global(
 
 
 app.add_typer(server.app, name="server")
+app.add_typer(friends.app, name="friends")
+app.add_typer(groups.app, name="groups")
 app.command()(auth.register)
 app.command()(auth.login)
 app.command()(auth.logout)
@@ -46,6 +48,7 @@ app.command()(auth.whoami)
 app.command()(chat.send)
 app.command()(chat.conversations)
 app.command()(chat.history)
+app.command()(chat.download)
 app.command()(chat.listen)
 
 

@@ -6,6 +6,7 @@ Only pydantic is imported here. Modules:
 - :mod:`~im_schema.limits`: protocol version, hard limits, WebSocket close codes
 - :mod:`~im_schema.errors`: :class:`ErrorCode` and the error envelope
 - :mod:`~im_schema.content`: message contents, a union on ``kind``
+- :mod:`~im_schema.files`: uploading and downloading the blobs of media messages
 - :mod:`~im_schema.models`: users, messages, conversation summaries
 - :mod:`~im_schema.rest`: one request model per endpoint, naming its response model
 - :mod:`~im_schema.frames`: WebSocket frames, unions on ``type``
@@ -13,8 +14,26 @@ Only pydantic is imported here. Modules:
 
 from __future__ import annotations
 
-from .content import Content, OutgoingContent, SystemContent, TextContent, UnknownContent
+from .content import (
+    BlobId,
+    Content,
+    FileContent,
+    ImageContent,
+    MediaKind,
+    OutgoingContent,
+    OutgoingFile,
+    OutgoingImage,
+    OutgoingVideo,
+    OutgoingVoice,
+    Preview,
+    SystemContent,
+    TextContent,
+    UnknownContent,
+    VideoContent,
+    VoiceContent,
+)
 from .errors import ErrorBody, ErrorCode, ErrorEnvelope
+from .files import FileLimits, Upload
 from .frames import (
     AckFrame,
     AuthFrame,
@@ -52,6 +71,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AckFrame",
     "AuthFrame",
+    "BlobId",
     "ClientFrame",
     "ClientMsgId",
     "Content",
@@ -63,12 +83,21 @@ __all__ = [
     "ErrorCode",
     "ErrorEnvelope",
     "ErrorFrame",
+    "FileContent",
+    "FileLimits",
     "GroupId",
+    "ImageContent",
+    "MediaKind",
     "Message",
     "MessageFrame",
     "OutgoingContent",
+    "OutgoingFile",
+    "OutgoingImage",
+    "OutgoingVideo",
+    "OutgoingVoice",
     "PingFrame",
     "PongFrame",
+    "Preview",
     "ReadState",
     "ReadyFrame",
     "SendFrame",
@@ -77,9 +106,12 @@ __all__ = [
     "SystemContent",
     "TextContent",
     "UnknownContent",
+    "Upload",
     "User",
     "UserId",
     "Username",
+    "VideoContent",
+    "VoiceContent",
     "client_frames",
     "conversation_kind",
     "direct_conversation",

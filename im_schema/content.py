@@ -1,8 +1,13 @@
 """Message contents: a union discriminated on ``kind``.
 
 ``text`` is what people type; ``system`` is written by the server itself (group changes, recalls) and
-can never be sent by a client. Media kinds (image, file, voice, video) join this union with their own
-models; readers must therefore tolerate kinds they do not know.
+can never be sent by a client. ``image``, ``file``, ``voice`` and ``video`` reference a blob uploaded
+with ``POST /v1/files`` (see :mod:`im_schema.files`); readers must tolerate kinds they do not know.
+
+What a client sends for a media message (:data:`OutgoingContent`) is only the blob's id plus what a
+person chooses (a caption, a file name, a video's poster); the server fills in everything it reads from
+the bytes (type, size, dimensions, duration, thumbnail). Clients never declare those, so they cannot lie
+about them.
 """
 
 from __future__ import annotations
@@ -13,12 +18,42 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstrai
 
 from .limits import MAX_TEXT_LEN
 
+BlobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""A stored blob: the lowercase hex SHA-256 of its bytes (identical uploads are stored once)."""
+
+MediaKind = Literal["image", "file", "voice", "video"]
+"""The kinds of message that carry a blob."""
+
+MEDIA_KINDS: frozenset[str] = frozenset({"image", "file", "voice", "video"})
+
+FileName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+"""A file name as a person gave it; servers keep the last path component and drop control characters."""
+
+Caption = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)]
+"""Text shown with a media message; servers apply their text length limit."""
+
 __all__ = [
+    "MEDIA_KINDS",
+    "BlobId",
+    "Caption",
     "Content",
+    "FileContent",
+    "FileName",
+    "ImageContent",
+    "MediaContent",
+    "MediaKind",
     "OutgoingContent",
+    "OutgoingFile",
+    "OutgoingImage",
+    "OutgoingMedia",
+    "OutgoingVideo",
+    "OutgoingVoice",
+    "Preview",
     "SystemContent",
     "TextContent",
     "UnknownContent",
+    "VideoContent",
+    "VoiceContent",
 ]
 
 
@@ -52,7 +87,134 @@ class UnknownContent(BaseModel):
     kind: str
 
 
-_KNOWN_KINDS = frozenset({"text", "system"})
+class Preview(BaseModel):
+    """A small image made by the server: an image's thumbnail, or the poster of a video."""
+
+    model_config = ConfigDict(frozen=True)
+
+    blob: BlobId
+    media_type: str
+    width: int
+    height: int
+    size: int
+    """Bytes."""
+
+
+class ImageContent(BaseModel):
+    """A picture the server could decode; ``width`` and ``height`` as it is meant to be shown."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["image"] = "image"
+    blob: BlobId
+    name: str
+    size: int
+    """Bytes."""
+    media_type: str
+    """Read from the bytes, e.g. ``image/png``."""
+    width: int
+    height: int
+    thumbnail: Preview
+    caption: str | None = None
+
+
+class FileContent(BaseModel):
+    """Any file (a document, an archive, or media sent as it is)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["file"] = "file"
+    blob: BlobId
+    name: str
+    size: int
+    media_type: str
+    """Read from the bytes; ``application/octet-stream`` when the server cannot tell."""
+    caption: str | None = None
+
+
+class VoiceContent(BaseModel):
+    """A voice note: audio whose duration the server read from the bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["voice"] = "voice"
+    blob: BlobId
+    name: str
+    size: int
+    media_type: str
+    duration_ms: int
+    caption: str | None = None
+
+
+class VideoContent(BaseModel):
+    """A clip whose duration (and picture size, where the container says) the server read from the bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["video"] = "video"
+    blob: BlobId
+    name: str
+    size: int
+    media_type: str
+    duration_ms: int
+    width: int | None = None
+    height: int | None = None
+    poster: Preview | None = None
+    """A still made from an image the sender uploaded for it, if any."""
+    caption: str | None = None
+
+
+MediaContent = ImageContent | FileContent | VoiceContent | VideoContent
+"""A message content that carries a blob."""
+
+
+class _Outgoing(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OutgoingImage(_Outgoing):
+    """Send an uploaded image; the server fills in its type, size, dimensions and thumbnail."""
+
+    kind: Literal["image"] = "image"
+    blob: BlobId
+    name: FileName | None = None
+    """Defaults to the name it was uploaded with."""
+    caption: Caption | None = None
+
+
+class OutgoingFile(_Outgoing):
+    """Send any uploaded blob as a file."""
+
+    kind: Literal["file"] = "file"
+    blob: BlobId
+    name: FileName | None = None
+    caption: Caption | None = None
+
+
+class OutgoingVoice(_Outgoing):
+    """Send uploaded audio as a voice note; the server reads its duration."""
+
+    kind: Literal["voice"] = "voice"
+    blob: BlobId
+    name: FileName | None = None
+    caption: Caption | None = None
+
+
+class OutgoingVideo(_Outgoing):
+    """Send an uploaded video; ``poster`` names an uploaded image to show before it plays."""
+
+    kind: Literal["video"] = "video"
+    blob: BlobId
+    name: FileName | None = None
+    caption: Caption | None = None
+    poster: BlobId | None = None
+
+
+OutgoingMedia = OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo
+"""What a client sends for a media message."""
+
+
+_KNOWN_KINDS = frozenset({"text", "system", "image", "file", "voice", "video"})
 
 
 def _kind(value: Any) -> str:
@@ -63,10 +225,16 @@ def _kind(value: Any) -> str:
 Content = Annotated[
     Annotated[TextContent, Tag("text")]
     | Annotated[SystemContent, Tag("system")]
+    | Annotated[ImageContent, Tag("image")]
+    | Annotated[FileContent, Tag("file")]
+    | Annotated[VoiceContent, Tag("voice")]
+    | Annotated[VideoContent, Tag("video")]
     | Annotated[UnknownContent, Tag("unknown")],
     Discriminator(_kind),
 ]
 """Any message content; kinds unknown to this version read as :class:`UnknownContent`."""
 
-OutgoingContent = Annotated[TextContent, Field(discriminator="kind")]
+OutgoingContent = Annotated[
+    TextContent | OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo, Field(discriminator="kind")
+]
 """What a client may send."""

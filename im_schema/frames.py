@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 
 from .content import OutgoingContent
+from .events import Notice
 from .ids import ClientMsgId, ConversationId, DeviceId, UserId, Username
 from .limits import PROTOCOL_VERSION
 from .models import Message
@@ -24,6 +25,7 @@ __all__ = [
     "ClientFrame",
     "ErrorFrame",
     "MessageFrame",
+    "NoticeFrame",
     "PingFrame",
     "PongFrame",
     "ReadyFrame",
@@ -113,6 +115,13 @@ class ErrorFrame(_Frame):
     retry_after: float | None = None
 
 
+class NoticeFrame(_Frame):
+    """Something happened that is not a message (a friend request, say); see :mod:`im_schema.events`."""
+
+    type: Literal["notice"] = "notice"
+    notice: Notice
+
+
 class PongFrame(_Frame):
     """The answer to ``ping``."""
 
@@ -120,10 +129,14 @@ class PongFrame(_Frame):
     id: str | None = None
 
 
-ServerFrame = Annotated[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame, Field(discriminator="type")]
+ServerFrame = Annotated[
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame, Field(discriminator="type")
+]
 
 client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame] = TypeAdapter(ClientFrame)
 """Decodes a client frame from JSON."""
 
-server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame] = TypeAdapter(ServerFrame)
+server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame] = TypeAdapter(
+    ServerFrame
+)
 """Decodes a server frame from JSON."""

@@ -39,6 +39,9 @@ class User(BaseModel):
     id: UserId
     username: Username
     display_name: str
+    bio: str = ""
+    avatar: str | None = None
+    """A URL, or a blob reference once media uploads exist."""
     is_bot: bool = False
     created_at: Timestamp
 
@@ -84,6 +87,8 @@ class ConversationSummary(BaseModel):
     unread: int
     last_message: Message | None = None
     updated_at: Timestamp
+    left: bool = False
+    """I left (or was removed from) this group: ``max_seq`` is where my history ends."""
 
 
 class ReadState(BaseModel):

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from im_schema.files import FileLimits, Upload
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import GatewayAssignment, Me, MessagePage, Session
 
@@ -25,23 +26,28 @@ from .errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    BlobNotFoundError,
     ConflictError,
     ConnectionReplaced,
     ConversationNotFoundError,
+    CorruptMediaError,
     ForbiddenError,
     IMError,
     InternalServerError,
     NotFoundError,
     PayloadTooLargeError,
     ProtocolError,
+    RangeNotSatisfiableError,
     RateLimitedError,
+    RefusedTypeError,
     TokenExpiredError,
     TransportError,
     UnavailableError,
+    UnsupportedMediaError,
     UsernameTakenError,
     UserNotFoundError,
 )
-from .events import MessageEvent, UnknownEvent
+from .events import MessageEvent, NoticeEvent, UnknownEvent
 from .realtime.backoff import Backoff
 
 __all__ = [
@@ -50,11 +56,14 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "BadRequestError",
+    "BlobNotFoundError",
     "Client",
     "ConflictError",
     "ConnectionReplaced",
     "ConversationNotFoundError",
     "ConversationSummary",
+    "CorruptMediaError",
+    "FileLimits",
     "ForbiddenError",
     "GatewayAssignment",
     "IMError",
@@ -64,15 +73,20 @@ __all__ = [
     "MessageEvent",
     "MessagePage",
     "NotFoundError",
+    "NoticeEvent",
     "PayloadTooLargeError",
     "ProtocolError",
+    "RangeNotSatisfiableError",
     "RateLimitedError",
     "ReadState",
+    "RefusedTypeError",
     "Session",
     "TokenExpiredError",
     "TransportError",
     "UnavailableError",
     "UnknownEvent",
+    "UnsupportedMediaError",
+    "Upload",
     "User",
     "UserNotFoundError",
     "UsernameTakenError",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,7 +17,9 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, ReadyFrame, server_frames
+from im_schema.content import MediaKind
+from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
+from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import (
     ConversationPage,
@@ -31,11 +35,14 @@ from im_schema.rest import (
     RefreshRequest,
     RegisterRequest,
     Request,
+    SendMessageRequest,
     Session,
     WhoAmIRequest,
 )
 
-from ._base import parse, prepare, send_text_request
+from ._base import error_from, parse, prepare, send_text_request
+from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, Spool, media_request, open_source, transfer_timeout
+from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
 from .errors import (
     APIError,
@@ -44,7 +51,7 @@ from .errors import (
     TokenExpiredError,
     TransportError,
 )
-from .events import MessageEvent
+from .events import MessageEvent, NoticeEvent
 from .realtime.backoff import Backoff
 from .realtime.policy import classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
@@ -97,6 +104,10 @@ class AsyncClient:
         self._backoff = backoff or Backoff()
         self._refreshing: asyncio.Lock | None = None
         self._engine: SyncEngine | None = None
+        self.friends = AsyncFriends(self)
+        """Friends, requests and blocks."""
+        self.groups = AsyncGroups(self)
+        """Every group operation."""
 
     # Plumbing -------------------------------------------------------------------------------------
 
@@ -189,7 +200,11 @@ class AsyncClient:
         The message is stored when this returns. On a transport error the same ``client_msg_id`` is
         sent again, so a retry never stores a message twice.
         """
-        request = send_text_request(to, text, client_msg_id)
+        return await self._send_message(send_text_request(to, text, client_msg_id))
+
+    async def _send_message(self, request: SendMessageRequest) -> Message:
+        # Retried with the same client_msg_id (stored once), and announced to the sync engine so that
+        # events() never hands this client its own message.
         engine = self._engine
         if engine is not None:
             engine.expect_own(request.client_msg_id)
@@ -236,10 +251,234 @@ class AsyncClient:
         """Mark the conversation read up to ``seq`` on all my devices."""
         return await self.request(MarkReadRequest(conversation=conversation, seq=seq))
 
+    # Files ----------------------------------------------------------------------------------------
+
+    async def file_limits(self) -> FileLimits:
+        """What the server accepts: the largest upload of each kind and the refused types."""
+        return await self.request(FileLimitsRequest())
+
+    async def upload(
+        self,
+        source: Source,
+        *,
+        kind: MediaKind | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+    ) -> Upload:
+        """Store a file on the server, streamed, and return what the server read from its bytes.
+
+        Args:
+            source: A path, the bytes, or a binary file object (read from its current position).
+            kind: ``image``, ``file``, ``voice`` or ``video``: what the bytes must be. The server picks
+                from the content when omitted.
+            name: The file name (a path's own name by default).
+            progress: Called with ``(bytes sent, total)`` as the upload goes out.
+
+        Identical bytes are stored once, so uploading again is harmless: a transport error is retried
+        (if the source can seek back) and so is an expired token, once.
+        """
+        spool = await asyncio.to_thread(open_source, source, name)
+        try:
+            request = UploadRequest(kind=kind, name=spool.name)
+            refreshed = False
+            failures = 0
+            while True:
+                token = self._state.access_token
+                headers = {**self._state.headers(), "Content-Type": "application/octet-stream"}
+                if spool.size is not None:
+                    headers["Content-Length"] = str(spool.size)
+                try:
+                    response = await self._http.post(
+                        FILES_PATH,
+                        params=request.payload(),
+                        content=_stream(spool, progress),
+                        headers=headers,
+                        timeout=transfer_timeout(self._http.timeout),
+                    )
+                except httpx.HTTPError as exc:
+                    failures += 1
+                    if failures == 3 or not spool.rewind():
+                        raise TransportError(f"POST {FILES_PATH}: {exc!r}") from exc
+                    await asyncio.sleep(0.2 * failures)
+                    continue
+                try:
+                    return parse(request, response.status_code, response.content, response.headers)
+                except TokenExpiredError:
+                    if refreshed or not self._state.refresh_token or not spool.rewind():
+                        raise
+                    refreshed = True
+                    await self._refresh_once(token)
+        finally:
+            spool.close()
+
+    async def send_media(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        kind: MediaKind | None = None,
+        caption: str | None = None,
+        name: str | None = None,
+        poster: Source | Upload | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Upload a file (unless given an :class:`~im_schema.files.Upload`) and send it as ``kind``, or as
+        what the server detected; see :meth:`send_file` for the arguments."""
+        upload = (
+            source if isinstance(source, Upload) else await self.upload(source, kind=kind, name=name, progress=progress)
+        )
+        still = poster if isinstance(poster, Upload) or poster is None else await self.upload(poster, kind="image")
+        return await self._send_message(
+            media_request(to, upload, kind=kind, caption=caption, name=name, poster=still, client_msg_id=client_msg_id)
+        )
+
+    async def send_image(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a picture (JPEG, PNG, GIF, WebP, BMP, TIFF); the server checks it decodes, reads its size
+        and makes a thumbnail. See :meth:`send_file` for the arguments."""
+        return await self.send_media(
+            to, source, kind="image", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    async def send_file(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send any file as it is.
+
+        Args:
+            to: A user (id or username) or a conversation (``d:1:2``, ``g:7``).
+            source: A path, the bytes, a binary file object, or an :class:`~im_schema.files.Upload` to
+                send again without uploading.
+            caption: Text shown with the file.
+            name: The file name (a path's own name by default).
+            progress: Called with ``(bytes sent, total)`` during the upload.
+            client_msg_id: The idempotency key (a fresh one by default); a retried send is stored once.
+        """
+        return await self.send_media(
+            to, source, kind="file", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    async def send_voice(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a voice note (Ogg/Opus, MP3, M4A, AAC, FLAC, WAV, AIFF, WebM audio); the server reads its
+        duration. See :meth:`send_file` for the arguments."""
+        return await self.send_media(
+            to, source, kind="voice", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    async def send_video(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        poster: Source | Upload | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a clip (MP4, MOV, 3GP, WebM, MKV); the server reads its duration and picture size.
+        ``poster`` is an image shown before it plays. See :meth:`send_file` for the other arguments."""
+        return await self.send_media(
+            to,
+            source,
+            kind="video",
+            caption=caption,
+            name=name,
+            poster=poster,
+            progress=progress,
+            client_msg_id=client_msg_id,
+        )
+
+    async def download(
+        self,
+        message: Message,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        thumbnail: bool = False,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Save the file of a message (or its thumbnail or poster) and return where it went.
+
+        ``path`` is the file to write, or a directory to write it into under its own name (the current
+        directory by default). The bytes go to ``<path>.part`` first; an interrupted download resumes
+        from there (here after a transport error, or by calling again later), and the file is moved into
+        place only once its SHA-256 matches the blob's id.
+        """
+        plan = DownloadPlan.for_message(message, path, thumbnail=thumbnail)
+        refreshed = False
+        failures = 0
+        while True:
+            headers = await asyncio.to_thread(plan.resume)
+            token = self._state.access_token
+            try:
+                if not plan.complete:
+                    await self._fetch(plan, headers, progress)
+                return await asyncio.to_thread(plan.finish)  # a corrupt result is removed: start over
+            except TokenExpiredError:
+                if refreshed or not self._state.refresh_token:
+                    raise
+                refreshed = True
+                await self._refresh_once(token)
+                continue
+            except TransportError:
+                failures += 1
+                if failures == 3:
+                    raise
+                await asyncio.sleep(0.2 * failures)
+
+    async def _fetch(self, plan: DownloadPlan, headers: dict[str, str], progress: Progress | None) -> None:
+        request = DownloadRequest(blob=plan.blob, name=plan.name)
+        try:
+            async with self._http.stream(
+                "GET", request.path(), params=request.params(), headers={**self._state.headers(), **headers}
+            ) as response:
+                if response.status_code not in (200, 206):
+                    raise error_from(response.status_code, await response.aread(), response.headers)
+                file = await asyncio.to_thread(plan.part.open, plan.accept(response.status_code, response.headers))
+                try:
+                    async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                        await asyncio.to_thread(file.write, chunk)
+                        plan.add(chunk, progress)
+                finally:
+                    await asyncio.to_thread(file.close)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"GET {request.path()}: {exc!r}") from exc
+
     # Real time ------------------------------------------------------------------------------------
 
-    async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent]:
-        """Messages for this device as they arrive, forever.
+    async def messages(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent]:
+        """Only the messages of :meth:`events` (what bots and scripts usually want)."""
+        async for event in self.events(start=start):
+            if isinstance(event, MessageEvent):
+                yield event
+
+    async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent | NoticeEvent]:
+        """Messages and notices for this device as they arrive, forever.
 
         Connects to the gateway the API assigns, reconnects with jittered backoff when the connection
         drops, and after every (re)connect fetches whatever was missed, so each ``(conversation, seq)``
@@ -253,9 +492,9 @@ class AsyncClient:
         delays = self._backoff.delays()
         while True:
             try:
-                async for message in self._connected(engine):
+                async for item in self._connected(engine):
                     delays = self._backoff.delays()  # a working connection resets the backoff
-                    yield MessageEvent(message, self)
+                    yield MessageEvent(item, self) if isinstance(item, Message) else NoticeEvent(item.notice)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -268,7 +507,7 @@ class AsyncClient:
             engine.reset_fetching()
             await asyncio.sleep(delay)
 
-    async def _connected(self, engine: SyncEngine) -> AsyncIterator[Message]:
+    async def _connected(self, engine: SyncEngine) -> AsyncIterator[Message | NoticeFrame]:
         assignment = await self.request(GatewayRequest())
         try:
             connection = await websockets.connect(
@@ -294,6 +533,8 @@ class AsyncClient:
                     if isinstance(frame, MessageFrame):
                         for message in await self._run(engine, engine.on_push(frame.message)):
                             yield message
+                    elif isinstance(frame, NoticeFrame):
+                        yield frame
                     elif isinstance(frame, ErrorFrame):
                         log.warning("gateway error: %s: %s", frame.code, frame.message)
             except ConnectionClosed:
@@ -339,6 +580,12 @@ class AsyncClient:
                 raise
             queue[0:0] = engine.on_history(action, page)
         return out
+
+
+async def _stream(spool: Spool, progress: Progress | None) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(spool.read):
+        spool.advance(chunk, progress)
+        yield chunk
 
 
 def _decode(data: str | bytes) -> Any:

@@ -43,7 +43,7 @@ def prepare(request: Request[R]) -> Prepared:
     values = {name: quote(str(getattr(request, name)), safe=":") for name in endpoint.path_params}
     path = endpoint.path.format(**values)
     payload = request.payload()
-    if endpoint.method == "GET":
+    if endpoint.method in ("GET", "DELETE"):
         return Prepared(endpoint.method, path, payload or None, None, endpoint.auth)
     return Prepared(endpoint.method, path, None, payload, endpoint.auth)
 

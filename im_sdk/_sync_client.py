@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,7 +16,9 @@ from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, ReadyFrame, server_frames
+from im_schema.content import MediaKind
+from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
+from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import (
     ConversationPage,
@@ -30,14 +34,17 @@ from im_schema.rest import (
     RefreshRequest,
     RegisterRequest,
     Request,
+    SendMessageRequest,
     Session,
     WhoAmIRequest,
 )
 
-from ._base import parse, prepare, send_text_request
+from ._base import error_from, parse, prepare, send_text_request
+from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
+from ._people import Friends, Groups
 from ._session import SessionState
 from .errors import APIError, AuthenticationError, ProtocolError, TokenExpiredError, TransportError
-from .events import MessageEvent
+from .events import MessageEvent, NoticeEvent
 from .realtime.backoff import Backoff
 from .realtime.policy import classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
@@ -76,6 +83,10 @@ class Client:
         self._backoff = backoff or Backoff()
         self._refreshing = threading.Lock()
         self._engine: SyncEngine | None = None
+        self.friends = Friends(self)
+        """Friends, requests and blocks."""
+        self.groups = Groups(self)
+        """Every group operation."""
 
     # Plumbing -------------------------------------------------------------------------------------
 
@@ -165,7 +176,11 @@ class Client:
         The message is stored when this returns. On a transport error the same ``client_msg_id`` is
         sent again, so a retry never stores a message twice.
         """
-        request = send_text_request(to, text, client_msg_id)
+        return self._send_message(send_text_request(to, text, client_msg_id))
+
+    def _send_message(self, request: SendMessageRequest) -> Message:
+        # Retried with the same client_msg_id (stored once), and announced to the sync engine so that
+        # events() never hands this client its own message.
         engine = self._engine
         if engine is not None:
             engine.expect_own(request.client_msg_id)
@@ -212,19 +227,238 @@ class Client:
         """Mark the conversation read up to ``seq`` on all my devices."""
         return self.request(MarkReadRequest(conversation=conversation, seq=seq))
 
+    # Files ----------------------------------------------------------------------------------------
+
+    def file_limits(self) -> FileLimits:
+        """What the server accepts: the largest upload of each kind and the refused types."""
+        return self.request(FileLimitsRequest())
+
+    def upload(
+        self,
+        source: Source,
+        *,
+        kind: MediaKind | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+    ) -> Upload:
+        """Store a file on the server, streamed, and return what the server read from its bytes.
+
+        Args:
+            source: A path, the bytes, or a binary file object (read from its current position).
+            kind: ``image``, ``file``, ``voice`` or ``video``: what the bytes must be. The server picks
+                from the content when omitted.
+            name: The file name (a path's own name by default).
+            progress: Called with ``(bytes sent, total)`` as the upload goes out.
+
+        Identical bytes are stored once, so uploading again is harmless: a transport error is retried
+        (if the source can seek back) and so is an expired token, once.
+        """
+        spool = open_source(source, name)
+        try:
+            request = UploadRequest(kind=kind, name=spool.name)
+            refreshed = False
+            failures = 0
+            while True:
+                token = self._state.access_token
+                headers = {**self._state.headers(), "Content-Type": "application/octet-stream"}
+                if spool.size is not None:
+                    headers["Content-Length"] = str(spool.size)
+                try:
+                    response = self._http.post(
+                        FILES_PATH,
+                        params=request.payload(),
+                        content=spool.chunks(progress),
+                        headers=headers,
+                        timeout=transfer_timeout(self._http.timeout),
+                    )
+                except httpx.HTTPError as exc:
+                    failures += 1
+                    if failures == 3 or not spool.rewind():
+                        raise TransportError(f"POST {FILES_PATH}: {exc!r}") from exc
+                    time.sleep(0.2 * failures)
+                    continue
+                try:
+                    return parse(request, response.status_code, response.content, response.headers)
+                except TokenExpiredError:
+                    if refreshed or not self._state.refresh_token or not spool.rewind():
+                        raise
+                    refreshed = True
+                    self._refresh_once(token)
+        finally:
+            spool.close()
+
+    def send_media(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        kind: MediaKind | None = None,
+        caption: str | None = None,
+        name: str | None = None,
+        poster: Source | Upload | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Upload a file (unless given an :class:`~im_schema.files.Upload`) and send it as ``kind``, or as
+        what the server detected; see :meth:`send_file` for the arguments."""
+        upload = source if isinstance(source, Upload) else self.upload(source, kind=kind, name=name, progress=progress)
+        still = poster if isinstance(poster, Upload) or poster is None else self.upload(poster, kind="image")
+        return self._send_message(
+            media_request(to, upload, kind=kind, caption=caption, name=name, poster=still, client_msg_id=client_msg_id)
+        )
+
+    def send_image(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a picture (JPEG, PNG, GIF, WebP, BMP, TIFF); the server checks it decodes, reads its size
+        and makes a thumbnail. See :meth:`send_file` for the arguments."""
+        return self.send_media(
+            to, source, kind="image", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    def send_file(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send any file as it is.
+
+        Args:
+            to: A user (id or username) or a conversation (``d:1:2``, ``g:7``).
+            source: A path, the bytes, a binary file object, or an :class:`~im_schema.files.Upload` to
+                send again without uploading.
+            caption: Text shown with the file.
+            name: The file name (a path's own name by default).
+            progress: Called with ``(bytes sent, total)`` during the upload.
+            client_msg_id: The idempotency key (a fresh one by default); a retried send is stored once.
+        """
+        return self.send_media(
+            to, source, kind="file", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    def send_voice(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a voice note (Ogg/Opus, MP3, M4A, AAC, FLAC, WAV, AIFF, WebM audio); the server reads its
+        duration. See :meth:`send_file` for the arguments."""
+        return self.send_media(
+            to, source, kind="voice", caption=caption, name=name, progress=progress, client_msg_id=client_msg_id
+        )
+
+    def send_video(
+        self,
+        to: int | str,
+        source: Source | Upload,
+        *,
+        caption: str | None = None,
+        name: str | None = None,
+        poster: Source | Upload | None = None,
+        progress: Progress | None = None,
+        client_msg_id: str | None = None,
+    ) -> Message:
+        """Send a clip (MP4, MOV, 3GP, WebM, MKV); the server reads its duration and picture size.
+        ``poster`` is an image shown before it plays. See :meth:`send_file` for the other arguments."""
+        return self.send_media(
+            to,
+            source,
+            kind="video",
+            caption=caption,
+            name=name,
+            poster=poster,
+            progress=progress,
+            client_msg_id=client_msg_id,
+        )
+
+    def download(
+        self,
+        message: Message,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        thumbnail: bool = False,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Save the file of a message (or its thumbnail or poster) and return where it went.
+
+        ``path`` is the file to write, or a directory to write it into under its own name (the current
+        directory by default). The bytes go to ``<path>.part`` first; an interrupted download resumes
+        from there (here after a transport error, or by calling again later), and the file is moved into
+        place only once its SHA-256 matches the blob's id.
+        """
+        plan = DownloadPlan.for_message(message, path, thumbnail=thumbnail)
+        refreshed = False
+        failures = 0
+        while True:
+            headers = plan.resume()
+            token = self._state.access_token
+            try:
+                if not plan.complete:
+                    self._fetch(plan, headers, progress)
+                return plan.finish()  # a corrupt result is removed: start over
+            except TokenExpiredError:
+                if refreshed or not self._state.refresh_token:
+                    raise
+                refreshed = True
+                self._refresh_once(token)
+                continue
+            except TransportError:
+                failures += 1
+                if failures == 3:
+                    raise
+                time.sleep(0.2 * failures)
+
+    def _fetch(self, plan: DownloadPlan, headers: dict[str, str], progress: Progress | None) -> None:
+        request = DownloadRequest(blob=plan.blob, name=plan.name)
+        try:
+            with self._http.stream(
+                "GET", request.path(), params=request.params(), headers={**self._state.headers(), **headers}
+            ) as response:
+                if response.status_code not in (200, 206):
+                    raise error_from(response.status_code, response.read(), response.headers)
+                with plan.part.open(plan.accept(response.status_code, response.headers)) as file:
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        file.write(chunk)
+                        plan.add(chunk, progress)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"GET {request.path()}: {exc!r}") from exc
+
     # Real time ------------------------------------------------------------------------------------
 
-    def events(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message]]:
-        """Messages for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
+    def messages(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message]]:
+        """Only the messages of :meth:`events` (what bots and scripts usually want)."""
+        for event in self.events(start=start):
+            if isinstance(event, MessageEvent):
+                yield event
+
+    def events(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message] | NoticeEvent]:
+        """Messages and notices for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
         if self._engine is None:
             self._engine = SyncEngine(start=start)
         engine = self._engine
         delays = self._backoff.delays()
         while True:
             try:
-                for message in self._connected(engine):
+                for item in self._connected(engine):
                     delays = self._backoff.delays()
-                    yield MessageEvent(message, self)
+                    yield MessageEvent(item, self) if isinstance(item, Message) else NoticeEvent(item.notice)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -237,7 +471,7 @@ class Client:
             engine.reset_fetching()
             time.sleep(delay)
 
-    def _connected(self, engine: SyncEngine) -> Iterator[Message]:
+    def _connected(self, engine: SyncEngine) -> Iterator[Message | NoticeFrame]:
         assignment = self.request(GatewayRequest())
         try:
             connection = connect(assignment.url, compression=None, open_timeout=10, max_size=2**22)
@@ -259,6 +493,8 @@ class Client:
                     frame = _decode(data)
                     if isinstance(frame, MessageFrame):
                         yield from self._run(engine, engine.on_push(frame.message))
+                    elif isinstance(frame, NoticeFrame):
+                        yield frame
                     elif isinstance(frame, ErrorFrame):
                         log.warning("gateway error: %s: %s", frame.code, frame.message)
             except ConnectionClosed:

@@ -6,12 +6,17 @@ IMError
 ├── ConnectionReplaced          the same device connected elsewhere; this client stops
 └── APIError                    the server answered with an error code
     ├── BadRequestError             bad_request, text_too_long, unknown_frame
+    │   ├── UnsupportedMediaError   unsupported_media_type (the bytes are not what the kind needs)
+    │   │   └── RefusedTypeError    refused_type (the server refuses this type or name extension)
+    │   ├── CorruptMediaError       corrupt_media (a damaged or truncated image or clip)
+    │   └── RangeNotSatisfiableError range_not_satisfiable
     ├── AuthenticationError         unauthorized, invalid_credentials
     │   └── TokenExpiredError       token_expired
     ├── ForbiddenError              forbidden
     ├── NotFoundError               not_found
     │   ├── UserNotFoundError       user_not_found
-    │   └── ConversationNotFoundError conversation_not_found
+    │   ├── ConversationNotFoundError conversation_not_found
+    │   └── BlobNotFoundError       blob_not_found (no such file, or not shared with you)
     ├── ConflictError               conflict
     │   └── UsernameTakenError      username_taken
     ├── PayloadTooLargeError        payload_too_large
@@ -28,19 +33,24 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BlobNotFoundError",
     "ConflictError",
     "ConnectionReplaced",
     "ConversationNotFoundError",
+    "CorruptMediaError",
     "ForbiddenError",
     "IMError",
     "InternalServerError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "RangeNotSatisfiableError",
     "RateLimitedError",
+    "RefusedTypeError",
     "TokenExpiredError",
     "TransportError",
     "UnavailableError",
+    "UnsupportedMediaError",
     "UserNotFoundError",
     "UsernameTakenError",
     "error_for",
@@ -87,6 +97,22 @@ class BadRequestError(APIError):
     """The request did not match the schema or broke a rule (e.g. text too long)."""
 
 
+class UnsupportedMediaError(BadRequestError):
+    """The file is not of a type this kind of message takes (a PDF sent as an image, say)."""
+
+
+class RefusedTypeError(UnsupportedMediaError):
+    """The server refuses files of this type or with this name extension (executables, by default)."""
+
+
+class CorruptMediaError(BadRequestError):
+    """The file claims a format but cannot be read as one (a damaged or truncated picture or clip)."""
+
+
+class RangeNotSatisfiableError(BadRequestError):
+    """The byte range asked for starts beyond the end of the file."""
+
+
 class AuthenticationError(APIError):
     """Wrong credentials, or a missing, forged or revoked token."""
 
@@ -109,6 +135,10 @@ class UserNotFoundError(NotFoundError):
 
 class ConversationNotFoundError(NotFoundError):
     """No such conversation, or you are not in it."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """No such file, or not one you uploaded or that was shared with you."""
 
 
 class ConflictError(APIError):
@@ -139,11 +169,25 @@ _BY_CODE: dict[str, type[APIError]] = {
     "bad_request": BadRequestError,
     "text_too_long": BadRequestError,
     "unknown_frame": BadRequestError,
+    "unsupported_media_type": UnsupportedMediaError,
+    "refused_type": RefusedTypeError,
+    "corrupt_media": CorruptMediaError,
+    "range_not_satisfiable": RangeNotSatisfiableError,
+    "blob_not_found": BlobNotFoundError,
     "unauthorized": AuthenticationError,
     "invalid_credentials": AuthenticationError,
     "auth_timeout": AuthenticationError,
     "token_expired": TokenExpiredError,
     "forbidden": ForbiddenError,
+    "not_a_member": ForbiddenError,
+    "muted": ForbiddenError,
+    "group_dissolved": ForbiddenError,
+    "not_friends": ForbiddenError,
+    "group_not_found": NotFoundError,
+    "request_not_found": NotFoundError,
+    "already_friends": ConflictError,
+    "already_member": ConflictError,
+    "group_full": ConflictError,
     "not_found": NotFoundError,
     "user_not_found": UserNotFoundError,
     "conversation_not_found": ConversationNotFoundError,
@@ -162,6 +206,8 @@ _BY_STATUS: dict[int, type[APIError]] = {
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,
+    415: UnsupportedMediaError,
+    416: RangeNotSatisfiableError,
     422: BadRequestError,
     429: RateLimitedError,
     503: UnavailableError,

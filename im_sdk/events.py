@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from im_schema.content import TextContent
+from im_schema.events import Notice
 from im_schema.models import Message
 
-__all__ = ["MessageEvent", "UnknownEvent"]
+__all__ = ["MessageEvent", "NoticeEvent", "UnknownEvent"]
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -54,6 +55,20 @@ class MessageEvent(Generic[T_co]):
     def reply(self, text: str) -> T_co:
         """Send ``text`` into the same conversation (await it on the async client)."""
         return self._client.send_text(self.message.conversation, text)
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something that is not a message: a friend request, a friendship, a join request (see
+    :mod:`im_schema.events`). Notices are not replayed after a reconnect; what they announce can be
+    listed (``client.friends.requests()``, ``client.groups.requests(...)``)."""
+
+    notice: Notice
+
+    @property
+    def kind(self) -> str:
+        """``friend_request``, ``friend_added``, ``friend_removed``, ``join_request``, or a newer kind."""
+        return self.notice.kind
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ other exception is logged and answered with ``internal``. This module is the onl
     ├── NotFound            404
     ├── Conflict            409
     ├── PayloadTooLarge     413
+    ├── UnsupportedMedia    415
+    ├── RangeNotSatisfiable 416
+    ├── Unprocessable       422
     ├── RateLimited         429
     └── Unavailable         503
 """
@@ -27,10 +30,13 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RateLimited",
     "ServerError",
     "Unauthorized",
     "Unavailable",
+    "Unprocessable",
+    "UnsupportedMedia",
 ]
 
 
@@ -100,6 +106,21 @@ class Conflict(ServerError):
 class PayloadTooLarge(ServerError):
     status = 413
     default_code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMedia(ServerError):
+    status = 415
+    default_code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class RangeNotSatisfiable(ServerError):
+    status = 416
+    default_code = ErrorCode.RANGE_NOT_SATISFIABLE
+
+
+class Unprocessable(ServerError):
+    status = 422
+    default_code = ErrorCode.CORRUPT_MEDIA
 
 
 class RateLimited(ServerError):

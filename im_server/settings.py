@@ -7,10 +7,11 @@ down; nothing in the server reads the environment on its own.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "generate_secret"]
 
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 2
 
     # Messaging
+    dm_requires_friendship: bool = True
+    """Direct messages need friendship (messages to and from bot accounts are exempt)."""
+    group_member_limit: Annotated[int, Field(ge=2)] = 10_000
     max_text_len: Annotated[int, Field(ge=1, le=16_000)] = 4000
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024
@@ -75,6 +79,68 @@ class Settings(BaseSettings):
     send_rate: float = 20.0
     """Messages per second one user may send (sustained), per API node."""
     send_burst: int = 100
+
+    # Files (see docs/operations.md)
+    blob_store: Literal["nats", "s3"] = "nats"
+    """Where uploaded files live: the NATS JetStream object store ``<prefix>_files``, or an S3 bucket."""
+    blob_replicas: Annotated[int, Field(ge=1, le=5)] = 1
+    """Replicas of the object store bucket when a node creates it (a clustered NATS wants 3)."""
+    blob_chunk_size: Annotated[int, Field(ge=16 * 1024, le=1024 * 1024)] = 128 * 1024
+    """Bytes per JetStream message of a stored blob (under the server's ``max_payload``)."""
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    """An S3-compatible endpoint (MinIO: ``http://host:9000``); unset for AWS S3."""
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    """Unset both keys to use the usual AWS credential chain (environment, profile, instance role)."""
+    s3_key_prefix: str | None = None
+    """Prefix of every object key; ``<subject prefix>/files/`` if unset."""
+    upload_dir: Path | None = None
+    """Where uploads are spooled while they arrive; a directory under the system's temporary one if unset."""
+    max_image_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
+    max_file_bytes: Annotated[int, Field(ge=1)] = 100 * 1024 * 1024
+    max_voice_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
+    max_video_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 50_000_000
+    """Larger pictures are refused before they are decoded (decompression bombs)."""
+    thumbnail_size: Annotated[int, Field(ge=32, le=2048)] = 320
+    """The longer side of image thumbnails, in pixels."""
+    refused_types: Annotated[list[str], NoDecode] = [
+        "application/vnd.microsoft.portable-executable",
+        "application/x-elf",
+        "application/x-mach-binary",
+        "application/java-archive",
+        "application/vnd.android.package-archive",
+    ]
+    """Media types (as read from the bytes) refused for every kind; comma-separated in the environment."""
+    refused_extensions: Annotated[list[str], NoDecode] = [
+        ".exe", ".com", ".scr", ".pif", ".bat", ".cmd", ".msi", ".msp", ".cpl", ".dll", ".hta",
+        ".vbs", ".vbe", ".jse", ".wsf", ".wsh", ".ps1", ".lnk", ".reg", ".jar", ".apk",
+    ]  # fmt: skip
+    """File name extensions refused whatever the bytes are; comma-separated in the environment."""
+
+    @field_validator("refused_types", "refused_extensions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("refused_extensions")
+    @classmethod
+    def _dotted(cls, value: list[str]) -> list[str]:
+        return [item.lower() if item.startswith(".") else f".{item.lower()}" for item in value]
+
+    def max_upload_bytes(self, kind: str) -> int:
+        """The largest upload of a kind (``image``, ``file``, ``voice``, ``video``)."""
+        limits = {
+            "image": self.max_image_bytes,
+            "file": self.max_file_bytes,
+            "voice": self.max_voice_bytes,
+            "video": self.max_video_bytes,
+        }
+        return limits[kind]
 
     @field_validator("db_url")
     @classmethod

@@ -3,28 +3,50 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from im_schema.content import TextContent
+from im_schema.events import FriendAddedNotice, FriendRemovedNotice, FriendRequestNotice, JoinRequestNotice
 from im_schema.models import Message
-from im_sdk import Client, IMError
+from im_sdk import Client, IMError, NoticeEvent
 
 from ..context import Context, fail
 from ..output import out, print_json, when
+from ..transfer import describe_media, human_size, media_content, progress_bar
 
-__all__ = ["conversations", "history", "listen", "send"]
+__all__ = ["conversations", "download", "history", "listen", "send"]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def describe_notice(event: NoticeEvent) -> str:
+    """A notice in words."""
+    notice = event.notice
+    if isinstance(notice, FriendRequestNotice):
+        note = f": {notice.request.message}" if notice.request.message else ""
+        return (
+            f"{notice.request.from_user.username} wants to be your friend (im friends accept {notice.request.id}){note}"
+        )
+    if isinstance(notice, FriendAddedNotice):
+        return f"you and {notice.user.username} are friends now"
+    if isinstance(notice, FriendRemovedNotice):
+        return f"user #{notice.user_id} is no longer your friend"
+    if isinstance(notice, JoinRequestNotice):
+        request = notice.request
+        how = f"im groups approve {request.group_id} {request.id}"
+        return f"{request.user.username} asks to join g:{request.group_id} ({how})"
+    return f"notice: {notice.kind}"
 
 
 def _text(message: Message) -> str:
     content = message.content
     if isinstance(content, TextContent):
         return content.text
-    return f"[{content.kind}]"
+    return describe_media(message) or f"[{content.kind}]"
 
 
 def _line(context: Context, client: Client, message: Message) -> str:
@@ -36,11 +58,28 @@ def _line(context: Context, client: Client, message: Message) -> str:
 def send(
     ctx: typer.Context,
     to: Annotated[str, typer.Argument(help="A username, a user id or a conversation id (d:1:2, g:7).")],
-    text: Annotated[str | None, typer.Argument(help="The message; read from stdin if omitted or '-'.")] = None,
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The message (with --file, its caption); read from stdin if omitted or '-'."),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", exists=True, dir_okay=False, readable=True, help="Send this file; its kind is detected."
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="With --file: send it as image, file, voice or video instead.")
+    ] = None,
     json_output: Json = False,
 ) -> None:
-    """Send a text message (`echo hi | im send bob` works too)."""
+    """Send a text message (`echo hi | im send bob` works too), or a file with --file."""
     context: Context = ctx.obj
+    if file is not None:
+        _send_file(context, to, file, kind, None if text == "-" else text, json_output)
+        return
+    if kind is not None:
+        fail("--kind goes with --file")
     if text is None or text == "-":
         text = sys.stdin.read().rstrip("\n")
     if not text:
@@ -54,6 +93,71 @@ def send(
         print_json(message)
     else:
         out.print(f"sent to {message.conversation} as #{message.seq}")
+
+
+def _send_file(context: Context, to: str, path: Path, kind: str | None, caption: str | None, json_output: bool) -> None:
+    if kind not in (None, "image", "file", "voice", "video"):
+        fail("--kind is one of image, file, voice, video")
+    with context.client() as client:
+        try:
+            with progress_bar(f"sending {path.name}", path.stat().st_size) as progress:
+                message = client.send_media(
+                    int(to) if to.isdigit() else to,
+                    path,
+                    kind=kind,  # type: ignore[arg-type]  # checked above
+                    caption=caption or None,
+                    progress=progress,
+                )
+        except IMError as exc:
+            context.explain(exc)
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror or exc}")
+    if json_output:
+        print_json(message)
+    else:
+        out.print(f"sent {describe_media(message)} to {message.conversation} as #{message.seq}")
+
+
+def download(
+    ctx: typer.Context,
+    conversation: Annotated[
+        str, typer.Argument(metavar="CONVERSATION", help="A conversation id (d:1:2, g:7), a username or a user id.")
+    ],
+    seq: Annotated[int, typer.Argument(min=1, help="The message's number in the conversation (see im history).")],
+    path: Annotated[
+        Path | None, typer.Argument(help="Save as this file, or into this directory (default: here, by its name).")
+    ] = None,
+    thumbnail: Annotated[bool, typer.Option("--thumbnail", help="The thumbnail or poster instead.")] = False,
+    json_output: Json = False,
+) -> None:
+    """Save the file of a message; an interrupted download resumes where it stopped."""
+    context: Context = ctx.obj
+    with context.client() as client:
+        try:
+            target = context.conversation_for(client, conversation)
+            page = client.history(target, after=seq - 1, limit=1)
+            message = next((found for found in page.messages if found.seq == seq), None)
+            if message is None:
+                fail(f"no message {target}#{seq}")
+            content = media_content(message)
+            if content is None:
+                fail(f"message {target}#{seq} carries no file")
+            size = content.size
+            if thumbnail:
+                preview = getattr(content, "thumbnail", None) or getattr(content, "poster", None)
+                if preview is None:
+                    fail(f"the {content.kind} of {target}#{seq} has no thumbnail")
+                size = preview.size
+            with progress_bar(f"saving {content.name}", size) as progress:
+                saved = client.download(message, path, thumbnail=thumbnail, progress=progress)
+        except IMError as exc:
+            context.explain(exc)
+        except OSError as exc:
+            fail(f"cannot write {path or '.'}: {exc.strerror or exc}")
+    if json_output:
+        print_json({"path": str(saved), "size": size, "name": content.name, "kind": content.kind})
+    else:
+        out.print(f"saved {content.kind} {content.name} ({human_size(size)}) to {saved}")
 
 
 def conversations(ctx: typer.Context, json_output: Json = False) -> None:
@@ -109,17 +213,24 @@ def history(
 
 def listen(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON message per line.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help='One JSON object per line: a message, or {"notice": ...}.')
+    ] = False,
     start: Annotated[str, typer.Option(help="Where to begin: unread, latest (only new ones) or all.")] = "unread",
 ) -> None:
-    """Print incoming messages live (Ctrl-C to stop); reconnects and catches up on its own."""
+    """Print incoming messages (and notices such as friend requests) live; reconnects and catches up."""
     context: Context = ctx.obj
     if start not in ("unread", "latest", "all"):
         fail("--start is one of unread, latest, all")
     with context.client() as client:
         try:
             for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
-                if json_output:
+                if isinstance(event, NoticeEvent):
+                    if json_output:
+                        print_json({"notice": event.notice.model_dump(mode="json")})
+                    else:
+                        out.print(f"[magenta]{describe_notice(event)}[/magenta]")
+                elif json_output:
                     print_json(event.message)
                 else:
                     out.print(_line(context, client, event.message))

@@ -84,13 +84,20 @@ def up(
 
 
 def _demo(url: str) -> None:
-    from im_sdk import Client, UsernameTakenError
+    from im_schema.social import SendFriendRequest
+    from im_sdk import Client, ConflictError, UsernameTakenError
 
     with Client(url) as client:
         for name in ("alice", "bob"):
             with contextlib.suppress(UsernameTakenError):
                 client.register(name, DEMO_PASSWORD, display_name=name.title())
+        with Client(url) as bob:
+            bob.login("bob", DEMO_PASSWORD, device="demo")
+            with contextlib.suppress(ConflictError):
+                bob.request(SendFriendRequest(to="alice", message="Hi, it's Bob"))
         client.login("alice", DEMO_PASSWORD, device="demo")
+        with contextlib.suppress(ConflictError):
+            client.request(SendFriendRequest(to="bob"))  # accepts Bob's request
         client.send_text("bob", "Hi Bob! This cluster works. Reply with: im send alice 'hello'")
     out.print(
         f"\n[bold]demo[/bold]: users alice and bob (password {DEMO_PASSWORD!r}); alice wrote to bob.\n"

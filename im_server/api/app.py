@@ -12,11 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from im_schema.errors import ErrorCode
+from im_schema.files import FILES_PATH
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError
 from .deps import validation_details
 from .node import ApiNode
-from .routes import auth, conversations, gateway, health, messages, users
+from .routes import auth, conversations, gateway, groups, health, messages, social, users
+from .routes.files import router as files_router
 
 __all__ = ["create_app"]
 
@@ -24,14 +26,18 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes, whether announced or streamed."""
+    """Refuses request bodies over ``limit`` bytes, whether announced or streamed.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    ``POST`` to an ``exempt`` path (uploads) is left to its route, which applies limits of its own.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"] == "POST" and scope["path"] in self.exempt):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
@@ -69,8 +75,9 @@ def create_app(node: ApiNode) -> FastAPI:
         summary="Accounts, messages, conversations and sync of the IM cluster.",
     )
     app.state.node = node
-    for module in (health, auth, users, messages, conversations, gateway):
+    for module in (health, auth, users, social, groups, messages, conversations, gateway):
         app.include_router(module.router)
+    app.include_router(files_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(_: Request, exc: ServerError) -> JSONResponse:
@@ -95,5 +102,5 @@ def create_app(node: ApiNode) -> FastAPI:
         body: dict[str, Any] = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
         return JSONResponse(body, status_code=500)
 
-    app.add_middleware(BodyLimit, limit=node.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=node.settings.max_body_bytes, exempt=(FILES_PATH,))
     return app

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Iterable
 
 import orjson
 from nats.aio.msg import Msg
@@ -16,6 +17,7 @@ from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, SendFrame
 from im_schema.rest import GatewayAssignment
 
+from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.routes import rendezvous
 from ..cluster.heartbeat import Heartbeat
@@ -24,11 +26,19 @@ from ..errors import ServerError, Unavailable
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
+from ..services.files import FileService
+from ..services.groups import GroupService
+from ..services.media import MediaService
+from ..services.membership import MembershipCache
 from ..services.messaging import MessagingService, UserDirectory
+from ..services.social import SocialService
 from ..services.sync import SyncService
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
+from ..storage.files import FileStore
+from ..storage.groups import GroupStore
+from ..storage.social import SocialStore
 
 __all__ = ["ApiNode"]
 
@@ -48,14 +58,33 @@ class ApiNode:
         self.auth = AuthService(settings, self.users, TokenCodec(settings.signing_key()))
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
-        self.deliverer = Deliverer(self.bus, self.mirror)
+        self.group_store = GroupStore(self.db)
+        self.memberships = MembershipCache(self.group_store)
+        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships)
         self.metrics = Registry()
         self.committer = GroupCommitter(
             self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
         )
         self.directory = UserDirectory(self.users)
-        self.messaging = MessagingService(settings, self.messages, self.directory, self.committer)
+        self.file_store = FileStore(self.db)
+        self.files = FileService(settings, self.file_store)
+        self.messaging = MessagingService(
+            settings, self.messages, self.directory, self.committer, media=MediaService(settings, self.file_store)
+        )
         self.sync = SyncService(self.messages)
+        self.social = SocialService(
+            settings,
+            SocialStore(self.db),
+            self.users,
+            self.directory,
+            self.deliverer,
+            self.mirror.routes,
+            self.mirror.nodes,
+        )
+        self.messaging.check_direct = self.social.check_direct
+        self.groups = GroupService(
+            settings, self.group_store, self.memberships, self.directory, self.deliverer, self.social
+        )
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_lag = LoopLagMonitor(
@@ -70,25 +99,33 @@ class ApiNode:
         self.metrics.gauge(
             "im_live_gateways", "Gateways with a fresh heartbeat.", lambda: len(self.mirror.nodes.live("gateway"))
         )
-        self._send_sub: Subscription | None = None
-        self._barrier_sub: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
         """Migrate the database, join the bus, load the registries, start committing."""
         await self.db.migrate()
         await self.bus.connect()
+        await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
         self.committer.start()
-        self._send_sub = await self.bus.nc.subscribe(self.bus.subjects.send, queue="api", cb=self._on_send)
-        self._barrier_sub = await self.bus.nc.subscribe(self.bus.subjects.barrier, cb=self._on_barrier)
+        subjects = self.bus.subjects
+        nc = self.bus.nc
+        self._subscriptions = [
+            await nc.subscribe(subjects.send, queue="api", cb=self._on_send),
+            await nc.subscribe(subjects.barrier, cb=self._on_barrier),
+            await nc.subscribe(subjects.social_changed, cb=self._on_social_changed),
+            await nc.subscribe(subjects.members_changed, cb=self._on_members_changed),
+        ]
+        self.social.announce = self._announce_social
+        self.groups.announce = self._announce_members
         await self.heartbeat.start()
         self._loop_lag.start()
         log.info("api node %s started", self.node_id)
 
     async def stop(self) -> None:
         """Stop taking sends, commit what is queued, leave the bus."""
-        for subscription in (self._send_sub, self._barrier_sub):
-            if subscription is not None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
@@ -96,6 +133,7 @@ class ApiNode:
         await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.mirror.stop()
+        await self.files.stop()
         await self.bus.close()
         await self.db.close()
         log.info("api node %s stopped", self.node_id)
@@ -109,6 +147,34 @@ class ApiNode:
         url = gateways[chosen].url
         assert url is not None
         return GatewayAssignment(node_id=chosen, url=url)
+
+    # Cache invalidation across API nodes ----------------------------------------------------------
+
+    async def _announce_social(self, user_ids: Iterable[int]) -> None:
+        await self.bus.nc.publish(
+            self.bus.subjects.social_changed, orjson.dumps({"node": self.node_id, "users": list(user_ids)})
+        )
+
+    async def _on_social_changed(self, msg: Msg) -> None:
+        try:
+            event = orjson.loads(msg.data)
+            if event.get("node") != self.node_id:
+                self.social.forget(int(user) for user in event["users"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("bad social event: %s", exc)
+
+    async def _announce_members(self, conversation: str) -> None:
+        await self.bus.nc.publish(
+            self.bus.subjects.members_changed, orjson.dumps({"node": self.node_id, "conversation": conversation})
+        )
+
+    async def _on_members_changed(self, msg: Msg) -> None:
+        try:
+            event = orjson.loads(msg.data)
+            if event.get("node") != self.node_id:
+                self.memberships.invalidate(str(event["conversation"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("bad membership event: %s", exc)
 
     # Route barrier --------------------------------------------------------------------------------
 

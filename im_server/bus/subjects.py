@@ -28,6 +28,16 @@ class Subjects:
         return f"{self.prefix}.api.barrier"
 
     @property
+    def social_changed(self) -> str:
+        """Event: the friends or blocks of the listed users changed (API nodes drop their caches)."""
+        return f"{self.prefix}.evt.social"
+
+    @property
+    def members_changed(self) -> str:
+        """Event: a group's membership changed (API nodes drop its roster)."""
+        return f"{self.prefix}.evt.members"
+
+    @property
     def routes_bucket(self) -> str:
         """KV: ``<user>.<device>`` -> gateway node id."""
         return f"{self.prefix}_routes"

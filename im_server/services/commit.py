@@ -21,8 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from im_schema.errors import ErrorCode
 
 from ..cluster.metrics import SIZE_BUCKETS, Registry
-from ..errors import NotFound, Unavailable
-from ..storage import MessageStore, NewMessage, Written
+from ..errors import Forbidden, NotFound, Unavailable
+from ..storage import MessageStore, NewMessage, Refused, Written
 from ..storage._util import now_ms
 
 __all__ = ["Committed", "GroupCommitter"]
@@ -125,7 +125,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         items = [pending.item for pending in batch]
-        results: list[Written | None] | None = None
+        results: list[Written | Refused | None] | None = None
         started = time.perf_counter()
         for pending in batch:
             self._wait_seconds.observe(started - pending.enqueued)
@@ -163,9 +163,11 @@ class GroupCommitter:
                 pending.future.set_exception(
                     NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
                 )
+            elif isinstance(written, Refused):
+                pending.future.set_exception(Forbidden(written.message, code=ErrorCode(written.code)))
             else:
                 pending.future.set_result(written)
-            if written is not None and not written.duplicate:
+            if isinstance(written, Written) and not written.duplicate:
                 committed.append(Committed(written, pending.device_id))
                 if written.client_msg_id is not None:
                     self._recent[(written.sender, written.client_msg_id)] = written

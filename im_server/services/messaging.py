@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from im_schema.content import TextContent
+from im_schema.content import Content, OutgoingContent, TextContent
 from im_schema.errors import ErrorCode
 from im_schema.frames import SendFrame
 from im_schema.ids import direct_conversation, direct_users
@@ -16,6 +16,7 @@ from ..settings import Settings
 from ..storage import MessageStore, NewMessage, UserStore, Written
 from ..storage._util import now_ms
 from .commit import GroupCommitter
+from .media import MediaService
 from .ratelimit import RateLimiter
 
 __all__ = ["MessagingService", "UserDirectory"]
@@ -65,6 +66,7 @@ class MessagingService:
         store: MessageStore,
         directory: UserDirectory,
         committer: GroupCommitter,
+        media: MediaService | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -72,6 +74,9 @@ class MessagingService:
         self._committer = committer
         self._limiter: RateLimiter[int] = RateLimiter(settings.send_rate, settings.send_burst)
         self._known_direct: set[str] = set()
+        self._media = media
+        self.check_direct: Callable[[int, int], Awaitable[None]] | None = None
+        """Friendship and block rules for direct messages (set by the node)."""
 
     async def send(
         self,
@@ -81,7 +86,7 @@ class MessagingService:
         to: int | str | None,
         conversation: str | None,
         client_msg_id: str,
-        content: TextContent,
+        content: OutgoingContent,
     ) -> Written:
         """Store a message and return it once committed; a repeated ``client_msg_id`` returns the original."""
         item = await self.prepare(
@@ -126,34 +131,46 @@ class MessagingService:
         to: int | str | None,
         conversation: str | None,
         client_msg_id: str,
-        content: TextContent,
+        content: OutgoingContent,
     ) -> NewMessage:
         """Check every rule for a send and make sure its conversation exists."""
         wait = self._limiter.acquire(sender)
         if wait:
             raise RateLimited("too many messages; slow down", retry_after=round(wait, 3))
-        if len(content.text) > self._settings.max_text_len:
+        if isinstance(content, TextContent) and len(content.text) > self._settings.max_text_len:
             raise BadRequest(
                 f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
             )
+        stored = await self._stored_content(sender, content)
         target = await self._target(sender, to, conversation)
-        return NewMessage(target, sender, client_msg_id, content)
+        return NewMessage(target, sender, client_msg_id, stored)
+
+    async def _stored_content(self, sender: int, content: OutgoingContent) -> Content:
+        """Text as sent; for media, what the server read from the blob (see :mod:`.media`)."""
+        if isinstance(content, TextContent):
+            return content
+        if self._media is None:
+            raise BadRequest("this server does not take media messages")
+        return await self._media.resolve(sender, content)
 
     async def _target(self, sender: int, to: int | str | None, conversation: str | None) -> str:
+        if conversation is not None and conversation.startswith("g:"):
+            # Membership, mutes and dissolution are checked inside the commit, where no kick can race them.
+            return conversation
         if conversation is None:
             assert to is not None
             peer = await self._directory.resolve(to)
             if peer == sender:
                 raise BadRequest("you cannot send a direct message to yourself")
             conversation = direct_conversation(sender, peer)
-        elif conversation.startswith("g:"):
-            raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
         else:
             users = direct_users(conversation)
             if sender not in users:
                 raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
             peer = users[0] if users[1] == sender else users[1]
             await self._directory.resolve(peer)
+        if self.check_direct is not None:
+            await self.check_direct(sender, peer)
         if conversation not in self._known_direct:
             await self._store.ensure_direct(conversation, sender, peer, now=now_ms())
             if len(self._known_direct) > 200_000:

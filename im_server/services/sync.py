@@ -58,7 +58,7 @@ class SyncService:
         """Messages the user may see, by seq range."""
         member = await self._member(conversation, user_id)
         messages, has_more, max_seq = await self._store.history(
-            conversation, floor=member.joined_seq, after=after, before=before, limit=limit
+            conversation, floor=member.joined_seq, ceiling=member.left_seq, after=after, before=before, limit=limit
         )
         return MessagePage(conversation=conversation, messages=messages, has_more=has_more, max_seq=max_seq)
 

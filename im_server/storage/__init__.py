@@ -7,7 +7,7 @@ or frozen dataclasses, never rows.
 from __future__ import annotations
 
 from .engine import Database
-from .messages import MemberState, MessageStore, NewMessage, Written
+from .messages import MemberState, MessageStore, NewMessage, Refused, Written
 from .users import Credentials, DeviceSession, UsernameTaken, UserStore
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "MemberState",
     "MessageStore",
     "NewMessage",
+    "Refused",
     "UserStore",
     "UsernameTaken",
     "Written",

@@ -21,12 +21,14 @@ from im_schema.models import ConversationSummary, Message, ReadState, format_tim
 
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
-from .tables import conversations, members, messages
+from .files import insert_shares, share_rows
+from .tables import conversations, groups, members, messages
 
 __all__ = [
     "MemberState",
     "MessageStore",
     "NewMessage",
+    "Refused",
     "Written",
     "message_json",
 ]
@@ -51,7 +53,7 @@ class NewMessage:
 class Written:
     """A stored message, serialized once: :attr:`json` goes into every frame that carries it."""
 
-    __slots__ = ("_message", "client_msg_id", "conversation", "duplicate", "json", "sender", "seq")
+    __slots__ = ("_message", "client_msg_id", "conversation", "duplicate", "json", "members_version", "sender", "seq")
 
     def __init__(
         self,
@@ -62,6 +64,7 @@ class Written:
         json: bytes,
         *,
         duplicate: bool,
+        members_version: int = 0,
     ) -> None:
         self.conversation = conversation
         self.seq = seq
@@ -71,6 +74,8 @@ class Written:
         """The message as JSON, exactly as :class:`~im_schema.models.Message` serializes it."""
         self.duplicate = duplicate
         """``True`` if this send had been stored before (a retry)."""
+        self.members_version = members_version
+        """The conversation's membership version when the message was committed."""
         self._message: Message | None = None
 
     @property
@@ -86,12 +91,22 @@ class Written:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A send the commit transaction turned down (membership changed since the send was checked)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class MemberState:
     """One member's place in a conversation."""
 
     read_seq: int
     joined_seq: int
     max_seq: int
+    left_seq: int | None = None
+    """Set once the member left: history ends there."""
 
 
 def message_json(
@@ -142,11 +157,12 @@ class MessageStore:
         """Create a one-to-one conversation and its two members if they do not exist."""
         await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
 
-    async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | None]:
+    async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | Refused | None]:
         """Store a batch in one transaction, in order.
 
         Returns one entry per item: the stored message (a duplicate of an earlier send returns the
-        earlier message), or ``None`` where the conversation does not exist.
+        earlier message), :class:`Refused` for a group send its sender may no longer make, or ``None`` where
+        the conversation does not exist.
         """
         try:
             # Retries are rare: try without looking for earlier copies, and let the unique constraint on
@@ -160,10 +176,18 @@ class MessageStore:
         return await self._db.read(_member, conversation, user_id)
 
     async def history(
-        self, conversation: str, *, floor: int, after: int | None, before: int | None, limit: int
+        self,
+        conversation: str,
+        *,
+        floor: int,
+        ceiling: int | None = None,
+        after: int | None,
+        before: int | None,
+        limit: int,
     ) -> tuple[list[Message], bool, int]:
-        """Messages above ``floor`` in a seq range; returns ``(messages, has_more, max_seq)``."""
-        return await self._db.read(_history, conversation, floor, after, before, limit)
+        """Messages above ``floor`` (and up to ``ceiling``) in a seq range; returns
+        ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
+        return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
 
     async def conversations_since(
         self, user_id: int, *, since: tuple[int, str] | None, limit: int
@@ -199,18 +223,26 @@ def _ensure_direct(conn: Connection, dialect: str, conversation: str, users: tup
 
 def _member(conn: Connection, conversation: str, user_id: int) -> MemberState | None:
     row = conn.execute(
-        select(members.c.read_seq, members.c.joined_seq, conversations.c.max_seq)
+        select(members.c.read_seq, members.c.joined_seq, members.c.left_seq, conversations.c.max_seq)
         .join(conversations, conversations.c.id == members.c.conversation_id)
         .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
     ).one_or_none()
-    return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq)
+    return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq, row.left_seq)
 
 
 def _history(
-    conn: Connection, conversation: str, floor: int, after: int | None, before: int | None, limit: int
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
 ) -> tuple[list[Message], bool, int]:
     seq = messages.c.seq
     query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
+    if ceiling is not None:
+        query = query.where(seq <= ceiling)
     if before is not None:
         query = query.where(seq < before)
     if after is not None:
@@ -225,7 +257,10 @@ def _history(
     rows = rows[:limit]
     if after is None:
         rows.reverse()
-    return [_message(row) for row in rows], has_more, max_seq or 0
+    max_seq = max_seq or 0
+    if ceiling is not None:
+        max_seq = min(max_seq, ceiling)
+    return [_message(row) for row in rows], has_more, max_seq
 
 
 def _conversations_since(
@@ -236,13 +271,17 @@ def _conversations_since(
         else_=members.c.updated_at,
     ).label("changed")
     last = messages.alias("last")
+    visible_max = case((members.c.left_seq.is_(None), conversations.c.max_seq), else_=members.c.left_seq).label(
+        "visible_max"
+    )
     query = (
         select(
             conversations.c.id,
             conversations.c.kind,
-            conversations.c.max_seq,
+            visible_max,
             members.c.read_seq,
             members.c.joined_seq,
+            members.c.left_seq,
             changed,
             last.c.conversation_id,
             last.c.seq,
@@ -253,7 +292,7 @@ def _conversations_since(
         )
         .select_from(members)
         .join(conversations, conversations.c.id == members.c.conversation_id)
-        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == conversations.c.max_seq))
+        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == visible_max))
         .where(members.c.user_id == user_id)
         .order_by(changed, conversations.c.id)
         .limit(limit + 1)
@@ -271,12 +310,13 @@ def _conversations_since(
             id=row.id,
             kind=conversation_kind(row.id),
             peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
-            max_seq=row.max_seq,
+            max_seq=row.visible_max,
             read_seq=read_seq,
             joined_seq=row.joined_seq,
-            unread=max(0, row.max_seq - read_seq),
+            unread=max(0, row.visible_max - read_seq),
             last_message=last_message,
             updated_at=ms_to_datetime(row.changed),
+            left=row.left_seq is not None,
         )
         result.append((row.changed, summary))
     return result, has_more
@@ -288,6 +328,11 @@ def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now:
     ).scalar_one_or_none()
     if max_seq is None:
         return None
+    left_seq = conn.execute(
+        select(members.c.left_seq).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+    ).scalar_one_or_none()
+    if left_seq is not None:
+        max_seq = min(max_seq, left_seq)
     target = min(seq, max_seq)
     conn.execute(
         update(members)
@@ -314,7 +359,7 @@ _BUMP_ONE = (
     update(conversations)
     .where(conversations.c.id == bindparam("c"))
     .values(max_seq=conversations.c.max_seq + bindparam("n"), last_at=bindparam("now"))
-    .returning(conversations.c.id, conversations.c.max_seq)
+    .returning(conversations.c.id, conversations.c.max_seq, conversations.c.members_version)
 )
 _INSERT_MESSAGES = insert(messages)
 _READ_OWN = (
@@ -330,8 +375,9 @@ _READ_OWN = (
 
 def _write_batch(
     conn: Connection, items: Sequence[NewMessage], now: int, look_for_duplicates: bool
-) -> list[Written | None]:
-    results: list[Written | None] = [None] * len(items)
+) -> list[Written | Refused | None]:
+    results: list[Written | Refused | None] = [None] * len(items)
+    refusals = _group_refusals(conn, items, now)
 
     # 1. Sends that were stored before (a retry after a lost answer) get the stored message back.
     keys = {(item.sender, item.client_msg_id) for item in items if item.client_msg_id is not None}
@@ -349,6 +395,10 @@ def _write_batch(
     repeats: list[tuple[int, int]] = []
     counts: dict[str, int] = {}
     for index, item in enumerate(items):
+        refusal = refusals.get((item.conversation, item.sender))
+        if refusal is not None:
+            results[index] = refusal
+            continue
         key = (item.sender, item.client_msg_id)
         if item.client_msg_id is not None:
             if key in stored:
@@ -372,12 +422,17 @@ def _write_batch(
             update(conversations)
             .where(conversations.c.id.in_(list(counts)))
             .values(max_seq=conversations.c.max_seq + case(counts, value=conversations.c.id), last_at=now)
-            .returning(conversations.c.id, conversations.c.max_seq)
+            .returning(conversations.c.id, conversations.c.max_seq, conversations.c.members_version)
         )
-    next_seq = {row.id: row.max_seq - counts[row.id] + 1 for row in bumped}
+    next_seq: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    for row in bumped:
+        next_seq[row.id] = row.max_seq - counts[row.id] + 1
+        versions[row.id] = row.members_version
 
     # 4. Insert, and move each sender's read position past their own message.
     rows_out: list[dict[str, Any]] = []
+    shares: list[dict[str, Any]] = []
     read_up_to: dict[tuple[str, int], int] = {}
     sent_at = _timestamp(now)
     for index in fresh:
@@ -398,14 +453,63 @@ def _write_batch(
             }
         )
         read_up_to[(item.conversation, item.sender)] = seq
+        shares.extend(share_rows(item.content, item.conversation, seq))
         json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body)
-        results[index] = Written(item.conversation, seq, item.sender, item.client_msg_id, json, duplicate=False)
+        results[index] = Written(
+            item.conversation,
+            seq,
+            item.sender,
+            item.client_msg_id,
+            json,
+            duplicate=False,
+            members_version=versions[item.conversation],
+        )
     if rows_out:
         conn.execute(_INSERT_MESSAGES, rows_out)
         conn.execute(
             _READ_OWN, [{"c": conv, "u": user, "s": seq, "now": now} for (conv, user), seq in read_up_to.items()]
         )
+        if shares:
+            insert_shares(conn, shares)  # who may download the blobs these messages carry
     for index, first in repeats:
         written = results[first]
-        results[index] = None if written is None else written.again()
+        results[index] = written.again() if isinstance(written, Written) else written
     return results
+
+
+def _group_refusals(conn: Connection, items: Sequence[NewMessage], now: int) -> dict[tuple[str, int], Refused]:
+    """Group sends whose sender is not an active member, is muted, or whose group is dissolved.
+
+    Checked inside the commit so that a kick or a mute on another node cannot race a send.
+    """
+    pairs = {(item.conversation, item.sender) for item in items if item.conversation.startswith("g:")}
+    if not pairs:
+        return {}
+    conversation_ids = {conversation for conversation, _ in pairs}
+    rows = conn.execute(
+        select(
+            members.c.conversation_id, members.c.user_id, members.c.role, members.c.muted_until, members.c.left_seq
+        ).where(members.c.conversation_id.in_(conversation_ids), members.c.user_id.in_({user for _, user in pairs}))
+    ).all()
+    roles = {(row.conversation_id, row.user_id): row for row in rows}
+    group_rows = conn.execute(
+        select(groups.c.id, groups.c.muted_all, groups.c.dissolved).where(
+            groups.c.id.in_([int(conversation[2:]) for conversation in conversation_ids])
+        )
+    ).all()
+    state = {f"g:{row.id}": row for row in group_rows}
+    refusals: dict[tuple[str, int], Refused] = {}
+    for pair in pairs:
+        group = state.get(pair[0])
+        member = roles.get(pair)
+        if group is None:
+            continue  # no such conversation: the seq allocation reports it
+        if group.dissolved:
+            refusals[pair] = Refused("group_dissolved", "the group was dissolved")
+        elif member is None or member.left_seq is not None:
+            refusals[pair] = Refused("not_a_member", "you are not a member of this group")
+        elif member.muted_until is not None and member.muted_until > now:
+            refusals[pair] = Refused("muted", "you are muted in this group")
+        elif group.muted_all and member.role == "member":
+            refusals[pair] = Refused("muted", "only the owner and admins may speak while the group is muted")
+    return refusals

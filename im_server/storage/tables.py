@@ -20,7 +20,19 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["conversations", "devices", "members", "messages", "metadata", "users"]
+__all__ = [
+    "blocks",
+    "conversations",
+    "devices",
+    "friend_requests",
+    "friends",
+    "group_join_requests",
+    "groups",
+    "members",
+    "messages",
+    "metadata",
+    "users",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -41,6 +53,8 @@ users = Table(
     Column("username", String(32), nullable=False, unique=True),
     Column("password_hash", String(256), nullable=False),
     Column("display_name", String(64), nullable=False),
+    Column("bio", String(500), nullable=False, server_default=""),
+    Column("avatar", String(500), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
 )
@@ -66,6 +80,9 @@ conversations = Table(
     Column("max_seq", BigInteger, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
     Column("last_at", BigInteger, nullable=False),
+    Column("members_version", BigInteger, nullable=False, server_default="0"),
+    # Bumped by every membership change, in the same transaction; commits return it so that delivery
+    # can tell whether its cached member list predates the message.
 )
 
 members = Table(
@@ -76,6 +93,14 @@ members = Table(
     Column("read_seq", BigInteger, nullable=False, default=0),
     Column("joined_seq", BigInteger, nullable=False, default=0),
     Column("updated_at", BigInteger, nullable=False),
+    Column("role", String(8), nullable=False, server_default="member"),
+    Column("nickname", String(64), nullable=True),
+    Column("remark", String(64), nullable=True),
+    Column("muted_until", BigInteger, nullable=True),
+    Column("left_seq", BigInteger, nullable=True),
+    # NULL while a member; the seq of the leave (or kick) system message once gone: history stays
+    # readable up to it and nothing after it is delivered.
+    Column("joined_at", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("conversation_id", "user_id"),
     Index(None, "user_id"),
 )
@@ -91,4 +116,67 @@ messages = Table(
     Column("created_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("conversation_id", "seq"),
     UniqueConstraint("sender_id", "client_msg_id"),
+)
+
+friend_requests = Table(
+    "friend_requests",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("from_user", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("to_user", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("message", String(200), nullable=False, server_default=""),
+    Column("status", String(10), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("from_user", "to_user"),
+    Index(None, "to_user", "status"),
+)
+
+friends = Table(
+    "friends",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("friend_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("remark", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "friend_id"),
+)
+
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("blocked_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "blocked_id"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("join_policy", String(12), nullable=False),
+    Column("allow_member_invite", Boolean, nullable=False),
+    Column("history_visible", Boolean, nullable=False),
+    Column("muted_all", Boolean, nullable=False, server_default="0"),
+    Column("announcement", Text, nullable=False, server_default=""),
+    Column("announcement_at", BigInteger, nullable=True),
+    Column("dissolved", Boolean, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+group_join_requests = Table(
+    "group_join_requests",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("group_id", BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("message", String(200), nullable=False, server_default=""),
+    Column("status", String(10), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_by", BigInteger, nullable=True),
+    Column("decided_at", BigInteger, nullable=True),
+    UniqueConstraint("group_id", "user_id"),
 )

@@ -15,7 +15,16 @@ from ._util import ms_to_datetime
 from .engine import Database
 from .tables import devices, users
 
-__all__ = ["Credentials", "DeviceSession", "UserStore", "UsernameTaken"]
+__all__ = [
+    "PUBLIC_USER_COLUMNS",
+    "Credentials",
+    "DeviceSession",
+    "UserStore",
+    "UsernameTaken",
+    "prefixed_user_columns",
+    "user_from_prefixed",
+    "user_from_row",
+]
 
 
 class UsernameTaken(Exception):
@@ -42,13 +51,40 @@ class DeviceSession:
     last_seen_at: int
 
 
-def _user(row: Any) -> User:
+def user_from_row(row: Any) -> User:
+    """A :class:`User` from a row with the ``users`` columns."""
     return User(
         id=row.id,
         username=row.username,
         display_name=row.display_name,
+        bio=row.bio,
+        avatar=row.avatar,
         is_bot=row.is_bot,
         created_at=ms_to_datetime(row.created_at),
+    )
+
+
+_user = user_from_row
+
+PUBLIC_USER_COLUMNS = [column for column in users.c if column.name != "password_hash"]
+"""Every ``users`` column but the password hash."""
+
+
+def prefixed_user_columns(table: Any, prefix: str) -> list[Any]:
+    """The public user columns of ``table`` (an alias of ``users``), labelled ``prefix + name``."""
+    return [column.label(prefix + column.name) for column in table.c if column.name != "password_hash"]
+
+
+def user_from_prefixed(row: Any, prefix: str) -> User:
+    """A :class:`User` from columns selected with :func:`prefixed_user_columns`."""
+    return User(
+        id=getattr(row, prefix + "id"),
+        username=getattr(row, prefix + "username"),
+        display_name=getattr(row, prefix + "display_name"),
+        bio=getattr(row, prefix + "bio"),
+        avatar=getattr(row, prefix + "avatar"),
+        is_bot=getattr(row, prefix + "is_bot"),
+        created_at=ms_to_datetime(getattr(row, prefix + "created_at")),
     )
 
 
@@ -97,6 +133,17 @@ class UserStore:
             return {}
         return await self._db.read(_users_by_id, ids)
 
+    async def update_profile(
+        self, user_id: int, *, display_name: str | None, bio: str | None, avatar: str | None
+    ) -> User | None:
+        """Change profile fields; ``None`` leaves a field as it is."""
+        values = {
+            key: value
+            for key, value in (("display_name", display_name), ("bio", bio), ("avatar", avatar))
+            if value is not None
+        }
+        return await self._db.write(_update_profile, user_id, values)
+
     async def start_session(
         self, user_id: int, device_id: str, *, session_id: str, refresh_hash: str, refresh_expires_at: int, now: int
     ) -> DeviceSession:
@@ -144,6 +191,12 @@ def _credentials(conn: Connection, username: str) -> Credentials | None:
 def _user_where(conn: Connection, condition: Any) -> User | None:
     row = conn.execute(select(users).where(condition)).one_or_none()
     return None if row is None else _user(row)
+
+
+def _update_profile(conn: Connection, user_id: int, values: dict[str, Any]) -> User | None:
+    if values:
+        conn.execute(update(users).where(users.c.id == user_id).values(**values))
+    return _user_where(conn, users.c.id == user_id)
 
 
 def _users_by_id(conn: Connection, ids: list[int]) -> dict[int, User]:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from im_schema.social import SendFriendRequest
 from im_sdk import AsyncClient, Backoff
 from im_server.api.server import ApiServer
 from im_server.cluster.natsbin import free_port, wait_for_port
@@ -77,10 +78,13 @@ class TestCluster:
             "send_burst": 10_000,
             "connect_rate": 10_000.0,
             "connect_burst": 10_000,
+            # Most tests are about delivery, not the social graph; tests of the friendship rule turn it on.
+            "dm_requires_friendship": False,
         }
         values.update(overrides)
         self.settings = Settings(**values)
         self.api: ApiServer | None = None
+        self.extra_apis: list[ApiServer] = []
         self.gateways: list[GatewayNode] = []
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -95,6 +99,13 @@ class TestCluster:
         for _ in range(gateways):
             self.add_gateway()
         return self
+
+    def add_api(self) -> ApiServer:
+        """Another API node on the same database and NATS prefix."""
+        api = ApiServer(self.settings)
+        self.loop.run(api.start())
+        self.extra_apis.append(api)
+        return api
 
     def add_gateway(self, **overrides: Any) -> GatewayNode:
         node = GatewayNode(self.settings.model_copy(update=overrides))
@@ -150,9 +161,10 @@ class TestCluster:
         for node in list(self.gateways):
             with contextlib.suppress(Exception):
                 self.loop.run(node.stop())
-        if self.api is not None:
-            with contextlib.suppress(Exception):
-                self.loop.run(self.api.stop())
+        for api in [*self.extra_apis, self.api]:
+            if api is not None:
+                with contextlib.suppress(Exception):
+                    self.loop.run(api.stop())
         with contextlib.suppress(Exception):
             self.loop.run(self._delete_buckets())
 
@@ -165,18 +177,28 @@ class TestCluster:
             for bucket in (f"{self.settings.subject_prefix}_routes", f"{self.settings.subject_prefix}_nodes"):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(bucket)
+            with contextlib.suppress(Exception):
+                await js.delete_object_store(f"{self.settings.subject_prefix}_files")
         finally:
             await nc.close()
 
     # Users ---------------------------------------------------------------------------------------
 
-    async def user(self, name: str = "user", *, device: str = "dev1", **client_args: Any) -> AsyncClient:
-        """A registered, logged-in async client with a unique username."""
+    async def user(
+        self, name: str = "user", *, device: str = "dev1", api: ApiServer | None = None, **client_args: Any
+    ) -> AsyncClient:
+        """A registered, logged-in async client with a unique username (on ``api``, else the first node)."""
         username = f"{name}{next(_names)}{secrets.token_hex(2)}"
-        client = AsyncClient(self.url, backoff=FAST, **client_args)
+        client = AsyncClient((api or self.api).url, backoff=FAST, **client_args)  # type: ignore[union-attr]
         await client.register(username, PASSWORD)
         await client.login(username, PASSWORD, device=device)
         return client
+
+    async def friends(self, a: AsyncClient, b: AsyncClient) -> None:
+        """Make two users friends (a request each way)."""
+        assert a.session is not None and b.session is not None
+        await a.request(SendFriendRequest(to=b.session.user.id))
+        await b.request(SendFriendRequest(to=a.session.user.id))
 
     async def device(self, of: AsyncClient, device: str, **client_args: Any) -> AsyncClient:
         """Another device of the same user."""

@@ -6,22 +6,26 @@ import asyncio
 import contextlib
 from typing import Any
 
-from im_sdk import AsyncClient, MessageEvent
+from im_sdk import AsyncClient, MessageEvent, NoticeEvent
 
 
 class Inbox:
-    """Runs ``client.events()`` in a task and queues every event."""
+    """Runs ``client.events()`` in a task; messages and notices queue separately."""
 
     def __init__(self, client: AsyncClient, **events_args: Any) -> None:
         self.client = client
         self.queue: asyncio.Queue[MessageEvent[Any]] = asyncio.Queue()
+        self.notices: asyncio.Queue[NoticeEvent] = asyncio.Queue()
         self.error: BaseException | None = None
         self._task = asyncio.create_task(self._run(events_args))
 
     async def _run(self, events_args: dict[str, Any]) -> None:
         try:
             async for event in self.client.events(**events_args):
-                await self.queue.put(event)
+                if isinstance(event, NoticeEvent):
+                    await self.notices.put(event)
+                else:
+                    await self.queue.put(event)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -31,6 +35,10 @@ class Inbox:
     async def next(self, timeout: float = 10) -> MessageEvent[Any]:
         async with asyncio.timeout(timeout):
             return await self.queue.get()
+
+    async def notice(self, timeout: float = 10) -> NoticeEvent:
+        async with asyncio.timeout(timeout):
+            return await self.notices.get()
 
     async def take(self, count: int, timeout: float = 20) -> list[MessageEvent[Any]]:
         return [await self.next(timeout) for _ in range(count)]

@@ -1,0 +1,333 @@
+"""`im groups ...`: every group operation. Send to a group with `im send g:<id> TEXT`."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from im_schema.groups import Group, GroupMember
+
+from ..context import Context, fail
+from ..output import out, print_json, when
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Groups: create, join, manage members and settings.", no_args_is_help=True)
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+GroupArg = Annotated[int, typer.Argument(metavar="GROUP", help="The group's id (the N of g:N).")]
+UserArg = Annotated[str, typer.Argument(metavar="USER", help="A username or a user id.")]
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def _ref(user: str) -> int | str:
+    return int(user) if user.isdigit() else user
+
+
+def _show(group: Group) -> None:
+    out.print(f"[bold]{group.name}[/bold] ({group.conversation}) · {group.member_count} members · owner {group.owner}")
+    settings = [f"join: {group.join_policy}", f"members invite: {'yes' if group.allow_member_invite else 'no'}"]
+    settings.append(f"history for new members: {'yes' if group.history_visible else 'no'}")
+    if group.muted_all:
+        settings.append("muted: all")
+    out.print(" · ".join(settings))
+    if group.my_role:
+        mine = f"you: {group.my_role}"
+        if group.my_nickname:
+            mine += f", nickname {group.my_nickname!r}"
+        if group.my_remark:
+            mine += f", remark {group.my_remark!r}"
+        out.print(mine)
+    if group.announcement:
+        out.print(
+            f"[yellow]notice[/yellow] ({when(group.announcement_at) if group.announcement_at else ''}): "
+            f"{group.announcement}"
+        )
+    if group.dissolved:
+        out.print("[red]dissolved[/red]")
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The group's name.")],
+    members: Annotated[list[str] | None, typer.Argument(metavar="[USER]...", help="First members.")] = None,
+    policy: Annotated[str, typer.Option("--join", help="open, approval or invite_only.")] = "approval",
+    no_member_invite: Annotated[bool, typer.Option("--no-member-invite", help="Only admins invite.")] = False,
+    history_visible: Annotated[
+        bool, typer.Option("--history-visible", help="New members see earlier messages.")
+    ] = False,
+    json_output: Json = False,
+) -> None:
+    """Create a group; you are its owner."""
+    context: Context = ctx.obj
+    if policy not in ("open", "approval", "invite_only"):
+        fail("--join is one of open, approval, invite_only")
+    with context.session() as client:
+        group = client.groups.create(
+            name,
+            [_ref(user) for user in members or []],
+            join_policy=policy,  # type: ignore[arg-type]  # checked above
+            allow_member_invite=not no_member_invite,
+            history_visible=history_visible,
+        )
+    if json_output:
+        print_json(group)
+    else:
+        out.print(f"created {group.name!r} as {group.conversation} with {group.member_count} members")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: Json = False) -> None:
+    """My groups."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        groups = client.groups.list()
+    if json_output:
+        print_json(groups)
+        return
+    if not groups:
+        out.print("no groups yet; create one with: im groups create NAME [USER]...")
+        return
+    table = Table("group", "name", "members", "my role", "remark", box=None, pad_edge=False)
+    for group in groups:
+        table.add_row(
+            group.conversation, group.name, str(group.member_count), group.my_role or "", group.my_remark or ""
+        )
+    out.print(table)
+
+
+@app.command()
+def info(ctx: typer.Context, group_id: GroupArg, json_output: Json = False) -> None:
+    """A group's information and announcement."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        group = client.groups.info(group_id)
+    if json_output:
+        print_json(group)
+    else:
+        _show(group)
+
+
+@app.command()
+def members(
+    ctx: typer.Context,
+    group_id: GroupArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 200,
+    json_output: Json = False,
+) -> None:
+    """The members, with role, nickname and online state."""
+    context: Context = ctx.obj
+    found: list[GroupMember] = []
+    with context.session() as client:
+        after = 0
+        while len(found) < limit:
+            page = client.groups.members(group_id, after=after, limit=min(1000, limit - len(found)))
+            found.extend(page.members)
+            if not page.has_more or not page.members:
+                break
+            after = page.members[-1].user.id
+    if json_output:
+        print_json(found)
+        return
+    table = Table("user", "role", "nickname", "state", "muted until", box=None, pad_edge=False)
+    for member in found:
+        state = "[green]online[/green]" if member.online else "offline"
+        muted = when(member.muted_until) if member.muted_until else ""
+        table.add_row(member.user.username, member.role, member.nickname or "", state, muted)
+    out.print(table)
+
+
+@app.command()
+def join(
+    ctx: typer.Context,
+    group_id: GroupArg,
+    message: Annotated[str, typer.Option("--message", "-m", help="A note for the admins.")] = "",
+) -> None:
+    """Join an open group, or ask to join one that needs approval."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        result = client.groups.join(group_id, message)
+    if result.status == "joined":
+        out.print(f"joined g:{group_id}")
+    else:
+        out.print(f"asked to join g:{group_id}; an admin will decide")
+
+
+@app.command()
+def requests(ctx: typer.Context, group_id: GroupArg, json_output: Json = False) -> None:
+    """Pending join requests (owner and admins)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        found = client.groups.requests(group_id)
+    if json_output:
+        print_json(found)
+        return
+    if not found:
+        out.print("no pending requests")
+        return
+    table = Table("id", "user", "message", "when", box=None, pad_edge=False)
+    for request in found:
+        table.add_row(str(request.id), request.user.username, request.message, when(request.created_at))
+    out.print(table)
+
+
+@app.command()
+def approve(ctx: typer.Context, group_id: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
+    """Let a requester in."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.approve(group_id, request_id)
+    out.print(f"request #{request_id} approved")
+
+
+@app.command()
+def reject(ctx: typer.Context, group_id: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
+    """Turn a requester away."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.reject(group_id, request_id)
+    out.print(f"request #{request_id} rejected")
+
+
+@app.command()
+def leave(ctx: typer.Context, group_id: GroupArg) -> None:
+    """Leave a group."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.leave(group_id)
+    out.print(f"you left g:{group_id}")
+
+
+@app.command()
+def nickname(
+    ctx: typer.Context, group_id: GroupArg, name: Annotated[str, typer.Argument(help="'' clears it.")]
+) -> None:
+    """Set my nickname in the group (everyone sees it)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.nickname(group_id, name)
+    out.print("nickname set" if name else "nickname cleared")
+
+
+@app.command()
+def remark(ctx: typer.Context, group_id: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
+    """Set my private remark on the group (only I see it)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.remark(group_id, text)
+    out.print("remark set" if text else "remark cleared")
+
+
+@app.command()
+def invite(
+    ctx: typer.Context, group_id: GroupArg, users: Annotated[list[str], typer.Argument(metavar="USER...")]
+) -> None:
+    """Add users to the group."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        group = client.groups.invite(group_id, [_ref(user) for user in users])
+    out.print(f"g:{group_id} has {group.member_count} members")
+
+
+@app.command()
+def kick(ctx: typer.Context, group_id: GroupArg, user: UserArg) -> None:
+    """Remove a member (owner and admins)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.kick(group_id, _ref(user))
+    out.print(f"{user} removed from g:{group_id}")
+
+
+@app.command()
+def dissolve(
+    ctx: typer.Context,
+    group_id: GroupArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Dissolve the group for everyone (owner)."""
+    context: Context = ctx.obj
+    if not yes:
+        typer.confirm(f"Dissolve g:{group_id} for every member?", abort=True)
+    with context.session() as client:
+        client.groups.dissolve(group_id)
+    out.print(f"g:{group_id} dissolved")
+
+
+@app.command()
+def notice(ctx: typer.Context, group_id: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
+    """Set the group's announcement (owner and admins)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.notice(group_id, text)
+    out.print("announcement set" if text else "announcement cleared")
+
+
+@app.command()
+def transfer(ctx: typer.Context, group_id: GroupArg, user: UserArg) -> None:
+    """Make another member the owner (you become an admin)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.transfer(group_id, _ref(user))
+    out.print(f"{user} owns g:{group_id} now")
+
+
+@app.command()
+def admin(
+    ctx: typer.Context,
+    group_id: GroupArg,
+    user: UserArg,
+    remove: Annotated[bool, typer.Option("--remove", help="Revoke instead of grant.")] = False,
+) -> None:
+    """Grant (or revoke) admin (owner)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        if remove:
+            client.groups.remove_admin(group_id, _ref(user))
+        else:
+            client.groups.add_admin(group_id, _ref(user))
+    out.print(f"{user} is {'no longer ' if remove else ''}an admin of g:{group_id}")
+
+
+def _until(duration: str | None, until: str | None) -> datetime | None:
+    if until is not None:
+        try:
+            moment = datetime.fromisoformat(until)
+        except ValueError:
+            fail("--until takes an ISO time, e.g. 2026-12-01T18:00")
+        return moment if moment.tzinfo else moment.astimezone()
+    if duration is None:
+        fail("give --for DURATION (30m, 2h, 1d), --until TIME, or --off")
+    match = _DURATION.match(duration)
+    if match is None:
+        fail("--for takes a duration like 30s, 10m, 2h or 1d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.now(UTC) + timedelta(**{unit: int(match.group(1))})
+
+
+@app.command()
+def mute(
+    ctx: typer.Context,
+    group_id: GroupArg,
+    user: Annotated[str | None, typer.Argument(metavar="[USER]", help="Omit with --all.")] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Mute the whole group (admins may still speak).")] = False,
+    duration: Annotated[str | None, typer.Option("--for", help="How long: 30s, 10m, 2h, 1d.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Until an ISO time.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Lift the mute.")] = False,
+) -> None:
+    """Mute a member for a while, or the whole group (owner and admins)."""
+    context: Context = ctx.obj
+    if everyone == (user is not None):
+        fail("name one USER, or use --all")
+    with context.session() as client:
+        if everyone:
+            client.groups.mute_all(group_id, not off)
+            out.print(f"g:{group_id} {'unmuted' if off else 'muted; only the owner and admins may speak'}")
+            return
+        assert user is not None
+        client.groups.mute(group_id, _ref(user), None if off else _until(duration, until))
+    out.print(f"{user} {'unmuted' if off else 'muted'} in g:{group_id}")

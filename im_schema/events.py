@@ -1,0 +1,87 @@
+"""Notices: things pushed to a user's devices that are not messages of a conversation.
+
+Unlike messages they have no seq and are not replayed by sync; what they announce can always be read
+back (pending friend requests, join requests). Readers must accept kinds they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+
+from .groups import JoinRequest
+from .ids import UserId
+from .models import User
+from .social import FriendRequest
+
+__all__ = [
+    "FriendAddedNotice",
+    "FriendRemovedNotice",
+    "FriendRequestNotice",
+    "JoinRequestNotice",
+    "Notice",
+    "UnknownNotice",
+]
+
+
+class FriendRequestNotice(BaseModel):
+    """Someone asked me to be their friend."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["friend_request"] = "friend_request"
+    request: FriendRequest
+
+
+class FriendAddedNotice(BaseModel):
+    """A friendship began (my request was accepted, or I accepted one on another device)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["friend_added"] = "friend_added"
+    user: User
+
+
+class FriendRemovedNotice(BaseModel):
+    """A friendship ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["friend_removed"] = "friend_removed"
+    user_id: UserId
+
+
+class JoinRequestNotice(BaseModel):
+    """Someone asked to join a group I administer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["join_request"] = "join_request"
+    request: JoinRequest
+
+
+class UnknownNotice(BaseModel):
+    """A notice kind this version does not know, kept whole."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: str
+
+
+_KNOWN = frozenset({"friend_request", "friend_added", "friend_removed", "join_request"})
+
+
+def _kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in _KNOWN else "unknown"
+
+
+Notice = Annotated[
+    Annotated[FriendRequestNotice, Tag("friend_request")]
+    | Annotated[FriendAddedNotice, Tag("friend_added")]
+    | Annotated[FriendRemovedNotice, Tag("friend_removed")]
+    | Annotated[JoinRequestNotice, Tag("join_request")]
+    | Annotated[UnknownNotice, Tag("unknown")],
+    Discriminator(_kind),
+]

@@ -1,0 +1,100 @@
+"""Uploading and downloading files (the blobs that image, file, voice and video messages carry)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from im_schema.errors import ErrorCode
+from im_schema.files import DownloadRequest, FileLimits, Upload, UploadRequest
+
+from ...errors import RangeNotSatisfiable, UnsupportedMedia
+from ...media import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES
+from ...services.files import clean_name, default_name
+from ..deps import NodeDep, PrincipalDep, parse
+from ..ranges import Unsatisfiable, content_disposition, parse_range
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+_INLINE = IMAGE_TYPES | AUDIO_TYPES | VIDEO_TYPES
+"""Types a browser may show in place; everything else is offered for saving."""
+
+
+@router.post("/files", response_model=Upload, status_code=201)
+async def upload(
+    request: Request, node: NodeDep, principal: PrincipalDep, kind: str | None = None, name: str | None = None
+) -> Upload:
+    """Store a file sent as the raw request body (not a form), streamed.
+
+    ``kind`` (``image``, ``file``, ``voice``, ``video``) says what the bytes must be; without it the
+    server picks from the content. The answer, once the file is durable, says what the server read from
+    the bytes; send it with ``{"kind": ..., "blob": ...}`` as a message content. Limits: ``GET
+    /v1/files/limits``.
+    """
+    params = parse(UploadRequest, kind=kind, name=name)
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/") or content_type.startswith("application/x-www-form-urlencoded"):
+        raise UnsupportedMedia("send the file's bytes as the request body, not as a form")
+    length = request.headers.get("content-length", "")
+    return await node.files.upload(
+        principal.user_id,
+        request.stream(),
+        kind=params.kind,
+        name=params.name,
+        declared_length=int(length) if length.isdigit() else None,
+    )
+
+
+@router.get("/files/limits", response_model=FileLimits)
+async def limits(node: NodeDep, principal: PrincipalDep) -> FileLimits:
+    """The largest upload of each kind and the refused types, for clients to check before uploading."""
+    return node.files.limits()
+
+
+@router.api_route("/files/{blob}", methods=["GET", "HEAD"], response_class=Response)
+async def download(
+    blob: str, request: Request, node: NodeDep, principal: PrincipalDep, name: str | None = None
+) -> Response:
+    """A file's bytes, for its uploader and for members of conversations where it was sent.
+
+    Supports one ``Range`` (``206``, ``Content-Range``; ``416`` beyond the end) and ``If-Range`` with
+    the ``ETag`` (the blob id). ``name`` sets the name in ``Content-Disposition``.
+    """
+    params = parse(DownloadRequest, blob=blob, name=name)
+    usable = await node.files.authorize(principal.user_id, params.blob)
+    record = usable.blob
+    size = record.size
+    etag = f'"{record.id}"'
+    media_type = record.media_type
+    if media_type.startswith("text/") and "charset" not in media_type:
+        media_type += "; charset=utf-8"
+    disposition = "inline" if record.media_type in _INLINE else "attachment"
+    filename = clean_name(params.name) or usable.uploaded_as or default_name(record.kind, record.id, record.media_type)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Cache-Control": "private, max-age=31536000, immutable",
+        "Content-Disposition": content_disposition(disposition, filename),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+    }
+    if_range = request.headers.get("if-range")
+    wanted = request.headers.get("range") if if_range is None or if_range.strip() == etag else None
+    try:
+        byte_range = parse_range(wanted, size)
+    except Unsatisfiable:
+        error = RangeNotSatisfiable(f"the file has {size} bytes", code=ErrorCode.RANGE_NOT_SATISFIABLE)
+        return JSONResponse(error.envelope(), status_code=error.status, headers={"Content-Range": f"bytes */{size}"})
+    status = 200
+    offset, length = 0, size
+    if byte_range is not None:
+        status = 206
+        offset, length = byte_range.start, byte_range.length
+        headers["Content-Range"] = byte_range.content_range(size)
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=media_type)
+    body = await node.files.read(record.id, offset, length)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)

@@ -1,0 +1,690 @@
+"""Groups and their members.
+
+Every change is one transaction that also appends a system message to the group's conversation and,
+when membership changes, bumps the conversation's ``members_version``. Role rules are checked in that
+same transaction, so two admins acting at once cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from im_schema.content import SystemContent
+from im_schema.groups import Group, JoinRequest, Role
+from im_schema.ids import group_conversation
+from im_schema.models import User, format_timestamp
+
+from ._util import ms_to_datetime
+from .engine import Database
+from .messages import Written, message_json
+from .tables import conversations, group_join_requests, groups, members, messages, users
+from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixed, user_from_row
+
+__all__ = ["Change", "GroupRuleError", "GroupStore", "MemberRow", "Roster"]
+
+_RANK = {"owner": 2, "admin": 1, "member": 0}
+
+
+class GroupRuleError(Exception):
+    """A group rule forbids the change; ``code`` is an ``ErrorCode`` value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One membership, current or past."""
+
+    user_id: int
+    role: Role
+    joined_seq: int
+    left_seq: int | None
+    muted_until: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """Who receives a group's messages: active members, and recent leavers (for messages sent before they
+    left); ``version`` is the conversation's ``members_version``."""
+
+    version: int
+    members: dict[int, tuple[int, int | None]]
+    """``user -> (joined_seq, left_seq)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a change did: its system message (to deliver) and who should receive it."""
+
+    written: Written | None
+    recipients: frozenset[int]
+    group: Group | None = None
+
+
+def _require(condition: bool, code: str, message: str) -> None:
+    if not condition:
+        raise GroupRuleError(code, message)
+
+
+class GroupStore:
+    """Named transactions on groups."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        owner: int,
+        name: str,
+        member_ids: list[int],
+        *,
+        join_policy: str,
+        allow_member_invite: bool,
+        history_visible: bool,
+        limit: int,
+        now: int,
+    ) -> Change:
+        """A new group with its owner and first members, announced by a ``group_created`` message."""
+        return await self._db.write(
+            _create, owner, name, member_ids, join_policy, allow_member_invite, history_visible, limit, now
+        )
+
+    async def get(self, group_id: int, viewer: int | None) -> Group | None:
+        """A group as ``viewer`` sees it (their role, nickname and remark)."""
+        return await self._db.read(_group, group_id, viewer)
+
+    async def of_user(self, user_id: int) -> list[Group]:
+        """The groups a user is an active member of."""
+        return await self._db.read(_groups_of, user_id)
+
+    async def member(self, group_id: int, user_id: int) -> MemberRow | None:
+        """One membership row (also of a member who left)."""
+        return await self._db.read(_member_row, group_conversation(group_id), user_id)
+
+    async def members(self, group_id: int, *, after: int, limit: int) -> tuple[list[tuple[User, Any]], bool]:
+        """A page of active members by user id: ``(user, row)`` with role, nickname, mute and join time."""
+        return await self._db.read(_members_page, group_id, after, limit)
+
+    async def roster(self, conversation: str, *, recent_since: int) -> Roster | None:
+        """Active members plus those who left after ``recent_since`` (ms), with the membership version."""
+        return await self._db.read(_roster, conversation, recent_since)
+
+    async def add(self, group_id: int, actor: int, user_ids: list[int], *, via: str, limit: int, now: int) -> Change:
+        """Add users (``via`` ``invite``, ``join`` or ``approval``); rules for ``invite`` are checked here."""
+        return await self._db.write(_add, group_id, actor, user_ids, via, limit, now)
+
+    async def remove(self, group_id: int, actor: int, user_id: int, *, now: int) -> Change:
+        """A member leaves (``actor == user_id``) or is kicked."""
+        return await self._db.write(_remove, group_id, actor, user_id, now)
+
+    async def dissolve(self, group_id: int, actor: int, *, now: int) -> Change:
+        """End the group (owner)."""
+        return await self._db.write(_dissolve, group_id, actor, now)
+
+    async def update(self, group_id: int, actor: int, changes: dict[str, Any], *, now: int) -> Change:
+        """Rename or change settings (owner and admins)."""
+        return await self._db.write(_update_group, group_id, actor, changes, now)
+
+    async def announce(self, group_id: int, actor: int, text: str, *, now: int) -> Change:
+        """Set the announcement (owner and admins)."""
+        return await self._db.write(_announce, group_id, actor, text, now)
+
+    async def transfer(self, group_id: int, actor: int, new_owner: int, *, now: int) -> Change:
+        """Hand ownership to another member (owner); the old owner becomes an admin."""
+        return await self._db.write(_transfer, group_id, actor, new_owner, now)
+
+    async def set_admin(self, group_id: int, actor: int, user_id: int, admin: bool, *, now: int) -> Change:
+        """Grant or revoke admin (owner)."""
+        return await self._db.write(_set_admin, group_id, actor, user_id, admin, now)
+
+    async def mute(self, group_id: int, actor: int, user_id: int, until: int | None, *, now: int) -> Change:
+        """Mute a member until ``until`` (ms), or lift the mute."""
+        return await self._db.write(_mute, group_id, actor, user_id, until, now)
+
+    async def set_mine(
+        self, group_id: int, user_id: int, *, nickname: str | None, remark: str | None, now: int
+    ) -> Change:
+        """My nickname (announced) and my private remark (not announced)."""
+        return await self._db.write(_set_mine, group_id, user_id, nickname, remark, now)
+
+    async def request_join(self, group_id: int, user_id: int, message: str, *, now: int) -> JoinRequest:
+        """Ask to join a group that needs approval."""
+        return await self._db.write(_request_join, group_id, user_id, message, now)
+
+    async def join_requests(self, group_id: int, actor: int) -> list[JoinRequest]:
+        """Pending requests (owner and admins)."""
+        return await self._db.read(_join_requests, group_id, actor)
+
+    async def decide_join(
+        self, group_id: int, request_id: int, actor: int, approve: bool, *, limit: int, now: int
+    ) -> Change:
+        """Approve (the requester joins) or reject a request (owner and admins)."""
+        return await self._db.write(_decide_join, group_id, request_id, actor, approve, limit, now)
+
+    async def managers(self, group_id: int) -> list[int]:
+        """The owner and admins."""
+        return await self._db.read(_managers, group_id)
+
+
+# Helpers ------------------------------------------------------------------------------------------
+
+
+def _system(
+    conn: Connection, conversation: str, actor: int, event: str, data: dict[str, Any], now: int, *, roster: bool
+) -> Written:
+    """Append a system message; with ``roster``, also bump the membership version."""
+    values: dict[str, Any] = {"max_seq": conversations.c.max_seq + 1, "last_at": now}
+    if roster:
+        values["members_version"] = conversations.c.members_version + 1
+    row = conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation)
+        .values(**values)
+        .returning(conversations.c.max_seq, conversations.c.members_version)
+    ).one()
+    body = SystemContent(event=event, actor=actor, data=data).model_dump_json().encode()
+    conn.execute(
+        insert(messages).values(
+            conversation_id=conversation,
+            seq=row.max_seq,
+            sender_id=actor,
+            client_msg_id=None,
+            body=body.decode(),
+            created_at=now,
+        )
+    )
+    json = message_json(conversation, row.max_seq, actor, None, _stamp(now), body)
+    return Written(conversation, row.max_seq, actor, None, json, duplicate=False, members_version=row.members_version)
+
+
+def _stamp(ms: int) -> str:
+    return format_timestamp(ms_to_datetime(ms))
+
+
+def _group_row(conn: Connection, group_id: int) -> Any:
+    row = conn.execute(select(groups).where(groups.c.id == group_id)).one_or_none()
+    _require(row is not None, "group_not_found", "no such group")
+    return row
+
+
+def _live_group(conn: Connection, group_id: int) -> Any:
+    row = _group_row(conn, group_id)
+    _require(not row.dissolved, "group_dissolved", "the group was dissolved")
+    return row
+
+
+def _member_row(conn: Connection, conversation: str, user_id: int) -> MemberRow | None:
+    row = conn.execute(
+        select(members).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return MemberRow(row.user_id, row.role, row.joined_seq, row.left_seq, row.muted_until)
+
+
+def _active(conn: Connection, conversation: str, user_id: int) -> MemberRow | None:
+    row = _member_row(conn, conversation, user_id)
+    return row if row is not None and row.left_seq is None else None
+
+
+def _acting(conn: Connection, conversation: str, actor: int, *, at_least: Role = "member") -> MemberRow:
+    row = _active(conn, conversation, actor)
+    _require(row is not None, "not_a_member", "you are not a member of this group")
+    assert row is not None
+    _require(
+        _RANK[row.role] >= _RANK[at_least],
+        "forbidden",
+        f"only the {'owner' if at_least == 'owner' else 'owner and admins'} may do this",
+    )
+    return row
+
+
+def _active_ids(conn: Connection, conversation: str) -> set[int]:
+    rows = conn.execute(
+        select(members.c.user_id).where(members.c.conversation_id == conversation, members.c.left_seq.is_(None))
+    ).scalars()
+    return set(rows)
+
+
+def _count(conn: Connection, conversation: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).where(members.c.conversation_id == conversation, members.c.left_seq.is_(None))
+        ).scalar_one()
+    )
+
+
+def _group_model(conn: Connection, row: Any, viewer: int | None) -> Group:
+    conversation = group_conversation(row.id)
+    mine = None
+    if viewer is not None:
+        mine = conn.execute(
+            select(members.c.role, members.c.nickname, members.c.remark, members.c.left_seq).where(
+                members.c.conversation_id == conversation, members.c.user_id == viewer
+            )
+        ).one_or_none()
+    active = mine is not None and mine.left_seq is None
+    return Group(
+        id=row.id,
+        conversation=conversation,
+        name=row.name,
+        owner=row.owner_id,
+        join_policy=row.join_policy,
+        allow_member_invite=row.allow_member_invite,
+        history_visible=row.history_visible,
+        muted_all=row.muted_all,
+        announcement=row.announcement,
+        announcement_at=ms_to_datetime(row.announcement_at) if row.announcement_at else None,
+        member_count=_count(conn, conversation),
+        dissolved=row.dissolved,
+        created_at=ms_to_datetime(row.created_at),
+        my_role=mine.role if active and mine else None,
+        my_nickname=mine.nickname if active and mine else None,
+        my_remark=mine.remark if mine else None,
+    )
+
+
+def _join(conn: Connection, conversation: str, user_ids: Iterable[int], role: Role, joined_seq: int, now: int) -> None:
+    for user_id in user_ids:
+        existing = _member_row(conn, conversation, user_id)
+        values = {
+            "role": role,
+            "left_seq": None,
+            "joined_seq": joined_seq,
+            "read_seq": joined_seq,
+            "muted_until": None,
+            "nickname": None,
+            "joined_at": now,
+            "updated_at": now,
+        }
+        if existing is None:
+            conn.execute(insert(members).values(conversation_id=conversation, user_id=user_id, **values))
+        else:
+            conn.execute(
+                update(members)
+                .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+                .values(**values)
+            )
+
+
+def _existing_users(conn: Connection, user_ids: Iterable[int]) -> set[int]:
+    ids = list(set(user_ids))
+    return set(conn.execute(select(users.c.id).where(users.c.id.in_(ids))).scalars()) if ids else set()
+
+
+# Transactions -------------------------------------------------------------------------------------
+
+
+def _create(
+    conn: Connection,
+    owner: int,
+    name: str,
+    member_ids: list[int],
+    join_policy: str,
+    allow_member_invite: bool,
+    history_visible: bool,
+    limit: int,
+    now: int,
+) -> Change:
+    others = sorted(_existing_users(conn, member_ids) - {owner})
+    _require(len(others) + 1 <= limit, "group_full", f"a group has at most {limit} members")
+    group_id = conn.execute(
+        insert(groups)
+        .values(
+            name=name,
+            owner_id=owner,
+            join_policy=join_policy,
+            allow_member_invite=allow_member_invite,
+            history_visible=history_visible,
+            muted_all=False,
+            announcement="",
+            dissolved=False,
+            created_at=now,
+        )
+        .returning(groups.c.id)
+    ).scalar_one()
+    conversation = group_conversation(group_id)
+    conn.execute(
+        insert(conversations).values(
+            id=conversation, kind="group", max_seq=0, created_at=now, last_at=now, members_version=0
+        )
+    )
+    _join(conn, conversation, [owner], "owner", 0, now)
+    _join(conn, conversation, others, "member", 0, now)
+    written = _system(
+        conn, conversation, owner, "group_created", {"name": name, "members": [owner, *others]}, now, roster=True
+    )
+    group = _group_model(conn, _group_row(conn, group_id), owner)
+    return Change(written, frozenset([owner, *others]), group)
+
+
+def _group(conn: Connection, group_id: int, viewer: int | None) -> Group | None:
+    row = conn.execute(select(groups).where(groups.c.id == group_id)).one_or_none()
+    return None if row is None else _group_model(conn, row, viewer)
+
+
+def _groups_of(conn: Connection, user_id: int) -> list[Group]:
+    ids = conn.execute(
+        select(members.c.conversation_id).where(
+            members.c.user_id == user_id, members.c.left_seq.is_(None), members.c.conversation_id.like("g:%")
+        )
+    ).scalars()
+    rows = conn.execute(select(groups).where(groups.c.id.in_([int(c[2:]) for c in ids])).order_by(groups.c.id)).all()
+    return [_group_model(conn, row, user_id) for row in rows]
+
+
+def _members_page(conn: Connection, group_id: int, after: int, limit: int) -> tuple[list[tuple[User, Any]], bool]:
+    rows = conn.execute(
+        select(members.c.role, members.c.nickname, members.c.muted_until, members.c.joined_at, *PUBLIC_USER_COLUMNS)
+        .join(users, users.c.id == members.c.user_id)
+        .where(
+            members.c.conversation_id == group_conversation(group_id),
+            members.c.left_seq.is_(None),
+            members.c.user_id > after,
+        )
+        .order_by(members.c.user_id)
+        .limit(limit + 1)
+    ).all()
+    return [(user_from_row(row), row) for row in rows[:limit]], len(rows) > limit
+
+
+def _roster(conn: Connection, conversation: str, recent_since: int) -> Roster | None:
+    version = conn.execute(
+        select(conversations.c.members_version).where(conversations.c.id == conversation)
+    ).scalar_one_or_none()
+    if version is None:
+        return None
+    rows = conn.execute(
+        select(members.c.user_id, members.c.joined_seq, members.c.left_seq).where(
+            members.c.conversation_id == conversation,
+            (members.c.left_seq.is_(None)) | (members.c.updated_at >= recent_since),
+        )
+    ).all()
+    return Roster(version, {row.user_id: (row.joined_seq, row.left_seq) for row in rows})
+
+
+def _add(conn: Connection, group_id: int, actor: int, user_ids: list[int], via: str, limit: int, now: int) -> Change:
+    group = _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    if via == "invite":
+        inviter = _acting(conn, conversation, actor)
+        _require(
+            group.allow_member_invite or inviter.role != "member",
+            "forbidden",
+            "members may not invite to this group",
+        )
+    current = _active_ids(conn, conversation)
+    new = sorted(_existing_users(conn, user_ids) - current)
+    if not new:
+        return Change(None, frozenset(), _group_model(conn, group, actor))
+    _require(len(current) + len(new) <= limit, "group_full", f"a group has at most {limit} members")
+    max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
+    # New members see the announcement of their own arrival; what came before only if the group allows it.
+    joined_seq = 0 if group.history_visible else max_seq
+    _join(conn, conversation, new, "member", joined_seq, now)
+    written = _system(conn, conversation, actor, "members_joined", {"users": new, "via": via}, now, roster=True)
+    return Change(written, frozenset(current | set(new)), _group_model(conn, group, actor))
+
+
+def _remove(conn: Connection, group_id: int, actor: int, user_id: int, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    target = _active(conn, conversation, user_id)
+    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    assert target is not None
+    if actor == user_id:
+        _require(target.role != "owner", "forbidden", "the owner transfers ownership or dissolves the group instead")
+        event = "member_left"
+    else:
+        kicker = _acting(conn, conversation, actor, at_least="admin")
+        _require(
+            _RANK[kicker.role] > _RANK[target.role],
+            "forbidden",
+            "an admin cannot remove the owner or another admin",
+        )
+        event = "member_kicked"
+    recipients = _active_ids(conn, conversation)
+    written = _system(conn, conversation, actor, event, {"user": user_id}, now, roster=True)
+    conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+        .values(left_seq=written.seq, role="member", updated_at=now)
+    )
+    return Change(written, frozenset(recipients))
+
+
+def _dissolve(conn: Connection, group_id: int, actor: int, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    _acting(conn, conversation, actor, at_least="owner")
+    recipients = _active_ids(conn, conversation)
+    written = _system(conn, conversation, actor, "group_dissolved", {}, now, roster=True)
+    conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation, members.c.left_seq.is_(None))
+        .values(left_seq=written.seq, updated_at=now)
+    )
+    conn.execute(update(groups).where(groups.c.id == group_id).values(dissolved=True))
+    return Change(written, frozenset(recipients))
+
+
+def _update_group(conn: Connection, group_id: int, actor: int, changes: dict[str, Any], now: int) -> Change:
+    group = _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    _acting(conn, conversation, actor, at_least="admin")
+    changed = {key: value for key, value in changes.items() if getattr(group, key) != value}
+    if not changed:
+        return Change(None, frozenset(), _group_model(conn, group, actor))
+    conn.execute(update(groups).where(groups.c.id == group_id).values(**changed))
+    written = _system(conn, conversation, actor, "group_updated", changed, now, roster=False)
+    return Change(
+        written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
+    )
+
+
+def _announce(conn: Connection, group_id: int, actor: int, text: str, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    _acting(conn, conversation, actor, at_least="admin")
+    conn.execute(update(groups).where(groups.c.id == group_id).values(announcement=text, announcement_at=now))
+    written = _system(conn, conversation, actor, "announcement_set", {"text": text}, now, roster=False)
+    return Change(
+        written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
+    )
+
+
+def _transfer(conn: Connection, group_id: int, actor: int, new_owner: int, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    _acting(conn, conversation, actor, at_least="owner")
+    _require(new_owner != actor, "bad_request", "you own this group already")
+    _require(
+        _active(conn, conversation, new_owner) is not None, "not_a_member", "that user is not a member of this group"
+    )
+    conn.execute(update(groups).where(groups.c.id == group_id).values(owner_id=new_owner))
+    for user_id, role in ((actor, "admin"), (new_owner, "owner")):
+        conn.execute(
+            update(members)
+            .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+            .values(role=role, updated_at=now)
+        )
+    written = _system(conn, conversation, actor, "owner_transferred", {"user": new_owner}, now, roster=False)
+    return Change(
+        written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
+    )
+
+
+def _set_admin(conn: Connection, group_id: int, actor: int, user_id: int, admin: bool, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    _acting(conn, conversation, actor, at_least="owner")
+    target = _active(conn, conversation, user_id)
+    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    assert target is not None
+    _require(target.role != "owner", "forbidden", "the owner is not an admin")
+    role: Role = "admin" if admin else "member"
+    if target.role == role:
+        return Change(None, frozenset())
+    conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+        .values(role=role, updated_at=now)
+    )
+    event = "admin_added" if admin else "admin_removed"
+    written = _system(conn, conversation, actor, event, {"user": user_id}, now, roster=False)
+    return Change(written, frozenset(_active_ids(conn, conversation)))
+
+
+def _mute(conn: Connection, group_id: int, actor: int, user_id: int, until: int | None, now: int) -> Change:
+    _live_group(conn, group_id)
+    conversation = group_conversation(group_id)
+    muter = _acting(conn, conversation, actor, at_least="admin")
+    target = _active(conn, conversation, user_id)
+    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    assert target is not None
+    _require(_RANK[muter.role] > _RANK[target.role], "forbidden", "an admin cannot mute the owner or another admin")
+    if until is not None and until <= now:
+        until = None
+    conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+        .values(muted_until=until, updated_at=now)
+    )
+    event = "member_muted" if until is not None else "member_unmuted"
+    data: dict[str, Any] = {"user": user_id}
+    if until is not None:
+        data["until"] = _stamp(until)
+    written = _system(conn, conversation, actor, event, data, now, roster=False)
+    return Change(written, frozenset(_active_ids(conn, conversation)))
+
+
+def _set_mine(
+    conn: Connection, group_id: int, user_id: int, nickname: str | None, remark: str | None, now: int
+) -> Change:
+    group = _group_row(conn, group_id)
+    conversation = group_conversation(group_id)
+    mine = _member_row(conn, conversation, user_id)
+    _require(mine is not None, "not_a_member", "you are not a member of this group")
+    values: dict[str, Any] = {}
+    if remark is not None:
+        values["remark"] = remark or None
+    written = None
+    if nickname is not None:
+        _require(
+            mine is not None and mine.left_seq is None and not group.dissolved,
+            "not_a_member",
+            "you are not a member of this group",
+        )
+        values["nickname"] = nickname or None
+    if values:
+        conn.execute(
+            update(members)
+            .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+            .values(**values)
+        )
+    if nickname is not None:
+        written = _system(
+            conn, conversation, user_id, "nickname_set", {"nickname": nickname or None}, now, roster=False
+        )
+    recipients = frozenset(_active_ids(conn, conversation)) if written else frozenset()
+    return Change(written, recipients, _group_model(conn, group, user_id))
+
+
+def _request_join(conn: Connection, group_id: int, user_id: int, message: str, now: int) -> JoinRequest:
+    _live_group(conn, group_id)
+    _require(_active(conn, group_conversation(group_id), user_id) is None, "already_member", "you are a member already")
+    existing = conn.execute(
+        select(group_join_requests.c.id).where(
+            group_join_requests.c.group_id == group_id, group_join_requests.c.user_id == user_id
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        existing = conn.execute(
+            insert(group_join_requests)
+            .values(group_id=group_id, user_id=user_id, message=message, status="pending", created_at=now)
+            .returning(group_join_requests.c.id)
+        ).scalar_one()
+    else:
+        conn.execute(
+            update(group_join_requests)
+            .where(group_join_requests.c.id == existing)
+            .values(message=message, status="pending", created_at=now, decided_by=None, decided_at=None)
+        )
+    request = _join_request(conn, existing)
+    assert request is not None
+    return request
+
+
+def _join_request(conn: Connection, request_id: int) -> JoinRequest | None:
+    row = conn.execute(
+        select(group_join_requests, *prefixed_user_columns(users, "u_"))
+        .join(users, users.c.id == group_join_requests.c.user_id)
+        .where(group_join_requests.c.id == request_id)
+    ).one_or_none()
+    return None if row is None else _join_request_model(row)
+
+
+def _join_request_model(row: Any) -> JoinRequest:
+    return JoinRequest(
+        id=row.id,
+        group_id=row.group_id,
+        user=user_from_prefixed(row, "u_"),
+        message=row.message,
+        status=row.status,
+        created_at=ms_to_datetime(row.created_at),
+    )
+
+
+def _join_requests(conn: Connection, group_id: int, actor: int) -> list[JoinRequest]:
+    _group_row(conn, group_id)
+    _acting(conn, group_conversation(group_id), actor, at_least="admin")
+    rows = conn.execute(
+        select(group_join_requests, *prefixed_user_columns(users, "u_"))
+        .join(users, users.c.id == group_join_requests.c.user_id)
+        .where(group_join_requests.c.group_id == group_id, group_join_requests.c.status == "pending")
+        .order_by(group_join_requests.c.created_at, group_join_requests.c.id)
+    ).all()
+    return [_join_request_model(row) for row in rows]
+
+
+def _decide_join(
+    conn: Connection, group_id: int, request_id: int, actor: int, approve: bool, limit: int, now: int
+) -> Change:
+    _live_group(conn, group_id)
+    _acting(conn, group_conversation(group_id), actor, at_least="admin")
+    row = conn.execute(
+        select(group_join_requests).where(
+            group_join_requests.c.id == request_id,
+            group_join_requests.c.group_id == group_id,
+            group_join_requests.c.status == "pending",
+        )
+    ).one_or_none()
+    _require(row is not None, "request_not_found", "no such pending request")
+    assert row is not None
+    conn.execute(
+        update(group_join_requests)
+        .where(group_join_requests.c.id == request_id)
+        .values(status="approved" if approve else "rejected", decided_by=actor, decided_at=now)
+    )
+    if not approve:
+        return Change(None, frozenset())
+    return _add(conn, group_id, actor, [row.user_id], "approval", limit, now)
+
+
+def _managers(conn: Connection, group_id: int) -> list[int]:
+    return list(
+        conn.execute(
+            select(members.c.user_id).where(
+                members.c.conversation_id == group_conversation(group_id),
+                members.c.left_seq.is_(None),
+                members.c.role.in_(["owner", "admin"]),
+            )
+        ).scalars()
+    )
