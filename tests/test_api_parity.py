@@ -75,3 +75,25 @@ def test_docstrings_everywhere():
 def test_the_parity_check_covers_the_api():
     names = public_members(Client)
     assert {"login", "send_text", "history", "events", "close", "__enter__", "session"} <= names
+
+
+NAMESPACES = [("friends", "Friends", "AsyncFriends"), ("groups", "Groups", "AsyncGroups")]
+
+
+@pytest.mark.parametrize(("attribute", "sync_name", "async_name"), NAMESPACES)
+def test_namespaces_are_twins_too(attribute, sync_name, async_name):
+    import im_sdk._people as people
+
+    sync_cls, async_cls = getattr(people, sync_name), getattr(people, async_name)
+    assert public_members(sync_cls) == public_members(async_cls)
+    for name in public_members(sync_cls):
+        sync_member = inspect.getattr_static(sync_cls, name)
+        async_member = inspect.getattr_static(async_cls, name)
+        assert _parameters(sync_member) == _parameters(async_member), name
+        assert inspect.iscoroutinefunction(async_member), name
+        assert not inspect.iscoroutinefunction(sync_member), name
+    client = Client("http://example.invalid")
+    try:
+        assert isinstance(getattr(client, attribute), sync_cls)
+    finally:
+        client.close()

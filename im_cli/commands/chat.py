@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from im_schema.content import TextContent
+from im_schema.content import SystemContent, TextContent
 from im_schema.events import FriendAddedNotice, FriendRemovedNotice, FriendRequestNotice, JoinRequestNotice
 from im_schema.models import Message
 from im_sdk import Client, IMError, NoticeEvent
@@ -42,17 +43,55 @@ def describe_notice(event: NoticeEvent) -> str:
     return f"notice: {notice.kind}"
 
 
-def _text(message: Message) -> str:
+_SYSTEM = {
+    "group_created": "created the group",
+    "group_updated": "changed the group settings",
+    "group_dissolved": "dissolved the group",
+    "members_joined": "added {users}",
+    "member_left": "left",
+    "member_kicked": "removed {user}",
+    "announcement_set": "set the announcement: {text}",
+    "owner_transferred": "made {user} the owner",
+    "admin_added": "made {user} an admin",
+    "admin_removed": "made {user} a member again",
+    "member_muted": "muted {user} until {until}",
+    "member_unmuted": "unmuted {user}",
+    "nickname_set": "is now called {nickname}",
+}
+
+
+def describe_system(context: Context, client: Client, content: SystemContent) -> str:
+    """A system message in words."""
+    data = dict(content.data)
+    if "user" in data:
+        data["user"] = context.name_of(client, int(data["user"]))
+    if "users" in data:
+        data["users"] = ", ".join(context.name_of(client, int(user)) for user in data["users"])
+    template = _SYSTEM.get(content.event)
+    try:
+        return template.format_map(data) if template else content.event
+    except (KeyError, ValueError):
+        return content.event
+
+
+def _plain(context: Context, client: Client, message: Message) -> str:
     content = message.content
     if isinstance(content, TextContent):
         return content.text
+    if isinstance(content, SystemContent):
+        return describe_system(context, client, content)
     return describe_media(message) or f"[{content.kind}]"
 
 
+def _text(context: Context, client: Client, message: Message) -> str:
+    text = escape(_plain(context, client, message))
+    return f"[italic]{text}[/italic]" if isinstance(message.content, SystemContent) else text
+
+
 def _line(context: Context, client: Client, message: Message) -> str:
-    sender = context.name_of(client, message.sender)
+    sender = escape(context.name_of(client, message.sender))
     where = f"{when(message.sent_at)} {message.conversation}#{message.seq}"
-    return f"[dim]{where}[/dim] [bold]{sender}[/bold]: {_text(message)}"
+    return f"[dim]{where}[/dim] [bold]{sender}[/bold]: {_text(context, client, message)}"
 
 
 def send(
@@ -171,11 +210,11 @@ def conversations(ctx: typer.Context, json_output: Json = False) -> None:
                 return
             table = Table("conversation", "with", "unread", "last message", "when", box=None, pad_edge=False)
             for summary in summaries:
-                peer = context.name_of(client, summary.peer) if summary.peer else summary.id
+                peer = escape(context.name_of(client, summary.peer)) if summary.peer else summary.id
                 last = summary.last_message
                 preview = ""
                 if last is not None:
-                    preview = f"{context.name_of(client, last.sender)}: {_text(last)}"[:60]
+                    preview = escape(f"{context.name_of(client, last.sender)}: {_plain(context, client, last)}"[:60])
                 unread = f"[bold]{summary.unread}[/bold]" if summary.unread else "0"
                 table.add_row(summary.id, peer, unread, preview, when(summary.updated_at))
         except IMError as exc:

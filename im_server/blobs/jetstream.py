@@ -177,18 +177,25 @@ class JetStreamBlobStore(BlobStore):
         loop = asyncio.get_running_loop()
         pending: deque[asyncio.Future[api.PubAck]] = deque()
         seqs: list[int] = []
-        with path.open("rb") as file:
-            while True:
-                block = await loop.run_in_executor(None, file.read, _READ_BLOCK)
-                if not block:
-                    break
-                view = memoryview(block)
-                for start in range(0, len(view), self._chunk_size):
-                    pending.append(await self._js.publish_async(subject, bytes(view[start : start + self._chunk_size])))
-                    while len(pending) >= WINDOW:
-                        seqs.append((await pending.popleft()).seq)
-        while pending:
-            seqs.append((await pending.popleft()).seq)
+        try:
+            with path.open("rb") as file:
+                while True:
+                    block = await loop.run_in_executor(None, file.read, _READ_BLOCK)
+                    if not block:
+                        break
+                    view = memoryview(block)
+                    for start in range(0, len(view), self._chunk_size):
+                        chunk = bytes(view[start : start + self._chunk_size])
+                        pending.append(await self._js.publish_async(subject, chunk))
+                        while len(pending) >= WINDOW:
+                            seqs.append((await pending.popleft()).seq)
+            while pending:
+                seqs.append((await pending.popleft()).seq)
+        except BaseException:
+            # Chunks already sent may still be stored after this: let them land before the caller purges.
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            raise
         return seqs
 
     async def _purge(self, subject: str) -> None:

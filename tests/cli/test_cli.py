@@ -131,3 +131,16 @@ def test_listen_json_prints_one_message_per_line(sqlite_cluster, im, config_dir)
         listener.terminate()
         listener.wait(10)
     assert [(m["seq"], m["content"]["text"]) for m in lines] == [(1, "waiting for you"), (2, "live one")]
+
+
+def test_markup_in_messages_is_shown_verbatim(sqlite_cluster, im):
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    _login(im, url, "alice", alice)
+    _login(im, url, "bob", bob)
+    hostile = "[red]not red[/red] [/] [link=http://x]y[/link]"
+    assert im("-P", "alice", "send", bob, hostile).exit_code == 0
+    shown = im("-P", "bob", "history", alice)
+    assert shown.exit_code == 0
+    assert hostile in shown.stdout
+    assert im("-P", "bob", "conversations").exit_code == 0
