@@ -313,3 +313,33 @@ def test_the_blocking_client_sends_and_downloads(sqlite_cluster, tmp_path):
     finally:
         cluster.loop.run(alice.aclose())
         cluster.loop.run(bob.aclose())
+
+
+async def test_the_s3_blob_store_end_to_end(make_cluster, closing, tmp_path):
+    """The same path with IM_BLOB_STORE=s3 (see tests/storage/test_blob_stores.py for the variables)."""
+    import os
+
+    url = os.environ.get("IM_TEST_S3_URL")
+    if not url:
+        pytest.skip("set IM_TEST_S3_URL (and IM_TEST_S3_BUCKET, IM_TEST_S3_ACCESS_KEY, IM_TEST_S3_SECRET_KEY)")
+    cluster = make_cluster(
+        blob_store="s3",
+        s3_bucket=os.environ.get("IM_TEST_S3_BUCKET", "im-test"),
+        s3_endpoint_url=None if url == "aws" else url,
+        s3_region=os.environ.get("IM_TEST_S3_REGION", "us-east-1"),
+        s3_access_key_id=os.environ.get("IM_TEST_S3_ACCESS_KEY"),
+        s3_secret_access_key=os.environ.get("IM_TEST_S3_SECRET_KEY"),
+    )
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    closing += [alice, bob]
+    picture = media.png(100, 80)
+    message = await alice.send_image(bob.session.user.id, picture, name="s3.png")
+    assert (message.content.width, message.content.thumbnail.width) == (100, 100)
+    assert (await bob.download(message, tmp_path)).read_bytes() == picture
+    async with httpx.AsyncClient(base_url=cluster.url, headers=auth(bob)) as http:
+        ranged = await http.get(f"/v1/files/{message.content.blob}", headers={"Range": "bytes=8-15"})
+        assert ranged.status_code == 206 and ranged.content == picture[8:16]
+    store = cluster.api.node.files.blobs
+    assert store.kind == "s3"
+    assert await cluster.loop.call(store.delete(message.content.blob))
+    assert await cluster.loop.call(store.delete(message.content.thumbnail.blob))
