@@ -226,7 +226,9 @@ class FileService:
     ) -> tuple[BlobRecord, Path | None]:
         """What the bytes are, checked against the kind asked for (or detected without one)."""
         known = await self._store.get(spooled.blob)
-        if known is not None and (kind in (None, "file", known.kind)):
+        if known is not None and (
+            kind in ("file", known.kind) or (kind is None and (known.kind != "file" or _guess(media_type) == "file"))
+        ):
             return known, None  # read before; identical bytes read the same
         plain = BlobRecord(spooled.blob, spooled.size, media_type, "file")
         wanted = kind or _guess(media_type)

@@ -7,7 +7,7 @@ The bytes live in a blob store (:mod:`im_server.blobs`); these tables decide who
 - ``blob_owners``: who uploaded it (each user who sent these exact bytes), with the name they gave.
 - ``blob_shares``: every message that carried it, as ``(blob, conversation, seq)``, written in the
   transaction that stores the message (see :func:`share_rows`). A member of the conversation who can see
-  that seq may download the blob.
+  that seq (it is after they joined, and before they left, if they did) may download the blob.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     exists,
+    or_,
     select,
     update,
 )
@@ -218,6 +219,8 @@ def _usable(conn: Connection, blob: str, user_id: int) -> Usable | None:
                     members.c.conversation_id == blob_shares.c.conversation_id,
                     members.c.user_id == user_id,
                     blob_shares.c.seq > members.c.joined_seq,
+                    # A member who left keeps the history up to their leaving, and no more.
+                    or_(members.c.left_seq.is_(None), blob_shares.c.seq <= members.c.left_seq),
                 )
             )
         ).scalar()

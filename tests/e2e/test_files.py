@@ -343,3 +343,25 @@ async def test_the_s3_blob_store_end_to_end(make_cluster, closing, tmp_path):
     assert store.kind == "s3"
     assert await cluster.loop.call(store.delete(message.content.blob))
     assert await cluster.loop.call(store.delete(message.content.thumbnail.blob))
+
+
+async def test_group_files_follow_what_each_member_can_see(sqlite_cluster, closing, tmp_path):
+    cluster = sqlite_cluster
+    alice, bob, carol = [await cluster.user(who) for who in ("alice", "bob", "carol")]
+    closing += [alice, bob, carol]
+    group = await alice.groups.create("photos", [bob.session.user.id])
+    conversation = f"g:{group.id}"
+    before = await alice.send_image(conversation, media.png(20, 20), name="before.png")
+    assert (await bob.download(before, tmp_path / "b1")).stat().st_size == before.content.size
+    # Carol joins later, without the history: the earlier picture is not hers to fetch.
+    await alice.groups.invite(group.id, [carol.session.user.id])
+    with pytest.raises(BlobNotFoundError):
+        await carol.download(before, tmp_path / "c1")
+    after = await alice.send_file(conversation, b"minutes of the meeting", name="minutes.txt")
+    assert (await carol.download(after, tmp_path / "c2")).read_bytes() == b"minutes of the meeting"
+    # Bob leaves: what he could see stays his, what comes later does not.
+    await bob.groups.leave(group.id)
+    later = await alice.send_file(conversation, b"after bob left", name="later.txt")
+    assert (await bob.download(after, tmp_path / "b2")).read_bytes() == b"minutes of the meeting"
+    with pytest.raises(BlobNotFoundError):
+        await bob.download(later, tmp_path / "b3")
