@@ -17,7 +17,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame
@@ -274,7 +276,7 @@ class GatewayNode:
         for frame, recipients in items:
             targets = [connection for key in recipients if (connection := connections.get(key)) is not None]
             if targets:
-                broadcast(targets, frame, text=True)
+                fan_out(targets, frame)
                 self._delivered.inc(len(targets))
 
     def local_routes(self) -> list[Key]:
@@ -350,3 +352,30 @@ class _SendLane:
 def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
     frame = ErrorFrame(code=code, message=message, client_msg_id=action.frame.client_msg_id, retry_after=retry_after)
     return frame.model_dump_json(exclude_none=True).encode()
+
+
+def fan_out(connections: list[ServerConnection], frame: bytes) -> None:
+    """Send one text frame to many connections, encoding the WebSocket frame once.
+
+    ``websockets.broadcast`` serializes the frame again for every connection, which dominates the cost
+    of a large group (thousands of recipients per gateway). A server frame is not masked and, with no
+    extension negotiated (this server disables compression), its bytes are the same for every
+    connection: encode once and write them to each transport. Connections in any other state (closing,
+    a fragmented send under way, bytes still queued, an extension) go through ``broadcast``.
+    """
+    encoded = Frame(Opcode.TEXT, frame).serialize(mask=False, extensions=[])
+    others = []
+    for connection in connections:
+        protocol = connection.protocol
+        if (
+            protocol.state is State.OPEN
+            and not protocol.extensions
+            and not protocol.writes
+            and not protocol.expect_continuation_frame
+            and connection.send_in_progress is None
+        ):
+            connection.transport.write(encoded)
+        else:
+            others.append(connection)
+    if others:
+        broadcast(others, frame, text=True)
