@@ -72,7 +72,16 @@ class Context:
             access_token=profile.access_token if logged_in else None,
             refresh_token=profile.refresh_token if logged_in else None,
             on_session=self._remember,
+            # Only events() opens it: `im listen` resumes where it stopped, other commands never touch it.
+            state_path=self.store.state_path(self.profile_name) if logged_in else None,
         )
+
+    def logged_out(self) -> None:
+        """Forget the profile's tokens and sync cursors."""
+        profile = self.profile
+        profile.access_token = profile.refresh_token = None
+        self.store.save(self.profile_name, profile)
+        self.store.forget_state(self.profile_name)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Client]:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .commands import auth, chat, friends, groups, server
+from .commands import auth, chat, devices, friends, groups, server
 from .context import Context
 
 __all__ = ["app", "main"]
@@ -41,6 +41,7 @@ def _global(
 app.add_typer(server.app, name="server")
 app.add_typer(friends.app, name="friends")
 app.add_typer(groups.app, name="groups")
+app.add_typer(devices.app, name="devices")
 app.command()(auth.register)
 app.command()(auth.login)
 app.command()(auth.logout)
@@ -50,6 +51,9 @@ app.command()(chat.conversations)
 app.command()(chat.history)
 app.command()(chat.download)
 app.command()(chat.listen)
+app.command()(chat.read)
+app.command()(chat.recall)
+app.command()(chat.edit)
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,3 +69,15 @@ class ProfileStore:
     def names(self) -> list[str]:
         """Saved profile names."""
         return sorted(self._load())
+
+    def state_path(self, name: str) -> Path:
+        """The SQLite file where ``im listen`` keeps the profile's sync cursors (created when first used)."""
+        safe = name if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) and name not in (".", "..") else None
+        stem = safe or "profile-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        return self.directory / "state" / f"{stem}.sqlite3"
+
+    def forget_state(self, name: str) -> None:
+        """Remove the profile's sync cursors (after a logout)."""
+        path = self.state_path(name)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)

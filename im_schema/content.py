@@ -49,6 +49,7 @@ __all__ = [
     "OutgoingVideo",
     "OutgoingVoice",
     "Preview",
+    "RecalledContent",
     "SystemContent",
     "TextContent",
     "UnknownContent",
@@ -77,6 +78,16 @@ class SystemContent(BaseModel):
     actor: int | None = None
     """The user who caused it, if any."""
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecalledContent(BaseModel):
+    """What remains of a recalled message: its content is gone from storage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["recalled"] = "recalled"
+    by: int
+    """Who recalled it: the sender, or a group owner or admin."""
 
 
 class UnknownContent(BaseModel):
@@ -214,7 +225,7 @@ OutgoingMedia = OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo
 """What a client sends for a media message."""
 
 
-_KNOWN_KINDS = frozenset({"text", "system", "image", "file", "voice", "video"})
+_KNOWN_KINDS = frozenset({"text", "system", "recalled", "image", "file", "voice", "video"})
 
 
 def _kind(value: Any) -> str:
@@ -225,6 +236,7 @@ def _kind(value: Any) -> str:
 Content = Annotated[
     Annotated[TextContent, Tag("text")]
     | Annotated[SystemContent, Tag("system")]
+    | Annotated[RecalledContent, Tag("recalled")]
     | Annotated[ImageContent, Tag("image")]
     | Annotated[FileContent, Tag("file")]
     | Annotated[VoiceContent, Tag("voice")]

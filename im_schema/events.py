@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from .groups import JoinRequest
 from .ids import UserId
-from .models import User
+from .models import Timestamp, User
 from .social import FriendRequest
 
 __all__ = [
@@ -21,6 +21,9 @@ __all__ = [
     "FriendRequestNotice",
     "JoinRequestNotice",
     "Notice",
+    "PresenceNotice",
+    "ReadNotice",
+    "TypingNotice",
     "UnknownNotice",
 ]
 
@@ -61,6 +64,40 @@ class JoinRequestNotice(BaseModel):
     request: JoinRequest
 
 
+class ReadNotice(BaseModel):
+    """A user read a conversation up to ``read_seq``: my other devices clear their badges, and in a
+    direct conversation my peer sees the read receipt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["read"] = "read"
+    conversation: str
+    user_id: UserId
+    read_seq: int
+
+
+class TypingNotice(BaseModel):
+    """Someone is typing (``active``) or stopped, in a conversation I am in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["typing"] = "typing"
+    conversation: str
+    user_id: UserId
+    active: bool
+
+
+class PresenceNotice(BaseModel):
+    """A friend came online or went offline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["presence"] = "presence"
+    user_id: UserId
+    online: bool
+    last_seen: Timestamp | None = None
+
+
 class UnknownNotice(BaseModel):
     """A notice kind this version does not know, kept whole."""
 
@@ -69,7 +106,7 @@ class UnknownNotice(BaseModel):
     kind: str
 
 
-_KNOWN = frozenset({"friend_request", "friend_added", "friend_removed", "join_request"})
+_KNOWN = frozenset({"friend_request", "friend_added", "friend_removed", "join_request", "read", "typing", "presence"})
 
 
 def _kind(value: Any) -> str:
@@ -82,6 +119,9 @@ Notice = Annotated[
     | Annotated[FriendAddedNotice, Tag("friend_added")]
     | Annotated[FriendRemovedNotice, Tag("friend_removed")]
     | Annotated[JoinRequestNotice, Tag("join_request")]
+    | Annotated[ReadNotice, Tag("read")]
+    | Annotated[TypingNotice, Tag("typing")]
+    | Annotated[PresenceNotice, Tag("presence")]
     | Annotated[UnknownNotice, Tag("unknown")],
     Discriminator(_kind),
 ]

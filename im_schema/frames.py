@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from .content import OutgoingContent
 from .events import Notice
-from .ids import ClientMsgId, ConversationId, DeviceId, UserId, Username
+from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
 from .limits import PROTOCOL_VERSION
 from .models import Message
 
@@ -31,6 +31,7 @@ __all__ = [
     "ReadyFrame",
     "SendFrame",
     "ServerFrame",
+    "TypingFrame",
     "client_frames",
     "server_frames",
 ]
@@ -66,6 +67,9 @@ class SendFrame(_Frame):
     conversation: ConversationId | None = None
     client_msg_id: ClientMsgId
     content: OutgoingContent
+    reply_to: Seq | None = None
+    mentions: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
+    mention_all: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> SendFrame:
@@ -74,7 +78,15 @@ class SendFrame(_Frame):
         return self
 
 
-ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame, Field(discriminator="type")]
+class TypingFrame(_Frame):
+    """I am typing (or stopped) in a conversation; shown to the others, never stored."""
+
+    type: Literal["typing"] = "typing"
+    conversation: ConversationId
+    active: bool = True
+
+
+ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame | TypingFrame, Field(discriminator="type")]
 
 
 # Server to client ---------------------------------------------------------------------------------
@@ -133,7 +145,7 @@ ServerFrame = Annotated[
     ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame, Field(discriminator="type")
 ]
 
-client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame] = TypeAdapter(ClientFrame)
+client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame | TypingFrame] = TypeAdapter(ClientFrame)
 """Decodes a client frame from JSON."""
 
 server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame] = TypeAdapter(

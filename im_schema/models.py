@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from .content import Content
 from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
@@ -15,6 +15,7 @@ __all__ = [
     "Device",
     "Message",
     "ReadState",
+    "ReplyPreview",
     "Timestamp",
     "User",
     "format_timestamp",
@@ -53,7 +54,13 @@ class Device(BaseModel):
 
     device_id: DeviceId
     created_at: Timestamp
+    """When the device logged in (a new login of the same device starts again)."""
     last_seen_at: Timestamp
+    """Its last login or token refresh (clients refresh about once per access-token lifetime)."""
+    connected: bool = False
+    """Holds a WebSocket connection to a live gateway now."""
+    current: bool = False
+    """The device whose token made the request."""
 
 
 class Message(BaseModel):
@@ -68,6 +75,24 @@ class Message(BaseModel):
     """``None`` for messages the server wrote itself."""
     sent_at: Timestamp
     content: Content
+    reply_to: ReplyPreview | None = None
+    """The message this one answers, as it was when answered."""
+    mentions: list[UserId] = Field(default_factory=list)
+    mention_all: bool = False
+    """``@all``: every member is mentioned (owners and admins only)."""
+    edited_at: Timestamp | None = None
+    """Set once the sender edited the text."""
+
+
+class ReplyPreview(BaseModel):
+    """A quote of the message being answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: Seq
+    sender: UserId
+    preview: str
+    """The start of its text (or its kind, for media); ``[recalled]`` once recalled."""
 
 
 class ConversationSummary(BaseModel):
@@ -89,6 +114,10 @@ class ConversationSummary(BaseModel):
     updated_at: Timestamp
     left: bool = False
     """I left (or was removed from) this group: ``max_seq`` is where my history ends."""
+    mentioned: bool = False
+    """An unread message mentions me (or everyone)."""
+    peer_read_seq: Seq | None = None
+    """In a direct conversation: how far the other user has read (read receipts)."""
 
 
 class ReadState(BaseModel):

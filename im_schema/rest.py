@@ -197,6 +197,12 @@ class SendMessageRequest(Request[Message]):
     conversation: ConversationId | None = None
     client_msg_id: ClientMsgId
     content: OutgoingContent
+    reply_to: Seq | None = None
+    """Answer this message of the same conversation (quoted with a preview)."""
+    mentions: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
+    """Members to notify; they must be in the conversation."""
+    mention_all: bool = False
+    """``@all`` (group owners and admins only)."""
 
     @model_validator(mode="after")
     def _one_target(self) -> SendMessageRequest:

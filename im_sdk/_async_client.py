@@ -20,6 +20,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
+from im_schema.lifecycle import (
+    EditRequest,
+    Presence,
+    PresenceRequest,
+    RecallRequest,
+    Receipts,
+    ReceiptsRequest,
+    TypingRequest,
+)
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import (
     ConversationPage,
@@ -41,6 +50,7 @@ from im_schema.rest import (
 )
 
 from ._base import error_from, parse, prepare, send_text_request
+from ._devices import AsyncDevices
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, Spool, media_request, open_source, transfer_timeout
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
@@ -51,10 +61,11 @@ from .errors import (
     TokenExpiredError,
     TransportError,
 )
-from .events import MessageEvent, NoticeEvent
+from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
 from .realtime.policy import classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
+from .realtime.store import CursorKeeper
 
 __all__ = ["AsyncClient"]
 
@@ -84,6 +95,9 @@ class AsyncClient:
         backoff: Reconnect delays of :meth:`events`.
         on_session: Called with every new :class:`~im_schema.rest.Session` (login and refresh), e.g. to
             persist the rotated tokens.
+        state_path: A SQLite file where :meth:`events` keeps this device's sync cursors, so that a
+            restarted client resumes where it stopped, without yielding anything twice or fetching
+            history it has seen (see :mod:`im_sdk.realtime.store`).
         transport: An httpx transport, for tests.
     """
 
@@ -96,6 +110,7 @@ class AsyncClient:
         timeout: float = 10.0,
         backoff: Backoff | None = None,
         on_session: Callable[[Session], None] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
@@ -104,10 +119,13 @@ class AsyncClient:
         self._backoff = backoff or Backoff()
         self._refreshing: asyncio.Lock | None = None
         self._engine: SyncEngine | None = None
+        self._cursors = CursorKeeper(state_path, self.server_url)
         self.friends = AsyncFriends(self)
         """Friends, requests and blocks."""
         self.groups = AsyncGroups(self)
         """Every group operation."""
+        self.devices = AsyncDevices(self)
+        """My logged-in devices: list them, log them out."""
 
     # Plumbing -------------------------------------------------------------------------------------
 
@@ -120,7 +138,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pool (and save the sync cursors, with ``state_path``)."""
+        self._cursors.close()
         await self._http.aclose()
 
     @property
@@ -194,13 +213,47 @@ class AsyncClient:
 
     # Messages -------------------------------------------------------------------------------------
 
-    async def send_text(self, to: int | str, text: str, *, client_msg_id: str | None = None) -> Message:
+    async def send_text(
+        self,
+        to: int | str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+    ) -> Message:
         """Send text to a user (id or username) or into a conversation (``d:1:2``, ``g:7``).
 
-        The message is stored when this returns. On a transport error the same ``client_msg_id`` is
-        sent again, so a retry never stores a message twice.
+        ``reply_to`` quotes a message of the conversation by seq; ``mentions`` names members to notify
+        and ``mention_all`` notifies everyone (group owners and admins). The message is stored when this
+        returns. On a transport error the same ``client_msg_id`` is sent again, so a retry never stores a
+        message twice.
         """
-        return await self._send_message(send_text_request(to, text, client_msg_id))
+        request = send_text_request(
+            to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all
+        )
+        return await self._send_message(request)
+
+    async def recall(self, conversation: str, seq: int) -> Message:
+        """Recall a message (mine within the recall window; any, as a group owner or admin)."""
+        return await self.request(RecallRequest(conversation=conversation, seq=seq))
+
+    async def edit(self, conversation: str, seq: int, text: str) -> Message:
+        """Replace the text of my message (within the edit window)."""
+        return await self.request(EditRequest(conversation=conversation, seq=seq, text=text))
+
+    async def receipts(self, conversation: str, seq: int) -> Receipts:
+        """Who has read a message, and who has not."""
+        return await self.request(ReceiptsRequest(conversation=conversation, seq=seq))
+
+    async def typing(self, conversation: str, active: bool = True) -> None:
+        """Tell the others I am typing (or stopped)."""
+        await self.request(TypingRequest(conversation=conversation, active=active))
+
+    async def presence(self, user: int | str) -> Presence:
+        """A friend's or fellow member's presence: online, or when last seen."""
+        return await self.request(PresenceRequest(user=user))
 
     async def _send_message(self, request: SendMessageRequest) -> Message:
         # Retried with the same client_msg_id (stored once), and announced to the sync engine so that
@@ -477,8 +530,9 @@ class AsyncClient:
             if isinstance(event, MessageEvent):
                 yield event
 
-    async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent | NoticeEvent]:
-        """Messages and notices for this device as they arrive, forever.
+    async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[Event[Coroutine[Any, Any, Message]]]:
+        """Everything for this device as it arrives, forever: messages, recalls and edits, read positions,
+        typing, presence and other notices (see :mod:`im_sdk.events`).
 
         Connects to the gateway the API assigns, reconnects with jittered backoff when the connection
         drops, and after every (re)connect fetches whatever was missed, so each ``(conversation, seq)``
@@ -494,7 +548,8 @@ class AsyncClient:
             try:
                 async for item in self._connected(engine):
                     delays = self._backoff.delays()  # a working connection resets the backoff
-                    yield MessageEvent(item, self) if isinstance(item, Message) else NoticeEvent(item.notice)
+                    with self._cursors.yielding(item):
+                        yield to_event(item if isinstance(item, Message) else item.notice, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -516,7 +571,8 @@ class AsyncClient:
         except InvalidURI as exc:
             raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
         async with connection:
-            await self._authenticate(connection)
+            ready = await self._authenticate(connection)
+            self._cursors.ready(engine, ready.user_id, ready.device_id)
             pending: list[Deliver | Fetch] = []
             since = engine.since
             while True:  # every page of "conversations since"
@@ -541,7 +597,7 @@ class AsyncClient:
                 pass
         raise classify_close(connection.close_code, connection.close_reason)
 
-    async def _authenticate(self, connection: ClientConnection) -> None:
+    async def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
         for attempt in range(2):
             token = self._state.access_token
             if token is None:
@@ -552,7 +608,7 @@ class AsyncClient:
             except ConnectionClosed:
                 frame = None
             if isinstance(frame, ReadyFrame):
-                return
+                return frame
             if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
                 await self._refresh_once(token)
                 with contextlib.suppress(ConnectionClosed):
@@ -561,6 +617,7 @@ class AsyncClient:
             if isinstance(frame, ErrorFrame):
                 raise classify_close(connection.close_code, frame.message, frame.code)
             raise classify_close(connection.close_code, connection.close_reason)
+        raise ProtocolError("no ready frame")
 
     async def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> list[Message]:
         """Carry out fetches until only deliveries remain; returns the messages in delivery order."""
@@ -574,11 +631,12 @@ class AsyncClient:
             try:
                 page = await self.history(action.conversation, after=action.after, before=action.before, limit=500)
             except APIError as exc:
-                engine.on_fetch_failed(action)
+                engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:
                     continue  # left the conversation meanwhile
                 raise
             queue[0:0] = engine.on_history(action, page)
+        self._cursors.handed(out)
         return out
 
 

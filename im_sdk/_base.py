@@ -77,10 +77,19 @@ def new_client_msg_id() -> str:
     return uuid.uuid4().hex
 
 
-def send_text_request(to: int | str, text: str, client_msg_id: str | None) -> SendMessageRequest:
+def send_text_request(
+    to: int | str,
+    text: str,
+    client_msg_id: str | None,
+    *,
+    reply_to: int | None = None,
+    mentions: list[int] | None = None,
+    mention_all: bool = False,
+) -> SendMessageRequest:
     """``to`` is a user id, a username, or a conversation id (``d:1:2``, ``g:7``)."""
     content = TextContent(text=text)
     key = client_msg_id or new_client_msg_id()
+    extras = {"reply_to": reply_to, "mentions": mentions or [], "mention_all": mention_all}
     if isinstance(to, str) and is_conversation_id(to):
-        return SendMessageRequest(conversation=to, client_msg_id=key, content=content)
-    return SendMessageRequest(to=to, client_msg_id=key, content=content)
+        return SendMessageRequest(conversation=to, client_msg_id=key, content=content, **extras)
+    return SendMessageRequest(to=to, client_msg_id=key, content=content, **extras)

@@ -19,6 +19,15 @@ from websockets.sync.client import ClientConnection, connect
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
+from im_schema.lifecycle import (
+    EditRequest,
+    Presence,
+    PresenceRequest,
+    RecallRequest,
+    Receipts,
+    ReceiptsRequest,
+    TypingRequest,
+)
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import (
     ConversationPage,
@@ -40,14 +49,16 @@ from im_schema.rest import (
 )
 
 from ._base import error_from, parse, prepare, send_text_request
+from ._devices import Devices
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._people import Friends, Groups
 from ._session import SessionState
 from .errors import APIError, AuthenticationError, ProtocolError, TokenExpiredError, TransportError
-from .events import MessageEvent, NoticeEvent
+from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
 from .realtime.policy import classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
+from .realtime.store import CursorKeeper
 
 __all__ = ["Client"]
 
@@ -75,6 +86,7 @@ class Client:
         timeout: float = 10.0,
         backoff: Backoff | None = None,
         on_session: Callable[[Session], None] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
@@ -83,10 +95,13 @@ class Client:
         self._backoff = backoff or Backoff()
         self._refreshing = threading.Lock()
         self._engine: SyncEngine | None = None
+        self._cursors = CursorKeeper(state_path, self.server_url)
         self.friends = Friends(self)
         """Friends, requests and blocks."""
         self.groups = Groups(self)
         """Every group operation."""
+        self.devices = Devices(self)
+        """My logged-in devices: list them, log them out."""
 
     # Plumbing -------------------------------------------------------------------------------------
 
@@ -99,7 +114,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pool (and save the sync cursors, with ``state_path``)."""
+        self._cursors.close()
         self._http.close()
 
     @property
@@ -170,13 +186,47 @@ class Client:
 
     # Messages -------------------------------------------------------------------------------------
 
-    def send_text(self, to: int | str, text: str, *, client_msg_id: str | None = None) -> Message:
+    def send_text(
+        self,
+        to: int | str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+    ) -> Message:
         """Send text to a user (id or username) or into a conversation (``d:1:2``, ``g:7``).
 
-        The message is stored when this returns. On a transport error the same ``client_msg_id`` is
-        sent again, so a retry never stores a message twice.
+        ``reply_to`` quotes a message of the conversation by seq; ``mentions`` names members to notify
+        and ``mention_all`` notifies everyone (group owners and admins). The message is stored when this
+        returns. On a transport error the same ``client_msg_id`` is sent again, so a retry never stores a
+        message twice.
         """
-        return self._send_message(send_text_request(to, text, client_msg_id))
+        request = send_text_request(
+            to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all
+        )
+        return self._send_message(request)
+
+    def recall(self, conversation: str, seq: int) -> Message:
+        """Recall a message (mine within the recall window; any, as a group owner or admin)."""
+        return self.request(RecallRequest(conversation=conversation, seq=seq))
+
+    def edit(self, conversation: str, seq: int, text: str) -> Message:
+        """Replace the text of my message (within the edit window)."""
+        return self.request(EditRequest(conversation=conversation, seq=seq, text=text))
+
+    def receipts(self, conversation: str, seq: int) -> Receipts:
+        """Who has read a message, and who has not."""
+        return self.request(ReceiptsRequest(conversation=conversation, seq=seq))
+
+    def typing(self, conversation: str, active: bool = True) -> None:
+        """Tell the others I am typing (or stopped)."""
+        self.request(TypingRequest(conversation=conversation, active=active))
+
+    def presence(self, user: int | str) -> Presence:
+        """A friend's or fellow member's presence: online, or when last seen."""
+        return self.request(PresenceRequest(user=user))
 
     def _send_message(self, request: SendMessageRequest) -> Message:
         # Retried with the same client_msg_id (stored once), and announced to the sync engine so that
@@ -448,7 +498,7 @@ class Client:
             if isinstance(event, MessageEvent):
                 yield event
 
-    def events(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message] | NoticeEvent]:
+    def events(self, *, start: StartFrom = "unread") -> Iterator[Event[Message]]:
         """Messages and notices for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
         if self._engine is None:
             self._engine = SyncEngine(start=start)
@@ -458,7 +508,8 @@ class Client:
             try:
                 for item in self._connected(engine):
                     delays = self._backoff.delays()
-                    yield MessageEvent(item, self) if isinstance(item, Message) else NoticeEvent(item.notice)
+                    with self._cursors.yielding(item):
+                        yield to_event(item if isinstance(item, Message) else item.notice, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -478,7 +529,8 @@ class Client:
         except InvalidURI as exc:
             raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
         with connection:
-            self._authenticate(connection)
+            ready = self._authenticate(connection)
+            self._cursors.ready(engine, ready.user_id, ready.device_id)
             pending: list[Deliver | Fetch] = []
             since = engine.since
             while True:
@@ -501,7 +553,7 @@ class Client:
                 pass
         raise classify_close(connection.close_code, connection.close_reason)
 
-    def _authenticate(self, connection: ClientConnection) -> None:
+    def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
         for attempt in range(2):
             token = self._state.access_token
             if token is None:
@@ -512,13 +564,14 @@ class Client:
             except ConnectionClosed:
                 frame = None
             if isinstance(frame, ReadyFrame):
-                return
+                return frame
             if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
                 self._refresh_once(token)
                 raise TransportError("token refreshed; reconnecting")
             if isinstance(frame, ErrorFrame):
                 raise classify_close(connection.close_code, frame.message, frame.code)
             raise classify_close(connection.close_code, connection.close_reason)
+        raise ProtocolError("no ready frame")
 
     def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> list[Message]:
         """Carry out fetches until only deliveries remain; returns the messages in delivery order."""
@@ -532,11 +585,12 @@ class Client:
             try:
                 page = self.history(action.conversation, after=action.after, before=action.before, limit=500)
             except APIError as exc:
-                engine.on_fetch_failed(action)
+                engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:
                     continue
                 raise
             queue[0:0] = engine.on_history(action, page)
+        self._cursors.handed(out)
         return out
 
 

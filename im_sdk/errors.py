@@ -18,7 +18,8 @@ IMError
     │   ├── ConversationNotFoundError conversation_not_found
     │   └── BlobNotFoundError       blob_not_found (no such file, or not shared with you)
     ├── ConflictError               conflict
-    │   └── UsernameTakenError      username_taken
+    │   ├── UsernameTakenError      username_taken
+    │   └── TooManyDevicesError     too_many_devices (log another device out first)
     ├── PayloadTooLargeError        payload_too_large
     ├── RateLimitedError            rate_limited (see ``retry_after``)
     ├── UnavailableError            unavailable (retry later)
@@ -48,6 +49,7 @@ __all__ = [
     "RateLimitedError",
     "RefusedTypeError",
     "TokenExpiredError",
+    "TooManyDevicesError",
     "TransportError",
     "UnavailableError",
     "UnsupportedMediaError",
@@ -149,6 +151,10 @@ class UsernameTakenError(ConflictError):
     """The username is registered already."""
 
 
+class TooManyDevicesError(ConflictError):
+    """The account is logged in on as many devices as the server allows; ``details`` lists them."""
+
+
 class PayloadTooLargeError(APIError):
     """The body or frame is over the server's limit."""
 
@@ -193,6 +199,8 @@ _BY_CODE: dict[str, type[APIError]] = {
     "conversation_not_found": ConversationNotFoundError,
     "conflict": ConflictError,
     "username_taken": UsernameTakenError,
+    "too_many_devices": TooManyDevicesError,
+    "device_not_found": NotFoundError,
     "payload_too_large": PayloadTooLargeError,
     "rate_limited": RateLimitedError,
     "unavailable": UnavailableError,

@@ -6,17 +6,37 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from im_schema.content import TextContent
-from im_schema.events import Notice
+from im_schema.content import SystemContent, TextContent
+from im_schema.events import Notice, PresenceNotice, ReadNotice, TypingNotice
 from im_schema.models import Message
 
-__all__ = ["MessageEvent", "NoticeEvent", "UnknownEvent"]
+__all__ = [
+    "EditEvent",
+    "Event",
+    "MessageEvent",
+    "NoticeEvent",
+    "PresenceEvent",
+    "ReadEvent",
+    "RecallEvent",
+    "TypingEvent",
+    "UnknownEvent",
+    "to_event",
+]
 
 T_co = TypeVar("T_co", covariant=True)
 
 
 class _Sender(Protocol[T_co]):
-    def send_text(self, to: int | str, text: str, *, client_msg_id: str | None = None) -> T_co: ...
+    def send_text(
+        self,
+        to: int | str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+    ) -> T_co: ...
 
 
 @dataclass(frozen=True)
@@ -52,9 +72,13 @@ class MessageEvent(Generic[T_co]):
         content = self.message.content
         return content.text if isinstance(content, TextContent) else None
 
-    def reply(self, text: str) -> T_co:
-        """Send ``text`` into the same conversation (await it on the async client)."""
-        return self._client.send_text(self.message.conversation, text)
+    def reply(self, text: str, *, quote: bool = True) -> T_co:
+        """Answer in the same conversation, quoting this message (await it on the async client)."""
+        return self._client.send_text(self.message.conversation, text, reply_to=self.seq if quote else None)
+
+    def mentions_user(self, user_id: int) -> bool:
+        """Whether this message mentions the user (by name or with ``@all``)."""
+        return self.message.mention_all or user_id in self.message.mentions
 
 
 @dataclass(frozen=True)
@@ -72,8 +96,83 @@ class NoticeEvent:
 
 
 @dataclass(frozen=True)
+class RecallEvent:
+    """A message was recalled: show it as gone. ``message`` is the system message that said so."""
+
+    conversation: str
+    seq: int
+    """The recalled message."""
+    by: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class EditEvent:
+    """A message's text was edited. ``message`` is the system message that said so."""
+
+    conversation: str
+    seq: int
+    """The edited message."""
+    text: str
+    by: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class ReadEvent:
+    """A user read a conversation up to ``read_seq``: my own other device (clear the badge) or, in a
+    direct conversation, my peer (a read receipt)."""
+
+    conversation: str
+    user_id: int
+    read_seq: int
+
+
+@dataclass(frozen=True)
+class TypingEvent:
+    """Someone is typing (or stopped) in a conversation."""
+
+    conversation: str
+    user_id: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A friend came online or went offline."""
+
+    user_id: int
+    online: bool
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A frame this SDK version does not understand, kept as received."""
 
     type: str
     raw: dict[str, Any]
+
+
+Event = MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent
+"""Everything ``events()`` yields; ``messages()`` yields only :class:`MessageEvent`."""
+
+
+def to_event(item: Message | Notice, client: _Sender[T_co]) -> Event[T_co]:
+    """The typed event for a delivered message or a pushed notice."""
+    if isinstance(item, Message):
+        content = item.content
+        if isinstance(content, SystemContent) and content.event in ("message_recalled", "message_edited"):
+            seq = int(content.data.get("seq", 0))
+            by = content.actor or item.sender
+            if content.event == "message_recalled":
+                return RecallEvent(item.conversation, seq, by, item)
+            return EditEvent(item.conversation, seq, str(content.data.get("text", "")), by, item)
+        return MessageEvent(item, client)
+    if isinstance(item, ReadNotice):
+        return ReadEvent(item.conversation, item.user_id, item.read_seq)
+    if isinstance(item, TypingNotice):
+        return TypingEvent(item.conversation, item.user_id, item.active)
+    if isinstance(item, PresenceNotice):
+        return PresenceEvent(item.user_id, item.online, item.last_seen)
+    return NoticeEvent(item)

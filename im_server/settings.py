@@ -62,7 +62,10 @@ class Settings(BaseSettings):
 
     # Auth
     access_token_ttl: int = 3600
+    """Seconds an access token is valid; also how long a logout's revocation is kept."""
     refresh_token_ttl: int = 30 * 24 * 3600
+    max_devices: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Devices one account may be logged in on at once; a login from one more is refused."""
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
@@ -72,6 +75,14 @@ class Settings(BaseSettings):
     dm_requires_friendship: bool = True
     """Direct messages need friendship (messages to and from bot accounts are exempt)."""
     group_member_limit: Annotated[int, Field(ge=2)] = 10_000
+    recall_window: float = 120.0
+    """Seconds during which senders may recall their messages (group owners and admins: always)."""
+    edit_window: float = 3600.0
+    """Seconds during which senders may edit their messages."""
+    typing_interval: float = 2.0
+    """At most one typing notice per user and conversation this often (a stop always goes through)."""
+    typing_max_group: int = 500
+    """Typing is not shown in groups larger than this."""
     max_text_len: Annotated[int, Field(ge=1, le=16_000)] = 4000
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024

@@ -77,14 +77,19 @@ def test_the_parity_check_covers_the_api():
     assert {"login", "send_text", "history", "events", "close", "__enter__", "session"} <= names
 
 
-NAMESPACES = [("friends", "Friends", "AsyncFriends"), ("groups", "Groups", "AsyncGroups")]
+NAMESPACES = [
+    ("friends", "_people", "Friends", "AsyncFriends"),
+    ("groups", "_people", "Groups", "AsyncGroups"),
+    ("devices", "_devices", "Devices", "AsyncDevices"),
+]
 
 
-@pytest.mark.parametrize(("attribute", "sync_name", "async_name"), NAMESPACES)
-def test_namespaces_are_twins_too(attribute, sync_name, async_name):
-    import im_sdk._people as people
+@pytest.mark.parametrize(("attribute", "module", "sync_name", "async_name"), NAMESPACES)
+def test_namespaces_are_twins_too(attribute, module, sync_name, async_name):
+    import importlib
 
-    sync_cls, async_cls = getattr(people, sync_name), getattr(people, async_name)
+    namespaces = importlib.import_module(f"im_sdk.{module}")
+    sync_cls, async_cls = getattr(namespaces, sync_name), getattr(namespaces, async_name)
     assert public_members(sync_cls) == public_members(async_cls)
     for name in public_members(sync_cls):
         sync_member = inspect.getattr_static(sync_cls, name)

@@ -72,19 +72,34 @@ def login(
     )
 
 
-def logout(ctx: typer.Context) -> None:
-    """End this device's session and forget its tokens."""
+def logout(
+    ctx: typer.Context,
+    all_devices: Annotated[
+        bool, typer.Option("--all", help="Log out every device of the account, this one included.")
+    ] = False,
+) -> None:
+    """End this device's session (or every device's) and forget its tokens."""
     context: Context = ctx.obj
     profile = context.profile
+    if all_devices and not profile.access_token:
+        fail(f"not logged in (profile {context.profile_name!r}); run: im login USERNAME")
+    devices: list[str] = []
     if profile.access_token:
         with context.client() as client:
             try:
-                client.logout()
+                if all_devices:
+                    devices = client.devices.logout_all().devices
+                else:
+                    client.logout()
             except IMError as exc:
+                if all_devices:
+                    context.explain(exc)
                 out.print(f"[yellow]the server did not confirm ({exc}); forgetting the tokens anyway[/yellow]")
-    profile.access_token = profile.refresh_token = None
-    context.store.save(context.profile_name, profile)
-    out.print(f"logged out (profile {context.profile_name!r})")
+    context.logged_out()
+    if all_devices:
+        out.print(f"logged out {len(devices)} device(s): {', '.join(devices)} (profile {context.profile_name!r})")
+    else:
+        out.print(f"logged out (profile {context.profile_name!r})")
 
 
 def whoami(ctx: typer.Context, json_output: Json = False) -> None:

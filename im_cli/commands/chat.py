@@ -13,15 +13,59 @@ from rich.table import Table
 from im_schema.content import SystemContent, TextContent
 from im_schema.events import FriendAddedNotice, FriendRemovedNotice, FriendRequestNotice, JoinRequestNotice
 from im_schema.models import Message
-from im_sdk import Client, IMError, NoticeEvent
+from im_sdk import Client, IMError
+from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
 
 from ..context import Context, fail
 from ..output import out, print_json, when
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
-__all__ = ["conversations", "download", "history", "listen", "send"]
+__all__ = ["conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _event_json(event: object) -> dict[str, object]:
+    """One line of ``im listen --json`` for what is not a message."""
+    if isinstance(event, NoticeEvent):
+        return {"notice": event.notice.model_dump(mode="json")}
+    if isinstance(event, RecallEvent):
+        return {"recall": {"conversation": event.conversation, "seq": event.seq, "by": event.by}}
+    if isinstance(event, EditEvent):
+        return {"edit": {"conversation": event.conversation, "seq": event.seq, "text": event.text, "by": event.by}}
+    if isinstance(event, ReadEvent):
+        return {"read": {"conversation": event.conversation, "user_id": event.user_id, "read_seq": event.read_seq}}
+    if isinstance(event, TypingEvent):
+        return {"typing": {"conversation": event.conversation, "user_id": event.user_id, "active": event.active}}
+    if isinstance(event, PresenceEvent):
+        seen = event.last_seen.isoformat() if event.last_seen else None
+        return {"presence": {"user_id": event.user_id, "online": event.online, "last_seen": seen}}
+    return {"event": repr(event)}
+
+
+def _describe_event(context: Context, client: Client, event: object, me: int) -> str | None:
+    """A non-message event in words (``None``: nothing worth a line)."""
+    if isinstance(event, NoticeEvent):
+        return f"[magenta]{escape(describe_notice(event))}[/magenta]"
+    if isinstance(event, RecallEvent):
+        who = escape(context.name_of(client, event.by))
+        return f"[dim]{event.conversation}#{event.seq}[/dim] [italic]{who} recalled a message[/italic]"
+    if isinstance(event, EditEvent):
+        who = escape(context.name_of(client, event.by))
+        return f"[dim]{event.conversation}#{event.seq}[/dim] [italic]{who} edited:[/italic] {escape(event.text)}"
+    if isinstance(event, ReadEvent):
+        if event.user_id == me:
+            return None  # another device of mine caught up
+        who = escape(context.name_of(client, event.user_id))
+        return f"[dim]{who} read {event.conversation} up to #{event.read_seq}[/dim]"
+    if isinstance(event, TypingEvent):
+        if not event.active:
+            return None
+        return f"[dim]{escape(context.name_of(client, event.user_id))} is typing in {event.conversation}...[/dim]"
+    if isinstance(event, PresenceEvent):
+        state = "online" if event.online else "offline"
+        return f"[dim]{escape(context.name_of(client, event.user_id))} is {state}[/dim]"
+    return None
 
 
 def describe_notice(event: NoticeEvent) -> str:
@@ -110,6 +154,9 @@ def send(
     kind: Annotated[
         str | None, typer.Option(help="With --file: send it as image, file, voice or video instead.")
     ] = None,
+    reply: Annotated[int | None, typer.Option("--reply", "-r", help="Quote the message with this seq.")] = None,
+    mention: Annotated[list[str] | None, typer.Option("--mention", "-m", help="Mention a member (repeatable).")] = None,
+    mention_all: Annotated[bool, typer.Option("--all", help="Mention everyone (group owners and admins).")] = False,
     json_output: Json = False,
 ) -> None:
     """Send a text message (`echo hi | im send bob` works too), or a file with --file."""
@@ -125,7 +172,10 @@ def send(
         fail("nothing to send")
     with context.client() as client:
         try:
-            message = client.send_text(int(to) if to.isdigit() else to, text)
+            mentioned = [client.get_user(int(name) if name.isdigit() else name).id for name in mention or []]
+            message = client.send_text(
+                int(to) if to.isdigit() else to, text, reply_to=reply, mentions=mentioned, mention_all=mention_all
+            )
         except IMError as exc:
             context.explain(exc)
     if json_output:
@@ -216,6 +266,8 @@ def conversations(ctx: typer.Context, json_output: Json = False) -> None:
                 if last is not None:
                     preview = escape(f"{context.name_of(client, last.sender)}: {_plain(context, client, last)}"[:60])
                 unread = f"[bold]{summary.unread}[/bold]" if summary.unread else "0"
+                if summary.mentioned:
+                    unread += " [red]@[/red]"
                 table.add_row(summary.id, peer, unread, preview, when(summary.updated_at))
         except IMError as exc:
             context.explain(exc)
@@ -263,17 +315,64 @@ def listen(
         fail("--start is one of unread, latest, all")
     with context.client() as client:
         try:
+            me = context.me()
             for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
-                if isinstance(event, NoticeEvent):
+                if isinstance(event, MessageEvent):
                     if json_output:
-                        print_json({"notice": event.notice.model_dump(mode="json")})
+                        print_json(event.message)
                     else:
-                        out.print(f"[magenta]{describe_notice(event)}[/magenta]")
+                        out.print(_line(context, client, event.message))
                 elif json_output:
-                    print_json(event.message)
+                    print_json(_event_json(event))
                 else:
-                    out.print(_line(context, client, event.message))
+                    line = _describe_event(context, client, event, me)
+                    if line:
+                        out.print(line)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except IMError as exc:
             context.explain(exc)
+
+
+def read(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    seq: Annotated[int | None, typer.Argument(help="Read up to this seq (default: everything).")] = None,
+    json_output: Json = False,
+) -> None:
+    """Mark a conversation read (on all my devices; my peer sees the read receipt)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        conversation = context.conversation_for(client, target)
+        state = client.mark_read(conversation, seq if seq is not None else 2**62)
+    if json_output:
+        print_json(state)
+    else:
+        out.print(f"{conversation} read up to #{state.read_seq}; {state.unread} unread")
+
+
+def recall(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    seq: Annotated[int, typer.Argument(help="The message's seq.")],
+) -> None:
+    """Recall a message (yours within the recall window; any, as a group owner or admin)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        conversation = context.conversation_for(client, target)
+        client.recall(conversation, seq)
+    out.print(f"{conversation}#{seq} recalled")
+
+
+def edit(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    seq: Annotated[int, typer.Argument(help="The message's seq.")],
+    text: Annotated[str, typer.Argument(help="The new text.")],
+) -> None:
+    """Replace the text of your message (within the edit window)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        conversation = context.conversation_for(client, target)
+        client.edit(conversation, seq, text)
+    out.print(f"{conversation}#{seq} edited")

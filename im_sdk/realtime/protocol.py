@@ -11,6 +11,11 @@ shell does the I/O:
 Each returns actions: :class:`Deliver` a message to the application, or :class:`Fetch` a seq range.
 A pushed message beyond the watermark + 1 is held back while the gap is fetched, so the application
 sees each conversation in seq order, and a ``(conversation, seq)`` is never delivered twice.
+
+:attr:`SyncEngine.since` moves to a pass's cursor only once every conversation the pass reported is
+delivered up to the ``max_seq`` it reported: a resync after a failed fetch asks from the old cursor
+again, and watermarks plus ``since`` can be saved and restored (:meth:`SyncEngine.resume`) without
+losing anything.
 """
 
 from __future__ import annotations
@@ -69,11 +74,16 @@ class SyncEngine:
     ) -> None:
         self.start: StartFrom = start
         self.since = since
-        """The cursor of the last complete "conversations since" pass."""
+        """The cursor of the last complete "conversations since" pass: every conversation it reported
+        is delivered up to the ``max_seq`` it reported."""
         self._conversations: dict[str, _Conversation] = {
             conversation: _Conversation(seq) for conversation, seq in (watermarks or {}).items()
         }
         self._sending: set[str] = set()
+        self._pass: dict[str, int] = {}
+        """Conversations the current pass reported, not yet delivered up to the ``max_seq`` reported."""
+        self._pass_cursor: str | None = None
+        """The final cursor of the current pass, waiting for :attr:`_pass` to empty."""
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -87,6 +97,26 @@ class SyncEngine:
         return {conversation: state.watermark for conversation, state in self._conversations.items()}
 
     # Inputs ---------------------------------------------------------------------------------------
+
+    def resume(self, watermarks: dict[str, int], since: str | None) -> None:
+        """Adopt cursors saved by an earlier run of this device, before the first sync.
+
+        A watermark only moves forward (this run may have sent messages already), and ``since`` is
+        taken only if this engine has none.
+        """
+        for conversation, seq in watermarks.items():
+            state = self._conversations.get(conversation)
+            if state is None:
+                self._conversations[conversation] = _Conversation(seq)
+            elif seq > state.watermark:
+                state.watermark = seq
+                state.held = {held: message for held, message in state.held.items() if held > seq}
+                state.own = {own for own in state.own if own > seq}
+                while state.watermark + 1 in state.own:
+                    state.own.discard(state.watermark + 1)
+                    state.watermark += 1
+        if self.since is None:
+            self.since = since
 
     def expect_own(self, client_msg_id: str) -> None:
         """This client is sending a message with ``client_msg_id``: never hand it to the application.
@@ -109,6 +139,8 @@ class SyncEngine:
         while state.watermark + 1 in state.own:
             state.own.discard(state.watermark + 1)
             state.watermark += 1
+        if self._pass:
+            self._finish_pass()
 
     def forget_own(self, client_msg_id: str) -> None:
         """A send announced by :meth:`expect_own` failed for good."""
@@ -124,11 +156,14 @@ class SyncEngine:
             state = self._conversations.get(summary.id)
             if state is None:
                 state = self._conversations[summary.id] = _Conversation(self._initial(summary))
-            if summary.max_seq > state.watermark and not state.fetching:
-                state.fetching = True
-                actions.append(Fetch(summary.id, state.watermark))
+            if summary.max_seq > state.watermark:
+                self._pass[summary.id] = max(summary.max_seq, self._pass.get(summary.id, 0))
+                if not state.fetching:
+                    state.fetching = True
+                    actions.append(Fetch(summary.id, state.watermark))
         if not page.has_more:
-            self.since = page.cursor
+            self._pass_cursor = page.cursor
+            self._finish_pass()
         return actions
 
     def on_push(self, message: Message) -> list[Action]:
@@ -139,10 +174,16 @@ class SyncEngine:
             return []
         if self._is_own(message):
             state.own.add(seq)
-            return self._advance(message.conversation, state)
+            advanced = self._advance(message.conversation, state)
+            if self._pass:
+                self._finish_pass()
+            return advanced
         if seq == state.watermark + 1:
             state.watermark = seq
-            return [Deliver(message), *self._advance(message.conversation, state)]
+            actions: list[Action] = [Deliver(message), *self._advance(message.conversation, state)]
+            if self._pass:
+                self._finish_pass()
+            return actions
         state.held[seq] = message
         if state.fetching:
             return []
@@ -178,20 +219,38 @@ class SyncEngine:
             # Pushes beyond the fetched range arrived meanwhile and a gap remains below them.
             state.fetching = True
             actions.append(Fetch(fetch.conversation, state.watermark, min(state.held)))
+        if self._pass:
+            self._finish_pass()
         return actions
 
-    def on_fetch_failed(self, fetch: Fetch) -> None:
-        """A fetch could not be done; the next resync asks again."""
+    def on_fetch_failed(self, fetch: Fetch, *, gone: bool = False) -> None:
+        """A fetch could not be done; the next resync asks again (and from the same cursor).
+
+        ``gone``: the conversation is not mine any more (the server answered 404); the current pass
+        does not wait for it.
+        """
         state = self._conversations.get(fetch.conversation)
         if state is not None:
             state.fetching = False
+        if gone and self._pass.pop(fetch.conversation, None) is not None:
+            self._finish_pass()
 
     def reset_fetching(self) -> None:
         """Forget fetches in flight (the connection that would have served them is gone)."""
         for state in self._conversations.values():
             state.fetching = False
+        self._pass.clear()
+        self._pass_cursor = None
 
     # Internals ------------------------------------------------------------------------------------
+
+    def _finish_pass(self) -> None:
+        for conversation, target in list(self._pass.items()):
+            state = self._conversations.get(conversation)
+            if state is None or state.watermark >= target:
+                del self._pass[conversation]
+        if not self._pass and self._pass_cursor is not None:
+            self.since, self._pass_cursor = self._pass_cursor, None
 
     def _initial(self, summary: ConversationSummary) -> int:
         if self.start == "latest":

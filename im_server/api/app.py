@@ -17,7 +17,8 @@ from im_schema.files import FILES_PATH
 from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError
 from .deps import validation_details
 from .node import ApiNode
-from .routes import auth, conversations, gateway, groups, health, messages, social, users
+from .routes import auth, conversations, gateway, groups, health, lifecycle, messages, social, users
+from .routes.devices import router as devices_router
 from .routes.files import router as files_router
 
 __all__ = ["create_app"]
@@ -75,9 +76,10 @@ def create_app(node: ApiNode) -> FastAPI:
         summary="Accounts, messages, conversations and sync of the IM cluster.",
     )
     app.state.node = node
-    for module in (health, auth, users, social, groups, messages, conversations, gateway):
+    for module in (health, auth, users, social, groups, messages, lifecycle, conversations, gateway):
         app.include_router(module.router)
     app.include_router(files_router)
+    app.include_router(devices_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(_: Request, exc: ServerError) -> JSONResponse:

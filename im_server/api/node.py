@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 from nats.aio.msg import Msg
@@ -14,20 +14,24 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import ErrorFrame, SendFrame
+from im_schema.frames import ErrorFrame, SendFrame, TypingFrame
 from im_schema.rest import GatewayAssignment
 
 from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
+from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.sessions import RevocationMirror, Revoker
 from ..errors import ServerError, Unavailable
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
+from ..services.devices import DeviceService
 from ..services.files import FileService
 from ..services.groups import GroupService
+from ..services.lifecycle import LifecycleService
 from ..services.media import MediaService
 from ..services.membership import MembershipCache
 from ..services.messaging import MessagingService, UserDirectory
@@ -36,6 +40,8 @@ from ..services.sync import SyncService
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
+from ..storage._util import now_ms
+from ..storage.devices import DeviceStore, Revoked
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
 from ..storage.social import SocialStore
@@ -55,9 +61,19 @@ class ApiNode:
         self.db = Database(settings.db_url)
         self.users = UserStore(self.db)
         self.messages = MessageStore(self.db)
-        self.auth = AuthService(settings, self.users, TokenCodec(settings.signing_key()))
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
+        self.revocations = RevocationMirror(self.bus, self.node_id)
+        self.revoker = Revoker(self.bus, self.mirror.nodes)
+        self.device_store = DeviceStore(self.db)
+        self.devices = DeviceService(settings, self.device_store, self.mirror.routes, self.mirror.nodes)
+        self.auth = AuthService(
+            settings,
+            self.users,
+            TokenCodec(settings.signing_key()),
+            devices=self.devices,
+            revoked=self.revocations.is_revoked,
+        )
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
         self.deliverer = Deliverer(self.bus, self.mirror, self.memberships)
@@ -85,6 +101,18 @@ class ApiNode:
         self.groups = GroupService(
             settings, self.group_store, self.memberships, self.directory, self.deliverer, self.social
         )
+        self.lifecycle = LifecycleService(
+            settings,
+            self.messages,
+            self.group_store,
+            self.memberships,
+            self.sync,
+            self.social,
+            self.directory,
+            self.deliverer,
+            self.mirror.routes,
+            self.mirror.nodes,
+        )
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_lag = LoopLagMonitor(
@@ -105,8 +133,11 @@ class ApiNode:
         """Migrate the database, join the bus, load the registries, start committing."""
         await self.db.migrate()
         await self.bus.connect()
+        await self.revocations.start()
         await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
+        await self._restore_revocations()
+        self.devices.revoke = self._revoke
         self.committer.start()
         subjects = self.bus.subjects
         nc = self.bus.nc
@@ -115,6 +146,7 @@ class ApiNode:
             await nc.subscribe(subjects.barrier, cb=self._on_barrier),
             await nc.subscribe(subjects.social_changed, cb=self._on_social_changed),
             await nc.subscribe(subjects.members_changed, cb=self._on_members_changed),
+            await nc.subscribe(subjects.ephemeral, queue="api", cb=self._on_ephemeral),
         ]
         self.social.announce = self._announce_social
         self.groups.announce = self._announce_members
@@ -132,6 +164,7 @@ class ApiNode:
         await self.committer.stop()
         await self._loop_lag.stop()
         await self.heartbeat.stop()
+        await self.revocations.stop()
         await self.mirror.stop()
         await self.files.stop()
         await self.bus.close()
@@ -147,6 +180,23 @@ class ApiNode:
         url = gateways[chosen].url
         assert url is not None
         return GatewayAssignment(node_id=chosen, url=url)
+
+    # Logged-out sessions -----------------------------------------------------------------------------
+
+    async def _revoke(self, revoked: Sequence[Revoked]) -> None:
+        await self.revoker.revoke(
+            [Revocation(item.session_id, item.user_id, item.device_id, item.expires_at) for item in revoked]
+        )
+
+    async def _restore_revocations(self) -> None:
+        # The database keeps every revocation in force; a NATS that lost the bucket gets them back.
+        stored = await self.device_store.revocations(now=now_ms())
+        restored = await self.revoker.restore(
+            [Revocation(item.session_id, item.user_id, item.device_id, item.expires_at) for item in stored],
+            self.revocations.is_revoked,
+        )
+        if restored:
+            log.warning("api node %s: restored %d revocations the bucket had lost", self.node_id, restored)
 
     # Cache invalidation across API nodes ----------------------------------------------------------
 
@@ -175,6 +225,30 @@ class ApiNode:
                 self.memberships.invalidate(str(event["conversation"]))
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             log.warning("bad membership event: %s", exc)
+
+    # Typing and presence from gateways ------------------------------------------------------------
+
+    async def _on_ephemeral(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle_ephemeral(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle_ephemeral(self, msg: Msg) -> None:
+        # ``{"u": user, "d": device, "typing": {conversation, active}}`` or ``{"u", "d", "online": bool}``.
+        try:
+            event = orjson.loads(msg.data)
+            user_id, device_id = int(event["u"]), str(event["d"])
+            if "typing" in event:
+                typing = TypingFrame.model_validate(event["typing"])
+                await self.lifecycle.typing(user_id, typing.conversation, typing.active)
+            else:
+                await self.lifecycle.device_changed(user_id, device_id, bool(event["online"]))
+        except ServerError:
+            pass  # typing into a conversation the user is not in: nothing to tell anyone
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError) as exc:
+            log.warning("bad ephemeral event: %s", exc)
+        except Exception:
+            log.exception("ephemeral event failed")
 
     # Route barrier --------------------------------------------------------------------------------
 

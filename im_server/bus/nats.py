@@ -20,9 +20,12 @@ from .codec import Delivery, encode_delivery
 from .routes import NodeInfo, NodeTable, RouteTable
 from .subjects import Subjects, parse_route_key
 
-__all__ = ["Bus", "RegistryMirror"]
+__all__ = ["REVOCATION_MARGIN", "Bus", "RegistryMirror"]
 
 log = logging.getLogger(__name__)
+
+REVOCATION_MARGIN = 60
+"""Seconds a revocation outlives the access-token lifetime, for clocks that differ between nodes."""
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
@@ -48,6 +51,7 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._routes: KeyValue | None = None
         self._nodes: KeyValue | None = None
+        self._revoked: KeyValue | None = None
 
     async def connect(self) -> None:
         """Connect (retrying until NATS answers) and make sure the buckets exist."""
@@ -76,6 +80,10 @@ class Bus:
         self._routes = await _ensure_kv(self._js, self.subjects.routes_bucket, history=1)
         self._nodes = await _ensure_kv(
             self._js, self.subjects.nodes_bucket, history=1, ttl=ttl, limit_marker_ttl=max(1.0, ttl)
+        )
+        # A revocation must outlive every access token of its session; expired entries just vanish.
+        self._revoked = await _ensure_kv(
+            self._js, self.subjects.revoked_bucket, history=1, ttl=self.settings.access_token_ttl + REVOCATION_MARGIN
         )
 
     async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
@@ -109,6 +117,12 @@ class Bus:
         """The node registry bucket."""
         assert self._nodes is not None, "connect() first"
         return self._nodes
+
+    @property
+    def revoked(self) -> KeyValue:
+        """The revoked-session bucket."""
+        assert self._revoked is not None, "connect() first"
+        return self._revoked
 
     async def publish_deliveries(self, plan: Mapping[str, Sequence[Delivery]]) -> int:
         """One publish per gateway node; returns the number of publishes."""
@@ -179,7 +193,10 @@ class RegistryMirror:
     def _apply_route(self, entry: Any) -> None:
         user_id, device_id = parse_route_key(entry.key)
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self.routes.remove(user_id, device_id)
+            # The registry keeps delete markers, with their time: the device's "last seen", which
+            # survives restarts of the API nodes.
+            at = entry.created.timestamp() if entry.created is not None else None
+            self.routes.remove(user_id, device_id, at)
         else:
             self.routes.set(user_id, device_id, entry.value.decode())
         if entry.revision and entry.revision > self.route_revision:

@@ -70,18 +70,25 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._routes: dict[int, dict[str, str]] = {}
+        self._last_seen: dict[int, float] = {}
 
     def set(self, user_id: int, device_id: str, node_id: str) -> None:
         """A device connected to a node."""
         self._routes.setdefault(user_id, {})[device_id] = node_id
 
-    def remove(self, user_id: int, device_id: str) -> None:
-        """A device disconnected."""
+    def remove(self, user_id: int, device_id: str, at: float | None = None) -> None:
+        """A device disconnected (``at``: when, in seconds since the epoch)."""
         devices = self._routes.get(user_id)
         if devices is not None:
             devices.pop(device_id, None)
             if not devices:
                 del self._routes[user_id]
+        if at is not None and at > self._last_seen.get(user_id, 0.0):
+            self._last_seen[user_id] = at
+
+    def last_seen(self, user_id: int) -> float | None:
+        """When the user's last device disconnected (seconds since the epoch), if known."""
+        return self._last_seen.get(user_id)
 
     def devices(self, user_id: int) -> dict[str, str]:
         """The user's connected devices and their nodes."""

@@ -23,6 +23,11 @@ class Subjects:
         return f"{self.prefix}.svc.send"
 
     @property
+    def ephemeral(self) -> str:
+        """Typing and presence events from gateways to the API (queue group ``api``, no reply)."""
+        return f"{self.prefix}.svc.ephemeral"
+
+    @property
     def barrier(self) -> str:
         """Route barrier: every API node answers once its route table includes a given revision."""
         return f"{self.prefix}.api.barrier"
@@ -36,6 +41,16 @@ class Subjects:
     def members_changed(self) -> str:
         """Event: a group's membership changed (API nodes drop its roster)."""
         return f"{self.prefix}.evt.members"
+
+    @property
+    def revocation_barrier(self) -> str:
+        """Revocation barrier: every API and gateway node answers once it refuses a given KV revision."""
+        return f"{self.prefix}.sessions.barrier"
+
+    @property
+    def revoked_bucket(self) -> str:
+        """KV with a TTL: session id -> revocation JSON (a logged-out device session)."""
+        return f"{self.prefix}_revoked"
 
     @property
     def routes_bucket(self) -> str:

@@ -23,18 +23,20 @@ from websockets.protocol import State
 
 from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame
-from im_schema.limits import CLOSE_AUTH_TIMEOUT, CLOSE_GOING_AWAY, CLOSE_REPLACED
+from im_schema.limits import CLOSE_AUTH_TIMEOUT, CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_SESSION_REVOKED
 
 from ..bus.codec import decode_delivery
 from ..bus.nats import Bus, RegistryMirror
+from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.sessions import RevocationMirror
 from ..services.ratelimit import RateLimiter
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
-from .session import Authenticated, Close, Forward, GatewaySession, Reply
+from .session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
 
 __all__ = ["GatewayNode"]
 
@@ -57,9 +59,12 @@ class GatewayNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus, follow_routes=False)
         self.barrier = RouteBarrier(self.bus, self.mirror.nodes)
+        self.revocations = RevocationMirror(self.bus, self.node_id, on_revoked=self._on_revoked)
         self._tokens = TokenCodec(settings.signing_key())
         self._ip_limiter: RateLimiter[str] = RateLimiter(settings.connect_rate, settings.connect_burst)
         self.connections: dict[Key, ServerConnection] = {}
+        self._sessions: dict[Key, str] = {}
+        """The device session (token claim ``s``) of each connection in :attr:`connections`."""
         self._lanes = [_SendLane(self) for _ in range(settings.gateway_send_lanes)]
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
@@ -76,6 +81,9 @@ class GatewayNode:
             "im_gateway_forward_batch_size", "Sends per request to the message service.", SIZE_BUCKETS
         )
         self.metrics.gauge("im_gateway_connections", "Authenticated connections.", lambda: len(self.connections))
+        self._revoked_closes = self.metrics.counter(
+            "im_gateway_revoked_connections_total", "Connections closed because their device was logged out."
+        )
         self._loop_lag = LoopLagMonitor(
             self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
         )
@@ -87,6 +95,7 @@ class GatewayNode:
         """Join the bus, purge routes left by an earlier run of this node id, then accept connections."""
         await self.bus.connect()
         await self.mirror.start()
+        await self.revocations.start()
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
@@ -149,6 +158,7 @@ class GatewayNode:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
         await self.barrier.stop()
+        await self.revocations.stop()
         await self._loop_lag.stop()
         await self.mirror.stop()
         await self.bus.close()
@@ -190,7 +200,7 @@ class GatewayNode:
     # Connections ----------------------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        session = GatewaySession(self._tokens, self.node_id)
+        session = GatewaySession(self._tokens, self.node_id, revoked=self.revocations.is_revoked)
         try:
             first = await asyncio.wait_for(connection.recv(), self.settings.auth_timeout)
         except TimeoutError:
@@ -212,6 +222,9 @@ class GatewayNode:
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
+                elif isinstance(action, Typing):
+                    typing = action.frame.model_dump(mode="json", exclude={"type"})
+                    self._ephemeral({"u": key[0], "d": key[1], "typing": typing})
                 else:
                     await self._close(connection, action)
                     break
@@ -222,7 +235,10 @@ class GatewayNode:
 
     async def _register(self, key: Key, connection: ServerConnection, outcome: Authenticated) -> bool:
         previous = self.connections.get(key)
+        # Set before the first await: a revocation applied from now on finds and closes this connection,
+        # and one applied earlier was refused by the session.
         self.connections[key] = connection
+        self._sessions[key] = outcome.session_id
         if previous is not None:
             self._spawn(previous.close(CLOSE_REPLACED, "the same device connected again"))
         try:
@@ -231,6 +247,7 @@ class GatewayNode:
             log.warning("gateway %s: cannot register route %s: %s", self.node_id, key, exc)
             if self.connections.get(key) is connection:
                 del self.connections[key]
+                self._sessions.pop(key, None)
             await connection.close(1011, "route registry unavailable; retry")
             return False
         self._revisions[key] = revision
@@ -239,24 +256,43 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
+        self._ephemeral({"u": key[0], "d": key[1], "online": True})
         return True
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
         if self.connections.get(key) is not connection:
             return  # replaced by a newer connection of the same device, which owns the route now
         del self.connections[key]
+        self._sessions.pop(key, None)
         revision = self._revisions.pop(key, None)
         try:
             # Only if nobody else registered the device meanwhile (on another node).
             await self.bus.routes.delete(route_key(*key), last=revision)
         except Exception as exc:
             log.debug("route %s not removed: %s", key, exc)
+            return
+        self._ephemeral({"u": key[0], "d": key[1], "online": False})
+
+    def _ephemeral(self, event: dict[str, object]) -> None:
+        """Typing and presence go to one API node, no answer expected; losing one is harmless."""
+        if self._stopping:
+            return  # a stopping node's clients come back elsewhere within seconds
+        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
         with contextlib.suppress(ConnectionClosed):
             if action.data is not None:
                 await connection.send(action.data, text=True)
             await connection.close(action.code, action.reason)
+
+    def _on_revoked(self, revocation: Revocation) -> None:
+        key = (revocation.user_id, revocation.device_id)
+        connection = self.connections.get(key)
+        if connection is None or self._sessions.get(key) != revocation.session_id:
+            return  # not here, or a newer session of the device (whose login revoked this one)
+        log.info("gateway %s: closing %s: logged out", self.node_id, key)
+        self._revoked_closes.inc()
+        self._spawn(connection.close(CLOSE_SESSION_REVOKED, "this device was logged out"))
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)

@@ -15,12 +15,26 @@ import orjson
 from pydantic import ValidationError
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import AuthFrame, ErrorFrame, PingFrame, PongFrame, ReadyFrame, SendFrame, client_frames
-from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_PROTOCOL_UNSUPPORTED, SUPPORTED_PROTOCOLS
+from im_schema.frames import (
+    AuthFrame,
+    ErrorFrame,
+    PingFrame,
+    PongFrame,
+    ReadyFrame,
+    SendFrame,
+    TypingFrame,
+    client_frames,
+)
+from im_schema.limits import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_PROTOCOL_UNSUPPORTED,
+    CLOSE_SESSION_REVOKED,
+    SUPPORTED_PROTOCOLS,
+)
 
 from ..services.tokens import ExpiredToken, InvalidToken, TokenCodec
 
-__all__ = ["Action", "Authenticated", "Close", "Forward", "GatewaySession", "Reply"]
+__all__ = ["Action", "Authenticated", "Close", "Forward", "GatewaySession", "Reply", "Typing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +71,14 @@ class Authenticated:
     ready: bytes
 
 
-Action = Reply | Forward | Close
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """Tell the message service the user is typing (fire and forget)."""
+
+    frame: TypingFrame
+
+
+Action = Reply | Forward | Typing | Close
 
 
 def _error(code: ErrorCode, message: str, client_msg_id: str | None = None) -> bytes:
@@ -85,15 +106,33 @@ def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | N
     return ErrorCode.BAD_REQUEST, f"invalid frame: {where}: {first['msg']}"[:300], client_msg_id
 
 
-class GatewaySession:
-    """One connection's protocol state."""
+def _never(_: str) -> bool:
+    return False
 
-    def __init__(self, tokens: TokenCodec, node_id: str, *, clock: Callable[[], float] = time.time) -> None:
+
+class GatewaySession:
+    """One connection's protocol state.
+
+    ``revoked`` says whether a session id was logged out (the node's copy of the revocation bucket);
+    a token of such a session is refused like a forged one, with close code 4012.
+    """
+
+    def __init__(
+        self,
+        tokens: TokenCodec,
+        node_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        revoked: Callable[[str], bool] = _never,
+    ) -> None:
         self._tokens = tokens
         self._node_id = node_id
         self._clock = clock
+        self._revoked = revoked
         self.user_id: int | None = None
         self.device_id: str | None = None
+        self.session_id: str | None = None
+        """The device session of the token, once authenticated."""
 
     def open(self, data: str | bytes) -> Authenticated | Close:
         """Handle the first frame, which must be ``auth``."""
@@ -127,7 +166,13 @@ class GatewaySession:
                 "invalid token",
                 _error(ErrorCode.UNAUTHORIZED, "the access token is not valid"),
             )
-        self.user_id, self.device_id = claims.user_id, claims.device_id
+        if self._revoked(claims.session_id):
+            return Close(
+                CLOSE_SESSION_REVOKED,
+                "logged out",
+                _error(ErrorCode.UNAUTHORIZED, "this device was logged out; log in again"),
+            )
+        self.user_id, self.device_id, self.session_id = claims.user_id, claims.device_id, claims.session_id
         ready = ReadyFrame(node_id=self._node_id, user_id=claims.user_id, device_id=claims.device_id)
         return Authenticated(claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode())
 
@@ -140,6 +185,8 @@ class GatewaySession:
             return Reply(_error(*_explain(exc, raw)))
         if isinstance(frame, SendFrame):
             return Forward(frame, raw)
+        if isinstance(frame, TypingFrame):
+            return Typing(frame)
         if isinstance(frame, PingFrame):
             return Reply(PongFrame(id=frame.id).model_dump_json(exclude_none=True).encode())
         return Reply(_error(ErrorCode.BAD_REQUEST, "already authenticated"))

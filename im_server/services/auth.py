@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +22,9 @@ from ..settings import Settings
 from ..storage import UsernameTaken, UserStore
 from ..storage._util import now_ms
 from .tokens import ExpiredToken, InvalidToken, TokenCodec
+
+if TYPE_CHECKING:
+    from .devices import DeviceService
 
 __all__ = ["AuthService", "Principal"]
 
@@ -37,13 +42,31 @@ def _refresh_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class AuthService:
-    """Passwords (Argon2, hashed off the event loop) and tokens."""
+def _never(_: str) -> bool:
+    return False
 
-    def __init__(self, settings: Settings, users: UserStore, tokens: TokenCodec) -> None:
+
+class AuthService:
+    """Passwords (Argon2, hashed off the event loop) and tokens.
+
+    ``revoked`` tells whether a session was logged out (the node's copy of the revocation bucket);
+    ``devices`` starts and ends device sessions (the per-account limit, revocations).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        users: UserStore,
+        tokens: TokenCodec,
+        *,
+        devices: DeviceService,
+        revoked: Callable[[str], bool] = _never,
+    ) -> None:
         self._settings = settings
         self._users = users
         self._tokens = tokens
+        self._devices = devices
+        self._revoked = revoked
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
@@ -76,14 +99,12 @@ class AuthService:
 
     async def _start(self, user: User, device_id: str) -> Session:
         refresh = secrets.token_urlsafe(32)
-        now = now_ms()
-        session = await self._users.start_session(
+        session = await self._devices.start(
             user.id,
             device_id,
             session_id=secrets.token_hex(12),
             refresh_hash=_refresh_hash(refresh),
-            refresh_expires_at=now + self._settings.refresh_token_ttl * 1000,
-            now=now,
+            refresh_expires_at=now_ms() + self._settings.refresh_token_ttl * 1000,
         )
         return self._session(user, session.device_id, session.session_id, refresh)
 
@@ -110,8 +131,8 @@ class AuthService:
         return self._session(user, session.device_id, session.session_id, new_refresh)
 
     async def logout(self, principal: Principal) -> None:
-        """End the caller's device session: its refresh token stops working."""
-        await self._users.end_session(principal.user_id, principal.device_id, principal.session_id)
+        """End the caller's device session: its tokens stop working on every node."""
+        await self._devices.end_current(principal)
 
     def authenticate(self, token: str) -> Principal:
         """The principal of an access token; raises ``unauthorized`` or ``token_expired``."""
@@ -121,4 +142,6 @@ class AuthService:
             raise Unauthorized("the access token expired", code=ErrorCode.TOKEN_EXPIRED) from None
         except InvalidToken:
             raise Unauthorized("the access token is not valid") from None
+        if self._revoked(claims.session_id):
+            raise Unauthorized("this device was logged out; log in again")
         return Principal(claims.user_id, claims.device_id, claims.session_id)

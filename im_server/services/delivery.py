@@ -48,9 +48,9 @@ class Deliverer:
         """Deliver a message the server wrote itself (a group change)."""
         await self._publish([(message_frame(written.json), await self.recipients(written), None)])
 
-    async def notice(self, users: Iterable[int], notice: BaseModel) -> None:
-        """Push a notice to every online device of ``users``."""
-        await self._publish([(notice_frame(notice), list(users), None)])
+    async def notice(self, users: Iterable[int], notice: BaseModel, skip: tuple[int, str] | None = None) -> None:
+        """Push a notice to every online device of ``users`` (but ``skip``)."""
+        await self._publish([(notice_frame(notice), list(users), skip)])
 
     async def _publish(self, frames: list[tuple[bytes, Iterable[int], tuple[int, str] | None]]) -> None:
         plan = plan_delivery(frames, self._mirror.routes, self._mirror.nodes)

@@ -87,10 +87,20 @@ class MessagingService:
         conversation: str | None,
         client_msg_id: str,
         content: OutgoingContent,
+        reply_to: int | None = None,
+        mentions: Sequence[int] = (),
+        mention_all: bool = False,
     ) -> Written:
         """Store a message and return it once committed; a repeated ``client_msg_id`` returns the original."""
         item = await self.prepare(
-            sender, to=to, conversation=conversation, client_msg_id=client_msg_id, content=content
+            sender,
+            to=to,
+            conversation=conversation,
+            client_msg_id=client_msg_id,
+            content=content,
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
         )
         return await self._committer.enqueue(item, device_id)
 
@@ -109,6 +119,9 @@ class MessagingService:
                     conversation=frame.conversation,
                     client_msg_id=frame.client_msg_id,
                     content=frame.content,
+                    reply_to=frame.reply_to,
+                    mentions=frame.mentions,
+                    mention_all=frame.mention_all,
                 )
                 futures.append(self._committer.enqueue(item, device_id))
             except ServerError as exc:
@@ -132,8 +145,14 @@ class MessagingService:
         conversation: str | None,
         client_msg_id: str,
         content: OutgoingContent,
+        reply_to: int | None = None,
+        mentions: Sequence[int] = (),
+        mention_all: bool = False,
     ) -> NewMessage:
-        """Check every rule for a send and make sure its conversation exists."""
+        """Check every rule for a send and make sure its conversation exists.
+
+        Replies and mentions are checked in the commit, with the membership they depend on.
+        """
         wait = self._limiter.acquire(sender)
         if wait:
             raise RateLimited("too many messages; slow down", retry_after=round(wait, 3))
@@ -143,7 +162,7 @@ class MessagingService:
             )
         stored = await self._stored_content(sender, content)
         target = await self._target(sender, to, conversation)
-        return NewMessage(target, sender, client_msg_id, stored)
+        return NewMessage(target, sender, client_msg_id, stored, reply_to, tuple(mentions), mention_all)
 
     async def _stored_content(self, sender: int, content: OutgoingContent) -> Content:
         """Text as sent; for media, what the server read from the blob (see :mod:`.media`)."""

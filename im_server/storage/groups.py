@@ -13,15 +13,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from im_schema.content import SystemContent
 from im_schema.groups import Group, JoinRequest, Role
 from im_schema.ids import group_conversation
 from im_schema.models import User, format_timestamp
 
 from ._util import ms_to_datetime
 from .engine import Database
-from .messages import Written, message_json
-from .tables import conversations, group_join_requests, groups, members, messages, users
+from .messages import Written, append_system
+from .tables import conversations, group_join_requests, groups, members, users
 from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixed, user_from_row
 
 __all__ = ["Change", "GroupRuleError", "GroupStore", "MemberRow", "Roster"]
@@ -168,6 +167,10 @@ class GroupStore:
         """Approve (the requester joins) or reject a request (owner and admins)."""
         return await self._db.write(_decide_join, group_id, request_id, actor, approve, limit, now)
 
+    async def share_a_group(self, a: int, b: int) -> bool:
+        """Whether two users are both active members of some group."""
+        return await self._db.read(_share_a_group, a, b)
+
     async def managers(self, group_id: int) -> list[int]:
         """The owner and admins."""
         return await self._db.read(_managers, group_id)
@@ -179,29 +182,7 @@ class GroupStore:
 def _system(
     conn: Connection, conversation: str, actor: int, event: str, data: dict[str, Any], now: int, *, roster: bool
 ) -> Written:
-    """Append a system message; with ``roster``, also bump the membership version."""
-    values: dict[str, Any] = {"max_seq": conversations.c.max_seq + 1, "last_at": now}
-    if roster:
-        values["members_version"] = conversations.c.members_version + 1
-    row = conn.execute(
-        update(conversations)
-        .where(conversations.c.id == conversation)
-        .values(**values)
-        .returning(conversations.c.max_seq, conversations.c.members_version)
-    ).one()
-    body = SystemContent(event=event, actor=actor, data=data).model_dump_json().encode()
-    conn.execute(
-        insert(messages).values(
-            conversation_id=conversation,
-            seq=row.max_seq,
-            sender_id=actor,
-            client_msg_id=None,
-            body=body.decode(),
-            created_at=now,
-        )
-    )
-    json = message_json(conversation, row.max_seq, actor, None, _stamp(now), body)
-    return Written(conversation, row.max_seq, actor, None, json, duplicate=False, members_version=row.members_version)
+    return append_system(conn, conversation, actor, event, data, now, roster=roster)
 
 
 def _stamp(ms: int) -> str:
@@ -688,3 +669,21 @@ def _managers(conn: Connection, group_id: int) -> list[int]:
             )
         ).scalars()
     )
+
+
+def _share_a_group(conn: Connection, a: int, b: int) -> bool:
+    mine = members.alias("mine")
+    theirs = members.alias("theirs")
+    row = conn.execute(
+        select(mine.c.conversation_id)
+        .join(theirs, theirs.c.conversation_id == mine.c.conversation_id)
+        .where(
+            mine.c.user_id == a,
+            theirs.c.user_id == b,
+            mine.c.left_seq.is_(None),
+            theirs.c.left_seq.is_(None),
+            mine.c.conversation_id.like("g:%"),
+        )
+        .limit(1)
+    ).first()
+    return row is not None

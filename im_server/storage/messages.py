@@ -12,25 +12,29 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, and_, bindparam, case, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from im_schema.content import Content
-from im_schema.ids import conversation_kind, direct_peer
+from im_schema.content import Content, RecalledContent, SystemContent, TextContent
+from im_schema.ids import conversation_kind, direct_peer, direct_users
 from im_schema.models import ConversationSummary, Message, ReadState, format_timestamp
 
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
 from .files import insert_shares, share_rows
-from .tables import conversations, groups, members, messages
+from .tables import conversations, groups, members, mentions, messages
 
 __all__ = [
+    "UNCOUNTED_KINDS",
+    "LifecycleError",
     "MemberState",
     "MessageStore",
     "NewMessage",
     "Refused",
     "Written",
+    "append_system",
     "message_json",
+    "preview_of",
 ]
 
 _content: TypeAdapter[Content] = TypeAdapter(Content)
@@ -44,6 +48,9 @@ class NewMessage:
     sender: int
     client_msg_id: str | None
     content: Content
+    reply_to: int | None = None
+    mentions: tuple[int, ...] = ()
+    mention_all: bool = False
 
     def body(self) -> bytes:
         """The content as stored: its JSON."""
@@ -109,25 +116,55 @@ class MemberState:
     """Set once the member left: history ends there."""
 
 
+UNCOUNTED_KINDS = ("system", "recalled")
+"""Kinds that never count as unread."""
+REPLY_PREVIEW_LEN = 100
+
+
 def message_json(
-    conversation: str, seq: int, sender: int, client_msg_id: str | None, sent_at: str, body: bytes | str
+    conversation: str,
+    seq: int,
+    sender: int,
+    client_msg_id: str | None,
+    sent_at: str,
+    body: bytes | str,
+    meta: dict[str, Any] | None = None,
 ) -> bytes:
-    """A message's JSON from its stored parts (``body`` is the content's JSON)."""
-    return orjson.dumps(
-        {
-            "conversation": conversation,
-            "seq": seq,
-            "sender": sender,
-            "client_msg_id": client_msg_id,
-            "sent_at": sent_at,
-            "content": orjson.Fragment(body),
-        }
-    )
+    """A message's JSON from its stored parts (``body`` is the content's JSON, ``meta`` the stored extras)."""
+    fields: dict[str, Any] = {
+        "conversation": conversation,
+        "seq": seq,
+        "sender": sender,
+        "client_msg_id": client_msg_id,
+        "sent_at": sent_at,
+        "content": orjson.Fragment(body),
+    }
+    if meta:
+        if "reply" in meta:
+            fields["reply_to"] = meta["reply"]
+        if meta.get("mentions"):
+            fields["mentions"] = meta["mentions"]
+        if meta.get("all"):
+            fields["mention_all"] = True
+        if meta.get("edited_at"):
+            fields["edited_at"] = _timestamp(meta["edited_at"])
+    return orjson.dumps(fields)
+
+
+def _meta(row: Any) -> dict[str, Any] | None:
+    raw = getattr(row, "meta", None)
+    return orjson.loads(raw) if raw else None
 
 
 def _written(row: Any, *, duplicate: bool) -> Written:
     json = message_json(
-        row.conversation_id, row.seq, row.sender_id, row.client_msg_id, _timestamp(row.created_at), row.body
+        row.conversation_id,
+        row.seq,
+        row.sender_id,
+        row.client_msg_id,
+        _timestamp(row.created_at),
+        row.body,
+        _meta(row),
     )
     return Written(row.conversation_id, row.seq, row.sender_id, row.client_msg_id, json, duplicate=duplicate)
 
@@ -137,14 +174,53 @@ def _timestamp(ms: int) -> str:
 
 
 def _message(row: Any) -> Message:
-    return Message.model_construct(
-        conversation=row.conversation_id,
-        seq=row.seq,
-        sender=row.sender_id,
-        client_msg_id=row.client_msg_id,
-        sent_at=ms_to_datetime(row.created_at),
-        content=_content.validate_json(row.body),
+    return _written(row, duplicate=False).message
+
+
+def preview_of(kind: str, body: str | bytes) -> str:
+    """The quote shown in a reply: the start of the text, or the kind of media."""
+    if kind == "text":
+        text = str(orjson.loads(body).get("text", ""))
+        return text if len(text) <= REPLY_PREVIEW_LEN else text[: REPLY_PREVIEW_LEN - 1] + "…"
+    if kind == "recalled":
+        return "[recalled]"
+    return f"[{kind}]"
+
+
+def append_system(
+    conn: Connection,
+    conversation: str,
+    actor: int,
+    event: str,
+    data: dict[str, Any],
+    now: int,
+    *,
+    roster: bool = False,
+) -> Written:
+    """Append a system message (with its own seq); with ``roster``, also bump the membership version."""
+    values: dict[str, Any] = {"max_seq": conversations.c.max_seq + 1, "last_at": now}
+    if roster:
+        values["members_version"] = conversations.c.members_version + 1
+    row = conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation)
+        .values(**values)
+        .returning(conversations.c.max_seq, conversations.c.members_version)
+    ).one()
+    body = SystemContent(event=event, actor=actor, data=data).model_dump_json().encode()
+    conn.execute(
+        insert(messages).values(
+            conversation_id=conversation,
+            seq=row.max_seq,
+            sender_id=actor,
+            client_msg_id=None,
+            body=body.decode(),
+            created_at=now,
+            kind="system",
+        )
     )
+    json = message_json(conversation, row.max_seq, actor, None, _timestamp(now), body)
+    return Written(conversation, row.max_seq, actor, None, json, duplicate=False, members_version=row.members_version)
 
 
 class MessageStore:
@@ -197,6 +273,27 @@ class MessageStore:
         Returns ``[(changed_at_ms, summary)]`` and whether more remain.
         """
         return await self._db.read(_conversations_since, user_id, since, limit)
+
+    async def recall(
+        self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
+    ) -> tuple[Written, Written | None]:
+        """Remove a message's content; returns the recalled message and the ``message_recalled`` system
+        message (``None`` if it had been recalled already). Raises :class:`LifecycleError`."""
+        return await self._db.write(_recall, conversation, seq, actor, window_ms, now)
+
+    async def edit(
+        self, conversation: str, seq: int, actor: int, text: str, *, window_ms: int, now: int
+    ) -> tuple[Written, Written]:
+        """Replace the text of the actor's message; returns it and the ``message_edited`` system message."""
+        return await self._db.write(_edit, conversation, seq, actor, text, window_ms, now)
+
+    async def receipts(self, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
+        """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
+        return await self._db.read(_receipts, conversation, seq)
+
+    async def read_position(self, conversation: str, user_id: int) -> int:
+        """A member's read position (0 if not a member)."""
+        return await self._db.read(_read_position, conversation, user_id)
 
     async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
         """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
@@ -263,36 +360,82 @@ def _history(
     return [_message(row) for row in rows], has_more, max_seq
 
 
+def _effective_read() -> Any:
+    return case((members.c.read_seq > members.c.joined_seq, members.c.read_seq), else_=members.c.joined_seq)
+
+
+def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> Any:
+    """Messages of others above ``read`` (and up to ``ceiling``) that count: not system, not recalled."""
+    counted = messages.alias("counted")
+    return (
+        select(func.count())
+        .select_from(counted)
+        .where(
+            counted.c.conversation_id == conversation,
+            counted.c.seq > read,
+            counted.c.seq <= ceiling,
+            counted.c.kind.not_in(UNCOUNTED_KINDS),
+            counted.c.sender_id != user_id,
+        )
+        .scalar_subquery()
+    )
+
+
 def _conversations_since(
     conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int
 ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
-    changed = case(
-        (conversations.c.last_at > members.c.updated_at, conversations.c.last_at),
-        else_=members.c.updated_at,
-    ).label("changed")
+    peer = members.alias("peer")
+    last_at = conversations.c.last_at
+    mine = members.c.updated_at
+    theirs = func.coalesce(peer.c.updated_at, 0)
+    # The latest of: a new message, my read position, my peer's (read receipts in direct conversations).
+    changed = case((and_(last_at >= mine, last_at >= theirs), last_at), (mine >= theirs, mine), else_=theirs).label(
+        "changed"
+    )
     last = messages.alias("last")
-    visible_max = case((members.c.left_seq.is_(None), conversations.c.max_seq), else_=members.c.left_seq).label(
-        "visible_max"
+    ceiling = case((members.c.left_seq.is_(None), conversations.c.max_seq), else_=members.c.left_seq)
+    read = _effective_read()
+    mentioned = (
+        select(mentions.c.seq)
+        .where(
+            mentions.c.conversation_id == conversations.c.id,
+            mentions.c.seq > read,
+            mentions.c.seq <= ceiling,
+            mentions.c.user_id.in_([user_id, 0]),
+        )
+        .exists()
     )
     query = (
         select(
             conversations.c.id,
             conversations.c.kind,
-            visible_max,
+            ceiling.label("visible_max"),
             members.c.read_seq,
             members.c.joined_seq,
             members.c.left_seq,
             changed,
+            _unread_count(conversations.c.id, user_id, read, ceiling).label("unread"),
+            mentioned.label("mentioned"),
+            peer.c.read_seq.label("peer_read_seq"),
             last.c.conversation_id,
             last.c.seq,
             last.c.sender_id,
             last.c.client_msg_id,
             last.c.body,
             last.c.created_at,
+            last.c.meta,
         )
         .select_from(members)
         .join(conversations, conversations.c.id == members.c.conversation_id)
-        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == visible_max))
+        .outerjoin(
+            peer,
+            and_(
+                peer.c.conversation_id == conversations.c.id,
+                peer.c.user_id != user_id,
+                conversations.c.kind == "direct",
+            ),
+        )
+        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == ceiling))
         .where(members.c.user_id == user_id)
         .order_by(changed, conversations.c.id)
         .limit(limit + 1)
@@ -305,53 +448,166 @@ def _conversations_since(
     result = []
     for row in rows[:limit]:
         last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
-        read_seq = max(row.read_seq, row.joined_seq)
         summary = ConversationSummary.model_construct(
             id=row.id,
             kind=conversation_kind(row.id),
             peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
             max_seq=row.visible_max,
-            read_seq=read_seq,
+            read_seq=max(row.read_seq, row.joined_seq),
             joined_seq=row.joined_seq,
-            unread=max(0, row.visible_max - read_seq),
+            unread=row.unread,
             last_message=last_message,
             updated_at=ms_to_datetime(row.changed),
             left=row.left_seq is not None,
+            mentioned=bool(row.mentioned),
+            peer_read_seq=row.peer_read_seq,
         )
         result.append((row.changed, summary))
     return result, has_more
 
 
 def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now: int) -> ReadState | None:
-    max_seq = conn.execute(
-        select(conversations.c.max_seq).where(conversations.c.id == conversation)
-    ).scalar_one_or_none()
-    if max_seq is None:
-        return None
-    left_seq = conn.execute(
-        select(members.c.left_seq).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
-    ).scalar_one_or_none()
-    if left_seq is not None:
-        max_seq = min(max_seq, left_seq)
-    target = min(seq, max_seq)
-    conn.execute(
-        update(members)
-        .where(
-            members.c.conversation_id == conversation,
-            members.c.user_id == user_id,
-            members.c.read_seq < target,
-        )
-        .values(read_seq=target, updated_at=now)
-    )
     state = conn.execute(
-        select(members.c.read_seq, members.c.joined_seq).where(
-            members.c.conversation_id == conversation, members.c.user_id == user_id
-        )
+        select(members.c.read_seq, members.c.joined_seq, members.c.left_seq, conversations.c.max_seq)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
     ).one_or_none()
     if state is None:
         return None
-    effective = max(state.read_seq, state.joined_seq)
-    return ReadState(conversation=conversation, read_seq=effective, unread=max(0, max_seq - effective))
+    ceiling = state.max_seq if state.left_seq is None else min(state.max_seq, state.left_seq)
+    target = min(seq, ceiling)
+    if target > state.read_seq:
+        conn.execute(
+            update(members)
+            .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+            .values(read_seq=target, updated_at=now)
+        )
+    effective = max(state.read_seq, target, state.joined_seq)
+    unread = conn.execute(select(_unread_count(conversation, user_id, effective, ceiling))).scalar_one()
+    return ReadState(conversation=conversation, read_seq=effective, unread=unread)
+
+
+class LifecycleError(Exception):
+    """A recall or edit is not allowed; ``code`` is an ``ErrorCode`` value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _target(conn: Connection, conversation: str, seq: int, actor: int) -> tuple[Any, Any]:
+    """The message and the actor's membership row, for a recall or an edit."""
+    member = conn.execute(
+        select(members.c.role, members.c.joined_seq, members.c.left_seq).where(
+            members.c.conversation_id == conversation, members.c.user_id == actor
+        )
+    ).one_or_none()
+    if member is None or member.left_seq is not None:
+        raise LifecycleError("conversation_not_found", "the conversation does not exist")
+    row = conn.execute(
+        select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+    ).one_or_none()
+    if row is None or row.seq <= member.joined_seq:
+        raise LifecycleError("not_found", "no such message")
+    return row, member
+
+
+def _recall(
+    conn: Connection, conversation: str, seq: int, actor: int, window_ms: int, now: int
+) -> tuple[Written, Written | None]:
+    row, member = _target(conn, conversation, seq, actor)
+    if row.kind == "recalled":
+        return _written(row, duplicate=True), None
+    if row.kind == "system":
+        raise LifecycleError("forbidden", "system messages cannot be recalled")
+    moderator = conversation.startswith("g:") and member.role in ("owner", "admin")
+    if not moderator:
+        if row.sender_id != actor:
+            raise LifecycleError("forbidden", "you can only recall your own messages")
+        if now - row.created_at >= window_ms:
+            raise LifecycleError("forbidden", f"messages can be recalled within {window_ms // 1000} seconds")
+    body = RecalledContent(by=actor).model_dump_json()
+    meta = _meta(row) or {}
+    meta.pop("mentions", None)
+    meta.pop("all", None)
+    conn.execute(
+        update(messages)
+        .where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+        .values(body=body, kind="recalled", meta=orjson.dumps(meta).decode() if meta else None)
+    )
+    conn.execute(delete(mentions).where(mentions.c.conversation_id == conversation, mentions.c.seq == seq))
+    # Quotes of it in replies go too.
+    quoting = conn.execute(
+        select(messages.c.seq, messages.c.meta).where(
+            messages.c.conversation_id == conversation, messages.c.reply_to == seq
+        )
+    ).all()
+    for quote in quoting:
+        quote_meta = _meta(quote) or {}
+        if "reply" in quote_meta:
+            quote_meta["reply"]["preview"] = preview_of("recalled", "")
+            conn.execute(
+                update(messages)
+                .where(messages.c.conversation_id == conversation, messages.c.seq == quote.seq)
+                .values(meta=orjson.dumps(quote_meta).decode())
+            )
+    notice = append_system(conn, conversation, actor, "message_recalled", {"seq": seq}, now)
+    recalled = conn.execute(
+        select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+    ).one()
+    return _written(recalled, duplicate=False), notice
+
+
+def _edit(
+    conn: Connection, conversation: str, seq: int, actor: int, text: str, window_ms: int, now: int
+) -> tuple[Written, Written]:
+    row, _ = _target(conn, conversation, seq, actor)
+    if row.sender_id != actor:
+        raise LifecycleError("forbidden", "you can only edit your own messages")
+    if row.kind != "text":
+        raise LifecycleError("forbidden", "only text messages can be edited")
+    if now - row.created_at >= window_ms:
+        raise LifecycleError("forbidden", f"messages can be edited within {window_ms // 1000} seconds")
+    content = TextContent.model_validate_json(row.body).model_copy(update={"text": text})
+    meta = _meta(row) or {}
+    meta["edited_at"] = now
+    conn.execute(
+        update(messages)
+        .where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+        .values(body=content.model_dump_json(), meta=orjson.dumps(meta).decode())
+    )
+    notice = append_system(conn, conversation, actor, "message_edited", {"seq": seq, "text": text}, now)
+    edited = conn.execute(
+        select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+    ).one()
+    return _written(edited, duplicate=False), notice
+
+
+def _receipts(conn: Connection, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
+    sender = conn.execute(
+        select(messages.c.sender_id).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
+    ).scalar_one_or_none()
+    if sender is None:
+        return None
+    rows = conn.execute(
+        select(members.c.user_id, members.c.read_seq).where(
+            members.c.conversation_id == conversation,
+            members.c.joined_seq < seq,
+            (members.c.left_seq.is_(None)) | (members.c.left_seq >= seq),
+            members.c.user_id != sender,
+        )
+    ).all()
+    read = sorted(row.user_id for row in rows if row.read_seq >= seq)
+    unread = sorted(row.user_id for row in rows if row.read_seq < seq)
+    return sender, read, unread
+
+
+def _read_position(conn: Connection, conversation: str, user_id: int) -> int:
+    value = conn.execute(
+        select(members.c.read_seq).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+    ).scalar_one_or_none()
+    return int(value or 0)
 
 
 # The statements of the hot path, built once (building them costs more than running them).
@@ -377,7 +633,8 @@ def _write_batch(
     conn: Connection, items: Sequence[NewMessage], now: int, look_for_duplicates: bool
 ) -> list[Written | Refused | None]:
     results: list[Written | Refused | None] = [None] * len(items)
-    refusals = _group_refusals(conn, items, now)
+    refusals, roles = _group_refusals(conn, items, now)
+    item_refusals, replies = _replies_and_mentions(conn, items, roles)
 
     # 1. Sends that were stored before (a retry after a lost answer) get the stored message back.
     keys = {(item.sender, item.client_msg_id) for item in items if item.client_msg_id is not None}
@@ -395,7 +652,7 @@ def _write_batch(
     repeats: list[tuple[int, int]] = []
     counts: dict[str, int] = {}
     for index, item in enumerate(items):
-        refusal = refusals.get((item.conversation, item.sender))
+        refusal = refusals.get((item.conversation, item.sender)) or item_refusals.get(index)
         if refusal is not None:
             results[index] = refusal
             continue
@@ -433,6 +690,7 @@ def _write_batch(
     # 4. Insert, and move each sender's read position past their own message.
     rows_out: list[dict[str, Any]] = []
     shares: list[dict[str, Any]] = []
+    mention_rows: list[dict[str, Any]] = []
     read_up_to: dict[tuple[str, int], int] = {}
     sent_at = _timestamp(now)
     for index in fresh:
@@ -442,6 +700,17 @@ def _write_batch(
         seq = next_seq[item.conversation]
         next_seq[item.conversation] = seq + 1
         body = item.body()
+        meta: dict[str, Any] = {}
+        if index in replies:
+            meta["reply"] = replies[index]
+        if item.mentions:
+            meta["mentions"] = sorted(set(item.mentions))
+            mention_rows.extend(
+                {"conversation_id": item.conversation, "seq": seq, "user_id": user} for user in meta["mentions"]
+            )
+        if item.mention_all:
+            meta["all"] = True
+            mention_rows.append({"conversation_id": item.conversation, "seq": seq, "user_id": 0})
         rows_out.append(
             {
                 "conversation_id": item.conversation,
@@ -450,11 +719,14 @@ def _write_batch(
                 "client_msg_id": item.client_msg_id,
                 "body": body.decode(),
                 "created_at": now,
+                "kind": item.content.kind,
+                "reply_to": item.reply_to if index in replies else None,
+                "meta": orjson.dumps(meta).decode() if meta else None,
             }
         )
         read_up_to[(item.conversation, item.sender)] = seq
         shares.extend(share_rows(item.content, item.conversation, seq))
-        json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body)
+        json = message_json(item.conversation, seq, item.sender, item.client_msg_id, sent_at, body, meta)
         results[index] = Written(
             item.conversation,
             seq,
@@ -471,24 +743,34 @@ def _write_batch(
         )
         if shares:
             insert_shares(conn, shares)  # who may download the blobs these messages carry
+        if mention_rows:
+            conn.execute(insert(mentions), mention_rows)
     for index, first in repeats:
         written = results[first]
         results[index] = written.again() if isinstance(written, Written) else written
     return results
 
 
-def _group_refusals(conn: Connection, items: Sequence[NewMessage], now: int) -> dict[tuple[str, int], Refused]:
-    """Group sends whose sender is not an active member, is muted, or whose group is dissolved.
+def _group_refusals(
+    conn: Connection, items: Sequence[NewMessage], now: int
+) -> tuple[dict[tuple[str, int], Refused], dict[tuple[str, int], Any]]:
+    """Group sends whose sender is not an active member, is muted, or whose group is dissolved; also the
+    senders' membership rows (role, joined_seq) for the other checks.
 
     Checked inside the commit so that a kick or a mute on another node cannot race a send.
     """
     pairs = {(item.conversation, item.sender) for item in items if item.conversation.startswith("g:")}
     if not pairs:
-        return {}
+        return {}, {}
     conversation_ids = {conversation for conversation, _ in pairs}
     rows = conn.execute(
         select(
-            members.c.conversation_id, members.c.user_id, members.c.role, members.c.muted_until, members.c.left_seq
+            members.c.conversation_id,
+            members.c.user_id,
+            members.c.role,
+            members.c.muted_until,
+            members.c.left_seq,
+            members.c.joined_seq,
         ).where(members.c.conversation_id.in_(conversation_ids), members.c.user_id.in_({user for _, user in pairs}))
     ).all()
     roles = {(row.conversation_id, row.user_id): row for row in rows}
@@ -512,4 +794,58 @@ def _group_refusals(conn: Connection, items: Sequence[NewMessage], now: int) -> 
             refusals[pair] = Refused("muted", "you are muted in this group")
         elif group.muted_all and member.role == "member":
             refusals[pair] = Refused("muted", "only the owner and admins may speak while the group is muted")
-    return refusals
+    return refusals, roles
+
+
+def _replies_and_mentions(
+    conn: Connection, items: Sequence[NewMessage], roles: dict[tuple[str, int], Any]
+) -> tuple[dict[int, Refused], dict[int, dict[str, Any]]]:
+    """Check replies (the message exists and the sender may see it) and mentions (of members only;
+    ``@all`` by group owners and admins); returns refusals and reply previews, by item index."""
+    refusals: dict[int, Refused] = {}
+    previews: dict[int, dict[str, Any]] = {}
+    wanted = {(item.conversation, item.reply_to) for item in items if item.reply_to is not None}
+    originals: dict[tuple[str, int], Any] = {}
+    if wanted:
+        rows = conn.execute(
+            select(
+                messages.c.conversation_id, messages.c.seq, messages.c.sender_id, messages.c.kind, messages.c.body
+            ).where(tuple_(messages.c.conversation_id, messages.c.seq).in_(list(wanted)))
+        ).all()
+        originals = {(row.conversation_id, row.seq): row for row in rows}
+    mentioned_groups = {item.conversation for item in items if item.mentions and item.conversation.startswith("g:")}
+    present: set[tuple[str, int]] = set()
+    if mentioned_groups:
+        users = {user for item in items for user in item.mentions}
+        member_rows = conn.execute(
+            select(members.c.conversation_id, members.c.user_id).where(
+                members.c.conversation_id.in_(mentioned_groups),
+                members.c.user_id.in_(users),
+                members.c.left_seq.is_(None),
+            )
+        ).all()
+        present = {(row.conversation_id, row.user_id) for row in member_rows}
+    for index, item in enumerate(items):
+        member = roles.get((item.conversation, item.sender))
+        if item.reply_to is not None:
+            original = originals.get((item.conversation, item.reply_to))
+            floor = member.joined_seq if member is not None else 0
+            if original is None or original.kind in UNCOUNTED_KINDS or original.seq <= floor:
+                refusals[index] = Refused("bad_request", "there is no such message to reply to")
+                continue
+            previews[index] = {
+                "seq": original.seq,
+                "sender": original.sender_id,
+                "preview": preview_of(original.kind, original.body),
+            }
+        if item.mention_all and (member is None or member.role not in ("owner", "admin")):
+            refusals[index] = Refused("forbidden", "only group owners and admins may mention everyone")
+            continue
+        if item.mentions:
+            if item.conversation.startswith("g:"):
+                strangers = [user for user in item.mentions if (item.conversation, user) not in present]
+            else:
+                strangers = [user for user in item.mentions if user not in direct_users(item.conversation)]
+            if strangers:
+                refusals[index] = Refused("bad_request", f"not in this conversation: {sorted(set(strangers))}")
+    return refusals, previews

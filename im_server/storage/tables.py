@@ -29,8 +29,10 @@ __all__ = [
     "group_join_requests",
     "groups",
     "members",
+    "mentions",
     "messages",
     "metadata",
+    "revoked_sessions",
     "users",
 ]
 
@@ -70,6 +72,19 @@ devices = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("user_id", "device_id"),
+)
+
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    # Device sessions ended (logout, or a new login of the same device) while access tokens issued for
+    # them may still be valid. Nodes refuse those tokens through the <prefix>_revoked KV bucket; these
+    # rows put entries back into the bucket if NATS lost it. Kept until no such token can be valid.
+    Column("session_id", String(32), primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index(None, "expires_at"),
 )
 
 conversations = Table(
@@ -114,8 +129,23 @@ messages = Table(
     Column("client_msg_id", String(64), nullable=True),
     Column("body", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="text"),
+    # The content's kind, for counting: system messages and recalled ones do not count as unread.
+    Column("reply_to", BigInteger, nullable=True),
+    Column("meta", Text, nullable=True),
+    # JSON: the reply preview, mentions, when it was edited.
     PrimaryKeyConstraint("conversation_id", "seq"),
     UniqueConstraint("sender_id", "client_msg_id"),
+)
+
+mentions = Table(
+    "mentions",
+    metadata,
+    Column("conversation_id", String(48), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    # 0 stands for @all.
+    PrimaryKeyConstraint("conversation_id", "seq", "user_id"),
 )
 
 friend_requests = Table(

@@ -283,7 +283,13 @@ def test_payload_excludes_path_params_and_none():
 def test_payload_is_json_ready():
     request = SendMessageRequest(to="bob", client_msg_id="abcdefgh", content=TextContent(text="hi"))
     payload = request.payload()
-    assert payload == {"to": "bob", "client_msg_id": "abcdefgh", "content": {"kind": "text", "text": "hi"}}
+    assert payload == {
+        "to": "bob",
+        "client_msg_id": "abcdefgh",
+        "content": {"kind": "text", "text": "hi"},
+        "mentions": [],
+        "mention_all": False,
+    }
     assert json.loads(json.dumps(payload)) == payload
 
 

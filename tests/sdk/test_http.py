@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import threading
 import time
 
 import httpx
@@ -111,14 +112,26 @@ async def call(result):
 
 @pytest.fixture
 def no_sleep(monkeypatch):
-    """Record the retry pauses of send_text instead of sleeping."""
+    """Record the retry pauses of send_text instead of sleeping (only this thread's: a cluster of an
+    earlier test may still run in a background thread and must keep its real sleeps)."""
     pauses = []
+    real_async_sleep, real_sleep = asyncio.sleep, time.sleep
+    this_thread = threading.get_ident()
 
-    async def fake_async_sleep(delay):
+    async def fake_async_sleep(delay, *args, **kwargs):
+        if threading.get_ident() != this_thread:
+            return await real_async_sleep(delay, *args, **kwargs)
         pauses.append(delay)
+        return None
+
+    def fake_sleep(delay):
+        if threading.get_ident() != this_thread:
+            return real_sleep(delay)
+        pauses.append(delay)
+        return None
 
     monkeypatch.setattr(asyncio, "sleep", fake_async_sleep)
-    monkeypatch.setattr(time, "sleep", pauses.append)
+    monkeypatch.setattr(time, "sleep", fake_sleep)
     return pauses
 
 

@@ -186,7 +186,7 @@ def test_malformed_json(ready_session):
     assert error_of(result.data).code == "bad_request"
 
 
-@pytest.mark.parametrize("data", ['{"type": "typing"}', '{"type": "message"}', '{"no_type": 1}'])
+@pytest.mark.parametrize("data", ['{"type": "teleport"}', '{"type": "message"}', '{"no_type": 1}'])
 def test_unknown_type(ready_session, data):
     result = ready_session.receive(data)
     assert isinstance(result, Reply)

@@ -174,7 +174,7 @@ class TestCluster:
         nc = await nats.connect(self.settings.nats_url)
         try:
             js = nc.jetstream()
-            for bucket in (f"{self.settings.subject_prefix}_routes", f"{self.settings.subject_prefix}_nodes"):
+            for bucket in (f"{self.settings.subject_prefix}_{name}" for name in ("routes", "nodes", "revoked")):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(bucket)
             with contextlib.suppress(Exception):

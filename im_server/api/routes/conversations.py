@@ -59,4 +59,4 @@ async def mark_read(
 ) -> ReadState:
     """Mark read up to ``seq``. Read state never moves backward and is shared by all my devices."""
     request = parse(MarkReadRequest, **{**body, "conversation": conversation})
-    return await node.sync.mark_read(principal.user_id, request.conversation, request.seq)
+    return await node.lifecycle.mark_read(principal.user_id, principal.device_id, request.conversation, request.seq)

@@ -26,5 +26,8 @@ async def send_message(body: SendMessageRequest, node: NodeDep, principal: Princ
         conversation=body.conversation,
         client_msg_id=body.client_msg_id,
         content=body.content,
+        reply_to=body.reply_to,
+        mentions=body.mentions,
+        mention_all=body.mention_all,
     )
     return Response(written.json, media_type="application/json")  # serialized once, by the writer
