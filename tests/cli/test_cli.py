@@ -144,3 +144,38 @@ def test_markup_in_messages_is_shown_verbatim(sqlite_cluster, im):
     assert shown.exit_code == 0
     assert hostile in shown.stdout
     assert im("-P", "bob", "conversations").exit_code == 0
+
+
+def test_read_recall_edit_reply_and_mention(sqlite_cluster, im):
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    _login(im, url, "alice", alice)
+    _login(im, url, "bob", bob)
+    first = json.loads(im("-P", "alice", "send", bob, "first", "--json").stdout)
+    second = json.loads(im("-P", "alice", "send", bob, "second", "--json").stdout)
+    conversation = first["conversation"]
+    table = im("-P", "bob", "conversations").stdout
+    assert conversation in table
+
+    state = json.loads(im("-P", "bob", "read", alice, str(first["seq"]), "--json").stdout)
+    assert (state["read_seq"], state["unread"]) == (first["seq"], 1)
+    assert "0 unread" in im("-P", "bob", "read", conversation).stdout
+
+    reply = im("-P", "bob", "send", alice, "got it", "--reply", str(second["seq"]), "--mention", alice, "--json")
+    assert reply.exit_code == 0, reply.output
+    answer = json.loads(reply.stdout)
+    assert answer["reply_to"]["preview"] == "second"
+    assert answer["mentions"] == [first["sender"]]
+    assert "@" in im("-P", "alice", "conversations").stdout  # an unread mention is flagged
+
+    assert im("-P", "alice", "edit", bob, str(second["seq"]), "second, fixed").exit_code == 0
+    assert im("-P", "alice", "recall", bob, str(first["seq"])).exit_code == 0
+    history = json.loads(im("-P", "bob", "history", alice, "--json").stdout)
+    by_seq = {m["seq"]: m for m in history}
+    assert by_seq[first["seq"]]["content"]["kind"] == "recalled"
+    assert by_seq[second["seq"]]["content"]["text"] == "second, fixed"
+    shown = im("-P", "bob", "history", alice).stdout
+    assert "recalled" in shown
+    refused = im("-P", "bob", "recall", alice, str(second["seq"]))
+    assert refused.exit_code == 1
+    assert "your own" in refused.stderr
