@@ -101,6 +101,8 @@ _SYSTEM = {
     "member_muted": "muted {user} until {until}",
     "member_unmuted": "unmuted {user}",
     "nickname_set": "is now called {nickname}",
+    "message_recalled": "recalled #{seq}",
+    "message_edited": "edited #{seq}",
 }
 
 
