@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -524,13 +524,14 @@ class AsyncClient:
 
     # Real time ------------------------------------------------------------------------------------
 
-    async def messages(self, *, start: StartFrom = "unread") -> AsyncIterator[AsyncMessageEvent]:
+    async def messages(self, *, start: StartFrom = "unread") -> AsyncGenerator[AsyncMessageEvent, None]:
         """Only the messages of :meth:`events` (what bots and scripts usually want)."""
-        async for event in self.events(start=start):
-            if isinstance(event, MessageEvent):
-                yield event
+        async with contextlib.aclosing(self.events(start=start)) as events:
+            async for event in events:
+                if isinstance(event, MessageEvent):
+                    yield event
 
-    async def events(self, *, start: StartFrom = "unread") -> AsyncIterator[Event[Coroutine[Any, Any, Message]]]:
+    async def events(self, *, start: StartFrom = "unread") -> AsyncGenerator[Event[Coroutine[Any, Any, Message]], None]:
         """Everything for this device as it arrives, forever: messages, recalls and edits, read positions,
         typing, presence and other notices (see :mod:`im_sdk.events`).
 
@@ -546,10 +547,13 @@ class AsyncClient:
         delays = self._backoff.delays()
         while True:
             try:
-                async for item in self._connected(engine):
-                    delays = self._backoff.delays()  # a working connection resets the backoff
-                    with self._cursors.yielding(item):
-                        yield to_event(item if isinstance(item, Message) else item.notice, self)
+                # Closed as soon as this generator is (a consumer that stops early closes the connection
+                # now, not whenever the event loop finalizes abandoned generators).
+                async with contextlib.aclosing(self._connected(engine)) as connected:
+                    async for item in connected:
+                        delays = self._backoff.delays()  # a working connection resets the backoff
+                        with self._cursors.yielding(item):
+                            yield to_event(item if isinstance(item, Message) else item.notice, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -562,7 +566,7 @@ class AsyncClient:
             engine.reset_fetching()
             await asyncio.sleep(delay)
 
-    async def _connected(self, engine: SyncEngine) -> AsyncIterator[Message | NoticeFrame]:
+    async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame, None]:
         assignment = await self.request(GatewayRequest())
         try:
             connection = await websockets.connect(
