@@ -32,21 +32,19 @@ T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def _message(conversation: str, seq: int) -> Message:
-    return Message(
-        conversation=conversation, seq=seq, sender=2, sent_at=T0, content={"kind": "text", "text": "hello"}
-    )
+    return Message(conversation=conversation, seq=seq, sender=2, sent_at=T0, content={"kind": "text", "text": "hello"})
 
 
 def _run(directory: Path, conversations: int, messages: int, burst: int) -> tuple[list[float], float, int]:
     keeper = CursorKeeper(directory / f"state-{burst}.sqlite3", "http://bench")
-    engine = SyncEngine(start="all", watermarks={f"g:{i}": 0 for i in range(conversations)})
+    engine = SyncEngine(start="all", watermarks={f"g:{i + 1}": 0 for i in range(conversations)})
     keeper.ready(engine, 1, "bench")
     seqs = dict.fromkeys(range(conversations), 0)
     batches = []
     for index in range(messages):
         number = (index * 7919) % conversations
         seqs[number] += 1
-        batches.append(_message(f"g:{number}", seqs[number]))
+        batches.append(_message(f"g:{number + 1}", seqs[number]))
     saves: list[float] = []
     started = time.perf_counter()
     save_time = 0.0

@@ -48,6 +48,8 @@ class Checkpoint:
         self._waiting = 0
         self._safe_since = saved.since if saved else None
         self._saved = Cursors(saved.since, dict(saved.watermarks)) if saved else Cursors()
+        self._dirty: set[str] = engine.touched()
+        """Conversations whose watermark may differ from the saved one (so a save costs what changed)."""
         self._unsaved = 0
 
     @property
@@ -70,6 +72,7 @@ class Checkpoint:
 
     def yielded(self, message: Message) -> None:
         """The application was given this message."""
+        self._dirty.add(message.conversation)
         pending = self._pending.get(message.conversation)
         if pending:
             if pending[0] == message.seq:
@@ -92,21 +95,28 @@ class Checkpoint:
         The engine counts those messages as delivered, so this run will not yield them again; a
         restarted client, reading what was saved before, will.
         """
+        self._dirty.update(self._pending)
         self._pending.clear()
         self._waiting = 0
         self._safe_since = self._engine.since
 
     def changes(self) -> Cursors | None:
         """What is safe to save and differs from what was saved; ``None`` if nothing does."""
-        watermarks = self._engine.watermarks()
-        for conversation, pending in self._pending.items():
-            below = pending[0] - 1
-            if watermarks.get(conversation, below) > below:
-                watermarks[conversation] = below
-        saved = self._saved.watermarks
-        changed = {conversation: seq for conversation, seq in watermarks.items() if saved.get(conversation) != seq}
-        since = self._engine.since if self._waiting == 0 else self._safe_since
+        engine, saved = self._engine, self._saved.watermarks
+        self._dirty |= engine.touched()
+        changed: dict[str, int] = {}
+        for conversation in self._dirty | self._pending.keys():
+            watermark = engine.watermark(conversation)
+            if watermark is None:
+                continue
+            pending = self._pending.get(conversation)
+            if pending:
+                watermark = min(watermark, pending[0] - 1)
+            if saved.get(conversation) != watermark:
+                changed[conversation] = watermark
+        since = engine.since if self._waiting == 0 else self._safe_since
         if not changed and since == self._saved.since:
+            self._dirty.clear()
             self._unsaved = 0
             return None
         return Cursors(since, changed)
@@ -115,4 +125,5 @@ class Checkpoint:
         """The store holds ``cursors`` now (as returned by :meth:`changes`)."""
         self._saved.watermarks.update(cursors.watermarks)
         self._saved = Cursors(cursors.since, self._saved.watermarks)
+        self._dirty.clear()  # conversations with messages still waiting are looked at every time
         self._unsaved = 0

@@ -84,6 +84,8 @@ class SyncEngine:
         """Conversations the current pass reported, not yet delivered up to the ``max_seq`` reported."""
         self._pass_cursor: str | None = None
         """The final cursor of the current pass, waiting for :attr:`_pass` to empty."""
+        self._touched: set[str] = set(self._conversations)
+        """Conversations whose watermark may have moved since :meth:`touched` was last called."""
 
     # Introspection --------------------------------------------------------------------------------
 
@@ -96,6 +98,11 @@ class SyncEngine:
         """Every conversation's watermark, e.g. to persist them."""
         return {conversation: state.watermark for conversation, state in self._conversations.items()}
 
+    def touched(self) -> set[str]:
+        """The conversations whose watermark may have moved since the last call (to save only those)."""
+        touched, self._touched = self._touched, set()
+        return touched
+
     # Inputs ---------------------------------------------------------------------------------------
 
     def resume(self, watermarks: dict[str, int], since: str | None) -> None:
@@ -104,6 +111,7 @@ class SyncEngine:
         A watermark only moves forward (this run may have sent messages already), and ``since`` is
         taken only if this engine has none.
         """
+        self._touched.update(watermarks)
         for conversation, seq in watermarks.items():
             state = self._conversations.get(conversation)
             if state is None:
@@ -130,6 +138,7 @@ class SyncEngine:
         """This client's send was stored as ``message``: count its seq as delivered."""
         if message.client_msg_id is not None:
             self._sending.discard(message.client_msg_id)
+        self._touched.add(message.conversation)
         state = self._state_for_push(message.conversation)
         if message.seq <= state.watermark:
             return
@@ -153,6 +162,7 @@ class SyncEngine:
         """A page of "conversations since"; fetches whatever each conversation is missing."""
         actions: list[Action] = []
         for summary in page.conversations:
+            self._touched.add(summary.id)
             state = self._conversations.get(summary.id)
             if state is None:
                 state = self._conversations[summary.id] = _Conversation(self._initial(summary))
@@ -168,6 +178,7 @@ class SyncEngine:
 
     def on_push(self, message: Message) -> list[Action]:
         """A message pushed by the gateway."""
+        self._touched.add(message.conversation)
         state = self._state_for_push(message.conversation)
         seq = message.seq
         if seq <= state.watermark or seq in state.held or seq in state.own:
@@ -192,6 +203,7 @@ class SyncEngine:
 
     def on_history(self, fetch: Fetch, page: MessagePage) -> list[Action]:
         """The answer to a :class:`Fetch`."""
+        self._touched.add(fetch.conversation)
         state = self._conversations.setdefault(fetch.conversation, _Conversation(fetch.after))
         actions: list[Action] = []
         last = fetch.after

@@ -44,6 +44,22 @@ CREATE TABLE IF NOT EXISTS watermarks (
 """
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # Ctrl-C may land anywhere in here, and must go on up unchanged. A transaction it left open is
+    # rolled back by the next one.
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class CursorStore:
     """Sync cursors in one SQLite file, per account; the file is created (mode 0600) on first use."""
 
@@ -78,8 +94,7 @@ class CursorStore:
         """Store ``since`` and the given watermarks (other conversations keep theirs), in one transaction."""
         with self._lock:
             db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 db.execute(
                     "INSERT INTO accounts (account, since) VALUES (?, ?)"
                     " ON CONFLICT (account) DO UPDATE SET since = excluded.since",
@@ -91,20 +106,15 @@ class CursorStore:
                         " ON CONFLICT (account, conversation) DO UPDATE SET seq = excluded.seq",
                         [(account, conversation, seq) for conversation, seq in cursors.watermarks.items()],
                     )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     def forget(self, account: str | None = None) -> None:
         """Remove one account's cursors, or every account's."""
         with self._lock:
             db = self._connect()
             where, args = ("WHERE account = ?", (account,)) if account is not None else ("", ())
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(f"DELETE FROM watermarks {where}", args)
-            db.execute(f"DELETE FROM accounts {where}", args)
-            db.execute("COMMIT")
+            with _transaction(db):
+                db.execute(f"DELETE FROM watermarks {where}", args)
+                db.execute(f"DELETE FROM accounts {where}", args)
 
     def accounts(self) -> list[str]:
         """The accounts with saved cursors."""

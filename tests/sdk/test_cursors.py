@@ -336,7 +336,7 @@ class _Server:
         return history(fetch.conversation, seqs, max_seq=self.seqs[fetch.conversation])
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(100))
 def test_a_crash_never_skips_and_repeats_at_most_a_batch(tmp_path, seed):
     rng = random.Random(seed)
     every = rng.choice([1, 3, 8])
