@@ -541,7 +541,7 @@ class Client:
                     break
             yield from self._run(engine, pending)
             try:
-                for data in connection:
+                for data in _received(connection):
                     frame = _decode(data)
                     if isinstance(frame, MessageFrame):
                         yield from self._run(engine, engine.on_push(frame.message))
@@ -592,6 +592,19 @@ class Client:
             queue[0:0] = engine.on_history(action, page)
         self._cursors.handed(out)
         return out
+
+
+def _received(connection: ClientConnection) -> Iterator[str | bytes]:
+    """The frames of a connection, like iterating over it, but waking up every second.
+
+    The connection's own thread may be the one the kernel hands SIGINT to; a main thread blocked on a
+    lock without a timeout would then not see Ctrl-C until the next frame arrived.
+    """
+    while True:
+        try:
+            yield connection.recv(timeout=1.0)
+        except TimeoutError:
+            continue
 
 
 def _decode(data: str | bytes) -> Any:

@@ -1,0 +1,137 @@
+"""`im devices`, `im devices logout`, `im logout --all`, and `im listen` resuming after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+from tests.support.cluster import PASSWORD
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def _login(im, url: str, profile: str, username: str, device: str) -> None:
+    result = im(
+        "--server", url, "-P", profile, "login", username, "--device", device, "--password-stdin", input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _register(im, url: str, username: str) -> None:
+    result = im("--server", url, "-P", "x", "register", username, "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+
+
+def test_devices_list_and_logout(sqlite_cluster, im):
+    url = sqlite_cluster.url
+    alice = _name("alice")
+    _register(im, url, alice)
+    for profile in ("phone", "laptop", "tablet"):
+        _login(im, url, profile, alice, profile)
+
+    listed = json.loads(im("-P", "phone", "devices", "--json").stdout)
+    assert [(d["device_id"], d["current"], d["connected"]) for d in listed] == [
+        ("phone", True, False),
+        ("laptop", False, False),
+        ("tablet", False, False),
+    ]
+    assert json.loads(im("-P", "phone", "devices", "list", "--json").stdout) == listed
+    table = im("-P", "phone", "devices").stdout
+    assert "phone (this one)" in table and "laptop" in table and "last seen" in table
+
+    logged_out = im("-P", "phone", "devices", "logout", "laptop")
+    assert logged_out.exit_code == 0 and "logged out laptop" in logged_out.stdout
+    refused = im("-P", "laptop", "whoami")
+    assert refused.exit_code == 2 and "logged out" in refused.stderr
+    missing = im("-P", "phone", "devices", "logout", "laptop")
+    assert missing.exit_code == 1 and "no device 'laptop'" in missing.stderr
+
+    # Logging out this device through `devices logout` forgets the profile's tokens.
+    result = json.loads(im("-P", "tablet", "devices", "logout", "tablet", "--json").stdout)
+    assert result == {"devices": ["tablet"], "current": True}
+    assert "not logged in" in im("-P", "tablet", "whoami").stderr
+
+    _login(im, url, "laptop", alice, "laptop")
+    everything = im("-P", "laptop", "logout", "--all")
+    assert everything.exit_code == 0, everything.output
+    assert "logged out 2 device(s): laptop, phone" in everything.stdout
+    assert im("-P", "phone", "whoami").exit_code == 2
+    assert "not logged in" in im("-P", "laptop", "whoami").stderr
+    assert im("-P", "laptop", "logout", "--all").exit_code == 1
+
+
+def _listen(env: dict[str, str]):
+    """`im listen --json` in a process of its own, and the lines it prints, as they come."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from im_cli.main import main; main()", "listen", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[dict] = []
+    arrived = threading.Condition()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with arrived:
+                lines.append(json.loads(line))
+                arrived.notify_all()
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def wait(count: int) -> list[dict]:
+        with arrived:
+            assert arrived.wait_for(lambda: len(lines) >= count, 30), process.stderr.read() if process.poll() else ""
+            return list(lines)
+
+    return process, wait
+
+
+def _interrupt(process) -> None:
+    """Ctrl-C, and wait for the process to end."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
+        process.wait(10)
+        raise AssertionError(process.stderr.read()) from None
+
+
+def test_listen_resumes_after_a_restart(sqlite_cluster, im, config_dir):
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    for name in (alice, bob):
+        _register(im, url, name)
+        _login(im, url, name[:3], name, "term")
+    im("-P", "ali", "send", bob, "one")
+    im("-P", "ali", "send", bob, "two")
+
+    env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob", "PYTHONFAULTHANDLER": "1"}
+    listener, wait = _listen(env)
+    try:
+        assert [m["content"]["text"] for m in wait(2)] == ["one", "two"]
+    finally:
+        _interrupt(listener)
+    assert (config_dir / "state" / "bob.sqlite3").exists()
+
+    im("-P", "ali", "send", bob, "three")  # while nobody listens
+    listener, wait = _listen(env)
+    try:
+        assert [m["content"]["text"] for m in wait(1)] == ["three"]  # not one and two again
+        im("-P", "ali", "send", bob, "four")
+        assert [m["content"]["text"] for m in wait(2)] == ["three", "four"]
+    finally:
+        _interrupt(listener)
+
+    assert im("-P", "bob", "logout").exit_code == 0
+    assert not (config_dir / "state" / "bob.sqlite3").exists()
