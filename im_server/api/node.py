@@ -127,6 +127,16 @@ class ApiNode:
         self.metrics.gauge(
             "im_live_gateways", "Gateways with a fresh heartbeat.", lambda: len(self.mirror.nodes.live("gateway"))
         )
+        self.metrics.gauge(
+            "im_revoked_sessions",
+            "Logged-out sessions in this node's copy of the bucket.",
+            lambda: len(self.revocations.table),
+        )
+        self.metrics.gauge(
+            "im_revocation_barriers_incomplete",
+            "Logouts some live node did not confirm within the barrier timeout (since start).",
+            lambda: self.revoker.incomplete,
+        )
         self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
