@@ -17,15 +17,13 @@ from nats.js.kv import KeyValue
 
 from ..settings import Settings
 from .codec import Delivery, encode_delivery
+from .revocations import REVOCATION_MARGIN
 from .routes import NodeInfo, NodeTable, RouteTable
 from .subjects import Subjects, parse_route_key
 
-__all__ = ["REVOCATION_MARGIN", "Bus", "RegistryMirror"]
+__all__ = ["Bus", "RegistryMirror"]
 
 log = logging.getLogger(__name__)
-
-REVOCATION_MARGIN = 60
-"""Seconds a revocation outlives the access-token lifetime, for clocks that differ between nodes."""
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["Revocation", "RevocationTable", "decode_revocation", "encode_revocation"]
+__all__ = ["REVOCATION_MARGIN", "Revocation", "RevocationTable", "decode_revocation", "encode_revocation"]
+
+REVOCATION_MARGIN = 60
+"""Seconds a revocation outlives the access-token lifetime, for clocks that differ between nodes."""
 
 _PRUNE_EVERY = 1024
 """Expired entries are dropped after this many additions."""

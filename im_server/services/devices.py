@@ -14,7 +14,7 @@ from im_schema.devices import DeviceList, LoggedOut
 from im_schema.errors import ErrorCode
 from im_schema.models import Device, format_timestamp
 
-from ..bus.nats import REVOCATION_MARGIN
+from ..bus.revocations import REVOCATION_MARGIN
 from ..bus.routes import NodeTable, RouteTable
 from ..errors import Conflict, NotFound, Unavailable
 from ..settings import Settings

@@ -216,3 +216,15 @@ async def test_unknown_device_is_not_found(cluster, closing):
     with pytest.raises(NotFoundError) as missing:
         await alice.devices.logout("nope")
     assert missing.value.code == "device_not_found"
+
+
+async def test_a_new_login_of_a_device_closes_the_old_session_at_once(cluster, inboxes, closing):
+    alice = await cluster.user("alice", device="laptop")
+    closing.append(alice)
+    inbox = inboxes(alice)
+    await wait_connected(cluster, alice)
+    again = await cluster.device(alice, "laptop")  # the same device id, logged in from elsewhere
+    closing.append(again)
+    error = await _stopped(inbox)
+    assert isinstance(error, AuthenticationError) and "logged out" in error.message
+    assert (await again.whoami()).device_id == "laptop"
