@@ -118,7 +118,9 @@ class AsyncClient:
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
         self._refreshing: asyncio.Lock | None = None
-        self._engine: SyncEngine | None = None
+        # Made now, not when events() starts, so that a message sent before that is known as our own.
+        self._engine: SyncEngine | None = SyncEngine()
+        self._events_started = False
         self._cursors = CursorKeeper(state_path, self.server_url)
         self.friends = AsyncFriends(self)
         """Friends, requests and blocks."""
@@ -543,6 +545,9 @@ class AsyncClient:
         """
         if self._engine is None:
             self._engine = SyncEngine(start=start)
+        elif not self._events_started:
+            self._engine.start = start  # only conversations seen from now on depend on it
+        self._events_started = True
         engine = self._engine
         delays = self._backoff.delays()
         while True:
@@ -585,14 +590,16 @@ class AsyncClient:
                 since = page.cursor
                 if not page.has_more:
                     break
-            for message in await self._run(engine, pending):
-                yield message
+            async with contextlib.aclosing(self._run(engine, pending)) as caught_up:
+                async for message in caught_up:
+                    yield message
             try:
                 async for data in connection:
                     frame = _decode(data)
                     if isinstance(frame, MessageFrame):
-                        for message in await self._run(engine, engine.on_push(frame.message)):
-                            yield message
+                        async with contextlib.aclosing(self._run(engine, engine.on_push(frame.message))) as run:
+                            async for message in run:
+                                yield message
                     elif isinstance(frame, NoticeFrame):
                         yield frame
                     elif isinstance(frame, ErrorFrame):
@@ -623,14 +630,20 @@ class AsyncClient:
             raise classify_close(connection.close_code, connection.close_reason)
         raise ProtocolError("no ready frame")
 
-    async def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> list[Message]:
-        """Carry out fetches until only deliveries remain; returns the messages in delivery order."""
-        out: list[Message] = []
+    async def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> AsyncGenerator[Message, None]:
+        """Carry out fetches, yielding each message as soon as it may be delivered.
+
+        Yielding as it goes (rather than collecting first) means a fetch that fails later cannot drop
+        messages the engine already counts as delivered.
+        """
+        # Every delivery the engine releases is handed to the cursor keeper at once (it counts them as
+        # delivered already), then yielded in order.
         queue = list(actions)
+        self._cursors.handed(action.message for action in queue if isinstance(action, Deliver))
         while queue:
             action = queue.pop(0)
             if isinstance(action, Deliver):
-                out.append(action.message)
+                yield action.message
                 continue
             try:
                 page = await self.history(action.conversation, after=action.after, before=action.before, limit=500)
@@ -639,9 +652,9 @@ class AsyncClient:
                 if exc.status == 404:
                     continue  # left the conversation meanwhile
                 raise
-            queue[0:0] = engine.on_history(action, page)
-        self._cursors.handed(out)
-        return out
+            released = engine.on_history(action, page)
+            self._cursors.handed(step.message for step in released if isinstance(step, Deliver))
+            queue[0:0] = released
 
 
 async def _stream(spool: Spool, progress: Progress | None) -> AsyncIterator[bytes]:

@@ -94,7 +94,9 @@ class Client:
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
         self._refreshing = threading.Lock()
-        self._engine: SyncEngine | None = None
+        # Made now, not when events() starts, so that a message sent before that is known as our own.
+        self._engine: SyncEngine | None = SyncEngine()
+        self._events_started = False
         self._cursors = CursorKeeper(state_path, self.server_url)
         self.friends = Friends(self)
         """Friends, requests and blocks."""
@@ -502,6 +504,9 @@ class Client:
         """Messages and notices for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
         if self._engine is None:
             self._engine = SyncEngine(start=start)
+        elif not self._events_started:
+            self._engine.start = start  # only conversations seen from now on depend on it
+        self._events_started = True
         engine = self._engine
         delays = self._backoff.delays()
         while True:
@@ -573,14 +578,16 @@ class Client:
             raise classify_close(connection.close_code, connection.close_reason)
         raise ProtocolError("no ready frame")
 
-    def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> list[Message]:
-        """Carry out fetches until only deliveries remain; returns the messages in delivery order."""
-        out: list[Message] = []
+    def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> Iterator[Message]:
+        """Carry out fetches, yielding each message as soon as it may be delivered (see the async twin)."""
+        # Every delivery the engine releases is handed to the cursor keeper at once (it counts them as
+        # delivered already), then yielded in order.
         queue = list(actions)
+        self._cursors.handed(action.message for action in queue if isinstance(action, Deliver))
         while queue:
             action = queue.pop(0)
             if isinstance(action, Deliver):
-                out.append(action.message)
+                yield action.message
                 continue
             try:
                 page = self.history(action.conversation, after=action.after, before=action.before, limit=500)
@@ -589,9 +596,9 @@ class Client:
                 if exc.status == 404:
                     continue
                 raise
-            queue[0:0] = engine.on_history(action, page)
-        self._cursors.handed(out)
-        return out
+            released = engine.on_history(action, page)
+            self._cursors.handed(step.message for step in released if isinstance(step, Deliver))
+            queue[0:0] = released
 
 
 def _received(connection: ClientConnection) -> Iterator[str | bytes]:

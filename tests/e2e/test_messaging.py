@@ -317,3 +317,13 @@ async def test_sync_client_twin(cluster):
                 return [first.text or "", *[m.content.text for m in page.messages]]
 
     assert await asyncio.to_thread(script) == ["from a script", "from a script", "thanks"]
+
+
+async def test_a_send_before_events_starts_is_not_yielded_back(sqlite_cluster, inboxes, closing):
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    closing += [alice, bob]
+    await alice.send_text(bob.session.user.id, "mine, sent before listening")
+    await bob.send_text(alice.session.user.id, "theirs")
+    inbox = inboxes(alice, start="all")  # "all" would replay the whole conversation: except my own sends
+    assert (await inbox.next()).text == "theirs"
