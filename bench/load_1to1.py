@@ -85,6 +85,19 @@ async def _setup(url: str, names: list[str]) -> list[User]:
                 assert ready["type"] == "ready", ready
 
         await asyncio.gather(*(prepare(user) for user in users))
+
+        async def befriend(a: User, b: User) -> None:
+            # Direct messages need friendship: a request each way makes the pair friends.
+            async with semaphore:
+                for one, other in ((a, b), (b, a)):
+                    response = await http.post(
+                        "/v1/friends/requests",
+                        headers={"Authorization": f"Bearer {one.token}"},
+                        json={"to": other.user_id},
+                    )
+                    response.raise_for_status()
+
+        await asyncio.gather(*(befriend(users[i], users[i + 1]) for i in range(0, len(users) - 1, 2)))
     return users
 
 
