@@ -6,6 +6,7 @@ or counts) and are cheap to observe: one bisect and two additions.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import bisect
 import contextlib
@@ -19,15 +20,16 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 
-class _Metric:
+class _Metric(abc.ABC):
     kind = ""
 
     def __init__(self, name: str, help: str) -> None:
         self.name = name
         self.help = help
 
+    @abc.abstractmethod
     def samples(self) -> list[str]:
-        raise NotImplementedError
+        """The sample lines of this metric."""
 
     def render(self) -> str:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}", *self.samples()]

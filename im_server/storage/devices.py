@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
 from ._util import insert_ignore
 from .engine import Database
 from .tables import devices, revoked_sessions, users
-from .users import DeviceSession
+from .users import DeviceSession, session_from_row
 
 __all__ = ["DeviceStore", "Revoked", "TooManyDevices"]
 
@@ -32,17 +31,6 @@ class TooManyDevices(Exception):
     def __init__(self, sessions: list[DeviceSession]) -> None:
         super().__init__(f"{len(sessions)} devices")
         self.sessions = sessions
-
-
-def _session(row: Any) -> DeviceSession:
-    return DeviceSession(
-        user_id=row.user_id,
-        device_id=row.device_id,
-        session_id=row.session_id,
-        refresh_expires_at=row.refresh_expires_at,
-        created_at=row.created_at,
-        last_seen_at=row.last_seen_at,
-    )
 
 
 class DeviceStore:
@@ -141,7 +129,7 @@ def _start_session(
     ).all()
     previous = next((row for row in rows if row.device_id == device_id), None)
     if previous is None and len(rows) >= max_devices:
-        raise TooManyDevices([_session(row) for row in rows])
+        raise TooManyDevices([session_from_row(row) for row in rows])
     revoked = None
     if previous is not None:
         conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
@@ -160,7 +148,7 @@ def _start_session(
         )
         .returning(*devices.c)
     ).one()
-    return _session(row), revoked
+    return session_from_row(row), revoked
 
 
 def _sessions(conn: Connection, user_id: int, now: int) -> list[DeviceSession]:
@@ -169,7 +157,7 @@ def _sessions(conn: Connection, user_id: int, now: int) -> list[DeviceSession]:
         .where(devices.c.user_id == user_id, devices.c.refresh_expires_at > now)
         .order_by(devices.c.created_at, devices.c.device_id)
     ).all()
-    return [_session(row) for row in rows]
+    return [session_from_row(row) for row in rows]
 
 
 def _end_session(

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from im_schema.models import User
@@ -22,6 +22,7 @@ __all__ = [
     "UserStore",
     "UsernameTaken",
     "prefixed_user_columns",
+    "session_from_row",
     "user_from_prefixed",
     "user_from_row",
 ]
@@ -88,7 +89,8 @@ def user_from_prefixed(row: Any, prefix: str) -> User:
     )
 
 
-def _session(row: Any) -> DeviceSession:
+def session_from_row(row: Any) -> DeviceSession:
+    """A :class:`DeviceSession` from a ``devices`` row."""
     return DeviceSession(
         user_id=row.user_id,
         device_id=row.device_id,
@@ -144,23 +146,11 @@ class UserStore:
         }
         return await self._db.write(_update_profile, user_id, values)
 
-    async def start_session(
-        self, user_id: int, device_id: str, *, session_id: str, refresh_hash: str, refresh_expires_at: int, now: int
-    ) -> DeviceSession:
-        """Create or replace the session of one device."""
-        return await self._db.write(
-            _start_session, user_id, device_id, session_id, refresh_hash, refresh_expires_at, now
-        )
-
     async def rotate_refresh(
         self, refresh_hash: str, *, new_hash: str, new_expires_at: int, now: int
     ) -> DeviceSession | None:
         """Swap a valid refresh token for a new one; ``None`` if it is unknown or expired."""
         return await self._db.write(_rotate_refresh, refresh_hash, new_hash, new_expires_at, now)
-
-    async def end_session(self, user_id: int, device_id: str, session_id: str) -> bool:
-        """Delete a device's session if it is still the given one."""
-        return await self._db.write(_end_session, user_id, device_id, session_id)
 
 
 # Transactions -------------------------------------------------------------------------------------
@@ -204,32 +194,6 @@ def _users_by_id(conn: Connection, ids: list[int]) -> dict[int, User]:
     return {row.id: _user(row) for row in rows}
 
 
-def _start_session(
-    conn: Connection,
-    user_id: int,
-    device_id: str,
-    session_id: str,
-    refresh_hash: str,
-    refresh_expires_at: int,
-    now: int,
-) -> DeviceSession:
-    conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
-    result = conn.execute(
-        insert(devices)
-        .values(
-            user_id=user_id,
-            device_id=device_id,
-            session_id=session_id,
-            refresh_hash=refresh_hash,
-            refresh_expires_at=refresh_expires_at,
-            created_at=now,
-            last_seen_at=now,
-        )
-        .returning(*devices.c)
-    )
-    return _session(result.one())
-
-
 def _rotate_refresh(
     conn: Connection, refresh_hash: str, new_hash: str, new_expires_at: int, now: int
 ) -> DeviceSession | None:
@@ -239,15 +203,4 @@ def _rotate_refresh(
         .values(refresh_hash=new_hash, refresh_expires_at=new_expires_at, last_seen_at=now)
         .returning(*devices.c)
     ).one_or_none()
-    return None if row is None else _session(row)
-
-
-def _end_session(conn: Connection, user_id: int, device_id: str, session_id: str) -> bool:
-    result = conn.execute(
-        delete(devices).where(
-            devices.c.user_id == user_id,
-            devices.c.device_id == device_id,
-            devices.c.session_id == session_id,
-        )
-    )
-    return bool(result.rowcount)
+    return None if row is None else session_from_row(row)

@@ -81,11 +81,22 @@ async def test_username_taken(users):
     assert await users.get_many([]) == {}
 
 
-async def test_sessions_start_rotate_end(users):
+async def test_sessions_start_rotate_end(db, users):
+    from im_server.storage.devices import DeviceStore
+
+    devices = DeviceStore(db)
     (uid,) = await make_users(users, 1)
-    started = await users.start_session(
-        uid, "laptop", session_id="s1", refresh_hash="h1", refresh_expires_at=T0 + 1000, now=T0
+    started, replaced = await devices.start_session(
+        uid,
+        "laptop",
+        session_id="s1",
+        refresh_hash="h1",
+        refresh_expires_at=T0 + 1000,
+        now=T0,
+        max_devices=10,
+        revoke_until=T0 + 1000,
     )
+    assert replaced is None
     assert (started.user_id, started.device_id, started.session_id) == (uid, "laptop", "s1")
     assert started.refresh_expires_at == T0 + 1000
 
@@ -95,31 +106,44 @@ async def test_sessions_start_rotate_end(users):
     # The old refresh token is spent.
     assert await users.rotate_refresh("h1", new_hash="h3", new_expires_at=T0 + 3000, now=T0 + 20) is None
 
-    assert await users.end_session(uid, "laptop", "other-session") is False
-    assert await users.end_session(uid, "laptop", "s1") is True
-    assert await users.end_session(uid, "laptop", "s1") is False
+    await devices.end_session(uid, "laptop", "s1", now=T0 + 30, revoke_until=T0 + 1000)
     assert await users.rotate_refresh("h2", new_hash="h4", new_expires_at=T0 + 3000, now=T0 + 30) is None
 
 
-async def test_expired_refresh_token_does_not_rotate(users):
+async def _login(db, uid, device, session, refresh_hash, now):
+    from im_server.storage.devices import DeviceStore
+
+    started, replaced = await DeviceStore(db).start_session(
+        uid,
+        device,
+        session_id=session,
+        refresh_hash=refresh_hash,
+        refresh_expires_at=T0 + 100,
+        now=now,
+        max_devices=10,
+        revoke_until=T0 + 1000,
+    )
+    return started, replaced
+
+
+async def test_expired_refresh_token_does_not_rotate(db, users):
     (uid,) = await make_users(users, 1)
-    await users.start_session(uid, "d", session_id="s1", refresh_hash="h1", refresh_expires_at=T0 + 100, now=T0)
+    await _login(db, uid, "d", "s1", "h1", T0)
     assert await users.rotate_refresh("h1", new_hash="h2", new_expires_at=T0 + 999, now=T0 + 100) is None
 
 
-async def test_a_new_login_replaces_the_device_session(users):
+async def test_a_new_login_replaces_the_device_session(db, users):
     (uid,) = await make_users(users, 1)
-    await users.start_session(uid, "d", session_id="s1", refresh_hash="h1", refresh_expires_at=T0 + 100, now=T0)
-    again = await users.start_session(
-        uid, "d", session_id="s2", refresh_hash="h2", refresh_expires_at=T0 + 100, now=T0 + 1
-    )
+    await _login(db, uid, "d", "s1", "h1", T0)
+    again, replaced = await _login(db, uid, "d", "s2", "h2", T0 + 1)
     assert again.session_id == "s2"
+    assert replaced is not None  # the earlier session of that device is revoked
     assert await users.rotate_refresh("h1", new_hash="x", new_expires_at=T0 + 100, now=T0 + 2) is None
-    assert await users.end_session(uid, "d", "s1") is False
     # Another device of the same user is separate.
-    await users.start_session(uid, "e", session_id="s3", refresh_hash="h3", refresh_expires_at=T0 + 100, now=T0)
-    assert await users.end_session(uid, "d", "s2") is True
-    assert await users.end_session(uid, "e", "s3") is True
+    other, replaced_other = await _login(db, uid, "e", "s3", "h3", T0)
+    assert replaced_other is None
+    assert other.session_id == "s3"
+    assert await users.rotate_refresh("h3", new_hash="y", new_expires_at=T0 + 100, now=T0 + 2) is not None
 
 
 # Conversations and messages -----------------------------------------------------------------------
