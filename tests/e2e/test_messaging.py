@@ -87,13 +87,21 @@ async def test_dropped_connection_resyncs_without_loss_or_duplicates(sqlite_clus
             if connection is not None:
                 connection.transport.abort()  # as if the network went away: no close handshake
 
-    async def send_many(start: int, count: int) -> None:
-        for i in range(start, start + count):
-            await alice.send_text(bob.session.user.id, f"m{i}")
+    sent = 0
+    progress = asyncio.Condition()
 
-    sender = asyncio.create_task(send_many(0, 150))
-    for _ in range(3):  # drop it three times while messages are flowing
-        await asyncio.sleep(0.05)
+    async def send_many(count: int) -> None:
+        nonlocal sent
+        for i in range(count):
+            await alice.send_text(bob.session.user.id, f"m{i}")
+            async with progress:
+                sent += 1
+                progress.notify_all()
+
+    sender = asyncio.create_task(send_many(150))
+    for mark in (30, 70, 110):  # drop it three times while messages are flowing
+        async with progress:
+            await progress.wait_for(lambda mark=mark: sent >= mark)
         await cluster.loop.call(drop_bob())
     await sender
     await alice.send_text(bob.session.user.id, "end")
