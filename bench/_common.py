@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
+
+from im_server.cluster.natsbin import free_port_block
 
 BENCH_ENV = {
     # The load generator registers thousands of users; a cheap hash keeps setup short. Never use in production.
@@ -28,28 +29,10 @@ BENCH_ENV = {
 }
 
 
-def free_block(size: int) -> int:
-    """The first of ``size`` consecutive free ports."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65000:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports")
-
-
 @contextmanager
 def cluster(gateways: int, *, extra_env: dict[str, str] | None = None, db: str | None = None) -> Iterator[str]:
     """Run ``im server up`` in a temporary directory; yields the API URL."""
-    port = free_block(gateways + 1)
+    port = free_port_block(gateways + 1)
     with tempfile.TemporaryDirectory(prefix="im-bench-") as data_dir:
         env = {**os.environ, **BENCH_ENV, **(extra_env or {})}
         env.pop("IM_NATS_URL", None)

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["free_port", "nats_server_binary", "spawn", "start_nats_server", "wait_for_port", "write_config"]
+__all__ = [
+    "free_port",
+    "free_port_block",
+    "nats_server_binary",
+    "spawn",
+    "start_nats_server",
+    "wait_for_port",
+    "write_config",
+]
 
 
 def nats_server_binary() -> str:
@@ -63,6 +71,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_block(size: int, host: str = "127.0.0.1") -> int:
+    """The first of ``size`` consecutive ports that are free right now (``im server up --port`` takes a block)."""
+    for _ in range(200):
+        base = free_port(host)
+        if base + size > 65535:
+            continue
+        try:
+            for port in range(base, base + size):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no block of {size} free ports")
 
 
 def wait_for_port(

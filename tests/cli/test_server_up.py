@@ -16,26 +16,10 @@ import httpx
 import pytest
 
 from im_sdk import AsyncClient, Backoff
+from im_server.cluster.natsbin import free_port_block
 from tests.support.inbox import Inbox
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
-
-def _free_block(size: int) -> int:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65535:
-            continue
-        try:
-            for port in range(base, base + size):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no block of free ports")
 
 
 def _listening(port: int) -> bool:
@@ -52,7 +36,7 @@ def _wait(predicate, timeout: float = 30) -> None:
 
 
 def test_server_up_runs_supervises_and_stops(tmp_path: Path):
-    port = _free_block(3)
+    port = free_port_block(3)
     env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
     env.pop("IM_NATS_URL", None)
     process = subprocess.Popen(
