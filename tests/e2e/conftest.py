@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,14 +33,10 @@ async def wait_connected(cluster: TestCluster, client: AsyncClient, timeout: flo
     assert cluster.api is not None
     mirror = cluster.api.node.mirror
 
-    async def find() -> str:
-        async with asyncio.timeout(timeout):
-            while True:
-                node_id = mirror.routes.devices(user).get(device)
-                if node_id is not None and any(
-                    node.node_id == node_id and (user, device) in node.connections for node in cluster.gateways
-                ):
-                    return node_id
-                await asyncio.sleep(0.01)
+    def routed_to() -> str | None:
+        node_id = mirror.routes.devices(user).get(device)
+        connected = any(node.node_id == node_id and (user, device) in node.connections for node in cluster.gateways)
+        return node_id if connected else None
 
-    return await cluster.loop.call(find())
+    node_id: str = await cluster.until(routed_to, timeout)
+    return node_id

@@ -6,7 +6,6 @@ nats-server); the per-kind tests run on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import socket
 from pathlib import Path
@@ -60,15 +59,6 @@ async def stream_messages(cluster) -> int:
         return (await store._js.stream_info(store.stream)).state.messages
 
     return await cluster.loop.call(count())
-
-
-async def until(cluster, predicate, timeout: float = 10) -> None:
-    async def wait() -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.005)
-
-    await cluster.loop.call(wait())
 
 
 @pytest.mark.parametrize("kind", list(SAMPLES))
@@ -256,9 +246,9 @@ async def test_an_interrupted_upload_leaves_nothing_behind(make_cluster, closing
         ).encode()
         with socket.create_connection((host, port)) as sock:
             sock.sendall(head + body[: len(body) // 2])
-            await until(cluster, lambda: files.active_uploads == 1)
-            await until(cluster, lambda: any(spool.iterdir()))  # the spool file exists meanwhile
-        await until(cluster, lambda: files.active_uploads == 0)
+            await cluster.until(lambda: files.active_uploads == 1)
+            await cluster.until(lambda: any(spool.iterdir()))  # the spool file exists meanwhile
+        await cluster.until(lambda: files.active_uploads == 0)
         assert list(spool.iterdir()) == [], kind
     assert await stored_blobs(cluster) == set()
     assert await stream_messages(cluster) == 0

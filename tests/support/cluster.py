@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from im_schema.social import SendFriendRequest
@@ -148,10 +148,18 @@ class TestCluster:
         assert self.api is not None
         return [info.node_id for info in self.api.node.mirror.nodes.live("gateway")]
 
-    async def _until(self, predicate: Any, timeout: float = 10) -> None:
+    async def _until(self, predicate: Callable[[], T], timeout: float = 10) -> T:
         async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
+            while not (value := predicate()):
+                await asyncio.sleep(0.01)
+            return value
+
+    async def until(self, predicate: Callable[[], T], timeout: float = 10) -> T:
+        """Wait, from a test, until ``predicate()`` (evaluated in the cluster's loop) is true; returns its value.
+
+        The nodes' state changes in answer to NATS messages and has no event to wait on, so it is polled.
+        """
+        return await self.loop.call(self._until(predicate, timeout))
 
     def stop(self) -> None:
         for process in self.processes:
