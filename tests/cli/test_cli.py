@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import threading
 import uuid
 
+from tests.support.cli import listen
 from tests.support.cluster import PASSWORD
 
 
@@ -105,28 +103,10 @@ def test_listen_json_prints_one_message_per_line(sqlite_cluster, im, config_dir)
     im("-P", "alice", "send", bob, "waiting for you")
 
     env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob"}
-    listener = subprocess.Popen(
-        [sys.executable, "-c", "from im_cli.main import main; main()", "listen", "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[dict] = []
-    two = threading.Event()
-
-    def read() -> None:
-        assert listener.stdout is not None
-        for line in listener.stdout:
-            lines.append(json.loads(line))
-            if len(lines) == 2:
-                two.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    listener, wait = listen(env)
     try:
         im("-P", "alice", "send", bob, "live one")
-        assert two.wait(30), listener.stderr.read() if listener.poll() is not None else "no output"
+        lines = wait(2)
     finally:
         listener.terminate()
         listener.wait(10)

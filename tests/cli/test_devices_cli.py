@@ -6,10 +6,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 
+from tests.support.cli import listen
 from tests.support.cluster import PASSWORD
 
 
@@ -67,35 +66,6 @@ def test_devices_list_and_logout(sqlite_cluster, im):
     assert im("-P", "laptop", "logout", "--all").exit_code == 1
 
 
-def _listen(env: dict[str, str]):
-    """`im listen --json` in a process of its own, and the lines it prints, as they come."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from im_cli.main import main; main()", "listen", "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[dict] = []
-    arrived = threading.Condition()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            with arrived:
-                lines.append(json.loads(line))
-                arrived.notify_all()
-
-    threading.Thread(target=read, daemon=True).start()
-
-    def wait(count: int) -> list[dict]:
-        with arrived:
-            assert arrived.wait_for(lambda: len(lines) >= count, 30), process.stderr.read() if process.poll() else ""
-            return list(lines)
-
-    return process, wait
-
-
 def _interrupt(process) -> None:
     """Ctrl-C, and wait for the process to end."""
     process.send_signal(signal.SIGINT)
@@ -117,7 +87,7 @@ def test_listen_resumes_after_a_restart(sqlite_cluster, im, config_dir):
     im("-P", "ali", "send", bob, "two")
 
     env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob", "PYTHONFAULTHANDLER": "1"}
-    listener, wait = _listen(env)
+    listener, wait = listen(env)
     try:
         assert [m["content"]["text"] for m in wait(2)] == ["one", "two"]
     finally:
@@ -125,7 +95,7 @@ def test_listen_resumes_after_a_restart(sqlite_cluster, im, config_dir):
     assert (config_dir / "state" / "bob.sqlite3").exists()
 
     im("-P", "ali", "send", bob, "three")  # while nobody listens
-    listener, wait = _listen(env)
+    listener, wait = listen(env)
     try:
         assert [m["content"]["text"] for m in wait(1)] == ["three"]  # not one and two again
         im("-P", "ali", "send", bob, "four")

@@ -6,19 +6,11 @@ import asyncio
 
 import pytest
 
-from im_server.storage import Database, UserStore
+from im_server.storage import UserStore
 from im_server.storage.devices import DeviceStore, Revoked, TooManyDevices
 
 T0 = 1_700_000_000_000  # ms
 DAY = 86_400_000
-
-
-@pytest.fixture
-async def db(db_url):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 @pytest.fixture

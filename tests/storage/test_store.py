@@ -8,18 +8,10 @@ from alembic.migration import MigrationContext
 
 from im_schema.content import TextContent
 from im_schema.ids import direct_conversation
-from im_server.storage import Database, MemberState, MessageStore, NewMessage, UsernameTaken, UserStore
+from im_server.storage import MemberState, MessageStore, NewMessage, UsernameTaken, UserStore
 from im_server.storage.tables import metadata
 
 T0 = 1_700_000_000_000  # ms
-
-
-@pytest.fixture
-async def db(db_url):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 @pytest.fixture
