@@ -29,6 +29,7 @@ __all__ = [
     "PingFrame",
     "PongFrame",
     "ReadyFrame",
+    "ResyncFrame",
     "SendFrame",
     "ServerFrame",
     "TypingFrame",
@@ -141,14 +142,26 @@ class PongFrame(_Frame):
     id: str | None = None
 
 
+class ResyncFrame(_Frame):
+    """Pushes may have been missed (the node lost the bus for a while, say): sync now from your cursors.
+
+    Nothing is lost on the server: the client runs "conversations since" from its last cursor and pulls
+    what it lacks, exactly as after a reconnect, but without reconnecting.
+    """
+
+    type: Literal["resync"] = "resync"
+    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
 ServerFrame = Annotated[
-    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame, Field(discriminator="type")
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame,
+    Field(discriminator="type"),
 ]
 
 client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame | TypingFrame] = TypeAdapter(ClientFrame)
 """Decodes a client frame from JSON."""
 
-server_frames: TypeAdapter[ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame] = TypeAdapter(
-    ServerFrame
-)
+server_frames: TypeAdapter[
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame
+] = TypeAdapter(ServerFrame)
 """Decodes a server frame from JSON."""

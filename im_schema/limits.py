@@ -13,6 +13,7 @@ __all__ = [
     "CLOSE_PROTOCOL_UNSUPPORTED",
     "CLOSE_REPLACED",
     "CLOSE_SESSION_REVOKED",
+    "CLOSE_TOO_SLOW",
     "HISTORY_PAGE_MAX",
     "MAX_DISPLAY_NAME_LEN",
     "MAX_PASSWORD_LEN",
@@ -50,3 +51,5 @@ CLOSE_REPLACED = 4011
 """The same device connected again; this older connection is closed."""
 CLOSE_SESSION_REVOKED = 4012
 """The device was logged out."""
+CLOSE_TOO_SLOW = 4013
+"""The client did not read its pushes fast enough (its outbound budget ran out): reconnect and resync."""
