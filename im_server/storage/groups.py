@@ -550,6 +550,7 @@ def _remove(conn: Connection, group_id: int, actor: int, user_id: int, now: int)
         .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
         .values(left_seq=written.seq, role="member", updated_at=now)
     )
+    _void_invitations(conn, group_id, now, inviter=user_id)  # one gone cannot keep inviting
     return Change(written, frozenset(recipients))
 
 
@@ -565,6 +566,7 @@ def _dissolve(conn: Connection, group_id: int, actor: int, now: int) -> Change:
         .values(left_seq=written.seq, updated_at=now)
     )
     conn.execute(update(groups).where(groups.c.id == group_id).values(dissolved=True))
+    _void_invitations(conn, group_id, now)
     return Change(written, frozenset(recipients))
 
 
@@ -1089,6 +1091,16 @@ def _usable_invitation(conn: Connection, invitation_id: int, user_id: int, now: 
     inviter_active = _active(conn, group_conversation(group.id), row.inviter_id) is not None
     _require(usable and inviter_active, "invitation_not_found", missing)
     return group, row
+
+
+def _void_invitations(conn: Connection, group_id: int, now: int, *, inviter: int | None = None) -> None:
+    """Withdraw the group's pending invitations (or those of one inviter)."""
+    query = update(group_invitations).where(
+        group_invitations.c.group_id == group_id, group_invitations.c.status == "pending"
+    )
+    if inviter is not None:
+        query = query.where(group_invitations.c.inviter_id == inviter)
+    conn.execute(query.values(status="withdrawn", decided_at=now))
 
 
 def _decide_invitation(conn: Connection, invitation_id: int, status: str, now: int) -> GroupInvitation:
