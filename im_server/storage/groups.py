@@ -1121,12 +1121,13 @@ def _accept_invitation(conn: Connection, invitation_id: int, user_id: int, limit
     invitation = _decide_invitation(conn, invitation_id, "accepted", now)
     max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
     _join(conn, conversation, [user_id], "member", 0 if group.history_visible else max_seq, now)
+    # Announced as the inviter's add (they are its sender, as for a direct add), made once the invitee said yes.
     written = _system(
         conn,
         conversation,
-        user_id,
+        row.inviter_id,
         "members_joined",
-        {"users": [user_id], "via": "invitation", "inviter": row.inviter_id},
+        {"users": [user_id], "via": "invitation"},
         now,
         roster=True,
     )

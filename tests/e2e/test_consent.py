@@ -203,10 +203,8 @@ async def test_accept_joins_with_a_system_message(consenting, inboxes, closing):
         event = await owner_in.next()
     content = event.message.content
     assert isinstance(content, SystemContent)
-    assert (content.event, content.data) == (
-        "members_joined",
-        {"users": [_id(guest)], "via": "invitation", "inviter": _id(owner)},
-    )
+    assert (content.event, content.data) == ("members_joined", {"users": [_id(guest)], "via": "invitation"})
+    assert event.message.sender == _id(owner)
     assert event.message.seq == 2
     assert await guest.groups.invitations() == []
     assert await owner.groups.invitations(group.id) == []
