@@ -464,3 +464,51 @@ async def test_hostile_invitations(consenting, inboxes, closing):
         response = await http.post(f"/v1/groups/{group.id}/invite", json=huge, headers=headers)
         assert response.status_code == 400
         assert (await http.get("/v1/groups/invitations")).status_code == 401
+
+
+# Races --------------------------------------------------------------------------------------------
+
+
+async def test_an_add_waits_for_a_block_in_flight(cluster, db_url, closing):
+    """A block being written while an invitation is checked: the check waits for it and sees it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one write transaction at a time: there is no interleaving to test")
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    alice = await cluster.user("alice")
+    mallory = await cluster.user("mallory")
+    closing += [alice, mallory]
+    group = await mallory.groups.create("trap")
+    engine = create_async_engine(cluster.settings.db_url)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            # What SocialStore.block does, held open: lock the blocker's row, then write the block.
+            await conn.execute(text("SELECT id FROM users WHERE id = :id FOR NO KEY UPDATE"), {"id": _id(alice)})
+            await conn.execute(
+                text("INSERT INTO blocks (user_id, blocked_id, created_at) VALUES (:a, :m, 0)"),
+                {"a": _id(alice), "m": _id(mallory)},
+            )
+            invite = asyncio.create_task(mallory.groups.invite(group.id, [_id(alice)]))
+
+            async def waiting():
+                if invite.done():
+                    return True
+                count = await conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                )
+                return count.scalar_one() > 0
+
+            await _until(waiting)
+            assert not invite.done()  # it waits on alice's row
+            await conn.commit()
+        added = await invite
+    finally:
+        await engine.dispose()
+    assert added.member_count == 1  # alice was not added: the invitation stays hidden
+    assert await alice.groups.invitations() == []
+    assert [i.invitee.id for i in await mallory.groups.invitations(group.id)] == [_id(alice)]
