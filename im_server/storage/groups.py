@@ -90,7 +90,7 @@ class Change:
     recipients: frozenset[int]
     group: Group | None = None
     invitations: tuple[GroupInvitation, ...] = ()
-    """Invitations made by the change that their invitees are told of (hidden ones are left out)."""
+    """Invitations the change made or answered, whose invitees' devices are told (hidden ones left out)."""
 
 
 def _require(condition: bool, code: str, message: str) -> None:
