@@ -318,6 +318,8 @@ class ApiNode:
                 raise TypeError("not a list")
         except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
             log.warning("malformed forwarded sends: %s", exc)
+            with contextlib.suppress(Exception):
+                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
             return
         senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
