@@ -24,6 +24,7 @@ which cannot tell the buckets apart and is therefore weaker. :func:`authorizatio
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,8 +46,13 @@ _INBOX_ROLE = {"api": "api", "gateway": "gw", "admin": "admin"}
 
 
 def inbox_prefix(prefix: str, role: Role, node_id: str) -> str:
-    """Where replies to one node's requests go: ``_INBOX.<prefix>.<api|gw|admin>.<node>``."""
-    return f"_INBOX.{prefix}.{_INBOX_ROLE[role]}.{node_id}"
+    """Where replies to one node's requests go: ``_INBOX.<prefix>.<api|gw|admin>.<node>``.
+
+    ``node_id`` becomes one subject token: characters other than letters, digits, ``_`` and ``-`` turn
+    into ``-`` (node ids already are such tokens; a tool's name may not be). ``*`` stays a wildcard.
+    """
+    token = node_id if node_id in ("*", "") else re.sub(r"[^A-Za-z0-9_-]", "-", node_id)
+    return f"_INBOX.{prefix}.{_INBOX_ROLE[role]}.{token}"
 
 
 @dataclass(frozen=True, slots=True)

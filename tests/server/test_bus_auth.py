@@ -67,6 +67,7 @@ def test_role_permissions_keep_each_role_to_its_subjects():
     shared = permissions("gateway", None)  # any prefix: the buckets cannot be told apart
     assert "*.gw.*" in shared["subscribe"]["allow"] and "$KV.*.>" in shared["publish"]["allow"]
     assert inbox_prefix("im", "gateway", "gw-2") == "_INBOX.im.gw.gw-2"
+    assert inbox_prefix("im", "admin", "im access.cli>x") == "_INBOX.im.admin.im-access-cli-x"
 
 
 def test_the_server_configuration_names_public_keys_only():
