@@ -44,10 +44,9 @@ def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNa
 @pytest.fixture
 def exact_cluster(cluster_loop: LoopThread, private_nats: PrivateNats, sqlite_url: str) -> Iterator[TestCluster]:
     """An API node and gateways gw-1 and gw-2, each with its own NATS user, on the exact permissions."""
-    cluster = TestCluster(cluster_loop, private_nats, sqlite_url).start(gateways=0)
+    cluster = TestCluster(cluster_loop, private_nats, sqlite_url).start(gateways=2)
     try:
-        cluster.add_gateway(node_id="gw-1")
-        cluster.add_gateway(node_id="gw-2")
+        assert sorted(node.node_id for node in cluster.gateways) == ["gw-1", "gw-2"]
         yield cluster
     finally:
         cluster.stop()

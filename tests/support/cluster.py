@@ -113,7 +113,15 @@ class TestCluster:
         return api
 
     def gateway_settings(self, node_id: str | None = None, **overrides: Any) -> Settings:
-        """The settings of a gateway node: the cluster's, with the gateway role's NATS credentials."""
+        """The settings of a gateway node: the cluster's, with the gateway role's NATS credentials.
+
+        On a server with one user per gateway (and no shared one), a gateway without a ``node_id`` takes
+        the first of those users no running gateway has.
+        """
+        users = self.nats.credentials.users
+        if node_id is None and "gateway" not in users:
+            taken = {node.node_id for node in self.gateways}
+            node_id = next(name for name, user in users.items() if user.role == "gateway" and name not in taken)
         credentials = self.nats.settings("gateway", node_id)
         return self.settings.model_copy(update={**credentials, "node_id": node_id, **overrides})
 
