@@ -291,7 +291,7 @@ class ApiNode:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.mirror.wait_for_routes(revision)
-        if msg.reply:
+        if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):
                 await msg.respond(self.node_id.encode())
 
