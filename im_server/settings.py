@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "generate_secret"]
@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_nkey_seed_file: Path | None = None
+    """A file holding this node's nkey seed (``SU...``); ``im server up`` writes one per node."""
+    nats_creds_file: Path | None = None
+    """A ``.creds`` file (user JWT and seed) for a NATS run in operator/JWT mode."""
+    nats_tls_ca_file: Path | None = None
+    """Verify the NATS server against this CA; setting any TLS option (or a ``tls://`` URL) turns TLS on."""
+    nats_tls_cert_file: Path | None = None
+    """Client certificate for NATS servers that require one (with ``nats_tls_key_file``)."""
+    nats_tls_key_file: Path | None = None
     subject_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "im"
     """Prefix of every NATS subject and KV bucket, so several clusters can share one NATS."""
     db_url: str = "sqlite+aiosqlite:///im-data/im.db"
@@ -175,6 +187,17 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("IM_DB_URL must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _one_nats_identity(self) -> Settings:
+        identities = [self.nats_user, self.nats_nkey_seed_file, self.nats_creds_file]
+        if sum(identity is not None for identity in identities) > 1:
+            raise ValueError("set only one of IM_NATS_USER, IM_NATS_NKEY_SEED_FILE and IM_NATS_CREDS_FILE")
+        if self.nats_password is not None and self.nats_user is None:
+            raise ValueError("IM_NATS_PASSWORD needs IM_NATS_USER")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("IM_NATS_TLS_CERT_FILE and IM_NATS_TLS_KEY_FILE go together")
+        return self
 
     def signing_key(self) -> bytes:
         """The token signing key; refuses to run without one."""

@@ -34,7 +34,15 @@ def _require_server() -> None:
 def up(
     gateways: Annotated[int, typer.Option("--gateways", "-g", min=1, max=64, help="Gateway processes.")] = 2,
     port: Annotated[int, typer.Option("--port", "-p", help="API port; gateways use the next ports.")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address the API and gateways listen on.")] = "127.0.0.1",
+    nats_host: Annotated[
+        str,
+        typer.Option(
+            "--nats-host",
+            help="Address nats-server listens on (loopback unless told otherwise; it always requires the "
+            "credentials in the data dir).",
+        ),
+    ] = "127.0.0.1",
     db: Annotated[
         str | None,
         typer.Option(
@@ -47,9 +55,9 @@ def up(
         str | None,
         typer.Option("--nats", envvar="IM_NATS_URL", help="Use this NATS instead of starting one."),
     ] = None,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Database, NATS store, secret and logs.")] = Path(
-        "im-data"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Database, NATS store, secret, NATS credentials and logs (mode 0700).")
+    ] = Path("im-data"),
     demo: Annotated[bool, typer.Option("--demo", help="Create users alice and bob and a first message.")] = False,
 ) -> None:
     """Start a local cluster: nats-server, one API process and N gateway processes, supervised.
@@ -59,7 +67,15 @@ def up(
     _require_server()
     from im_server.cluster.embedded import ClusterPlan, EmbeddedCluster
 
-    plan = ClusterPlan(data_dir=data_dir, api_port=port, gateways=gateways, host=host, db_url=db, nats_url=nats_url)
+    plan = ClusterPlan(
+        data_dir=data_dir,
+        api_port=port,
+        gateways=gateways,
+        host=host,
+        nats_host=nats_host,
+        db_url=db,
+        nats_url=nats_url,
+    )
     cluster = EmbeddedCluster(plan, on_event=lambda text: err.print(f"[dim]{text}[/dim]"))
     try:
         cluster.start()
@@ -73,6 +89,8 @@ def up(
     for index, url in enumerate(cluster.gateway_urls()):
         table.add_row(f"gateway gw-{index + 1}", url)
     table.add_row("NATS", cluster.nats_url or "")
+    if cluster.credentials is not None:
+        table.add_row("NATS users", str(cluster.credentials.directory.resolve()), "(admin.nk: operator tools)")
     table.add_row("data", str(data_dir.resolve()))
     out.print("[bold green]cluster up[/bold green]")
     out.print(table)

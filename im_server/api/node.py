@@ -19,6 +19,7 @@ from im_schema.rest import GatewayAssignment
 
 from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
+from ..bus.permissions import inbox_prefix
 from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
 from ..cluster.heartbeat import Heartbeat
@@ -30,6 +31,7 @@ from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
 from ..services.devices import DeviceService
 from ..services.files import FileService
+from ..services.forwarded import ForwardedIdentity
 from ..services.groups import GroupService
 from ..services.lifecycle import LifecycleService
 from ..services.media import MediaService
@@ -74,6 +76,12 @@ class ApiNode:
             devices=self.devices,
             revoked=self.revocations.is_revoked,
         )
+        self.forwarded = ForwardedIdentity(
+            TokenCodec(settings.signing_key()),
+            grace=settings.refresh_token_ttl,
+            revoked=self.revocations.is_revoked,
+        )
+        """Who sent what a gateway forwards: the verified token that came with it, never the payload."""
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
         self.deliverer = Deliverer(self.bus, self.mirror, self.memberships)
@@ -138,6 +146,7 @@ class ApiNode:
             lambda: self.revoker.incomplete,
         )
         self._subscriptions: list[Subscription] = []
+        self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
 
     async def start(self) -> None:
         """Migrate the database, join the bus, load the registries, start committing."""
@@ -244,10 +253,15 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_ephemeral(self, msg: Msg) -> None:
-        # ``{"u": user, "d": device, "typing": {conversation, active}}`` or ``{"u", "d", "online": bool}``.
+        # ``{"t": access token, "typing": {conversation, active}}`` or ``{"t", "online": bool}``; the
+        # device is the token's (a presence change may come after the device logged out).
         try:
             event = orjson.loads(msg.data)
-            user_id, device_id = int(event["u"]), str(event["d"])
+            claims = self.forwarded.verify(event["t"], allow_revoked="online" in event)
+            if claims is None:
+                log.warning("ephemeral event without a valid access token dropped")
+                return
+            user_id, device_id = claims.user_id, claims.device_id
             if "typing" in event:
                 typing = TypingFrame.model_validate(event["typing"])
                 await self.lifecycle.typing(user_id, typing.conversation, typing.active)
@@ -277,7 +291,7 @@ class ApiNode:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.mirror.wait_for_routes(revision)
-        if msg.reply:
+        if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):
                 await msg.respond(self.node_id.encode())
 
@@ -290,23 +304,39 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_send(self, msg: Msg) -> None:
-        # ``[[user, device, send frame], ...]`` in the order devices sent them; the answer has one ack or
-        # error frame per line, in the same order.
-        try:
-            entries = orjson.loads(msg.data)
-            if not isinstance(entries, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            log.warning("malformed forwarded sends: %s", exc)
+        # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``, sends in the
+        # order devices sent them; the sender is the verified token's device. The answer has one ack or
+        # error frame per send, one per line, in the same order, and goes only to a gateway's inbox (a
+        # request could name any subject as its reply, such as another gateway's).
+        if not (msg.reply or "").startswith(self._gateway_inboxes):
+            log.warning("forwarded sends without a gateway inbox to answer dropped")
             return
+        try:
+            request = orjson.loads(msg.data)
+            tokens, entries = request["tokens"], request["sends"]
+            if not isinstance(tokens, list) or not isinstance(entries, list):
+                raise TypeError("not a list")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            log.warning("malformed forwarded sends: %s", exc)
+            with contextlib.suppress(Exception):
+                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
+            return
+        senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
         replies: list[bytes] = [b""] * len(entries)
         sends: list[tuple[int, str, SendFrame]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
             try:
-                user_id, device_id, raw = entry
-                sends.append((int(user_id), str(device_id), SendFrame.model_validate(raw)))
+                which, raw = entry
+                frame = SendFrame.model_validate(raw)
+                sender = senders[which] if isinstance(which, int) and 0 <= which < len(senders) else None
+                if sender is None:
+                    replies[index] = _error(
+                        ErrorCode.UNAUTHORIZED, "the sending device is not authenticated", frame.client_msg_id
+                    )
+                    continue
+                sends.append((sender.user_id, sender.device_id, frame))
                 positions.append(index)
             except (ValidationError, ValueError, TypeError) as exc:
                 replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc}"[:300])

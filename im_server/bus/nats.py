@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,32 +18,76 @@ from nats.js.kv import KeyValue
 
 from ..settings import Settings
 from .codec import Delivery, encode_delivery
+from .permissions import Role, inbox_prefix
 from .revocations import REVOCATION_MARGIN
 from .routes import NodeInfo, NodeTable, RouteTable
 from .subjects import Subjects, parse_route_key
 
-__all__ = ["Bus", "RegistryMirror"]
+__all__ = ["Bus", "RegistryMirror", "connect_options"]
 
 log = logging.getLogger(__name__)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(bucket=bucket, **config)
-    except Exception:
-        # Another node created it first, possibly with a slightly different configuration.
-        return await js.key_value(bucket)
+def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, Any]:
+    """The credentials, TLS and inbox prefix of a connection as ``role``, for ``nats.connect(**options)``.
+
+    Every node connects through here (:meth:`Bus._connect`); operator tools use it with ``role="admin"``.
+    The inbox prefix is the role's own (see :mod:`im_server.bus.permissions`), so replies to this
+    connection's requests land where only this role may subscribe.
+    """
+    options: dict[str, Any] = {
+        "servers": settings.nats_url,
+        "name": name,
+        "inbox_prefix": inbox_prefix(settings.subject_prefix, role, name),
+    }
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        if settings.nats_password is not None:
+            options["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+    if settings.nats_creds_file is not None:
+        options["user_credentials"] = str(settings.nats_creds_file)
+    tls_wanted = settings.nats_url.startswith("tls://") or any(
+        path is not None for path in (settings.nats_tls_ca_file, settings.nats_tls_cert_file)
+    )
+    if tls_wanted:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file is not None else None,
+        )
+        if settings.nats_tls_cert_file is not None and settings.nats_tls_key_file is not None:
+            context.load_cert_chain(str(settings.nats_tls_cert_file), str(settings.nats_tls_key_file))
+        options["tls"] = context
+    return options
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadline: float, **config: Any) -> KeyValue:
+    """The bucket; created if missing and ``create``, else waited for (an API node creates it)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            if loop.time() > deadline:
+                raise
+        if create:
+            try:
+                return await js.create_key_value(bucket=bucket, **config)
+            except Exception:
+                # Another node created it first, possibly with a slightly different configuration.
+                return await js.key_value(bucket)
+        log.info("waiting for an API node to create the bucket %s", bucket)
+        await asyncio.sleep(0.2)
 
 
 class Bus:
     """A node's NATS connection, the cluster's subjects and its two registry buckets."""
 
-    def __init__(self, settings: Settings, *, name: str) -> None:
+    def __init__(self, settings: Settings, *, name: str, role: Role = "api") -> None:
         self.settings = settings
+        self.role: Role = role
+        """Which NATS permissions this node has: only API nodes create buckets."""
         self.subjects = Subjects(settings.subject_prefix)
         self._name = name
         self.nc: NATS = NATS()
@@ -75,19 +120,32 @@ class Bus:
                 await asyncio.sleep(0.5)
         self._js = self.nc.jetstream(timeout=5)
         ttl = self.settings.node_ttl
-        self._routes = await _ensure_kv(self._js, self.subjects.routes_bucket, history=1)
+        create = self.role == "api"
+        self._routes = await _ensure_kv(
+            self._js, self.subjects.routes_bucket, create=create, deadline=deadline, history=1
+        )
         self._nodes = await _ensure_kv(
-            self._js, self.subjects.nodes_bucket, history=1, ttl=ttl, limit_marker_ttl=max(1.0, ttl)
+            self._js,
+            self.subjects.nodes_bucket,
+            create=create,
+            deadline=deadline,
+            history=1,
+            ttl=ttl,
+            limit_marker_ttl=max(1.0, ttl),
         )
         # A revocation must outlive every access token of its session; expired entries just vanish.
         self._revoked = await _ensure_kv(
-            self._js, self.subjects.revoked_bucket, history=1, ttl=self.settings.access_token_ttl + REVOCATION_MARGIN
+            self._js,
+            self.subjects.revoked_bucket,
+            create=create,
+            deadline=deadline,
+            history=1,
+            ttl=self.settings.access_token_ttl + REVOCATION_MARGIN,
         )
 
     async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
         return await nats.connect(
-            self.settings.nats_url,
-            name=self._name,
+            **connect_options(self.settings, role=self.role, name=self._name),
             connect_timeout=5,
             reconnect_time_wait=0.5,
             max_reconnect_attempts=-1,

@@ -8,6 +8,7 @@ import http
 import logging
 import secrets
 import time
+import weakref
 from typing import Any
 
 import orjson
@@ -56,7 +57,7 @@ class GatewayNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.node_id = settings.node_id or f"gw-{secrets.token_hex(4)}"
-        self.bus = Bus(settings, name=self.node_id)
+        self.bus = Bus(settings, name=self.node_id, role="gateway")
         self.mirror = RegistryMirror(self.bus, follow_routes=False)
         self.barrier = RouteBarrier(self.bus, self.mirror.nodes)
         self.revocations = RevocationMirror(self.bus, self.node_id, on_revoked=self._on_revoked)
@@ -65,6 +66,9 @@ class GatewayNode:
         self.connections: dict[Key, ServerConnection] = {}
         self._sessions: dict[Key, str] = {}
         """The device session (token claim ``s``) of each connection in :attr:`connections`."""
+        self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        """The token each connection authenticated with: forwarded with its sends and events, the API
+        takes the sender from it (NATS credentials alone cannot send as anybody)."""
         self._lanes = [_SendLane(self) for _ in range(settings.gateway_send_lanes)]
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
@@ -213,6 +217,7 @@ class GatewayNode:
             await self._close(connection, outcome)
             return
         key = (outcome.user_id, outcome.device_id)
+        self._access_tokens[connection] = outcome.token
         if not await self._register(key, connection, outcome):
             return
         try:
@@ -224,7 +229,7 @@ class GatewayNode:
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
                 elif isinstance(action, Typing):
                     typing = action.frame.model_dump(mode="json", exclude={"type"})
-                    self._ephemeral({"u": key[0], "d": key[1], "typing": typing})
+                    self._ephemeral(connection, {"typing": typing})
                 else:
                     await self._close(connection, action)
                     break
@@ -256,7 +261,7 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
-        self._ephemeral({"u": key[0], "d": key[1], "online": True})
+        self._ephemeral(connection, {"online": True})
         return True
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
@@ -271,12 +276,17 @@ class GatewayNode:
         except Exception as exc:
             log.debug("route %s not removed: %s", key, exc)
             return
-        self._ephemeral({"u": key[0], "d": key[1], "online": False})
+        self._ephemeral(connection, {"online": False})
 
-    def _ephemeral(self, event: dict[str, object]) -> None:
-        """Typing and presence go to one API node, no answer expected; losing one is harmless."""
+    def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
+        """Typing and presence go to one API node, no answer expected; losing one is harmless.
+
+        ``{"t": access token, "typing": {...}}`` or ``{"t": ..., "online": bool}``: the API takes the
+        user and device from the token.
+        """
         if self._stopping:
             return  # a stopping node's clients come back elsewhere within seconds
+        event["t"] = self._access_tokens.get(connection, "")
         self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
@@ -303,6 +313,11 @@ class GatewayNode:
     # Deliveries -----------------------------------------------------------------------------------
 
     async def _on_delivery(self, msg: Msg) -> None:
+        if msg.reply or msg.headers:
+            # API nodes publish deliveries plainly. Whoever may read a stream can have JetStream deliver
+            # its messages to any subject, but those always carry a reply subject or headers.
+            log.warning("gateway %s: dropped a delivery that no API node sent", self.node_id)
+            return
         try:
             items = decode_delivery(msg.data)
         except ValueError as exc:
@@ -362,14 +377,20 @@ class _SendLane:
             self._running = False
 
     async def _forward(self, batch: list[tuple[ServerConnection, Key, Forward]]) -> list[bytes]:
-        # Frames are re-encoded from the validated model: the message service never sees client bytes.
-        payload = orjson.dumps(
-            [
-                [key[0], key[1], orjson.Fragment(action.frame.model_dump_json(exclude_none=True))]
-                for _, key, action in batch
-            ]
-        )
+        # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``: each connection's
+        # token once; the API verifies it and takes the sender from it. Frames are re-encoded from the
+        # validated model: the message service never sees client bytes.
         node = self._node
+        tokens: list[str] = []
+        indexes: dict[ServerConnection, int] = {}
+        sends: list[list[object]] = []
+        for connection, _, action in batch:
+            index = indexes.get(connection)
+            if index is None:
+                index = indexes[connection] = len(tokens)
+                tokens.append(node._access_tokens.get(connection, ""))
+            sends.append([index, orjson.Fragment(action.frame.model_dump_json(exclude_none=True))])
+        payload = orjson.dumps({"tokens": tokens, "sends": sends})
         node._forward_size.observe(len(batch))
         started = time.perf_counter()
         try:

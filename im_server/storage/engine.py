@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +79,10 @@ class Database:
     def _sqlite_engine(url: URL, readers: int, echo: bool) -> Engine:
         database = url.database or ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Messages and password hashes: the file is the owner's alone from the start, and SQLite
+            # gives its -wal and -shm files the database file's permissions.
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
         engine = create_engine(
             url.set(drivername="sqlite+pysqlite"),
             echo=echo,

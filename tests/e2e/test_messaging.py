@@ -7,7 +7,6 @@ import json
 import signal
 import uuid
 
-import nats
 import websockets
 
 from im_schema import direct_conversation
@@ -201,7 +200,7 @@ async def test_route_to_a_dead_node_counts_as_offline(make_cluster, inboxes, clo
         await ws.send(json.dumps({"type": "auth", "token": bob.session.access_token}))
         assert json.loads(await ws.recv())["type"] == "ready"
 
-        watcher = await nats.connect(cluster.settings.nats_url)
+        watcher = await cluster.observer()
         published: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def record(msg):
