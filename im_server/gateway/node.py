@@ -60,6 +60,9 @@ MAX_PENDING_SENDS = 256
 MAX_BATCH = 1024
 """The most sends forwarded in one request."""
 
+TOO_SLOW_CLOSE_TIMEOUT = 10.0
+"""Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
+
 Key = tuple[int, str]
 
 
@@ -106,6 +109,10 @@ class GatewayNode:
         self._too_slow = self.metrics.counter(
             "im_gateway_too_slow_closes_total", "Connections closed with 4013: past their outbound byte budget."
         )
+        self._forward_attempts = self.metrics.histogram(
+            "im_gateway_forward_attempts", "Attempts a batch of sends needed until an API node answered.", SIZE_BUCKETS
+        )
+        self._forward_attempts_max = 0
         self._forward_retries = self.metrics.counter(
             "im_gateway_forward_retries_total", "Batches of sends retried because no API node answered in time."
         )
@@ -215,8 +222,13 @@ class GatewayNode:
 
     def _too_slow_close(self, connections: list[ServerConnection]) -> None:
         for connection in connections:
+            if connection.close_timeout == TOO_SLOW_CLOSE_TIMEOUT:
+                continue  # already being closed (a second close would abort it at once)
             self._too_slow.inc()
             log.info("gateway %s: closing a connection past its outbound budget", self.node_id)
+            # Nothing more is written to it (it is closing); the close frame waits behind the bytes already
+            # queued, so a client that is slow rather than gone gets a while to read them and see 4013.
+            connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
             self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
 
     def _outbound_bytes(self) -> float:
@@ -516,6 +528,8 @@ class _SendLane:
                 log.warning("gateway %s: sends not forwarded: %r", node.node_id, exc)
                 break
             node._forward_seconds.observe(time.perf_counter() - started)
+            node._forward_attempts.observe(attempt)
+            node._forward_attempts_max = max(node._forward_attempts_max, attempt)
             answers = reply.data.split(b"\n")
             if len(answers) == len(batch):
                 return answers
