@@ -66,9 +66,12 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
 
         kill(nats)
         await cluster.until(lambda: not api.node.bus.nc.is_connected and not cluster.gateways[0].bus.nc.is_connected)
+        gateway_health = cluster.gateways[0].url.replace("ws://", "http://").replace("/ws", "/healthz")
         async with httpx.AsyncClient() as http:
             health = await http.get(f"{cluster.url}/healthz")
-        assert health.status_code == 503 and "nats" in health.json()["degraded"]
+            assert health.status_code == 503 and "nats" in health.json()["degraded"]
+            health = await http.get(gateway_health)
+            assert health.status_code == 503 and "nats" in health.json()["degraded"]
         # Committed while the bus is away: stored (acked), pushes cannot reach the gateway.
         for index in range(5):
             await alice.send_text(_uid(bob), f"during {index}")
@@ -84,6 +87,11 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         await cluster.until(lambda: cluster.live_gateways() == [cluster.gateways[0].node_id])
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{cluster.url}/healthz")).status_code == 200
+            for _ in range(200):  # the gateway is healthy again once its next heartbeat landed
+                if (await http.get(gateway_health)).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await http.get(gateway_health)).status_code == 200
         page = await bob.history(conversation, after=0)
         texts = [_text(message) for message in page.messages]
         assert texts == ["before", *(f"during {index}" for index in range(5))]  # stored once each
