@@ -144,6 +144,11 @@ class ApiNode:
             "im_dead_node_routes_reaped", "Routes of dead nodes removed (since start).", lambda: self.reaper.reaped
         )
         self.metrics.gauge(
+            "im_gateways_probed_dead",
+            "Gateways found dead by a probe before their heartbeat expired (since start).",
+            lambda: self.reaper.probed_dead,
+        )
+        self.metrics.gauge(
             "im_resyncs_owed",
             "Users remembered for a resync (their pushes may have been lost).",
             lambda: self.deliverer.owed,

@@ -44,6 +44,7 @@ from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
 from ..services.ratelimit import RateLimiter
 from ..services.tokens import TokenCodec
@@ -121,6 +122,7 @@ class GatewayNode:
         )
         self._recovering: asyncio.Task[None] | None = None
         self._recover_again = False
+        self._restored = False
         self._stopping = False
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -175,18 +177,22 @@ class GatewayNode:
         if self._stopping:
             return
         if self._recovering is not None and not self._recovering.done():
-            self._recover_again = True
+            # One that has not put the routes back yet covers this cause too (a reconnect is followed at
+            # once by the heartbeat gap it caused); one that has, runs again.
+            self._recover_again = self._recover_again or self._restored
             return
         self._recovering = self._spawn(self._recover(reason))
 
     async def _recover(self, reason: str) -> None:
         while True:
             self._recover_again = False
+            self._restored = False
             log.warning(
                 "gateway %s: %s; restoring %d routes, clients resync", self.node_id, reason, len(self.connections)
             )
             try:
                 await self._restore_routes()
+                self._restored = True
             except Exception as exc:
                 log.warning("gateway %s: routes not restored (%s); retrying", self.node_id, exc)
                 await asyncio.sleep(0.2)
@@ -433,6 +439,8 @@ class GatewayNode:
     # Deliveries -----------------------------------------------------------------------------------
 
     async def _on_delivery(self, msg: Msg) -> None:
+        if msg.data == PROBE:
+            return  # an API node checking that this node still subscribes (see cluster/reaper.py)
         try:
             items = decode_delivery(msg.data)
         except ValueError as exc:
