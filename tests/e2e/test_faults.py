@@ -103,6 +103,38 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         kill(nats)
 
 
+# A gateway wrongly judged dead -----------------------------------------------------------------------------
+
+
+async def test_a_gateway_judged_dead_by_mistake_puts_its_routes_back_and_its_clients_resync(make_cluster):
+    cluster = make_cluster(gateways=1, heartbeat_interval=0.5, node_ttl=1.5)
+    api, gateway = cluster.api.node, cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    device = await RawDevice.connect(bob)
+    conversation = _direct(alice, bob)
+    heartbeat = gateway._heartbeat
+    assert heartbeat is not None and heartbeat._task is not None
+
+    async def silence() -> None:  # an event loop stall, as the others see it: no heartbeats for a while
+        heartbeat._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat._task
+
+    try:
+        await cluster.loop.call(silence())
+        # Judged dead (a probe finds it subscribed, so only the TTL decides): its routes are removed.
+        await cluster.until(lambda: not api.mirror.routes.devices(_uid(bob)))
+        await alice.send_text(_uid(bob), "while judged dead")  # bob looks offline: no push
+        await cluster.loop.call(heartbeat.start())  # the first heartbeat after the gap
+        await device.until(lambda d: d.seen.get(conversation) == {1})
+        assert device.resyncs >= 1 and device.close_code is None
+        await cluster.until(lambda: api.mirror.routes.devices(_uid(bob)).get("dev1") == gateway.node_id)
+        await alice.send_text(_uid(bob), "pushed again")
+        await device.until(lambda d: d.seen.get(conversation) == {1, 2})
+    finally:
+        await device.close()
+
+
 # A client that stops reading --------------------------------------------------------------------------
 
 
