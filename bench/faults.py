@@ -170,7 +170,8 @@ class Device:
 
 async def client_worker(url: str, index: int, count: int, peer: int, run: str) -> None:
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+    timeout = httpx.Timeout(30, pool=120)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
         devices = [Device(url, f"f{run}w{index}d{i}", peer) for i in range(count)]
         semaphore = asyncio.Semaphore(16)
 
@@ -191,9 +192,18 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                 return
         for device in devices:
             device.stopping = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         report = []
         for device in devices:
-            stored = await device.history(http)
+            stored: list[str] = []
+            for attempt in range(10):
+                try:
+                    stored = await device.history(http)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.5 * (attempt + 1))
             report.append(
                 {
                     "uid": device.uid,
@@ -205,8 +215,6 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                     "closes": device.closes,
                 }
             )
-        for task in tasks:
-            task.cancel()
         print(json.dumps({"report": report}), flush=True)
 
 

@@ -213,7 +213,12 @@ class GatewayNode:
             )
             for key, value in zip(chunk, revisions, strict=True):
                 if key in self.connections:
-                    self._revisions[key] = value
+                    # The device is here (maybe on a newer connection): the route is right, keep its revision.
+                    self._revisions[key] = max(self._revisions.get(key, 0), value)
+                else:
+                    # It went away while we were putting: do not leave our put behind.
+                    with contextlib.suppress(Exception):
+                        await self.bus.routes.delete(route_key(*key), last=value)
                 revision = max(revision, value)
         if revision:
             await self.barrier.wait(revision)
