@@ -327,7 +327,7 @@ class GatewayNode:
         }
         status = http.HTTPStatus.OK if all(checks.values()) else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = {
-            "status": "ok" if status is http.HTTPStatus.OK else "degraded",
+            "status": status.phrase,  # "OK" or "Service Unavailable", as before
             "node_id": self.node_id,
             "connections": len(self.connections),
             "checks": checks,
