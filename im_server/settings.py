@@ -59,15 +59,22 @@ class Settings(BaseSettings):
     """The URL clients use to reach this gateway; ``ws://<host>:<port>/ws`` if unset."""
     node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     """This gateway's id; a random one if unset. Routes left by a crashed node of the same id are purged."""
-    heartbeat_interval: float = 2.0
-    node_ttl: float = 10.0
-    """A gateway whose heartbeat is older than this is dead; its routes count as offline."""
+    heartbeat_interval: float = 0.5
+    node_ttl: float = 1.5
+    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
     auth_timeout: float = 5.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     max_frame_bytes: int = 64 * 1024
     gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
     """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
+    gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
+    """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
+    ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
+    gateway_forward_deadline: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a gateway keeps retrying a batch of sends before answering ``unavailable``."""
+    gateway_outbound_budget: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
+    """Bytes a connection may have waiting to be written; a client past it is closed with 4013."""
     connect_rate: float = 50.0
     """New connections per second accepted from one IP address (sustained)."""
     connect_burst: int = 200

@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from im_schema.errors import ErrorCode
 from im_schema.files import FILES_PATH
 
-from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError
+from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError, storage_error
+from ..storage.faults import classify
 from .deps import validation_details
 from .node import ApiNode
 from .routes import auth, conversations, gateway, groups, health, lifecycle, messages, social, users
@@ -100,6 +101,11 @@ def create_app(node: ApiNode) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        fault = classify(exc, node.db.health.database_path)
+        if fault is not None:
+            # Counted and logged where it happened (Database.health); the client gets a code it can act on.
+            log.warning("storage %s on %s %s: %s", fault.kind, request.method, request.url.path, fault.detail)
+            return _error_response(storage_error(fault.kind))
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         body: dict[str, Any] = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
         return JSONResponse(body, status_code=500)

@@ -24,8 +24,9 @@ from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
-from ..errors import ServerError, Unavailable
+from ..errors import ServerError, Unavailable, storage_error
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
@@ -44,6 +45,7 @@ from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
 from ..storage.devices import DeviceStore, Revoked
+from ..storage.faults import classify
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
 from ..storage.social import SocialStore
@@ -145,6 +147,37 @@ class ApiNode:
             "Logouts some live node did not confirm within the barrier timeout (since start).",
             lambda: self.revoker.incomplete,
         )
+        self.reaper = RouteReaper(self.bus, self.mirror, self.node_id)
+        self.metrics.gauge(
+            "im_dead_node_routes_reaped", "Routes of dead nodes removed (since start).", lambda: self.reaper.reaped
+        )
+        self.metrics.gauge(
+            "im_gateways_probed_dead",
+            "Gateways found dead by a probe before their heartbeat expired (since start).",
+            lambda: self.reaper.probed_dead,
+        )
+        self.metrics.gauge(
+            "im_resyncs_owed",
+            "Users remembered for a resync (their pushes may have been lost).",
+            lambda: self.deliverer.owed,
+        )
+        self.metrics.gauge(
+            "im_resync_publishes", "Resync frames published to gateways (since start).", lambda: self.deliverer.resyncs
+        )
+        self.metrics.gauge(
+            "im_registry_reloads",
+            "Registry views reloaded after a NATS reconnect (since start).",
+            lambda: self.mirror.reloads,
+        )
+        self.metrics.gauge(
+            "im_nats_connected", "1 while this node is connected to NATS.", lambda: float(self.bus.nc.is_connected)
+        )
+        for kind in ("busy", "full", "unavailable"):
+            self.metrics.gauge(
+                f"im_storage_errors_{kind}",
+                f"Writes that failed with a storage error of kind {kind} (since start).",
+                lambda kind=kind: self.db.health.counts[kind],  # type: ignore[misc]
+            )
         self._subscriptions: list[Subscription] = []
         self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
 
@@ -170,6 +203,8 @@ class ApiNode:
         self.social.announce = self._announce_social
         self.groups.announce = self._announce_members
         await self.heartbeat.start()
+        self.deliverer.start(self.settings.heartbeat_interval)
+        self.reaper.start()
         self._loop_lag.start()
         log.info("api node %s started", self.node_id)
 
@@ -181,6 +216,8 @@ class ApiNode:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
         await self.committer.stop()
+        await self.reaper.stop()
+        await self.deliverer.stop()
         await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.revocations.stop()
@@ -189,6 +226,25 @@ class ApiNode:
         await self.bus.close()
         await self.db.close()
         log.info("api node %s stopped", self.node_id)
+
+    async def health(self) -> dict[str, object]:
+        """What ``/healthz`` reports: every dependency, and which are degraded."""
+        writable, why = self.db.health.writable()
+        if not writable:
+            # A disk that has room again (or a database that is back) is noticed without waiting for a send.
+            await self.db.probe_write()
+            writable, why = self.db.health.writable()
+        checks = {"database": writable, "nats": self.bus.nc.is_connected, "registries": self.mirror.current}
+        return {
+            "status": "ok" if all(checks.values()) else "degraded",
+            "node_id": self.node_id,
+            "checks": checks,
+            "degraded": [name for name, ok in checks.items() if not ok],
+            "database": "ok" if writable else why,
+            "nats": self.bus.nc.is_connected,
+            "routes": len(self.mirror.routes),
+            "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
+        }
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
         """The live gateway this device should use (rendezvous hashing over live gateways)."""
@@ -347,10 +403,17 @@ class ApiNode:
                     replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
                 else:
                     replies[index] = ack_frame(frame.client_msg_id, result.json)
-        except Exception:
-            log.exception("forwarded sends failed")
+        except Exception as exc:
+            fault = classify(exc, self.db.health.database_path)
+            if fault is None:
+                log.exception("forwarded sends failed")
+            error = None if fault is None else storage_error(fault.kind)
             for index, (_, _, frame) in zip(positions, sends, strict=True):
-                replies[index] = _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
+                replies[index] = (
+                    _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
+                    if error is None
+                    else error.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
+                )
         if msg.reply:
             try:
                 await msg.respond(b"\n".join(replies))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -95,18 +96,45 @@ class Bus:
         self._routes: KeyValue | None = None
         self._nodes: KeyValue | None = None
         self._revoked: KeyValue | None = None
+        self._listeners: dict[str, list[Callable[..., None]]] = {"disconnect": [], "reconnect": [], "error": []}
+
+    def listen(
+        self,
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Be told (synchronously, on the event loop) when the connection drops, comes back or reports an error.
+
+        ``on_reconnect`` runs after the client has subscribed again to everything; state kept in JetStream
+        (watchers, ordered consumers) may be gone and is the listener's to recreate.
+        """
+        for kind, callback in (("disconnect", on_disconnect), ("reconnect", on_reconnect), ("error", on_error)):
+            if callback is not None:
+                self._listeners[kind].append(callback)
+
+    def _notify(self, kind: str, *args: Any) -> None:
+        for callback in self._listeners[kind]:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("nats %s: %s listener failed", self._name, kind)
 
     async def connect(self) -> None:
         """Connect (retrying until NATS answers) and make sure the buckets exist."""
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats %s: %s", self._name, exc)
+            self._notify("error", exc)
 
         async def on_disconnect() -> None:
             log.warning("nats %s: disconnected", self._name)
+            self._notify("disconnect")
 
         async def on_reconnect() -> None:
             log.info("nats %s: reconnected", self._name)
+            self._notify("reconnect")
 
         deadline = asyncio.get_running_loop().time() + self.settings.nats_connect_timeout
         while True:
@@ -208,7 +236,13 @@ def parse_heartbeat(node_id: str, value: bytes) -> NodeInfo:
 
 
 class RegistryMirror:
-    """Keeps a :class:`RouteTable` and a :class:`NodeTable` equal to the registry buckets."""
+    """Keeps a :class:`RouteTable` and a :class:`NodeTable` equal to the registry buckets.
+
+    The watchers are recreated on every NATS reconnect (a restarted server forgets the consumers behind
+    them), and the fresh snapshot replaces the tables at once, so a view heals as soon as NATS is back.
+    While the connection is down, node ages are frozen (see :meth:`NodeTable.freeze`) and
+    :attr:`current` is false.
+    """
 
     def __init__(self, bus: Bus, *, follow_routes: bool = True) -> None:
         self._bus = bus
@@ -217,46 +251,157 @@ class RegistryMirror:
         self.nodes = NodeTable(ttl=bus.settings.node_ttl)
         self.route_revision = 0
         """The newest route registry revision applied to :attr:`routes`."""
+        self.route_revisions: dict[tuple[int, str], int] = {}
+        """The registry revision of each live route (for deletes that must not undo a newer put)."""
+        self.current = False
+        """Whether the tables follow the registry right now (false while NATS is away, until reloaded)."""
+        self.reloads = 0
+        self.departed: dict[str, float] = {}
+        """Nodes whose registry entry went away (deleted, expired, or missing after a reload), and when."""
+        self._snapshot_revision = 0
+        self.on_reload: list[Callable[[], None]] = []
+        """Called after each reload that followed a reconnect."""
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watchers: list[Any] = []
+        self._reload_task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
-        """Load the buckets, then follow their changes in the background."""
-        buckets: list[tuple[KeyValue, Callable[[Any], None]]] = [(self._bus.nodes, self._apply_node)]
+        """Load the buckets, then follow their changes in the background (and reload on every reconnect)."""
+        await self._load()
+        self._bus.listen(on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+
+    async def _load(self) -> None:
+        nodes = NodeTable(ttl=self.nodes.ttl)
+        routes = RouteTable()
+        revisions: dict[tuple[int, str], int] = {}
+        buckets: list[tuple[KeyValue, Callable[[Any], None], Callable[[Any], None], Callable[[], None]]] = [
+            (
+                self._bus.nodes,
+                lambda entry: self._apply_node(entry, nodes, snapshot=True),
+                lambda entry: self._apply_node(entry, self.nodes),
+                lambda: self._replace_nodes(nodes),
+            )
+        ]
         if self._follow_routes:
-            buckets.append((self._bus.routes, self._apply_route))
-        for bucket, apply in buckets:
+            buckets.append(
+                (
+                    self._bus.routes,
+                    lambda entry: self._apply_route(entry, routes, revisions, live=False),
+                    lambda entry: self._apply_route(entry, self.routes, self.route_revisions),
+                    lambda: self._replace_routes(routes, revisions),
+                )
+            )
+        for bucket, apply, apply_live, done in buckets:
             watcher = await bucket.watchall()
             self._watchers.append(watcher)
             ready = asyncio.get_running_loop().create_future()
-            self._tasks.append(asyncio.create_task(self._follow(watcher, apply, ready)))
+            self._tasks.append(asyncio.create_task(self._follow(watcher, apply, apply_live, done, ready)))
             await ready
+        self.current = True
 
-    async def _follow(self, watcher: Any, apply: Callable[[Any], None], ready: asyncio.Future[None]) -> None:
-        async for entry in watcher:
-            if entry is None:
-                if not ready.done():
-                    ready.set_result(None)
-                continue
+    def _replace_nodes(self, nodes: NodeTable) -> None:
+        now = time.monotonic()
+        fresh = set(nodes.known())
+        for node in self.nodes.known():
+            if node not in fresh:
+                self.departed.setdefault(node, now)
+        for node in fresh:
+            self.departed.pop(node, None)
+        self.nodes.replace(nodes)
+
+    def _replace_routes(self, routes: RouteTable, revisions: dict[tuple[int, str], int]) -> None:
+        self.routes.replace(routes)
+        self.route_revisions = revisions
+        self._advance(self._snapshot_revision)
+
+    def _on_disconnect(self) -> None:
+        self.current = False
+        self.nodes.freeze()
+
+    def _on_reconnect(self) -> None:
+        if self._stopped or (self._reload_task is not None and not self._reload_task.done()):
+            return
+        self.current = False
+        self.nodes.freeze()
+        self._reload_task = asyncio.create_task(self._reload(), name="registry-reload")
+
+    async def _reload(self) -> None:
+        delay = 0.05
+        while not self._stopped:
+            await self._stop_watchers()
             try:
-                apply(entry)
-            except Exception:
-                log.exception("bad registry entry %r", entry.key)
-        if not ready.done():
-            ready.set_result(None)
+                async with asyncio.timeout(10):
+                    await self._load()
+            except Exception as exc:
+                # JetStream may need a moment after a server restart before its streams answer.
+                log.warning("registry reload failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            self.reloads += 1
+            log.info("registry views reloaded: %d nodes, %d routes", len(self.nodes.known()), len(self.routes))
+            for callback in self.on_reload:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("registry reload listener failed")
+            return
 
-    def _apply_route(self, entry: Any) -> None:
+    async def _follow(
+        self,
+        watcher: Any,
+        apply: Callable[[Any], None],
+        apply_live: Callable[[Any], None],
+        done: Callable[[], None],
+        ready: asyncio.Future[None],
+    ) -> None:
+        # Until the snapshot's end marker, entries go to fresh tables (``apply``), which then replace the
+        # live ones (``done``); after it, changes go straight to the live tables.
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    if not ready.done():
+                        done()
+                        ready.set_result(None)
+                    continue
+                try:
+                    if ready.done():
+                        apply_live(entry)
+                    else:
+                        apply(entry)
+                except Exception:
+                    log.exception("bad registry entry %r", entry.key)
+        finally:
+            if not ready.done():
+                ready.set_exception(ConnectionError("the registry watcher ended before its snapshot"))
+
+    def _apply_route(
+        self, entry: Any, routes: RouteTable, revisions: dict[tuple[int, str], int], *, live: bool = True
+    ) -> None:
         user_id, device_id = parse_route_key(entry.key)
         if entry.operation in ("DEL", "PURGE") or not entry.value:
             # The registry keeps delete markers, with their time: the device's "last seen", which
             # survives restarts of the API nodes.
             at = entry.created.timestamp() if entry.created is not None else None
-            self.routes.remove(user_id, device_id, at)
+            routes.remove(user_id, device_id, at)
+            revisions.pop((user_id, device_id), None)
         else:
-            self.routes.set(user_id, device_id, entry.value.decode())
-        if entry.revision and entry.revision > self.route_revision:
-            self.route_revision = entry.revision
+            routes.set(user_id, device_id, entry.value.decode())
+            if entry.revision:
+                revisions[(user_id, device_id)] = entry.revision
+        if not entry.revision:
+            return
+        if live:
+            self._advance(entry.revision)
+        else:
+            # Waiters are woken once the snapshot is the live table, not while it is being read.
+            self._snapshot_revision = max(self._snapshot_revision, entry.revision)
+
+    def _advance(self, revision: int) -> None:
+        if revision > self.route_revision:
+            self.route_revision = revision
             if self._revision_waiters:
                 self._wake_revision_waiters()
 
@@ -278,14 +423,21 @@ class RegistryMirror:
         self._revision_waiters.append((revision, future))
         await future
 
-    def _apply_node(self, entry: Any) -> None:
+    def _apply_node(self, entry: Any, nodes: NodeTable, *, snapshot: bool = False) -> None:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self.nodes.remove(entry.key)
-        else:
-            self.nodes.heartbeat(parse_heartbeat(entry.key, entry.value))
+            nodes.remove(entry.key)
+            if nodes is self.nodes:
+                self.departed.setdefault(entry.key, time.monotonic())
+            return
+        if nodes is self.nodes:
+            self.departed.pop(entry.key, None)
+        age = 0.0
+        if snapshot and entry.created is not None:
+            # A snapshot's heartbeat may be old: judge the node by when it wrote it, not by when we read it.
+            age = min(nodes.ttl, max(0.0, time.time() - entry.created.timestamp()))
+        nodes.heartbeat(parse_heartbeat(entry.key, entry.value), age)
 
-    async def stop(self) -> None:
-        """Stop following."""
+    async def _stop_watchers(self) -> None:
         for watcher in self._watchers:
             with contextlib.suppress(Exception):
                 await watcher.stop()
@@ -294,3 +446,14 @@ class RegistryMirror:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._watchers = []
+        self._tasks = []
+
+    async def stop(self) -> None:
+        """Stop following."""
+        self._stopped = True
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload_task
+        await self._stop_watchers()

@@ -1,6 +1,7 @@
 """The embedded cluster behind ``im server up``: nats-server, one API process, N gateway processes.
 
-Every part is a real separate process, supervised: a child that dies is restarted (with backoff), and
+Every part is a real separate process, supervised: a child that dies is restarted (with backoff),
+nats-server included (on the same port and store, so the nodes reconnect to it and carry on), and
 SIGINT or SIGTERM stops the gateways first (their clients are told to reconnect), then the API (which
 commits what is queued), then NATS.
 
@@ -77,6 +78,7 @@ class EmbeddedCluster:
         self.plan = plan
         self._say = on_event or (lambda text: log.info("%s", text))
         self._nats: subprocess.Popen[bytes] | None = None
+        self._nats_restarts: list[float] = []
         self.nats_url = plan.nats_url
         self._children: list[_Child] = []
         self._stopping = False
@@ -183,8 +185,37 @@ class EmbeddedCluster:
                 if process is not None and process.poll() is not None and not self._stopping:
                     self._restart(child, process.returncode)
             if self._nats is not None and self._nats.poll() is not None and not self._stopping:
-                raise RuntimeError(f"nats-server exited with code {self._nats.returncode}")
+                self._restart_nats(self._nats.returncode)
             time.sleep(poll)
+
+    def _restart_nats(self, code: int) -> None:
+        # Same port (the nodes' reconnect loops find it again) and same store (JetStream keeps the
+        # registries, revocations and files); the nodes heal on reconnect.
+        now = time.monotonic()
+        self._nats_restarts = [t for t in self._nats_restarts if now - t < 60]
+        if len(self._nats_restarts) >= 5:
+            raise RuntimeError(f"nats-server keeps exiting (code {code}); see {self.plan.data_dir}/logs/nats.log")
+        self._nats_restarts.append(now)
+        delay = 0.2 * 2 ** (len(self._nats_restarts) - 1)
+        self._say(f"nats-server exited with code {code}; restarting in {delay:.1f}s")
+        time.sleep(delay)
+        assert self.nats_url is not None
+        port = int(self.nats_url.rsplit(":", 1)[1])
+        for attempt in range(20):
+            try:
+                self._nats, _ = start_nats_server(
+                    self.plan.data_dir / "nats",
+                    host=self.plan.host,
+                    port=port,
+                    log_file=self.plan.data_dir / "logs" / "nats.log",
+                )
+                return
+            except (RuntimeError, TimeoutError) as exc:
+                # The old process's port may still be held for a moment.
+                if attempt == 19:
+                    raise
+                log.warning("nats-server did not start yet (%s)", exc)
+                time.sleep(0.25)
 
     def _restart(self, child: _Child, code: int) -> None:
         now = time.monotonic()

@@ -98,6 +98,26 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
         os.kill(children["gw-1"], signal.SIGKILL)
         _wait(lambda: _find_children(port).get("gw-1", children["gw-1"]) != children["gw-1"])
         _wait(lambda: "gw-1" in httpx.get(f"http://127.0.0.1:{port}/healthz").json()["gateways"])
+
+        # So is a nats-server that dies: same port, same store, and the nodes carry on.
+        nats_pid = _find_nats(tmp_path / "data")
+        assert nats_pid is not None
+        os.kill(nats_pid, signal.SIGKILL)
+        _wait(lambda: _find_nats(tmp_path / "data") not in (None, nats_pid))
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
+
+        async def after_nats_restart() -> None:
+            url = f"http://127.0.0.1:{port}"
+            async with AsyncClient(url, backoff=Backoff(0.05, max_delay=0.5)) as bob:
+                await bob.login("bob", "demo-password", device="test")
+                inbox = Inbox(bob)
+                async with AsyncClient(url) as alice:
+                    await alice.login("alice", "demo-password", device="test")
+                    await alice.send_text("bob", "after nats restart")
+                await inbox.until_text("after nats restart", 30)
+                await inbox.close()
+
+        asyncio.run(after_nats_restart())
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(60)
@@ -105,6 +125,22 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
     for offset in range(3):
         assert not _listening(port + offset)
     assert _find_children(port) == {}
+
+
+def _find_nats(data_dir: Path) -> int | None:
+    """The pid of the cluster's nats-server, found by its config file."""
+    config = str(data_dir / "nats" / "nats.conf").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if config in cmdline.split(b"\0") and "State:\tZ" not in status:
+            return int(entry.name)
+    return None
 
 
 def _find_children(port: int) -> dict[str, int]:
