@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -99,16 +100,28 @@ def create_app(node: ApiNode) -> FastAPI:
         error = ServerError(str(exc.detail), code=ErrorCode.BAD_REQUEST)
         return JSONResponse(error.envelope(), status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    def _storage_fault(request: Request, exc: Exception) -> JSONResponse | None:
         fault = classify(exc, node.db.health.database_path)
-        if fault is not None:
-            # Counted and logged where it happened (Database.health); the client gets a code it can act on.
-            log.warning("storage %s on %s %s: %s", fault.kind, request.method, request.url.path, fault.detail)
-            return _error_response(storage_error(fault.kind))
+        if fault is None:
+            return None
+        # Counted and logged where it happened (Database.health); the client gets a code it can act on.
+        log.warning("storage %s on %s %s: %s", fault.kind, request.method, request.url.path, fault.detail)
+        return _error_response(storage_error(fault.kind))
+
+    def _internal(request: Request) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         body: dict[str, Any] = {"error": {"code": ErrorCode.INTERNAL.value, "message": "internal error"}}
         return JSONResponse(body, status_code=500)
+
+    # Database errors get a handler of their own: Starlette answers a plain ``Exception`` handler from its
+    # outermost middleware and then re-raises, so the server drops the connection after the answer.
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        return _storage_fault(request, exc) or _internal(request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _storage_fault(request, exc) or _internal(request)
 
     app.add_middleware(BodyLimit, limit=node.settings.max_body_bytes, exempt=(FILES_PATH,))
     return app

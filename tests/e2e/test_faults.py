@@ -24,8 +24,9 @@ import pytest
 from im_schema.limits import CLOSE_TOO_SLOW
 from im_sdk import AsyncClient
 from tests.support.cluster import TestCluster
-from tests.support.faults import RawDevice, kill, spawn_api_process, start_private_nats, text_frame
+from tests.support.faults import RawDevice, kill, spawn_api_process, text_frame
 from tests.support.inbox import Inbox
+from tests.support.nats import PrivateNats
 
 pytestmark = pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX system")
 
@@ -50,9 +51,8 @@ def _uid(client: AsyncClient) -> int:
 
 async def test_messages_committed_while_nats_is_down_reach_connected_devices(cluster_loop, sqlite_url, tmp_path):
     nats_dir = tmp_path / "nats"
-    nats, nats_url = start_private_nats(nats_dir)
-    port = int(nats_url.rsplit(":", 1)[1])
-    cluster = TestCluster(cluster_loop, nats_url, sqlite_url).start(gateways=1)
+    nats = PrivateNats(nats_dir).start()
+    cluster = TestCluster(cluster_loop, nats, sqlite_url).start(gateways=1)
     api = cluster.api
     assert api is not None
     devices: list[RawDevice] = []
@@ -64,7 +64,8 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         await alice.send_text(_uid(bob), "before")
         await device.until(lambda d: d.seen.get(conversation) == {1})
 
-        kill(nats)
+        assert nats.process is not None
+        kill(nats.process)
         await cluster.until(lambda: not api.node.bus.nc.is_connected and not cluster.gateways[0].bus.nc.is_connected)
         gateway_health = cluster.gateways[0].url.replace("ws://", "http://").replace("/ws", "/healthz")
         async with httpx.AsyncClient() as http:
@@ -76,7 +77,7 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         for index in range(5):
             await alice.send_text(_uid(bob), f"during {index}")
 
-        nats, _ = start_private_nats(nats_dir, port=port)
+        nats.start()  # the same port, store and users
         # No new traffic from here on: every committed message must still reach the connected device.
         await device.until(lambda d: d.seen.get(conversation) == set(range(1, 7)), timeout=30)
         # Pushes buffered by the API may arrive first; the gateway's resync after its reconnect always comes.
@@ -100,7 +101,7 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         for device in devices:
             await device.close()
         cluster.stop()
-        kill(nats)
+        nats.close()
 
 
 # A gateway wrongly judged dead -----------------------------------------------------------------------------
@@ -327,20 +328,20 @@ async def test_a_killed_api_node_loses_and_duplicates_nothing_and_stalls_no_send
 
 
 def _fill(path: Path, leave: int) -> None:
-    with open(path, "wb") as output, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file would try to flush its last block again on close, and fail there.
+    with open(path, "wb", buffering=0) as output, contextlib.suppress(OSError):
         while True:
             output.write(b"\0" * 16 * 1024)
-            output.flush()
     os.truncate(path, max(0, path.stat().st_size - leave))
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Any:
-    """A 4 MiB tmpfs, when this machine lets the tests mount one (root, or a user namespace)."""
+    """A 16 MiB tmpfs, when this machine lets the tests mount one (root, or a user namespace)."""
     mount = tmp_path / "disk"
     mount.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
     )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
@@ -353,10 +354,11 @@ def small_disk(tmp_path: Path) -> Any:
 async def test_a_full_disk_is_a_clear_error_nothing_acked_is_lost_and_healthz_is_degraded(make_cluster, small_disk):
     cluster = make_cluster(gateways=1, db_url=f"sqlite+aiosqlite:///{small_disk / 'im.db'}")
     alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    await alice.send_text(_uid(bob), "before the disk filled")  # the conversation exists
     # Fill the disk with a file, leaving a little room.
     filler = small_disk / "filler"
     _fill(filler, leave=48 * 1024)
-    acked: list[str] = []
+    acked: list[str] = ["before the disk filled"]
     refused: list[dict[str, Any]] = []
     token = alice._state.access_token
     async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as http:

@@ -1,4 +1,6 @@
-"""Helpers for fault tests: a private nats-server, an API node in its own process, a raw device.
+"""Helpers for fault tests: an API node in its own process, a raw device.
+
+A private nats-server to stop and restart is :class:`tests.support.nats.PrivateNats`.
 
 The raw device speaks the WebSocket protocol itself (no SDK), so that a test sees exactly which frames
 arrive, answers a ``resync`` frame by fetching what it lacks over HTTP, and can stop reading its socket.
@@ -13,7 +15,6 @@ import secrets
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,17 +25,9 @@ from websockets.exceptions import ConnectionClosed
 from im_schema.content import TextContent
 from im_schema.frames import AuthFrame, SendFrame
 from im_sdk import AsyncClient
-from im_server.cluster.natsbin import free_port, start_nats_server, wait_for_port
+from im_server.cluster.natsbin import free_port, wait_for_port
 
-__all__ = ["RawDevice", "kill", "spawn_api_process", "start_private_nats"]
-
-
-def start_private_nats(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A nats-server of the test's own (stopping it must not disturb other tests), on ``port`` if given.
-
-    Restarting it on the same directory and port keeps its JetStream store, as an operator's restart would.
-    """
-    return start_nats_server(directory, port=port, log_file=directory / "nats.log")
+__all__ = ["RawDevice", "kill", "spawn_api_process"]
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
