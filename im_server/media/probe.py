@@ -18,6 +18,8 @@ Every failure is a :class:`MediaError`; no other exception leaves :func:`probe_i
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import struct
 from collections.abc import Callable, Iterator
@@ -104,12 +106,17 @@ def _bytes_per_pixel(mode: str) -> int:
 
 def decode_cost(image: Any, full_size: tuple[int, int]) -> int:
     """Bytes of memory decoding ``image`` (an opened, not yet loaded Pillow image, after any ``draft``)
-    and thumbnailing it take, from its header: the decoded buffer, the reduced copy the thumbnail is made
-    from (at most a quarter of it), and for progressive JPEG libjpeg's coefficient buffer, which is
-    kept at full size (``full_size``, the size before ``draft``) whatever the scale of decoding."""
+    and thumbnailing it take, from its header: the decoded buffer (four of them for WebP), the reduced
+    picture the thumbnail is made from (at most a quarter of it), and for progressive JPEG libjpeg's
+    coefficient buffer, kept at full size (``full_size``, the size before ``draft``) whatever the scale of
+    decoding."""
     width, height = image.size
     decoded = width * height * _bytes_per_pixel(image.mode)
-    cost = decoded + decoded // 4
+    if image.format == "WEBP":
+        # libwebp's animation decoder keeps two RGBA canvases, hands Pillow a copy as bytes, and Pillow
+        # unpacks that into its own buffer: four full-size RGBA pictures at once (measured).
+        decoded = width * height * 4 * 4
+    cost = decoded + decoded // 4  # the strips and the reduced picture the thumbnail is made from
     if image.format == "JPEG" and image.info.get("progressive"):
         # Two bytes per DCT coefficient, for every component at its own sampling (4:2:0 chroma is a
         # quarter of the luma).
@@ -143,7 +150,7 @@ def probe_image(
 
     try:
         # Only the plugins of accepted formats ever see the bytes (no EPS, PSD, ... parsers).
-        with Image.open(path, formats=list(_PIL_FORMATS)) as image:
+        with contextlib.ExitStack() as stack, Image.open(path, formats=list(_PIL_FORMATS)) as image:
             media_type = _PIL_FORMATS.get(image.format or "")
             if media_type is None:  # pragma: no cover - Image.open was told the formats
                 raise MediaError(f"{image.format} pictures are not accepted as images", "unsupported")
@@ -159,13 +166,16 @@ def probe_image(
                 scale = min(1.0, 2 * thumbnail_size / max(width, height))
                 target = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, target)
-            if budget is not None and decode_cost(image, (width, height)) > budget:
+            cost = decode_cost(image, (width, height))
+            if budget is not None and cost > budget:
                 raise MediaError(
                     f"the picture ({width}x{height} pixels, {image.mode}) needs more memory to decode than this "
                     f"server allows",
                     "too_large",
                 )
             has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+            if cost > _TRIM_AFTER:
+                stack.callback(_trim)
             image.load()  # decodes everything: a truncated or damaged file fails here
             orientation = _orientation(image)
             thumbnail = _thumbnail(image, thumbnail_size, has_alpha)
@@ -198,6 +208,27 @@ def probe_image(
         raise MediaError(f"the picture is damaged or truncated ({detail})", "corrupt") from None
 
 
+_TRIM_AFTER = 32 * 1024 * 1024
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc
+        return None
+    return function
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _trim() -> None:
+    """Give the memory of a big decode back to the system: glibc would otherwise keep the freed blocks,
+    and one large picture would leave the process that much larger for good."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _transpositions() -> dict[int, Any]:
     from PIL import Image
 
@@ -225,23 +256,34 @@ def _orientation(image: Any) -> int:
     return value if isinstance(value, int) else 1
 
 
+_STRIP_ROWS = 256
+"""Rows of the decoded picture converted and reduced at a time (a strip of a 16,000-pixel-wide RGBA
+picture is 16 MB)."""
+
+
 def _thumbnail(image: Any, size: int, has_alpha: bool) -> Any:
-    """The thumbnail, made without a full-size copy of the decoded picture."""
+    """The thumbnail, made without a full-size copy of the decoded picture.
+
+    The picture is first reduced by an integer factor (box averaging, as Pillow's ``reducing_gap``
+    does) strip by strip: Pillow would otherwise convert the whole picture to premultiplied alpha for
+    RGBA, or to RGB for palette and 16-bit pictures, each a full-size copy. The reduced picture, at least
+    twice the thumbnail, is then resampled with Lanczos.
+    """
     from PIL import Image
 
-    frame = image
-    if frame.mode not in ("RGB", "RGBA", "L", "LA"):
-        # Palette, bilevel, 16-bit or CMYK pictures: a nearest-neighbour cut to a few times the thumbnail
-        # first, so that the colour conversion copies a small picture rather than the whole one.
-        longest = max(frame.size)
-        if longest > size * 4:
-            scale = size * 4 / longest
-            frame = frame.resize((max(1, round(frame.width * scale)), max(1, round(frame.height * scale))))
-        frame = frame.convert("RGBA" if has_alpha else "RGB")
-    # In place: reduce() by an integer factor, then resample; the decoded buffer is released after.
-    frame.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     wanted = "RGBA" if has_alpha else "RGB"
-    return frame if frame.mode == wanted else frame.convert(wanted)
+    factor = max(1, max(image.size) // (2 * size))
+    if factor == 1:
+        frame = image.convert(wanted)  # at most four times the thumbnail's area
+    else:
+        width, height = image.size
+        frame = Image.new(wanted, (-(-width // factor), -(-height // factor)))
+        rows = max(factor, _STRIP_ROWS // factor * factor)
+        for top in range(0, height, rows):
+            strip = image.crop((0, top, width, min(height, top + rows)))
+            frame.paste(strip.convert(wanted).reduce(factor), (0, top // factor))
+    frame.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return frame
 
 
 # Audio and video ----------------------------------------------------------------------------------

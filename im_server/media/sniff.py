@@ -30,6 +30,7 @@ __all__ = [
     "ZIP_READ_BUDGET",
     "extension_for",
     "sniff",
+    "zip_type",
 ]
 
 SNIFF_BYTES = 8192
@@ -189,17 +190,24 @@ def _zip(path: Path | None) -> str:
         return "application/zip"
     try:
         with path.open("rb") as file:
-            reader = _Reader(file, os.fstat(file.fileno()).st_size)
-            try:
-                names, first = _central_directory(reader)
-            except _NotZip:
-                names, first = _local_headers(reader)
-            declared = _mimetype(reader, first) if names and names[0] == "mimetype" else None
-    except (OSError, _NotZip, struct.error, zlib.error):
+            return zip_type(file, os.fstat(file.fileno()).st_size)[0]
+    except OSError:
         return "application/zip"
-    if declared is not None:
-        return declared  # OpenDocument, EPUB
-    return _zip_kind(names)
+
+
+def zip_type(file: BinaryIO, size: int) -> tuple[str, int]:
+    """The media type of a ZIP container (Office document, OpenDocument, EPUB, Java archive, Android
+    package, or plain ZIP), and how many bytes were read to tell (at most :data:`ZIP_READ_BUDGET`)."""
+    reader = _Reader(file, size)
+    try:
+        try:
+            names, first = _central_directory(reader)
+        except _NotZip:
+            names, first = _local_headers(reader)
+        declared = _mimetype(reader, first) if names and names[0] == "mimetype" else None
+    except (_NotZip, struct.error, zlib.error):
+        return "application/zip", reader.consumed
+    return declared or _zip_kind(names), reader.consumed
 
 
 def _zip_kind(names: list[str]) -> str:
