@@ -18,7 +18,6 @@ Every failure is a :class:`MediaError`; no other exception leaves :func:`probe_i
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import math
 import struct
@@ -42,7 +41,7 @@ __all__ = [
 
 Reason = Literal["corrupt", "unsupported", "too_large"]
 
-READ_BUDGET = 32 * 1024 * 1024
+READ_BUDGET = 16 * 1024 * 1024
 """The most bytes one audio/video probe reads, however the file is crafted (a one-hour live WebM
 recording, walked block by block, reads about 6 MiB)."""
 MAX_DURATION_MS = 2**31 - 1
@@ -146,11 +145,20 @@ def probe_image(
             ``too_large`` beyond ``max_pixels`` or ``budget`` (checked before decoding); ``corrupt`` if it
             does not decode.
     """
+    try:
+        return _decode(path, max_pixels, thumbnail_size, thumbnail_path, budget)
+    finally:
+        # Here, once the decoded picture is unreachable: glibc would otherwise keep its freed blocks, and
+        # one large picture would leave the process that much larger for good.
+        _trim()
+
+
+def _decode(path: Path, max_pixels: int, thumbnail_size: int, thumbnail_path: Path, budget: int | None) -> ImageInfo:
     from PIL import Image, UnidentifiedImageError
 
     try:
         # Only the plugins of accepted formats ever see the bytes (no EPS, PSD, ... parsers).
-        with contextlib.ExitStack() as stack, Image.open(path, formats=list(_PIL_FORMATS)) as image:
+        with Image.open(path, formats=list(_PIL_FORMATS)) as image:
             media_type = _PIL_FORMATS.get(image.format or "")
             if media_type is None:  # pragma: no cover - Image.open was told the formats
                 raise MediaError(f"{image.format} pictures are not accepted as images", "unsupported")
@@ -166,16 +174,13 @@ def probe_image(
                 scale = min(1.0, 2 * thumbnail_size / max(width, height))
                 target = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image.draft(image.mode if image.mode in ("RGB", "L") else None, target)
-            cost = decode_cost(image, (width, height))
-            if budget is not None and cost > budget:
+            if budget is not None and decode_cost(image, (width, height)) > budget:
                 raise MediaError(
                     f"the picture ({width}x{height} pixels, {image.mode}) needs more memory to decode than this "
                     f"server allows",
                     "too_large",
                 )
             has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-            if cost > _TRIM_AFTER:
-                stack.callback(_trim)
             image.load()  # decodes everything: a truncated or damaged file fails here
             orientation = _orientation(image)
             thumbnail = _thumbnail(image, thumbnail_size, has_alpha)
@@ -208,9 +213,6 @@ def probe_image(
         raise MediaError(f"the picture is damaged or truncated ({detail})", "corrupt") from None
 
 
-_TRIM_AFTER = 32 * 1024 * 1024
-
-
 def _load_malloc_trim() -> Callable[[int], int] | None:
     try:
         function: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
@@ -223,8 +225,7 @@ _MALLOC_TRIM = _load_malloc_trim()
 
 
 def _trim() -> None:
-    """Give the memory of a big decode back to the system: glibc would otherwise keep the freed blocks,
-    and one large picture would leave the process that much larger for good."""
+    """Give freed memory back to the system (where the C library can)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
@@ -289,6 +290,9 @@ def _thumbnail(image: Any, size: int, has_alpha: bool) -> Any:
 # Audio and video ----------------------------------------------------------------------------------
 
 
+_WINDOW = 64 * 1024
+
+
 class Source:
     """A file read through a byte budget: no input, however crafted, makes a reader read more than
     ``budget`` bytes in all (seeking back and reading again counts again)."""
@@ -299,20 +303,28 @@ class Source:
         self.consumed = 0
         """Bytes read so far."""
         self._file = file
-        self._position = 0
+        self._window = b""
+        self._window_at = 0
 
     def read(self, position: int, count: int) -> bytes:
         """Up to ``count`` bytes at ``position`` (fewer at the end of the file)."""
         if position < 0 or count < 0:
             raise MediaError("a damaged offset in the media file", "corrupt")
         count = max(0, min(count, self.size - position))
-        self.consumed += count
-        if self.consumed > self.budget:
+        if self.consumed + count > self.budget:
             raise MediaError("the media file is too complex to read", "corrupt")
+        self.consumed += count
         if count == 0:
             return b""
+        offset = position - self._window_at
+        if offset >= 0 and offset + count <= len(self._window):
+            return self._window[offset : offset + count]
         self._file.seek(position)
-        return self._file.read(count)
+        if count >= _WINDOW:
+            return self._file.read(count)
+        # Readers walk headers of a few bytes each, mostly forwards: read a window ahead, once.
+        self._window, self._window_at = self._file.read(_WINDOW), position
+        return self._window[:count]
 
     def exact(self, position: int, count: int) -> bytes:
         """Exactly ``count`` bytes at ``position``; ``corrupt`` if the file ends first."""
@@ -492,7 +504,7 @@ class _MatroskaReader:
     """Matroska and WebM: ``Info/Duration``, or, for live recordings without one (browsers'
     ``MediaRecorder``), the last block's timestamp."""
 
-    MAX_ELEMENTS = 1_000_000
+    MAX_ELEMENTS = 500_000
 
     def __init__(self, source: Source) -> None:
         self._source = source
