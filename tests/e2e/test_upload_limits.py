@@ -76,8 +76,8 @@ async def _chunks(data: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-async def test_daily_upload_quota(make_cluster, closing):
-    cluster = make_cluster(gateways=1, upload_quota_bytes=100_000)
+async def test_daily_upload_quota(make_cluster, db_url, closing):
+    cluster = make_cluster(gateways=1, db_url=db_url, upload_quota_bytes=100_000)
     alice, bob = await cluster.user("alice"), await cluster.user("bob")
     closing += [alice, bob]
     headers = {"Authorization": f"Bearer {alice.session.access_token}"}
