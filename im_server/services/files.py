@@ -168,18 +168,18 @@ class UploadQuota:
         if ticket.charged:
             return
         ticket.charged = True
-        left = self._receiving.get(ticket.user_id, 0) - ticket.received
-        if left > 0:
-            self._receiving[ticket.user_id] = left
-        else:
-            self._receiving.pop(ticket.user_id, None)
-        if ticket.received and ticket.allowance is not None:
-            try:
+        try:
+            if ticket.received and ticket.allowance is not None:
                 await self._store.charge(ticket.user_id, ticket.day, ticket.received)
-            except Exception:  # the upload's own outcome matters more than its accounting
-                log.warning(
-                    "cannot record %d uploaded bytes of user %d", ticket.received, ticket.user_id, exc_info=True
-                )
+        except Exception:  # the upload's own outcome matters more than its accounting
+            log.warning("cannot record %d uploaded bytes of user %d", ticket.received, ticket.user_id, exc_info=True)
+        finally:
+            # Only now, so that an upload admitted meanwhile still sees these bytes (here or in the database).
+            left = self._receiving.get(ticket.user_id, 0) - ticket.received
+            if left > 0:
+                self._receiving[ticket.user_id] = left
+            else:
+                self._receiving.pop(ticket.user_id, None)
 
     async def finish(self, ticket: _Ticket) -> None:
         """End an upload admitted by :meth:`admit`."""
