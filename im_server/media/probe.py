@@ -141,9 +141,9 @@ def probe_image(
             beyond it. Unbounded if ``None``.
 
     Raises:
-        MediaError: ``unsupported`` for formats other than JPEG, PNG, GIF, WebP, BMP and TIFF;
-            ``too_large`` beyond ``max_pixels`` or ``budget`` (checked before decoding); ``corrupt`` if it
-            does not decode.
+        MediaError: ``too_large`` beyond ``max_pixels`` or ``budget`` (checked before decoding);
+            ``corrupt`` if it is not a JPEG, PNG, GIF, WebP, BMP or TIFF picture (no other Pillow plugin
+            is tried) or does not decode.
     """
     try:
         return _decode(path, max_pixels, thumbnail_size, thumbnail_path, budget)
