@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     """Bytes of memory decoding one picture may take (estimated from its header); beyond, it is refused
     before decoding. With ``max_image_pixels`` at 50 million, every accepted picture fits in 256 MiB."""
     max_concurrent_decodes: Annotated[int, Field(ge=1, le=64)] = 2
-    """Pictures an API node decodes at once; further uploads wait their turn."""
+    """Pictures an API node decodes (and audio/video files it reads) at once; further uploads wait their turn."""
     upload_quota_bytes: Annotated[int, Field(ge=0)] = 2 * 1024 * 1024 * 1024
     """Bytes one user may upload per UTC day, counted as they arrive (refused uploads count too); 0: no quota."""
     max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 3

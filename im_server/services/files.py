@@ -11,7 +11,8 @@ Limits, so that no user and no file can take the node down (see docs/operations.
   received per UTC day (cluster-wide, in the database; refused uploads count too), checked before an
   upload is read and again as its bytes arrive: ``quota_exceeded`` (429, with ``retry_after``);
 - per picture, ``max_image_pixels`` and ``image_decode_memory``, both checked from the header before
-  any decoding; per node, ``max_concurrent_decodes`` pictures decoded at once (the others wait);
+  any decoding; per node, ``max_concurrent_decodes`` pictures decoded or audio/video files read at once
+  (the others wait), so that neither memory nor the worker threads run out;
 - the readers in :mod:`im_server.media` read a bounded number of bytes whatever the file claims.
 """
 
@@ -370,7 +371,8 @@ class FileService:
         try:
             if wanted == "image":
                 return await self._image(spooled, media_type, kind)
-            info = await asyncio.to_thread(probe_av, spooled.path, media_type)
+            async with self._decodes:  # a crafted container can keep a reader busy for seconds
+                info = await asyncio.to_thread(probe_av, spooled.path, media_type)
         except MediaError as exc:
             if kind is None and exc.reason != "corrupt":
                 return plain, None  # not usable as the media it looked like: it goes as a plain file
