@@ -56,6 +56,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
     """Slow down; ``retry_after`` says for how long."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    """A per-user quota is used up (bytes uploaded today, uploads at once); ``retry_after`` says when it frees."""
     UNKNOWN_FRAME = "unknown_frame"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
     AUTH_TIMEOUT = "auth_timeout"

@@ -148,6 +148,15 @@ class Settings(BaseSettings):
     """Larger pictures are refused before they are decoded (decompression bombs)."""
     thumbnail_size: Annotated[int, Field(ge=32, le=2048)] = 320
     """The longer side of image thumbnails, in pixels."""
+    image_decode_memory: Annotated[int, Field(ge=16 * 1024 * 1024)] = 256 * 1024 * 1024
+    """Bytes of memory decoding one picture may take (estimated from its header); beyond, it is refused
+    before decoding. With ``max_image_pixels`` at 50 million, every accepted picture fits in 256 MiB."""
+    max_concurrent_decodes: Annotated[int, Field(ge=1, le=64)] = 2
+    """Pictures an API node decodes (and audio/video files it reads) at once; further uploads wait their turn."""
+    upload_quota_bytes: Annotated[int, Field(ge=0)] = 2 * 1024 * 1024 * 1024
+    """Bytes one user may upload per UTC day, counted as they arrive (refused uploads count too); 0: no quota."""
+    max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 3
+    """Uploads one user may have in progress at once, per API node."""
     refused_types: Annotated[list[str], NoDecode] = [
         "application/vnd.microsoft.portable-executable",
         "application/x-elf",
