@@ -21,6 +21,7 @@ from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
+from ..cluster.access import AccessMirror
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.sessions import RevocationMirror, Revoker
@@ -42,6 +43,7 @@ from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
 from ..storage.devices import DeviceStore, Revoked
+from ..storage.entrance import LoginFailureStore
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
 from ..storage.social import SocialStore
@@ -64,14 +66,16 @@ class ApiNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
         self.revocations = RevocationMirror(self.bus, self.node_id)
+        self.access = AccessMirror(self.bus, self.node_id)
         self.revoker = Revoker(self.bus, self.mirror.nodes)
         self.device_store = DeviceStore(self.db)
         self.devices = DeviceService(settings, self.device_store, self.mirror.routes, self.mirror.nodes)
         self.auth = AuthService(
             settings,
             self.users,
-            TokenCodec(settings.signing_key()),
+            TokenCodec.from_ring(*settings.key_ring()),
             devices=self.devices,
+            failures=LoginFailureStore(self.db),
             revoked=self.revocations.is_revoked,
         )
         self.group_store = GroupStore(self.db)
@@ -137,6 +141,11 @@ class ApiNode:
             "Logouts some live node did not confirm within the barrier timeout (since start).",
             lambda: self.revoker.incomplete,
         )
+        self.metrics.gauge(
+            "im_password_hashes_waiting",
+            "Password checks waiting for a hashing slot.",
+            lambda: self.auth.hashing.waiting,
+        )
         self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
@@ -144,6 +153,7 @@ class ApiNode:
         await self.db.migrate()
         await self.bus.connect()
         await self.revocations.start()
+        await self.access.start()
         await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
         await self._restore_revocations()
@@ -175,10 +185,12 @@ class ApiNode:
         await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.revocations.stop()
+        await self.access.stop()
         await self.mirror.stop()
         await self.files.stop()
         await self.bus.close()
         await self.db.close()
+        self.auth.close()
         log.info("api node %s stopped", self.node_id)
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:

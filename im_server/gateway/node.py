@@ -60,7 +60,7 @@ class GatewayNode:
         self.mirror = RegistryMirror(self.bus, follow_routes=False)
         self.barrier = RouteBarrier(self.bus, self.mirror.nodes)
         self.revocations = RevocationMirror(self.bus, self.node_id, on_revoked=self._on_revoked)
-        self._tokens = TokenCodec(settings.signing_key())
+        self._tokens = TokenCodec.from_ring(*settings.key_ring())
         self._ip_limiter: RateLimiter[str] = RateLimiter(settings.connect_rate, settings.connect_burst)
         self.connections: dict[Key, ServerConnection] = {}
         self._sessions: dict[Key, str] = {}

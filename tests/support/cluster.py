@@ -78,6 +78,10 @@ class TestCluster:
             "send_burst": 10_000,
             "connect_rate": 10_000.0,
             "connect_burst": 10_000,
+            "register_rate": 10_000.0,
+            "register_burst": 10_000,
+            "ws_frame_rate": 10_000.0,
+            "ws_frame_burst": 10_000,
             # Most tests are about delivery, not the social graph; tests of the friendship rule turn it on.
             "dm_requires_friendship": False,
         }
@@ -182,7 +186,9 @@ class TestCluster:
         nc = await nats.connect(self.settings.nats_url)
         try:
             js = nc.jetstream()
-            for bucket in (f"{self.settings.subject_prefix}_{name}" for name in ("routes", "nodes", "revoked")):
+            for bucket in (
+                f"{self.settings.subject_prefix}_{name}" for name in ("routes", "nodes", "revoked", "access")
+            ):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(bucket)
             with contextlib.suppress(Exception):
