@@ -89,23 +89,23 @@ class Settings(BaseSettings):
     """The longest wait between two login attempts of a throttled account or address."""
     login_failure_ttl: Annotated[float, Field(gt=0)] = 3600.0
     """Failures are forgotten this many seconds after the last one (a success forgets an account's at once)."""
-    register_rate: Annotated[float, Field(ge=0)] = 0.01
+    register_rate: Annotated[float, Field(gt=0)] = 0.01
     """Registrations per second from one client address (sustained), per API node."""
     register_burst: Annotated[int, Field(ge=1)] = 10
     argon2_concurrency: Annotated[int, Field(ge=1, le=256)] = 2
     """Password hashes computed at once by an API node (each takes ``argon2_memory_cost`` KiB)."""
     argon2_queue: Annotated[int, Field(ge=0)] = 32
     """Password checks that may wait for a free slot; beyond them, ``unavailable`` with Retry-After."""
-    edit_rate: Annotated[float, Field(ge=0)] = 1.0
+    edit_rate: Annotated[float, Field(gt=0)] = 1.0
     """Edits per second one user may make (sustained), per API node."""
     edit_burst: Annotated[int, Field(ge=1)] = 20
-    recall_rate: Annotated[float, Field(ge=0)] = 1.0
+    recall_rate: Annotated[float, Field(gt=0)] = 1.0
     """Recalls per second one user may make (sustained), per API node."""
     recall_burst: Annotated[int, Field(ge=1)] = 20
-    typing_rate: Annotated[float, Field(ge=0)] = 5.0
+    typing_rate: Annotated[float, Field(gt=0)] = 5.0
     """Typing notices (start and stop) per second one user may send, per API node."""
     typing_burst: Annotated[int, Field(ge=1)] = 20
-    friend_request_rate: Annotated[float, Field(ge=0)] = 0.05
+    friend_request_rate: Annotated[float, Field(gt=0)] = 0.05
     """Friend requests per second one user may send (sustained), per API node."""
     friend_request_burst: Annotated[int, Field(ge=1)] = 20
     friend_request_cooldown: Annotated[float, Field(ge=0)] = 86400.0
