@@ -12,30 +12,21 @@ One ASGI middleware, outermost, so that a refused client costs no routing, no bo
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Forbidden, NotFound, ServerError, Unauthorized
-from ..services.access import AccessRules, client_address, parse_network
+from ..services.access import AccessRules, client_address, metrics_allowed, parse_network
 from ..settings import Settings
 
-__all__ = ["Entrance", "metrics_allowed"]
+__all__ = ["Entrance"]
 
 
 def _response(exc: ServerError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
-
-
-def metrics_allowed(token: str | None, authorization: str | None) -> bool:
-    """Whether an ``Authorization`` header carries the metrics token (never, if none is set)."""
-    if not token or not authorization:
-        return False
-    scheme, _, value = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 class Entrance:

@@ -37,15 +37,29 @@ class _Server(uvicorn.Server):
         yield
 
 
+_TOO_LARGE_BODY = b'{"error":{"code":"payload_too_large","message":"the request head is larger than allowed"}}\n'
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n\r\n" + _TOO_LARGE_BODY
+)
+
+
 class _HeadDeadline(H11Protocol):
-    """h11 with a deadline for each request head (uvicorn has none: a client trickling header bytes
-    would keep its connection forever)."""
+    """h11 with a deadline and a size limit for each request head.
+
+    uvicorn has no deadline (a client trickling header bytes would keep its connection forever), and
+    h11 only bounds a head that arrives in pieces, not one that arrives at once.
+    """
 
     head_timeout: float = 10.0
+    head_limit: int = 16 * 1024
     _deadline: asyncio.TimerHandle | None = None
+    _head: bytes | None = b""
+    """The start of the current request head (``None`` once it is complete)."""
 
     def _arm(self) -> None:
         self._disarm()
+        self._head = b""
         self._deadline = self.loop.call_later(self.head_timeout, self._expired)
 
     def _disarm(self) -> None:
@@ -63,6 +77,15 @@ class _HeadDeadline(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._head is not None and self.conn.their_state is h11.IDLE:
+            # Only the head is counted (a body may arrive in the same read), up to one byte past the limit.
+            self._head += data[: self.head_limit + 4 - len(self._head)]
+            if b"\r\n\r\n" in self._head:
+                self._head = None
+            elif len(self._head) > self.head_limit:
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._disarm()  # the head is complete
@@ -86,7 +109,11 @@ class ApiServer:
         host, port = self._socket.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.node = ApiNode(settings, url=self.url)
-        protocol = type("HeadDeadline", (_HeadDeadline,), {"head_timeout": settings.header_timeout})
+        protocol = type(
+            "HeadDeadline",
+            (_HeadDeadline,),
+            {"head_timeout": settings.header_timeout, "head_limit": settings.max_header_bytes},
+        )
         config = uvicorn.Config(
             create_app(self.node),
             http=protocol,

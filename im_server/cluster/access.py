@@ -132,6 +132,7 @@ class AccessMirror:
                     try:
                         target[entry.key] = _decode(entry.key, entry.value)
                     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+                        target.pop(entry.key, None)  # whatever the key held before is gone
                         log.warning("node %s: ignoring access entry %r: %s", self._node_id, entry.key, exc)
                 if entry.revision and entry.revision > self.revision:
                     self.revision = entry.revision

@@ -12,6 +12,7 @@ the client.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ __all__ = [
     "ListName",
     "Network",
     "client_address",
+    "metrics_allowed",
     "parse_address",
     "parse_network",
 ]
@@ -101,3 +103,11 @@ def client_address(peer: str | None, forwarded_for: Iterable[str], trusted: Iter
 
 def _trusted(address: Address, proxies: tuple[Network, ...]) -> bool:
     return any(address in network for network in proxies if network.version == address.version)
+
+
+def metrics_allowed(token: str | None, authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header carries the metrics bearer token (never, if none is set)."""
+    if not token or not authorization:
+        return False
+    scheme, _, value = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
