@@ -117,6 +117,7 @@ class GatewayNode:
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
             self.settings.gateway_host,
@@ -131,7 +132,6 @@ class GatewayNode:
             server_header=None,
             open_timeout=self.settings.header_timeout,
         )
-        _bound_handshake_heads(self.settings.max_header_bytes)
         await self.metrics_listener.start()
         if self.settings.gateway_public_url is None:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
@@ -229,7 +229,7 @@ class GatewayNode:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n")
         if wait := self._ip_limiter.acquire(address):
             response = connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            response.headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600.0))))
             return response
         return None
 
