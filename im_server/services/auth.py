@@ -15,7 +15,10 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import os
 import secrets
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +65,18 @@ def _never(_: str) -> bool:
 
 T = TypeVar("T")
 
+HASHING_NICENESS = 10
+"""How much lower than the node's own CPU priority password hashing runs (a nice value)."""
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads on their own (a thread's nice value is its own, and the threads Argon2
+    # starts for its lanes inherit it); elsewhere this may fail or apply to the process: then skip it.
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
 
 def _seconds(wait: float) -> float:
     # Whole seconds, never 0: what Retry-After can say.
@@ -97,8 +112,11 @@ class AuthService:
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
         )
-        # A pool of its own: hashing never takes the threads that storage and file probing use.
-        self._pool = ThreadPoolExecutor(max_workers=settings.argon2_concurrency, thread_name_prefix="argon2")
+        # A pool of its own: hashing never takes the threads that storage and file probing use, and its
+        # threads run at a lower CPU priority, so that a flood of logins cannot starve the event loop.
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.argon2_concurrency, thread_name_prefix="argon2", initializer=_lower_priority
+        )
         self.hashing = WorkLimiter(settings.argon2_concurrency, settings.argon2_queue)
         """Password hashes running and waiting (for metrics)."""
         self._account_backoff = Backoff(
@@ -117,6 +135,11 @@ class AuthService:
         """Stop the hashing pool (after the node stopped taking requests)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _refuse_if_busy(self) -> None:
+        # Checked first as well, so that a flood past the queue is turned away before any database work.
+        if self.hashing.full:
+            raise Unavailable("the server is busy checking passwords; retry shortly", retry_after=1.0)
+
     async def _hash_work(self, fn: Callable[..., T], *args: object) -> T:
         try:
             async with self.hashing.slot():
@@ -129,6 +152,7 @@ class AuthService:
         wait = self._registrations.acquire(address)
         if wait:
             raise RateLimited("too many registrations from your address; try again later", retry_after=_seconds(wait))
+        self._refuse_if_busy()
         password_hash = await self._hash_work(self._hasher.hash, password)
         try:
             return await self._users.create_user(username, password_hash, display_name or username, now=now_ms())
@@ -160,6 +184,7 @@ class AuthService:
         wait = self._addresses.wait(address)
         if wait:
             raise RateLimited("too many failed logins from your address; wait", retry_after=_seconds(wait))
+        self._refuse_if_busy()
         async with self._one_login(username):
             wait_ms, failures = await self._failures.state(username, now=now_ms())
             if wait_ms:

@@ -169,11 +169,16 @@ class WorkLimiter:
         self.running = 0
         """Jobs holding a slot now."""
 
+    @property
+    def full(self) -> bool:
+        """Whether a job started now would be refused."""
+        return self._semaphore.locked() and self.waiting >= self.queue
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the duration of the block; raises :class:`BusyError` if the queue is full."""
         if self._semaphore.locked():
-            if self.waiting >= self.queue:
+            if self.full:
                 raise BusyError(f"{self.running} running, {self.waiting} waiting")
             self.waiting += 1
             try:
