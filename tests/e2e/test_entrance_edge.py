@@ -194,6 +194,15 @@ async def test_request_heads_are_bounded_in_size_and_time(make_cluster):
         huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n"
         answer = await _closed_without_answer(host, port, huge)
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    # After a response, a kept-alive connection gets the same deadline for its next head.
+    reader, writer = await asyncio.open_connection(api_host, int(api_port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(10):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        while await reader.read(65536):
+            pass  # the rest of the first answer, then the close
+    writer.close()
     # Ordinary requests are untouched.
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{cluster.url}/healthz")).status_code == 200

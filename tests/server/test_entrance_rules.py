@@ -126,3 +126,15 @@ def test_token_bucket():
     assert bucket.take() == 0 and bucket.take() == 0.5
     now[0] = 100.0
     assert [bucket.take() for _ in range(4)] == [0, 0, 0, 0.5]  # never more than the burst saved up
+
+
+def test_trusted_proxies_setting(monkeypatch):
+    from im_server.settings import Settings
+
+    monkeypatch.setenv("IM_TRUSTED_PROXIES", "10.1.2.3/8, 2001:db8::1 ,")
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "2001:db8::1/128"]
+    monkeypatch.setenv("IM_TRUSTED_PROXIES", "['10.0.0.0/8', '192.168.0.0/16']")  # as a dumped model writes it
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "192.168.0.0/16"]
+    monkeypatch.setenv("IM_TRUSTED_PROXIES", "not-a-network")
+    with pytest.raises(ValueError, match="IM_TRUSTED_PROXIES"):
+        Settings()
