@@ -6,6 +6,8 @@ down; nothing in the server reads the environment on its own.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
@@ -89,6 +91,62 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
     argon2_parallelism: int = 2
+
+    # Entrance protection (see docs/operations.md, "Entrance protection")
+    signing_keys: SecretStr | None = None
+    """A key ring: comma-separated ``<key id>:<key>`` pairs; new tokens use the first (or
+    ``signing_key_id``), tokens of every listed key verify. ``secret_key`` joins the ring as ``default``."""
+    signing_key_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    """The key of the ring that signs new tokens; the first listed if unset."""
+    login_free_failures: Annotated[int, Field(ge=0)] = 3
+    """Wrong passwords an account may see in a row before logins to it must wait."""
+    login_address_free_failures: Annotated[int, Field(ge=0)] = 20
+    """Wrong passwords one client address may send in a row (per API node) before it must wait."""
+    login_backoff: Annotated[float, Field(gt=0)] = 1.0
+    """The first wait after the free failures, in seconds; each further failure doubles it."""
+    login_backoff_max: Annotated[float, Field(gt=0)] = 900.0
+    """The longest wait between two login attempts of a throttled account or address."""
+    login_failure_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    """Failures are forgotten this many seconds after the last one (a success forgets an account's at once)."""
+    register_rate: Annotated[float, Field(gt=0)] = 0.01
+    """Registrations per second from one client address (sustained), per API node."""
+    register_burst: Annotated[int, Field(ge=1)] = 10
+    argon2_concurrency: Annotated[int, Field(ge=1, le=256)] = 2
+    """Password hashes computed at once by an API node (each takes ``argon2_memory_cost`` KiB)."""
+    argon2_queue: Annotated[int, Field(ge=0)] = 32
+    """Password checks that may wait for a free slot; beyond them, ``unavailable`` with Retry-After."""
+    edit_rate: Annotated[float, Field(gt=0)] = 1.0
+    """Edits per second one user may make (sustained), per API node."""
+    edit_burst: Annotated[int, Field(ge=1)] = 20
+    recall_rate: Annotated[float, Field(gt=0)] = 1.0
+    """Recalls per second one user may make (sustained), per API node."""
+    recall_burst: Annotated[int, Field(ge=1)] = 20
+    typing_rate: Annotated[float, Field(gt=0)] = 5.0
+    """Typing notices (start and stop) per second one user may send, per API node."""
+    typing_burst: Annotated[int, Field(ge=1)] = 20
+    friend_request_rate: Annotated[float, Field(gt=0)] = 0.05
+    """Friend requests per second one user may send (sustained), per API node."""
+    friend_request_burst: Annotated[int, Field(ge=1)] = 20
+    friend_request_cooldown: Annotated[float, Field(ge=0)] = 86400.0
+    """Seconds after a declined friend request before the same person may ask again."""
+    ws_frame_rate: Annotated[float, Field(gt=0)] = 50.0
+    """Frames per second one WebSocket connection may send (sustained)."""
+    ws_frame_burst: Annotated[int, Field(ge=1)] = 200
+    ws_flood_limit: Annotated[int, Field(ge=1)] = 50
+    """Frames refused in a row for the frame rate after which the connection is closed (code 4029)."""
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """CIDRs of load balancers whose ``X-Forwarded-For`` is believed; comma-separated in the environment."""
+    access_refresh: Annotated[float, Field(gt=0)] = 5.0
+    """How often a node retries reading the ``<prefix>_access`` bucket while it is missing or unreachable."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """The largest request head (request line and headers) an API node or gateway reads."""
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a client has to send a complete request head (and, on a gateway, finish the handshake)."""
+    metrics_token: SecretStr | None = None
+    """A bearer token that opens ``/metrics`` on the public port; without it, ``/metrics`` is not served there."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """A separate listener (``metrics_host:metrics_port``) that serves ``/metrics`` without a token; off if unset."""
 
     # Messaging
     dm_requires_friendship: bool = True
@@ -215,11 +273,56 @@ class Settings(BaseSettings):
             raise ValueError("IM_NATS_TLS_CERT_FILE and IM_NATS_TLS_KEY_FILE go together")
         return self
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):  # a JSON list, as a dumped model writes it
+                text = text.strip("[]").replace("'", "").replace('"', "")
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+        except ValueError as exc:
+            raise ValueError(f"IM_TRUSTED_PROXIES: {exc}") from None
+
+    def key_ring(self) -> tuple[str, dict[str, bytes]]:
+        """The token signing keys by id, and the id of the one that signs new tokens.
+
+        ``IM_SIGNING_KEYS`` lists ``<id>:<key>`` pairs; ``IM_SECRET_KEY`` is the key ``default``.
+        Refuses to run without a key, or with a key shorter than 16 characters.
+        """
+        ring: dict[str, bytes] = {}
+        if self.signing_keys is not None:
+            for item in self.signing_keys.get_secret_value().split(","):
+                if not item.strip():
+                    continue
+                key_id, sep, key = item.strip().partition(":")
+                if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", key_id) or key_id in ring:
+                    raise ValueError("IM_SIGNING_KEYS must be comma-separated <key id>:<key> pairs with unique ids")
+                if len(key) < 16:
+                    raise ValueError(f"IM_SIGNING_KEYS: the key {key_id!r} is shorter than 16 characters")
+                ring[key_id] = key.encode()
+        if self.secret_key is not None:
+            if len(self.secret_key.get_secret_value()) < 16:
+                raise ValueError("IM_SECRET_KEY must have at least 16 characters")
+            ring.setdefault("default", self.secret_key.get_secret_value().encode())
+        if not ring:
+            raise ValueError("IM_SECRET_KEY (or IM_SIGNING_KEYS) must be set and shared by all nodes")
+        current = self.signing_key_id or next(iter(ring))
+        if current not in ring:
+            raise ValueError(f"IM_SIGNING_KEY_ID names {current!r}, which is not in the key ring")
+        return current, ring
+
     def signing_key(self) -> bytes:
-        """The token signing key; refuses to run without one."""
-        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 16:
-            raise ValueError("IM_SECRET_KEY must be set (at least 16 characters) and shared by all nodes")
-        return self.secret_key.get_secret_value().encode()
+        """The key that signs new tokens; refuses to run without one (see :meth:`key_ring`)."""
+        current, ring = self.key_ring()
+        return ring[current]
 
     @property
     def ws_url(self) -> str:

@@ -11,12 +11,15 @@ from rich.table import Table
 
 from ..context import fail
 from ..output import err, out
+from . import access
 
 __all__ = ["app"]
 
 app = typer.Typer(
     help="Run the server: a whole local cluster, or one node role for real deployments.", no_args_is_help=True
 )
+
+app.add_typer(access.app, name="access")
 
 DEMO_PASSWORD = "demo-password"
 

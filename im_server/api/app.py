@@ -18,6 +18,7 @@ from im_schema.files import FILES_PATH
 from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError, storage_error
 from ..storage.faults import classify
 from .deps import validation_details
+from .entrance import Entrance
 from .node import ApiNode
 from .routes import auth, conversations, gateway, groups, health, lifecycle, messages, social, users
 from .routes.devices import router as devices_router
@@ -124,4 +125,6 @@ def create_app(node: ApiNode) -> FastAPI:
         return _storage_fault(request, exc) or _internal(request)
 
     app.add_middleware(BodyLimit, limit=node.settings.max_body_bytes, exempt=(FILES_PATH,))
+    # Added last, so outermost: a refused address costs nothing further.
+    app.add_middleware(Entrance, settings=node.settings, rules=lambda: node.access.rules)
     return app

@@ -22,6 +22,7 @@ from ..bus.nats import Bus, RegistryMirror
 from ..bus.permissions import inbox_prefix
 from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
+from ..cluster.access import AccessMirror
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import RouteReaper
@@ -45,6 +46,7 @@ from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
 from ..storage.devices import DeviceStore, Revoked
+from ..storage.entrance import LoginFailureStore
 from ..storage.faults import classify
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
@@ -68,14 +70,16 @@ class ApiNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
         self.revocations = RevocationMirror(self.bus, self.node_id)
+        self.access = AccessMirror(self.bus, self.node_id)
         self.revoker = Revoker(self.bus, self.mirror.nodes)
         self.device_store = DeviceStore(self.db)
         self.devices = DeviceService(settings, self.device_store, self.mirror.routes, self.mirror.nodes)
         self.auth = AuthService(
             settings,
             self.users,
-            TokenCodec(settings.signing_key()),
+            TokenCodec.from_ring(*settings.key_ring()),
             devices=self.devices,
+            failures=LoginFailureStore(self.db),
             revoked=self.revocations.is_revoked,
         )
         self.forwarded = ForwardedIdentity(
@@ -178,6 +182,11 @@ class ApiNode:
                 f"Writes that failed with a storage error of kind {kind} (since start).",
                 lambda kind=kind: self.db.health.counts[kind],  # type: ignore[misc]
             )
+        self.metrics.gauge(
+            "im_password_hashes_waiting",
+            "Password checks waiting for a hashing slot.",
+            lambda: self.auth.hashing.waiting,
+        )
         self._subscriptions: list[Subscription] = []
         self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
 
@@ -186,6 +195,7 @@ class ApiNode:
         await self.db.migrate()
         await self.bus.connect()
         await self.revocations.start()
+        await self.access.start()
         await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
         await self._restore_revocations()
@@ -221,10 +231,12 @@ class ApiNode:
         await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.revocations.stop()
+        await self.access.stop()
         await self.mirror.stop()
         await self.files.stop()
         await self.bus.close()
         await self.db.close()
+        self.auth.close()
         log.info("api node %s stopped", self.node_id)
 
     async def health(self) -> dict[str, object]:

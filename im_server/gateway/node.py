@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import secrets
 import time
 import weakref
 from typing import Any
 
 import orjson
+import websockets.http11
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError, SlowConsumerError
@@ -33,6 +35,7 @@ from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, ResyncFrame
 from im_schema.limits import (
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOODING,
     CLOSE_GOING_AWAY,
     CLOSE_REPLACED,
     CLOSE_SESSION_REVOKED,
@@ -43,11 +46,14 @@ from ..bus.codec import decode_delivery
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
+from ..cluster.access import AccessMirror
+from ..cluster.exposition import MetricsListener
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
-from ..services.ratelimit import RateLimiter
+from ..services.access import client_address, metrics_allowed, parse_network
+from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
@@ -78,8 +84,10 @@ class GatewayNode:
         self.mirror = RegistryMirror(self.bus, follow_routes=False)
         self.barrier = RouteBarrier(self.bus, self.mirror.nodes)
         self.revocations = RevocationMirror(self.bus, self.node_id, on_revoked=self._on_revoked)
-        self._tokens = TokenCodec(settings.signing_key())
+        self._tokens = TokenCodec.from_ring(*settings.key_ring())
         self._ip_limiter: RateLimiter[str] = RateLimiter(settings.connect_rate, settings.connect_burst)
+        self.access = AccessMirror(self.bus, self.node_id)
+        self._proxies = tuple(parse_network(item) for item in settings.trusted_proxies)
         self.connections: dict[Key, ServerConnection] = {}
         self._sessions: dict[Key, str] = {}
         """The device session (token claim ``s``) of each connection in :attr:`connections`."""
@@ -127,6 +135,10 @@ class GatewayNode:
         self._recovering: asyncio.Task[None] | None = None
         self._recover_again = False
         self._restored = False
+        self._flood_closes = self.metrics.counter(
+            "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
+        )
+        self.metrics_listener = MetricsListener(self.metrics.render, settings)
         self._stopping = False
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -137,9 +149,11 @@ class GatewayNode:
         self.bus.listen(on_reconnect=self._on_bus_reconnect, on_error=self._on_bus_error)
         await self.mirror.start()
         await self.revocations.start()
+        await self.access.start()
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
             self.settings.gateway_host,
@@ -152,7 +166,9 @@ class GatewayNode:
             ping_timeout=self.settings.ws_ping_timeout,
             close_timeout=2,
             server_header=None,
+            open_timeout=self.settings.header_timeout,
         )
+        await self.metrics_listener.start()
         if self.settings.gateway_public_url is None:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
             self.url = f"ws://{host}:{port}/ws"
@@ -291,6 +307,8 @@ class GatewayNode:
                 await self._subscription.unsubscribe()
         await self.barrier.stop()
         await self.revocations.stop()
+        await self.access.stop()
+        await self.metrics_listener.stop()
         await self._loop_lag.stop()
         await self.mirror.stop()
         await self.bus.close()
@@ -306,7 +324,19 @@ class GatewayNode:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
             return self._healthz(connection)
+        peer = connection.remote_address[0] if connection.remote_address else None
+        address = client_address(peer, request.headers.get_all("X-Forwarded-For"), self._proxies)
+        if not self.access.rules.admits(address):
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "your network address is not allowed here\n")
         if request.path == "/metrics":
+            # Only with the metrics token; otherwise it is served on IM_METRICS_PORT alone (if set).
+            token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
+            if token is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
+            if not metrics_allowed(token, request.headers.get("Authorization")):
+                response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "the metrics token is missing or wrong\n")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
             response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
@@ -314,9 +344,10 @@ class GatewayNode:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n")
-        address = connection.remote_address[0] if connection.remote_address else "?"
-        if self._ip_limiter.acquire(str(address)):
-            return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
+        if wait := self._ip_limiter.acquire(address):
+            response = connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
+            response.headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600.0))))
+            return response
         return None
 
     def _healthz(self, connection: ServerConnection) -> Response:
@@ -361,8 +392,23 @@ class GatewayNode:
         self._access_tokens[connection] = outcome.token
         if not await self._register(key, connection, outcome):
             return
+        frames = TokenBucket(self.settings.ws_frame_rate, self.settings.ws_frame_burst)
+        refused = 0
         try:
             async for data in connection:
+                if wait := frames.take():
+                    # Told to slow down each time; a client that keeps on regardless is cut off.
+                    refused += 1
+                    if refused > self.settings.ws_flood_limit:
+                        self._flood_closes.inc()
+                        await connection.close(CLOSE_FLOODING, "too many frames; slow down")
+                        break
+                    slow_down = ErrorFrame(
+                        code=ErrorCode.RATE_LIMITED, message="too many frames; slow down", retry_after=round(wait, 3)
+                    )
+                    await connection.send(slow_down.model_dump_json(exclude_none=True), text=True)
+                    continue
+                refused = 0
                 action = session.receive(data)
                 if isinstance(action, Reply):
                     await connection.send(action.data, text=True)
@@ -576,6 +622,12 @@ class _SendLane:
 def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
     frame = ErrorFrame(code=code, message=message, client_msg_id=action.frame.client_msg_id, retry_after=retry_after)
     return frame.model_dump_json(exclude_none=True).encode()
+
+
+def _bound_handshake_heads(max_bytes: int) -> None:
+    """Bound the request heads websockets reads (its limits are module-wide: 8 KiB per line, 128 lines)."""
+    websockets.http11.MAX_LINE_LENGTH = min(websockets.http11.MAX_LINE_LENGTH, max_bytes)
+    websockets.http11.MAX_NUM_HEADERS = max(8, min(websockets.http11.MAX_NUM_HEADERS, max_bytes // 256))
 
 
 def fan_out(connections: list[ServerConnection], frame: bytes, budget: int | None = None) -> list[ServerConnection]:

@@ -83,6 +83,10 @@ class TestCluster:
             "send_burst": 10_000,
             "connect_rate": 10_000.0,
             "connect_burst": 10_000,
+            "register_rate": 10_000.0,
+            "register_burst": 10_000,
+            "ws_frame_rate": 10_000.0,
+            "ws_frame_burst": 10_000,
             # Most tests are about delivery, not the social graph; tests of the friendship rule turn it on.
             "dm_requires_friendship": False,
             # Likewise for groups: anyone may add anyone; tests of consent set privacy or this explicitly.
