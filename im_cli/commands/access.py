@@ -1,15 +1,19 @@
 """`im server access`: the cluster's IP allow and deny lists (the NATS KV bucket ``<prefix>_access``).
 
 Changes apply on every API and gateway node within moments, without a restart. The command connects to
-NATS as a node would, with the node settings (``IM_NATS_URL``, ``IM_SUBJECT_PREFIX`` and NATS
-credentials from the environment), and needs the right to write the bucket.
+NATS with the admin role (only it may write the bucket): the node settings (``IM_NATS_URL``,
+``IM_SUBJECT_PREFIX``) and the admin's NATS credentials from the environment
+(``IM_NATS_NKEY_SEED_FILE`` and friends), or else the admin seed that ``im server up`` wrote into
+``./im-data/nats-credentials/admin.nk``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
@@ -49,6 +53,10 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
     except ImportError:
         fail("the server is not installed; install it with: pip install 'im[server]'")
     overrides: dict[str, object] = {"nats_connect_timeout": 5.0}
+    embedded_seed = Path("im-data") / "nats-credentials" / "admin.nk"
+    identities = ("IM_NATS_USER", "IM_NATS_NKEY_SEED_FILE", "IM_NATS_CREDS_FILE")
+    if not any(os.environ.get(name) for name in identities) and embedded_seed.is_file():
+        overrides["nats_nkey_seed_file"] = embedded_seed
     if nats_url:
         overrides["nats_url"] = nats_url
     if prefix:
@@ -59,7 +67,7 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
         fail(f"configuration error: {exc}")
 
     async def main() -> T:
-        bus = Bus(settings, name="im-access-admin")
+        bus = Bus(settings, name="im-access-admin", role="admin")
         await bus.connect()
         try:
             return await action(AccessAdmin(bus))

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _admin_credentials(nats_server, monkeypatch):
+    """The command connects with the admin role's NATS credentials, as an operator's shell would."""
+    for name, value in nats_server.settings("admin").items():
+        if name != "nats_url":
+            monkeypatch.setenv(f"IM_{name.upper()}", str(value))
+
 
 def test_allow_deny_remove_list(im, make_cluster):
     cluster = make_cluster(gateways=1, access_refresh=0.05)
