@@ -137,8 +137,20 @@ def _server_up(port: int, data_dir: Path, *extra: str) -> tuple[subprocess.Popen
     env.pop("IM_NATS_URL", None)
     env.pop("IM_UPLOAD_DIR", None)
     process = subprocess.Popen(
-        [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up", "--port", str(port)]
-        + ["--gateways", "1", "--data-dir", str(data_dir), *extra],
+        [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port),
+            "--gateways",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -170,8 +182,17 @@ def test_server_up_cannot_start_twice_and_its_demo_is_idempotent(tmp_path: Path)
         assert f"echo demo-password | im --server {server} --profile bob login bob --password-stdin" in text
 
         again = subprocess.run(
-            [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up"]
-            + ["--port", str(port + 10), "--data-dir", str(data)],
+            [
+                sys.executable,
+                "-c",
+                "from im_cli.main import main; main()",
+                "server",
+                "up",
+                "--port",
+                str(port + 10),
+                "--data-dir",
+                str(data),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -179,8 +200,17 @@ def test_server_up_cannot_start_twice_and_its_demo_is_idempotent(tmp_path: Path)
         assert again.returncode == 5 and again.stderr.startswith("error: another `im server up` is running")
         assert len(again.stderr.strip().splitlines()) == 1
         taken = subprocess.run(
-            [sys.executable, "-c", "from im_cli.main import main; main()", "server", "up"]
-            + ["--port", str(port), "--data-dir", str(tmp_path / "other")],
+            [
+                sys.executable,
+                "-c",
+                "from im_cli.main import main; main()",
+                "server",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "other"),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
