@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from im_schema.groups import Group
 from im_schema.ids import direct_conversation, is_conversation_id
 from im_schema.rest import Session
-from im_sdk import Client, IMError
+from im_sdk import AsyncClient, Client, IMError
 from im_sdk.errors import UserNotFoundError
 
 from .errors import ExitCode, one_line
@@ -137,6 +137,21 @@ class Context:
             on_session=self._remember,
             # Only events() opens it: `im listen` resumes where it stopped, other commands never touch it.
             state_path=self.store.state_path(self.profile_name) if logged_in else None,
+        )
+
+    def async_client(self, *, live: bool = True) -> AsyncClient:
+        """A logged-in :class:`AsyncClient` (for ``im chat``), on the live device session when there is one."""
+        profile = self.profile
+        if not profile.access_token:
+            fail(f"not logged in (profile {self.profile_name!r}); run: im login USERNAME", ExitCode.AUTHENTICATION)
+        if self.server and normalize_server(profile.server) != self.server:
+            fail(f"profile {self.profile_name!r} is logged in to {profile.server}, not {self.server}", ExitCode.USAGE)
+        use_live = live and bool(profile.live_access_token)
+        return AsyncClient(
+            self.server_url,
+            access_token=profile.live_access_token if use_live else profile.access_token,
+            refresh_token=profile.live_refresh_token if use_live else profile.refresh_token,
+            on_session=self._remember_live if use_live else self._remember,
         )
 
     def logged_out(self) -> None:

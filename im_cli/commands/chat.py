@@ -1,7 +1,8 @@
-"""Chat: send, conversations, history, listen."""
+"""Chat: the full-screen client (im chat), and send, conversations, history, listen, read, recall, edit."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ from ..output import err, out, print_json, when
 from ..render import body, mentions_text, notice_text, reply_text, system_text
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
-__all__ = ["conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
+__all__ = ["chat", "conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -415,3 +416,28 @@ def edit(
         conversation = context.conversation_for(client, target)
         client.edit(conversation, seq, text)
     out.print(f"{conversation}#{seq} edited")
+
+
+def chat(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None,
+        typer.Argument(metavar="[TO]", help="Open this conversation first: a username, a group's name or an id."),
+    ] = None,
+) -> None:
+    """The full-screen chat client: conversations, messages, files, requests (Ctrl-Q quits)."""
+    context: Context = ctx.obj
+    me, username = context.profile.user_id, context.profile.username
+    client = context.async_client()
+    if me is None or username is None:
+        fail("not logged in; run: im login USERNAME", ExitCode.AUTHENTICATION)
+    try:
+        from ..tui.app import ChatApp
+    except ImportError:
+        fail("im chat needs Textual; install it with: pip install 'im[cli]'")
+
+    async def run() -> None:
+        async with client:
+            await ChatApp(client, me=me, username=username, server=context.server_url, open_first=to).run_async()
+
+    asyncio.run(run())

@@ -18,7 +18,7 @@ def _paths(command, prefix=()):
 def test_help_has_no_python_types_and_no_braces(im):
     root = typer.main.get_command(app)
     paths = list(_paths(root))
-    assert ("profile", "use") in paths
+    assert ("chat",) in paths and ("profile", "use") in paths
     for path in paths:
         result = im(*path, "--help")
         assert result.exit_code == 0, (path, result.output)
