@@ -124,7 +124,10 @@ def _line(context: Context, client: Client, message: Message, *, show_group: boo
 
 def send(
     ctx: typer.Context,
-    to: Annotated[str, typer.Argument(help="A username, a user id or a conversation id (d:1:2, g:7).")],
+    to: Annotated[
+        str,
+        typer.Argument(help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."),
+    ],
     text: Annotated[
         str | None,
         typer.Argument(help="The message (with --file, its caption); read from stdin if omitted or '-'."),
@@ -272,7 +275,12 @@ def conversations(ctx: typer.Context, json_output: Json = False) -> None:
 
 def history(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="How many messages.")] = 20,
     before: Annotated[int | None, typer.Option(help="Only messages before this seq.")] = None,
     after: Annotated[int | None, typer.Option(help="Only messages after this seq.")] = None,
@@ -376,7 +384,12 @@ def listen(
 
 def read(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int | None, typer.Argument(help="Read up to this seq (default: everything).")] = None,
     json_output: Json = False,
 ) -> None:
@@ -393,7 +406,12 @@ def read(
 
 def recall(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int, typer.Argument(help="The message's seq.")],
 ) -> None:
     """Recall a message (yours within the recall window; any, as a group owner or admin)."""
@@ -406,7 +424,12 @@ def recall(
 
 def edit(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int, typer.Argument(help="The message's seq.")],
     text: Annotated[str, typer.Argument(help="The new text.")],
 ) -> None:
