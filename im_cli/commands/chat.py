@@ -23,7 +23,7 @@ from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, R
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
 from ..output import err, out, print_json, when
-from ..render import body, mentions_text, notice_text, reply_text, system_text
+from ..render import body, mentions_text, notice_text, reply_text
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
 __all__ = ["chat", "conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
@@ -80,16 +80,6 @@ def _describe_event(context: Context, client: Client, event: object, me: int) ->
         state = "online" if event.online else "offline"
         return f"[dim]{escape(name_of(event.user_id))} is {state}[/dim]"
     return None
-
-
-def describe_notice(event: NoticeEvent) -> str:
-    """A notice in words (names known from the notice itself; ids otherwise)."""
-    return notice_text(event.notice, lambda user_id: f"#{user_id}")
-
-
-def describe_system(context: Context, client: Client, content: SystemContent) -> str:
-    """A system message in words."""
-    return system_text(content, lambda user_id: context.name_of(client, user_id))
 
 
 def _plain(context: Context, client: Client, message: Message) -> str:

@@ -38,6 +38,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from im_schema.content import SystemContent
+from im_schema.events import FriendRequestNotice
 from im_schema.groups import Group
 from im_schema.ids import direct_conversation
 from im_schema.models import ConversationSummary, Message
@@ -333,7 +334,13 @@ class ChatApp(App[None]):
                 self._refresh_row(row)
 
     async def on_notice_arrived(self, event: NoticeArrived) -> None:
-        text = notice_text(event.notice, self.name_of, lambda group: self.title_of(f"g:{group}"))
+        notice = event.notice
+        if isinstance(notice, FriendRequestNotice):
+            sender = notice.request.from_user.username
+            note = f": {notice.request.message}" if notice.request.message else ""
+            text = f"{sender} wants to be your friend{note} (/accept {sender})"
+        else:
+            text = notice_text(notice, self.name_of, lambda group: self.title_of(f"g:{group}"))
         self.say(text)
         kind = event.notice.kind
         if "friend" in kind or "invit" in kind:
