@@ -95,8 +95,9 @@ def _line(context: Context, client: Client, message: Message, *, show_group: boo
     sender = escape(name_of(message.sender))
     where = f"{when(message.sent_at)} {message.conversation}#{message.seq}"
     if show_group and message.conversation.startswith("g:"):
-        where += " " + escape(context.conversation_name(client, message.conversation))
-    text = escape(body(message, name_of))
+        where += " " + escape(context.conversation_name(client, message.conversation)) + " ·"
+    said = body(message, name_of)
+    text = escape(said)
     if isinstance(message.content, (SystemContent, RecalledContent)):
         text = f"[italic]{text}[/italic]"
     if message.edited_at is not None:
@@ -105,6 +106,8 @@ def _line(context: Context, client: Client, message: Message, *, show_group: boo
     if reply:
         text = f"[cyan]{escape(reply)}[/cyan] {text}"
     mentions = mentions_text(message, name_of)
+    if mentions and all(name in said for name in mentions.split()):
+        mentions = None  # the text names them already
     if mentions:
         me = context.profile.user_id
         mine = message.mention_all or (me is not None and me in message.mentions)
@@ -151,10 +154,11 @@ def send(
         mentioned = [client.get_user(user_ref(name)).id for name in mention or []]
         target = context.conversation_for(client, to)
         message = client.send_text(target, text, reply_to=reply, mentions=mentioned, mention_all=mention_all)
+        where = context.conversation_name(client, message.conversation)
     if json_output:
         print_json(message)
     else:
-        out.print(f"sent to {message.conversation} as #{message.seq}")
+        out.print(escape(f"sent to {where} ({message.conversation}) as #{message.seq}"))
 
 
 def _send_file(context: Context, to: str, path: Path, kind: str | None, caption: str | None, json_output: bool) -> None:
@@ -388,10 +392,11 @@ def read(
     with context.session() as client:
         conversation = context.conversation_for(client, target)
         state = client.mark_read(conversation, seq if seq is not None else 2**62)
+        where = context.conversation_name(client, conversation)
     if json_output:
         print_json(state)
     else:
-        out.print(f"{conversation} read up to #{state.read_seq}; {state.unread} unread")
+        out.print(escape(f"{where} ({conversation}) read up to #{state.read_seq}; {state.unread} unread"))
 
 
 def recall(
