@@ -37,6 +37,7 @@ OFFLINE = [
     (["nosuchcommand"], None, ExitCode.USAGE, "No such command"),
     (["whoami"], None, ExitCode.AUTHENTICATION, "not logged in"),
     (["send", "bob", "hi"], None, ExitCode.AUTHENTICATION, "not logged in"),
+    (["chat"], None, ExitCode.AUTHENTICATION, "not logged in"),
     (["groups", "info", "g:1"], None, ExitCode.AUTHENTICATION, "not logged in"),
     (["profile", "use", "nobody"], None, ExitCode.USAGE, "no profile 'nobody'"),
     (["profile", "remove", "nobody"], None, ExitCode.USAGE, "no profile 'nobody'"),
