@@ -11,7 +11,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from im_schema.content import RecalledContent, SystemContent, TextContent
-from im_schema.events import FriendAddedNotice, FriendRemovedNotice, FriendRequestNotice, JoinRequestNotice, Notice
+from im_schema.events import (
+    FriendAddedNotice,
+    FriendRemovedNotice,
+    FriendRequestNotice,
+    GroupInvitationNotice,
+    JoinRequestNotice,
+    Notice,
+)
 from im_schema.models import Message
 
 from .output import when
@@ -120,4 +127,10 @@ def notice_text(notice: Notice, name_of: NameOf, group_name: Callable[[int], str
         group = group_name(join.group_id) if group_name else f"g:{join.group_id}"
         how = f"im groups approve g:{join.group_id} {join.id}"
         return f"{join.user.username} asks to join {group} ({how})"
+    if isinstance(notice, GroupInvitationNotice):
+        invite = notice.invitation
+        if invite.status == "pending":
+            how = f"im groups accept {invite.id}"
+            return f"{invite.inviter.username} invites you to {invite.group_name} ({how})"
+        return f"the invitation to {invite.group_name} is {invite.status}"
     return f"notice: {notice.kind.replace('_', ' ')}"

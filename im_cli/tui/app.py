@@ -13,9 +13,8 @@ Contract:
 - The input sends text (``@name`` mentions a member, ``@all`` everyone) or runs a command: ``/reply SEQ
   TEXT``, ``/edit SEQ TEXT``, ``/recall SEQ``, ``/file PATH [CAPTION]``, ``/download SEQ [PATH]``,
   ``/open NAME``, ``/accept NAME``, ``/decline NAME``, ``/members``, ``/help``, ``/quit``.
-- Group invitations: :meth:`ChatApp.invitations` and :meth:`ChatApp.accept_invitation` use the SDK's
-  ``groups.invitations()`` / ``groups.accept_invitation()`` when the SDK has them, and list nothing
-  otherwise.
+- Pending friend requests and group invitations are listed under the conversations and answered with
+  ``/accept NAME`` or ``/decline NAME`` (the sender's name, or the group's).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -38,8 +37,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from im_schema.content import SystemContent
-from im_schema.events import FriendRequestNotice
-from im_schema.groups import Group
+from im_schema.events import FriendRequestNotice, GroupInvitationNotice
+from im_schema.groups import Group, GroupInvitation
 from im_schema.ids import direct_conversation
 from im_schema.models import ConversationSummary, Message
 from im_schema.rest import ConversationPage
@@ -141,7 +140,7 @@ class ChatApp(App[None]):
         self.messages: dict[int, Message] = {}
         self.member_names: dict[str, int] = {}
         self.requests: list[FriendRequest] = []
-        self.invites: list[Any] = []
+        self.invites: list[GroupInvitation] = []
         self.connection = "connecting"
         self.typing_until: dict[int, float] = {}
         self._typing_sent = 0.0
@@ -339,6 +338,9 @@ class ChatApp(App[None]):
             sender = notice.request.from_user.username
             note = f": {notice.request.message}" if notice.request.message else ""
             text = f"{sender} wants to be your friend{note} (/accept {sender})"
+        elif isinstance(notice, GroupInvitationNotice) and notice.invitation.status == "pending":
+            invite = notice.invitation
+            text = f"{invite.inviter.username} invites you to {invite.group_name} (/accept {invite.group_name})"
         else:
             text = notice_text(notice, self.name_of, lambda group: self.title_of(f"g:{group}"))
         self.say(text)
@@ -660,30 +662,28 @@ class ChatApp(App[None]):
             label.append(f"\n  /accept {request.from_user.username}", style="dim")
             await view.append(ListItem(Label(label)))
         for invite in self.invites:
-            name = getattr(getattr(invite, "group", None), "name", None) or f"g:{getattr(invite, 'group_id', '?')}"
-            label = Text(f"invited to {name}", style="yellow")
-            label.append(f"\n  /accept {name}", style="dim")
+            label = Text(f"{invite.inviter.username} invites you to {invite.group_name}", style="yellow")
+            label.append(f"\n  /accept {invite.group_name}", style="dim")
             await view.append(ListItem(Label(label)))
         if not self.requests and not self.invites:
             await view.append(ListItem(Label(Text("none", style="dim"))))
 
-    async def invitations(self) -> list[Any]:
-        """Pending group invitations, where the SDK offers them (``client.groups.invitations()``)."""
-        listing = getattr(self.client.groups, "invitations", None)
-        if listing is None:
-            return []
+    async def invitations(self) -> list[GroupInvitation]:
+        """Pending invitations to groups sent to me."""
         try:
-            return list(await listing())
+            return list(await self.client.groups.invitations())
         except IMError:
             return []
 
-    async def accept_invitation(self, invite: Any, accept: bool = True) -> None:
-        """Answer a group invitation through the SDK (``accept_invitation`` / ``decline_invitation``)."""
-        answer = getattr(self.client.groups, "accept_invitation" if accept else "decline_invitation", None)
-        if answer is None:
-            self.say("this SDK cannot answer group invitations", error=True)
-            return
-        await answer(getattr(invite, "id", invite))
+    async def accept_invitation(self, invite: GroupInvitation, accept: bool = True) -> None:
+        """Join the group of an invitation (or decline it)."""
+        if accept:
+            group = await self.client.groups.accept(invite.id)
+            self.groups[group.id] = group
+            self.say(f"you joined {group.name}")
+        else:
+            await self.client.groups.decline(invite.id)
+            self.say(f"invitation to {invite.group_name} declined")
 
     # The input -----------------------------------------------------------------------------------------
 
@@ -871,9 +871,7 @@ class ChatApp(App[None]):
                 self.load_conversations()
                 return
         for invite in self.invites:
-            group = getattr(invite, "group", None)
-            names = {str(getattr(invite, "id", "")), str(getattr(group, "name", "")).casefold()}
-            if who.casefold() in names:
+            if who.casefold() in (invite.group_name.casefold(), str(invite.id), f"g:{invite.group_id}"):
                 try:
                     await self.accept_invitation(invite, accept)
                 except IMError as exc:

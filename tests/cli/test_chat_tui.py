@@ -142,6 +142,14 @@ async def test_chat_unread_mentions_groups_members_and_friend_requests(sqlite_cl
         await _until(pilot, lambda: not app.requests)
         friends = await carol.friends.list()
         assert [friend.user.id for friend in friends] == [b.id]
+
+        # Bob asks to be invited rather than added: alice's group becomes an invitation to accept.
+        await bob.friends.set_privacy(group_invites="nobody")
+        chess = await alice.groups.create("chess club", [b.id])
+        await _until(pilot, lambda: any(invite.group_name == "chess club" for invite in app.invites))
+        await _type(pilot, app, "/accept chess club")
+        await _until(pilot, lambda: chess.conversation in app.rows and not app.invites)
+        assert app.rows[chess.conversation].title == "chess club"
     for client in (alice, bob, carol):
         await client.aclose()
 
