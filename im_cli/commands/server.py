@@ -165,7 +165,8 @@ def up(
         except Exception as exc:  # the cluster runs on; the demo is a convenience
             err.print(f"[yellow]the demo could not be set up: {escape(str(exc))}[/yellow]")
     else:
-        out.print(f"\nCreate an account with: {_cli(server)} register NAME, then: {_cli(server)} chat\n")
+        im = _cli(server)
+        out.print(f"\nIn another terminal: {im} register NAME, then {im} login NAME, then im chat\n")
     out.print("[dim]Ctrl-C stops the cluster.[/dim]")
     try:
         cluster.run()
