@@ -20,20 +20,22 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from im_schema.content import SystemContent
@@ -61,6 +63,24 @@ HELP = (
     "/recall SEQ, /file PATH [CAPTION], /download SEQ [PATH], /open NAME, /accept NAME, /decline NAME, "
     "/members, /quit. Ctrl-N/Ctrl-P: next/previous conversation."
 )
+
+
+Worker = TypeVar("Worker", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _until_closed(method: Worker) -> Worker:
+    """A worker that stops quietly when the app closes under it (its widgets are gone by then)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ChatApp, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except NoMatches:
+            if self.closing:
+                return None
+            raise
+
+    return cast(Worker, wrapper)
 
 
 def _local_file(name: str) -> tuple[Path, int | None]:
@@ -179,6 +199,11 @@ class ChatApp(App[None]):
     async def on_unmount(self) -> None:
         logging.getLogger("im_sdk").removeHandler(self._state_log)
 
+    @property
+    def closing(self) -> bool:
+        """Whether the app is exiting (workers then find no widgets to update)."""
+        return bool(self._exit or self._closing or self._closed or not self.is_running)
+
     # Names -------------------------------------------------------------------------------------------
 
     def name_of(self, user_id: int) -> str:
@@ -232,6 +257,7 @@ class ChatApp(App[None]):
     # The event stream ----------------------------------------------------------------------------------
 
     @work(exclusive=True, group="listen")
+    @_until_closed
     async def listen(self) -> None:
         """Run the SDK's event stream for the app's life; every event becomes a Textual message."""
         client = self.client
@@ -353,6 +379,7 @@ class ChatApp(App[None]):
     # Conversations -------------------------------------------------------------------------------------
 
     @work(exclusive=True, group="conversations")
+    @_until_closed
     async def load_conversations(self) -> None:
         try:
             summaries = await self.client.conversations()
@@ -436,6 +463,7 @@ class ChatApp(App[None]):
                 return
 
     @work(exclusive=True, group="presence")
+    @_until_closed
     async def watch_presence(self) -> None:
         for row in list(self.rows.values())[:30]:
             if row.peer is None:
@@ -571,6 +599,7 @@ class ChatApp(App[None]):
             self.load_older()
 
     @work(exclusive=True, group="older")
+    @_until_closed
     async def load_older(self) -> None:
         """The page before the oldest message shown (the view keeps its place)."""
         conversation = self.current
@@ -616,6 +645,7 @@ class ChatApp(App[None]):
                 item.update(self._render(item.message))
 
     @work(group="read")
+    @_until_closed
     async def mark_read(self, conversation: str, seq: int) -> None:
         with contextlib.suppress(IMError):
             await self.client.mark_read(conversation, seq)
@@ -623,6 +653,7 @@ class ChatApp(App[None]):
     # Members and requests ------------------------------------------------------------------------------
 
     @work(exclusive=True, group="members")
+    @_until_closed
     async def load_members(self) -> None:
         conversation = self.current
         if conversation is None or not conversation.startswith("g:"):
@@ -649,6 +680,7 @@ class ChatApp(App[None]):
         self.query_one("#members", Static).update(text)
 
     @work(exclusive=True, group="requests")
+    @_until_closed
     async def load_requests(self) -> None:
         try:
             self.requests = await self.client.friends.requests("incoming")
@@ -696,6 +728,7 @@ class ChatApp(App[None]):
                 self.send_typing(self.current)
 
     @work(group="typing")
+    @_until_closed
     async def send_typing(self, conversation: str) -> None:
         with contextlib.suppress(IMError):
             await self.client.typing(conversation, True)
@@ -772,6 +805,7 @@ class ChatApp(App[None]):
         return mentions, everyone
 
     @work(group="send")
+    @_until_closed
     async def send_text(self, conversation: str, text: str, reply_to: int | None) -> None:
         mentions, everyone = self._mentions(text)
         try:
@@ -785,6 +819,7 @@ class ChatApp(App[None]):
         self.post_message(Incoming(message))  # the server does not push it back to this device
 
     @work(group="send")
+    @_until_closed
     async def edit_message(self, conversation: str, seq: int, text: str) -> None:
         try:
             await self.client.edit(conversation, seq, text)
@@ -794,6 +829,7 @@ class ChatApp(App[None]):
         await self._replace(conversation, seq)
 
     @work(group="send")
+    @_until_closed
     async def recall_message(self, conversation: str, seq: int) -> None:
         try:
             await self.client.recall(conversation, seq)
@@ -816,6 +852,7 @@ class ChatApp(App[None]):
         self.query_one("#transfer", ProgressBar).remove_class("active")
 
     @work(group="transfer")
+    @_until_closed
     async def send_file(self, conversation: str, path: Path, size: int, caption: str | None) -> None:
         progress = self._progress(size)
         try:
@@ -828,6 +865,7 @@ class ChatApp(App[None]):
         self.post_message(Incoming(message))
 
     @work(group="transfer")
+    @_until_closed
     async def download_file(self, conversation: str, seq: int, path: str | None) -> None:
         message = self.messages.get(seq)
         if message is None or message.conversation != conversation:
@@ -854,6 +892,7 @@ class ChatApp(App[None]):
         self.say(f"saved {content.name} ({human_size(content.size)}) to {saved}")
 
     @work(group="requests-answer")
+    @_until_closed
     async def answer_request(self, who: str, accept: bool) -> None:
         """Accept or decline a friend request (by the sender's name) or a group invitation (by group)."""
         for request in self.requests:
