@@ -65,6 +65,7 @@ def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, A
 async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadline: float, **config: Any) -> KeyValue:
     """The bucket; created if missing and ``create``, else waited for (an API node creates it)."""
     loop = asyncio.get_running_loop()
+    waited = False
     while True:
         try:
             return await js.key_value(bucket)
@@ -77,7 +78,9 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadlin
             except Exception:
                 # Another node created it first, possibly with a slightly different configuration.
                 return await js.key_value(bucket)
-        log.info("waiting for an API node to create the bucket %s", bucket)
+        if not waited:
+            log.info("waiting for an API node to create the bucket %s", bucket)
+            waited = True
         await asyncio.sleep(0.2)
 
 
