@@ -64,21 +64,32 @@ def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, A
 
 
 async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadline: float, **config: Any) -> KeyValue:
-    """The bucket; created if missing and ``create``, else waited for (an API node creates it)."""
+    """The bucket; created if missing and ``create``, else waited for (an API node creates it).
+
+    Until ``deadline`` (the loop's clock), a JetStream that is not ready yet or a request that timed out
+    on a busy server is retried rather than ending the node's start.
+    """
     loop = asyncio.get_running_loop()
+    waited = False
     while True:
         try:
             return await js.key_value(bucket)
         except BucketNotFoundError:
+            if create:
+                try:
+                    return await js.create_key_value(bucket=bucket, **config)
+                except Exception:
+                    # Another node created it first, possibly with a slightly different configuration.
+                    return await js.key_value(bucket)
+            if not waited:
+                log.info("waiting for an API node to create the bucket %s", bucket)
+                waited = True
+        except Exception as exc:
             if loop.time() > deadline:
                 raise
-        if create:
-            try:
-                return await js.create_key_value(bucket=bucket, **config)
-            except Exception:
-                # Another node created it first, possibly with a slightly different configuration.
-                return await js.key_value(bucket)
-        log.info("waiting for an API node to create the bucket %s", bucket)
+            log.warning("bucket %s not available yet: %r", bucket, exc)
+        if loop.time() > deadline:
+            raise TimeoutError(f"the bucket {bucket} does not exist; no API node created it in time")
         await asyncio.sleep(0.2)
 
 

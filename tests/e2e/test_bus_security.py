@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from nats.js.errors import KeyNotFoundError
 from im_sdk import AsyncClient
 from im_server.bus.codec import encode_delivery
 from im_server.bus.permissions import inbox_prefix
+from im_server.gateway.node import GatewayNode
 from im_server.services.tokens import TokenCodec
 from tests.support.cluster import LoopThread, TestCluster
 from tests.support.inbox import Inbox
@@ -325,3 +327,22 @@ async def test_a_cluster_on_the_exact_permissions_works(exact_cluster, closing, 
         async with websockets.connect(gateway.url) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token}))
             assert json.loads(await ws.recv())["code"] == "unauthorized"
+
+
+def test_a_gateway_that_starts_first_waits_for_the_api_to_create_the_buckets(
+    cluster_loop: LoopThread, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="im_server.bus.nats")
+    server = PrivateNats(tmp_path / "nats", prefix="fresh", gateways=["gw-1"]).start()
+    cluster = TestCluster(cluster_loop, server, sqlite_url)
+    try:
+        gateway = GatewayNode(cluster.gateway_settings("gw-1"))
+        starting = asyncio.run_coroutine_threadsafe(gateway.start(), cluster_loop.loop)
+        cluster_loop.run(cluster._until(lambda: "waiting for an API node to create the bucket" in caplog.text))
+        cluster.start(gateways=0)  # the API node creates the buckets the gateway may not
+        starting.result(30)
+        cluster.gateways.append(gateway)
+        cluster_loop.run(cluster._until(lambda: "gw-1" in cluster.live_gateways()))
+    finally:
+        cluster.stop()
+        server.close()
