@@ -17,8 +17,8 @@ from rich.table import Table
 from ..context import fail, normalize_server
 from ..errors import ExitCode
 from ..output import err, out
-from . import access
 from ..profiles import DEFAULT_SERVER
+from . import access
 
 __all__ = ["app"]
 
@@ -118,7 +118,10 @@ def up(
         typer.Option("--nats", envvar="IM_NATS_URL", help="Use this NATS instead of starting one."),
     ] = None,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Database, NATS store and credentials, uploads in progress, secret and logs (mode 0700).")
+        Path,
+        typer.Option(
+            "--data-dir", help="Database, NATS store and credentials, uploads in progress, secret and logs (mode 0700)."
+        ),
     ] = Path("im-data"),
     demo: Annotated[bool, typer.Option("--demo", help="Create users alice and bob and a first message.")] = False,
 ) -> None:
