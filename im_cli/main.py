@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
+try:
+    import typer
+except ModuleNotFoundError as missing:  # the base install is the SDK alone: say what to add, not a traceback
+    raise SystemExit("the im command needs the cli extra: pip install 'imkit[cli]'") from missing
 
 from .commands import auth, chat, devices, friends, groups, server
 from .context import Context

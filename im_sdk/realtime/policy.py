@@ -1,10 +1,19 @@
-"""What a closed realtime connection means: reconnect (and how soon) or give up."""
+"""What the realtime connection's events mean, without I/O: reconnect (and how soon) or give up, resync.
+
+- A close is classified by :func:`classify_close`; :func:`reconnect_delay` says how soon to come back:
+  at once after ``4013`` (too slow to read: :class:`TooSlow`), within :data:`GOING_AWAY_SPREAD` seconds
+  after ``4010``/``1001`` (:class:`GoingAway`), else after the next backoff delay. Every reconnect is
+  followed by a resync ("conversations since" the cursor).
+- A ``resync`` frame, and :data:`QUIET` (what the client reads when nothing came for its
+  ``resync_after`` seconds), mean a resync on the same connection.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 
+from im_schema.frames import ResyncFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
@@ -12,6 +21,7 @@ from im_schema.limits import (
     CLOSE_PROTOCOL_UNSUPPORTED,
     CLOSE_REPLACED,
     CLOSE_SESSION_REVOKED,
+    CLOSE_TOO_SLOW,
 )
 
 from ..errors import (
@@ -23,14 +33,24 @@ from ..errors import (
     error_for,
 )
 
-__all__ = ["GoingAway", "classify_close", "reconnect_delay"]
+__all__ = ["GOING_AWAY_SPREAD", "QUIET", "GoingAway", "TooSlow", "classify_close", "reconnect_delay"]
 
 GOING_AWAY_SPREAD = 2.0
 """Clients of a draining node come back spread over this many seconds."""
 
 
+QUIET = ResyncFrame(reason="quiet")
+"""Stands for a connection that brought nothing for ``resync_after`` seconds: resync, as a last resort
+against a push lost without anyone noticing."""
+
+
 class GoingAway(TransportError):
     """The node is draining or stopping; reconnect soon, probably to another node."""
+
+
+class TooSlow(TransportError):
+    """The gateway closed the connection because this client read its pushes too slowly (``4013``):
+    reconnect at once and resync."""
 
 
 def classify_close(code: int | None, reason: str | None, error_code: str | None = None) -> IMError:
@@ -46,6 +66,8 @@ def classify_close(code: int | None, reason: str | None, error_code: str | None 
         return error_for(error_code or "unauthorized", text, status=401)
     if code == CLOSE_GOING_AWAY or code == 1001:
         return GoingAway(text)
+    if code == CLOSE_TOO_SLOW:
+        return TooSlow(text)
     if code == CLOSE_AUTH_TIMEOUT:
         return TransportError(text)
     return TransportError(text)
@@ -53,6 +75,8 @@ def classify_close(code: int | None, reason: str | None, error_code: str | None 
 
 def reconnect_delay(exc: BaseException, delays: Iterator[float]) -> float:
     """Seconds to wait before reconnecting after ``exc``."""
+    if isinstance(exc, TooSlow):
+        return 0.0  # the client is alive and caught up by sync; it lost only its push queue
     if isinstance(exc, GoingAway):
         return random.uniform(0, GOING_AWAY_SPREAD)
     return next(delays)

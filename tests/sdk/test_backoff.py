@@ -16,7 +16,7 @@ from im_sdk.errors import (
     TransportError,
 )
 from im_sdk.realtime.backoff import Backoff
-from im_sdk.realtime.policy import GOING_AWAY_SPREAD, GoingAway, classify_close, reconnect_delay
+from im_sdk.realtime.policy import GOING_AWAY_SPREAD, GoingAway, TooSlow, classify_close, reconnect_delay
 
 
 def take(iterator, n):
@@ -100,9 +100,10 @@ CLOSE_CASES = {
     limits.CLOSE_GOING_AWAY: GoingAway,
     limits.CLOSE_REPLACED: ConnectionReplaced,
     limits.CLOSE_SESSION_REVOKED: AuthenticationError,
+    limits.CLOSE_TOO_SLOW: TooSlow,
 }
 
-RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY}
+RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY, limits.CLOSE_TOO_SLOW}
 
 
 def test_every_close_code_of_the_schema_is_covered():
@@ -169,3 +170,9 @@ def test_other_errors_take_the_next_backoff_step():
     delays = Backoff(initial=1.0, factor=2.0, max_delay=8.0, jitter=False).delays()
     steps = [reconnect_delay(TransportError("x"), delays) for _ in range(5)]
     assert steps == [1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_too_slow_reconnects_at_once_without_spending_a_backoff_step():
+    delays = Backoff(initial=100.0, max_delay=100.0, jitter=False).delays()
+    assert reconnect_delay(classify_close(limits.CLOSE_TOO_SLOW, "outbound budget"), delays) == 0.0
+    assert next(delays) == 100.0
