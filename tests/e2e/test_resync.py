@@ -1,0 +1,147 @@
+"""Pushes that never arrived are caught up without waiting for the next message, on a real cluster.
+
+A push is lost here the way a gateway cut off from NATS loses it: the device's connection is taken out
+of the gateway's table while a message is committed, so the delivery finds nobody. Then the client
+learns that it may have missed something: a ``resync`` frame published to the gateway's subject (as a
+gateway does when it regains NATS), a close with 4013 (too slow to read), or nothing at all for its
+``resync_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from im_schema.frames import ResyncFrame
+from im_schema.limits import CLOSE_TOO_SLOW
+from im_sdk import AsyncClient, Client
+from im_server.bus.codec import encode_delivery
+from im_server.gateway.node import GatewayNode
+from tests.e2e.conftest import wait_connected
+from tests.support.cluster import FAST, TestCluster
+
+
+def _gateway(cluster: TestCluster, node_id: str) -> GatewayNode:
+    return next(node for node in cluster.gateways if node.node_id == node_id)
+
+
+def _key(client: AsyncClient) -> tuple[int, str]:
+    assert client.session is not None
+    return client.session.user.id, client.session.device_id
+
+
+@contextlib.contextmanager
+def _pushes_lost(cluster: TestCluster, node: GatewayNode, key: tuple[int, str]) -> Iterator[Any]:
+    """While inside, deliveries to the device find no connection on its gateway (they are dropped)."""
+
+    async def take() -> Any:
+        return node.connections.pop(key)
+
+    async def put(connection: Any) -> None:
+        node.connections[key] = connection
+
+    connection = cluster.loop.run(take())
+    try:
+        yield connection
+    finally:
+        cluster.loop.run(put(connection))
+
+
+def _publish_resync(cluster: TestCluster, node_id: str, key: tuple[int, str]) -> None:
+    assert cluster.api is not None
+    bus = cluster.api.node.bus
+    payload = encode_delivery([(ResyncFrame(reason="bus regained").model_dump_json().encode(), [key])])
+    cluster.loop.run(bus.nc.publish(bus.subjects.gateway(node_id), payload))
+
+
+async def test_a_resync_frame_catches_up_on_the_same_connection(sqlite_cluster, inboxes, closing):
+    cluster = sqlite_cluster
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    closing.extend([alice, bob])
+    inbox = inboxes(bob)
+    node_id = await wait_connected(cluster, bob)
+    await alice.send_text(_key(bob)[0], "before")
+    assert (await inbox.next()).text == "before"  # the first sync is over
+
+    node = _gateway(cluster, node_id)
+    with _pushes_lost(cluster, node, _key(bob)) as connection:
+        await alice.send_text(_key(bob)[0], "lost push")
+    _publish_resync(cluster, node_id, _key(bob))
+
+    assert (await inbox.next()).text == "lost push"
+    assert node.connections[_key(bob)] is connection  # no reconnect: the same socket
+
+
+async def test_close_code_4013_reconnects_and_catches_up(sqlite_cluster, inboxes, closing):
+    cluster = sqlite_cluster
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    closing.extend([alice, bob])
+    inbox = inboxes(bob)
+    node_id = await wait_connected(cluster, bob)
+    await alice.send_text(_key(bob)[0], "before")
+    assert (await inbox.next()).text == "before"
+
+    node = _gateway(cluster, node_id)
+    with _pushes_lost(cluster, node, _key(bob)) as connection:
+        await alice.send_text(_key(bob)[0], "lost push")
+    await cluster.loop.call(connection.close(CLOSE_TOO_SLOW, "outbound budget exceeded"))
+
+    assert (await inbox.next()).text == "lost push"
+    assert inbox.error is None
+
+
+async def test_a_quiet_connection_resyncs_as_a_last_resort(sqlite_cluster, inboxes, closing):
+    cluster = sqlite_cluster
+    alice = await cluster.user("alice")
+    bob = await cluster.user("bob", resync_after=0.2)
+    closing.extend([alice, bob])
+    inbox = inboxes(bob)
+    node_id = await wait_connected(cluster, bob)
+    await alice.send_text(_key(bob)[0], "before")
+    assert (await inbox.next()).text == "before"
+
+    node = _gateway(cluster, node_id)
+    with _pushes_lost(cluster, node, _key(bob)) as connection:
+        await alice.send_text(_key(bob)[0], "lost push")
+
+    assert (await inbox.next()).text == "lost push"  # nobody told bob: the quiet period did
+    assert node.connections[_key(bob)] is connection
+
+
+def test_the_blocking_client_answers_a_resync_frame(sqlite_cluster):
+    cluster = sqlite_cluster
+    alice = cluster.loop.run(cluster.user("alice"))
+    bob = cluster.loop.run(cluster.user("bob"))
+    session = bob.session
+    assert session is not None
+    texts: list[str | None] = []
+    got = [threading.Event(), threading.Event()]
+
+    def listen() -> None:
+        with Client(
+            cluster.url, access_token=session.access_token, refresh_token=session.refresh_token, backoff=FAST
+        ) as client:
+            for event in client.messages():
+                texts.append(event.text)
+                got[len(texts) - 1].set()
+                if len(texts) == 2:
+                    break
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    try:
+        node_id = asyncio.run(wait_connected(cluster, bob))
+        cluster.loop.run(alice.send_text(session.user.id, "before"))
+        assert got[0].wait(10)
+        with _pushes_lost(cluster, _gateway(cluster, node_id), _key(bob)):
+            cluster.loop.run(alice.send_text(session.user.id, "lost push"))
+        _publish_resync(cluster, node_id, _key(bob))
+        assert got[1].wait(10)
+        thread.join(10)
+        assert texts == ["before", "lost push"]
+    finally:
+        for client in (alice, bob):
+            cluster.loop.run(client.aclose())
