@@ -1,19 +1,27 @@
-"""Pushes that never arrived are caught up without waiting for the next message, on a real cluster.
+"""The SDK heals by itself on a real cluster: lost pushes are caught up, load balancer errors retried.
 
+Pushes that never arrived are caught up without waiting for the next message.
 A push is lost here the way a gateway cut off from NATS loses it: the device's connection is taken out
 of the gateway's table while a message is committed, so the delivery finds nobody. Then the client
 learns that it may have missed something: a ``resync`` frame published to the gateway's subject (as a
 gateway does when it regains NATS), a close with 4013 (too slow to read), or nothing at all for its
 ``resync_after`` seconds.
+
+Sends answered 502, 503 or 504 by a load balancer (before or after the server stored them) are sent
+again with the same ``client_msg_id``, and stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+import httpx
+import pytest
 
 from im_schema.frames import ResyncFrame
 from im_schema.limits import CLOSE_TOO_SLOW
@@ -145,3 +153,40 @@ def test_the_blocking_client_answers_a_resync_frame(sqlite_cluster):
     finally:
         for client in (alice, bob):
             cluster.loop.run(client.aclose())
+
+
+class LoadBalancerErrors(httpx.AsyncHTTPTransport):
+    """A real transport with a flaky load balancer in front: the first ``count`` sends are answered with
+    ``status`` by the balancer; with ``after=True`` the server got them (and stored the message) first."""
+
+    def __init__(self, status: int, count: int, *, after: bool) -> None:
+        super().__init__()
+        self.status, self.left, self.after = status, count, after
+        self.sends: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/v1/messages":
+            self.sends.append(json.loads(request.content)["client_msg_id"])
+            if self.left > 0:
+                self.left -= 1
+                if self.after:
+                    answer = await super().handle_async_request(request)
+                    await answer.aread()
+                return httpx.Response(self.status, headers={"Retry-After": "0"}, text="upstream trouble")
+        return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize(("status", "after"), [(502, False), (503, False), (504, True)])
+async def test_load_balancer_errors_are_retried_and_the_message_is_stored_once(sqlite_cluster, closing, status, after):
+    cluster = sqlite_cluster
+    bob = await cluster.user("bob")
+    transport = LoadBalancerErrors(status, 2, after=after)
+    alice = await cluster.user("alice", transport=transport)
+    closing.extend([alice, bob])
+    assert bob.session is not None
+
+    message = await alice.send_text(bob.session.user.id, "through a flaky balancer")
+
+    assert len(transport.sends) == 3 and len(set(transport.sends)) == 1  # one client_msg_id throughout
+    page = await bob.history(message.conversation)
+    assert [(m.seq, m.client_msg_id) for m in page.messages] == [(message.seq, transport.sends[0])]
