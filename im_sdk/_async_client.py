@@ -60,7 +60,7 @@ from ._session import SessionState
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import QUIET, classify_close, reconnect_delay
+from .realtime.policy import QUIET, RefreshToken, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
 from .realtime.store import CursorKeeper
 from .retry import Retry
@@ -639,25 +639,23 @@ class AsyncClient:
                 yield message
 
     async def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
-        for attempt in range(2):
-            token = self._state.access_token
-            if token is None:
-                raise AuthenticationError("unauthorized", "log in first")
-            await connection.send(AuthFrame(token=token).model_dump_json())
-            try:
-                frame = _decode(await receive(connection, 15))
-            except ConnectionClosed:
-                frame = None
-            if isinstance(frame, ReadyFrame):
-                return frame
-            if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
-                await self._refresh_once(token)
-                await wait_closed(connection)
-                raise TransportError("token refreshed; reconnecting")
-            if isinstance(frame, ErrorFrame):
-                raise classify_close(connection.close_code, frame.message, frame.code)
-            raise classify_close(connection.close_code, connection.close_reason)
-        raise ProtocolError("no ready frame")
+        token = self._state.access_token
+        if token is None:
+            raise AuthenticationError("unauthorized", "log in first")
+        await connection.send(AuthFrame(token=token).model_dump_json())
+        try:
+            frame = _decode(await receive(connection, 15))
+        except ConnectionClosed:
+            frame = None
+        answer = auth_answer(frame, connection.close_code, connection.close_reason)
+        if isinstance(answer, RefreshToken):
+            # The gateway closes after the error frame; the next connection carries the new token.
+            await self._refresh_once(token)
+            await wait_closed(connection)
+            raise TransportError("token refreshed; reconnecting")
+        if isinstance(answer, ReadyFrame):
+            return answer
+        raise answer
 
     async def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> AsyncGenerator[Message, None]:
         """Carry out fetches, yielding each message as soon as it may be delivered.

@@ -4,6 +4,8 @@
   at once after ``4013`` (too slow to read: :class:`TooSlow`), within :data:`GOING_AWAY_SPREAD` seconds
   after ``4010``/``1001`` (:class:`GoingAway`), else after the next backoff delay. Every reconnect is
   followed by a resync ("conversations since" the cursor).
+- The first frame after ``auth`` is judged by :func:`auth_answer`: ``ready``, or refresh the token
+  and reconnect (:data:`REFRESH`), or the error to raise.
 - A ``resync`` frame, and :data:`QUIET` (what the client reads when nothing came for its
   ``resync_after`` seconds), mean a resync on the same connection.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from im_schema.frames import ResyncFrame
+from im_schema.frames import ErrorFrame, ReadyFrame, ResyncFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
@@ -33,7 +35,17 @@ from ..errors import (
     error_for,
 )
 
-__all__ = ["GOING_AWAY_SPREAD", "QUIET", "GoingAway", "TooSlow", "classify_close", "reconnect_delay"]
+__all__ = [
+    "GOING_AWAY_SPREAD",
+    "QUIET",
+    "REFRESH",
+    "GoingAway",
+    "RefreshToken",
+    "TooSlow",
+    "auth_answer",
+    "classify_close",
+    "reconnect_delay",
+]
 
 GOING_AWAY_SPREAD = 2.0
 """Clients of a draining node come back spread over this many seconds."""
@@ -71,6 +83,25 @@ def classify_close(code: int | None, reason: str | None, error_code: str | None 
     if code == CLOSE_AUTH_TIMEOUT:
         return TransportError(text)
     return TransportError(text)
+
+
+class RefreshToken:
+    """The token expired during the handshake: refresh it, then reconnect."""
+
+
+REFRESH = RefreshToken()
+"""What :func:`auth_answer` returns for an expired token."""
+
+
+def auth_answer(frame: object, close_code: int | None, close_reason: str | None) -> ReadyFrame | RefreshToken | IMError:
+    """What the first frame after ``auth`` means (``None`` if the connection closed instead)."""
+    if isinstance(frame, ReadyFrame):
+        return frame
+    if isinstance(frame, ErrorFrame):
+        if frame.code == "token_expired":
+            return REFRESH
+        return classify_close(close_code, frame.message, frame.code)
+    return classify_close(close_code, close_reason)
 
 
 def reconnect_delay(exc: BaseException, delays: Iterator[float]) -> float:

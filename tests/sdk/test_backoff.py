@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from im_schema import limits
+from im_schema.frames import ErrorFrame, ReadyFrame, ResyncFrame
 from im_sdk.errors import (
     APIError,
     AuthenticationError,
@@ -16,7 +17,16 @@ from im_sdk.errors import (
     TransportError,
 )
 from im_sdk.realtime.backoff import Backoff
-from im_sdk.realtime.policy import GOING_AWAY_SPREAD, GoingAway, TooSlow, classify_close, reconnect_delay
+from im_sdk.realtime.policy import (
+    GOING_AWAY_SPREAD,
+    QUIET,
+    GoingAway,
+    RefreshToken,
+    TooSlow,
+    auth_answer,
+    classify_close,
+    reconnect_delay,
+)
 
 
 def take(iterator, n):
@@ -176,3 +186,30 @@ def test_too_slow_reconnects_at_once_without_spending_a_backoff_step():
     delays = Backoff(initial=100.0, max_delay=100.0, jitter=False).delays()
     assert reconnect_delay(classify_close(limits.CLOSE_TOO_SLOW, "outbound budget"), delays) == 0.0
     assert next(delays) == 100.0
+
+
+# The handshake and resync -------------------------------------------------------------------------
+
+
+def test_ready_after_auth_is_the_answer():
+    ready = ReadyFrame(protocol=1, node_id="g1", user_id=1, device_id="laptop")
+    assert auth_answer(ready, None, None) is ready
+
+
+def test_an_expired_token_at_auth_means_refresh_then_reconnect():
+    frame = ErrorFrame(code="token_expired", message="expired")
+    assert isinstance(auth_answer(frame, limits.CLOSE_AUTH_FAILED, None), RefreshToken)
+
+
+def test_other_errors_at_auth_are_raised():
+    answer = auth_answer(ErrorFrame(code="unauthorized", message="bad token"), limits.CLOSE_AUTH_FAILED, None)
+    assert type(answer) is AuthenticationError
+    revoked = auth_answer(None, limits.CLOSE_SESSION_REVOKED, "logged out")
+    assert type(revoked) is AuthenticationError
+    assert type(auth_answer(None, 1006, None)) is TransportError  # dropped: reconnect
+    assert type(auth_answer(None, limits.CLOSE_TOO_SLOW, None)) is TooSlow
+
+
+def test_quiet_stands_for_a_resync():
+    assert isinstance(QUIET, ResyncFrame)
+    assert QUIET.reason == "quiet"
