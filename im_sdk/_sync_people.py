@@ -13,21 +13,26 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from im_schema.groups import (
+    AcceptInvitationRequest,
     AddAdminRequest,
     ApproveJoinRequest,
     CreateGroupRequest,
+    DeclineInvitationRequest,
     DissolveGroupRequest,
     GetGroupRequest,
     Group,
+    GroupInvitation,
     InviteRequest,
     JoinGroupRequest,
     JoinRequest,
     JoinResult,
     KickRequest,
     LeaveGroupRequest,
+    ListGroupInvitationsRequest,
     ListGroupsRequest,
     ListJoinRequestsRequest,
     ListMembersRequest,
+    ListMyInvitationsRequest,
     MemberPage,
     MuteMemberRequest,
     RejectJoinRequest,
@@ -36,6 +41,7 @@ from im_schema.groups import (
     TransferOwnershipRequest,
     UpdateGroupRequest,
     UpdateMyMembershipRequest,
+    WithdrawInvitationRequest,
 )
 from im_schema.models import User
 from im_schema.social import (
@@ -45,13 +51,17 @@ from im_schema.social import (
     FriendInfo,
     FriendRequest,
     GetFriendRequest,
+    GetPrivacyRequest,
+    GroupInvitePolicy,
     ListBlocksRequest,
     ListFriendRequestsRequest,
     ListFriendsRequest,
+    Privacy,
     RemoveFriendRequest,
     SendFriendRequest,
     SetRemarkRequest,
     UnblockRequest,
+    UpdatePrivacyRequest,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +81,7 @@ def _until(value: datetime | timedelta | None) -> datetime | None:
 
 
 class Friends:
-    """Friends, friend requests and blocks."""
+    """Friends, friend requests, blocks and privacy settings."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -119,6 +129,14 @@ class Friends:
     def blocked(self) -> builtins.list[User]:
         """Whom I blocked."""
         return self._client.request(ListBlocksRequest()).users
+
+    def privacy(self) -> Privacy:
+        """My privacy settings (who may add me to groups directly)."""
+        return self._client.request(GetPrivacyRequest())
+
+    def set_privacy(self, *, group_invites: GroupInvitePolicy | None = None) -> Privacy:
+        """Change my privacy settings: ``group_invites`` is ``everyone``, ``friends`` or ``nobody``."""
+        return self._client.request(UpdatePrivacyRequest(group_invites=group_invites))
 
 
 class Groups:
@@ -208,8 +226,27 @@ class Groups:
         return self._client.request(UpdateMyMembershipRequest(group_id=group_id, remark=remark))
 
     def invite(self, group_id: int, users: builtins.list[UserRef]) -> Group:
-        """Add users to the group."""
+        """Add users to the group (those whose privacy setting asks for it get an invitation instead)."""
         return self._client.request(InviteRequest(group_id=group_id, users=users))
+
+    def invitations(self, group_id: int | None = None) -> builtins.list[GroupInvitation]:
+        """Pending invitations sent to me; with ``group_id``, the group's (all for its owner and admins,
+        my own for other members)."""
+        if group_id is None:
+            return self._client.request(ListMyInvitationsRequest()).invitations
+        return self._client.request(ListGroupInvitationsRequest(group_id=group_id)).invitations
+
+    def accept(self, invitation_id: int) -> Group:
+        """Accept an invitation sent to me: I join the group."""
+        return self._client.request(AcceptInvitationRequest(invitation_id=invitation_id))
+
+    def decline(self, invitation_id: int) -> None:
+        """Decline an invitation sent to me."""
+        self._client.request(DeclineInvitationRequest(invitation_id=invitation_id))
+
+    def withdraw(self, group_id: int, invitation_id: int) -> None:
+        """Take back a pending invitation (its inviter, or the owner and admins)."""
+        self._client.request(WithdrawInvitationRequest(group_id=group_id, invitation_id=invitation_id))
 
     def kick(self, group_id: int, user: UserRef) -> None:
         """Remove a member (owner and admins)."""

@@ -7,12 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, status
 
 from im_schema.groups import (
+    AcceptInvitationRequest,
     AddAdminRequest,
     ApproveJoinRequest,
     CreateGroupRequest,
+    DeclineInvitationRequest,
     DissolveGroupRequest,
     GetGroupRequest,
     Group,
+    GroupInvitationList,
     GroupList,
     InviteRequest,
     JoinGroupRequest,
@@ -20,6 +23,7 @@ from im_schema.groups import (
     JoinResult,
     KickRequest,
     LeaveGroupRequest,
+    ListGroupInvitationsRequest,
     ListJoinRequestsRequest,
     ListMembersRequest,
     MemberPage,
@@ -30,6 +34,7 @@ from im_schema.groups import (
     TransferOwnershipRequest,
     UpdateGroupRequest,
     UpdateMyMembershipRequest,
+    WithdrawInvitationRequest,
 )
 from im_schema.rest import Ok
 
@@ -59,6 +64,28 @@ async def create(body: CreateGroupRequest, node: NodeDep, principal: PrincipalDe
 async def mine(node: NodeDep, principal: PrincipalDep) -> GroupList:
     """The groups I am in."""
     return GroupList(groups=await node.groups.mine(principal.user_id))
+
+
+# Declared before "/{group_id}" so that the literal path wins.
+@router.get("/invitations", response_model=GroupInvitationList)
+async def my_invitations(node: NodeDep, principal: PrincipalDep) -> GroupInvitationList:
+    """The pending invitations to groups sent to me, oldest first."""
+    return GroupInvitationList(invitations=await node.groups.my_invitations(principal.user_id))
+
+
+@router.post("/invitations/{invitation_id}/accept", response_model=Group)
+async def accept_invitation(invitation_id: str, node: NodeDep, principal: PrincipalDep) -> Group:
+    """Accept an invitation sent to me: I join the group."""
+    parsed = parse(AcceptInvitationRequest, invitation_id=invitation_id)
+    return await node.groups.accept_invitation(parsed.invitation_id, principal.user_id)
+
+
+@router.post("/invitations/{invitation_id}/decline", response_model=Ok)
+async def decline_invitation(invitation_id: str, node: NodeDep, principal: PrincipalDep) -> Ok:
+    """Decline an invitation sent to me."""
+    parsed = parse(DeclineInvitationRequest, invitation_id=invitation_id)
+    await node.groups.decline_invitation(parsed.invitation_id, principal.user_id)
+    return Ok()
 
 
 @router.get("/{group_id}", response_model=Group)
@@ -193,4 +220,19 @@ async def mute(group_id: str, body: JsonBody, node: NodeDep, principal: Principa
     """Mute a member until a time (``until`` omitted or null lifts the mute)."""
     parsed = parse(MuteMemberRequest, **{**body, "group_id": group_id})
     await node.groups.mute(parsed.group_id, principal.user_id, parsed.user, parsed.until)
+    return Ok()
+
+
+@router.get("/{group_id}/invitations", response_model=GroupInvitationList)
+async def group_invitations(group_id: str, node: NodeDep, principal: PrincipalDep) -> GroupInvitationList:
+    """The group's pending invitations: all for the owner and admins, their own for other members."""
+    parsed = parse(ListGroupInvitationsRequest, group_id=group_id)
+    return GroupInvitationList(invitations=await node.groups.invitations(parsed.group_id, principal.user_id))
+
+
+@router.delete("/{group_id}/invitations/{invitation_id}", response_model=Ok)
+async def withdraw_invitation(group_id: str, invitation_id: str, node: NodeDep, principal: PrincipalDep) -> Ok:
+    """Take back a pending invitation (its inviter, or the owner and admins)."""
+    parsed = parse(WithdrawInvitationRequest, group_id=group_id, invitation_id=invitation_id)
+    await node.groups.withdraw_invitation(parsed.group_id, parsed.invitation_id, principal.user_id)
     return Ok()

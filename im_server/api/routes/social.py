@@ -19,10 +19,12 @@ from im_schema.social import (
     FriendRequestList,
     GetFriendRequest,
     ListFriendRequestsRequest,
+    Privacy,
     RemoveFriendRequest,
     SendFriendRequest,
     SetRemarkRequest,
     UnblockRequest,
+    UpdatePrivacyRequest,
     UpdateProfileRequest,
 )
 
@@ -44,6 +46,18 @@ async def update_profile(body: UpdateProfileRequest, node: NodeDep, principal: P
     return await node.social.update_profile(
         principal.user_id, display_name=body.display_name, bio=body.bio, avatar=body.avatar
     )
+
+
+@router.get("/me/privacy", response_model=Privacy)
+async def privacy(node: NodeDep, principal: PrincipalDep) -> Privacy:
+    """My privacy settings (who may add me to groups directly)."""
+    return await node.groups.privacy(principal.user_id)
+
+
+@router.patch("/me/privacy", response_model=Privacy)
+async def update_privacy(body: UpdatePrivacyRequest, node: NodeDep, principal: PrincipalDep) -> Privacy:
+    """Change my privacy settings (fields left out stay as they are)."""
+    return await node.groups.set_privacy(principal.user_id, group_invites=body.group_invites)
 
 
 @router.post("/friends/requests", response_model=FriendRequest, status_code=status.HTTP_201_CREATED)
