@@ -60,7 +60,7 @@ from ._session import SessionState
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import QUIET, RefreshToken, auth_answer, classify_close, reconnect_delay
+from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
 from .realtime.store import CursorKeeper
 from .retry import Retry
@@ -599,12 +599,22 @@ class AsyncClient:
             async with contextlib.aclosing(self._catch_up(engine)) as caught_up:
                 async for message in caught_up:
                     yield message
+            resyncs = ResyncSchedule(self._resync_after)
             try:
                 while True:
+                    if resyncs.due():
+                        # Pushes may have been missed (the gateway said so, or all was quiet for long):
+                        # sync from the cursor, on this same connection.
+                        log.debug("resync on the open connection")
+                        async with contextlib.aclosing(self._catch_up(engine)) as caught_up:
+                            async for message in caught_up:
+                                yield message
+                        resyncs.done()
                     try:
-                        frame = _decode(await receive(connection, self._resync_after))
+                        frame = _decode(await receive(connection, resyncs.wait()))
                     except TimeoutError:
-                        frame = QUIET
+                        continue  # a resync is due now
+                    resyncs.heard()
                     if isinstance(frame, MessageFrame):
                         async with contextlib.aclosing(self._run(engine, engine.on_push(frame.message))) as run:
                             async for message in run:
@@ -612,11 +622,8 @@ class AsyncClient:
                     elif isinstance(frame, NoticeFrame):
                         yield frame
                     elif isinstance(frame, ResyncFrame):
-                        # Pushes may have been missed: sync from the cursor, on this same connection.
-                        log.info("resync (%s)", frame.reason or "asked by the gateway")
-                        async with contextlib.aclosing(self._catch_up(engine)) as caught_up:
-                            async for message in caught_up:
-                                yield message
+                        log.info("the gateway asks for a resync (%s)", frame.reason or "no reason given")
+                        resyncs.asked()
                     elif isinstance(frame, ErrorFrame):
                         log.warning("gateway error: %s: %s", frame.code, frame.message)
             except ConnectionClosed:

@@ -6,16 +6,18 @@
   followed by a resync ("conversations since" the cursor).
 - The first frame after ``auth`` is judged by :func:`auth_answer`: ``ready``, or refresh the token
   and reconnect (:data:`REFRESH`), or the error to raise.
-- A ``resync`` frame, and :data:`QUIET` (what the client reads when nothing came for its
-  ``resync_after`` seconds), mean a resync on the same connection.
+- When to resync on an open connection is kept by :class:`ResyncSchedule`: when the gateway asks (a
+  ``resync`` frame), but at most once per :data:`RESYNC_SPACING` seconds however often it asks (a
+  flood of frames costs one pass per interval), and when nothing came for ``resync_after`` seconds.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from time import monotonic
 
-from im_schema.frames import ErrorFrame, ReadyFrame, ResyncFrame
+from im_schema.frames import ErrorFrame, ReadyFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
@@ -37,10 +39,11 @@ from ..errors import (
 
 __all__ = [
     "GOING_AWAY_SPREAD",
-    "QUIET",
     "REFRESH",
+    "RESYNC_SPACING",
     "GoingAway",
     "RefreshToken",
+    "ResyncSchedule",
     "TooSlow",
     "auth_answer",
     "classify_close",
@@ -51,9 +54,8 @@ GOING_AWAY_SPREAD = 2.0
 """Clients of a draining node come back spread over this many seconds."""
 
 
-QUIET = ResyncFrame(reason="quiet")
-"""Stands for a connection that brought nothing for ``resync_after`` seconds: resync, as a last resort
-against a push lost without anyone noticing."""
+RESYNC_SPACING = 1.0
+"""Least seconds between two resyncs that the gateway asked for on one connection."""
 
 
 class GoingAway(TransportError):
@@ -111,3 +113,55 @@ def reconnect_delay(exc: BaseException, delays: Iterator[float]) -> float:
     if isinstance(exc, GoingAway):
         return random.uniform(0, GOING_AWAY_SPREAD)
     return next(delays)
+
+
+class ResyncSchedule:
+    """When a connected client should run "conversations since" again, without reconnecting.
+
+    Made once the pass that follows ``ready`` is done. The shell asks :meth:`due` before each read,
+    reads with :meth:`wait` as its timeout, and reports what happened: :meth:`heard` (any frame),
+    :meth:`asked` (a ``resync`` frame) and :meth:`done` (a pass finished).
+
+    Args:
+        quiet: Seconds without any frame after which a pass is due (``None``: never).
+        spacing: Least seconds between the end of a pass and a pass that the gateway asked for.
+    """
+
+    def __init__(self, quiet: float | None, *, spacing: float = RESYNC_SPACING) -> None:
+        now = monotonic()
+        self.quiet = quiet
+        self.spacing = spacing
+        self._last_heard = now
+        self._last_pass = now
+        self._asked = False
+
+    def heard(self) -> None:
+        """A frame arrived: the connection is not quiet."""
+        self._last_heard = monotonic()
+
+    def asked(self) -> None:
+        """The gateway sent ``resync``: a pass is due, now or once the spacing allows."""
+        self._asked = True
+
+    def done(self) -> None:
+        """A pass finished: nothing is due until asked again or quiet again."""
+        self._last_pass = self._last_heard = monotonic()
+        self._asked = False
+
+    def due(self) -> bool:
+        """Whether a pass should run now."""
+        when = self._due_at()
+        return when is not None and monotonic() >= when
+
+    def wait(self) -> float | None:
+        """How long to wait for the next frame before a pass is due (``None``: no limit)."""
+        when = self._due_at()
+        return None if when is None else max(0.0, when - monotonic())
+
+    def _due_at(self) -> float | None:
+        times = []
+        if self._asked:
+            times.append(self._last_pass + self.spacing)
+        if self.quiet is not None:
+            times.append(self._last_heard + self.quiet)
+        return min(times) if times else None

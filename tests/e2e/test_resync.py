@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from im_schema.frames import ResyncFrame
+from im_schema.events import TypingNotice
+from im_schema.frames import NoticeFrame, ResyncFrame
 from im_schema.limits import CLOSE_TOO_SLOW
-from im_sdk import AsyncClient, Client
+from im_sdk import AsyncClient, Client, TypingEvent
 from im_server.bus.codec import encode_delivery
 from im_server.gateway.node import GatewayNode
 from tests.e2e.conftest import wait_connected
@@ -190,3 +191,40 @@ async def test_load_balancer_errors_are_retried_and_the_message_is_stored_once(s
     assert len(transport.sends) == 3 and len(set(transport.sends)) == 1  # one client_msg_id throughout
     page = await bob.history(message.conversation)
     assert [(m.seq, m.client_msg_id) for m in page.messages] == [(message.seq, transport.sends[0])]
+
+
+class CountingSyncs(httpx.AsyncHTTPTransport):
+    """A real transport that counts the "conversations since" requests made through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v1/conversations":
+            self.syncs += 1
+        return await super().handle_async_request(request)
+
+
+async def test_a_flood_of_resync_frames_costs_one_pass_per_second(sqlite_cluster, inboxes, closing):
+    cluster = sqlite_cluster
+    alice = await cluster.user("alice")
+    transport = CountingSyncs()
+    bob = await cluster.user("bob", transport=transport)
+    closing.extend([alice, bob])
+    inbox = inboxes(bob)
+    node_id = await wait_connected(cluster, bob)
+    await alice.send_text(_key(bob)[0], "before")
+    assert (await inbox.next()).text == "before"
+    after_connect = transport.syncs
+
+    frames = [ResyncFrame(reason="again").model_dump_json().encode()] * 50
+    marker = NoticeFrame(notice=TypingNotice(conversation="d:1:2", user_id=_key(alice)[0], active=True))
+    frames.append(marker.model_dump_json().encode())  # yielded once the 50 frames before it were read
+    bus = cluster.api.node.bus
+    payload = encode_delivery([(frame, [_key(bob)]) for frame in frames])
+    await cluster.loop.call(bus.nc.publish(bus.subjects.gateway(node_id), payload))
+
+    assert isinstance(await inbox.event(TypingEvent), TypingEvent)
+    # One pass per second at most (reading 51 frames takes far less, even on a loaded machine), not 50.
+    assert transport.syncs - after_connect <= 2

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from im_schema import limits
-from im_schema.frames import ErrorFrame, ReadyFrame, ResyncFrame
+from im_schema.frames import ErrorFrame, ReadyFrame
 from im_sdk.errors import (
     APIError,
     AuthenticationError,
@@ -16,12 +16,13 @@ from im_sdk.errors import (
     TokenExpiredError,
     TransportError,
 )
+from im_sdk.realtime import policy
 from im_sdk.realtime.backoff import Backoff
 from im_sdk.realtime.policy import (
     GOING_AWAY_SPREAD,
-    QUIET,
     GoingAway,
     RefreshToken,
+    ResyncSchedule,
     TooSlow,
     auth_answer,
     classify_close,
@@ -210,6 +211,55 @@ def test_other_errors_at_auth_are_raised():
     assert type(auth_answer(None, limits.CLOSE_TOO_SLOW, None)) is TooSlow
 
 
-def test_quiet_stands_for_a_resync():
-    assert isinstance(QUIET, ResyncFrame)
-    assert QUIET.reason == "quiet"
+@pytest.fixture
+def clock(monkeypatch):
+    now = [500.0]
+    monkeypatch.setattr(policy, "monotonic", lambda: now[0])
+    return now
+
+
+def test_nothing_is_due_on_a_busy_connection_without_a_quiet_limit(clock):
+    schedule = ResyncSchedule(None)
+    clock[0] += 10_000
+    assert not schedule.due()
+    assert schedule.wait() is None
+
+
+def test_a_quiet_connection_is_due_after_the_quiet_period(clock):
+    schedule = ResyncSchedule(120)
+    clock[0] += 100
+    schedule.heard()  # a frame: the period starts again
+    clock[0] += 119
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(1)
+    clock[0] += 1
+    assert schedule.due()
+    schedule.done()
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(120)
+
+
+def test_a_resync_frame_is_due_at_once_after_the_spacing(clock):
+    schedule = ResyncSchedule(120, spacing=1.0)
+    clock[0] += 5
+    schedule.asked()
+    assert schedule.due()
+    schedule.done()
+    schedule.asked()  # asked again right after a pass: waits for the spacing
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(1.0)
+    clock[0] += 1
+    assert schedule.due()
+
+
+def test_a_flood_of_resync_frames_costs_one_pass_per_interval(clock):
+    schedule = ResyncSchedule(None, spacing=1.0)
+    passes = 0
+    for _ in range(80):  # a frame every 1/8 s for 10 s
+        clock[0] += 0.125
+        schedule.heard()
+        schedule.asked()
+        if schedule.due():
+            passes += 1
+            schedule.done()
+    assert passes == 10
