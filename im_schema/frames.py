@@ -50,7 +50,7 @@ class AuthFrame(_Frame):
 
     type: Literal["auth"] = "auth"
     token: Annotated[str, StringConstraints(max_length=2048)]
-    protocol: int = PROTOCOL_VERSION
+    protocol: Annotated[int, Field(ge=0, le=2**31 - 1)] = PROTOCOL_VERSION
 
 
 class PingFrame(_Frame):
