@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 __all__ = [
     "MAX_ID",
@@ -78,8 +78,13 @@ def _ascii_digits_to_id(value: object) -> object:
     return value
 
 
-UserRef = Annotated[UserId | Username, BeforeValidator(_ascii_digits_to_id)]
-"""A user named by id or by username, as in a URL path: a string of ASCII digits is an id."""
+_NAME_NOT_NUMBER = {"type": "string", "pattern": r"^(?=.*[a-z_.-])[a-z0-9][a-z0-9_.-]{2,31}$"}
+
+UserRef = Annotated[
+    UserId | Annotated[Username, WithJsonSchema(_NAME_NOT_NUMBER)], BeforeValidator(_ascii_digits_to_id)
+]
+"""A user named by id or by username, as in a URL path: a string of ASCII digits is an id (so a username
+made only of digits can be named here by its id only)."""
 
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 """A device name chosen by its owner, e.g. ``laptop`` or ``bot-1``."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from .content import OutgoingContent
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username, UserRef
@@ -197,8 +198,22 @@ class GetUserRequest(Request[User]):
     user: UserRef
 
 
+_ONE_TARGET: JsonDict = {
+    "oneOf": [
+        {"required": ["to"], "properties": {"to": {"not": {"type": "null"}}, "conversation": {"type": "null"}}},
+        {
+            "required": ["conversation"],
+            "properties": {"conversation": {"not": {"type": "null"}}, "to": {"type": "null"}},
+        },
+    ]
+}
+"""``to`` or ``conversation``, exactly one, in JSON Schema."""
+
+
 class SendMessageRequest(Request[Message]):
     """Send a message to a user (``to``) or into a conversation (``conversation``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
 
     endpoint = Endpoint("POST", "/v1/messages", Message)
 

@@ -40,7 +40,7 @@ H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 ERROR_STATUSES: dict[int, str] = {
     400: "The request does not match the schema, or breaks a rule (`bad_request`, `text_too_long`, ...).",
-    401: "No token, or a malformed, expired (`token_expired`) or revoked one.",
+    401: "No token, or a malformed, expired (`token_expired`) or revoked one; wrong credentials at login.",
     403: "Not allowed (`forbidden`, `not_a_member`, `muted`, `not_friends`, ...).",
     404: "No such user, conversation, group, request or message.",
     409: "In conflict with the current state (`username_taken`, `already_friends`, `too_many_devices`, ...).",
@@ -55,9 +55,9 @@ _QUERY_METHODS = frozenset({"GET", "DELETE"})
 _bodies: dict[type[BaseModel], type[BaseModel] | None] = {}
 
 
-def error_responses(*statuses: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of an operation: the common error statuses plus ``statuses``, with the envelope."""
-    wanted = sorted({*ERROR_STATUSES, *statuses} - (set() if auth else {401}))
+    wanted = sorted({*ERROR_STATUSES, *statuses})
     return {
         status: {"model": ErrorEnvelope, "description": ERROR_STATUSES.get(status, "An error.")} for status in wanted
     }
@@ -98,7 +98,7 @@ def body_model(model: type[Request[Any]]) -> type[BaseModel] | None:
     body: type[BaseModel] | None = None
     if fields:
         name = model.__name__.removesuffix("Request") + "Body"
-        config = ConfigDict(extra="forbid", frozen=True)
+        config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=model.model_config.get("json_schema_extra"))
         body = create_model(name, __config__=config, __doc__=model.__doc__, __module__=model.__module__, **fields)
     _bodies[model] = body
     return body
@@ -186,7 +186,7 @@ def route(
             methods=[endpoint.method],
             response_model=endpoint.response,
             status_code=endpoint.status,
-            responses=error_responses(*errors, auth=endpoint.auth),
+            responses=error_responses(*errors),
             name=handler.__name__,
             operation_id=model.__name__.removesuffix("Request"),
             summary=(model.__doc__ or handler.__name__).strip().splitlines()[0].rstrip("."),

@@ -63,7 +63,8 @@ async def limits(_: FileLimitsRequest, node: NodeDep, principal: PrincipalDep) -
     return node.files.limits()
 
 
-_BYTES = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+_BYTES = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+"""The file's bytes, with the media type the server read from them."""
 
 
 @router.api_route(

@@ -1,0 +1,204 @@
+"""schemathesis against the OpenAPI document of a running cluster, on SQLite and on PostgreSQL.
+
+Every phase runs (examples, coverage, fuzzing and the stateful phase, which chains operations through
+the links it infers), authenticated by registering and logging in (``tests/fuzz/hooks.py``). The checks:
+no 5xx, every response matches its documented schema, status and content type, and invalid input is
+refused. Before the run a few real resources are made (a friend, a direct conversation, a group, pending
+requests, a file) and the document fetched from the API is given them as parameter examples, so that
+most operations reach a 2xx rather than a 404.
+
+CI runs a bounded number of examples per operation, without the coverage phase (its boundary values are
+many, and slow); the long run, every phase, is one command::
+
+    IM_FUZZ_EXAMPLES=100 IM_FUZZ_PHASES=examples,coverage,fuzzing,stateful .venv/bin/pytest tests/fuzz -s
+
+``-s`` prints the figures (requests, operations that reached a 2xx). ``IM_FUZZ_SEED`` replays a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from im_schema.groups import AddAdminRequest, CreateGroupRequest, JoinGroupRequest, ListJoinRequestsRequest
+from im_schema.social import SendFriendRequest
+from im_sdk import AsyncClient
+from tests.support.cluster import PASSWORD, TestCluster
+
+EXAMPLES = int(os.environ.get("IM_FUZZ_EXAMPLES", "4"))
+PHASES = os.environ.get("IM_FUZZ_PHASES", "examples,fuzzing,stateful")
+SEED = os.environ.get("IM_FUZZ_SEED")
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+    ]
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _seed(cluster: TestCluster) -> dict[str, Any]:
+    """Resources for the fuzzer's account to act on; returns its username and the examples to add."""
+    fuzzer = await cluster.user("fuzz", device="seed")
+    bob, carol, dave, erin = [await cluster.user(name) for name in ("bob", "carol", "dave", "erin")]
+    spare = AsyncClient(cluster.url)
+    clients = (fuzzer, bob, carol, dave, erin, spare)
+    try:
+        assert fuzzer.session and bob.session and carol.session and dave.session and erin.session
+        me = fuzzer.session.user
+        bob_id, erin_id = bob.session.user.id, erin.session.user.id
+        await cluster.friends(fuzzer, bob)
+        first = await fuzzer.send_text(bob_id, "hello")
+        second = await fuzzer.send_text(bob_id, "edit me")
+        to_accept = await carol.request(SendFriendRequest(to=me.id))
+        to_decline = await dave.request(SendFriendRequest(to=me.id))
+        group = await fuzzer.request(
+            CreateGroupRequest(name="fuzzers", members=[bob_id, erin_id], join_policy="approval")
+        )
+        await fuzzer.request(AddAdminRequest(group_id=group.id, user=bob_id))
+        for client in (carol, dave):
+            await client.request(JoinGroupRequest(group_id=group.id, message="let me in"))
+        to_approve, to_reject = (await fuzzer.request(ListJoinRequestsRequest(group_id=group.id))).requests[:2]
+        theirs = await bob.request(CreateGroupRequest(name="bobs", members=[me.id], join_policy="open"))
+        open_group = await bob.request(CreateGroupRequest(name="open", join_policy="open"))
+        upload = await fuzzer.upload(b"plain text, fuzzed", name="notes.txt")
+        session = await spare.login(me.username, PASSWORD, device="refresh")
+        g = group.id
+        examples: dict[str, Any] = {
+            "user": bob.session.user.username,
+            "group_id": g,
+            "conversation": first.conversation,
+            "seq": first.seq,
+            "blob": upload.blob,
+            "device": "seed",
+        }
+        overrides: dict[tuple[str, str], dict[str, Any]] = {
+            ("post", "/v1/friends/requests/{request_id}/accept"): {"request_id": to_accept.id},
+            ("post", "/v1/friends/requests/{request_id}/decline"): {"request_id": to_decline.id},
+            ("post", "/v1/groups/{group_id}/requests/{request_id}/approve"): {"request_id": to_approve.id},
+            ("post", "/v1/groups/{group_id}/requests/{request_id}/reject"): {"request_id": to_reject.id},
+            ("patch", "/v1/conversations/{conversation}/messages/{seq}"): {"seq": second.seq},
+            ("delete", "/v1/groups/{group_id}/admins/{user}"): {"user": bob_id},
+            ("post", "/v1/groups/{group_id}/leave"): {"group_id": theirs.id},
+            ("post", "/v1/groups/{group_id}/join"): {"group_id": open_group.id},
+        }
+        bodies: dict[tuple[str, str], dict[str, Any]] = {
+            ("post", "/v1/auth/login"): {"username": me.username, "password": PASSWORD, "device": "seed"},
+            ("post", "/v1/auth/refresh"): {"refresh_token": session.refresh_token},
+            ("post", "/v1/groups/{group_id}/admins"): {"user": erin_id},
+            ("post", "/v1/groups/{group_id}/kick"): {"user": erin_id},
+            ("post", "/v1/groups/{group_id}/transfer"): {"user": bob_id},
+            ("post", "/v1/groups/{group_id}/mute"): {"user": erin_id, "until": "2999-01-01T00:00:00Z"},
+            ("patch", "/v1/friends/{user}"): {"remark": "fuzzed"},
+            ("post", "/v1/blocks"): {"user": dave.session.user.id},
+            ("post", "/v1/messages"): {
+                "conversation": first.conversation,
+                "client_msg_id": "fuzz-example-1",
+                "content": {"kind": "text", "text": "from the examples"},
+            },
+        }
+        return {"username": me.username, "examples": examples, "overrides": overrides, "bodies": bodies}
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def _with_examples(document: dict[str, Any], seeded: dict[str, Any]) -> dict[str, Any]:
+    """The document with the seeded resources as examples of path parameters and bodies."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            values = {**seeded["examples"], **seeded["overrides"].get((method, path), {})}
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in values:
+                    parameter["example"] = values[parameter["name"]]
+            body = seeded["bodies"].get((method, path))
+            if body is not None:
+                operation["requestBody"]["content"]["application/json"]["example"] = body
+    return document
+
+
+def _operations_with_2xx(document: dict[str, Any], har: dict[str, Any]) -> tuple[int, set[str], set[str]]:
+    """(requests, operations answered with a 2xx, all operations) from the HAR log of a run."""
+    patterns = []
+    everything = set()
+    for path, operations in document["paths"].items():
+        regex = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+        for method in operations:
+            everything.add(f"{method.upper()} {path}")
+            patterns.append((method.upper(), regex, path))
+    reached = set()
+    entries = har["log"]["entries"]
+    for entry in entries:
+        if not 200 <= entry["response"]["status"] < 300:
+            continue
+        method = entry["request"]["method"]
+        url_path = httpx.URL(entry["request"]["url"]).path
+        for wanted, regex, path in patterns:
+            if wanted == method and regex.match(url_path):
+                reached.add(f"{method} {path}")
+                break
+    return len(entries), reached, everything
+
+
+@pytest.mark.timeout(3600)
+def test_schemathesis_finds_no_errors(cluster: TestCluster, tmp_path: Path) -> None:
+    seeded = asyncio.run(_seed(cluster))
+    document = _with_examples(httpx.get(f"{cluster.url}/openapi.json").json(), seeded)
+    schema = tmp_path / "openapi.json"
+    schema.write_text(json.dumps(document))
+    reports = tmp_path / "reports"
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        str(schema),
+        "--url",
+        cluster.url,
+        "--checks",
+        CHECKS,
+        "--phases",
+        PHASES,
+        "--max-examples",
+        str(EXAMPLES),
+        "--workers",
+        "1",
+        "--report",
+        "har",
+        "--report-har-path",
+        str(reports / "run.har"),
+        "--output-truncate",
+        "true",
+        "--suppress-health-check",
+        "all",
+        *(["--seed", SEED] if SEED else []),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks",
+        "IM_FUZZ_URL": cluster.url,
+        "IM_FUZZ_USERNAME": seeded["username"],
+        "IM_FUZZ_PASSWORD": PASSWORD,
+    }
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3000, check=False)
+    print(run.stdout[-30_000:], run.stderr[-5_000:])
+    har_files = list(reports.glob("*.har"))
+    assert har_files, run.stdout[-20_000:]
+    requests, reached, operations = _operations_with_2xx(document, json.loads(har_files[0].read_text()))
+    print(f"\nschemathesis: {requests} requests; {len(reached)} of {len(operations)} operations reached a 2xx")
+    print("never a 2xx:", ", ".join(sorted(operations - reached)) or "none")
+    assert run.returncode == 0, run.stdout[-20_000:]
+    assert len(reached) >= 0.75 * len(operations), sorted(operations - reached)
