@@ -7,14 +7,17 @@ error envelope, never a 500, and the nodes keep serving.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from im_schema.groups import CreateGroupRequest
+from im_schema.rest import GatewayRequest
 from tests.support.cluster import TestCluster
 
 BIG = 2**63
@@ -187,3 +190,31 @@ async def test_a_streamed_body_past_the_limit_is_413(world: dict[str, Any], clus
 
     profile = await http.patch("/v1/me/profile", content=small(), headers=headers)
     assert profile.status_code == 200 and profile.json()["bio"] == "streamed", profile.text
+
+
+async def test_websocket_frames_are_held_to_the_same_schema(world: dict[str, Any], cluster: TestCluster) -> None:
+    client = world["client"]
+    bob, conversation = world["bob"], world["conversation"]
+    assignment = await client.request(GatewayRequest())
+    async with websockets.connect(assignment.url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": client.session.access_token}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        hostile: list[dict[str, Any]] = [
+            {"to": bob.id, "content": {"kind": "text", "text": "a\x00b"}},
+            {"to": BIG, "content": {"kind": "text", "text": "x"}},
+            {"to": "²", "content": {"kind": "text", "text": "x"}},
+            {"conversation": conversation, "reply_to": BIG, "content": {"kind": "text", "text": "x"}},
+            {"conversation": conversation, "mentions": [BIG], "content": {"kind": "text", "text": "x"}},
+            {"conversation": conversation, "mention_all": "yes", "content": {"kind": "text", "text": "x"}},
+        ]
+        for number, frame in enumerate(hostile):
+            client_msg_id = f"hostile-{number:04d}"
+            await ws.send(json.dumps({"type": "send", "client_msg_id": client_msg_id, **frame}))
+            answer = json.loads(await ws.recv())
+            assert answer["type"] == "error" and answer["code"] == "bad_request", (frame, answer)
+            assert answer["client_msg_id"] == client_msg_id
+        await ws.send(json.dumps({"type": "typing", "conversation": f"d:1:{BIG}"}))
+        assert json.loads(await ws.recv())["code"] == "bad_request"
+        frame = {"type": "send", "to": bob.id, "client_msg_id": "fine-0001", "content": {"kind": "text", "text": "ok"}}
+        await ws.send(json.dumps(frame))
+        assert json.loads(await ws.recv())["type"] == "ack"
