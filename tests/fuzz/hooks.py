@@ -8,6 +8,7 @@ device out, say) makes the next request log in again.
 from __future__ import annotations
 
 import os
+import time
 
 import requests
 import schemathesis
@@ -21,7 +22,12 @@ class LoginAuth:
         url = os.environ["IM_FUZZ_URL"]
         account = {"username": os.environ["IM_FUZZ_USERNAME"], "password": os.environ["IM_FUZZ_PASSWORD"]}
         requests.post(f"{url}/v1/auth/register", json=account, timeout=10)  # 409 once it exists
-        response = requests.post(f"{url}/v1/auth/login", json={**account, "device": "fuzz"}, timeout=10)
+        for _ in range(10):
+            response = requests.post(f"{url}/v1/auth/login", json={**account, "device": "fuzz"}, timeout=10)
+            if response.status_code != 429:
+                break
+            # The fuzzer's own failed logins may have slowed logins from this address down.
+            time.sleep(min(float(response.headers.get("Retry-After", "1")), 5.0))
         response.raise_for_status()
         token: str = response.json()["access_token"]
         return token
