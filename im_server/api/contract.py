@@ -176,6 +176,9 @@ def route(
                 raise BadRequest("the request does not match the schema", details=validation_details(exc)) from None
             return await handler(**{model_arg: request}, **arguments)
 
+        clash = {parameter.name for parameter in derived} & {parameter.name for parameter in kept}
+        if clash:
+            raise TypeError(f"{handler.__qualname__}: parameters {sorted(clash)} clash with {model.__name__}'s fields")
         call.__signature__ = inspect.Signature([*derived, *kept])  # type: ignore[attr-defined]
         call.__name__ = handler.__name__
         call.__qualname__ = handler.__qualname__
