@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from im_schema.groups import AddAdminRequest, CreateGroupRequest, JoinGroupRequest, ListJoinRequestsRequest
-from im_schema.social import SendFriendRequest
+from im_schema.social import BlockRequest, SendFriendRequest
 from im_sdk import AsyncClient
 from tests.support.cluster import PASSWORD, TestCluster
 
@@ -55,27 +55,33 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _seed(cluster: TestCluster) -> dict[str, Any]:
     """Resources for the fuzzer's account to act on; returns its username and the examples to add."""
     fuzzer = await cluster.user("fuzz", device="seed")
-    bob, carol, dave, erin = [await cluster.user(name) for name in ("bob", "carol", "dave", "erin")]
+    names = ("bob", "carol", "dave", "erin", "frank", "grace", "mallory")
+    bob, carol, dave, erin, frank, grace, mallory = [await cluster.user(name) for name in names]
     spare = AsyncClient(cluster.url)
-    clients = (fuzzer, bob, carol, dave, erin, spare)
+    clients = (fuzzer, bob, carol, dave, erin, frank, grace, mallory, spare)
     try:
-        assert fuzzer.session and bob.session and carol.session and dave.session and erin.session
+        assert fuzzer.session and bob.session and erin.session and frank.session
+        assert grace.session and mallory.session
         me = fuzzer.session.user
-        bob_id, erin_id = bob.session.user.id, erin.session.user.id
+        bob_id, erin_id, frank_id = bob.session.user.id, erin.session.user.id, frank.session.user.id
         await cluster.friends(fuzzer, bob)
         first = await fuzzer.send_text(bob_id, "hello")
         second = await fuzzer.send_text(bob_id, "edit me")
         to_accept = await carol.request(SendFriendRequest(to=me.id))
         to_decline = await dave.request(SendFriendRequest(to=me.id))
         group = await fuzzer.request(
-            CreateGroupRequest(name="fuzzers", members=[bob_id, erin_id], join_policy="approval")
+            CreateGroupRequest(name="fuzzers", members=[bob_id, erin_id, frank_id], join_policy="approval")
         )
+        # Groups of their own for the operations that end the fuzzer's rule over a group.
+        to_transfer = await fuzzer.request(CreateGroupRequest(name="handed over", members=[bob_id]))
+        to_dissolve = await fuzzer.request(CreateGroupRequest(name="doomed"))
         await fuzzer.request(AddAdminRequest(group_id=group.id, user=bob_id))
         for client in (carol, dave):
             await client.request(JoinGroupRequest(group_id=group.id, message="let me in"))
         to_approve, to_reject = (await fuzzer.request(ListJoinRequestsRequest(group_id=group.id))).requests[:2]
         theirs = await bob.request(CreateGroupRequest(name="bobs", members=[me.id], join_policy="open"))
         open_group = await bob.request(CreateGroupRequest(name="open", join_policy="open"))
+        await fuzzer.request(BlockRequest(user=mallory.session.user.id))
         upload = await fuzzer.upload(b"plain text, fuzzed", name="notes.txt")
         session = await spare.login(me.username, PASSWORD, device="refresh")
         g = group.id
@@ -96,16 +102,22 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
             ("delete", "/v1/groups/{group_id}/admins/{user}"): {"user": bob_id},
             ("post", "/v1/groups/{group_id}/leave"): {"group_id": theirs.id},
             ("post", "/v1/groups/{group_id}/join"): {"group_id": open_group.id},
+            ("delete", "/v1/blocks/{user}"): {"user": mallory.session.user.id},
+            ("post", "/v1/groups/{group_id}/transfer"): {"group_id": to_transfer.id},
+            ("delete", "/v1/groups/{group_id}"): {"group_id": to_dissolve.id},
         }
         bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("post", "/v1/auth/login"): {"username": me.username, "password": PASSWORD, "device": "seed"},
             ("post", "/v1/auth/refresh"): {"refresh_token": session.refresh_token},
             ("post", "/v1/groups/{group_id}/admins"): {"user": erin_id},
-            ("post", "/v1/groups/{group_id}/kick"): {"user": erin_id},
+            ("post", "/v1/groups/{group_id}/kick"): {"user": frank_id},
+            ("post", "/v1/groups/{group_id}/invite"): {"users": [grace.session.user.id]},
+            ("post", "/v1/friends/requests"): {"to": grace.session.user.id, "message": "hello"},
+            ("post", "/v1/auth/register"): {"username": f"new-{me.username}", "password": PASSWORD},
             ("post", "/v1/groups/{group_id}/transfer"): {"user": bob_id},
             ("post", "/v1/groups/{group_id}/mute"): {"user": erin_id, "until": "2999-01-01T00:00:00Z"},
             ("patch", "/v1/friends/{user}"): {"remark": "fuzzed"},
-            ("post", "/v1/blocks"): {"user": dave.session.user.id},
+            ("post", "/v1/blocks"): {"user": mallory.session.user.id},
             ("post", "/v1/messages"): {
                 "conversation": first.conversation,
                 "client_msg_id": "fuzz-example-1",
