@@ -26,6 +26,9 @@ BENCH_ENV = {
     "IM_CONNECT_RATE": "100000",
     "IM_CONNECT_BURST": "100000",
     "IM_LOG_LEVEL": "WARNING",
+    # Benchmarks put thousands of fresh users into groups: no consent step, no invitation limit.
+    "IM_GROUP_INVITES_DEFAULT": "everyone",
+    "IM_GROUP_INVITES_PER_HOUR": "100000000",
 }
 
 

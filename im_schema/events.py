@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
-from .groups import JoinRequest
+from .groups import GroupInvitation, JoinRequest
 from .ids import UserId
 from .models import Timestamp, User
 from .social import FriendRequest
@@ -19,6 +19,7 @@ __all__ = [
     "FriendAddedNotice",
     "FriendRemovedNotice",
     "FriendRequestNotice",
+    "GroupInvitationNotice",
     "JoinRequestNotice",
     "Notice",
     "PresenceNotice",
@@ -64,6 +65,17 @@ class JoinRequestNotice(BaseModel):
     request: JoinRequest
 
 
+class GroupInvitationNotice(BaseModel):
+    """An invitation to a group sent to me was created or changed (accepted or declined on another of my
+    devices, or withdrawn); ``invitation.status`` says which. List pending ones with
+    ``GET /v1/groups/invitations``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["group_invitation"] = "group_invitation"
+    invitation: GroupInvitation
+
+
 class ReadNotice(BaseModel):
     """A user read a conversation up to ``read_seq``: my other devices clear their badges, and in a
     direct conversation my peer sees the read receipt."""
@@ -106,7 +118,18 @@ class UnknownNotice(BaseModel):
     kind: str
 
 
-_KNOWN = frozenset({"friend_request", "friend_added", "friend_removed", "join_request", "read", "typing", "presence"})
+_KNOWN = frozenset(
+    {
+        "friend_request",
+        "friend_added",
+        "friend_removed",
+        "join_request",
+        "group_invitation",
+        "read",
+        "typing",
+        "presence",
+    }
+)
 
 
 def _kind(value: Any) -> str:
@@ -119,6 +142,7 @@ Notice = Annotated[
     | Annotated[FriendAddedNotice, Tag("friend_added")]
     | Annotated[FriendRemovedNotice, Tag("friend_removed")]
     | Annotated[JoinRequestNotice, Tag("join_request")]
+    | Annotated[GroupInvitationNotice, Tag("group_invitation")]
     | Annotated[ReadNotice, Tag("read")]
     | Annotated[TypingNotice, Tag("typing")]
     | Annotated[PresenceNotice, Tag("presence")]

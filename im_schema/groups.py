@@ -18,14 +18,19 @@ from .rest import Endpoint, Ok, Request
 
 __all__ = [
     "GROUP_EVENTS",
+    "AcceptInvitationRequest",
     "AddAdminRequest",
     "ApproveJoinRequest",
     "CreateGroupRequest",
+    "DeclineInvitationRequest",
     "DissolveGroupRequest",
     "GetGroupRequest",
     "Group",
+    "GroupInvitation",
+    "GroupInvitationList",
     "GroupList",
     "GroupMember",
+    "InvitationStatus",
     "InviteRequest",
     "JoinGroupRequest",
     "JoinRequest",
@@ -33,9 +38,11 @@ __all__ = [
     "JoinResult",
     "KickRequest",
     "LeaveGroupRequest",
+    "ListGroupInvitationsRequest",
     "ListGroupsRequest",
     "ListJoinRequestsRequest",
     "ListMembersRequest",
+    "ListMyInvitationsRequest",
     "MemberPage",
     "MuteMemberRequest",
     "RejectJoinRequest",
@@ -45,6 +52,7 @@ __all__ = [
     "TransferOwnershipRequest",
     "UpdateGroupRequest",
     "UpdateMyMembershipRequest",
+    "WithdrawInvitationRequest",
 ]
 
 Role = Literal["owner", "admin", "member"]
@@ -54,6 +62,8 @@ Nickname = Annotated[str, StringConstraints(max_length=64, pattern=STORABLE_TEXT
 Announcement = Annotated[str, StringConstraints(max_length=4000, pattern=STORABLE_TEXT)]
 RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
 UserRef = UserId | Username
+InvitationStatus = Literal["pending", "accepted", "declined", "withdrawn", "expired"]
+InvitationId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 GROUP_EVENTS = frozenset(
     {
@@ -149,8 +159,36 @@ class JoinResult(BaseModel):
     request: JoinRequest | None = None
 
 
+class GroupInvitation(BaseModel):
+    """An invitation to a group that waits for the invitee's answer.
+
+    Users whose privacy setting does not let the inviter add them directly (see
+    :class:`~im_schema.social.Privacy`) are invited instead of added. Only the invitee, the inviter and
+    the group's owner and admins see an invitation. A pending invitation lapses at ``expires_at``
+    (status ``expired``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    group_id: GroupId
+    group_name: str
+    inviter: User
+    invitee: User
+    status: InvitationStatus
+    created_at: Timestamp
+    expires_at: Timestamp
+    decided_at: Timestamp | None = None
+    """When it was accepted, declined or withdrawn."""
+
+
+class GroupInvitationList(BaseModel):
+    invitations: list[GroupInvitation]
+
+
 class CreateGroupRequest(Request[Group]):
-    """Create a group; I become its owner and the listed users its first members."""
+    """Create a group; I become its owner and the listed users its first members (or are invited, when
+    their privacy setting asks for it)."""
 
     endpoint = Endpoint("POST", "/v1/groups", Group, status=201)
 
@@ -252,7 +290,8 @@ class UpdateMyMembershipRequest(Request[Group]):
 
 
 class InviteRequest(Request[Group]):
-    """Add users to the group (members may when the group allows it)."""
+    """Add users to the group (members may when the group allows it); users whose privacy setting does
+    not let me add them get a :class:`GroupInvitation` to accept instead."""
 
     endpoint = Endpoint("POST", "/v1/groups/{group_id}/invite", Group)
 
@@ -321,3 +360,42 @@ class MuteMemberRequest(Request[Ok]):
     group_id: GroupId
     user: UserRef
     until: StorableTimestamp | None = None
+
+
+class ListMyInvitationsRequest(Request[GroupInvitationList]):
+    """The pending invitations to groups sent to me, oldest first."""
+
+    endpoint = Endpoint("GET", "/v1/groups/invitations", GroupInvitationList)
+
+
+class ListGroupInvitationsRequest(Request[GroupInvitationList]):
+    """A group's pending invitations: all of them for the owner and admins, their own for other members."""
+
+    endpoint = Endpoint("GET", "/v1/groups/{group_id}/invitations", GroupInvitationList)
+
+    group_id: GroupId
+
+
+class AcceptInvitationRequest(Request[Group]):
+    """Accept an invitation sent to me: I join the group."""
+
+    endpoint = Endpoint("POST", "/v1/groups/invitations/{invitation_id}/accept", Group)
+
+    invitation_id: InvitationId
+
+
+class DeclineInvitationRequest(Request[Ok]):
+    """Decline an invitation sent to me (the group cannot invite me again for a while)."""
+
+    endpoint = Endpoint("POST", "/v1/groups/invitations/{invitation_id}/decline", Ok)
+
+    invitation_id: InvitationId
+
+
+class WithdrawInvitationRequest(Request[Ok]):
+    """Take back a pending invitation (its inviter, or the group's owner and admins)."""
+
+    endpoint = Endpoint("DELETE", "/v1/groups/{group_id}/invitations/{invitation_id}", Ok)
+
+    group_id: GroupId
+    invitation_id: InvitationId

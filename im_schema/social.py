@@ -21,19 +21,26 @@ __all__ = [
     "FriendRequest",
     "FriendRequestList",
     "GetFriendRequest",
+    "GetPrivacyRequest",
+    "GroupInvitePolicy",
     "ListBlocksRequest",
     "ListFriendRequestsRequest",
     "ListFriendsRequest",
+    "Privacy",
     "RemoveFriendRequest",
     "SendFriendRequest",
     "SetRemarkRequest",
     "UnblockRequest",
+    "UpdatePrivacyRequest",
     "UpdateProfileRequest",
 ]
 
 Remark = Annotated[str, StringConstraints(max_length=64, pattern=STORABLE_TEXT)]
 Bio = Annotated[str, StringConstraints(max_length=500, pattern=STORABLE_TEXT)]
 RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
+GroupInvitePolicy = Literal["everyone", "friends", "nobody"]
+"""Who may add me to a group directly: ``everyone`` (but users I blocked), my ``friends``, or ``nobody``;
+anyone else's invitation waits for me to accept it."""
 
 
 class FriendRequest(BaseModel):
@@ -168,3 +175,26 @@ class ListBlocksRequest(Request[BlockedList]):
     """The users I blocked."""
 
     endpoint = Endpoint("GET", "/v1/blocks", BlockedList)
+
+
+class Privacy(BaseModel):
+    """My privacy settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group_invites: GroupInvitePolicy
+    """Who may add me to a group directly; others' invitations wait for my answer."""
+
+
+class GetPrivacyRequest(Request[Privacy]):
+    """My privacy settings."""
+
+    endpoint = Endpoint("GET", "/v1/me/privacy", Privacy)
+
+
+class UpdatePrivacyRequest(Request[Privacy]):
+    """Change my privacy settings (fields left out stay as they are)."""
+
+    endpoint = Endpoint("PATCH", "/v1/me/privacy", Privacy)
+
+    group_invites: GroupInvitePolicy | None = None

@@ -11,21 +11,26 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from im_schema.groups import (
+    AcceptInvitationRequest,
     AddAdminRequest,
     ApproveJoinRequest,
     CreateGroupRequest,
+    DeclineInvitationRequest,
     DissolveGroupRequest,
     GetGroupRequest,
     Group,
+    GroupInvitation,
     InviteRequest,
     JoinGroupRequest,
     JoinRequest,
     JoinResult,
     KickRequest,
     LeaveGroupRequest,
+    ListGroupInvitationsRequest,
     ListGroupsRequest,
     ListJoinRequestsRequest,
     ListMembersRequest,
+    ListMyInvitationsRequest,
     MemberPage,
     MuteMemberRequest,
     RejectJoinRequest,
@@ -34,6 +39,7 @@ from im_schema.groups import (
     TransferOwnershipRequest,
     UpdateGroupRequest,
     UpdateMyMembershipRequest,
+    WithdrawInvitationRequest,
 )
 from im_schema.models import User
 from im_schema.social import (
@@ -43,13 +49,17 @@ from im_schema.social import (
     FriendInfo,
     FriendRequest,
     GetFriendRequest,
+    GetPrivacyRequest,
+    GroupInvitePolicy,
     ListBlocksRequest,
     ListFriendRequestsRequest,
     ListFriendsRequest,
+    Privacy,
     RemoveFriendRequest,
     SendFriendRequest,
     SetRemarkRequest,
     UnblockRequest,
+    UpdatePrivacyRequest,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +80,7 @@ def _until(value: datetime | timedelta | None) -> datetime | None:
 
 
 class AsyncFriends:
-    """Friends, friend requests and blocks."""
+    """Friends, friend requests, blocks and privacy settings."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -118,6 +128,14 @@ class AsyncFriends:
     async def blocked(self) -> builtins.list[User]:
         """Whom I blocked."""
         return (await self._client.request(ListBlocksRequest())).users
+
+    async def privacy(self) -> Privacy:
+        """My privacy settings (who may add me to groups directly)."""
+        return await self._client.request(GetPrivacyRequest())
+
+    async def set_privacy(self, *, group_invites: GroupInvitePolicy | None = None) -> Privacy:
+        """Change my privacy settings: ``group_invites`` is ``everyone``, ``friends`` or ``nobody``."""
+        return await self._client.request(UpdatePrivacyRequest(group_invites=group_invites))
 
 
 class AsyncGroups:
@@ -207,8 +225,27 @@ class AsyncGroups:
         return await self._client.request(UpdateMyMembershipRequest(group_id=group_id, remark=remark))
 
     async def invite(self, group_id: int, users: builtins.list[UserRef]) -> Group:
-        """Add users to the group."""
+        """Add users to the group (those whose privacy setting asks for it get an invitation instead)."""
         return await self._client.request(InviteRequest(group_id=group_id, users=users))
+
+    async def invitations(self, group_id: int | None = None) -> builtins.list[GroupInvitation]:
+        """Pending invitations sent to me; with ``group_id``, the group's (all for its owner and admins,
+        my own for other members)."""
+        if group_id is None:
+            return (await self._client.request(ListMyInvitationsRequest())).invitations
+        return (await self._client.request(ListGroupInvitationsRequest(group_id=group_id))).invitations
+
+    async def accept(self, invitation_id: int) -> Group:
+        """Accept an invitation sent to me: I join the group."""
+        return await self._client.request(AcceptInvitationRequest(invitation_id=invitation_id))
+
+    async def decline(self, invitation_id: int) -> None:
+        """Decline an invitation sent to me."""
+        await self._client.request(DeclineInvitationRequest(invitation_id=invitation_id))
+
+    async def withdraw(self, group_id: int, invitation_id: int) -> None:
+        """Take back a pending invitation (its inviter, or the owner and admins)."""
+        await self._client.request(WithdrawInvitationRequest(group_id=group_id, invitation_id=invitation_id))
 
     async def kick(self, group_id: int, user: UserRef) -> None:
         """Remove a member (owner and admins)."""
@@ -244,7 +281,7 @@ class AsyncGroups:
 
 
 class Friends:
-    """Friends, friend requests and blocks (blocking twin of :class:`AsyncFriends`)."""
+    """Friends, friend requests, blocks and privacy settings (blocking twin of :class:`AsyncFriends`)."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -292,6 +329,14 @@ class Friends:
     def blocked(self) -> builtins.list[User]:
         """Whom I blocked."""
         return self._client.request(ListBlocksRequest()).users
+
+    def privacy(self) -> Privacy:
+        """My privacy settings (who may add me to groups directly)."""
+        return self._client.request(GetPrivacyRequest())
+
+    def set_privacy(self, *, group_invites: GroupInvitePolicy | None = None) -> Privacy:
+        """Change my privacy settings: ``group_invites`` is ``everyone``, ``friends`` or ``nobody``."""
+        return self._client.request(UpdatePrivacyRequest(group_invites=group_invites))
 
 
 class Groups:
@@ -381,8 +426,27 @@ class Groups:
         return self._client.request(UpdateMyMembershipRequest(group_id=group_id, remark=remark))
 
     def invite(self, group_id: int, users: builtins.list[UserRef]) -> Group:
-        """Add users to the group."""
+        """Add users to the group (those whose privacy setting asks for it get an invitation instead)."""
         return self._client.request(InviteRequest(group_id=group_id, users=users))
+
+    def invitations(self, group_id: int | None = None) -> builtins.list[GroupInvitation]:
+        """Pending invitations sent to me; with ``group_id``, the group's (all for its owner and admins,
+        my own for other members)."""
+        if group_id is None:
+            return self._client.request(ListMyInvitationsRequest()).invitations
+        return self._client.request(ListGroupInvitationsRequest(group_id=group_id)).invitations
+
+    def accept(self, invitation_id: int) -> Group:
+        """Accept an invitation sent to me: I join the group."""
+        return self._client.request(AcceptInvitationRequest(invitation_id=invitation_id))
+
+    def decline(self, invitation_id: int) -> None:
+        """Decline an invitation sent to me."""
+        self._client.request(DeclineInvitationRequest(invitation_id=invitation_id))
+
+    def withdraw(self, group_id: int, invitation_id: int) -> None:
+        """Take back a pending invitation (its inviter, or the owner and admins)."""
+        self._client.request(WithdrawInvitationRequest(group_id=group_id, invitation_id=invitation_id))
 
     def kick(self, group_id: int, user: UserRef) -> None:
         """Remove a member (owner and admins)."""

@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     """Messages per second one user may send (sustained), per API node."""
     send_burst: int = 100
 
+    # Consent in groups (see docs/protocol.md, "Invitations")
+    group_invites_default: Literal["everyone", "friends", "nobody"] = "friends"
+    """Who may add a user to a group directly until the user chooses (``PATCH /v1/me/privacy``)."""
+    group_invitation_ttl: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
+    """Seconds a pending group invitation waits for its answer."""
+    group_invitation_cooldown: Annotated[float, Field(ge=0)] = 24 * 3600.0
+    """Seconds after a decline during which the same group cannot invite the same user again."""
+    group_creates_per_day: Annotated[int, Field(ge=1)] = 50
+    """Groups one user may create in any 24 hours."""
+    group_invites_per_hour: Annotated[int, Field(ge=1)] = 500
+    """Users one user may add or invite to groups in any hour (group creation included)."""
+
     # Files (see docs/operations.md)
     blob_store: Literal["nats", "s3"] = "nats"
     """Where uploaded files live: the NATS JetStream object store ``<prefix>_files``, or an S3 bucket."""

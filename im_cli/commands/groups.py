@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from im_schema.groups import Group, GroupMember
+from im_schema.groups import Group, GroupInvitation, GroupMember
+from im_schema.social import GroupInvitePolicy
+from im_sdk import Client
 
 from ..context import Context, fail
 from ..output import out, print_json, when
@@ -26,6 +28,21 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 def _ref(user: str) -> int | str:
     return int(user) if user.isdigit() else user
+
+
+def _waiting(client: Client, group_id: int, users: list[str]) -> list[str]:
+    """Who of ``users`` got an invitation to answer rather than being added (their privacy setting)."""
+    named = set(users)
+    return [
+        invitation.invitee.username
+        for invitation in client.groups.invitations(group_id)
+        if invitation.invitee.username in named or str(invitation.invitee.id) in named
+    ]
+
+
+def _say_waiting(waiting: list[str]) -> None:
+    if waiting:
+        out.print(f"invited (they accept or decline): {', '.join(waiting)}")
 
 
 def _show(group: Group) -> None:
@@ -75,10 +92,12 @@ def create(
             allow_member_invite=not no_member_invite,
             history_visible=history_visible,
         )
+        waiting = _waiting(client, group.id, members or []) if members and not json_output else []
     if json_output:
         print_json(group)
     else:
         out.print(f"created {group.name!r} as {group.conversation} with {group.member_count} members")
+        _say_waiting(waiting)
 
 
 @app.command("list")
@@ -227,11 +246,104 @@ def remark(ctx: typer.Context, group_id: GroupArg, text: Annotated[str, typer.Ar
 def invite(
     ctx: typer.Context, group_id: GroupArg, users: Annotated[list[str], typer.Argument(metavar="USER...")]
 ) -> None:
-    """Add users to the group."""
+    """Add users to the group; those whose privacy setting asks for it get an invitation to accept."""
     context: Context = ctx.obj
     with context.session() as client:
         group = client.groups.invite(group_id, [_ref(user) for user in users])
+        waiting = _waiting(client, group_id, users)
     out.print(f"g:{group_id} has {group.member_count} members")
+    _say_waiting(waiting)
+
+
+@app.command()
+def invitations(
+    ctx: typer.Context,
+    group_id: Annotated[
+        int | None, typer.Argument(metavar="[GROUP]", help="A group's pending invitations instead of mine.")
+    ] = None,
+    json_output: Json = False,
+) -> None:
+    """Pending invitations to groups sent to me (or, given GROUP, the ones of that group)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        found: list[GroupInvitation] = client.groups.invitations(group_id)
+    if json_output:
+        print_json(found)
+        return
+    if not found:
+        out.print("no pending invitations")
+        return
+    table = Table("id", "group", "name", "from", "to", "expires", box=None, pad_edge=False)
+    for invitation in found:
+        table.add_row(
+            str(invitation.id),
+            f"g:{invitation.group_id}",
+            invitation.group_name,
+            invitation.inviter.username,
+            invitation.invitee.username,
+            when(invitation.expires_at),
+        )
+    out.print(table)
+    if group_id is None:
+        out.print("answer with: im groups accept ID, or im groups decline ID")
+
+
+_POLICIES: dict[str, GroupInvitePolicy] = {"everyone": "everyone", "friends": "friends", "nobody": "nobody"}
+InvitationArg = Annotated[int, typer.Argument(metavar="INVITATION", help="The invitation's id.")]
+
+
+@app.command()
+def accept(ctx: typer.Context, invitation_id: InvitationArg) -> None:
+    """Accept an invitation: join the group."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        group = client.groups.accept(invitation_id)
+    out.print(f"joined {group.name!r} ({group.conversation})")
+
+
+@app.command()
+def decline(ctx: typer.Context, invitation_id: InvitationArg) -> None:
+    """Decline an invitation."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.decline(invitation_id)
+    out.print(f"invitation #{invitation_id} declined")
+
+
+@app.command()
+def withdraw(ctx: typer.Context, group_id: GroupArg, invitation_id: InvitationArg) -> None:
+    """Take back a pending invitation (its inviter, or the owner and admins)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        client.groups.withdraw(group_id, invitation_id)
+    out.print(f"invitation #{invitation_id} withdrawn")
+
+
+@app.command()
+def privacy(
+    ctx: typer.Context,
+    who: Annotated[
+        str | None,
+        typer.Argument(metavar="[everyone|friends|nobody]", help="Who may add me to groups directly."),
+    ] = None,
+    json_output: Json = False,
+) -> None:
+    """Show or set who may add me to groups directly; anyone else's invitation waits for my answer."""
+    context: Context = ctx.obj
+    policy = _POLICIES.get(who) if who is not None else None
+    if who is not None and policy is None:
+        fail("say everyone, friends or nobody")
+    with context.session() as client:
+        settings = client.friends.privacy() if policy is None else client.friends.set_privacy(group_invites=policy)
+    if json_output:
+        print_json(settings)
+        return
+    meaning = {
+        "everyone": "anyone (but users you blocked) may add you to groups",
+        "friends": "your friends may add you to groups; others' invitations wait for your answer",
+        "nobody": "every invitation to a group waits for your answer",
+    }
+    out.print(meaning[settings.group_invites])
 
 
 @app.command()

@@ -1,5 +1,9 @@
 """Group operations: the rules live in the store's transactions; this layer resolves users, maps rule
-violations to errors, and delivers each change's system message."""
+violations to errors, and delivers each change's system message and invitation notices.
+
+Consent (who may put whom into a group) is decided inside the transactions by
+:mod:`im_server.storage.consent`; this layer hands them the server's :class:`ConsentLimits`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,31 @@ from datetime import datetime
 from typing import Any
 
 from im_schema.errors import ErrorCode
-from im_schema.events import JoinRequestNotice
-from im_schema.groups import Group, GroupMember, JoinRequest, JoinResult
+from im_schema.events import GroupInvitationNotice, JoinRequestNotice
+from im_schema.groups import Group, GroupInvitation, GroupMember, JoinRequest, JoinResult
 from im_schema.ids import group_conversation
+from im_schema.social import GroupInvitePolicy, Privacy
 
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, ServerError
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, ServerError
 from ..settings import Settings
 from ..storage._util import ms_to_datetime, now_ms
+from ..storage.consent import ConsentLimits
 from ..storage.groups import Change, GroupRuleError, GroupStore
 from .delivery import Deliverer
 from .membership import MembershipCache
 from .messaging import UserDirectory
 from .social import SocialService
 
-__all__ = ["GroupService"]
+__all__ = ["GroupService", "consent_limits"]
 
 log = logging.getLogger(__name__)
 
 _ERRORS: dict[str, type[ServerError]] = {
     "group_not_found": NotFound,
     "request_not_found": NotFound,
+    "invitation_not_found": NotFound,
+    "user_blocked": Forbidden,
+    "rate_limited": RateLimited,
     "not_a_member": Forbidden,
     "forbidden": Forbidden,
     "group_dissolved": Forbidden,
@@ -39,7 +48,18 @@ _ERRORS: dict[str, type[ServerError]] = {
 
 
 def _error(exc: GroupRuleError) -> ServerError:
-    return _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code))
+    return _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code), retry_after=exc.retry_after)
+
+
+def consent_limits(settings: Settings) -> ConsentLimits:
+    """The consent settings as the group transactions take them."""
+    return ConsentLimits(
+        default_policy=settings.group_invites_default,
+        invitation_ttl=round(settings.group_invitation_ttl * 1000),
+        decline_cooldown=round(settings.group_invitation_cooldown * 1000),
+        invites_per_hour=settings.group_invites_per_hour,
+        creates_per_day=settings.group_creates_per_day,
+    )
 
 
 class GroupService:
@@ -60,6 +80,7 @@ class GroupService:
         self._directory = directory
         self._deliverer = deliverer
         self._social = social
+        self._consent = consent_limits(settings)
         self.announce: Callable[[str], Awaitable[None]] | None = None
         """Tells the other API nodes that a group's membership changed (set by the node)."""
 
@@ -78,10 +99,18 @@ class GroupService:
                     except Exception as exc:
                         log.warning("cannot announce a membership change: %s", exc)
             await self._deliverer.written(written)
+        for invitation in change.invitations:
+            await self._deliverer.notice([invitation.invitee.id], GroupInvitationNotice(invitation=invitation))
         return change
 
     async def _users(self, refs: list[int | str]) -> list[int]:
-        return [await self._directory.resolve(ref) for ref in refs]
+        unique = list(dict.fromkeys(refs))
+        # A list longer than the hourly allowance can never go through: refuse it before resolving it.
+        if len(unique) > self._settings.group_invites_per_hour:
+            raise BadRequest(
+                f"at most {self._settings.group_invites_per_hour} users an hour may be added or invited to groups"
+            )
+        return [await self._directory.resolve(ref) for ref in unique]
 
     async def _group(self, group_id: int, viewer: int) -> Group:
         group = await self._store.get(group_id, viewer)
@@ -110,6 +139,7 @@ class GroupService:
                 history_visible=history_visible,
                 limit=self._settings.group_member_limit,
                 now=now_ms(),
+                consent=self._consent,
             )
         )
         assert change.group is not None
@@ -196,7 +226,7 @@ class GroupService:
         await self._run(self._store.remove(group_id, actor, user_id, now=now_ms()))
 
     async def invite(self, group_id: int, actor: int, targets: list[int | str]) -> Group:
-        """Add users to the group."""
+        """Add users to the group; those whose consent is needed get an invitation instead."""
         await self._run(
             self._store.add(
                 group_id,
@@ -205,9 +235,60 @@ class GroupService:
                 via="invite",
                 limit=self._settings.group_member_limit,
                 now=now_ms(),
+                consent=self._consent,
             )
         )
         return await self._group(group_id, actor)
+
+    # Invitations ---------------------------------------------------------------------------------
+
+    async def my_invitations(self, user_id: int) -> list[GroupInvitation]:
+        """The pending invitations sent to me."""
+        return await self._store.invitations_for(user_id, now=now_ms())
+
+    async def invitations(self, group_id: int, actor: int) -> list[GroupInvitation]:
+        """A group's pending invitations (owner and admins: all; members: their own)."""
+        try:
+            return await self._store.invitations_of(group_id, actor, now=now_ms())
+        except GroupRuleError as exc:
+            raise _error(exc) from None
+
+    async def accept_invitation(self, invitation_id: int, user_id: int) -> Group:
+        """Join the group I was invited to."""
+        change = await self._run(
+            self._store.accept_invitation(invitation_id, user_id, limit=self._settings.group_member_limit, now=now_ms())
+        )
+        assert change.group is not None
+        return change.group
+
+    async def decline_invitation(self, invitation_id: int, user_id: int) -> None:
+        """Say no to an invitation."""
+        try:
+            invitation = await self._store.decline_invitation(invitation_id, user_id, now=now_ms())
+        except GroupRuleError as exc:
+            raise _error(exc) from None
+        await self._deliverer.notice([user_id], GroupInvitationNotice(invitation=invitation))
+
+    async def withdraw_invitation(self, group_id: int, invitation_id: int, actor: int) -> None:
+        """Take back an invitation (its inviter, or the owner and admins)."""
+        try:
+            invitation, told = await self._store.withdraw_invitation(group_id, invitation_id, actor, now=now_ms())
+        except GroupRuleError as exc:
+            raise _error(exc) from None
+        if told:
+            await self._deliverer.notice([invitation.invitee.id], GroupInvitationNotice(invitation=invitation))
+
+    # Privacy -------------------------------------------------------------------------------------
+
+    async def privacy(self, user_id: int) -> Privacy:
+        """My privacy settings."""
+        return Privacy(group_invites=await self._store.privacy(user_id, self._settings.group_invites_default))
+
+    async def set_privacy(self, user_id: int, *, group_invites: GroupInvitePolicy | None) -> Privacy:
+        """Change my privacy settings (``None`` leaves one as it is)."""
+        if group_invites is not None:
+            await self._store.set_privacy(user_id, group_invites, now=now_ms())
+        return await self.privacy(user_id)
 
     async def dissolve(self, group_id: int, actor: int) -> None:
         """End the group (owner)."""

@@ -13,6 +13,7 @@ from im_schema.social import FriendRequest
 
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
+from .groups import lock_user
 from .tables import blocks, friend_requests, friends, users
 from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixed, user_from_row
 
@@ -265,6 +266,7 @@ def _unfriend(conn: Connection, user_id: int, friend_id: int) -> bool:
 
 
 def _block(conn: Connection, dialect: str, user_id: int, blocked_id: int, now: int) -> None:
+    lock_user(conn, user_id)  # waits for group adds that checked consent without this block
     conn.execute(insert_ignore(dialect, blocks).values(user_id=user_id, blocked_id=blocked_id, created_at=now))
     conn.execute(
         update(friend_requests)

@@ -26,6 +26,7 @@ __all__ = [
     "devices",
     "friend_requests",
     "friends",
+    "group_invitations",
     "group_join_requests",
     "groups",
     "members",
@@ -33,6 +34,7 @@ __all__ = [
     "messages",
     "metadata",
     "revoked_sessions",
+    "user_privacy",
     "users",
 ]
 
@@ -195,6 +197,9 @@ groups = Table(
     Column("announcement_at", BigInteger, nullable=True),
     Column("dissolved", Boolean, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    Column("creator_id", BigInteger, nullable=True),
+    # Who created the group (the owner may change); counts creations against the daily limit.
+    Index(None, "creator_id", "created_at"),
 )
 
 group_join_requests = Table(
@@ -209,4 +214,32 @@ group_join_requests = Table(
     Column("decided_by", BigInteger, nullable=True),
     Column("decided_at", BigInteger, nullable=True),
     UniqueConstraint("group_id", "user_id"),
+)
+
+group_invitations = Table(
+    "group_invitations",
+    metadata,
+    # Every user an account put into a group: invitations waiting for an answer (``pending``) and direct
+    # adds (``accepted`` at once), so that the hourly limit counts both. At most one ``pending`` row per
+    # group and invitee (kept so by the transactions, which lock the group's row).
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("group_id", BigInteger, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("inviter_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("invitee_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Index(None, "invitee_id", "status"),
+    Index(None, "group_id", "status"),
+    Index(None, "inviter_id", "created_at"),
+)
+
+user_privacy = Table(
+    "user_privacy",
+    metadata,
+    # One row per user who changed a setting; the server's defaults apply to everyone else.
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_invites", String(8), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )

@@ -80,6 +80,8 @@ class TestCluster:
             "connect_burst": 10_000,
             # Most tests are about delivery, not the social graph; tests of the friendship rule turn it on.
             "dm_requires_friendship": False,
+            # Likewise for groups: anyone may add anyone; tests of consent set privacy or this explicitly.
+            "group_invites_default": "everyone",
         }
         values.update(overrides)
         self.settings = Settings(**values)

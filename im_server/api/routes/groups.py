@@ -5,12 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from im_schema.groups import (
+    AcceptInvitationRequest,
     AddAdminRequest,
     ApproveJoinRequest,
     CreateGroupRequest,
+    DeclineInvitationRequest,
     DissolveGroupRequest,
     GetGroupRequest,
     Group,
+    GroupInvitationList,
     GroupList,
     InviteRequest,
     JoinGroupRequest,
@@ -18,9 +21,11 @@ from im_schema.groups import (
     JoinResult,
     KickRequest,
     LeaveGroupRequest,
+    ListGroupInvitationsRequest,
     ListGroupsRequest,
     ListJoinRequestsRequest,
     ListMembersRequest,
+    ListMyInvitationsRequest,
     MemberPage,
     MuteMemberRequest,
     RejectJoinRequest,
@@ -29,6 +34,7 @@ from im_schema.groups import (
     TransferOwnershipRequest,
     UpdateGroupRequest,
     UpdateMyMembershipRequest,
+    WithdrawInvitationRequest,
 )
 from im_schema.rest import Ok
 
@@ -55,6 +61,26 @@ async def create(body: CreateGroupRequest, node: NodeDep, principal: PrincipalDe
 async def mine(_: ListGroupsRequest, node: NodeDep, principal: PrincipalDep) -> GroupList:
     """The groups I am in."""
     return GroupList(groups=await node.groups.mine(principal.user_id))
+
+
+# Declared before "/v1/groups/{group_id}" so that the literal path wins.
+@route(router, ListMyInvitationsRequest)
+async def my_invitations(_: ListMyInvitationsRequest, node: NodeDep, principal: PrincipalDep) -> GroupInvitationList:
+    """The pending invitations to groups sent to me, oldest first."""
+    return GroupInvitationList(invitations=await node.groups.my_invitations(principal.user_id))
+
+
+@route(router, AcceptInvitationRequest)
+async def accept_invitation(parsed: AcceptInvitationRequest, node: NodeDep, principal: PrincipalDep) -> Group:
+    """Accept an invitation sent to me: I join the group."""
+    return await node.groups.accept_invitation(parsed.invitation_id, principal.user_id)
+
+
+@route(router, DeclineInvitationRequest)
+async def decline_invitation(parsed: DeclineInvitationRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
+    """Decline an invitation sent to me."""
+    await node.groups.decline_invitation(parsed.invitation_id, principal.user_id)
+    return Ok()
 
 
 @route(router, GetGroupRequest)
@@ -170,4 +196,19 @@ async def remove_admin(parsed: RemoveAdminRequest, node: NodeDep, principal: Pri
 async def mute(parsed: MuteMemberRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """Mute a member until a time (``until`` omitted or null lifts the mute)."""
     await node.groups.mute(parsed.group_id, principal.user_id, parsed.user, parsed.until)
+    return Ok()
+
+
+@route(router, ListGroupInvitationsRequest)
+async def group_invitations(
+    parsed: ListGroupInvitationsRequest, node: NodeDep, principal: PrincipalDep
+) -> GroupInvitationList:
+    """The group's pending invitations: all for the owner and admins, their own for other members."""
+    return GroupInvitationList(invitations=await node.groups.invitations(parsed.group_id, principal.user_id))
+
+
+@route(router, WithdrawInvitationRequest)
+async def withdraw_invitation(parsed: WithdrawInvitationRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
+    """Take back a pending invitation (its inviter, or the owner and admins)."""
+    await node.groups.withdraw_invitation(parsed.group_id, parsed.invitation_id, principal.user_id)
     return Ok()

@@ -16,13 +16,16 @@ from im_schema.social import (
     FriendRequest,
     FriendRequestList,
     GetFriendRequest,
+    GetPrivacyRequest,
     ListBlocksRequest,
     ListFriendRequestsRequest,
     ListFriendsRequest,
+    Privacy,
     RemoveFriendRequest,
     SendFriendRequest,
     SetRemarkRequest,
     UnblockRequest,
+    UpdatePrivacyRequest,
     UpdateProfileRequest,
 )
 
@@ -38,6 +41,18 @@ async def update_profile(body: UpdateProfileRequest, node: NodeDep, principal: P
     return await node.social.update_profile(
         principal.user_id, display_name=body.display_name, bio=body.bio, avatar=body.avatar
     )
+
+
+@route(router, GetPrivacyRequest)
+async def privacy(_: GetPrivacyRequest, node: NodeDep, principal: PrincipalDep) -> Privacy:
+    """My privacy settings (who may add me to groups directly)."""
+    return await node.groups.privacy(principal.user_id)
+
+
+@route(router, UpdatePrivacyRequest)
+async def update_privacy(body: UpdatePrivacyRequest, node: NodeDep, principal: PrincipalDep) -> Privacy:
+    """Change my privacy settings (fields left out stay as they are)."""
+    return await node.groups.set_privacy(principal.user_id, group_invites=body.group_invites)
 
 
 @route(router, SendFriendRequest)
