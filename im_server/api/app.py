@@ -8,6 +8,7 @@ snapshot.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ from im_schema.files import FILES_PATH
 from im_schema.ids import MAX_ID
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError
+from .contract import ERROR_RESPONSES
 from .deps import validation_details
 from .node import ApiNode
 from .routes import auth, conversations, gateway, groups, health, lifecycle, messages, social, users
@@ -144,11 +146,20 @@ def create_app(node: ApiNode) -> FastAPI:
 
 
 def _contract(document: dict[str, Any]) -> dict[str, Any]:
-    """The generated document, made exact: no ``422`` (this API answers ``400`` with the envelope) and the
-    ``bearer`` security scheme."""
+    """The generated document, made exact: no validation ``422`` (this API answers ``400`` with the envelope),
+    each error response written once under ``components/responses``, and the ``bearer`` security scheme."""
+    shared: dict[str, Any] = {}
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+            for status, response in responses.items():
+                named = ERROR_RESPONSES.get(int(status)) if status.isdigit() else None
+                if named is not None and response.get("description") == named[1]:
+                    shared[named[0]] = response
+                    responses[status] = {"$ref": f"#/components/responses/{named[0]}"}
+    document.setdefault("components", {})["responses"] = dict(sorted(shared.items()))
     schemas = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)

@@ -34,7 +34,7 @@ from im_schema.rest import Request
 from ..errors import BadRequest
 from .deps import validation_details
 
-__all__ = ["ERROR_STATUSES", "body_model", "error_responses", "route"]
+__all__ = ["ERROR_RESPONSES", "ERROR_STATUSES", "body_model", "error_responses", "route"]
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
@@ -51,6 +51,27 @@ ERROR_STATUSES: dict[int, str] = {
 }
 """The error statuses every operation documents, each with the error envelope."""
 
+ERROR_RESPONSES: dict[int, tuple[str, str]] = {
+    **{
+        status: (name, ERROR_STATUSES[status])
+        for status, name in (
+            (400, "BadRequest"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "NotFound"),
+            (409, "Conflict"),
+            (413, "PayloadTooLarge"),
+            (429, "RateLimited"),
+            (500, "Internal"),
+            (503, "Unavailable"),
+        )
+    },
+    415: ("UnsupportedMediaType", "The bytes are not of an accepted type (`unsupported_media_type`, `refused_type`)."),
+    416: ("RangeNotSatisfiable", "The range starts beyond the end of the file (`range_not_satisfiable`)."),
+    422: ("CorruptMedia", "The bytes claim a format but cannot be read as one (`corrupt_media`)."),
+}
+"""Every error status an operation may document: its name in ``components/responses`` and its description."""
+
 _QUERY_METHODS = frozenset({"GET", "DELETE"})
 _bodies: dict[type[BaseModel], type[BaseModel] | None] = {}
 
@@ -58,9 +79,7 @@ _bodies: dict[type[BaseModel], type[BaseModel] | None] = {}
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of an operation: the common error statuses plus ``statuses``, with the envelope."""
     wanted = sorted({*ERROR_STATUSES, *statuses})
-    return {
-        status: {"model": ErrorEnvelope, "description": ERROR_STATUSES.get(status, "An error.")} for status in wanted
-    }
+    return {status: {"model": ErrorEnvelope, "description": ERROR_RESPONSES[status][1]} for status in wanted}
 
 
 def _typed(info: FieldInfo) -> Any:

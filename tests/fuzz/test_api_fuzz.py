@@ -31,8 +31,16 @@ from typing import Any
 import httpx
 import pytest
 
-from im_schema.groups import AddAdminRequest, CreateGroupRequest, JoinGroupRequest, ListJoinRequestsRequest
-from im_schema.social import BlockRequest, SendFriendRequest
+from im_schema.groups import (
+    AddAdminRequest,
+    CreateGroupRequest,
+    InviteRequest,
+    JoinGroupRequest,
+    ListGroupInvitationsRequest,
+    ListJoinRequestsRequest,
+    ListMyInvitationsRequest,
+)
+from im_schema.social import BlockRequest, SendFriendRequest, UpdatePrivacyRequest
 from im_sdk import AsyncClient
 from tests.support.cluster import PASSWORD, TestCluster
 
@@ -55,10 +63,10 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _seed(cluster: TestCluster) -> dict[str, Any]:
     """Resources for the fuzzer's account to act on; returns its username and the examples to add."""
     fuzzer = await cluster.user("fuzz", device="seed")
-    names = ("bob", "carol", "dave", "erin", "frank", "grace", "mallory")
-    bob, carol, dave, erin, frank, grace, mallory = [await cluster.user(name) for name in names]
+    names = ("bob", "carol", "dave", "erin", "frank", "grace", "ivan", "mallory")
+    bob, carol, dave, erin, frank, grace, ivan, mallory = [await cluster.user(name) for name in names]
     spare = AsyncClient(cluster.url)
-    clients = (fuzzer, bob, carol, dave, erin, frank, grace, mallory, spare)
+    clients = (fuzzer, bob, carol, dave, erin, frank, grace, ivan, mallory, spare)
     try:
         assert fuzzer.session and bob.session and erin.session and frank.session
         assert grace.session and mallory.session
@@ -82,6 +90,15 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
         theirs = await bob.request(CreateGroupRequest(name="bobs", members=[me.id], join_policy="open"))
         open_group = await bob.request(CreateGroupRequest(name="open", join_policy="open"))
         await fuzzer.request(BlockRequest(user=mallory.session.user.id))
+        # Invitations: to the fuzzer (to accept and to decline), and from it (to withdraw).
+        for client in (fuzzer, ivan):
+            await client.request(UpdatePrivacyRequest(group_invites="nobody"))
+        invited_to = [await bob.request(CreateGroupRequest(name=name, members=[me.id])) for name in ("yes", "no")]
+        to_accept_invitation, to_decline_invitation = (await fuzzer.request(ListMyInvitationsRequest())).invitations
+        assert ivan.session is not None
+        await fuzzer.request(InviteRequest(group_id=group.id, users=[ivan.session.user.id]))
+        (to_withdraw,) = (await fuzzer.request(ListGroupInvitationsRequest(group_id=group.id))).invitations
+        assert {to_accept_invitation.group_id, to_decline_invitation.group_id} == {g.id for g in invited_to}
         upload = await fuzzer.upload(b"plain text, fuzzed", name="notes.txt")
         session = await spare.login(me.username, PASSWORD, device="refresh")
         g = group.id
@@ -102,6 +119,9 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
             ("delete", "/v1/groups/{group_id}/admins/{user}"): {"user": bob_id},
             ("post", "/v1/groups/{group_id}/leave"): {"group_id": theirs.id},
             ("post", "/v1/groups/{group_id}/join"): {"group_id": open_group.id},
+            ("post", "/v1/groups/invitations/{invitation_id}/accept"): {"invitation_id": to_accept_invitation.id},
+            ("post", "/v1/groups/invitations/{invitation_id}/decline"): {"invitation_id": to_decline_invitation.id},
+            ("delete", "/v1/groups/{group_id}/invitations/{invitation_id}"): {"invitation_id": to_withdraw.id},
             ("delete", "/v1/blocks/{user}"): {"user": mallory.session.user.id},
             ("post", "/v1/groups/{group_id}/transfer"): {"group_id": to_transfer.id},
             ("delete", "/v1/groups/{group_id}"): {"group_id": to_dissolve.id},
