@@ -2,8 +2,9 @@
 
 Arbitrary bytes, arbitrary JSON and frames that are almost right (a known ``type`` with arbitrary
 fields) always give exactly one action: before authentication ``Authenticated`` or ``Close`` (with an
-error frame), after it ``Reply`` (a valid server frame), ``Forward``, ``Typing`` or ``Close``. The number
-of examples is hypothesis's default (100 per test); ``HYPOTHESIS_PROFILE=long`` runs 5,000.
+error frame), after it ``Reply`` (a valid server frame), ``Forward``, ``Typing`` or ``Close``. CI runs 100
+examples per test; the long run, 5,000 each, is
+``HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/server/test_session_fuzz.py --timeout=0``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_PROTOCOL_UNSUPPORTED, CLOS
 from im_server.gateway.session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
 from im_server.services.tokens import TokenCodec
 
-settings.register_profile("long", max_examples=5_000)
+settings.register_profile("long", max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
