@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request
 
 from im_schema.models import User
-from im_schema.rest import LoginRequest, Me, Ok, RefreshRequest, RegisterRequest, Session
+from im_schema.rest import LoginRequest, LogoutRequest, Me, Ok, RefreshRequest, RegisterRequest, Session, WhoAmIRequest
 
 from ...errors import Unauthorized
+from ..contract import route
 from ..deps import NodeDep, PrincipalDep
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(tags=["auth"])
 
 
 def _address(request: Request) -> str:
@@ -21,13 +22,13 @@ def _address(request: Request) -> str:
     return str(address)
 
 
-@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=User)
+@route(router, RegisterRequest)
 async def register(body: RegisterRequest, node: NodeDep, request: Request) -> User:
     """Create an account (a limited number per client address: ``rate_limited`` with Retry-After)."""
     return await node.auth.register(body.username, body.password, body.display_name, address=_address(request))
 
 
-@router.post("/auth/login", response_model=Session)
+@route(router, LoginRequest)
 async def login(body: LoginRequest, node: NodeDep, request: Request) -> Session:
     """Log a device in and get its tokens.
 
@@ -37,21 +38,21 @@ async def login(body: LoginRequest, node: NodeDep, request: Request) -> Session:
     return await node.auth.login(body.username, body.password, body.device, address=_address(request))
 
 
-@router.post("/auth/refresh", response_model=Session)
+@route(router, RefreshRequest)
 async def refresh(body: RefreshRequest, node: NodeDep) -> Session:
     """Swap a refresh token for new tokens (a token swapped before ends its session: reuse detection)."""
     return await node.auth.refresh(body.refresh_token)
 
 
-@router.post("/auth/logout", response_model=Ok)
-async def logout(node: NodeDep, principal: PrincipalDep) -> Ok:
+@route(router, LogoutRequest)
+async def logout(_: LogoutRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """End this device's session."""
     await node.auth.logout(principal)
     return Ok()
 
 
-@router.get("/me", response_model=Me)
-async def whoami(node: NodeDep, principal: PrincipalDep) -> Me:
+@route(router, WhoAmIRequest)
+async def whoami(_: WhoAmIRequest, node: NodeDep, principal: PrincipalDep) -> Me:
     """The caller's account and device."""
     user = await node.users.get(principal.user_id)
     if user is None:
