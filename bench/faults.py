@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,15 +197,21 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        histories: dict[int, list[str]] = {}
+
+        async def history(device: Device) -> None:
+            async with semaphore:
+                for attempt in range(10):
+                    try:
+                        histories[device.uid] = await device.history(http)
+                        return
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.5 * (attempt + 1))
+
+        await asyncio.gather(*(history(device) for device in devices))
         report = []
         for device in devices:
-            stored: list[str] = []
-            for attempt in range(10):
-                try:
-                    stored = await device.history(http)
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.5 * (attempt + 1))
+            stored = histories.get(device.uid, [])
             report.append(
                 {
                     "uid": device.uid,
@@ -469,6 +477,7 @@ async def coordinate(args: argparse.Namespace) -> None:
             with contextlib.suppress(Exception):
                 worker.kill()
         cluster.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def summarize(
@@ -529,6 +538,7 @@ def summarize(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        faulthandler.register(signal.SIGUSR1)  # kill -USR1 <worker> prints where it is
         url, index, count, peer, run = sys.argv[2:7]
         asyncio.run(client_worker(url, int(index), int(count), int(peer), run))
         return
