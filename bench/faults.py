@@ -157,12 +157,16 @@ class Device:
                 after = max(self.seen, default=0)
                 while True:
                     page = (
-                        await http.get(
-                            f"/v1/conversations/{self.conversation}/messages",
-                            params={"after": after, "limit": 500},
-                            headers=headers,
+                        (
+                            await http.get(
+                                f"/v1/conversations/{self.conversation}/messages",
+                                params={"after": after, "limit": 500},
+                                headers=headers,
+                            )
                         )
-                    ).json()
+                        .raise_for_status()
+                        .json()
+                    )
                     messages = page.get("messages", [])
                     for message in messages:
                         if message["seq"] not in self.seen:
