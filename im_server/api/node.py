@@ -239,12 +239,7 @@ class ApiNode:
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
         """The live gateway this device should use (rendezvous hashing over live gateways)."""
-        # Gateways whose heartbeat is late are passed over while others are on time: a gateway that just
-        # died is not handed out during the second or so before it is known dead.
-        nodes = self.mirror.nodes
-        late = self.settings.heartbeat_interval * 1.5
-        candidates = [info for info in nodes.fresh("gateway", late) if info.url] or nodes.live("gateway")
-        gateways = {info.node_id: info for info in candidates if info.url}
+        gateways = {info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url}
         chosen = rendezvous(f"{user_id}.{device_id}", gateways)
         if chosen is None:
             raise Unavailable("no gateway node is up", retry_after=1.0)

@@ -88,14 +88,6 @@ class NodeTable:
             key=lambda info: info.node_id,
         )
 
-    def fresh(self, role: str, max_age: float) -> list[NodeInfo]:
-        """Live nodes of a role whose last heartbeat is younger than ``max_age`` (on time, not just alive)."""
-        now = self._now()
-        return sorted(
-            (info for info, seen in self._nodes.values() if now - seen < min(max_age, self.ttl) and info.role == role),
-            key=lambda info: info.node_id,
-        )
-
     def all(self) -> list[tuple[NodeInfo, float]]:
         """Every known node with the seconds since its last heartbeat."""
         now = self._now()

@@ -144,13 +144,3 @@ def test_each_kind_has_its_own_code_and_health_follows_the_last_writes():
     assert health.writable() == (True, None)
     health.failed(sqlite3.OperationalError("database is locked"))
     assert health.writable() == (True, None)  # contention is not a degraded database
-
-
-def test_gateways_with_a_late_heartbeat_are_not_fresh():
-    clock = Clock()
-    table = NodeTable(ttl=1.5, clock=clock)
-    table.heartbeat(info("on-time"))
-    table.heartbeat(info("late"), age=0.9)
-    table.heartbeat(info("api", role="api"))
-    assert [n.node_id for n in table.fresh("gateway", 0.75)] == ["on-time"]
-    assert [n.node_id for n in table.live("gateway")] == ["late", "on-time"]  # still alive, only late
