@@ -137,6 +137,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
             f"{p}.sessions.barrier",
             f"$KV.{n.bucket('revoked')}.>",
             f"$KV.{n.bucket('nodes')}.>",
+            f"$KV.{n.bucket('routes')}.>",  # removes the routes of a gateway found dead (cluster/reaper.py)
             f"$O.{n.bucket('files')}.>",
             f"$JS.API.STREAM.PURGE.{n.obj_stream('files')}",
             "$JS.API.INFO",  # the blob store checks the account's JetStream limits

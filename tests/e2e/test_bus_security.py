@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -203,11 +204,11 @@ async def test_the_admin_role_manages_the_access_list_and_nothing_else(private_n
 
 def _forged(token: str, user_id: int) -> str:
     """The token with another user id in its payload (and the original signature)."""
-    version, payload, signature = token.split(".")
+    *head, payload, signature = token.split(".")  # v2.<key id>.<payload>.<signature>
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["u"] = user_id
     forged = base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b"=").decode()
-    return f"{version}.{forged}.{signature}"
+    return ".".join([*head, forged, signature])
 
 
 async def test_gateway_credentials_alone_cannot_send_as_anybody(exact_cluster, probes, closing):
@@ -346,3 +347,22 @@ def test_a_gateway_that_starts_first_waits_for_the_api_to_create_the_buckets(
     finally:
         cluster.stop()
         server.close()
+
+
+async def test_the_api_removes_the_routes_of_a_dead_gateway_on_the_exact_permissions(exact_cluster, closing):
+    """The API role may delete routes (those of a gateway found dead), as the reaper needs."""
+    alice = await exact_cluster.user("alice")
+    closing.append(alice)
+    inbox = Inbox(alice)
+    node = await _connected_node(exact_cluster, alice)
+    api = exact_cluster.api.node
+    gateway = next(g for g in exact_cluster.gateways if g.node_id == node)
+    # A crash, as far as NATS can tell: the connection is gone, no goodbye, the route stays behind.
+    await exact_cluster.loop.call(gateway._heartbeat.stop())
+    await exact_cluster.loop.call(gateway.bus.nc.close())
+    await exact_cluster.until(lambda: api.reaper.reaped >= 1, timeout=20)
+    await exact_cluster.until(lambda: not api.mirror.routes.on_node(node))
+    await inbox.close()
+    exact_cluster.gateways.remove(gateway)
+    with contextlib.suppress(Exception):
+        await exact_cluster.loop.call(gateway.stop())
