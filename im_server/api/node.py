@@ -28,6 +28,7 @@ from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
 from ..errors import ServerError, Unavailable, storage_error
+from ..services.admin import AdminService
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
@@ -45,6 +46,7 @@ from ..services.tokens import TokenCodec
 from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
+from ..storage.admin import AdminStore
 from ..storage.devices import DeviceStore, Revoked
 from ..storage.entrance import LoginFailureStore
 from ..storage.faults import classify
@@ -81,7 +83,10 @@ class ApiNode:
             devices=self.devices,
             failures=LoginFailureStore(self.db),
             revoked=self.revocations.is_revoked,
+            admin=AdminStore(self.db),
         )
+        self.admin = AdminService(AdminStore(self.db), self.devices, self.mirror.routes, self.mirror.nodes)
+        """Cluster administration (``/v1/admin``), for admins only."""
         self.forwarded = ForwardedIdentity(
             TokenCodec(settings.signing_key()),
             grace=settings.refresh_token_ttl,
