@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from .commands import auth, chat, devices, friends, groups, profile, server
+from .commands import admin, auth, chat, cluster, devices, friends, groups, profile, server
 from .context import Context
 from .errors import ExitCode, one_line
 from .helpformat import configure_help
@@ -111,6 +111,8 @@ app.add_typer(friends.app, name="friends")
 app.add_typer(groups.app, name="groups")
 app.add_typer(devices.app, name="devices")
 app.add_typer(profile.app, name="profile")
+app.add_typer(admin.app, name="admin")
+app.add_typer(cluster.app, name="cluster")
 app.command()(auth.register)
 app.command()(auth.login)
 app.command()(auth.logout)

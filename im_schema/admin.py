@@ -79,7 +79,7 @@ class BotCreated(BaseModel):
 
 
 class BotList(BaseModel):
-    """Every bot account, with how many tokens each holds."""
+    """Every bot account."""
 
     bots: list[AdminUser]
 
