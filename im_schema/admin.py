@@ -35,11 +35,13 @@ __all__ = [
     "CreateBotRequest",
     "DeviceRoute",
     "DisableUserRequest",
+    "DrainRequest",
     "EnableUserRequest",
     "KickRequest",
     "ListBotsRequest",
     "ListUsersRequest",
     "MakeAdminRequest",
+    "NodeId",
     "RevokeBotRequest",
     "ShowUserRequest",
     "UserRoutes",
@@ -48,6 +50,9 @@ __all__ = [
 
 ADMIN_PAGE_MAX = 500
 """The most users one listing returns."""
+
+NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+"""A node's id, as ``im cluster nodes`` lists it."""
 
 BotToken = Annotated[str, StringConstraints(min_length=16, max_length=256)]
 """The secret a bot logs in with."""
@@ -238,3 +243,12 @@ class KickRequest(Request[LoggedOut]):
 
     user: UserId | Username
     device: DeviceId | None = None
+
+
+class DrainRequest(Request[ClusterNode]):
+    """Drain a gateway node: it takes no new clients, sends its clients elsewhere (close 4010), leaves the
+    assignment, and stops once empty."""
+
+    endpoint = Endpoint("POST", "/v1/admin/cluster/drain", ClusterNode)
+
+    node: NodeId

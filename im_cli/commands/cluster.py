@@ -17,6 +17,7 @@ from im_schema.admin import (
     ClusterNodes,
     ClusterNodesRequest,
     ClusterStatsRequest,
+    DrainRequest,
     KickRequest,
     UserRoutesRequest,
 )
@@ -125,6 +126,22 @@ def kick(
         print_json(result)
     else:
         out.print(f"kicked {user}: {', '.join(result.devices) or 'no device was logged in'}")
+
+
+@app.command()
+def drain(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(metavar="NODE", help="A gateway node id (see `im cluster nodes`).")],
+    json_output: Json = False,
+) -> None:
+    """Drain a gateway: it takes no new clients, sends its clients elsewhere (4010) and stops once empty."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        found = client.request(DrainRequest(node=node))
+    if json_output:
+        print_json(found)
+    else:
+        out.print(f"{found.node_id}: {found.state}, {found.connections} connections left")
 
 
 @app.command()

@@ -9,7 +9,9 @@ tokens refused on every node, live connections closed with 4012.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 
 from im_schema.admin import (
     AdminUser,
@@ -26,7 +28,8 @@ from im_schema.devices import LoggedOut
 from im_schema.errors import ErrorCode
 from im_schema.models import User
 
-from ..bus.routes import NodeTable, RouteTable
+from ..bus.routes import NodeInfo, NodeTable, RouteTable
+from ..cluster.drain import DRAIN
 from ..errors import Conflict, Forbidden, NotFound
 from ..storage import UsernameTaken
 from ..storage._util import now_ms
@@ -51,7 +54,17 @@ def new_bot_token() -> str:
 class AdminService:
     """What ``/v1/admin`` does; every method checks the caller is an admin first."""
 
-    def __init__(self, store: AdminStore, devices: DeviceService, routes: RouteTable, nodes: NodeTable) -> None:
+    def __init__(
+        self,
+        store: AdminStore,
+        devices: DeviceService,
+        routes: RouteTable,
+        nodes: NodeTable,
+        *,
+        publish: Callable[[str, bytes], Awaitable[None]] | None = None,
+    ) -> None:
+        self._publish = publish
+        """Sends a control message to one gateway node's subject (the drain)."""
         self._store = store
         self._devices = devices
         self._routes = routes
@@ -144,20 +157,7 @@ class AdminService:
     async def nodes(self, principal: Principal) -> ClusterNodes:
         """Live nodes from the registry, the most connections first."""
         await self.require(principal)
-        now = now_ms() / 1000
-        nodes = [
-            ClusterNode(
-                node_id=info.node_id,
-                role="gateway" if info.role == "gateway" else "api",
-                address=info.url or "",
-                connections=info.connections,
-                uptime=max(0.0, now - info.started_at),
-                version=info.version,
-                state="draining" if info.state == "draining" else "serving",
-                live=True,
-            )
-            for info in self._nodes.live()
-        ]
+        nodes = [_node(info) for info in self._nodes.live()]
         nodes.sort(key=lambda node: (-node.connections, node.node_id))
         return ClusterNodes(nodes=nodes)
 
@@ -185,6 +185,21 @@ class AdminService:
             nats=nats,
         )
 
+    async def drain(self, principal: Principal, node_id: str, *, wait: float = 5.0) -> ClusterNode:
+        """Ask a live gateway node to drain; returns it once the registry shows it draining (or after
+        ``wait`` seconds, as last seen)."""
+        await self.require(principal)
+        info = next((item for item in self._nodes.live("gateway") if item.node_id == node_id), None)
+        if info is None or self._publish is None:
+            raise NotFound(f"no live gateway node {node_id!r} (see im cluster nodes)")
+        await self._publish(node_id, DRAIN)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while info.state != "draining" and loop.time() < until:
+            await asyncio.sleep(0.05)
+            info = next((item for item in self._nodes.live("gateway") if item.node_id == node_id), info)
+        return _node(info)
+
     async def kick(self, principal: Principal, user: int | str, device: str | None) -> LoggedOut:
         """End one device session of a user, or all of them, as a logout does."""
         await self.require(principal)
@@ -193,6 +208,19 @@ class AdminService:
         if device is not None and not ended:
             raise NotFound(f"{target.username!r} has no device {device!r} logged in", code=ErrorCode.DEVICE_NOT_FOUND)
         return LoggedOut(devices=list(ended), current=principal.user_id == target.id and principal.device_id in ended)
+
+
+def _node(info: NodeInfo) -> ClusterNode:
+    return ClusterNode(
+        node_id=info.node_id,
+        role="gateway" if info.role == "gateway" else "api",
+        address=info.url or "",
+        connections=info.connections,
+        uptime=max(0.0, now_ms() / 1000 - info.started_at),
+        version=info.version,
+        state="draining" if info.state == "draining" else "serving",
+        live=True,
+    )
 
 
 async def bootstrap_admin(db_url: str, username: str, password: str | None) -> tuple[AdminUser, bool]:

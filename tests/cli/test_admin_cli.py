@@ -48,6 +48,9 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
         ("cluster", "nodes"),
         ("cluster", "stats"),
         ("cluster", "routes", root),
+        ("cluster", "drain", "gw-any"),
+        ("cluster", "kick", root),
+        ("admin", "users", "make-admin", bob),
     ):
         refused = im("-P", bob, *args, "--json")
         assert refused.exit_code != 0, args
@@ -76,6 +79,12 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
     assert _json(im("-P", root, "cluster", "routes", bob, "--json"))["routes"] == []
     top = im("-P", root, "cluster", "top", "--json", "--count", "1")
     assert json.loads(top.stdout.splitlines()[0])["nodes"]
+    gateway = next(node["node_id"] for node in nodes if node["role"] == "gateway")
+    assert _json(im("-P", root, "cluster", "drain", gateway, "--json"))["state"] == "draining"
+    # bob's sessions ended when he was disabled: log in again, then be kicked.
+    result = im("-P", bob, "login", bob, "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert im("-P", bob, "whoami").exit_code == 0
     kicked = _json(im("-P", root, "cluster", "kick", bob, "--json"))
     assert kicked["devices"]
     assert im("-P", bob, "whoami").exit_code != 0

@@ -3,6 +3,8 @@ anyone else), disabling accounts, bot accounts and their tokens, and the cluster
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -11,6 +13,7 @@ from im_schema.admin import (
     ClusterStatsRequest,
     CreateBotRequest,
     DisableUserRequest,
+    DrainRequest,
     EnableUserRequest,
     KickRequest,
     ListBotsRequest,
@@ -211,3 +214,45 @@ async def test_cluster_nodes_routes_stats_and_kick(strict, closing, inboxes):
         await bob.whoami()
     assert bob.session is not None
     await strict.until(lambda: not strict.api.node.mirror.routes.devices(bob.session.user.id))
+
+
+async def test_drain_under_light_load_loses_and_duplicates_nothing(make_cluster, closing, inboxes):
+    cluster = make_cluster(gateways=2)
+    root = await _admin(cluster)
+    alice = await cluster.user("alice")
+    receivers = [await cluster.user(f"r{index}") for index in range(4)]
+    closing += [root, alice, *receivers]
+    boxes = [inboxes(receiver) for receiver in receivers]
+    held = [await wait_connected(cluster, receiver) for receiver in receivers]
+    victim_id = max(set(held), key=held.count)
+    victim = next(node for node in cluster.gateways if node.node_id == victim_id)
+    with pytest.raises(ForbiddenError):
+        await alice.request(DrainRequest(node=victim_id))
+    per_receiver = 15
+
+    async def traffic() -> None:
+        for number in range(per_receiver):
+            for receiver in receivers:
+                await alice.send_text(_name(receiver), f"m{number}")
+            await asyncio.sleep(0.01)
+
+    sending = asyncio.create_task(traffic())
+    first = [event.text for event in await boxes[0].take(2)]  # the traffic is flowing
+    drained = await root.request(DrainRequest(node=victim_id))
+    assert drained.state == "draining"
+    await sending
+    await cluster.until(victim.drained.is_set)
+    assert not victim.connections
+    for index, box in enumerate(boxes):
+        texts = (first if index == 0 else []) + [
+            event.text for event in await box.take(per_receiver - (2 if index == 0 else 0))
+        ]
+        assert texts == [f"m{number}" for number in range(per_receiver)]
+        with pytest.raises(TimeoutError):
+            await box.next(timeout=0.2)  # and nothing twice
+    # Every receiver is back, on the other gateway; nobody is assigned to the drained one.
+    for receiver in receivers:
+        assert await wait_connected(cluster, receiver) != victim_id
+    assert cluster.api.node.assign_gateway(1, "any").node_id != victim_id
+    with pytest.raises(NotFoundError):
+        await root.request(DrainRequest(node="gw-nosuchnode"))

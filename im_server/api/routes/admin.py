@@ -18,10 +18,12 @@ from im_schema.admin import (
     BotCreated,
     BotList,
     BotLoginRequest,
+    ClusterNode,
     ClusterNodes,
     ClusterStats,
     CreateBotRequest,
     DisableUserRequest,
+    DrainRequest,
     EnableUserRequest,
     KickRequest,
     ListUsersRequest,
@@ -149,6 +151,13 @@ async def cluster_stats(node: NodeDep, principal: PrincipalDep) -> ClusterStats:
 async def cluster_kick(body: KickRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
     """End a user's device session (or all of them) as a logout does (admins only)."""
     return await node.admin.kick(principal, body.user, body.device)
+
+
+@router.post("/admin/cluster/drain", response_model=ClusterNode)
+async def cluster_drain(body: DrainRequest, node: NodeDep, principal: PrincipalDep) -> ClusterNode:
+    """Drain a gateway: no new clients, its clients reconnect elsewhere (4010), it stops once empty
+    (admins only)."""
+    return await node.admin.drain(principal, body.node)
 
 
 async def _nats_figures(url: str | None) -> dict[str, object] | None:
