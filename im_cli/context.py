@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from im_schema.groups import Group
 from im_schema.ids import direct_conversation, is_conversation_id
 from im_schema.rest import Session
-from im_sdk import AsyncClient, Client, IMError
+from im_sdk import AsyncClient, Client, IMError, Retry
 from im_sdk.errors import UserNotFoundError
 
 from .errors import ExitCode, one_line
@@ -135,6 +135,7 @@ class Context:
             access_token=profile.access_token if logged_in else None,
             refresh_token=profile.refresh_token if logged_in else None,
             on_session=self._remember,
+            retry=Retry(deadline=5.0),  # someone is waiting at the terminal: say "cannot reach" sooner
             # Only events() opens it: `im listen` resumes where it stopped, other commands never touch it.
             state_path=self.store.state_path(self.profile_name) if logged_in else None,
         )

@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-import typer
-from rich.markup import escape
-from typer.core import TyperGroup
+try:
+    import typer
+    from rich.markup import escape
+    from typer.core import TyperGroup
+except ModuleNotFoundError as missing:  # the base install is the SDK alone: say what to add, not a traceback
+    raise SystemExit("the im command needs the cli extra: pip install 'imkit[cli]'") from missing
 
 from .commands import admin, auth, chat, cluster, devices, friends, groups, profile, server
 from .context import Context

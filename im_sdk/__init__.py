@@ -10,8 +10,9 @@
             if event.text == "ping":
                 await event.reply("pong")
 
-:class:`AsyncClient` and :class:`Client` have the same methods. Errors are subclasses of
-:class:`IMError` (see :mod:`im_sdk.errors`).
+:class:`AsyncClient` and :class:`Client` have the same methods (the blocking client is generated from
+the asynchronous one). Errors are subclasses of :class:`IMError` (see :mod:`im_sdk.errors`); failed
+requests are retried as :class:`Retry` says (see :mod:`im_sdk.retry`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .events import (
     UnknownEvent,
 )
 from .realtime.backoff import Backoff
+from .retry import Retry
 
 __all__ = [
     "APIError",
@@ -96,6 +98,7 @@ __all__ = [
     "ReadState",
     "RecallEvent",
     "RefusedTypeError",
+    "Retry",
     "Session",
     "TokenExpiredError",
     "TooManyDevicesError",

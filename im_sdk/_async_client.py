@@ -1,26 +1,28 @@
-"""The asynchronous client."""
+"""The asynchronous client.
+
+The blocking client (``im_sdk/_sync_client.py``) is generated from ``im_sdk/_async_client.py`` by
+``tools/unasync.py``; the I/O primitives that differ come from ``im_sdk/_async_io.py`` and
+``im_sdk/_sync_io.py``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-import websockets
 from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
+from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -50,31 +52,25 @@ from im_schema.rest import (
     WhoAmIRequest,
 )
 
-from ._base import error_from, parse, prepare, send_text_request
+from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
+from ._base import error_from, is_idempotent, parse, prepare, send_text_request
 from ._devices import AsyncDevices
-from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, Spool, media_request, open_source, transfer_timeout
+from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
-from .errors import (
-    APIError,
-    AuthenticationError,
-    ProtocolError,
-    TokenExpiredError,
-    TransportError,
-)
+from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import classify_close, reconnect_delay
+from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
 from .realtime.store import CursorKeeper
+from .retry import Retry
 
 __all__ = ["AsyncClient"]
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=BaseModel)
-
-AsyncMessageEvent = MessageEvent[Coroutine[Any, Any, Message]]
 
 
 class AsyncClient:
@@ -94,11 +90,16 @@ class AsyncClient:
         refresh_token: Renews the access token when it expires.
         timeout: Seconds for each HTTP request.
         backoff: Reconnect delays of :meth:`events`.
+        retry: How failed requests are retried (see :mod:`im_sdk.retry`); by default transport errors,
+            ``502``, ``503``, ``504`` and ``unavailable`` are retried with jittered backoff for up to 30 s,
+            honouring ``Retry-After``, for the requests that can be repeated safely.
         on_session: Called with every new :class:`~im_schema.rest.Session` (login and refresh), e.g. to
             persist the rotated tokens.
         state_path: A SQLite file where :meth:`events` keeps this device's sync cursors, so that a
             restarted client resumes where it stopped, without yielding anything twice or fetching
             history it has seen (see :mod:`im_sdk.realtime.store`).
+        resync_after: Seconds without any frame from the gateway after which :meth:`events` checks for
+            missed messages anyway ("conversations since" its cursor), as a last resort; ``None`` never.
         transport: An httpx transport, for tests.
     """
 
@@ -110,15 +111,19 @@ class AsyncClient:
         refresh_token: str | None = None,
         timeout: float = 10.0,
         backoff: Backoff | None = None,
+        retry: Retry | None = None,
         on_session: Callable[[Session], None] | None = None,
         state_path: str | os.PathLike[str] | None = None,
+        resync_after: float | None = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.server_url, timeout=timeout, transport=transport)
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
-        self._refreshing: asyncio.Lock | None = None
+        self._retry = retry or Retry()
+        self._resync_after = resync_after
+        self._refreshing = Lock()
         # Made now, not when events() starts, so that a message sent before that is known as our own.
         self._engine: SyncEngine | None = SyncEngine()
         self._events_started = False
@@ -161,21 +166,34 @@ class AsyncClient:
             raise TransportError(f"{prepared.method} {prepared.path}: {exc!r}") from exc
 
     async def request(self, request: Request[R]) -> R:
-        """Send any request model and return its response model; refreshes an expired token once."""
-        response = await self._send(request)
-        try:
-            return parse(request, response.status_code, response.content, response.headers)
-        except TokenExpiredError:
-            if not (request.endpoint.auth and self._state.refresh_token):
-                raise
-        await self._refresh_once(self._state.access_token)
-        response = await self._send(request)
-        return parse(request, response.status_code, response.content, response.headers)
+        """Send any request model and return its response model.
+
+        An expired token is refreshed once; transport errors, ``502``, ``503``, ``504`` and
+        ``unavailable`` are retried as the client's :class:`~im_sdk.retry.Retry` says, for requests that
+        can be repeated safely (and for any request that surely never left).
+        """
+        attempts = self._retry.start()
+        idempotent = is_idempotent(request)
+        refreshed = False
+        while True:
+            token = self._state.access_token
+            try:
+                response = await self._send(request)
+                return parse(request, response.status_code, response.content, response.headers)
+            except TokenExpiredError:
+                if refreshed or not (request.endpoint.auth and self._state.refresh_token):
+                    raise
+                refreshed = True
+                await self._refresh_once(token)
+            except IMError as exc:
+                pause = attempts.pause(exc, idempotent=idempotent)
+                if pause is None:
+                    raise
+                log.info("%s %s failed (%s); retrying in %.2fs", request.endpoint.method, request.path(), exc, pause)
+                await sleep(pause)
 
     async def _refresh_once(self, stale: str | None) -> None:
         # Concurrent calls that all saw the same expired token refresh it once.
-        if self._refreshing is None:
-            self._refreshing = asyncio.Lock()
         async with self._refreshing:
             if self._state.access_token == stale:
                 await self.refresh()
@@ -236,8 +254,8 @@ class AsyncClient:
 
         ``reply_to`` quotes a message of the conversation by seq; ``mentions`` names members to notify
         and ``mention_all`` notifies everyone (group owners and admins). The message is stored when this
-        returns. On a transport error the same ``client_msg_id`` is sent again, so a retry never stores a
-        message twice.
+        returns. After a transport error, ``502``, ``503``, ``504`` or ``unavailable`` the same
+        ``client_msg_id`` is sent again (see ``retry``), so a retry never stores a message twice.
         """
         request = send_text_request(
             to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all
@@ -271,14 +289,7 @@ class AsyncClient:
         if engine is not None:
             engine.expect_own(request.client_msg_id)
         try:
-            for attempt in range(3):
-                try:
-                    message = await self.request(request)
-                    break
-                except TransportError:
-                    if attempt == 2:
-                        raise
-                    await asyncio.sleep(0.2 * (attempt + 1))
+            message = await self.request(request)  # retried with the same client_msg_id
         except BaseException:
             if engine is not None:
                 engine.forget_own(request.client_msg_id)
@@ -336,14 +347,14 @@ class AsyncClient:
             name: The file name (a path's own name by default).
             progress: Called with ``(bytes sent, total)`` as the upload goes out.
 
-        Identical bytes are stored once, so uploading again is harmless: a transport error is retried
-        (if the source can seek back) and so is an expired token, once.
+        Identical bytes are stored once, so uploading again is harmless: failures are retried like
+        :meth:`request`'s (if the source can seek back) and an expired token is refreshed once.
         """
-        spool = await asyncio.to_thread(open_source, source, name)
+        spool = await to_thread(open_source, source, name)
         try:
             request = UploadRequest(kind=kind, name=spool.name)
+            attempts = self._retry.start()
             refreshed = False
-            failures = 0
             while True:
                 token = self._state.access_token
                 headers = {**self._state.headers(), "Content-Type": "application/octet-stream"}
@@ -353,23 +364,27 @@ class AsyncClient:
                     response = await self._http.post(
                         FILES_PATH,
                         params=request.payload(),
-                        content=_stream(spool, progress),
+                        content=chunks(spool, progress),
                         headers=headers,
                         timeout=transfer_timeout(self._http.timeout),
                     )
-                except httpx.HTTPError as exc:
-                    failures += 1
-                    if failures == 3 or not spool.rewind():
-                        raise TransportError(f"POST {FILES_PATH}: {exc!r}") from exc
-                    await asyncio.sleep(0.2 * failures)
-                    continue
-                try:
                     return parse(request, response.status_code, response.content, response.headers)
+                except httpx.HTTPError as exc:
+                    error: IMError = TransportError(f"POST {FILES_PATH}: {exc!r}")
+                    error.__cause__ = exc
                 except TokenExpiredError:
                     if refreshed or not self._state.refresh_token or not spool.rewind():
                         raise
                     refreshed = True
                     await self._refresh_once(token)
+                    continue
+                except IMError as exc:
+                    error = exc
+                pause = attempts.pause(error, idempotent=True)
+                if pause is None or not spool.rewind():
+                    raise error
+                log.info("upload failed (%s); retrying in %.2fs", error, pause)
+                await sleep(pause)
         finally:
             spool.close()
 
@@ -492,26 +507,27 @@ class AsyncClient:
         place only once its SHA-256 matches the blob's id.
         """
         plan = DownloadPlan.for_message(message, path, thumbnail=thumbnail)
+        attempts = self._retry.start()
         refreshed = False
-        failures = 0
         while True:
-            headers = await asyncio.to_thread(plan.resume)
+            headers = await to_thread(plan.resume)
             token = self._state.access_token
             try:
                 if not plan.complete:
                     await self._fetch(plan, headers, progress)
-                return await asyncio.to_thread(plan.finish)  # a corrupt result is removed: start over
+                return await to_thread(plan.finish)  # a corrupt result is removed: start over
             except TokenExpiredError:
                 if refreshed or not self._state.refresh_token:
                     raise
                 refreshed = True
                 await self._refresh_once(token)
                 continue
-            except TransportError:
-                failures += 1
-                if failures == 3:
+            except IMError as exc:
+                pause = attempts.pause(exc, idempotent=True)
+                if pause is None:
                     raise
-                await asyncio.sleep(0.2 * failures)
+                log.info("download failed (%s); resuming in %.2fs", exc, pause)
+                await sleep(pause)
 
     async def _fetch(self, plan: DownloadPlan, headers: dict[str, str], progress: Progress | None) -> None:
         request = DownloadRequest(blob=plan.blob, name=plan.name)
@@ -521,26 +537,26 @@ class AsyncClient:
             ) as response:
                 if response.status_code not in (200, 206):
                     raise error_from(response.status_code, await response.aread(), response.headers)
-                file = await asyncio.to_thread(plan.part.open, plan.accept(response.status_code, response.headers))
+                file = await to_thread(plan.part.open, plan.accept(response.status_code, response.headers))
                 try:
                     async for chunk in response.aiter_bytes(CHUNK_SIZE):
-                        await asyncio.to_thread(file.write, chunk)
+                        await to_thread(file.write, chunk)
                         plan.add(chunk, progress)
                 finally:
-                    await asyncio.to_thread(file.close)
+                    await to_thread(file.close)
         except httpx.HTTPError as exc:
             raise TransportError(f"GET {request.path()}: {exc!r}") from exc
 
     # Real time ------------------------------------------------------------------------------------
 
-    async def messages(self, *, start: StartFrom = "unread") -> AsyncGenerator[AsyncMessageEvent, None]:
+    async def messages(self, *, start: StartFrom = "unread") -> AsyncGenerator[MessageEvent[Reply], None]:
         """Only the messages of :meth:`events` (what bots and scripts usually want)."""
         async with contextlib.aclosing(self.events(start=start)) as events:
             async for event in events:
                 if isinstance(event, MessageEvent):
                     yield event
 
-    async def events(self, *, start: StartFrom = "unread") -> AsyncGenerator[Event[Coroutine[Any, Any, Message]], None]:
+    async def events(self, *, start: StartFrom = "unread") -> AsyncGenerator[Event[Reply], None]:
         """Everything for this device as it arrives, forever: messages, recalls and edits, read positions,
         typing, presence and other notices (see :mod:`im_sdk.events`).
 
@@ -576,66 +592,84 @@ class AsyncClient:
                 delay = exc.retry_after or next(delays)
                 log.info("realtime setup failed (%s); retrying in %.2fs", exc, delay)
             engine.reset_fetching()
-            await asyncio.sleep(delay)
+            await sleep(delay)
 
     async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame, None]:
         assignment = await self.request(GatewayRequest())
         try:
-            connection = await websockets.connect(
-                assignment.url, compression=None, open_timeout=10, max_size=2**22, ping_interval=20
-            )
+            connection = await open_gateway(assignment.url)
         except InvalidURI as exc:
             raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
         async with connection:
             ready = await self._authenticate(connection)
             self._cursors.ready(engine, ready.user_id, ready.device_id)
-            pending: list[Deliver | Fetch] = []
-            since = engine.since
-            while True:  # every page of "conversations since"
-                page = await self.conversations_page(since=since, limit=500)
-                pending.extend(engine.on_conversations(page))
-                since = page.cursor
-                if not page.has_more:
-                    break
-            async with contextlib.aclosing(self._run(engine, pending)) as caught_up:
+            async with contextlib.aclosing(self._catch_up(engine)) as caught_up:
                 async for message in caught_up:
                     yield message
+            resyncs = ResyncSchedule(self._resync_after)
             try:
-                async for data in connection:
-                    frame = _decode(data)
+                while True:
+                    if resyncs.due():
+                        # Pushes may have been missed (the gateway said so, or all was quiet for long):
+                        # sync from the cursor, on this same connection.
+                        log.debug("resync on the open connection")
+                        async with contextlib.aclosing(self._catch_up(engine)) as caught_up:
+                            async for message in caught_up:
+                                yield message
+                        resyncs.done()
+                    try:
+                        frame = _decode(await receive(connection, resyncs.wait()))
+                    except TimeoutError:
+                        continue  # a resync is due now
+                    resyncs.heard()
                     if isinstance(frame, MessageFrame):
                         async with contextlib.aclosing(self._run(engine, engine.on_push(frame.message))) as run:
                             async for message in run:
                                 yield message
                     elif isinstance(frame, NoticeFrame):
                         yield frame
+                    elif isinstance(frame, ResyncFrame):
+                        log.info("the gateway asks for a resync (%s)", frame.reason or "no reason given")
+                        resyncs.asked()
                     elif isinstance(frame, ErrorFrame):
                         log.warning("gateway error: %s: %s", frame.code, frame.message)
             except ConnectionClosed:
                 pass
         raise classify_close(connection.close_code, connection.close_reason)
 
+    async def _catch_up(self, engine: SyncEngine) -> AsyncGenerator[Message, None]:
+        """Run "conversations since" the engine's cursor and fetch what it shows missing (after each
+        ``ready``, on a ``resync`` frame, and after a quiet period)."""
+        pending: list[Deliver | Fetch] = []
+        since = engine.since
+        while True:  # every page of "conversations since"
+            page = await self.conversations_page(since=since, limit=500)
+            pending.extend(engine.on_conversations(page))
+            since = page.cursor
+            if not page.has_more:
+                break
+        async with contextlib.aclosing(self._run(engine, pending)) as run:
+            async for message in run:
+                yield message
+
     async def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
-        for attempt in range(2):
-            token = self._state.access_token
-            if token is None:
-                raise AuthenticationError("unauthorized", "log in first")
-            await connection.send(AuthFrame(token=token).model_dump_json())
-            try:
-                frame = _decode(await asyncio.wait_for(connection.recv(), 15))
-            except ConnectionClosed:
-                frame = None
-            if isinstance(frame, ReadyFrame):
-                return frame
-            if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
-                await self._refresh_once(token)
-                with contextlib.suppress(ConnectionClosed):
-                    await connection.wait_closed()
-                raise TransportError("token refreshed; reconnecting")
-            if isinstance(frame, ErrorFrame):
-                raise classify_close(connection.close_code, frame.message, frame.code)
-            raise classify_close(connection.close_code, connection.close_reason)
-        raise ProtocolError("no ready frame")
+        token = self._state.access_token
+        if token is None:
+            raise AuthenticationError("unauthorized", "log in first")
+        await connection.send(AuthFrame(token=token).model_dump_json())
+        try:
+            frame = _decode(await receive(connection, 15))
+        except ConnectionClosed:
+            frame = None
+        answer = auth_answer(frame, connection.close_code, connection.close_reason)
+        if isinstance(answer, RefreshToken):
+            # The gateway closes after the error frame; the next connection carries the new token.
+            await self._refresh_once(token)
+            await wait_closed(connection)
+            raise TransportError("token refreshed; reconnecting")
+        if isinstance(answer, ReadyFrame):
+            return answer
+        raise answer
 
     async def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> AsyncGenerator[Message, None]:
         """Carry out fetches, yielding each message as soon as it may be delivered.
@@ -662,12 +696,6 @@ class AsyncClient:
             released = engine.on_history(action, page)
             self._cursors.handed(step.message for step in released if isinstance(step, Deliver))
             queue[0:0] = released
-
-
-async def _stream(spool: Spool, progress: Progress | None) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(spool.read):
-        spool.advance(chunk, progress)
-        yield chunk
 
 
 def _decode(data: str | bytes) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
@@ -16,12 +18,23 @@ from pydantic import BaseModel, ValidationError
 
 from im_schema.content import TextContent
 from im_schema.errors import ErrorEnvelope
+from im_schema.files import UploadRequest
 from im_schema.ids import is_conversation_id
-from im_schema.rest import Request, SendMessageRequest
+from im_schema.lifecycle import TypingRequest
+from im_schema.rest import MarkReadRequest, Request, SendMessageRequest
 
 from .errors import APIError, InternalServerError, error_for
 
-__all__ = ["Prepared", "error_from", "new_client_msg_id", "parse", "prepare", "send_text_request"]
+__all__ = [
+    "Prepared",
+    "error_from",
+    "is_idempotent",
+    "new_client_msg_id",
+    "parse",
+    "prepare",
+    "retry_after_seconds",
+    "send_text_request",
+]
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -48,6 +61,18 @@ def prepare(request: Request[R]) -> Prepared:
     return Prepared(endpoint.method, path, None, payload, endpoint.auth)
 
 
+_REPEATABLE = (SendMessageRequest, MarkReadRequest, TypingRequest, UploadRequest)
+"""POSTs that a repeat cannot harm: a send carries its idempotency key, a read position only moves
+forward, typing is a hint, identical uploads are stored once."""
+
+
+def is_idempotent(request: Request[Any]) -> bool:
+    """Whether sending ``request`` twice has the effect of sending it once (so it may be retried after an
+    error that leaves its fate unknown): ``GET``, ``PUT`` and ``PATCH`` (which set values), and the POSTs
+    in :data:`_REPEATABLE`. ``DELETE`` is left out: a repeat of one that worked answers ``404``."""
+    return request.endpoint.method in ("GET", "PUT", "PATCH") or isinstance(request, _REPEATABLE)
+
+
 def parse(request: Request[R], status: int, content: bytes, headers: Any = None) -> R:
     """The response model of a successful answer; raises the matching :class:`APIError` otherwise."""
     if 200 <= status < 300:
@@ -60,8 +85,7 @@ def parse(request: Request[R], status: int, content: bytes, headers: Any = None)
 
 def error_from(status: int, content: bytes, headers: Any = None) -> APIError:
     """The exception for an error response."""
-    header = headers.get("retry-after", "") if headers is not None else ""
-    header_delay = float(header) if header.isdigit() else None
+    header_delay = retry_after_seconds(headers.get("retry-after") if headers is not None else None)
     try:
         body = ErrorEnvelope.model_validate_json(content).error
     except ValidationError:
@@ -70,6 +94,23 @@ def error_from(status: int, content: bytes, headers: Any = None) -> APIError:
         return error_for(f"http_{status}", text, status=status, retry_after=header_delay)
     retry_after = body.retry_after if body.retry_after is not None else header_delay
     return error_for(body.code, body.message, status=status, retry_after=retry_after, details=body.details)
+
+
+def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date; ``None`` if absent
+    or unreadable."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def new_client_msg_id() -> str:

@@ -4,6 +4,9 @@ A device logged out loses its session at once on every server node: its tokens a
 realtime connection is closed (its :meth:`~im_sdk.AsyncClient.events` raises
 :class:`~im_sdk.AuthenticationError`). When the calling device is among those logged out, the client
 forgets its tokens, as :meth:`~im_sdk.AsyncClient.logout` does.
+
+The blocking twin (``im_sdk/_sync_devices.py``) is generated from ``im_sdk/_devices.py`` by
+``tools/unasync.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from im_schema.models import Device
 
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
-    from ._sync_client import Client
 
-__all__ = ["AsyncDevices", "Devices"]
+__all__ = ["AsyncDevices"]
 
 
 class AsyncDevices:
@@ -41,31 +43,6 @@ class AsyncDevices:
     async def logout_all(self) -> LoggedOut:
         """Log every device out, this one included (the client forgets its tokens)."""
         result = await self._client.request(LogoutAllRequest())
-        if result.current:
-            self._client._state.clear()
-        return result
-
-
-class Devices:
-    """My logged-in devices; see :class:`AsyncDevices`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
-    def list(self) -> builtins.list[Device]:
-        """My devices, oldest login first, each with whether it is connected now and which one is this."""
-        return self._client.request(ListDevicesRequest()).devices
-
-    def logout(self, device: str) -> LoggedOut:
-        """Log one device out (this one too, if named: the client then forgets its tokens)."""
-        result = self._client.request(LogoutDeviceRequest(device=device))
-        if result.current:
-            self._client._state.clear()
-        return result
-
-    def logout_all(self) -> LoggedOut:
-        """Log every device out, this one included (the client forgets its tokens)."""
-        result = self._client.request(LogoutAllRequest())
         if result.current:
             self._client._state.clear()
         return result

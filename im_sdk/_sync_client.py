@@ -1,12 +1,17 @@
-"""The synchronous client: the same methods as :class:`~im_sdk.AsyncClient`, blocking."""
+# Generated from im_sdk/_async_client.py by tools/unasync.py: edit the source and run the script, not this file.
+"""The blocking client.
+
+The blocking client (``im_sdk/_sync_client.py``) is generated from ``im_sdk/_async_client.py`` by
+``tools/unasync.py``; the I/O primitives that differ come from ``im_sdk/_async_io.py`` and
+``im_sdk/_sync_io.py``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,12 +19,11 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
 
 from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, server_frames
+from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -49,17 +53,19 @@ from im_schema.rest import (
     WhoAmIRequest,
 )
 
-from ._base import error_from, parse, prepare, send_text_request
-from ._devices import Devices
+from ._base import error_from, is_idempotent, parse, prepare, send_text_request
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
-from ._people import Friends, Groups
 from ._session import SessionState
-from .errors import APIError, AuthenticationError, ProtocolError, TokenExpiredError, TransportError
+from ._sync_devices import Devices
+from ._sync_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
+from ._sync_people import Friends, Groups
+from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import classify_close, reconnect_delay
+from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
 from .realtime.store import CursorKeeper
+from .retry import Retry
 
 __all__ = ["Client"]
 
@@ -69,13 +75,33 @@ R = TypeVar("R", bound=BaseModel)
 
 
 class Client:
-    """A blocking client for one account on one device; see :class:`~im_sdk.AsyncClient`.
+    """A blocking client for one account on one device.
 
     ::
 
         with Client("http://localhost:8080") as client:
-            client.login("alice", "secret", device="script")
-            client.send_text("bob", "build finished")
+            client.login("alice", "secret", device="laptop")
+            client.send_text("bob", "hello")
+            for event in client.events():
+                print(event.sender, event.text)
+
+    Args:
+        server_url: The API's base URL.
+        access_token: Resume a session without logging in (with ``refresh_token`` to renew it).
+        refresh_token: Renews the access token when it expires.
+        timeout: Seconds for each HTTP request.
+        backoff: Reconnect delays of :meth:`events`.
+        retry: How failed requests are retried (see :mod:`im_sdk.retry`); by default transport errors,
+            ``502``, ``503``, ``504`` and ``unavailable`` are retried with jittered backoff for up to 30 s,
+            honouring ``Retry-After``, for the requests that can be repeated safely.
+        on_session: Called with every new :class:`~im_schema.rest.Session` (login and refresh), e.g. to
+            persist the rotated tokens.
+        state_path: A SQLite file where :meth:`events` keeps this device's sync cursors, so that a
+            restarted client resumes where it stopped, without yielding anything twice or fetching
+            history it has seen (see :mod:`im_sdk.realtime.store`).
+        resync_after: Seconds without any frame from the gateway after which :meth:`events` checks for
+            missed messages anyway ("conversations since" its cursor), as a last resort; ``None`` never.
+        transport: An httpx transport, for tests.
     """
 
     def __init__(
@@ -86,15 +112,19 @@ class Client:
         refresh_token: str | None = None,
         timeout: float = 10.0,
         backoff: Backoff | None = None,
+        retry: Retry | None = None,
         on_session: Callable[[Session], None] | None = None,
         state_path: str | os.PathLike[str] | None = None,
+        resync_after: float | None = 120.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport)
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
-        self._refreshing = threading.Lock()
+        self._retry = retry or Retry()
+        self._resync_after = resync_after
+        self._refreshing = Lock()
         # Made now, not when events() starts, so that a message sent before that is known as our own.
         self._engine: SyncEngine | None = SyncEngine()
         self._events_started = False
@@ -137,18 +167,34 @@ class Client:
             raise TransportError(f"{prepared.method} {prepared.path}: {exc!r}") from exc
 
     def request(self, request: Request[R]) -> R:
-        """Send any request model and return its response model; refreshes an expired token once."""
-        response = self._send(request)
-        try:
-            return parse(request, response.status_code, response.content, response.headers)
-        except TokenExpiredError:
-            if not (request.endpoint.auth and self._state.refresh_token):
-                raise
-        self._refresh_once(self._state.access_token)
-        response = self._send(request)
-        return parse(request, response.status_code, response.content, response.headers)
+        """Send any request model and return its response model.
+
+        An expired token is refreshed once; transport errors, ``502``, ``503``, ``504`` and
+        ``unavailable`` are retried as the client's :class:`~im_sdk.retry.Retry` says, for requests that
+        can be repeated safely (and for any request that surely never left).
+        """
+        attempts = self._retry.start()
+        idempotent = is_idempotent(request)
+        refreshed = False
+        while True:
+            token = self._state.access_token
+            try:
+                response = self._send(request)
+                return parse(request, response.status_code, response.content, response.headers)
+            except TokenExpiredError:
+                if refreshed or not (request.endpoint.auth and self._state.refresh_token):
+                    raise
+                refreshed = True
+                self._refresh_once(token)
+            except IMError as exc:
+                pause = attempts.pause(exc, idempotent=idempotent)
+                if pause is None:
+                    raise
+                log.info("%s %s failed (%s); retrying in %.2fs", request.endpoint.method, request.path(), exc, pause)
+                sleep(pause)
 
     def _refresh_once(self, stale: str | None) -> None:
+        # Concurrent calls that all saw the same expired token refresh it once.
         with self._refreshing:
             if self._state.access_token == stale:
                 self.refresh()
@@ -209,8 +255,8 @@ class Client:
 
         ``reply_to`` quotes a message of the conversation by seq; ``mentions`` names members to notify
         and ``mention_all`` notifies everyone (group owners and admins). The message is stored when this
-        returns. On a transport error the same ``client_msg_id`` is sent again, so a retry never stores a
-        message twice.
+        returns. After a transport error, ``502``, ``503``, ``504`` or ``unavailable`` the same
+        ``client_msg_id`` is sent again (see ``retry``), so a retry never stores a message twice.
         """
         request = send_text_request(
             to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all
@@ -244,14 +290,7 @@ class Client:
         if engine is not None:
             engine.expect_own(request.client_msg_id)
         try:
-            for attempt in range(3):
-                try:
-                    message = self.request(request)
-                    break
-                except TransportError:
-                    if attempt == 2:
-                        raise
-                    time.sleep(0.2 * (attempt + 1))
+            message = self.request(request)  # retried with the same client_msg_id
         except BaseException:
             if engine is not None:
                 engine.forget_own(request.client_msg_id)
@@ -309,14 +348,14 @@ class Client:
             name: The file name (a path's own name by default).
             progress: Called with ``(bytes sent, total)`` as the upload goes out.
 
-        Identical bytes are stored once, so uploading again is harmless: a transport error is retried
-        (if the source can seek back) and so is an expired token, once.
+        Identical bytes are stored once, so uploading again is harmless: failures are retried like
+        :meth:`request`'s (if the source can seek back) and an expired token is refreshed once.
         """
-        spool = open_source(source, name)
+        spool = to_thread(open_source, source, name)
         try:
             request = UploadRequest(kind=kind, name=spool.name)
+            attempts = self._retry.start()
             refreshed = False
-            failures = 0
             while True:
                 token = self._state.access_token
                 headers = {**self._state.headers(), "Content-Type": "application/octet-stream"}
@@ -326,23 +365,27 @@ class Client:
                     response = self._http.post(
                         FILES_PATH,
                         params=request.payload(),
-                        content=spool.chunks(progress),
+                        content=chunks(spool, progress),
                         headers=headers,
                         timeout=transfer_timeout(self._http.timeout),
                     )
-                except httpx.HTTPError as exc:
-                    failures += 1
-                    if failures == 3 or not spool.rewind():
-                        raise TransportError(f"POST {FILES_PATH}: {exc!r}") from exc
-                    time.sleep(0.2 * failures)
-                    continue
-                try:
                     return parse(request, response.status_code, response.content, response.headers)
+                except httpx.HTTPError as exc:
+                    error: IMError = TransportError(f"POST {FILES_PATH}: {exc!r}")
+                    error.__cause__ = exc
                 except TokenExpiredError:
                     if refreshed or not self._state.refresh_token or not spool.rewind():
                         raise
                     refreshed = True
                     self._refresh_once(token)
+                    continue
+                except IMError as exc:
+                    error = exc
+                pause = attempts.pause(error, idempotent=True)
+                if pause is None or not spool.rewind():
+                    raise error
+                log.info("upload failed (%s); retrying in %.2fs", error, pause)
+                sleep(pause)
         finally:
             spool.close()
 
@@ -463,26 +506,27 @@ class Client:
         place only once its SHA-256 matches the blob's id.
         """
         plan = DownloadPlan.for_message(message, path, thumbnail=thumbnail)
+        attempts = self._retry.start()
         refreshed = False
-        failures = 0
         while True:
-            headers = plan.resume()
+            headers = to_thread(plan.resume)
             token = self._state.access_token
             try:
                 if not plan.complete:
                     self._fetch(plan, headers, progress)
-                return plan.finish()  # a corrupt result is removed: start over
+                return to_thread(plan.finish)  # a corrupt result is removed: start over
             except TokenExpiredError:
                 if refreshed or not self._state.refresh_token:
                     raise
                 refreshed = True
                 self._refresh_once(token)
                 continue
-            except TransportError:
-                failures += 1
-                if failures == 3:
+            except IMError as exc:
+                pause = attempts.pause(exc, idempotent=True)
+                if pause is None:
                     raise
-                time.sleep(0.2 * failures)
+                log.info("download failed (%s); resuming in %.2fs", exc, pause)
+                sleep(pause)
 
     def _fetch(self, plan: DownloadPlan, headers: dict[str, str], progress: Progress | None) -> None:
         request = DownloadRequest(blob=plan.blob, name=plan.name)
@@ -492,23 +536,35 @@ class Client:
             ) as response:
                 if response.status_code not in (200, 206):
                     raise error_from(response.status_code, response.read(), response.headers)
-                with plan.part.open(plan.accept(response.status_code, response.headers)) as file:
+                file = to_thread(plan.part.open, plan.accept(response.status_code, response.headers))
+                try:
                     for chunk in response.iter_bytes(CHUNK_SIZE):
-                        file.write(chunk)
+                        to_thread(file.write, chunk)
                         plan.add(chunk, progress)
+                finally:
+                    to_thread(file.close)
         except httpx.HTTPError as exc:
             raise TransportError(f"GET {request.path()}: {exc!r}") from exc
 
     # Real time ------------------------------------------------------------------------------------
 
-    def messages(self, *, start: StartFrom = "unread") -> Iterator[MessageEvent[Message]]:
+    def messages(self, *, start: StartFrom = "unread") -> Generator[MessageEvent[Reply], None, None]:
         """Only the messages of :meth:`events` (what bots and scripts usually want)."""
-        for event in self.events(start=start):
-            if isinstance(event, MessageEvent):
-                yield event
+        with contextlib.closing(self.events(start=start)) as events:
+            for event in events:
+                if isinstance(event, MessageEvent):
+                    yield event
 
-    def events(self, *, start: StartFrom = "unread") -> Iterator[Event[Message]]:
-        """Messages and notices for this device as they arrive, forever; see :meth:`AsyncClient.events`."""
+    def events(self, *, start: StartFrom = "unread") -> Generator[Event[Reply], None, None]:
+        """Everything for this device as it arrives, forever: messages, recalls and edits, read positions,
+        typing, presence and other notices (see :mod:`im_sdk.events`).
+
+        Connects to the gateway the API assigns, reconnects with jittered backoff when the connection
+        drops, and after every (re)connect fetches whatever was missed, so each ``(conversation, seq)``
+        is yielded exactly once and each conversation in seq order. ``start`` says where conversations
+        seen for the first time begin: after what was read (``unread``), at the newest message
+        (``latest``) or at the beginning (``all``). Messages this client sent are not yielded.
+        """
         if self._engine is None:
             self._engine = SyncEngine(start=start)
         elif not self._events_started:
@@ -518,10 +574,13 @@ class Client:
         delays = self._backoff.delays()
         while True:
             try:
-                for item in self._connected(engine):
-                    delays = self._backoff.delays()
-                    with self._cursors.yielding(item):
-                        yield to_event(item if isinstance(item, Message) else item.notice, self)
+                # Closed as soon as this generator is (a consumer that stops early closes the connection
+                # now, not whenever the event loop finalizes abandoned generators).
+                with contextlib.closing(self._connected(engine)) as connected:
+                    for item in connected:
+                        delays = self._backoff.delays()  # a working connection resets the backoff
+                        with self._cursors.yielding(item):
+                            yield to_event(item if isinstance(item, Message) else item.notice, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -532,61 +591,90 @@ class Client:
                 delay = exc.retry_after or next(delays)
                 log.info("realtime setup failed (%s); retrying in %.2fs", exc, delay)
             engine.reset_fetching()
-            time.sleep(delay)
+            sleep(delay)
 
-    def _connected(self, engine: SyncEngine) -> Iterator[Message | NoticeFrame]:
+    def _connected(self, engine: SyncEngine) -> Generator[Message | NoticeFrame, None, None]:
         assignment = self.request(GatewayRequest())
         try:
-            connection = connect(assignment.url, compression=None, open_timeout=10, max_size=2**22)
+            connection = open_gateway(assignment.url)
         except InvalidURI as exc:
             raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
         with connection:
             ready = self._authenticate(connection)
             self._cursors.ready(engine, ready.user_id, ready.device_id)
-            pending: list[Deliver | Fetch] = []
-            since = engine.since
-            while True:
-                page = self.conversations_page(since=since, limit=500)
-                pending.extend(engine.on_conversations(page))
-                since = page.cursor
-                if not page.has_more:
-                    break
-            yield from self._run(engine, pending)
+            with contextlib.closing(self._catch_up(engine)) as caught_up:
+                for message in caught_up:
+                    yield message
+            resyncs = ResyncSchedule(self._resync_after)
             try:
-                for data in _received(connection):
-                    frame = _decode(data)
+                while True:
+                    if resyncs.due():
+                        # Pushes may have been missed (the gateway said so, or all was quiet for long):
+                        # sync from the cursor, on this same connection.
+                        log.debug("resync on the open connection")
+                        with contextlib.closing(self._catch_up(engine)) as caught_up:
+                            for message in caught_up:
+                                yield message
+                        resyncs.done()
+                    try:
+                        frame = _decode(receive(connection, resyncs.wait()))
+                    except TimeoutError:
+                        continue  # a resync is due now
+                    resyncs.heard()
                     if isinstance(frame, MessageFrame):
-                        yield from self._run(engine, engine.on_push(frame.message))
+                        with contextlib.closing(self._run(engine, engine.on_push(frame.message))) as run:
+                            for message in run:
+                                yield message
                     elif isinstance(frame, NoticeFrame):
                         yield frame
+                    elif isinstance(frame, ResyncFrame):
+                        log.info("the gateway asks for a resync (%s)", frame.reason or "no reason given")
+                        resyncs.asked()
                     elif isinstance(frame, ErrorFrame):
                         log.warning("gateway error: %s: %s", frame.code, frame.message)
             except ConnectionClosed:
                 pass
         raise classify_close(connection.close_code, connection.close_reason)
 
-    def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
-        for attempt in range(2):
-            token = self._state.access_token
-            if token is None:
-                raise AuthenticationError("unauthorized", "log in first")
-            connection.send(AuthFrame(token=token).model_dump_json())
-            try:
-                frame = _decode(connection.recv(timeout=15))
-            except ConnectionClosed:
-                frame = None
-            if isinstance(frame, ReadyFrame):
-                return frame
-            if isinstance(frame, ErrorFrame) and frame.code == "token_expired" and attempt == 0:
-                self._refresh_once(token)
-                raise TransportError("token refreshed; reconnecting")
-            if isinstance(frame, ErrorFrame):
-                raise classify_close(connection.close_code, frame.message, frame.code)
-            raise classify_close(connection.close_code, connection.close_reason)
-        raise ProtocolError("no ready frame")
+    def _catch_up(self, engine: SyncEngine) -> Generator[Message, None, None]:
+        """Run "conversations since" the engine's cursor and fetch what it shows missing (after each
+        ``ready``, on a ``resync`` frame, and after a quiet period)."""
+        pending: list[Deliver | Fetch] = []
+        since = engine.since
+        while True:  # every page of "conversations since"
+            page = self.conversations_page(since=since, limit=500)
+            pending.extend(engine.on_conversations(page))
+            since = page.cursor
+            if not page.has_more:
+                break
+        with contextlib.closing(self._run(engine, pending)) as run:
+            yield from run
 
-    def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> Iterator[Message]:
-        """Carry out fetches, yielding each message as soon as it may be delivered (see the async twin)."""
+    def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
+        token = self._state.access_token
+        if token is None:
+            raise AuthenticationError("unauthorized", "log in first")
+        connection.send(AuthFrame(token=token).model_dump_json())
+        try:
+            frame = _decode(receive(connection, 15))
+        except ConnectionClosed:
+            frame = None
+        answer = auth_answer(frame, connection.close_code, connection.close_reason)
+        if isinstance(answer, RefreshToken):
+            # The gateway closes after the error frame; the next connection carries the new token.
+            self._refresh_once(token)
+            wait_closed(connection)
+            raise TransportError("token refreshed; reconnecting")
+        if isinstance(answer, ReadyFrame):
+            return answer
+        raise answer
+
+    def _run(self, engine: SyncEngine, actions: list[Deliver | Fetch]) -> Generator[Message, None, None]:
+        """Carry out fetches, yielding each message as soon as it may be delivered.
+
+        Yielding as it goes (rather than collecting first) means a fetch that fails later cannot drop
+        messages the engine already counts as delivered.
+        """
         # Every delivery the engine releases is handed to the cursor keeper at once (it counts them as
         # delivered already), then yielded in order.
         queue = list(actions)
@@ -601,28 +689,15 @@ class Client:
             except APIError as exc:
                 engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:
-                    continue
+                    continue  # left the conversation meanwhile
                 raise
             released = engine.on_history(action, page)
             self._cursors.handed(step.message for step in released if isinstance(step, Deliver))
             queue[0:0] = released
 
 
-def _received(connection: ClientConnection) -> Iterator[str | bytes]:
-    """The frames of a connection, like iterating over it, but waking up every second.
-
-    The connection's own thread may be the one the kernel hands SIGINT to; a main thread blocked on a
-    lock without a timeout would then not see Ctrl-C until the next frame arrived.
-    """
-    while True:
-        try:
-            yield connection.recv(timeout=1.0)
-        except TimeoutError:
-            continue
-
-
 def _decode(data: str | bytes) -> Any:
     try:
         return server_frames.validate_json(data)
     except ValueError:
-        return None
+        return None  # a frame from a newer server: ignored, the loop keeps running

@@ -77,6 +77,7 @@ def test_the_parity_check_covers_the_api():
     assert {"login", "send_text", "history", "events", "close", "__enter__", "session"} <= names
 
 
+# The blocking namespaces are generated (tools/unasync.py) into im_sdk._sync_<module>.
 NAMESPACES = [
     ("friends", "_people", "Friends", "AsyncFriends"),
     ("groups", "_people", "Groups", "AsyncGroups"),
@@ -88,8 +89,9 @@ NAMESPACES = [
 def test_namespaces_are_twins_too(attribute, module, sync_name, async_name):
     import importlib
 
-    namespaces = importlib.import_module(f"im_sdk.{module}")
-    sync_cls, async_cls = getattr(namespaces, sync_name), getattr(namespaces, async_name)
+    async_module = importlib.import_module(f"im_sdk.{module}")
+    sync_module = importlib.import_module(f"im_sdk._sync{module}")
+    sync_cls, async_cls = getattr(sync_module, sync_name), getattr(async_module, async_name)
     assert public_members(sync_cls) == public_members(async_cls)
     for name in public_members(sync_cls):
         sync_member = inspect.getattr_static(sync_cls, name)

@@ -1,7 +1,7 @@
 """The base install is the SDK alone: importing it must not pull in the server, the CLI or their deps.
 
 Each check runs in a fresh interpreter that hides the forbidden packages, as on a machine with only
-``pip install im``. Hiding matters because third-party code may use them when they happen to be installed
+``pip install imkit``. Hiding matters because third-party code may use them when they happen to be installed
 (httpx imports rich for its optional CLI), which says nothing about our own imports.
 """
 
@@ -98,3 +98,32 @@ def test_the_probe_names_the_importing_module():
     report = probe("httpx")
     assert report["error"] is None
     assert ["rich", "httpx._main"] in report["attempts"]
+
+
+HIDE_AND_RUN = """
+import importlib.abc, sys
+
+forbidden = {"typer", "rich", "im_server", "sqlalchemy", "nats", "fastapi", "uvicorn"}
+
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in forbidden:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Hide())
+from im_cli.main import main  # what the `im` console script does
+
+main()
+"""
+
+
+def test_the_im_command_without_the_cli_extra_says_what_to_install():
+    result = subprocess.run(
+        [sys.executable, "-c", HIDE_AND_RUN], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "the im command needs the cli extra: pip install 'imkit[cli]'"
+    assert "Traceback" not in result.stderr

@@ -51,7 +51,7 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
         from im_server.cluster.access import AccessAdmin
         from im_server.settings import Settings
     except ImportError:
-        fail("the server is not installed; install it with: pip install 'im[server]'")
+        fail("the server is not installed; install it with: pip install 'imkit[server]'")
     overrides: dict[str, object] = {"nats_connect_timeout": 5.0}
     embedded_seed = Path("im-data") / "nats-credentials" / "admin.nk"
     identities = ("IM_NATS_USER", "IM_NATS_NKEY_SEED_FILE", "IM_NATS_CREDS_FILE")

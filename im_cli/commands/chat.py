@@ -452,7 +452,7 @@ def chat(
     try:
         from ..tui.app import ChatApp
     except ImportError:
-        fail("im chat needs Textual; install it with: pip install 'im[cli]'")
+        fail("im chat needs Textual; install it with: pip install 'imkit[cli]'")
 
     async def run() -> None:
         async with client:

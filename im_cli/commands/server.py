@@ -38,7 +38,7 @@ def _require_server() -> None:
 
         import im_server  # noqa: F401
     except ImportError:
-        fail("the server is not installed; install it with: pip install 'im[server]'")
+        fail("the server is not installed; install it with: pip install 'imkit[server]'")
 
 
 def _lock(data_dir: Path) -> IO[str]:

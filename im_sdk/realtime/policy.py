@@ -1,17 +1,32 @@
-"""What a closed realtime connection means: reconnect (and how soon) or give up."""
+"""What the realtime connection's events mean, without I/O: reconnect (and how soon) or give up, resync.
+
+- A close is classified by :func:`classify_close`; :func:`reconnect_delay` says how soon to come back:
+  at once after ``4013`` (too slow to read: :class:`TooSlow`), within :data:`GOING_AWAY_SPREAD` seconds
+  after ``4010``/``1001`` (:class:`GoingAway`), else after the next backoff delay. Every reconnect is
+  followed by a resync ("conversations since" the cursor).
+- The first frame after ``auth`` is judged by :func:`auth_answer`: ``ready``, or refresh the token
+  and reconnect (:data:`REFRESH`), or the error to raise.
+- When to resync on an open connection is kept by :class:`ResyncSchedule`: when the gateway asks (a
+  ``resync`` frame), but at most once per :data:`RESYNC_SPACING` seconds however often it asks (a
+  flood of frames costs one pass per interval), and when nothing came for ``resync_after`` seconds.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from time import monotonic
 
+from im_schema.frames import ErrorFrame, ReadyFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOODING,
     CLOSE_GOING_AWAY,
     CLOSE_PROTOCOL_UNSUPPORTED,
     CLOSE_REPLACED,
     CLOSE_SESSION_REVOKED,
+    CLOSE_TOO_SLOW,
 )
 
 from ..errors import (
@@ -23,14 +38,34 @@ from ..errors import (
     error_for,
 )
 
-__all__ = ["GoingAway", "classify_close", "reconnect_delay"]
+__all__ = [
+    "GOING_AWAY_SPREAD",
+    "REFRESH",
+    "RESYNC_SPACING",
+    "GoingAway",
+    "RefreshToken",
+    "ResyncSchedule",
+    "TooSlow",
+    "auth_answer",
+    "classify_close",
+    "reconnect_delay",
+]
 
 GOING_AWAY_SPREAD = 2.0
 """Clients of a draining node come back spread over this many seconds."""
 
 
+RESYNC_SPACING = 1.0
+"""Least seconds between two resyncs that the gateway asked for on one connection."""
+
+
 class GoingAway(TransportError):
     """The node is draining or stopping; reconnect soon, probably to another node."""
+
+
+class TooSlow(TransportError):
+    """The gateway closed the connection because this client read its pushes too slowly (``4013``):
+    reconnect at once and resync."""
 
 
 def classify_close(code: int | None, reason: str | None, error_code: str | None = None) -> IMError:
@@ -46,13 +81,88 @@ def classify_close(code: int | None, reason: str | None, error_code: str | None 
         return error_for(error_code or "unauthorized", text, status=401)
     if code == CLOSE_GOING_AWAY or code == 1001:
         return GoingAway(text)
-    if code == CLOSE_AUTH_TIMEOUT:
-        return TransportError(text)
+    if code == CLOSE_TOO_SLOW:
+        return TooSlow(text)
+    if code in (CLOSE_AUTH_TIMEOUT, CLOSE_FLOODING):
+        return TransportError(text)  # reconnect, after the usual backoff (a flooding client slows down)
     return TransportError(text)
+
+
+class RefreshToken:
+    """The token expired during the handshake: refresh it, then reconnect."""
+
+
+REFRESH = RefreshToken()
+"""What :func:`auth_answer` returns for an expired token."""
+
+
+def auth_answer(frame: object, close_code: int | None, close_reason: str | None) -> ReadyFrame | RefreshToken | IMError:
+    """What the first frame after ``auth`` means (``None`` if the connection closed instead)."""
+    if isinstance(frame, ReadyFrame):
+        return frame
+    if isinstance(frame, ErrorFrame):
+        if frame.code == "token_expired":
+            return REFRESH
+        return classify_close(close_code, frame.message, frame.code)
+    return classify_close(close_code, close_reason)
 
 
 def reconnect_delay(exc: BaseException, delays: Iterator[float]) -> float:
     """Seconds to wait before reconnecting after ``exc``."""
+    if isinstance(exc, TooSlow):
+        return 0.0  # the client is alive and caught up by sync; it lost only its push queue
     if isinstance(exc, GoingAway):
         return random.uniform(0, GOING_AWAY_SPREAD)
     return next(delays)
+
+
+class ResyncSchedule:
+    """When a connected client should run "conversations since" again, without reconnecting.
+
+    Made once the pass that follows ``ready`` is done. The shell asks :meth:`due` before each read,
+    reads with :meth:`wait` as its timeout, and reports what happened: :meth:`heard` (any frame),
+    :meth:`asked` (a ``resync`` frame) and :meth:`done` (a pass finished).
+
+    Args:
+        quiet: Seconds without any frame after which a pass is due (``None``: never).
+        spacing: Least seconds between the end of a pass and a pass that the gateway asked for.
+    """
+
+    def __init__(self, quiet: float | None, *, spacing: float = RESYNC_SPACING) -> None:
+        now = monotonic()
+        self.quiet = quiet
+        self.spacing = spacing
+        self._last_heard = now
+        self._last_pass = now
+        self._asked = False
+
+    def heard(self) -> None:
+        """A frame arrived: the connection is not quiet."""
+        self._last_heard = monotonic()
+
+    def asked(self) -> None:
+        """The gateway sent ``resync``: a pass is due, now or once the spacing allows."""
+        self._asked = True
+
+    def done(self) -> None:
+        """A pass finished: nothing is due until asked again or quiet again."""
+        self._last_pass = self._last_heard = monotonic()
+        self._asked = False
+
+    def due(self) -> bool:
+        """Whether a pass should run now."""
+        when = self._due_at()
+        return when is not None and monotonic() >= when
+
+    def wait(self) -> float | None:
+        """How long to wait for the next frame before a pass is due (``None``: no limit)."""
+        when = self._due_at()
+        return None if when is None else max(0.0, when - monotonic())
+
+    def _due_at(self) -> float | None:
+        times = []
+        if self._asked:
+            times.append(self._last_pass + self.spacing)
+        if self.quiet is not None:
+            times.append(self._last_heard + self.quiet)
+        return min(times) if times else None

@@ -1,6 +1,6 @@
 """Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...), through aiobotocore.
 
-Install with the ``s3`` extra (``pip install 'im[server,s3]'``) and set ``IM_BLOB_STORE=s3``. Objects are
+Install with the ``s3`` extra (``pip install 'imkit[server,s3]'``) and set ``IM_BLOB_STORE=s3``. Objects are
 named ``<prefix><first two hex digits>/<sha256>``. Each upload carries its SHA-256 checksum, which the
 store verifies before it answers; files over :data:`PART_SIZE` go up as a multipart upload (one part in
 memory at a time) that is aborted if anything fails. S3 acknowledges a write once it is durable.
@@ -65,7 +65,7 @@ class S3BlobStore(BlobStore):
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise BlobStoreError("IM_BLOB_STORE=s3 needs the s3 extra: pip install 'im[server,s3]'") from exc
+            raise BlobStoreError("IM_BLOB_STORE=s3 needs the s3 extra: pip install 'imkit[server,s3]'") from exc
         config = AioConfig(
             signature_version="s3v4",
             retries={"max_attempts": 3, "mode": "standard"},

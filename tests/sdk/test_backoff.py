@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from im_schema import limits
+from im_schema.frames import ErrorFrame, ReadyFrame
 from im_sdk.errors import (
     APIError,
     AuthenticationError,
@@ -15,8 +16,18 @@ from im_sdk.errors import (
     TokenExpiredError,
     TransportError,
 )
+from im_sdk.realtime import policy
 from im_sdk.realtime.backoff import Backoff
-from im_sdk.realtime.policy import GOING_AWAY_SPREAD, GoingAway, classify_close, reconnect_delay
+from im_sdk.realtime.policy import (
+    GOING_AWAY_SPREAD,
+    GoingAway,
+    RefreshToken,
+    ResyncSchedule,
+    TooSlow,
+    auth_answer,
+    classify_close,
+    reconnect_delay,
+)
 
 
 def take(iterator, n):
@@ -100,9 +111,11 @@ CLOSE_CASES = {
     limits.CLOSE_GOING_AWAY: GoingAway,
     limits.CLOSE_REPLACED: ConnectionReplaced,
     limits.CLOSE_SESSION_REVOKED: AuthenticationError,
+    limits.CLOSE_TOO_SLOW: TooSlow,
+    limits.CLOSE_FLOODING: TransportError,
 }
 
-RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY}
+RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY, limits.CLOSE_TOO_SLOW, limits.CLOSE_FLOODING}
 
 
 def test_every_close_code_of_the_schema_is_covered():
@@ -169,3 +182,85 @@ def test_other_errors_take_the_next_backoff_step():
     delays = Backoff(initial=1.0, factor=2.0, max_delay=8.0, jitter=False).delays()
     steps = [reconnect_delay(TransportError("x"), delays) for _ in range(5)]
     assert steps == [1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_too_slow_reconnects_at_once_without_spending_a_backoff_step():
+    delays = Backoff(initial=100.0, max_delay=100.0, jitter=False).delays()
+    assert reconnect_delay(classify_close(limits.CLOSE_TOO_SLOW, "outbound budget"), delays) == 0.0
+    assert next(delays) == 100.0
+
+
+# The handshake and resync -------------------------------------------------------------------------
+
+
+def test_ready_after_auth_is_the_answer():
+    ready = ReadyFrame(protocol=1, node_id="g1", user_id=1, device_id="laptop")
+    assert auth_answer(ready, None, None) is ready
+
+
+def test_an_expired_token_at_auth_means_refresh_then_reconnect():
+    frame = ErrorFrame(code="token_expired", message="expired")
+    assert isinstance(auth_answer(frame, limits.CLOSE_AUTH_FAILED, None), RefreshToken)
+
+
+def test_other_errors_at_auth_are_raised():
+    answer = auth_answer(ErrorFrame(code="unauthorized", message="bad token"), limits.CLOSE_AUTH_FAILED, None)
+    assert type(answer) is AuthenticationError
+    revoked = auth_answer(None, limits.CLOSE_SESSION_REVOKED, "logged out")
+    assert type(revoked) is AuthenticationError
+    assert type(auth_answer(None, 1006, None)) is TransportError  # dropped: reconnect
+    assert type(auth_answer(None, limits.CLOSE_TOO_SLOW, None)) is TooSlow
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    now = [500.0]
+    monkeypatch.setattr(policy, "monotonic", lambda: now[0])
+    return now
+
+
+def test_nothing_is_due_on_a_busy_connection_without_a_quiet_limit(clock):
+    schedule = ResyncSchedule(None)
+    clock[0] += 10_000
+    assert not schedule.due()
+    assert schedule.wait() is None
+
+
+def test_a_quiet_connection_is_due_after_the_quiet_period(clock):
+    schedule = ResyncSchedule(120)
+    clock[0] += 100
+    schedule.heard()  # a frame: the period starts again
+    clock[0] += 119
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(1)
+    clock[0] += 1
+    assert schedule.due()
+    schedule.done()
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(120)
+
+
+def test_a_resync_frame_is_due_at_once_after_the_spacing(clock):
+    schedule = ResyncSchedule(120, spacing=1.0)
+    clock[0] += 5
+    schedule.asked()
+    assert schedule.due()
+    schedule.done()
+    schedule.asked()  # asked again right after a pass: waits for the spacing
+    assert not schedule.due()
+    assert schedule.wait() == pytest.approx(1.0)
+    clock[0] += 1
+    assert schedule.due()
+
+
+def test_a_flood_of_resync_frames_costs_one_pass_per_interval(clock):
+    schedule = ResyncSchedule(None, spacing=1.0)
+    passes = 0
+    for _ in range(80):  # a frame every 1/8 s for 10 s
+        clock[0] += 0.125
+        schedule.heard()
+        schedule.asked()
+        if schedule.due():
+            passes += 1
+            schedule.done()
+    assert passes == 10

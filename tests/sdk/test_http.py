@@ -7,11 +7,13 @@ import inspect
 import json
 import threading
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 import respx
 
+import im_sdk.retry
 from im_schema.content import TextContent
 from im_schema.models import Message, User
 from im_schema.rest import (
@@ -26,8 +28,8 @@ from im_schema.rest import (
     SendMessageRequest,
     WhoAmIRequest,
 )
-from im_sdk import AsyncClient, Client
-from im_sdk._base import Prepared, parse, prepare, send_text_request
+from im_sdk import AsyncClient, Client, Retry
+from im_sdk._base import Prepared, parse, prepare, retry_after_seconds, send_text_request
 from im_sdk.errors import (
     APIError,
     AuthenticationError,
@@ -112,8 +114,9 @@ async def call(result):
 
 @pytest.fixture
 def no_sleep(monkeypatch):
-    """Record the retry pauses of send_text instead of sleeping (only this thread's: a cluster of an
-    earlier test may still run in a background thread and must keep its real sleeps)."""
+    """Record the retry pauses instead of sleeping (only this thread's: a cluster of an earlier test may
+    still run in a background thread and must keep its real sleeps), and let them move the clock that
+    retry deadlines are measured on."""
     pauses = []
     real_async_sleep, real_sleep = asyncio.sleep, time.sleep
     this_thread = threading.get_ident()
@@ -132,6 +135,8 @@ def no_sleep(monkeypatch):
 
     monkeypatch.setattr(asyncio, "sleep", fake_async_sleep)
     monkeypatch.setattr(time, "sleep", fake_sleep)
+    # The retry deadline is measured on this clock, which the recorded pauses move forward.
+    monkeypatch.setattr(im_sdk.retry, "monotonic", lambda: 1000.0 + sum(pauses))
     return pauses
 
 
@@ -238,12 +243,22 @@ def test_rate_limited_reads_retry_after_from_the_header():
     assert info.value.retry_after == 7.0
 
 
-def test_retry_after_header_that_is_not_seconds_is_ignored():
+def test_retry_after_header_that_is_not_a_delay_is_ignored():
     content = json.dumps(envelope("rate_limited")).encode()
-    headers = httpx.Headers({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    headers = httpx.Headers({"Retry-After": "soon, please"})
     with pytest.raises(RateLimitedError) as info:
         parse(WhoAmIRequest(), 429, content, headers)
     assert info.value.retry_after is None
+
+
+def test_retry_after_header_as_an_http_date():
+    now = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:27:00 GMT", now) == 0.0  # already past
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00", now) is None  # no zone: unreadable
+    assert retry_after_seconds(" 12 ") == 12.0
+    assert retry_after_seconds("-3") is None
+    assert retry_after_seconds("") is None
 
 
 def test_retry_after_header_is_kept_without_an_envelope():
@@ -427,6 +442,117 @@ async def test_send_text_retries_a_transport_error_with_the_same_client_msg_id(a
     assert len(no_sleep) == 2
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(502, text="<html>Bad Gateway</html>"),
+        httpx.Response(503, text="no upstream"),
+        httpx.Response(504, text="<html>Gateway Timeout</html>"),
+        httpx.Response(503, json=envelope("unavailable", "the database is busy")),
+        httpx.Response(500, json=envelope("unavailable", "nats is down")),  # the code decides
+        httpx.RemoteProtocolError("server closed the connection without answering"),
+    ],
+    ids=["502", "503", "504", "unavailable", "unavailable-code", "dropped"],
+)
+async def test_send_text_retries_load_balancer_errors_with_the_same_client_msg_id(api, make_client, no_sleep, failure):
+    route = api.post("/v1/messages")
+    route.side_effect = [failure, failure, httpx.Response(200, json=message_json(9))]
+    client = make_client(access_token="access-1")
+    message = await call(client.send_text("bob", "hello"))
+    assert message.seq == 9
+    assert route.call_count == 3
+    assert len({body(c.request)["client_msg_id"] for c in route.calls}) == 1
+    assert len(no_sleep) == 2 and no_sleep[0] <= no_sleep[1] * 2  # jittered, growing bounds
+
+
+async def test_retry_after_is_honoured(api, make_client, no_sleep):
+    route = api.post("/v1/messages")
+    route.side_effect = [
+        httpx.Response(503, headers={"Retry-After": "7"}, text="maintenance"),
+        httpx.Response(200, json=message_json()),
+    ]
+    client = make_client(access_token="access-1")
+    await call(client.send_text("bob", "hello"))
+    assert no_sleep == [7.0]
+
+
+async def test_a_retry_after_past_the_deadline_raises_at_once(api, make_client, no_sleep):
+    route = api.post("/v1/messages").respond(503, headers={"Retry-After": "60"}, text="maintenance")
+    client = make_client(access_token="access-1")  # the default deadline is 30 s
+    with pytest.raises(UnavailableError) as info:
+        await call(client.send_text("bob", "hello"))
+    assert info.value.retry_after == 60.0
+    assert route.call_count == 1
+    assert no_sleep == []
+
+
+async def test_a_server_error_is_not_retried(api, make_client, no_sleep):
+    route = api.post("/v1/messages").respond(500, json=envelope("internal"))
+    client = make_client(access_token="access-1")
+    with pytest.raises(InternalServerError):
+        await call(client.send_text("bob", "hello"))
+    assert route.call_count == 1
+
+
+async def test_reads_are_retried_too(api, make_client, no_sleep):
+    route = api.get("/v1/me")
+    route.side_effect = [
+        httpx.ReadTimeout("slow"),
+        httpx.Response(504),
+        httpx.Response(200, json={"user": ALICE, "device_id": "laptop"}),
+    ]
+    client = make_client(access_token="access-1")
+    assert (await call(client.whoami())).device_id == "laptop"
+    assert route.call_count == 3
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [httpx.ReadTimeout("the answer was lost"), httpx.Response(502), httpx.Response(503, json=envelope("unavailable"))],
+    ids=["lost-answer", "502", "unavailable"],
+)
+async def test_a_request_that_cannot_be_repeated_is_not_retried_once_sent(api, make_client, no_sleep, failure):
+    # Creating a group twice would make two groups: only an error before sending is retried.
+    route = api.post("/v1/groups").mock(side_effect=[failure])
+    client = make_client(access_token="access-1")
+    with pytest.raises((TransportError, APIError)):
+        await call(client.groups.create("book club", []))
+    assert route.call_count == 1
+
+
+async def test_a_request_that_cannot_be_repeated_is_retried_when_it_never_left(api, make_client, no_sleep):
+    route = api.post("/v1/auth/register")
+    route.side_effect = [httpx.ConnectError("refused"), httpx.Response(200, json=ALICE)]
+    client = make_client()
+    assert (await call(client.register("alice", "secret-password"))).username == "alice"
+    assert route.call_count == 2
+
+
+async def test_retries_can_be_turned_off(api, make_client, no_sleep):
+    route = api.post("/v1/messages").respond(503)
+    client = make_client(access_token="access-1", retry=Retry(deadline=0))
+    with pytest.raises(UnavailableError):
+        await call(client.send_text("bob", "hello"))
+    assert route.call_count == 1
+
+
+async def test_an_expired_token_and_a_retry_in_one_call(api, make_client, no_sleep):
+    api.post("/v1/auth/refresh").respond(200, json=session_json(2))
+    route = api.post("/v1/messages")
+    route.side_effect = [
+        httpx.Response(401, json=envelope("token_expired")),
+        httpx.Response(503),
+        httpx.Response(200, json=message_json()),
+    ]
+    client = make_client(access_token="access-1", refresh_token="refresh-token-00000001")
+    await call(client.send_text("bob", "hello"))
+    assert [c.request.headers["authorization"] for c in route.calls] == [
+        "Bearer access-1",
+        "Bearer access-2",
+        "Bearer access-2",
+    ]
+
+
 async def test_send_text_keeps_a_given_client_msg_id(api, make_client, no_sleep):
     route = api.post("/v1/messages")
     route.side_effect = [httpx.ConnectError("refused"), httpx.Response(200, json=message_json())]
@@ -435,12 +561,14 @@ async def test_send_text_keeps_a_given_client_msg_id(api, make_client, no_sleep)
     assert [body(c.request)["client_msg_id"] for c in route.calls] == ["my-key-0001", "my-key-0001"]
 
 
-async def test_send_text_gives_up_after_three_attempts(api, make_client, no_sleep):
+async def test_send_text_gives_up_at_the_deadline(api, make_client, no_sleep):
     route = api.post("/v1/messages").mock(side_effect=httpx.ConnectError("refused"))
-    client = make_client(access_token="access-1")
+    client = make_client(access_token="access-1", retry=Retry(deadline=10.0, initial=1.0, max_delay=4.0))
     with pytest.raises(TransportError):
         await call(client.send_text("bob", "hello"))
-    assert route.call_count == 3
+    assert sum(no_sleep) < 10.0
+    assert route.call_count == len(no_sleep) + 1 >= 3
+    assert len({body(c.request)["client_msg_id"] for c in route.calls}) == 1
 
 
 async def test_send_text_does_not_retry_api_errors(api, make_client, no_sleep):
@@ -478,7 +606,7 @@ async def test_history_sends_the_query(api, make_client):
 
 async def test_transport_errors_become_transport_error(api, make_client):
     api.get("/v1/me").mock(side_effect=httpx.ConnectError("refused"))
-    client = make_client(access_token="access-1")
+    client = make_client(access_token="access-1", retry=Retry(deadline=0))
     with pytest.raises(TransportError) as info:
         await call(client.whoami())
     assert isinstance(info.value.__cause__, httpx.ConnectError)
