@@ -63,6 +63,7 @@ def _admin_requests(target: str) -> list[Request]:  # type: ignore[type-arg]
         UserRoutesRequest(user=target),
         ClusterStatsRequest(),
         KickRequest(user=target),
+        DrainRequest(node="gw-any"),
     ]
 
 
@@ -256,3 +257,28 @@ async def test_drain_under_light_load_loses_and_duplicates_nothing(make_cluster,
     assert cluster.api.node.assign_gateway(1, "any").node_id != victim_id
     with pytest.raises(NotFoundError):
         await root.request(DrainRequest(node="gw-nosuchnode"))
+
+
+async def test_stats_include_the_nats_monitoring_figures(make_cluster, closing, tmp_path):
+    from im_server.cluster.natsbin import free_port, nats_server_binary, spawn, wait_for_port, write_config
+
+    # A nats-server with its monitoring endpoint on (the stats read its /varz over HTTP).
+    port, http_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    config = write_config(
+        tmp_path / "nats.conf", host="127.0.0.1", port=port, store_dir=tmp_path / "js", http_port=http_port
+    )
+    process = spawn([nats_server_binary(), "-c", str(config)])
+    try:
+        wait_for_port("127.0.0.1", http_port, process=process)
+        cluster = make_cluster(gateways=1, nats_monitor_url=f"http://127.0.0.1:{http_port}")
+        root = await _admin(cluster)
+        closing.append(root)
+        stats = await root.request(ClusterStatsRequest())
+        assert stats.nats is not None
+        assert {"server_id", "version", "connections", "in_msgs"} <= set(stats.nats)
+    finally:
+        process.terminate()
+        process.wait()
+    # Unreachable: the cluster's own totals still come, with the reason in place of the figures.
+    stats = await root.request(ClusterStatsRequest())
+    assert stats.nats is not None and "error" in stats.nats and stats.gateway_nodes == 1
