@@ -10,6 +10,7 @@ tokens refused on every node, live connections closed with 4012.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -197,7 +198,9 @@ class AdminService:
         until = loop.time() + wait
         while info.state != "draining" and loop.time() < until:
             await asyncio.sleep(0.05)
-            info = next((item for item in self._nodes.live("gateway") if item.node_id == node_id), info)
+            current = next((item for item in self._nodes.live("gateway") if item.node_id == node_id), None)
+            # Gone from the registry: it had no client left and already stopped.
+            info = current or dataclasses.replace(info, state="draining", connections=0)
         return _node(info)
 
     async def kick(self, principal: Principal, user: int | str, device: str | None) -> LoggedOut:

@@ -282,3 +282,17 @@ async def test_stats_include_the_nats_monitoring_figures(make_cluster, closing, 
     # Unreachable: the cluster's own totals still come, with the reason in place of the figures.
     stats = await root.request(ClusterStatsRequest())
     assert stats.nats is not None and "error" in stats.nats and stats.gateway_nodes == 1
+
+
+async def test_a_drained_gateway_process_exits_and_leaves_the_registry(make_cluster, closing):
+    cluster = make_cluster(gateways=1)
+    root = await _admin(cluster)
+    closing.append(root)
+    process, _ = cluster.spawn_gateway_process("gw-drainme")
+    drained = await root.request(DrainRequest(node="gw-drainme"))
+    assert drained.state == "draining"
+    # Nobody is assigned to it any more, whatever the device.
+    assert all(cluster.api.node.assign_gateway(7, f"d{index}").node_id != "gw-drainme" for index in range(20))
+    await cluster.until(lambda: process.poll() is not None, timeout=20)
+    assert process.returncode == 0
+    await cluster.until(lambda: "gw-drainme" not in cluster.live_gateways())
