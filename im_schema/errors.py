@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     """The access token expired: refresh it."""
     INVALID_CREDENTIALS = "invalid_credentials"
+    ACCOUNT_DISABLED = "account_disabled"
     FORBIDDEN = "forbidden"
     """Authenticated, but not allowed to do this."""
     NOT_A_MEMBER = "not_a_member"

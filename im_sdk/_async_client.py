@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
@@ -206,6 +207,12 @@ class AsyncClient:
     async def login(self, username: str, password: str, *, device: str = "default") -> Session:
         """Log this device in; later calls use its tokens."""
         session = await self.request(LoginRequest(username=username, password=password, device=device))
+        self._state.update(session)
+        return session
+
+    async def login_bot(self, token: str, *, device: str = "bot") -> Session:
+        """Log a bot device in with its token (``im admin bots create``); later calls use its session."""
+        session = await self.request(BotLoginRequest(token=token, device=device))
         self._state.update(session)
         return session
 

@@ -46,8 +46,11 @@ def tune_garbage_collector() -> None:
     sys.setswitchinterval(0.0005)
 
 
-async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
-    stopping = asyncio.Event()
+async def _until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]], stopping: asyncio.Event | None = None
+) -> None:
+    # ``stopping`` may also be set by the node itself (a drained gateway).
+    stopping = stopping or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
@@ -70,7 +73,7 @@ async def run_gateway(settings: Settings) -> None:
     from .gateway.node import GatewayNode
 
     node = GatewayNode(settings)
-    await _until_signalled(node.start, node.stop)
+    await _until_signalled(node.start, node.stop, node.drained)
 
 
 def _event_loop() -> None:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    nats_monitor_url: str | None = None
+    """The NATS server's monitoring endpoint (``http://host:8222``): ``im cluster stats`` shows its figures."""
     # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.
     nats_user: str | None = None
     nats_password: SecretStr | None = None

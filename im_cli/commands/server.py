@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from ..context import fail, normalize_server
 from ..errors import ExitCode
-from ..output import err, out
+from ..output import err, out, print_json
 from ..profiles import DEFAULT_SERVER
 from . import access
 
@@ -250,3 +251,51 @@ def api() -> None:
 def gateway() -> None:
     """Run one gateway node, configured by IM_* variables (IM_NATS_URL, IM_SECRET_KEY, IM_GATEWAY_PORT...)."""
     _run_role("gateway")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="The admin's username (created if it does not exist).")],
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="The data dir of `im server up` whose database to use.")
+    ] = Path("im-data"),
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="IM_DB_URL", help="sqlite:///path or postgresql://... (default: the data dir's)."),
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make a cluster admin, on the server machine, straight in the database.
+
+    Creates the account (asking for its password) or, if it exists, makes it an admin. Run it where the
+    database is (it needs no running server); admins then make other admins with `im admin users make-admin`.
+    """
+    _require_server()
+    import asyncio
+
+    from im_server.services.admin import bootstrap_admin
+
+    url = db or f"sqlite+aiosqlite:///{(data_dir / 'im.db').resolve()}"
+    if db is None and not (data_dir / "im.db").exists():
+        fail(escape(f"no database in {data_dir}; give --data-dir or --db"), ExitCode.USAGE)
+    password: str | None = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n") or None
+    elif sys.stdin.isatty():
+        password = (
+            typer.prompt(
+                "Password (used only if the account is new)", hide_input=True, confirmation_prompt=True, default=""
+            )
+            or None
+        )
+    try:
+        user, created = asyncio.run(bootstrap_admin(url, username, password))
+    except ValueError as exc:
+        fail(escape(str(exc)), ExitCode.USAGE)
+    if json_output:
+        print_json({"user": user.model_dump(mode="json"), "created": created})
+    else:
+        out.print(f"{'created' if created else 'made'} admin [bold]{user.username}[/bold] (id {user.id})")

@@ -30,7 +30,7 @@ from .contract import ERROR_RESPONSES
 from .deps import validation_details
 from .entrance import Entrance
 from .node import ApiNode
-from .routes import auth, conversations, gateway, groups, health, lifecycle, messages, social, users
+from .routes import admin, auth, conversations, gateway, groups, health, lifecycle, messages, social, users
 from .routes.devices import router as devices_router
 from .routes.files import router as files_router
 
@@ -111,6 +111,7 @@ def create_app(node: ApiNode) -> FastAPI:
         app.include_router(module.router)
     app.include_router(files_router)
     app.include_router(devices_router)
+    app.include_router(admin.router)
 
     @app.exception_handler(ServerError)
     async def _server_error(_: Request, exc: ServerError) -> JSONResponse:

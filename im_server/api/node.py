@@ -28,6 +28,7 @@ from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
 from ..errors import ServerError, Unavailable, storage_error
+from ..services.admin import AdminService
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
@@ -45,6 +46,7 @@ from ..services.tokens import TokenCodec
 from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
+from ..storage.admin import AdminStore
 from ..storage.devices import DeviceStore, Revoked
 from ..storage.entrance import LoginFailureStore
 from ..storage.faults import classify
@@ -81,7 +83,12 @@ class ApiNode:
             devices=self.devices,
             failures=LoginFailureStore(self.db),
             revoked=self.revocations.is_revoked,
+            admin=AdminStore(self.db),
         )
+        self.admin = AdminService(
+            AdminStore(self.db), self.devices, self.mirror.routes, self.mirror.nodes, publish=self._publish_control
+        )
+        """Cluster administration (``/v1/admin``), for admins only."""
         self.forwarded = ForwardedIdentity(
             TokenCodec(settings.signing_key()),
             grace=settings.refresh_token_ttl,
@@ -260,13 +267,20 @@ class ApiNode:
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
         """The live gateway this device should use (rendezvous hashing over live gateways)."""
-        gateways = {info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url}
+        gateways = {
+            info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url and info.state != "draining"
+        }
         chosen = rendezvous(f"{user_id}.{device_id}", gateways)
         if chosen is None:
             raise Unavailable("no gateway node is up", retry_after=1.0)
         url = gateways[chosen].url
         assert url is not None
         return GatewayAssignment(node_id=chosen, url=url)
+
+    async def _publish_control(self, node_id: str, data: bytes) -> None:
+        # Plainly, like a delivery (see im_server.cluster.drain): no reply subject, no headers.
+        await self.bus.nc.publish(self.bus.subjects.gateway(node_id), data)
+        await self.bus.nc.flush()
 
     # Logged-out sessions -----------------------------------------------------------------------------
 

@@ -243,6 +243,8 @@ def parse_heartbeat(node_id: str, value: bytes) -> NodeInfo:
         url=data.get("url"),
         connections=int(data.get("connections", 0)),
         started_at=float(data.get("started_at", 0.0)),
+        version=str(data.get("version", "")),
+        state=str(data.get("state", "serving")),
     )
 
 

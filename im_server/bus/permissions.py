@@ -3,7 +3,8 @@
 Three roles share one NATS account, each with only the subjects it needs:
 
 - **api**: serves ``<prefix>.svc.send`` and ``<prefix>.svc.ephemeral`` (queue group ``api``) and the
-  route barrier; publishes deliveries to every gateway subject ``<prefix>.gw.<node>``, cache events and
+  route barrier; publishes deliveries (and the drain control message, :mod:`im_server.cluster.drain`)
+  to every gateway subject ``<prefix>.gw.<node>``, cache events and
   the revocation barrier; creates the buckets, writes ``<prefix>_revoked`` and its own heartbeat, owns
   the object store ``<prefix>_files``; reads every registry and ``<prefix>_access``.
 - **gateway**: publishes sends, typing and presence events, and route barrier requests; subscribes to

@@ -24,6 +24,10 @@ class NodeInfo:
     url: str | None
     connections: int
     started_at: float
+    version: str = ""
+    """The software version the node runs."""
+    state: str = "serving"
+    """``serving``, or ``draining`` while it sends its clients elsewhere."""
 
 
 class NodeTable:

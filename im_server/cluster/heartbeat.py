@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
 import time
@@ -24,8 +25,21 @@ __all__ = ["Heartbeat"]
 log = logging.getLogger(__name__)
 
 
+def _version() -> str:
+    try:
+        # The distribution that installed this package, whatever it is named.
+        names = importlib.metadata.packages_distributions().get("im_server") or ["im"]
+        return importlib.metadata.version(names[0])
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION = _version()
+
+
 class Heartbeat:
-    """Puts ``{role, url, connections, started_at, pid}`` under the node id every ``interval`` seconds."""
+    """Puts ``{role, url, connections, started_at, pid, version, state}`` under the node id every
+    ``interval`` seconds."""
 
     def __init__(
         self,
@@ -35,12 +49,14 @@ class Heartbeat:
         role: str,
         url: str | None,
         connections: Callable[[], int] = lambda: 0,
+        state: Callable[[], str] = lambda: "serving",
     ) -> None:
         self._bus = bus
         self.node_id = node_id
         self._role = role
         self._url = url
         self._connections = connections
+        self._state = state
         self._started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -58,6 +74,8 @@ class Heartbeat:
                 "connections": self._connections(),
                 "started_at": self._started_at,
                 "pid": os.getpid(),
+                "version": _VERSION,
+                "state": self._state(),
             }
         )
         await self._bus.nodes.put(self.node_id, value)

@@ -47,6 +47,7 @@ from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
 from ..cluster.access import AccessMirror
+from ..cluster.drain import DRAIN
 from ..cluster.exposition import MetricsListener
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
@@ -140,6 +141,11 @@ class GatewayNode:
         )
         self.metrics_listener = MetricsListener(self.metrics.render, settings)
         self._stopping = False
+        self.draining = False
+        """An admin drains the node (``im cluster drain``): no new clients, the present ones sent away."""
+        self.drained = asyncio.Event()
+        self._emptied = asyncio.Event()
+        """Set once a drain sent every client away: the process stops on it."""
 
     # Lifecycle ----------------------------------------------------------------------------------
 
@@ -173,7 +179,12 @@ class GatewayNode:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
             self.url = f"ws://{host}:{port}/ws"
         self._heartbeat = Heartbeat(
-            self.bus, self.node_id, role="gateway", url=self.url, connections=lambda: len(self.connections)
+            self.bus,
+            self.node_id,
+            role="gateway",
+            url=self.url,
+            connections=lambda: len(self.connections),
+            state=lambda: "draining" if self.draining else "serving",
         )
         self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
         await self._heartbeat.start()
@@ -342,7 +353,7 @@ class GatewayNode:
             return response
         if request.path != "/ws":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
-        if self._stopping:
+        if self._stopping or self.draining:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n")
         if wait := self._ip_limiter.acquire(address):
             response = connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
@@ -358,7 +369,7 @@ class GatewayNode:
             "nats": self.bus.nc.is_connected,
             "registries": self.mirror.current,
             "heartbeat": beat_age is not None and beat_age < self.settings.node_ttl,
-            "accepting": not self._stopping,
+            "accepting": not (self._stopping or self.draining),
         }
         status = http.HTTPStatus.OK if all(checks.values()) else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = {
@@ -463,6 +474,9 @@ class GatewayNode:
         except Exception as exc:
             log.debug("route %s not removed: %s", key, exc)
             return
+        finally:
+            if self.draining and not self.connections:
+                self._emptied.set()
         self._ephemeral(connection, {"online": False})
 
     def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
@@ -497,6 +511,31 @@ class GatewayNode:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def drain(self, deadline: float = 30.0) -> None:
+        """Send every client elsewhere (see :mod:`im_server.cluster.drain`), then set :attr:`drained`.
+
+        The heartbeat says ``draining`` before any client is closed, so that API nodes assign the
+        reconnecting devices to other gateways; a client that still comes here is refused (503) and tries
+        again. Clients that outlive ``deadline`` seconds are left to :meth:`stop`.
+        """
+        if self.draining or self._stopping:
+            return
+        self.draining = True
+        log.info("gateway %s: draining %d connections", self.node_id, len(self.connections))
+        if self._heartbeat is not None:
+            with contextlib.suppress(Exception):
+                await self._heartbeat.beat()
+        closing = [
+            connection.close(CLOSE_GOING_AWAY, "node draining; reconnect elsewhere")
+            for connection in list(self.connections.values())
+        ]
+        await asyncio.gather(*closing, return_exceptions=True)
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), deadline)
+        log.info("gateway %s: drained (%d connections left)", self.node_id, len(self.connections))
+        self.drained.set()
+
     # Deliveries -----------------------------------------------------------------------------------
 
     async def _on_delivery(self, msg: Msg) -> None:
@@ -506,6 +545,9 @@ class GatewayNode:
             # API nodes publish deliveries plainly. Whoever may read a stream can have JetStream deliver
             # its messages to any subject, but those always carry a reply subject or headers.
             log.warning("gateway %s: dropped a delivery that no API node sent", self.node_id)
+            return
+        if msg.data == DRAIN:
+            self._spawn(self.drain())
             return
         try:
             items = decode_delivery(msg.data)

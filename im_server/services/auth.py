@@ -32,10 +32,11 @@ from im_schema.errors import ErrorCode
 from im_schema.models import User
 from im_schema.rest import Session
 
-from ..errors import Conflict, RateLimited, Unauthorized, Unavailable
+from ..errors import Conflict, Forbidden, RateLimited, Unauthorized, Unavailable
 from ..settings import Settings
 from ..storage import UsernameTaken, UserStore
 from ..storage._util import now_ms
+from ..storage.admin import AdminStore
 from ..storage.entrance import LoginFailureStore
 from .ratelimit import Backoff, BusyError, FailureTracker, RateLimiter, WorkLimiter
 from .tokens import ExpiredToken, InvalidToken, TokenCodec
@@ -43,7 +44,7 @@ from .tokens import ExpiredToken, InvalidToken, TokenCodec
 if TYPE_CHECKING:
     from .devices import DeviceService
 
-__all__ = ["AuthService", "Principal"]
+__all__ = ["AuthService", "Principal", "bot_token_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,11 @@ class Principal:
 
 
 def _refresh_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bot_token_hash(token: str) -> str:
+    """What is stored of a bot token: its SHA-256, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -100,6 +106,7 @@ class AuthService:
         devices: DeviceService,
         failures: LoginFailureStore,
         revoked: Callable[[str], bool] = _never,
+        admin: AdminStore | None = None,
     ) -> None:
         self._settings = settings
         self._users = users
@@ -107,6 +114,7 @@ class AuthService:
         self._devices = devices
         self._failures = failures
         self._revoked = revoked
+        self._admin = admin
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
@@ -202,8 +210,28 @@ class AuthService:
                 raise Unauthorized("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
             if failures:
                 await self._failures.succeeded(username)
+        if credentials.disabled:
+            # Told only after the right password, so that the answer reveals nothing to a guesser.
+            raise Forbidden("this account is disabled; ask an admin", code=ErrorCode.ACCOUNT_DISABLED)
         # The address keeps its count: one account of one's own must not reset guessing at others.
         return await self._start(credentials.user, device_id)
+
+    async def login_bot(self, token: str, device_id: str, *, address: str = "") -> Session:
+        """Start a session for the bot the token belongs to (``im admin bots create``).
+
+        A wrong token counts against the client ``address`` like a wrong password; the token itself is
+        random and long, so there is no username to throttle.
+        """
+        wait = self._addresses.wait(address)
+        if wait:
+            raise RateLimited("too many failed logins from your address; wait", retry_after=_seconds(wait))
+        bot = None if self._admin is None else await self._admin.bot_by_token(bot_token_hash(token))
+        if bot is None:
+            self._addresses.failed(address)
+            raise Unauthorized("the bot token is unknown or revoked", code=ErrorCode.INVALID_CREDENTIALS)
+        if bot.disabled_at is not None:
+            raise Forbidden("this bot account is disabled; ask an admin", code=ErrorCode.ACCOUNT_DISABLED)
+        return await self._start(User.model_validate(bot.model_dump(include=set(User.model_fields))), device_id)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:

@@ -130,6 +130,15 @@ class DeviceService:
         ]
         return DeviceList(devices=devices)
 
+    async def end_user(self, user_id: int, device_id: str | None = None) -> Sequence[str]:
+        """End one device session of a user, or all of them (``None``), as a logout does: tokens refused
+        on every node, connections closed (4012). For admins (kick, disable, bot revocation); returns the
+        devices ended."""
+        now = now_ms()
+        revoked = await self._store.end_devices(user_id, device_id, now=now, revoke_until=self._revoke_until(now))
+        await self._publish(revoked)
+        return sorted({item.device_id for item in revoked})
+
     async def logout(self, principal: Principal, device_id: str | None) -> LoggedOut:
         """Log out one of the caller's devices, or all of them (``None``), the caller's included."""
         now = now_ms()

@@ -22,6 +22,7 @@ from sqlalchemy import (
 
 __all__ = [
     "blocks",
+    "bot_tokens",
     "conversations",
     "devices",
     "friend_requests",
@@ -63,6 +64,19 @@ users = Table(
     Column("avatar", String(500), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
+    # Cluster administration (migration 0007_admin): admins use /v1/admin; a disabled user cannot log in.
+    Column("is_admin", Boolean, nullable=False, server_default="0"),
+    Column("disabled_at", BigInteger, nullable=True),
+)
+
+bot_tokens = Table(
+    "bot_tokens",
+    metadata,
+    # A bot logs in with its token (only its SHA-256 is kept); revoking a bot deletes its rows.
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "user_id"),
 )
 
 devices = Table(

@@ -38,6 +38,8 @@ class Credentials:
 
     user: User
     password_hash: str
+    disabled: bool = False
+    """An admin disabled the account: it may not log in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,7 @@ def _create_user(
 
 def _credentials(conn: Connection, username: str) -> Credentials | None:
     row = conn.execute(select(users).where(users.c.username == username)).one_or_none()
-    return None if row is None else Credentials(_user(row), row.password_hash)
+    return None if row is None else Credentials(_user(row), row.password_hash, row.disabled_at is not None)
 
 
 def _user_where(conn: Connection, condition: Any) -> User | None:
