@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from .devices import LoggedOut
-from .ids import DeviceId, UserId, Username
+from .ids import DeviceId, UserId, Username, UserRef
 from .limits import MAX_DISPLAY_NAME_LEN
 from .models import Timestamp, User
 from .rest import Endpoint, Request, Session
@@ -37,7 +37,7 @@ __all__ = [
     "DisableUserRequest",
     "DrainRequest",
     "EnableUserRequest",
-    "KickRequest",
+    "KickDeviceRequest",
     "ListBotsRequest",
     "ListUsersRequest",
     "MakeAdminRequest",
@@ -157,7 +157,7 @@ class ShowUserRequest(Request[AdminUser]):
 
     endpoint = Endpoint("GET", "/v1/admin/users/{user}", AdminUser)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class DisableUserRequest(Request[AdminUser]):
@@ -165,7 +165,7 @@ class DisableUserRequest(Request[AdminUser]):
 
     endpoint = Endpoint("POST", "/v1/admin/users/{user}/disable", AdminUser)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class EnableUserRequest(Request[AdminUser]):
@@ -173,7 +173,7 @@ class EnableUserRequest(Request[AdminUser]):
 
     endpoint = Endpoint("POST", "/v1/admin/users/{user}/enable", AdminUser)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class MakeAdminRequest(Request[AdminUser]):
@@ -181,13 +181,13 @@ class MakeAdminRequest(Request[AdminUser]):
 
     endpoint = Endpoint("POST", "/v1/admin/users/{user}/make-admin", AdminUser)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class CreateBotRequest(Request[BotCreated]):
     """Create a bot account and a token for it."""
 
-    endpoint = Endpoint("POST", "/v1/admin/bots", BotCreated)
+    endpoint = Endpoint("POST", "/v1/admin/bots", BotCreated, status=201)
 
     username: Username
     display_name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN)] | None = None
@@ -204,7 +204,7 @@ class RevokeBotRequest(Request[LoggedOut]):
 
     endpoint = Endpoint("DELETE", "/v1/admin/bots/{bot}", LoggedOut)
 
-    bot: UserId | Username
+    bot: UserRef
 
 
 class BotLoginRequest(Request[Session]):
@@ -227,7 +227,7 @@ class UserRoutesRequest(Request[UserRoutes]):
 
     endpoint = Endpoint("GET", "/v1/admin/cluster/routes/{user}", UserRoutes)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class ClusterStatsRequest(Request[ClusterStats]):
@@ -236,7 +236,7 @@ class ClusterStatsRequest(Request[ClusterStats]):
     endpoint = Endpoint("GET", "/v1/admin/cluster/stats", ClusterStats)
 
 
-class KickRequest(Request[LoggedOut]):
+class KickDeviceRequest(Request[LoggedOut]):
     """End a user's device session(s) as a logout does: tokens refused, connections closed (4012)."""
 
     endpoint = Endpoint("POST", "/v1/admin/cluster/kick", LoggedOut)

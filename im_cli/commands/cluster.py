@@ -18,7 +18,7 @@ from im_schema.admin import (
     ClusterNodesRequest,
     ClusterStatsRequest,
     DrainRequest,
-    KickRequest,
+    KickDeviceRequest,
     UserRoutesRequest,
 )
 
@@ -121,7 +121,7 @@ def kick(
     """End a user's device session(s) as a logout does: tokens refused, connections closed (4012)."""
     context: Context = ctx.obj
     with context.session() as client:
-        result = client.request(KickRequest(user=_user(user), device=device))
+        result = client.request(KickDeviceRequest(user=_user(user), device=device))
     if json_output:
         print_json(result)
     else:

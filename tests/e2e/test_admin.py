@@ -15,7 +15,7 @@ from im_schema.admin import (
     DisableUserRequest,
     DrainRequest,
     EnableUserRequest,
-    KickRequest,
+    KickDeviceRequest,
     ListBotsRequest,
     ListUsersRequest,
     MakeAdminRequest,
@@ -62,7 +62,7 @@ def _admin_requests(target: str) -> list[Request]:  # type: ignore[type-arg]
         ClusterNodesRequest(),
         UserRoutesRequest(user=target),
         ClusterStatsRequest(),
-        KickRequest(user=target),
+        KickDeviceRequest(user=target),
         DrainRequest(node="gw-any"),
     ]
 
@@ -208,8 +208,8 @@ async def test_cluster_nodes_routes_stats_and_kick(strict, closing, inboxes):
     assert (stats.api_nodes, stats.gateway_nodes) == (1, 2)
     assert stats.users >= 2 and stats.routes >= 1 and stats.nats is None
     with pytest.raises(NotFoundError):
-        await root.request(KickRequest(user=_name(bob), device="tablet"))
-    kicked = await root.request(KickRequest(user=_name(bob), device="phone"))
+        await root.request(KickDeviceRequest(user=_name(bob), device="tablet"))
+    kicked = await root.request(KickDeviceRequest(user=_name(bob), device="phone"))
     assert kicked.devices == ["phone"]
     with pytest.raises(AuthenticationError):
         await bob.whoami()
