@@ -164,3 +164,29 @@ def test_an_unknown_log_format_is_a_configuration_error(monkeypatch, capsys):
     monkeypatch.setenv("IM_LOG_FORMAT", "xml")
     assert main(["api"]) == 2
     assert "IM_LOG_FORMAT" in capsys.readouterr().err
+
+
+def test_configure_installs_one_json_handler_with_the_ids():
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    try:
+        logs.configure("DEBUG", "json", stream)
+        logs.configure("DEBUG", "json", stream)  # again: still one handler, no duplicate lines
+        node, request = logs.node_id.set("api-7"), logs.request_id.set("r-1")
+        try:
+            logging.getLogger("uvicorn.error").warning("through the root handler")
+        finally:
+            logs.node_id.reset(node)
+            logs.request_id.reset(request)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert (record["logger"], record["node_id"], record["request_id"]) == ("uvicorn.error", "api-7", "r-1")
+    assert "connection_id" not in record
