@@ -451,7 +451,7 @@ async def coordinate(args: argparse.Namespace) -> None:
             async with httpx.AsyncClient(timeout=2) as http:
                 metrics = (await http.get(f"{cluster.api_url}/metrics")).text
                 return any(
-                    line.startswith("im_dead_node_routes_reaped ") and float(line.split()[1]) > 0
+                    line.startswith("im_dead_node_routes_reaped_total ") and float(line.split()[1]) > 0
                     for line in metrics.splitlines()
                 )
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import ValidationError
 
+from . import logs
 from .settings import Settings
 
 __all__ = ["configure_logging", "main", "run_api", "run_gateway", "tune_garbage_collector"]
@@ -24,14 +25,15 @@ __all__ = ["configure_logging", "main", "run_api", "run_gateway", "tune_garbage_
 log = logging.getLogger("im_server")
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Log records with time, level and logger to stderr."""
-    logging.basicConfig(
-        level=(level or os.environ.get("IM_LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def configure_logging(level: str | None = None, log_format: str | None = None) -> None:
+    """Log records to stderr as text with time, level and logger, or as JSON (``IM_LOG_FORMAT=json``).
+
+    Raises:
+        ValueError: an unknown log format.
+    """
+    logs.configure(
+        level or os.environ.get("IM_LOG_LEVEL", "INFO"), log_format or os.environ.get("IM_LOG_FORMAT", "text")
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def tune_garbage_collector() -> None:
@@ -89,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m im_server", description=__doc__)
     parser.add_argument("role", choices=["api", "gateway"])
     args = parser.parse_args(argv)
-    configure_logging()
     try:
+        configure_logging()
         settings = Settings()
         settings.signing_key()
     except (ValidationError, ValueError) as exc:

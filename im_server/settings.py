@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """A separate listener (``metrics_host:metrics_port``) that serves ``/metrics`` without a token; off if unset."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log record, with the node, request and connection ids (see im_server.logs)."""
 
     # Messaging
     dm_requires_friendship: bool = True

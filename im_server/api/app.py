@@ -30,6 +30,7 @@ from .contract import ERROR_RESPONSES
 from .deps import validation_details
 from .entrance import Entrance
 from .node import ApiNode
+from .observe import RequestObserver
 from .routes import admin, auth, conversations, gateway, groups, health, lifecycle, messages, social, users
 from .routes.devices import router as devices_router
 from .routes.files import router as files_router
@@ -165,6 +166,8 @@ def create_app(node: ApiNode) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customize the document
     # Added last, so outermost: a refused address costs nothing further.
     app.add_middleware(Entrance, settings=node.settings, rules=lambda: node.access.rules)
+    # Outside the entrance: its refusals get a request id and are counted too.
+    app.add_middleware(RequestObserver, node_id=node.node_id, metrics=node.metrics, errors=node.errors)
     return app
 
 

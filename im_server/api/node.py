@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -17,6 +18,7 @@ from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, SendFrame, TypingFrame
 from im_schema.rest import GatewayAssignment
 
+from .. import logs
 from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.permissions import inbox_prefix
@@ -97,8 +99,8 @@ class ApiNode:
         """Who sent what a gateway forwards: the verified token that came with it, never the payload."""
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
-        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships)
         self.metrics = Registry()
+        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics)
         self.committer = GroupCommitter(
             self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
         )
@@ -142,63 +144,79 @@ class ApiNode:
         self._send_batches = self.metrics.histogram(
             "im_forwarded_send_batch_size", "Sends per request forwarded by gateways.", SIZE_BUCKETS
         )
-        self.metrics.gauge(
+        self._send_seconds = self.metrics.histogram(
+            "im_send_seconds", "From a batch of forwarded sends arriving to its answer (stored and acked)."
+        )
+        self.errors = self.metrics.counter(
+            "im_errors_total", "Error answers (HTTP and forwarded sends), by error code.", ["code"]
+        )
+        self.reaper = RouteReaper(self.bus, self.mirror, self.node_id)
+        self._describe_metrics()
+        self._subscriptions: list[Subscription] = []
+        self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
+
+    def _describe_metrics(self) -> None:
+        """The figures other components keep, read at each scrape (see :mod:`im_server.cluster.metrics`)."""
+        metrics = self.metrics
+        metrics.gauge(
             "im_routes", "Device routes in this node's copy of the registry.", lambda: len(self.mirror.routes)
         )
-        self.metrics.gauge(
+        metrics.gauge(
             "im_live_gateways", "Gateways with a fresh heartbeat.", lambda: len(self.mirror.nodes.live("gateway"))
         )
-        self.metrics.gauge(
+        metrics.gauge(
             "im_revoked_sessions",
             "Logged-out sessions in this node's copy of the bucket.",
             lambda: len(self.revocations.table),
         )
-        self.metrics.gauge(
-            "im_revocation_barriers_incomplete",
-            "Logouts some live node did not confirm within the barrier timeout (since start).",
+        metrics.read_counter(
+            "im_revocation_barriers_incomplete_total",
+            "Logouts some live node did not confirm within the barrier timeout.",
             lambda: self.revoker.incomplete,
         )
-        self.reaper = RouteReaper(self.bus, self.mirror, self.node_id)
-        self.metrics.gauge(
-            "im_dead_node_routes_reaped", "Routes of dead nodes removed (since start).", lambda: self.reaper.reaped
+        metrics.read_counter(
+            "im_dead_node_routes_reaped_total", "Routes of dead nodes removed.", lambda: self.reaper.reaped
         )
-        self.metrics.gauge(
-            "im_gateways_probed_dead",
-            "Gateways found dead by a probe before their heartbeat expired (since start).",
+        metrics.read_counter(
+            "im_gateways_probed_dead_total",
+            "Gateways found dead by a probe before their heartbeat expired.",
             lambda: self.reaper.probed_dead,
         )
-        self.metrics.gauge(
+        metrics.gauge(
             "im_resyncs_owed",
             "Users remembered for a resync (their pushes may have been lost).",
             lambda: self.deliverer.owed,
         )
-        self.metrics.gauge(
-            "im_resync_publishes", "Resync frames published to gateways (since start).", lambda: self.deliverer.resyncs
+        metrics.read_counter(
+            "im_resync_publishes_total", "Resync frames published to gateways.", lambda: self.deliverer.resyncs
         )
-        self.metrics.gauge(
-            "im_registry_reloads",
-            "Registry views reloaded after a NATS reconnect (since start).",
-            lambda: self.mirror.reloads,
+        metrics.read_counter(
+            "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
         )
-        self.metrics.gauge(
+        metrics.gauge(
             "im_nats_connected", "1 while this node is connected to NATS.", lambda: float(self.bus.nc.is_connected)
         )
-        for kind in ("busy", "full", "unavailable"):
-            self.metrics.gauge(
-                f"im_storage_errors_{kind}",
-                f"Writes that failed with a storage error of kind {kind} (since start).",
-                lambda kind=kind: self.db.health.counts[kind],  # type: ignore[misc]
-            )
-        self.metrics.gauge(
+        metrics.read_counter(
+            "im_nats_reconnects_total",
+            "Times this node's NATS connection came back.",
+            lambda: self.bus.nc.stats["reconnects"],
+        )
+        metrics.read_counter(
+            "im_storage_errors_total",
+            "Writes that failed with a storage error, by kind (busy, full, unavailable).",
+            lambda: {kind: float(count) for kind, count in self.db.health.counts.items()},
+            label="kind",
+        )
+        metrics.gauge(
             "im_password_hashes_waiting",
             "Password checks waiting for a hashing slot.",
             lambda: self.auth.hashing.waiting,
         )
-        self._subscriptions: list[Subscription] = []
-        self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
 
     async def start(self) -> None:
         """Migrate the database, join the bus, load the registries, start committing."""
+        logs.set_process_node(self.node_id)
+        logs.node_id.set(self.node_id)
         await self.db.migrate()
         await self.bus.connect()
         await self.revocations.start()
@@ -393,6 +411,7 @@ class ApiNode:
         if not (msg.reply or "").startswith(self._gateway_inboxes):
             log.warning("forwarded sends without a gateway inbox to answer dropped")
             return
+        started = time.perf_counter()
         try:
             request = orjson.loads(msg.data)
             tokens, entries = request["tokens"], request["sends"]
@@ -445,6 +464,15 @@ class ApiNode:
                 await msg.respond(b"\n".join(replies))
             except Exception as exc:
                 log.warning("cannot answer forwarded sends: %s", exc)
+        self._send_seconds.observe(time.perf_counter() - started)
+        for reply in replies:
+            if reply.startswith(_ERROR_FRAME):
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    self.errors.labels(str(orjson.loads(reply)["code"])).inc()
+
+
+_ERROR_FRAME = b'{"type":"error"'
+"""How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""
 
 
 def _error(code: ErrorCode, message: str, client_msg_id: str | None = None) -> bytes:

@@ -120,6 +120,7 @@ class ApiServer:
             h11_max_incomplete_event_size=settings.max_header_bytes,
             proxy_headers=False,
             log_level="warning",
+            log_config=None,  # uvicorn's records go through the process's handler (IM_LOG_FORMAT)
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,

@@ -1,136 +1,111 @@
-"""Prometheus metrics in the text exposition format, without dependencies.
+"""Prometheus metrics of one node, through ``prometheus_client``.
 
-Each node has one :class:`Registry`; ``GET /metrics`` renders it. Histograms use fixed buckets (seconds
-or counts) and are cheap to observe: one bisect and two additions.
+Each node has one :class:`Registry` around a ``CollectorRegistry`` of its own, never the library's global
+default: several nodes in one process (tests, ``bench/``) then keep separate figures and never collide
+over a name. ``GET /metrics`` renders it in the text exposition format (``text/plain; version=0.0.4``).
+
+Counters end in ``_total``. Figures another component already keeps (routes in a registry copy, routes
+reaped since start) are read when the metrics are rendered (:meth:`Registry.gauge`,
+:meth:`Registry.read_counter`) rather than copied on every change. ``_created`` series are off: they
+double the output and no dashboard uses them.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import bisect
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["Counter", "Gauge", "Histogram", "LoopLagMonitor", "Registry"]
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+__all__ = [
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS",
+    "SIZE_BUCKETS",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "LoopLagMonitor",
+    "Registry",
+]
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = "text/plain; version=0.0.4"
+"""The media type of :meth:`Registry.render`'s output."""
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Seconds."""
 SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+"""Counts (sends per batch, recipients per publish)."""
 
 
-class _Metric(abc.ABC):
-    kind = ""
+class _ReadCounter(Collector):
+    """A counter whose value another component keeps; read at each scrape, per label value if labelled."""
 
-    def __init__(self, name: str, help: str) -> None:
-        self.name = name
-        self.help = help
-
-    @abc.abstractmethod
-    def samples(self) -> list[str]:
-        """The sample lines of this metric."""
-
-    def render(self) -> str:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}", *self.samples()]
-        return "\n".join(lines)
-
-
-_M = TypeVar("_M", bound=_Metric)
-
-
-class Counter(_Metric):
-    """A count that only goes up."""
-
-    kind = "counter"
-
-    def __init__(self, name: str, help: str) -> None:
-        super().__init__(name, help)
-        self.value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        self.value += amount
-
-    def samples(self) -> list[str]:
-        return [f"{self.name} {self.value:g}"]
-
-
-class Gauge(_Metric):
-    """A value read when the metrics are rendered."""
-
-    kind = "gauge"
-
-    def __init__(self, name: str, help: str, read: Callable[[], float]) -> None:
-        super().__init__(name, help)
+    def __init__(self, name: str, help: str, read: Callable[[], float | Mapping[str, float]], label: str | None):
+        self._name = name
+        self._help = help
         self._read = read
+        self._label = label
 
-    def samples(self) -> list[str]:
-        return [f"{self.name} {self._read():g}"]
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._help, labels=[self._label] if self._label else None)
 
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
 
-class Histogram(_Metric):
-    """Observations counted into buckets."""
-
-    kind = "histogram"
-
-    def __init__(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        super().__init__(name, help)
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
-
-    def quantile(self, fraction: float) -> float:
-        """An upper bound of the ``fraction`` quantile (the bucket boundary it falls under)."""
-        if not self.count:
-            return 0.0
-        target = fraction * self.count
-        seen = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            seen += count
-            if seen >= target:
-                return bound
-        return float("inf")
-
-    def samples(self) -> list[str]:
-        lines = []
-        cumulative = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            cumulative += count
-            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {self.total:g}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        value = self._read()
+        if isinstance(value, Mapping):
+            for label_value, count in value.items():
+                family.add_metric([label_value], count)
+        else:
+            family.add_metric([], value)
+        return [family]
 
 
 class Registry:
-    """The metrics of one node."""
+    """The metrics of one node; the ``prometheus_client`` objects it returns are observed directly."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        self.registry = CollectorRegistry()
 
-    def counter(self, name: str, help: str) -> Counter:
-        return self._add(Counter(name, help))
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter this node increments (``name`` ends in ``_total``)."""
+        if not name.endswith("_total"):
+            raise ValueError(f"a counter's name ends in _total: {name}")
+        return Counter(name, help, labelnames=labels, registry=self.registry)
+
+    def read_counter(
+        self, name: str, help: str, read: Callable[[], float | Mapping[str, float]], *, label: str | None = None
+    ) -> None:
+        """A counter kept elsewhere: ``read()`` gives its value, or one per value of ``label``."""
+        if not name.endswith("_total"):
+            raise ValueError(f"a counter's name ends in _total: {name}")
+        self.registry.register(_ReadCounter(name, help, read, label))
 
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> Gauge:
-        return self._add(Gauge(name, help, read))
+        """A value read when the metrics are rendered."""
+        gauge = Gauge(name, help, registry=self.registry)
+        gauge.set_function(read)
+        return gauge
 
     def histogram(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
-        return self._add(Histogram(name, help, buckets))
+        """Observations counted into ``buckets``."""
+        return Histogram(name, help, buckets=buckets, registry=self.registry)
 
-    def _add(self, metric: _M) -> _M:
-        self._metrics[metric.name] = metric
-        return metric
+    def value(self, sample: str, **labels: str) -> float:
+        """One sample's current value (``0.0`` if it has none yet), as a scrape would show it."""
+        return self.registry.get_sample_value(sample, labels) or 0.0
 
     def render(self) -> str:
         """The text exposition format."""
-        return "\n".join(metric.render() for metric in self._metrics.values()) + "\n"
+        return generate_latest(self.registry).decode()
 
 
 class LoopLagMonitor:

@@ -42,6 +42,7 @@ from im_schema.limits import (
     CLOSE_TOO_SLOW,
 )
 
+from .. import logs
 from ..bus.codec import decode_delivery
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
@@ -103,40 +104,60 @@ class GatewayNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.url = settings.ws_url
         self.metrics = Registry()
-        self._delivered = self.metrics.counter("im_gateway_frames_delivered_total", "Frames handed to connections.")
-        self._forward_seconds = self.metrics.histogram(
+        metrics = self.metrics
+        self._delivered = metrics.counter("im_gateway_frames_delivered_total", "Pushed frames handed to connections.")
+        self._frames_in = metrics.counter("im_gateway_frames_received_total", "Frames received from clients.")
+        self._frames_out = metrics.counter(
+            "im_gateway_frames_sent_total", "Frames written to clients (pushes, answers, errors, resyncs)."
+        )
+        self._errors = metrics.counter(
+            "im_errors_total", "Error frames this gateway wrote itself, by error code.", ["code"]
+        )
+        self._forward_seconds = metrics.histogram(
             "im_gateway_forward_seconds", "Round trip of one batch of sends to the message service."
         )
-        self._forward_size = self.metrics.histogram(
+        self._forward_size = metrics.histogram(
             "im_gateway_forward_batch_size", "Sends per request to the message service.", SIZE_BUCKETS
         )
-        self.metrics.gauge("im_gateway_connections", "Authenticated connections.", lambda: len(self.connections))
-        self._revoked_closes = self.metrics.counter(
+        metrics.gauge("im_gateway_connections", "Authenticated connections.", lambda: len(self.connections))
+        self._opened = metrics.counter("im_gateway_connections_opened_total", "Connections authenticated.")
+        self._revoked_closes = metrics.counter(
             "im_gateway_revoked_connections_total", "Connections closed because their device was logged out."
         )
         self._loop_lag = LoopLagMonitor(
-            self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
+            metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
         )
-        self._resyncs = self.metrics.counter(
+        self._resyncs = metrics.counter(
             "im_gateway_resyncs_total", "Times this node told all its clients to resync (pushes may have been missed)."
         )
-        self._too_slow = self.metrics.counter(
+        self._too_slow = metrics.counter(
             "im_gateway_too_slow_closes_total", "Connections closed with 4013: past their outbound byte budget."
         )
-        self._forward_attempts = self.metrics.histogram(
+        self._forward_attempts = metrics.histogram(
             "im_gateway_forward_attempts", "Attempts a batch of sends needed until an API node answered.", SIZE_BUCKETS
         )
         self._forward_attempts_max = 0
-        self._forward_retries = self.metrics.counter(
+        self._forward_retries = metrics.counter(
             "im_gateway_forward_retries_total", "Batches of sends retried because no API node answered in time."
         )
-        self.metrics.gauge(
+        metrics.gauge(
             "im_gateway_outbound_bytes", "Bytes waiting to be written to all connections.", self._outbound_bytes
+        )
+        metrics.gauge(
+            "im_nats_connected", "1 while this node is connected to NATS.", lambda: float(self.bus.nc.is_connected)
+        )
+        metrics.read_counter(
+            "im_nats_reconnects_total",
+            "Times this node's NATS connection came back.",
+            lambda: self.bus.nc.stats["reconnects"],
+        )
+        metrics.read_counter(
+            "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
         )
         self._recovering: asyncio.Task[None] | None = None
         self._recover_again = False
         self._restored = False
-        self._flood_closes = self.metrics.counter(
+        self._flood_closes = metrics.counter(
             "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
         )
         self.metrics_listener = MetricsListener(self.metrics.render, settings)
@@ -151,6 +172,8 @@ class GatewayNode:
 
     async def start(self) -> None:
         """Join the bus, purge routes left by an earlier run of this node id, then accept connections."""
+        logs.set_process_node(self.node_id)
+        logs.node_id.set(self.node_id)
         await self.bus.connect()
         self.bus.listen(on_reconnect=self._on_bus_reconnect, on_error=self._on_bus_error)
         await self.mirror.start()
@@ -260,6 +283,7 @@ class GatewayNode:
         if targets:
             frame = ResyncFrame(reason=reason).model_dump_json().encode()
             self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
+            self._frames_out.inc(len(targets))
         self._resyncs.inc()
 
     def _too_slow_close(self, connections: list[ServerConnection]) -> None:
@@ -387,6 +411,8 @@ class GatewayNode:
     # Connections ----------------------------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
+        logs.node_id.set(self.node_id)
+        logs.connection_id.set(str(connection.id))
         session = GatewaySession(self._tokens, self.node_id, revoked=self.revocations.is_revoked)
         try:
             first = await asyncio.wait_for(connection.recv(), self.settings.auth_timeout)
@@ -395,6 +421,7 @@ class GatewayNode:
             return
         except ConnectionClosed:
             return
+        self._frames_in.inc()
         outcome = session.open(first)
         if isinstance(outcome, Close):
             await self._close(connection, outcome)
@@ -403,10 +430,14 @@ class GatewayNode:
         self._access_tokens[connection] = outcome.token
         if not await self._register(key, connection, outcome):
             return
+        self._opened.inc()
+        log.debug("connection of user %d device %s opened", key[0], key[1])
         frames = TokenBucket(self.settings.ws_frame_rate, self.settings.ws_frame_burst)
         refused = 0
+        frames_in, frames_out = self._frames_in, self._frames_out
         try:
             async for data in connection:
+                frames_in.inc()
                 if wait := frames.take():
                     # Told to slow down each time; a client that keeps on regardless is cut off.
                     refused += 1
@@ -417,11 +448,14 @@ class GatewayNode:
                     slow_down = ErrorFrame(
                         code=ErrorCode.RATE_LIMITED, message="too many frames; slow down", retry_after=round(wait, 3)
                     )
+                    self._errors.labels(ErrorCode.RATE_LIMITED.value).inc()
+                    frames_out.inc()
                     await connection.send(slow_down.model_dump_json(exclude_none=True), text=True)
                     continue
                 refused = 0
                 action = session.receive(data)
                 if isinstance(action, Reply):
+                    frames_out.inc()
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
@@ -435,6 +469,7 @@ class GatewayNode:
             pass
         finally:
             await self._unregister(key, connection)
+            log.debug("connection of user %d device %s closed (%s)", key[0], key[1], connection.close_code)
 
     async def _register(self, key: Key, connection: ServerConnection, outcome: Authenticated) -> bool:
         previous = self.connections.get(key)
@@ -456,6 +491,7 @@ class GatewayNode:
         self._revisions[key] = revision
         await self.barrier.wait(revision)
         try:
+            self._frames_out.inc()
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
@@ -493,6 +529,7 @@ class GatewayNode:
     async def _close(self, connection: ServerConnection, action: Close) -> None:
         with contextlib.suppress(ConnectionClosed):
             if action.data is not None:
+                self._frames_out.inc()
                 await connection.send(action.data, text=True)
             await connection.close(action.code, action.reason)
 
@@ -560,6 +597,7 @@ class GatewayNode:
             if targets:
                 self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
                 self._delivered.inc(len(targets))
+                self._frames_out.inc(len(targets))
 
     def local_routes(self) -> list[Key]:
         """The devices connected here."""
@@ -584,6 +622,8 @@ class _SendLane:
         waiting = self._per_connection.get(key, 0)
         if waiting >= MAX_PENDING_SENDS:
             answer = _error_frame(action, ErrorCode.RATE_LIMITED, "too many sends in flight", 0.1)
+            self._node._errors.labels(ErrorCode.RATE_LIMITED.value).inc()
+            self._node._frames_out.inc()
             broadcast([connection], answer, text=True)
             return
         self._per_connection[key] = waiting + 1
@@ -604,6 +644,7 @@ class _SendLane:
                     else:
                         del self._per_connection[key]
                     broadcast([connection], answer, text=True)
+                self._node._frames_out.inc(len(batch))
         finally:
             self._running = False
 
@@ -658,6 +699,7 @@ class _SendLane:
             log.warning("gateway %s: %d answers for %d sends", node.node_id, len(answers), len(batch))
             break
         message = "no message service answered; retry with the same client_msg_id"
+        node._errors.labels(ErrorCode.UNAVAILABLE.value).inc(len(batch))
         return [_error_frame(action, ErrorCode.UNAVAILABLE, message, 1.0) for _, _, action in batch]
 
 

@@ -29,6 +29,7 @@ from im_schema.ids import direct_users
 
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.routes import plan_delivery
+from ..cluster.metrics import SIZE_BUCKETS, Registry
 from ..storage import Written
 from .commit import Committed
 from .membership import MembershipCache
@@ -48,7 +49,16 @@ MAX_REMEMBERED = 200_000
 class Deliverer:
     """Encodes each message once and publishes once per gateway node."""
 
-    def __init__(self, bus: Bus, mirror: RegistryMirror, memberships: MembershipCache) -> None:
+    def __init__(
+        self, bus: Bus, mirror: RegistryMirror, memberships: MembershipCache, metrics: Registry | None = None
+    ) -> None:
+        metrics = metrics or Registry()
+        self._recipients = metrics.histogram(
+            "im_delivery_recipients", "Devices one pushed frame goes to, over all gateways.", SIZE_BUCKETS
+        )
+        self._deliveries = metrics.counter(
+            "im_deliveries_total", "Pushed frames published to gateways, counted once per recipient device."
+        )
         self._bus = bus
         self._mirror = mirror
         self._memberships = memberships
@@ -168,6 +178,13 @@ class Deliverer:
             log.warning("push of %d frames not published (%s); their users will resync", len(frames), exc)
             self._remember(users)
             return
+        per_frame: dict[int, int] = {}
+        for items in plan.values():
+            for frame, recipients in items:
+                per_frame[id(frame)] = per_frame.get(id(frame), 0) + len(recipients)
+        for count in per_frame.values():
+            self._recipients.observe(count)
+        self._deliveries.inc(sum(per_frame.values()))
         if not connected:
             self._remember(users)  # buffered by the client; may be flushed before gateways subscribe again
         else:

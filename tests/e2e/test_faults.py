@@ -161,7 +161,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4013_and_catches_up(ma
     sent = 0
     peak = 0
     try:
-        while gateway._too_slow.value == 0:
+        while gateway.metrics.value("im_gateway_too_slow_closes_total") == 0:
             assert sent < 2_000, "the slow client was never closed"
             await asyncio.gather(*(alice.send_text(_uid(bob), text) for _ in range(5)))
             sent += 5
