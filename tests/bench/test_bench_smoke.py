@@ -134,9 +134,15 @@ def test_storm_needs_a_cluster_of_its_own() -> None:
     assert "skipped" in figures
 
 
-def test_the_command_writes_json_markdown_and_a_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_writes_json_markdown_and_a_chart(
+    bench_cluster: tuple[Server, Workers], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Against a running cluster by URL, with the API's process id given for /proc.
+    server, _ = bench_cluster
+    assert server.url is not None
     sets = [f"--set={name}={value}" for name, value in (("w1_pairs", 1), ("w1_rate", 20), ("w1_duration", 0.2))]
-    code = main(["--only", "W1", "--procs", "1", "--gateways", "1", *sets, "--out", str(tmp_path)])
+    target = ["--url", server.url, "--server-pid", f"api={server.pids['api']}"]
+    code = main(["--only", "W1", "--procs", "1", *target, *sets, "--out", str(tmp_path)])
     assert code == 0
     out, err = capsys.readouterr()
     document = json.loads(out)
@@ -144,6 +150,8 @@ def test_the_command_writes_json_markdown_and_a_chart(tmp_path: Path, capsys: py
     assert list(document["workloads"]) == ["W1"]
     assert document["workloads"]["W1"]["lost"] == 0
     assert document["meta"]["sizes"]["w1_pairs"] == 1
+    assert document["meta"]["server_processes"] == ["api"]
+    assert set(document["workloads"]["W1"]["cpu_percent_by_process"]) == {"api"}
     assert len(document["meta"]["loadavg_before"]) == 3
     table = (tmp_path / "results.md").read_text()
     assert "| W1: 1 pairs, 20 msgs/s" in table
