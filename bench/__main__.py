@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--only", default=",".join(WORKLOADS), help=f"workloads to run (default all: {','.join(WORKLOADS)})"
-    )
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads to run (default all: W1-W5,storm)")
     parser.add_argument("--scale", type=float, default=1.0, help="counts and rates times this (durations unchanged)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="one size (after --scale)")
     parser.add_argument("--url", help="a running cluster's API URL (default: start one)")

@@ -100,7 +100,9 @@ def markdown(result: dict[str, Any]) -> str:
         "| workload | figure |",
         "| --- | --- |",
     ]
-    for name, figures in result["workloads"].items():
+    order = ["W1", "W2", "W3", "W4", "W5", "storm"]
+    workloads = result["workloads"]
+    for name, figures in sorted(workloads.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99):
         lines += [f"| {label} | {value} |" for label, value in _rows(name, figures)]
     return "\n".join(lines) + "\n"
 
