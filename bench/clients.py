@@ -364,15 +364,16 @@ class Workers:
             pipe.send((name, args))
 
     def gather(self, timeout: float = 600) -> list[Any]:
-        results = []
+        answers = []
         for pipe in self.pipes:
             if not pipe.poll(timeout):
                 raise TimeoutError("a client process did not answer")
-            status, value = pipe.recv()
+            answers.append(pipe.recv())
+        # Every answer is read before one failure is raised: the next command must not get a stale answer.
+        for status, value in answers:
             if status != "ok":
                 raise RuntimeError(f"a client process failed:\n{value}")
-            results.append(value)
-        return results
+        return [value for _, value in answers]
 
     def call(self, name: str, per_process: Sequence[tuple[Any, ...]], timeout: float = 600) -> list[Any]:
         """Send each process its arguments and wait for every answer."""

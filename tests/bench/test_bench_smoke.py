@@ -193,3 +193,10 @@ def test_unknown_workload_is_refused(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["--only", "W9"])
     assert "unknown workload" in capsys.readouterr().err
+
+
+def test_a_failing_command_leaves_the_processes_in_step(bench_cluster: tuple[Server, Workers]) -> None:
+    _, workers = bench_cluster
+    with pytest.raises(RuntimeError, match="no_such_command"):
+        workers.all("no_such_command")
+    assert len(workers.all("group_count")) == 1
