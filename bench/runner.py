@@ -81,6 +81,9 @@ def run(options: Options) -> dict[str, Any]:
     say("starting the cluster" if options.url is None else f"using the cluster at {options.url}")
     url = server.start()
     meta["server_processes"] = sorted(server.pids)
+    if server.pids:
+        # Printed so that a profiler can be attached during the run (py-spy record --pid PID).
+        say("server processes: " + ", ".join(f"{name} pid {pid}" for name, pid in sorted(server.pids.items())))
     workers: Workers | None = None
     try:
         workers = Workers(url, options.procs)
