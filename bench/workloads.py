@@ -128,6 +128,7 @@ def _offered_step(
     server: Server, workers: Workers, key: str, shares: list[int], rate: float, duration: float, drain: float
 ) -> dict[str, Any]:
     pairs = sum(shares)
+    workers.all("prepare")
     start_at = time.time() + 1.0
     workers.send("offered_step", [(key, rate * share / pairs, duration, start_at, drain) for share in shares])
     time.sleep(max(0.0, start_at - time.time()))
