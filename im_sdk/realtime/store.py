@@ -188,6 +188,11 @@ class CursorKeeper:
         """The shell will yield these messages, in this order."""
         if self._checkpoint is not None:
             self._checkpoint.handed(messages)
+            if self.manual:
+                # Save at once a conversation seen for the first time, just below what it hands:
+                # otherwise a restart would start it from the read position, which the application's
+                # own replies move past the messages it has not finished with.
+                self.flush()
 
     @contextlib.contextmanager
     def yielding(self, item: object) -> Iterator[None]:
