@@ -367,10 +367,12 @@ class Bot(Router):
         self._stopping = True
         consumer, self._consumer = self._consumer, None
         for task in (consumer, self._listing):
-            if task is not None:
+            while task is not None and not task.done():
+                # Cancelled again if it ever swallows a cancellation (awaited code may catch one).
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await asyncio.wait({task}, timeout=5)
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.debug("the %s task ended with %r", task.get_name(), task.exception())
         workers = list(self._workers.values())
         if workers:
             _, late = await asyncio.wait(workers, timeout=self.shutdown_timeout)

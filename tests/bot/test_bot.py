@@ -241,3 +241,57 @@ def test_configuration_from_the_environment():
         Bot.from_env({})
     with pytest.raises(ValueError, match="concurrency"):
         Bot(username="a", password="b", concurrency=0)
+
+
+async def test_edits_reads_leaves_join_requests_and_mentions(sqlite_cluster, closing):
+    from im_sdk.bot import EditEvent, JoinRequest, MemberLeft, Mentioned, ReadEvent
+
+    bot = await make_bot(sqlite_cluster)
+    seen: list[object] = []
+
+    @bot.on_event(EditEvent)
+    async def edited(event: EditEvent) -> None:
+        seen.append(("edit", event.text))
+
+    @bot.on_event(ReadEvent, lambda event: bot.me is not None and event.user_id != bot.me.id)
+    async def read(event: ReadEvent) -> None:
+        seen.append(("read", event.read_seq))
+
+    @bot.on_event(MemberLeft)
+    async def left(event: MemberLeft) -> None:
+        seen.append(("left", event.user))
+
+    @bot.on_event(JoinRequest)
+    async def approve(event: JoinRequest) -> None:
+        await event.approve()
+        seen.append(("approved", event.request.user.id))
+
+    @bot.on_message(Mentioned() & group)
+    async def mentioned(msg: MessageEvent) -> None:
+        await msg.reply("you called?")
+
+    owner, member, stranger = [await sqlite_cluster.user(n) for n in ("owner", "member", "stranger")]
+    closing.extend([owner, member, stranger])
+    async with bot:
+        assert bot.me is not None
+        await bot.wait_connected()
+        sent = await owner.send_text(bot.me.username, "tpyo")
+        await owner.edit(sent.conversation, sent.seq, "typo")
+        await until(lambda: ("edit", "typo") in seen)
+        reply = await bot.send_text(sent.conversation, "noted")
+        await owner.mark_read(sent.conversation, reply.seq)
+        await until(lambda: ("read", reply.seq) in seen)
+
+        room = await owner.groups.create("room", [bot.me.id, member.session.user.id], join_policy="approval")
+        await owner.groups.add_admin(room.id, bot.me.id)
+        await member.groups.leave(room.id)
+        await until(lambda: ("left", member.session.user.id) in seen)
+        await stranger.groups.join(room.id, "let me in")
+        await until(lambda: ("approved", stranger.session.user.id) in seen)
+        inbox = Inbox(owner)
+        await owner.send_text(room.conversation, "@bot help", mentions=[bot.me.id])
+        answer = await next_text(inbox)
+        while answer.conversation != room.conversation:
+            answer = await next_text(inbox)
+        assert answer.text == "you called?"
+        await inbox.close()
