@@ -20,7 +20,15 @@ async def healthz(node: NodeDep) -> JSONResponse:
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics of this node", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this node",
+    response_class=PlainTextResponse,
+    responses={
+        401: {"description": "`IM_METRICS_TOKEN` is set and the bearer token is missing or wrong."},
+        404: {"description": "No `IM_METRICS_TOKEN` is set: metrics are served on `IM_METRICS_PORT` alone, if at all."},
+    },
+)
 async def metrics(node: NodeDep) -> PlainTextResponse:
     """Commit latency and batch sizes, event loop lag, routes, live gateways."""
     return PlainTextResponse(node.metrics.render(), media_type="text/plain; version=0.0.4")
