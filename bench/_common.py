@@ -25,6 +25,12 @@ BENCH_ENV = {
     "IM_SEND_BURST": "100000",
     "IM_CONNECT_RATE": "100000",
     "IM_CONNECT_BURST": "100000",
+    # One address registers and logs in thousands of users, and each connection sends as fast as it can.
+    "IM_REGISTER_RATE": "100000",
+    "IM_REGISTER_BURST": "100000",
+    "IM_ARGON2_QUEUE": "100000",
+    "IM_WS_FRAME_RATE": "100000",
+    "IM_WS_FRAME_BURST": "100000",
     "IM_LOG_LEVEL": "WARNING",
     # Benchmarks put thousands of fresh users into groups: no consent step, no invitation limit.
     "IM_GROUP_INVITES_DEFAULT": "everyone",

@@ -13,7 +13,7 @@ from rich.console import Console
 __all__ = ["err", "out", "print_json", "when"]
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(value: Any) -> None:

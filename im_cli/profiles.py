@@ -27,6 +27,12 @@ class Profile(BaseModel):
     device: str | None = None
     access_token: str | None = None
     refresh_token: str | None = None
+    # A second device session for the long-lived connection of `im listen` and `im chat`: the server
+    # does not push a message back to the device that sent it, so messages sent by the one-shot
+    # commands (device ``device``) reach the live connection (device ``live_device``) at once.
+    live_device: str | None = None
+    live_access_token: str | None = None
+    live_refresh_token: str | None = None
 
 
 class ProfileStore:
@@ -55,6 +61,9 @@ class ProfileStore:
         """Write a profile; the file is created readable by its owner only and replaced atomically."""
         data = self._load()
         data[name] = profile.model_dump()
+        self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".profiles-")
         try:
@@ -69,6 +78,35 @@ class ProfileStore:
     def names(self) -> list[str]:
         """Saved profile names."""
         return sorted(self._load())
+
+    @property
+    def _current_path(self) -> Path:
+        return self.directory / "current-profile"
+
+    def current(self) -> str | None:
+        """The profile chosen with ``im profile use`` (``None``: none chosen, or it was removed)."""
+        try:
+            name = self._current_path.read_text().strip()
+        except OSError:
+            return None
+        return name if name and name in self._load() else None
+
+    def use(self, name: str) -> None:
+        """Make ``name`` the profile used when neither ``--profile`` nor ``IM_PROFILE`` says otherwise."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._current_path.write_text(name + "\n")
+
+    def remove(self, name: str) -> bool:
+        """Forget a profile, its tokens and its sync cursors; ``False`` if there was none of that name."""
+        data = self._load()
+        if name not in data:
+            return False
+        del data[name]
+        self._write(data)
+        self.forget_state(name)
+        if self.current() is None:
+            self._current_path.unlink(missing_ok=True)
+        return True
 
     def state_path(self, name: str) -> Path:
         """The SQLite file where ``im listen`` keeps the profile's sync cursors (created when first used)."""

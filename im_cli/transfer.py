@@ -48,7 +48,7 @@ def media_content(message: Message) -> MediaContent | None:
 
 
 def describe_media(message: Message) -> str | None:
-    """``[image] cat.jpg · 1.2 MB · 800x600 — caption``, or ``None`` for a message without a file."""
+    """``[image] cat.jpg · 1.2 MB · 800x600 — caption`` (plain text, not markup), or ``None`` without a file."""
     content = media_content(message)
     if content is None:
         return None
@@ -64,7 +64,7 @@ def describe_media(message: Message) -> str | None:
     elif content.media_type != "application/octet-stream":
         details.append(content.media_type)
     caption = f" — {content.caption}" if content.caption else ""
-    return f"\\[{content.kind}] " + " · ".join(details) + caption
+    return f"[{content.kind}] " + " · ".join(details) + caption
 
 
 @contextlib.contextmanager

@@ -14,8 +14,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    Tag,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
+from .ids import STORABLE_TEXT
 from .limits import MAX_TEXT_LEN
 
 BlobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -26,10 +38,16 @@ MediaKind = Literal["image", "file", "voice", "video"]
 
 MEDIA_KINDS: frozenset[str] = frozenset({"image", "file", "voice", "video"})
 
-FileName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-"""A file name as a person gave it; servers keep the last path component and drop control characters."""
 
-Caption = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)]
+def _without_nul(value: object) -> object:
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+FileName = Annotated[str, StringConstraints(min_length=1, max_length=255), BeforeValidator(_without_nul)]
+"""A file name as a person gave it; NUL characters are dropped here, and servers keep the last path
+component and drop the other control characters."""
+
+Caption = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
 """Text shown with a media message; servers apply their text length limit."""
 
 __all__ = [
@@ -58,19 +76,30 @@ __all__ = [
 ]
 
 
+def _kind_required(schema: dict[str, Any]) -> None:
+    # ``kind`` has a default so that ``TextContent(text=...)`` reads well, but the wire always carries it:
+    # the unions are decided by it.
+    required = schema.setdefault("required", [])
+    if "kind" not in required:
+        required.insert(0, "kind")
+
+
+_CONTENT = ConfigDict(frozen=True, json_schema_extra=_kind_required)
+
+
 class TextContent(BaseModel):
     """Plain text."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["text"] = "text"
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
 
 
 class SystemContent(BaseModel):
     """A change announced by the server, with its own seq so that offline devices learn it by sync."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["system"] = "system"
     event: str
@@ -83,17 +112,22 @@ class SystemContent(BaseModel):
 class RecalledContent(BaseModel):
     """What remains of a recalled message: its content is gone from storage."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["recalled"] = "recalled"
     by: int
     """Who recalled it: the sender, or a group owner or admin."""
 
 
+def _unknown_kind(schema: dict[str, Any]) -> None:
+    # Described as "any kind but the known ones", so that no content matches two branches of the union.
+    schema["properties"]["kind"] = {"type": "string", "not": {"enum": sorted(_KNOWN_KINDS)}}
+
+
 class UnknownContent(BaseModel):
     """A kind this version does not know (from a newer server): kept whole, so that nothing is lost."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", json_schema_extra=_unknown_kind)
 
     kind: str
 
@@ -114,7 +148,7 @@ class Preview(BaseModel):
 class ImageContent(BaseModel):
     """A picture the server could decode; ``width`` and ``height`` as it is meant to be shown."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["image"] = "image"
     blob: BlobId
@@ -132,7 +166,7 @@ class ImageContent(BaseModel):
 class FileContent(BaseModel):
     """Any file (a document, an archive, or media sent as it is)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["file"] = "file"
     blob: BlobId
@@ -146,7 +180,7 @@ class FileContent(BaseModel):
 class VoiceContent(BaseModel):
     """A voice note: audio whose duration the server read from the bytes."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["voice"] = "voice"
     blob: BlobId
@@ -160,7 +194,7 @@ class VoiceContent(BaseModel):
 class VideoContent(BaseModel):
     """A clip whose duration (and picture size, where the container says) the server read from the bytes."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = _CONTENT
 
     kind: Literal["video"] = "video"
     blob: BlobId
@@ -180,7 +214,7 @@ MediaContent = ImageContent | FileContent | VoiceContent | VideoContent
 
 
 class _Outgoing(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_kind_required)
 
 
 class OutgoingImage(_Outgoing):
@@ -225,12 +259,26 @@ OutgoingMedia = OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo
 """What a client sends for a media message."""
 
 
-_KNOWN_KINDS = frozenset({"text", "system", "recalled", "image", "file", "voice", "video"})
+_KINDS = ("text", "system", "recalled", "image", "file", "voice", "video")
+_KNOWN_KINDS = frozenset(_KINDS)
 
 
 def _kind(value: Any) -> str:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
     return kind if kind in _KNOWN_KINDS else "unknown"
+
+
+class _ContentMapping:
+    """Adds the discriminator mapping (``kind`` to schema) that a callable discriminator does not produce."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        branches = schema.get("oneOf", [])
+        if len(branches) == len(_KINDS) + 1:
+            mapping = {kind: branch["$ref"] for kind, branch in zip(_KINDS, branches, strict=False)}
+            schema["discriminator"] = {"propertyName": "kind", "mapping": mapping}
+        return schema
 
 
 Content = Annotated[
@@ -243,6 +291,7 @@ Content = Annotated[
     | Annotated[VideoContent, Tag("video")]
     | Annotated[UnknownContent, Tag("unknown")],
     Discriminator(_kind),
+    _ContentMapping,
 ]
 """Any message content; kinds unknown to this version read as :class:`UnknownContent`."""
 

@@ -56,6 +56,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
     """Slow down; ``retry_after`` says for how long."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    """A per-user quota is used up (bytes uploaded today, uploads at once); ``retry_after`` says when it frees."""
     UNKNOWN_FRAME = "unknown_frame"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
     AUTH_TIMEOUT = "auth_timeout"
@@ -71,6 +73,12 @@ class ErrorCode(StrEnum):
     """The requested byte range starts beyond the end of the file."""
     UNAVAILABLE = "unavailable"
     """A dependency of the server is down; retry later."""
+    STORAGE_BUSY = "storage_busy"
+    """The database is busy (lock contention); retry soon with the same ``client_msg_id``. HTTP 503."""
+    STORAGE_FULL = "storage_full"
+    """The database's disk is full: nothing was stored; retrying helps only once an operator freed space. HTTP 503."""
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    """The database cannot be reached (connection lost, I/O error): nothing was stored; retry later. HTTP 503."""
     INTERNAL = "internal"
 
 

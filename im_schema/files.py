@@ -76,7 +76,7 @@ class FileLimits(BaseModel):
 class UploadRequest(Request[Upload]):
     """Store a blob; the body is the file's raw bytes and these fields go to the query string."""
 
-    endpoint = Endpoint("POST", FILES_PATH, Upload)
+    endpoint = Endpoint("POST", FILES_PATH, Upload, status=201)
 
     kind: MediaKind | None = None
     """Check the bytes as this kind; detected from the content when omitted."""

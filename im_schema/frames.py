@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter, model_validator
+from pydantic import Strict as _Strict
 
 from .content import OutgoingContent
 from .events import Notice
@@ -50,7 +51,7 @@ class AuthFrame(_Frame):
 
     type: Literal["auth"] = "auth"
     token: Annotated[str, StringConstraints(max_length=2048)]
-    protocol: int = PROTOCOL_VERSION
+    protocol: Annotated[int, _Strict(), Field(ge=0, le=2**31 - 1)] = PROTOCOL_VERSION
 
 
 class PingFrame(_Frame):
@@ -68,9 +69,9 @@ class SendFrame(_Frame):
     conversation: ConversationId | None = None
     client_msg_id: ClientMsgId
     content: OutgoingContent
-    reply_to: Seq | None = None
-    mentions: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
-    mention_all: bool = False
+    reply_to: Annotated[Seq, _Strict()] | None = None
+    mentions: Annotated[list[Annotated[UserId, _Strict()]], Field(max_length=100)] = Field(default_factory=list)
+    mention_all: StrictBool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> SendFrame:
@@ -84,7 +85,7 @@ class TypingFrame(_Frame):
 
     type: Literal["typing"] = "typing"
     conversation: ConversationId
-    active: bool = True
+    active: StrictBool = True
 
 
 ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame | TypingFrame, Field(discriminator="type")]

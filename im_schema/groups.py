@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from .ids import ConversationId, GroupId, UserId, Username
-from .models import Timestamp, User
+from .ids import MAX_ID, STORABLE_TEXT, ConversationId, GroupId, RecordId, UserId, Username
+from .ids import UserRef as PathUserRef
+from .models import StorableTimestamp, Timestamp, User
 from .rest import Endpoint, Ok, Request
 
 __all__ = [
@@ -56,10 +57,10 @@ __all__ = [
 
 Role = Literal["owner", "admin", "member"]
 JoinPolicy = Literal["open", "approval", "invite_only"]
-GroupName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Nickname = Annotated[str, StringConstraints(max_length=64)]
-Announcement = Annotated[str, StringConstraints(max_length=4000)]
-RequestMessage = Annotated[str, StringConstraints(max_length=200)]
+GroupName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=STORABLE_TEXT)]
+Nickname = Annotated[str, StringConstraints(max_length=64, pattern=STORABLE_TEXT)]
+Announcement = Annotated[str, StringConstraints(max_length=4000, pattern=STORABLE_TEXT)]
+RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
 UserRef = UserId | Username
 InvitationStatus = Literal["pending", "accepted", "declined", "withdrawn", "expired"]
 InvitationId = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -189,7 +190,7 @@ class CreateGroupRequest(Request[Group]):
     """Create a group; I become its owner and the listed users its first members (or are invited, when
     their privacy setting asks for it)."""
 
-    endpoint = Endpoint("POST", "/v1/groups", Group)
+    endpoint = Endpoint("POST", "/v1/groups", Group, status=201)
 
     name: GroupName
     members: Annotated[list[UserRef], Field(max_length=500)] = Field(default_factory=list)
@@ -231,7 +232,7 @@ class ListMembersRequest(Request[MemberPage]):
     endpoint = Endpoint("GET", "/v1/groups/{group_id}/members", MemberPage)
 
     group_id: GroupId
-    after: Annotated[int, Field(ge=0)] = 0
+    after: Annotated[int, Field(ge=0, le=MAX_ID)] = 0
     limit: Annotated[int, Field(ge=1, le=1000)] = 200
 
 
@@ -258,7 +259,7 @@ class ApproveJoinRequest(Request[Ok]):
     endpoint = Endpoint("POST", "/v1/groups/{group_id}/requests/{request_id}/approve", Ok)
 
     group_id: GroupId
-    request_id: Annotated[int, Field(ge=1)]
+    request_id: RecordId
 
 
 class RejectJoinRequest(Request[Ok]):
@@ -267,7 +268,7 @@ class RejectJoinRequest(Request[Ok]):
     endpoint = Endpoint("POST", "/v1/groups/{group_id}/requests/{request_id}/reject", Ok)
 
     group_id: GroupId
-    request_id: Annotated[int, Field(ge=1)]
+    request_id: RecordId
 
 
 class LeaveGroupRequest(Request[Ok]):
@@ -348,7 +349,7 @@ class RemoveAdminRequest(Request[Ok]):
     endpoint = Endpoint("DELETE", "/v1/groups/{group_id}/admins/{user}", Ok)
 
     group_id: GroupId
-    user: UserRef
+    user: PathUserRef
 
 
 class MuteMemberRequest(Request[Ok]):
@@ -358,7 +359,7 @@ class MuteMemberRequest(Request[Ok]):
 
     group_id: GroupId
     user: UserRef
-    until: Timestamp | None = None
+    until: StorableTimestamp | None = None
 
 
 class ListMyInvitationsRequest(Request[GroupInvitationList]):

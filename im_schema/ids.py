@@ -9,15 +9,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 __all__ = [
+    "MAX_ID",
+    "STORABLE_TEXT",
     "ClientMsgId",
     "ConversationId",
     "DeviceId",
     "GroupId",
+    "RecordId",
     "Seq",
     "UserId",
+    "UserRef",
     "Username",
     "conversation_kind",
     "direct_conversation",
@@ -28,7 +32,17 @@ __all__ = [
     "is_conversation_id",
 ]
 
-_MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1
+"""The largest id, seq or counter the storage holds (a signed 64-bit integer, in SQLite and PostgreSQL)."""
+_MAX_ID = MAX_ID
+
+STORABLE_TEXT = r"^[^\x00]*$"
+"""The pattern every free-text field of the schema matches: no NUL character.
+
+PostgreSQL cannot store NUL in a text column (SQLite can), so the schema refuses it everywhere, and both
+databases answer the same ``400 bad_request``. Lone surrogates, the other characters that UTF-8 cannot
+carry, are already refused by the JSON parser (and by this pattern in Python).
+"""
 
 UserId = Annotated[int, Field(ge=1, le=_MAX_ID)]
 """A user's numeric id."""
@@ -39,6 +53,9 @@ GroupId = Annotated[int, Field(ge=1, le=_MAX_ID)]
 Seq = Annotated[int, Field(ge=0, le=_MAX_ID)]
 """A position in one conversation; the first message has seq 1."""
 
+RecordId = Annotated[int, Field(ge=1, le=_MAX_ID)]
+"""The id of a stored record other than a user or group (a friend request, a join request)."""
+
 _USERNAME_RE = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
 
 
@@ -48,10 +65,26 @@ def _lower(value: object) -> object:
 
 Username = Annotated[
     str,
-    BeforeValidator(_lower),
     StringConstraints(pattern=_USERNAME_RE),
+    BeforeValidator(_lower),  # runs first; listed last so that the JSON schema shows the pattern
 ]
 """3 to 32 characters from ``a-z 0-9 _ . -``, starting with a letter or digit; case-insensitive."""
+
+
+def _ascii_digits_to_id(value: object) -> object:
+    # ``str.isdigit`` is also true for "²" or "٣"; only ASCII digits name an id.
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+_NAME_NOT_NUMBER = {"type": "string", "pattern": r"^(?=.*[a-z_.-])[a-z0-9][a-z0-9_.-]{2,31}$"}
+
+UserRef = Annotated[
+    UserId | Annotated[Username, WithJsonSchema(_NAME_NOT_NUMBER)], BeforeValidator(_ascii_digits_to_id)
+]
+"""A user named by id or by username, as in a URL path: a string of ASCII digits is an id (so a username
+made only of digits can be named here by its id only)."""
 
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 """A device name chosen by its owner, e.g. ``laptop`` or ``bot-1``."""
@@ -59,7 +92,8 @@ DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{
 ClientMsgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 """The sender's idempotency key for one message: resending it returns the stored message."""
 
-_CONVERSATION_RE = re.compile(r"d:([1-9][0-9]{0,18}):([1-9][0-9]{0,18})|g:([1-9][0-9]{0,18})")
+_CONVERSATION_PATTERN = r"d:([1-9][0-9]{0,18}):([1-9][0-9]{0,18})|g:([1-9][0-9]{0,18})"
+_CONVERSATION_RE = re.compile(_CONVERSATION_PATTERN)
 
 
 def _check_conversation(value: str) -> str:
@@ -74,7 +108,11 @@ def _check_conversation(value: str) -> str:
     return value
 
 
-ConversationId = Annotated[str, StringConstraints(max_length=48), AfterValidator(_check_conversation)]
+ConversationId = Annotated[
+    str,
+    StringConstraints(max_length=48, pattern=f"^({_CONVERSATION_PATTERN})$"),
+    AfterValidator(_check_conversation),
+]
 """``d:<uid>:<uid>`` (smaller id first) or ``g:<gid>``."""
 
 

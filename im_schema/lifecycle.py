@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from .ids import ConversationId, Seq, UserId, Username
+from .ids import STORABLE_TEXT, ConversationId, Seq, UserId, UserRef
 from .limits import MAX_TEXT_LEN
 from .models import Message, Timestamp
 from .rest import Endpoint, Ok, Request
@@ -64,7 +64,7 @@ class EditRequest(Request[Message]):
 
     conversation: ConversationId
     seq: Seq
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
 
 
 class ReceiptsRequest(Request[Receipts]):
@@ -90,4 +90,4 @@ class PresenceRequest(Request[Presence]):
 
     endpoint = Endpoint("GET", "/v1/users/{user}/presence", Presence)
 
-    user: UserId | Username
+    user: UserRef

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CLOSE_AUTH_FAILED",
     "CLOSE_AUTH_TIMEOUT",
+    "CLOSE_FLOODING",
     "CLOSE_GOING_AWAY",
     "CLOSE_PROTOCOL_UNSUPPORTED",
     "CLOSE_REPLACED",
@@ -53,3 +54,6 @@ CLOSE_SESSION_REVOKED = 4012
 """The device was logged out."""
 CLOSE_TOO_SLOW = 4013
 """The client did not read its pushes fast enough (its outbound budget ran out): reconnect and resync."""
+CLOSE_FLOODING = 4029
+"""The client kept sending frames faster than the connection's frame rate after being told to slow down
+(``rate_limited`` error frames): reconnect later, and send slower."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 from .content import Content
 from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
@@ -16,6 +16,7 @@ __all__ = [
     "Message",
     "ReadState",
     "ReplyPreview",
+    "StorableTimestamp",
     "Timestamp",
     "User",
     "format_timestamp",
@@ -30,6 +31,25 @@ def format_timestamp(moment: datetime) -> str:
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
 """An aware datetime, written as :func:`format_timestamp` does."""
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _storable(moment: datetime) -> datetime:
+    # Compared before converting: 9999-12-31T23:00-05:00 lies past year 9999 in UTC, where a datetime
+    # cannot go (the conversion, or reading the stored value back, would fail).
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not _EARLIEST <= aware <= _LATEST:
+        raise ValueError("the time must lie between 1970-01-01 and 9999-12-30 (UTC)")
+    return aware.astimezone(UTC)
+
+
+StorableTimestamp = Annotated[
+    datetime, AfterValidator(_storable), PlainSerializer(format_timestamp, return_type=str, when_used="json")
+]
+"""A timestamp a client sends (a mute's end, say): between 1970-01-01 and 9999-12-30 UTC, read as UTC when it
+has no offset."""
 
 
 class User(BaseModel):

@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from .content import OutgoingContent
-from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
+from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username, UserRef
 from .limits import HISTORY_PAGE_MAX, MAX_DISPLAY_NAME_LEN, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN
 from .models import ConversationSummary, Message, ReadState, User
 
 __all__ = [
     "ConversationPage",
     "ConversationsRequest",
+    "Cursor",
     "Endpoint",
     "GatewayAssignment",
     "GatewayRequest",
@@ -48,6 +50,10 @@ __all__ = [
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
+Cursor = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9A-Za-z:._-]*$")]
+"""Where a listing of conversations stopped, as the server wrote it (``ConversationPage.cursor``); opaque to
+clients."""
+
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LEN, max_length=MAX_PASSWORD_LEN)]
 
 
@@ -59,6 +65,8 @@ class Endpoint:
     path: str
     response: type[BaseModel]
     auth: bool = True
+    status: int = 200
+    """The status of a success."""
     path_params: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,11 +151,13 @@ class GatewayAssignment(BaseModel):
 class RegisterRequest(Request[User]):
     """Create an account."""
 
-    endpoint = Endpoint("POST", "/v1/auth/register", User, auth=False)
+    endpoint = Endpoint("POST", "/v1/auth/register", User, auth=False, status=201)
 
     username: Username
     password: Password
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN)] | None = None
+    display_name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN, pattern=STORABLE_TEXT)] | None
+    ) = None
 
 
 class LoginRequest(Request[Session]):
@@ -185,11 +195,25 @@ class GetUserRequest(Request[User]):
 
     endpoint = Endpoint("GET", "/v1/users/{user}", User)
 
-    user: UserId | Username
+    user: UserRef
+
+
+_ONE_TARGET: JsonDict = {
+    "oneOf": [
+        {"required": ["to"], "properties": {"to": {"not": {"type": "null"}}, "conversation": {"type": "null"}}},
+        {
+            "required": ["conversation"],
+            "properties": {"conversation": {"not": {"type": "null"}}, "to": {"type": "null"}},
+        },
+    ]
+}
+"""``to`` or ``conversation``, exactly one, in JSON Schema."""
 
 
 class SendMessageRequest(Request[Message]):
     """Send a message to a user (``to``) or into a conversation (``conversation``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
 
     endpoint = Endpoint("POST", "/v1/messages", Message)
 
@@ -216,7 +240,7 @@ class ConversationsRequest(Request[ConversationPage]):
 
     endpoint = Endpoint("GET", "/v1/conversations", ConversationPage)
 
-    since: Annotated[str, StringConstraints(max_length=64)] | None = None
+    since: Cursor | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 200
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from .ids import UserId, Username
+from .ids import STORABLE_TEXT, RecordId, UserId, Username, UserRef
 from .limits import MAX_DISPLAY_NAME_LEN
 from .models import Timestamp, User
 from .rest import Endpoint, Ok, Request
@@ -35,9 +35,9 @@ __all__ = [
     "UpdateProfileRequest",
 ]
 
-Remark = Annotated[str, StringConstraints(max_length=64)]
-Bio = Annotated[str, StringConstraints(max_length=500)]
-RequestMessage = Annotated[str, StringConstraints(max_length=200)]
+Remark = Annotated[str, StringConstraints(max_length=64, pattern=STORABLE_TEXT)]
+Bio = Annotated[str, StringConstraints(max_length=500, pattern=STORABLE_TEXT)]
+RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
 GroupInvitePolicy = Literal["everyone", "friends", "nobody"]
 """Who may add me to a group directly: ``everyone`` (but users I blocked), my ``friends``, or ``nobody``;
 anyone else's invitation waits for me to accept it."""
@@ -84,15 +84,17 @@ class UpdateProfileRequest(Request[User]):
 
     endpoint = Endpoint("PATCH", "/v1/me/profile", User)
 
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN)] | None = None
+    display_name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_DISPLAY_NAME_LEN, pattern=STORABLE_TEXT)] | None
+    ) = None
     bio: Bio | None = None
-    avatar: Annotated[str, StringConstraints(max_length=500)] | None = None
+    avatar: Annotated[str, StringConstraints(max_length=500, pattern=STORABLE_TEXT)] | None = None
 
 
 class SendFriendRequest(Request[FriendRequest]):
     """Ask someone to be my friend. If they asked me already, we become friends at once."""
 
-    endpoint = Endpoint("POST", "/v1/friends/requests", FriendRequest)
+    endpoint = Endpoint("POST", "/v1/friends/requests", FriendRequest, status=201)
 
     to: UserId | Username
     message: RequestMessage = ""
@@ -111,7 +113,7 @@ class AcceptFriendRequest(Request[FriendInfo]):
 
     endpoint = Endpoint("POST", "/v1/friends/requests/{request_id}/accept", FriendInfo)
 
-    request_id: Annotated[int, Field(ge=1)]
+    request_id: RecordId
 
 
 class DeclineFriendRequest(Request[Ok]):
@@ -119,7 +121,7 @@ class DeclineFriendRequest(Request[Ok]):
 
     endpoint = Endpoint("POST", "/v1/friends/requests/{request_id}/decline", Ok)
 
-    request_id: Annotated[int, Field(ge=1)]
+    request_id: RecordId
 
 
 class ListFriendsRequest(Request[FriendList]):
@@ -133,7 +135,7 @@ class GetFriendRequest(Request[FriendInfo]):
 
     endpoint = Endpoint("GET", "/v1/friends/{user}", FriendInfo)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class SetRemarkRequest(Request[FriendInfo]):
@@ -141,7 +143,7 @@ class SetRemarkRequest(Request[FriendInfo]):
 
     endpoint = Endpoint("PATCH", "/v1/friends/{user}", FriendInfo)
 
-    user: UserId | Username
+    user: UserRef
     remark: Remark
 
 
@@ -150,7 +152,7 @@ class RemoveFriendRequest(Request[Ok]):
 
     endpoint = Endpoint("DELETE", "/v1/friends/{user}", Ok)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class BlockRequest(Request[Ok]):
@@ -166,7 +168,7 @@ class UnblockRequest(Request[Ok]):
 
     endpoint = Endpoint("DELETE", "/v1/blocks/{user}", Ok)
 
-    user: UserId | Username
+    user: UserRef
 
 
 class ListBlocksRequest(Request[BlockedList]):

@@ -171,6 +171,18 @@ def _safe_name(name: str) -> str:
     return "".join(char for char in name if char.isprintable()) or "download"
 
 
+def _unused(target: Path) -> Path:
+    """``target``, or the first of ``name (1).ext``, ``name (2).ext``... that does not exist yet."""
+    if not target.exists():
+        return target
+    stem, suffix = target.stem, target.suffix
+    for number in range(1, 10_000):
+        candidate = target.with_name(f"{stem} ({number}){suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"{target} and 9,999 numbered copies exist already")
+
+
 @dataclass
 class DownloadPlan:
     """Where a blob goes and how to resume it; see the module docstring."""
@@ -184,9 +196,15 @@ class DownloadPlan:
     digest: Any = field(default_factory=hashlib.sha256)
 
     @classmethod
-    def for_message(cls, message: Message, path: str | os.PathLike[str] | None, *, thumbnail: bool) -> DownloadPlan:
+    def for_message(
+        cls, message: Message, path: str | os.PathLike[str] | None, *, thumbnail: bool, overwrite: bool = False
+    ) -> DownloadPlan:
         """A plan for a message's file (or its thumbnail): into ``path``, or into the directory
-        ``path`` under the file's name, or into the current directory."""
+        ``path`` under the file's name, or into the current directory.
+
+        A ``path`` that ends with ``/`` is a directory, created if missing. An existing file is never
+        overwritten (unless ``overwrite``): the download goes to ``name (1).ext``, ``name (2).ext``...
+        """
         content = media_of(message)
         blob, size, name = content.blob, content.size, content.name
         if thumbnail:
@@ -197,10 +215,13 @@ class DownloadPlan:
             suffix = ".png" if preview.media_type == "image/png" else ".jpg"
             blob, size, name = preview.blob, preview.size, f"{stem}-thumbnail{suffix}"
         name = _safe_name(name)
-        target = Path(path) if path is not None else Path.cwd()
+        text = os.fspath(path) if path is not None else ""
+        target = Path(text) if text else Path.cwd()
+        if text.endswith(("/", os.sep)):
+            target.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             target = target / name
-        return cls(blob=blob, size=size, target=target, name=name)
+        return cls(blob=blob, size=size, target=target if overwrite else _unused(target), name=name)
 
     @property
     def part(self) -> Path:

@@ -37,6 +37,7 @@ __all__ = [
     "Unavailable",
     "Unprocessable",
     "UnsupportedMedia",
+    "storage_error",
 ]
 
 
@@ -131,3 +132,16 @@ class RateLimited(ServerError):
 class Unavailable(ServerError):
     status = 503
     default_code = ErrorCode.UNAVAILABLE
+
+
+_STORAGE_ERRORS = {
+    "busy": (ErrorCode.STORAGE_BUSY, "the database is busy; retry with the same client_msg_id", 1.0),
+    "full": (ErrorCode.STORAGE_FULL, "the database's disk is full; nothing was stored", 30.0),
+    "unavailable": (ErrorCode.STORAGE_UNAVAILABLE, "the database cannot be reached; nothing was stored", 5.0),
+}
+
+
+def storage_error(kind: str) -> Unavailable:
+    """The error a client is told for a storage fault of ``kind`` (see :mod:`im_server.storage.faults`)."""
+    code, message, retry_after = _STORAGE_ERRORS.get(kind, _STORAGE_ERRORS["unavailable"])
+    return Unavailable(message, code=code, retry_after=retry_after)

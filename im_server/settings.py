@@ -6,11 +6,13 @@ down; nothing in the server reads the environment on its own.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "generate_secret"]
@@ -30,6 +32,18 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_nkey_seed_file: Path | None = None
+    """A file holding this node's nkey seed (``SU...``); ``im server up`` writes one per node."""
+    nats_creds_file: Path | None = None
+    """A ``.creds`` file (user JWT and seed) for a NATS run in operator/JWT mode."""
+    nats_tls_ca_file: Path | None = None
+    """Verify the NATS server against this CA; setting any TLS option (or a ``tls://`` URL) turns TLS on."""
+    nats_tls_cert_file: Path | None = None
+    """Client certificate for NATS servers that require one (with ``nats_tls_key_file``)."""
+    nats_tls_key_file: Path | None = None
     subject_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = "im"
     """Prefix of every NATS subject and KV bucket, so several clusters can share one NATS."""
     db_url: str = "sqlite+aiosqlite:///im-data/im.db"
@@ -47,15 +61,22 @@ class Settings(BaseSettings):
     """The URL clients use to reach this gateway; ``ws://<host>:<port>/ws`` if unset."""
     node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     """This gateway's id; a random one if unset. Routes left by a crashed node of the same id are purged."""
-    heartbeat_interval: float = 2.0
-    node_ttl: float = 10.0
-    """A gateway whose heartbeat is older than this is dead; its routes count as offline."""
+    heartbeat_interval: float = 0.5
+    node_ttl: float = 1.5
+    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
     auth_timeout: float = 5.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     max_frame_bytes: int = 64 * 1024
     gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
     """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
+    gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
+    """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
+    ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
+    gateway_forward_deadline: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a gateway keeps retrying a batch of sends before answering ``unavailable``."""
+    gateway_outbound_budget: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
+    """Bytes a connection may have waiting to be written; a client past it is closed with 4013."""
     connect_rate: float = 50.0
     """New connections per second accepted from one IP address (sustained)."""
     connect_burst: int = 200
@@ -70,6 +91,62 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
     argon2_parallelism: int = 2
+
+    # Entrance protection (see docs/operations.md, "Entrance protection")
+    signing_keys: SecretStr | None = None
+    """A key ring: comma-separated ``<key id>:<key>`` pairs; new tokens use the first (or
+    ``signing_key_id``), tokens of every listed key verify. ``secret_key`` joins the ring as ``default``."""
+    signing_key_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    """The key of the ring that signs new tokens; the first listed if unset."""
+    login_free_failures: Annotated[int, Field(ge=0)] = 3
+    """Wrong passwords an account may see in a row before logins to it must wait."""
+    login_address_free_failures: Annotated[int, Field(ge=0)] = 20
+    """Wrong passwords one client address may send in a row (per API node) before it must wait."""
+    login_backoff: Annotated[float, Field(gt=0)] = 1.0
+    """The first wait after the free failures, in seconds; each further failure doubles it."""
+    login_backoff_max: Annotated[float, Field(gt=0)] = 900.0
+    """The longest wait between two login attempts of a throttled account or address."""
+    login_failure_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    """Failures are forgotten this many seconds after the last one (a success forgets an account's at once)."""
+    register_rate: Annotated[float, Field(gt=0)] = 0.01
+    """Registrations per second from one client address (sustained), per API node."""
+    register_burst: Annotated[int, Field(ge=1)] = 10
+    argon2_concurrency: Annotated[int, Field(ge=1, le=256)] = 2
+    """Password hashes computed at once by an API node (each takes ``argon2_memory_cost`` KiB)."""
+    argon2_queue: Annotated[int, Field(ge=0)] = 32
+    """Password checks that may wait for a free slot; beyond them, ``unavailable`` with Retry-After."""
+    edit_rate: Annotated[float, Field(gt=0)] = 1.0
+    """Edits per second one user may make (sustained), per API node."""
+    edit_burst: Annotated[int, Field(ge=1)] = 20
+    recall_rate: Annotated[float, Field(gt=0)] = 1.0
+    """Recalls per second one user may make (sustained), per API node."""
+    recall_burst: Annotated[int, Field(ge=1)] = 20
+    typing_rate: Annotated[float, Field(gt=0)] = 5.0
+    """Typing notices (start and stop) per second one user may send, per API node."""
+    typing_burst: Annotated[int, Field(ge=1)] = 20
+    friend_request_rate: Annotated[float, Field(gt=0)] = 0.05
+    """Friend requests per second one user may send (sustained), per API node."""
+    friend_request_burst: Annotated[int, Field(ge=1)] = 20
+    friend_request_cooldown: Annotated[float, Field(ge=0)] = 86400.0
+    """Seconds after a declined friend request before the same person may ask again."""
+    ws_frame_rate: Annotated[float, Field(gt=0)] = 50.0
+    """Frames per second one WebSocket connection may send (sustained)."""
+    ws_frame_burst: Annotated[int, Field(ge=1)] = 200
+    ws_flood_limit: Annotated[int, Field(ge=1)] = 50
+    """Frames refused in a row for the frame rate after which the connection is closed (code 4029)."""
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """CIDRs of load balancers whose ``X-Forwarded-For`` is believed; comma-separated in the environment."""
+    access_refresh: Annotated[float, Field(gt=0)] = 5.0
+    """How often a node retries reading the ``<prefix>_access`` bucket while it is missing or unreachable."""
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """The largest request head (request line and headers) an API node or gateway reads."""
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a client has to send a complete request head (and, on a gateway, finish the handshake)."""
+    metrics_token: SecretStr | None = None
+    """A bearer token that opens ``/metrics`` on the public port; without it, ``/metrics`` is not served there."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """A separate listener (``metrics_host:metrics_port``) that serves ``/metrics`` without a token; off if unset."""
 
     # Messaging
     dm_requires_friendship: bool = True
@@ -129,6 +206,15 @@ class Settings(BaseSettings):
     """Larger pictures are refused before they are decoded (decompression bombs)."""
     thumbnail_size: Annotated[int, Field(ge=32, le=2048)] = 320
     """The longer side of image thumbnails, in pixels."""
+    image_decode_memory: Annotated[int, Field(ge=16 * 1024 * 1024)] = 256 * 1024 * 1024
+    """Bytes of memory decoding one picture may take (estimated from its header); beyond, it is refused
+    before decoding. With ``max_image_pixels`` at 50 million, every accepted picture fits in 256 MiB."""
+    max_concurrent_decodes: Annotated[int, Field(ge=1, le=64)] = 2
+    """Pictures an API node decodes (and audio/video files it reads) at once; further uploads wait their turn."""
+    upload_quota_bytes: Annotated[int, Field(ge=0)] = 2 * 1024 * 1024 * 1024
+    """Bytes one user may upload per UTC day, counted as they arrive (refused uploads count too); 0: no quota."""
+    max_concurrent_uploads: Annotated[int, Field(ge=1, le=100)] = 3
+    """Uploads one user may have in progress at once, per API node."""
     refused_types: Annotated[list[str], NoDecode] = [
         "application/vnd.microsoft.portable-executable",
         "application/x-elf",
@@ -176,11 +262,67 @@ class Settings(BaseSettings):
             raise ValueError("IM_DB_URL must be a sqlite:/// or postgresql:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _one_nats_identity(self) -> Settings:
+        identities = [self.nats_user, self.nats_nkey_seed_file, self.nats_creds_file]
+        if sum(identity is not None for identity in identities) > 1:
+            raise ValueError("set only one of IM_NATS_USER, IM_NATS_NKEY_SEED_FILE and IM_NATS_CREDS_FILE")
+        if self.nats_password is not None and self.nats_user is None:
+            raise ValueError("IM_NATS_PASSWORD needs IM_NATS_USER")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("IM_NATS_TLS_CERT_FILE and IM_NATS_TLS_KEY_FILE go together")
+        return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):  # a JSON list, as a dumped model writes it
+                text = text.strip("[]").replace("'", "").replace('"', "")
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+        except ValueError as exc:
+            raise ValueError(f"IM_TRUSTED_PROXIES: {exc}") from None
+
+    def key_ring(self) -> tuple[str, dict[str, bytes]]:
+        """The token signing keys by id, and the id of the one that signs new tokens.
+
+        ``IM_SIGNING_KEYS`` lists ``<id>:<key>`` pairs; ``IM_SECRET_KEY`` is the key ``default``.
+        Refuses to run without a key, or with a key shorter than 16 characters.
+        """
+        ring: dict[str, bytes] = {}
+        if self.signing_keys is not None:
+            for item in self.signing_keys.get_secret_value().split(","):
+                if not item.strip():
+                    continue
+                key_id, sep, key = item.strip().partition(":")
+                if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", key_id) or key_id in ring:
+                    raise ValueError("IM_SIGNING_KEYS must be comma-separated <key id>:<key> pairs with unique ids")
+                if len(key) < 16:
+                    raise ValueError(f"IM_SIGNING_KEYS: the key {key_id!r} is shorter than 16 characters")
+                ring[key_id] = key.encode()
+        if self.secret_key is not None:
+            if len(self.secret_key.get_secret_value()) < 16:
+                raise ValueError("IM_SECRET_KEY must have at least 16 characters")
+            ring.setdefault("default", self.secret_key.get_secret_value().encode())
+        if not ring:
+            raise ValueError("IM_SECRET_KEY (or IM_SIGNING_KEYS) must be set and shared by all nodes")
+        current = self.signing_key_id or next(iter(ring))
+        if current not in ring:
+            raise ValueError(f"IM_SIGNING_KEY_ID names {current!r}, which is not in the key ring")
+        return current, ring
+
     def signing_key(self) -> bytes:
-        """The token signing key; refuses to run without one."""
-        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 16:
-            raise ValueError("IM_SECRET_KEY must be set (at least 16 characters) and shared by all nodes")
-        return self.secret_key.get_secret_value().encode()
+        """The key that signs new tokens; refuses to run without one (see :meth:`key_ring`)."""
+        current, ring = self.key_ring()
+        return ring[current]
 
     @property
     def ws_url(self) -> str:

@@ -6,29 +6,33 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from im_server.cluster.natsbin import start_nats_server
 from tests.support.cluster import LoopThread, TestCluster
+from tests.support.nats import PrivateNats
 
 PG_ADMIN_URL = os.environ.get("IM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream nats-server of our own (never the machine's), on a free port."""
-    directory = tmp_path_factory.mktemp("nats")
-    process, url = start_nats_server(directory, log_file=directory / "nats.log")
-    yield url
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNats]:
+    """A JetStream nats-server of our own (never the machine's), on a free port, with the cluster's roles.
+
+    Each test cluster uses a prefix of its own, so the permissions match any prefix and the gateways
+    share one user; tests of the exact permissions start a :class:`PrivateNats` of their own.
+    """
+    server = PrivateNats(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: PrivateNats) -> str:
+    """The session nats-server's URL (it refuses clients without credentials: see ``nats_server``)."""
+    return nats_server.url
 
 
 @pytest.fixture(scope="session")
@@ -120,12 +124,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_cluster(cluster_loop: LoopThread, nats_url: str, sqlite_url: str) -> Iterator[object]:
+def make_cluster(cluster_loop: LoopThread, nats_server: PrivateNats, sqlite_url: str) -> Iterator[object]:
     """Build clusters with custom settings: ``make_cluster(gateways=3, db_url=..., **settings)``."""
     clusters: list[TestCluster] = []
 
     def make(gateways: int = 2, db_url: str | None = None, **overrides: object) -> TestCluster:
-        cluster = TestCluster(cluster_loop, nats_url, db_url or sqlite_url, **overrides)
+        cluster = TestCluster(cluster_loop, nats_server, db_url or sqlite_url, **overrides)
         clusters.append(cluster)
         return cluster.start(gateways)
 
@@ -135,17 +139,17 @@ def make_cluster(cluster_loop: LoopThread, nats_url: str, sqlite_url: str) -> It
 
 
 @pytest.fixture
-def cluster(cluster_loop: LoopThread, nats_url: str, db_url: str) -> Iterator[TestCluster]:
+def cluster(cluster_loop: LoopThread, nats_server: PrivateNats, db_url: str) -> Iterator[TestCluster]:
     """An API node and two gateway nodes on a fresh database (run on SQLite and on PostgreSQL)."""
-    cluster = TestCluster(cluster_loop, nats_url, db_url).start(gateways=2)
+    cluster = TestCluster(cluster_loop, nats_server, db_url).start(gateways=2)
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture
-def sqlite_cluster(cluster_loop: LoopThread, nats_url: str, sqlite_url: str) -> Iterator[TestCluster]:
+def sqlite_cluster(cluster_loop: LoopThread, nats_server: PrivateNats, sqlite_url: str) -> Iterator[TestCluster]:
     """Like ``cluster`` but on SQLite only, for tests of the transport rather than of storage."""
-    cluster = TestCluster(cluster_loop, nats_url, sqlite_url).start(gateways=2)
+    cluster = TestCluster(cluster_loop, nats_server, sqlite_url).start(gateways=2)
     yield cluster
     cluster.stop()
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from im_sdk import IMError
+from im_sdk import Client, IMError
 
-from ..context import Context, default_device, fail
-from ..output import out, print_json
+from ..context import Context, default_device, fail, live_device
+from ..errors import ExitCode
+from ..output import err, out, print_json
+from ..render import plural
 
 __all__ = ["login", "logout", "register", "whoami"]
 
@@ -25,7 +29,7 @@ def _password(from_stdin: bool, *, confirm: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            fail("no password on stdin")
+            fail("no password on stdin", ExitCode.USAGE)
         return line
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
     return password
@@ -61,11 +65,21 @@ def login(
     """Log this device in and keep its tokens in the profile."""
     context: Context = ctx.obj
     password = _password(password_stdin, confirm=False)
+    device = device or default_device()
     with context.client(logged_in=False) as client:
         try:
-            session = client.login(username, password, device=device or default_device())
+            session = client.login(username, password, device=device)
         except IMError as exc:
             context.explain(exc)
+    # The live session of `im listen` and `im chat` (see Profile.live_device); without it they use
+    # the main one, as before.
+    with Client(context.server_url) as client:
+        try:
+            live = client.login(username, password, device=live_device(session.device_id))
+        except IMError as exc:
+            err.print(f"[yellow]no separate session for im listen and im chat ({escape(str(exc))})[/yellow]")
+        else:
+            context._remember_live(live)
     out.print(
         f"logged in as [bold]{session.user.username}[/bold] on device [bold]{session.device_id}[/bold]"
         f" (profile {context.profile_name!r}, {context.server_url})"
@@ -82,8 +96,11 @@ def logout(
     context: Context = ctx.obj
     profile = context.profile
     if all_devices and not profile.access_token:
-        fail(f"not logged in (profile {context.profile_name!r}); run: im login USERNAME")
+        fail(f"not logged in (profile {context.profile_name!r}); run: im login USERNAME", ExitCode.AUTHENTICATION)
     devices: list[str] = []
+    if profile.live_access_token and not all_devices:
+        with contextlib.suppress(IMError), context.client(live=True) as client:
+            client.logout()
     if profile.access_token:
         with context.client() as client:
             try:
@@ -97,7 +114,9 @@ def logout(
                 out.print(f"[yellow]the server did not confirm ({exc}); forgetting the tokens anyway[/yellow]")
     context.logged_out()
     if all_devices:
-        out.print(f"logged out {len(devices)} device(s): {', '.join(devices)} (profile {context.profile_name!r})")
+        out.print(
+            f"logged out {plural(len(devices), 'device')}: {', '.join(devices)} (profile {context.profile_name!r})"
+        )
     else:
         out.print(f"logged out (profile {context.profile_name!r})")
 

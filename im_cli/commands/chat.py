@@ -1,7 +1,10 @@
-"""Chat: send, conversations, history, listen."""
+"""Chat: the full-screen client (im chat), and send, conversations, history, listen, read, recall, edit."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,17 +13,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from im_schema.content import SystemContent, TextContent
-from im_schema.events import FriendAddedNotice, FriendRemovedNotice, FriendRequestNotice, JoinRequestNotice
+from im_schema.content import RecalledContent, SystemContent
 from im_schema.models import Message
+from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
+from im_sdk._files import DownloadPlan
 from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
 
-from ..context import Context, fail
-from ..output import out, print_json, when
+from ..context import Context, fail, user_ref
+from ..errors import ExitCode
+from ..output import err, out, print_json, when
+from ..render import body, mentions_text, notice_text, reply_text
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
-__all__ = ["conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
+__all__ = ["chat", "conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -44,105 +50,77 @@ def _event_json(event: object) -> dict[str, object]:
 
 
 def _describe_event(context: Context, client: Client, event: object, me: int) -> str | None:
-    """A non-message event in words (``None``: nothing worth a line)."""
+    """A non-message event in words, as markup (``None``: nothing worth a line)."""
+
+    def name_of(user_id: int) -> str:
+        return context.name_of(client, user_id)
+
+    def where(conversation: str) -> str:
+        return escape(context.conversation_name(client, conversation))
+
     if isinstance(event, NoticeEvent):
-        return f"[magenta]{escape(describe_notice(event))}[/magenta]"
+        text = notice_text(event.notice, name_of, lambda group: context.group_name(client, group))
+        return f"[magenta]{escape(text)}[/magenta]"
     if isinstance(event, RecallEvent):
-        who = escape(context.name_of(client, event.by))
+        who = escape(name_of(event.by))
         return f"[dim]{event.conversation}#{event.seq}[/dim] [italic]{who} recalled a message[/italic]"
     if isinstance(event, EditEvent):
-        who = escape(context.name_of(client, event.by))
+        who = escape(name_of(event.by))
         return f"[dim]{event.conversation}#{event.seq}[/dim] [italic]{who} edited:[/italic] {escape(event.text)}"
     if isinstance(event, ReadEvent):
         if event.user_id == me:
             return None  # another device of mine caught up
-        who = escape(context.name_of(client, event.user_id))
-        return f"[dim]{who} read {event.conversation} up to #{event.read_seq}[/dim]"
+        who = escape(name_of(event.user_id))
+        return f"[dim]{who} read {where(event.conversation)} up to #{event.read_seq}[/dim]"
     if isinstance(event, TypingEvent):
         if not event.active:
             return None
-        return f"[dim]{escape(context.name_of(client, event.user_id))} is typing in {event.conversation}...[/dim]"
+        return f"[dim]{escape(name_of(event.user_id))} is typing in {where(event.conversation)}...[/dim]"
     if isinstance(event, PresenceEvent):
         state = "online" if event.online else "offline"
-        return f"[dim]{escape(context.name_of(client, event.user_id))} is {state}[/dim]"
+        return f"[dim]{escape(name_of(event.user_id))} is {state}[/dim]"
     return None
 
 
-def describe_notice(event: NoticeEvent) -> str:
-    """A notice in words."""
-    notice = event.notice
-    if isinstance(notice, FriendRequestNotice):
-        note = f": {notice.request.message}" if notice.request.message else ""
-        return (
-            f"{notice.request.from_user.username} wants to be your friend (im friends accept {notice.request.id}){note}"
-        )
-    if isinstance(notice, FriendAddedNotice):
-        return f"you and {notice.user.username} are friends now"
-    if isinstance(notice, FriendRemovedNotice):
-        return f"user #{notice.user_id} is no longer your friend"
-    if isinstance(notice, JoinRequestNotice):
-        request = notice.request
-        how = f"im groups approve {request.group_id} {request.id}"
-        return f"{request.user.username} asks to join g:{request.group_id} ({how})"
-    return f"notice: {notice.kind}"
-
-
-_SYSTEM = {
-    "group_created": "created the group",
-    "group_updated": "changed the group settings",
-    "group_dissolved": "dissolved the group",
-    "members_joined": "added {users}",
-    "member_left": "left",
-    "member_kicked": "removed {user}",
-    "announcement_set": "set the announcement: {text}",
-    "owner_transferred": "made {user} the owner",
-    "admin_added": "made {user} an admin",
-    "admin_removed": "made {user} a member again",
-    "member_muted": "muted {user} until {until}",
-    "member_unmuted": "unmuted {user}",
-    "nickname_set": "is now called {nickname}",
-    "message_recalled": "recalled #{seq}",
-    "message_edited": "edited #{seq}",
-}
-
-
-def describe_system(context: Context, client: Client, content: SystemContent) -> str:
-    """A system message in words."""
-    data = dict(content.data)
-    if "user" in data:
-        data["user"] = context.name_of(client, int(data["user"]))
-    if "users" in data:
-        data["users"] = ", ".join(context.name_of(client, int(user)) for user in data["users"])
-    template = _SYSTEM.get(content.event)
-    try:
-        return template.format_map(data) if template else content.event
-    except (KeyError, ValueError):
-        return content.event
-
-
 def _plain(context: Context, client: Client, message: Message) -> str:
-    content = message.content
-    if isinstance(content, TextContent):
-        return content.text
-    if isinstance(content, SystemContent):
-        return describe_system(context, client, content)
-    return describe_media(message) or f"[{content.kind}]"
+    return body(message, lambda user_id: context.name_of(client, user_id))
 
 
-def _text(context: Context, client: Client, message: Message) -> str:
-    text = escape(_plain(context, client, message))
-    return f"[italic]{text}[/italic]" if isinstance(message.content, SystemContent) else text
+def _line(context: Context, client: Client, message: Message, *, show_group: bool = True) -> str:
+    """One message as a line of markup: time, place, sender, reply, text, mentions."""
 
+    def name_of(user_id: int) -> str:
+        return context.name_of(client, user_id)
 
-def _line(context: Context, client: Client, message: Message) -> str:
-    sender = escape(context.name_of(client, message.sender))
+    sender = escape(name_of(message.sender))
     where = f"{when(message.sent_at)} {message.conversation}#{message.seq}"
-    return f"[dim]{where}[/dim] [bold]{sender}[/bold]: {_text(context, client, message)}"
+    if show_group and message.conversation.startswith("g:"):
+        where += " " + escape(context.conversation_name(client, message.conversation)) + " ·"
+    said = body(message, name_of)
+    text = escape(said)
+    if isinstance(message.content, (SystemContent, RecalledContent)):
+        text = f"[italic]{text}[/italic]"
+    if message.edited_at is not None:
+        text += " [dim](edited)[/dim]"
+    reply = reply_text(message, name_of)
+    if reply:
+        text = f"[cyan]{escape(reply)}[/cyan] {text}"
+    mentions = mentions_text(message, name_of)
+    if mentions and all(name in said for name in mentions.split()):
+        mentions = None  # the text names them already
+    if mentions:
+        me = context.profile.user_id
+        mine = message.mention_all or (me is not None and me in message.mentions)
+        text += f" [{'bold red' if mine else 'cyan'}]{escape(mentions)}[/]"
+    return f"[dim]{where}[/dim] [bold]{sender}[/bold]: {text}"
 
 
 def send(
     ctx: typer.Context,
-    to: Annotated[str, typer.Argument(help="A username, a user id or a conversation id (d:1:2, g:7).")],
+    to: Annotated[
+        str,
+        typer.Argument(help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."),
+    ],
     text: Annotated[
         str | None,
         typer.Argument(help="The message (with --file, its caption); read from stdin if omitted or '-'."),
@@ -167,33 +145,31 @@ def send(
         _send_file(context, to, file, kind, None if text == "-" else text, json_output)
         return
     if kind is not None:
-        fail("--kind goes with --file")
+        fail("--kind goes with --file", ExitCode.USAGE)
     if text is None or text == "-":
         text = sys.stdin.read().rstrip("\n")
     if not text:
-        fail("nothing to send")
-    with context.client() as client:
-        try:
-            mentioned = [client.get_user(int(name) if name.isdigit() else name).id for name in mention or []]
-            message = client.send_text(
-                int(to) if to.isdigit() else to, text, reply_to=reply, mentions=mentioned, mention_all=mention_all
-            )
-        except IMError as exc:
-            context.explain(exc)
+        fail("nothing to send", ExitCode.USAGE)
+    with context.session() as client:
+        mentioned = [client.get_user(user_ref(name)).id for name in mention or []]
+        target = context.conversation_for(client, to)
+        message = client.send_text(target, text, reply_to=reply, mentions=mentioned, mention_all=mention_all)
+        where = context.conversation_name(client, message.conversation)
     if json_output:
         print_json(message)
     else:
-        out.print(f"sent to {message.conversation} as #{message.seq}")
+        out.print(escape(f"sent to {where} ({message.conversation}) as #{message.seq}"))
 
 
 def _send_file(context: Context, to: str, path: Path, kind: str | None, caption: str | None, json_output: bool) -> None:
     if kind not in (None, "image", "file", "voice", "video"):
-        fail("--kind is one of image, file, voice, video")
+        fail("--kind is one of image, file, voice, video", ExitCode.USAGE)
     with context.client() as client:
         try:
+            target = context.conversation_for(client, to)
             with progress_bar(f"sending {path.name}", path.stat().st_size) as progress:
                 message = client.send_media(
-                    int(to) if to.isdigit() else to,
+                    target,
                     path,
                     kind=kind,  # type: ignore[arg-type]  # checked above
                     caption=caption or None,
@@ -206,7 +182,7 @@ def _send_file(context: Context, to: str, path: Path, kind: str | None, caption:
     if json_output:
         print_json(message)
     else:
-        out.print(f"sent {describe_media(message)} to {message.conversation} as #{message.seq}")
+        out.print(f"sent {escape(describe_media(message) or '')} to {message.conversation} as #{message.seq}")
 
 
 def download(
@@ -216,12 +192,20 @@ def download(
     ],
     seq: Annotated[int, typer.Argument(min=1, help="The message's number in the conversation (see im history).")],
     path: Annotated[
-        Path | None, typer.Argument(help="Save as this file, or into this directory (default: here, by its name).")
+        str | None,
+        typer.Argument(
+            metavar="[PATH]",
+            help="Save as this file, or into this directory (a path ending in / is one, created if missing);"
+            " default: here, under the file's name.",
+        ),
     ] = None,
     thumbnail: Annotated[bool, typer.Option("--thumbnail", help="The thumbnail or poster instead.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file instead of saving as 'name (1).ext'.")
+    ] = False,
     json_output: Json = False,
 ) -> None:
-    """Save the file of a message; an interrupted download resumes where it stopped."""
+    """Save the file of a message; never overwrites (without --force); an interrupted download resumes."""
     context: Context = ctx.obj
     with context.client() as client:
         try:
@@ -239,16 +223,20 @@ def download(
                 if preview is None:
                     fail(f"the {content.kind} of {target}#{seq} has no thumbnail")
                 size = preview.size
+            wanted = DownloadPlan.for_message(message, path, thumbnail=thumbnail, overwrite=True).target
             with progress_bar(f"saving {content.name}", size) as progress:
                 saved = client.download(message, path, thumbnail=thumbnail, progress=progress)
+            if force and saved != wanted:
+                os.replace(saved, wanted)  # downloaded beside it, then swapped in whole
+                saved = wanted
         except IMError as exc:
             context.explain(exc)
         except OSError as exc:
-            fail(f"cannot write {path or '.'}: {exc.strerror or exc}")
+            fail(escape(f"cannot write {exc.filename or path or '.'}: {exc.strerror or exc}"))
     if json_output:
         print_json({"path": str(saved), "size": size, "name": content.name, "kind": content.kind})
     else:
-        out.print(f"saved {content.kind} {content.name} ({human_size(size)}) to {saved}")
+        out.print(escape(f"saved {content.kind} {content.name} ({human_size(size)}) to {saved}"))
 
 
 def conversations(ctx: typer.Context, json_output: Json = False) -> None:
@@ -262,7 +250,7 @@ def conversations(ctx: typer.Context, json_output: Json = False) -> None:
                 return
             table = Table("conversation", "with", "unread", "last message", "when", box=None, pad_edge=False)
             for summary in summaries:
-                peer = escape(context.name_of(client, summary.peer)) if summary.peer else summary.id
+                peer = escape(context.conversation_name(client, summary.id))
                 last = summary.last_message
                 preview = ""
                 if last is not None:
@@ -281,7 +269,12 @@ def conversations(ctx: typer.Context, json_output: Json = False) -> None:
 
 def history(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="How many messages.")] = 20,
     before: Annotated[int | None, typer.Option(help="Only messages before this seq.")] = None,
     after: Annotated[int | None, typer.Option(help="Only messages after this seq.")] = None,
@@ -297,11 +290,38 @@ def history(
                 print_json(page.messages)
                 return
             for message in page.messages:
-                out.print(_line(context, client, message))
+                out.print(_line(context, client, message, show_group=False))
             if not page.messages:
                 out.print("no messages")
         except IMError as exc:
             context.explain(exc)
+
+
+class _ConnectionState(logging.Handler):
+    """Prints the realtime connection's state changes on stderr (from the SDK's log and its reconnects)."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(logging.INFO)
+        self.server = server
+        self.state = "connecting"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(("realtime connection lost", "realtime setup failed")):
+            if self.state != "disconnected":
+                reason = message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
+                err.print(
+                    f"[yellow]disconnected from {escape(self.server)}[/yellow] [dim]({escape(reason)})[/dim];"
+                    " reconnecting..."
+                )
+            self.state = "disconnected"
+
+    def connected(self) -> None:
+        if self.state == "connecting":
+            err.print(f"[dim]connected to {escape(self.server)}; Ctrl-C stops[/dim]")
+        elif self.state == "disconnected":
+            err.print(f"[green]reconnected to {escape(self.server)}[/green]")
+        self.state = "connected"
 
 
 def listen(
@@ -311,34 +331,59 @@ def listen(
     ] = False,
     start: Annotated[str, typer.Option(help="Where to begin: unread, latest (only new ones) or all.")] = "unread",
 ) -> None:
-    """Print incoming messages (and notices such as friend requests) live; reconnects and catches up."""
+    """Print incoming messages (and notices such as friend requests) live; reconnects and catches up.
+
+    Connection state changes (connected, disconnected, reconnected) are printed on stderr.
+    """
     context: Context = ctx.obj
     if start not in ("unread", "latest", "all"):
-        fail("--start is one of unread, latest, all")
-    with context.client() as client:
-        try:
-            me = context.me()
-            for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
-                if isinstance(event, MessageEvent):
-                    if json_output:
-                        print_json(event.message)
+        fail("--start is one of unread, latest, all", ExitCode.USAGE)
+    state = _ConnectionState(context.server_url)
+    sdk_log = logging.getLogger("im_sdk")
+    sdk_log.addHandler(state)
+    if sdk_log.getEffectiveLevel() > logging.INFO:
+        sdk_log.setLevel(logging.INFO)
+    try:
+        with context.client(live=True) as client:
+            # Each (re)connection lists the conversations first: the moment to say that it is up.
+            page = client.conversations_page
+
+            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
+                found = page(since=since, limit=limit)
+                state.connected()
+                return found
+
+            client.conversations_page = conversations_page  # type: ignore[method-assign]
+            try:
+                me = context.me()
+                for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
+                    if isinstance(event, MessageEvent):
+                        if json_output:
+                            print_json(event.message)
+                        else:
+                            out.print(_line(context, client, event.message))
+                    elif json_output:
+                        print_json(_event_json(event))
                     else:
-                        out.print(_line(context, client, event.message))
-                elif json_output:
-                    print_json(_event_json(event))
-                else:
-                    line = _describe_event(context, client, event, me)
-                    if line:
-                        out.print(line)
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        except IMError as exc:
-            context.explain(exc)
+                        line = _describe_event(context, client, event, me)
+                        if line:
+                            out.print(line)
+            except KeyboardInterrupt:
+                raise typer.Exit(ExitCode.INTERRUPTED) from None
+            except IMError as exc:
+                context.explain(exc)
+    finally:
+        sdk_log.removeHandler(state)
 
 
 def read(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int | None, typer.Argument(help="Read up to this seq (default: everything).")] = None,
     json_output: Json = False,
 ) -> None:
@@ -347,15 +392,21 @@ def read(
     with context.session() as client:
         conversation = context.conversation_for(client, target)
         state = client.mark_read(conversation, seq if seq is not None else 2**62)
+        where = context.conversation_name(client, conversation)
     if json_output:
         print_json(state)
     else:
-        out.print(f"{conversation} read up to #{state.read_seq}; {state.unread} unread")
+        out.print(escape(f"{where} ({conversation}) read up to #{state.read_seq}; {state.unread} unread"))
 
 
 def recall(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int, typer.Argument(help="The message's seq.")],
 ) -> None:
     """Recall a message (yours within the recall window; any, as a group owner or admin)."""
@@ -368,7 +419,12 @@ def recall(
 
 def edit(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(metavar="TO", help="A username, a user id or a conversation id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
     seq: Annotated[int, typer.Argument(help="The message's seq.")],
     text: Annotated[str, typer.Argument(help="The new text.")],
 ) -> None:
@@ -378,3 +434,28 @@ def edit(
         conversation = context.conversation_for(client, target)
         client.edit(conversation, seq, text)
     out.print(f"{conversation}#{seq} edited")
+
+
+def chat(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None,
+        typer.Argument(metavar="[TO]", help="Open this conversation first: a username, a group's name or an id."),
+    ] = None,
+) -> None:
+    """The full-screen chat client: conversations, messages, files, requests (Ctrl-Q quits)."""
+    context: Context = ctx.obj
+    me, username = context.profile.user_id, context.profile.username
+    client = context.async_client()
+    if me is None or username is None:
+        fail("not logged in; run: im login USERNAME", ExitCode.AUTHENTICATION)
+    try:
+        from ..tui.app import ChatApp
+    except ImportError:
+        fail("im chat needs Textual; install it with: pip install 'imkit[cli]'")
+
+    async def run() -> None:
+        async with client:
+            await ChatApp(client, me=me, username=username, server=context.server_url, open_first=to).run_async()
+
+    asyncio.run(run())

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from im_schema.models import Device
 
-from ..context import Context
+from ..context import Context, live_device
 from ..output import out, print_json, when
 
 __all__ = ["app"]
@@ -19,8 +19,13 @@ app = typer.Typer(help="My logged-in devices: list them (the default), log them 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _row(device: Device) -> tuple[str, ...]:
-    name = f"[bold]{device.device_id}[/bold] (this one)" if device.current else device.device_id
+def _row(device: Device, live: str | None) -> tuple[str, ...]:
+    if device.current:
+        name = f"[bold]{device.device_id}[/bold] (this one)"
+    elif device.device_id == live:
+        name = f"[bold]{device.device_id}[/bold] (this one, live)"
+    else:
+        name = device.device_id
     state = "[green]connected[/green]" if device.connected else ""
     return (name, state, when(device.created_at), when(device.last_seen_at))
 
@@ -33,7 +38,7 @@ def _list(context: Context, json_output: bool) -> None:
         return
     table = Table("device", "now", "logged in", "last seen", box=None, pad_edge=False)
     for device in devices:
-        table.add_row(*_row(device))
+        table.add_row(*_row(device, context.profile.live_device))
     out.print(table)
 
 
@@ -59,6 +64,10 @@ def logout(
     """Log one device out: its tokens stop working at once and its connection is closed."""
     context: Context = ctx.obj
     with context.session() as client:
+        # A CLI login's live session goes with it (first: this device's token may end with the second).
+        paired = live_device(device)
+        if not device.endswith("-live") and any(found.device_id == paired for found in client.devices.list()):
+            client.devices.logout(paired)
         result = client.devices.logout(device)
     if result.current:
         context.logged_out()

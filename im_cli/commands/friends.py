@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from im_schema.social import FriendInfo
+from im_sdk import Client
 
-from ..context import Context
+from ..context import Context, fail, user_ref
 from ..output import out, print_json, when
 
 __all__ = ["app"]
@@ -21,12 +23,12 @@ UserArg = Annotated[str, typer.Argument(metavar="USER", help="A username or a us
 
 
 def _ref(user: str) -> int | str:
-    return int(user) if user.isdigit() else user
+    return user_ref(user)
 
 
 def _friend_row(info: FriendInfo) -> tuple[str, ...]:
     state = "[green]online[/green]" if info.online else "offline"
-    return (info.user.username, info.remark or "", info.user.display_name, state, when(info.since))
+    return (info.user.username, escape(info.remark or ""), escape(info.user.display_name), state, when(info.since))
 
 
 @app.command()
@@ -67,24 +69,44 @@ def requests(
     table = Table("id", "from" if not outgoing else "to", "message", "when", box=None, pad_edge=False)
     for request in found:
         other = request.to_user if outgoing else request.from_user
-        table.add_row(str(request.id), other.username, request.message, when(request.created_at))
+        table.add_row(str(request.id), other.username, escape(request.message), when(request.created_at))
     out.print(table)
 
 
+RequestArg = Annotated[
+    str, typer.Argument(metavar="REQUEST", help="The request's id, or the username or id of who sent it.")
+]
+
+
+def _incoming(context: Context, client: Client, request: str) -> int:
+    """A pending incoming request's id, from its id or its sender (a username, or a user id)."""
+    pending = client.friends.requests("incoming")
+    if request.isdigit() and any(found.id == int(request) for found in pending):
+        return int(request)
+    ref = user_ref(request)
+    for found in pending:
+        if ref in (found.from_user.id, found.from_user.username):
+            return found.id
+    if request.isdigit():
+        return int(request)  # the server says what is wrong with it
+    fail(escape(f"no pending friend request from {request}; see: im friends requests"))
+
+
 @app.command()
-def accept(ctx: typer.Context, request_id: Annotated[int, typer.Argument(help="The request's id.")]) -> None:
+def accept(ctx: typer.Context, request: RequestArg) -> None:
     """Accept a friend request."""
     context: Context = ctx.obj
     with context.session() as client:
-        friend = client.friends.accept(request_id)
+        friend = client.friends.accept(_incoming(context, client, request))
     out.print(f"you and {friend.user.username} are friends now")
 
 
 @app.command()
-def decline(ctx: typer.Context, request_id: Annotated[int, typer.Argument(help="The request's id.")]) -> None:
+def decline(ctx: typer.Context, request: RequestArg) -> None:
     """Decline a friend request."""
     context: Context = ctx.obj
     with context.session() as client:
+        request_id = _incoming(context, client, request)
         client.friends.decline(request_id)
     out.print(f"request #{request_id} declined")
 

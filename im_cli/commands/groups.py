@@ -7,27 +7,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from im_schema.groups import Group, GroupInvitation, GroupMember
 from im_schema.social import GroupInvitePolicy
 from im_sdk import Client
 
-from ..context import Context, fail
+from ..context import Context, fail, user_ref
+from ..errors import ExitCode
 from ..output import out, print_json, when
+from ..render import plural
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Groups: create, join, manage members and settings.", no_args_is_help=True)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-GroupArg = Annotated[int, typer.Argument(metavar="GROUP", help="The group's id (the N of g:N).")]
+GroupArg = Annotated[str, typer.Argument(metavar="GROUP", help="The group: g:N, N, or the name of one of my groups.")]
 UserArg = Annotated[str, typer.Argument(metavar="USER", help="A username or a user id.")]
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
 def _ref(user: str) -> int | str:
-    return int(user) if user.isdigit() else user
+    return user_ref(user)
 
 
 def _waiting(client: Client, group_id: int, users: list[str]) -> list[str]:
@@ -45,8 +48,11 @@ def _say_waiting(waiting: list[str]) -> None:
         out.print(f"invited (they accept or decline): {', '.join(waiting)}")
 
 
-def _show(group: Group) -> None:
-    out.print(f"[bold]{group.name}[/bold] ({group.conversation}) · {group.member_count} members · owner {group.owner}")
+def _show(group: Group, owner: str) -> None:
+    out.print(
+        f"[bold]{escape(group.name)}[/bold] ({group.conversation}) · {plural(group.member_count, 'member')}"
+        f" · owner {escape(owner)}"
+    )
     settings = [f"join: {group.join_policy}", f"members invite: {'yes' if group.allow_member_invite else 'no'}"]
     settings.append(f"history for new members: {'yes' if group.history_visible else 'no'}")
     if group.muted_all:
@@ -83,7 +89,7 @@ def create(
     """Create a group; you are its owner."""
     context: Context = ctx.obj
     if policy not in ("open", "approval", "invite_only"):
-        fail("--join is one of open, approval, invite_only")
+        fail("--join is one of open, approval, invite_only", ExitCode.USAGE)
     with context.session() as client:
         group = client.groups.create(
             name,
@@ -96,7 +102,7 @@ def create(
     if json_output:
         print_json(group)
     else:
-        out.print(f"created {group.name!r} as {group.conversation} with {group.member_count} members")
+        out.print(escape(f"created {group.name!r} as {group.conversation} with {plural(group.member_count, 'member')}"))
         _say_waiting(waiting)
 
 
@@ -115,27 +121,33 @@ def list_(ctx: typer.Context, json_output: Json = False) -> None:
     table = Table("group", "name", "members", "my role", "remark", box=None, pad_edge=False)
     for group in groups:
         table.add_row(
-            group.conversation, group.name, str(group.member_count), group.my_role or "", group.my_remark or ""
+            group.conversation,
+            escape(group.name),
+            str(group.member_count),
+            group.my_role or "",
+            escape(group.my_remark or ""),
         )
     out.print(table)
 
 
 @app.command()
-def info(ctx: typer.Context, group_id: GroupArg, json_output: Json = False) -> None:
+def info(ctx: typer.Context, group: GroupArg, json_output: Json = False) -> None:
     """A group's information and announcement."""
     context: Context = ctx.obj
     with context.session() as client:
-        group = client.groups.info(group_id)
+        gid = context.group_id(client, group)
+        found = client.groups.info(gid)
+        owner = context.name_of(client, found.owner)
     if json_output:
-        print_json(group)
+        print_json(found)
     else:
-        _show(group)
+        _show(found, owner)
 
 
 @app.command()
 def members(
     ctx: typer.Context,
-    group_id: GroupArg,
+    group: GroupArg,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 200,
     json_output: Json = False,
 ) -> None:
@@ -143,9 +155,10 @@ def members(
     context: Context = ctx.obj
     found: list[GroupMember] = []
     with context.session() as client:
+        gid = context.group_id(client, group)
         after = 0
         while len(found) < limit:
-            page = client.groups.members(group_id, after=after, limit=min(1000, limit - len(found)))
+            page = client.groups.members(gid, after=after, limit=min(1000, limit - len(found)))
             found.extend(page.members)
             if not page.has_more or not page.members:
                 break
@@ -157,32 +170,34 @@ def members(
     for member in found:
         state = "[green]online[/green]" if member.online else "offline"
         muted = when(member.muted_until) if member.muted_until else ""
-        table.add_row(member.user.username, member.role, member.nickname or "", state, muted)
+        table.add_row(member.user.username, member.role, escape(member.nickname or ""), state, muted)
     out.print(table)
 
 
 @app.command()
 def join(
     ctx: typer.Context,
-    group_id: GroupArg,
+    group: GroupArg,
     message: Annotated[str, typer.Option("--message", "-m", help="A note for the admins.")] = "",
 ) -> None:
     """Join an open group, or ask to join one that needs approval."""
     context: Context = ctx.obj
     with context.session() as client:
-        result = client.groups.join(group_id, message)
+        gid = context.group_id(client, group)
+        result = client.groups.join(gid, message)
     if result.status == "joined":
-        out.print(f"joined g:{group_id}")
+        out.print(f"joined g:{gid}")
     else:
-        out.print(f"asked to join g:{group_id}; an admin will decide")
+        out.print(f"asked to join g:{gid}; an admin will decide")
 
 
 @app.command()
-def requests(ctx: typer.Context, group_id: GroupArg, json_output: Json = False) -> None:
+def requests(ctx: typer.Context, group: GroupArg, json_output: Json = False) -> None:
     """Pending join requests (owner and admins)."""
     context: Context = ctx.obj
     with context.session() as client:
-        found = client.groups.requests(group_id)
+        gid = context.group_id(client, group)
+        found = client.groups.requests(gid)
     if json_output:
         print_json(found)
         return
@@ -191,81 +206,85 @@ def requests(ctx: typer.Context, group_id: GroupArg, json_output: Json = False) 
         return
     table = Table("id", "user", "message", "when", box=None, pad_edge=False)
     for request in found:
-        table.add_row(str(request.id), request.user.username, request.message, when(request.created_at))
+        table.add_row(str(request.id), request.user.username, escape(request.message), when(request.created_at))
     out.print(table)
 
 
 @app.command()
-def approve(ctx: typer.Context, group_id: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
+def approve(ctx: typer.Context, group: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
     """Let a requester in."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.approve(group_id, request_id)
+        gid = context.group_id(client, group)
+        client.groups.approve(gid, request_id)
     out.print(f"request #{request_id} approved")
 
 
 @app.command()
-def reject(ctx: typer.Context, group_id: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
+def reject(ctx: typer.Context, group: GroupArg, request_id: Annotated[int, typer.Argument()]) -> None:
     """Turn a requester away."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.reject(group_id, request_id)
+        gid = context.group_id(client, group)
+        client.groups.reject(gid, request_id)
     out.print(f"request #{request_id} rejected")
 
 
 @app.command()
-def leave(ctx: typer.Context, group_id: GroupArg) -> None:
+def leave(ctx: typer.Context, group: GroupArg) -> None:
     """Leave a group."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.leave(group_id)
-    out.print(f"you left g:{group_id}")
+        gid = context.group_id(client, group)
+        client.groups.leave(gid)
+    out.print(f"you left g:{gid}")
 
 
 @app.command()
-def nickname(
-    ctx: typer.Context, group_id: GroupArg, name: Annotated[str, typer.Argument(help="'' clears it.")]
-) -> None:
+def nickname(ctx: typer.Context, group: GroupArg, name: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
     """Set my nickname in the group (everyone sees it)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.nickname(group_id, name)
+        gid = context.group_id(client, group)
+        client.groups.nickname(gid, name)
     out.print("nickname set" if name else "nickname cleared")
 
 
 @app.command()
-def remark(ctx: typer.Context, group_id: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
+def remark(ctx: typer.Context, group: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
     """Set my private remark on the group (only I see it)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.remark(group_id, text)
+        gid = context.group_id(client, group)
+        client.groups.remark(gid, text)
     out.print("remark set" if text else "remark cleared")
 
 
 @app.command()
-def invite(
-    ctx: typer.Context, group_id: GroupArg, users: Annotated[list[str], typer.Argument(metavar="USER...")]
-) -> None:
+def invite(ctx: typer.Context, group: GroupArg, users: Annotated[list[str], typer.Argument(metavar="USER...")]) -> None:
     """Add users to the group; those whose privacy setting asks for it get an invitation to accept."""
     context: Context = ctx.obj
     with context.session() as client:
-        group = client.groups.invite(group_id, [_ref(user) for user in users])
-        waiting = _waiting(client, group_id, users)
-    out.print(f"g:{group_id} has {group.member_count} members")
+        gid = context.group_id(client, group)
+        updated = client.groups.invite(gid, [_ref(user) for user in users])
+        waiting = _waiting(client, gid, users)
+    out.print(escape(f"{updated.name} (g:{gid}) has {plural(updated.member_count, 'member')}"))
     _say_waiting(waiting)
 
 
 @app.command()
 def invitations(
     ctx: typer.Context,
-    group_id: Annotated[
-        int | None, typer.Argument(metavar="[GROUP]", help="A group's pending invitations instead of mine.")
+    group: Annotated[
+        str | None,
+        typer.Argument(metavar="[GROUP]", help="A group's pending invitations instead of mine (g:N, N or its name)."),
     ] = None,
     json_output: Json = False,
 ) -> None:
     """Pending invitations to groups sent to me (or, given GROUP, the ones of that group)."""
     context: Context = ctx.obj
     with context.session() as client:
+        group_id = context.group_id(client, group) if group is not None else None
         found: list[GroupInvitation] = client.groups.invitations(group_id)
     if json_output:
         print_json(found)
@@ -278,7 +297,7 @@ def invitations(
         table.add_row(
             str(invitation.id),
             f"g:{invitation.group_id}",
-            invitation.group_name,
+            escape(invitation.group_name),
             invitation.inviter.username,
             invitation.invitee.username,
             when(invitation.expires_at),
@@ -298,7 +317,7 @@ def accept(ctx: typer.Context, invitation_id: InvitationArg) -> None:
     context: Context = ctx.obj
     with context.session() as client:
         group = client.groups.accept(invitation_id)
-    out.print(f"joined {group.name!r} ({group.conversation})")
+    out.print(escape(f"joined {group.name!r} ({group.conversation})"))
 
 
 @app.command()
@@ -311,11 +330,11 @@ def decline(ctx: typer.Context, invitation_id: InvitationArg) -> None:
 
 
 @app.command()
-def withdraw(ctx: typer.Context, group_id: GroupArg, invitation_id: InvitationArg) -> None:
+def withdraw(ctx: typer.Context, group: GroupArg, invitation_id: InvitationArg) -> None:
     """Take back a pending invitation (its inviter, or the owner and admins)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.withdraw(group_id, invitation_id)
+        client.groups.withdraw(context.group_id(client, group), invitation_id)
     out.print(f"invitation #{invitation_id} withdrawn")
 
 
@@ -332,7 +351,7 @@ def privacy(
     context: Context = ctx.obj
     policy = _POLICIES.get(who) if who is not None else None
     if who is not None and policy is None:
-        fail("say everyone, friends or nobody")
+        fail("say everyone, friends or nobody", ExitCode.USAGE)
     with context.session() as client:
         settings = client.friends.privacy() if policy is None else client.friends.set_privacy(group_invites=policy)
     if json_output:
@@ -347,62 +366,67 @@ def privacy(
 
 
 @app.command()
-def kick(ctx: typer.Context, group_id: GroupArg, user: UserArg) -> None:
+def kick(ctx: typer.Context, group: GroupArg, user: UserArg) -> None:
     """Remove a member (owner and admins)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.kick(group_id, _ref(user))
-    out.print(f"{user} removed from g:{group_id}")
+        gid = context.group_id(client, group)
+        client.groups.kick(gid, _ref(user))
+    out.print(f"{user} removed from g:{gid}")
 
 
 @app.command()
 def dissolve(
     ctx: typer.Context,
-    group_id: GroupArg,
+    group: GroupArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Dissolve the group for everyone (owner)."""
     context: Context = ctx.obj
     if not yes:
-        typer.confirm(f"Dissolve g:{group_id} for every member?", abort=True)
+        typer.confirm(f"Dissolve {group} for every member?", abort=True)
     with context.session() as client:
-        client.groups.dissolve(group_id)
-    out.print(f"g:{group_id} dissolved")
+        gid = context.group_id(client, group)
+        client.groups.dissolve(gid)
+    out.print(f"g:{gid} dissolved")
 
 
 @app.command()
-def notice(ctx: typer.Context, group_id: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
+def notice(ctx: typer.Context, group: GroupArg, text: Annotated[str, typer.Argument(help="'' clears it.")]) -> None:
     """Set the group's announcement (owner and admins)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.notice(group_id, text)
+        gid = context.group_id(client, group)
+        client.groups.notice(gid, text)
     out.print("announcement set" if text else "announcement cleared")
 
 
 @app.command()
-def transfer(ctx: typer.Context, group_id: GroupArg, user: UserArg) -> None:
+def transfer(ctx: typer.Context, group: GroupArg, user: UserArg) -> None:
     """Make another member the owner (you become an admin)."""
     context: Context = ctx.obj
     with context.session() as client:
-        client.groups.transfer(group_id, _ref(user))
-    out.print(f"{user} owns g:{group_id} now")
+        gid = context.group_id(client, group)
+        client.groups.transfer(gid, _ref(user))
+    out.print(f"{user} owns g:{gid} now")
 
 
 @app.command()
 def admin(
     ctx: typer.Context,
-    group_id: GroupArg,
+    group: GroupArg,
     user: UserArg,
     remove: Annotated[bool, typer.Option("--remove", help="Revoke instead of grant.")] = False,
 ) -> None:
     """Grant (or revoke) admin (owner)."""
     context: Context = ctx.obj
     with context.session() as client:
+        gid = context.group_id(client, group)
         if remove:
-            client.groups.remove_admin(group_id, _ref(user))
+            client.groups.remove_admin(gid, _ref(user))
         else:
-            client.groups.add_admin(group_id, _ref(user))
-    out.print(f"{user} is {'no longer ' if remove else ''}an admin of g:{group_id}")
+            client.groups.add_admin(gid, _ref(user))
+    out.print(f"{user} is {'no longer ' if remove else ''}an admin of g:{gid}")
 
 
 def _until(duration: str | None, until: str | None) -> datetime | None:
@@ -410,13 +434,13 @@ def _until(duration: str | None, until: str | None) -> datetime | None:
         try:
             moment = datetime.fromisoformat(until)
         except ValueError:
-            fail("--until takes an ISO time, e.g. 2026-12-01T18:00")
+            fail("--until takes an ISO time, e.g. 2026-12-01T18:00", ExitCode.USAGE)
         return moment if moment.tzinfo else moment.astimezone()
     if duration is None:
-        fail("give --for DURATION (30m, 2h, 1d), --until TIME, or --off")
+        fail("give --for DURATION (30m, 2h, 1d), --until TIME, or --off", ExitCode.USAGE)
     match = _DURATION.match(duration)
     if match is None:
-        fail("--for takes a duration like 30s, 10m, 2h or 1d")
+        fail("--for takes a duration like 30s, 10m, 2h or 1d", ExitCode.USAGE)
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
     return datetime.now(UTC) + timedelta(**{unit: int(match.group(1))})
 
@@ -424,7 +448,7 @@ def _until(duration: str | None, until: str | None) -> datetime | None:
 @app.command()
 def mute(
     ctx: typer.Context,
-    group_id: GroupArg,
+    group: GroupArg,
     user: Annotated[str | None, typer.Argument(metavar="[USER]", help="Omit with --all.")] = None,
     everyone: Annotated[bool, typer.Option("--all", help="Mute the whole group (admins may still speak).")] = False,
     duration: Annotated[str | None, typer.Option("--for", help="How long: 30s, 10m, 2h, 1d.")] = None,
@@ -434,12 +458,13 @@ def mute(
     """Mute a member for a while, or the whole group (owner and admins)."""
     context: Context = ctx.obj
     if everyone == (user is not None):
-        fail("name one USER, or use --all")
+        fail("name one USER, or use --all", ExitCode.USAGE)
     with context.session() as client:
+        gid = context.group_id(client, group)
         if everyone:
-            client.groups.mute_all(group_id, not off)
-            out.print(f"g:{group_id} {'unmuted' if off else 'muted; only the owner and admins may speak'}")
+            client.groups.mute_all(gid, not off)
+            out.print(f"g:{gid} {'unmuted' if off else 'muted; only the owner and admins may speak'}")
             return
         assert user is not None
-        client.groups.mute(group_id, _ref(user), None if off else _until(duration, until))
-    out.print(f"{user} {'unmuted' if off else 'muted'} in g:{group_id}")
+        client.groups.mute(gid, _ref(user), None if off else _until(duration, until))
+    out.print(f"{user} {'unmuted' if off else 'muted'} in g:{gid}")

@@ -21,6 +21,7 @@ from im_schema.frames import ErrorFrame, ReadyFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOODING,
     CLOSE_GOING_AWAY,
     CLOSE_PROTOCOL_UNSUPPORTED,
     CLOSE_REPLACED,
@@ -82,8 +83,8 @@ def classify_close(code: int | None, reason: str | None, error_code: str | None 
         return GoingAway(text)
     if code == CLOSE_TOO_SLOW:
         return TooSlow(text)
-    if code == CLOSE_AUTH_TIMEOUT:
-        return TransportError(text)
+    if code in (CLOSE_AUTH_TIMEOUT, CLOSE_FLOODING):
+        return TransportError(text)  # reconnect, after the usual backoff (a flooding client slows down)
     return TransportError(text)
 
 

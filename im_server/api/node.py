@@ -19,17 +19,21 @@ from im_schema.rest import GatewayAssignment
 
 from ..blobs import open_blob_store
 from ..bus.nats import Bus, RegistryMirror
+from ..bus.permissions import inbox_prefix
 from ..bus.revocations import Revocation
 from ..bus.routes import rendezvous
+from ..cluster.access import AccessMirror
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
-from ..errors import ServerError, Unavailable
+from ..errors import ServerError, Unavailable, storage_error
 from ..services.auth import AuthService
 from ..services.commit import GroupCommitter
 from ..services.delivery import Deliverer, ack_frame
 from ..services.devices import DeviceService
 from ..services.files import FileService
+from ..services.forwarded import ForwardedIdentity
 from ..services.groups import GroupService
 from ..services.lifecycle import LifecycleService
 from ..services.media import MediaService
@@ -42,6 +46,8 @@ from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
 from ..storage.devices import DeviceStore, Revoked
+from ..storage.entrance import LoginFailureStore
+from ..storage.faults import classify
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
 from ..storage.social import SocialStore
@@ -64,16 +70,24 @@ class ApiNode:
         self.bus = Bus(settings, name=self.node_id)
         self.mirror = RegistryMirror(self.bus)
         self.revocations = RevocationMirror(self.bus, self.node_id)
+        self.access = AccessMirror(self.bus, self.node_id)
         self.revoker = Revoker(self.bus, self.mirror.nodes)
         self.device_store = DeviceStore(self.db)
         self.devices = DeviceService(settings, self.device_store, self.mirror.routes, self.mirror.nodes)
         self.auth = AuthService(
             settings,
             self.users,
-            TokenCodec(settings.signing_key()),
+            TokenCodec.from_ring(*settings.key_ring()),
             devices=self.devices,
+            failures=LoginFailureStore(self.db),
             revoked=self.revocations.is_revoked,
         )
+        self.forwarded = ForwardedIdentity(
+            TokenCodec(settings.signing_key()),
+            grace=settings.refresh_token_ttl,
+            revoked=self.revocations.is_revoked,
+        )
+        """Who sent what a gateway forwards: the verified token that came with it, never the payload."""
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
         self.deliverer = Deliverer(self.bus, self.mirror, self.memberships)
@@ -137,13 +151,51 @@ class ApiNode:
             "Logouts some live node did not confirm within the barrier timeout (since start).",
             lambda: self.revoker.incomplete,
         )
+        self.reaper = RouteReaper(self.bus, self.mirror, self.node_id)
+        self.metrics.gauge(
+            "im_dead_node_routes_reaped", "Routes of dead nodes removed (since start).", lambda: self.reaper.reaped
+        )
+        self.metrics.gauge(
+            "im_gateways_probed_dead",
+            "Gateways found dead by a probe before their heartbeat expired (since start).",
+            lambda: self.reaper.probed_dead,
+        )
+        self.metrics.gauge(
+            "im_resyncs_owed",
+            "Users remembered for a resync (their pushes may have been lost).",
+            lambda: self.deliverer.owed,
+        )
+        self.metrics.gauge(
+            "im_resync_publishes", "Resync frames published to gateways (since start).", lambda: self.deliverer.resyncs
+        )
+        self.metrics.gauge(
+            "im_registry_reloads",
+            "Registry views reloaded after a NATS reconnect (since start).",
+            lambda: self.mirror.reloads,
+        )
+        self.metrics.gauge(
+            "im_nats_connected", "1 while this node is connected to NATS.", lambda: float(self.bus.nc.is_connected)
+        )
+        for kind in ("busy", "full", "unavailable"):
+            self.metrics.gauge(
+                f"im_storage_errors_{kind}",
+                f"Writes that failed with a storage error of kind {kind} (since start).",
+                lambda kind=kind: self.db.health.counts[kind],  # type: ignore[misc]
+            )
+        self.metrics.gauge(
+            "im_password_hashes_waiting",
+            "Password checks waiting for a hashing slot.",
+            lambda: self.auth.hashing.waiting,
+        )
         self._subscriptions: list[Subscription] = []
+        self._gateway_inboxes = inbox_prefix(settings.subject_prefix, "gateway", "")
 
     async def start(self) -> None:
         """Migrate the database, join the bus, load the registries, start committing."""
         await self.db.migrate()
         await self.bus.connect()
         await self.revocations.start()
+        await self.access.start()
         await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
         await self._restore_revocations()
@@ -161,6 +213,8 @@ class ApiNode:
         self.social.announce = self._announce_social
         self.groups.announce = self._announce_members
         await self.heartbeat.start()
+        self.deliverer.start(self.settings.heartbeat_interval)
+        self.reaper.start()
         self._loop_lag.start()
         log.info("api node %s started", self.node_id)
 
@@ -172,14 +226,37 @@ class ApiNode:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
         await self.committer.stop()
+        await self.reaper.stop()
+        await self.deliverer.stop()
         await self._loop_lag.stop()
         await self.heartbeat.stop()
         await self.revocations.stop()
+        await self.access.stop()
         await self.mirror.stop()
         await self.files.stop()
         await self.bus.close()
         await self.db.close()
+        self.auth.close()
         log.info("api node %s stopped", self.node_id)
+
+    async def health(self) -> dict[str, object]:
+        """What ``/healthz`` reports: every dependency, and which are degraded."""
+        writable, why = self.db.health.writable()
+        if not writable:
+            # A disk that has room again (or a database that is back) is noticed without waiting for a send.
+            await self.db.probe_write()
+            writable, why = self.db.health.writable()
+        checks = {"database": writable, "nats": self.bus.nc.is_connected, "registries": self.mirror.current}
+        return {
+            "status": "ok" if all(checks.values()) else "degraded",
+            "node_id": self.node_id,
+            "checks": checks,
+            "degraded": [name for name, ok in checks.items() if not ok],
+            "database": "ok" if writable else why,
+            "nats": self.bus.nc.is_connected,
+            "routes": len(self.mirror.routes),
+            "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
+        }
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
         """The live gateway this device should use (rendezvous hashing over live gateways)."""
@@ -244,10 +321,15 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_ephemeral(self, msg: Msg) -> None:
-        # ``{"u": user, "d": device, "typing": {conversation, active}}`` or ``{"u", "d", "online": bool}``.
+        # ``{"t": access token, "typing": {conversation, active}}`` or ``{"t", "online": bool}``; the
+        # device is the token's (a presence change may come after the device logged out).
         try:
             event = orjson.loads(msg.data)
-            user_id, device_id = int(event["u"]), str(event["d"])
+            claims = self.forwarded.verify(event["t"], allow_revoked="online" in event)
+            if claims is None:
+                log.warning("ephemeral event without a valid access token dropped")
+                return
+            user_id, device_id = claims.user_id, claims.device_id
             if "typing" in event:
                 typing = TypingFrame.model_validate(event["typing"])
                 await self.lifecycle.typing(user_id, typing.conversation, typing.active)
@@ -277,7 +359,7 @@ class ApiNode:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.mirror.wait_for_routes(revision)
-        if msg.reply:
+        if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):
                 await msg.respond(self.node_id.encode())
 
@@ -290,23 +372,39 @@ class ApiNode:
         task.add_done_callback(self._inflight.discard)
 
     async def _handle_send(self, msg: Msg) -> None:
-        # ``[[user, device, send frame], ...]`` in the order devices sent them; the answer has one ack or
-        # error frame per line, in the same order.
-        try:
-            entries = orjson.loads(msg.data)
-            if not isinstance(entries, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            log.warning("malformed forwarded sends: %s", exc)
+        # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``, sends in the
+        # order devices sent them; the sender is the verified token's device. The answer has one ack or
+        # error frame per send, one per line, in the same order, and goes only to a gateway's inbox (a
+        # request could name any subject as its reply, such as another gateway's).
+        if not (msg.reply or "").startswith(self._gateway_inboxes):
+            log.warning("forwarded sends without a gateway inbox to answer dropped")
             return
+        try:
+            request = orjson.loads(msg.data)
+            tokens, entries = request["tokens"], request["sends"]
+            if not isinstance(tokens, list) or not isinstance(entries, list):
+                raise TypeError("not a list")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            log.warning("malformed forwarded sends: %s", exc)
+            with contextlib.suppress(Exception):
+                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
+            return
+        senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
         replies: list[bytes] = [b""] * len(entries)
         sends: list[tuple[int, str, SendFrame]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
             try:
-                user_id, device_id, raw = entry
-                sends.append((int(user_id), str(device_id), SendFrame.model_validate(raw)))
+                which, raw = entry
+                frame = SendFrame.model_validate(raw)
+                sender = senders[which] if isinstance(which, int) and 0 <= which < len(senders) else None
+                if sender is None:
+                    replies[index] = _error(
+                        ErrorCode.UNAUTHORIZED, "the sending device is not authenticated", frame.client_msg_id
+                    )
+                    continue
+                sends.append((sender.user_id, sender.device_id, frame))
                 positions.append(index)
             except (ValidationError, ValueError, TypeError) as exc:
                 replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc}"[:300])
@@ -317,10 +415,17 @@ class ApiNode:
                     replies[index] = result.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
                 else:
                     replies[index] = ack_frame(frame.client_msg_id, result.json)
-        except Exception:
-            log.exception("forwarded sends failed")
+        except Exception as exc:
+            fault = classify(exc, self.db.health.database_path)
+            if fault is None:
+                log.exception("forwarded sends failed")
+            error = None if fault is None else storage_error(fault.kind)
             for index, (_, _, frame) in zip(positions, sends, strict=True):
-                replies[index] = _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
+                replies[index] = (
+                    _error(ErrorCode.INTERNAL, "internal error", frame.client_msg_id)
+                    if error is None
+                    else error.frame(frame.client_msg_id).model_dump_json(exclude_none=True).encode()
+                )
         if msg.reply:
             try:
                 await msg.respond(b"\n".join(replies))

@@ -1,4 +1,11 @@
-"""Running an API node: the node plus a uvicorn server in the same event loop."""
+"""Running an API node: the node plus a uvicorn server in the same event loop.
+
+The HTTP server reads at most ``IM_MAX_HEADER_BYTES`` of request head and gives a client
+``IM_HEADER_TIMEOUT`` seconds to send it (from the connection's start or the previous response), so that
+slow or endless headers cannot hold connections open. ``X-Forwarded-For`` is left to the node's
+entrance (``IM_TRUSTED_PROXIES``), never taken by uvicorn itself. ``IM_METRICS_PORT`` adds a listener
+for ``/metrics`` alone.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,11 @@ import logging
 import socket
 from collections.abc import Generator
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..cluster.exposition import MetricsListener
 from ..settings import Settings
 from .app import create_app
 from .node import ApiNode
@@ -27,6 +37,69 @@ class _Server(uvicorn.Server):
         yield
 
 
+_TOO_LARGE_BODY = b'{"error":{"code":"payload_too_large","message":"the request head is larger than allowed"}}\n'
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n\r\n" + _TOO_LARGE_BODY
+)
+
+
+class _HeadDeadline(H11Protocol):
+    """h11 with a deadline and a size limit for each request head.
+
+    uvicorn has no deadline (a client trickling header bytes would keep its connection forever), and
+    h11 only bounds a head that arrives in pieces, not one that arrives at once.
+    """
+
+    head_timeout: float = 10.0
+    head_limit: int = 16 * 1024
+    _deadline: asyncio.TimerHandle | None = None
+    _head: bytes | None = b""
+    """The start of the current request head (``None`` once it is complete)."""
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head = b""
+        self._deadline = self.loop.call_later(self.head_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None and self.conn.their_state is h11.IDLE:
+            # Only the head is counted (a body may arrive in the same read), up to one byte past the limit.
+            self._head += data[: self.head_limit + 4 - len(self._head)]
+            if b"\r\n\r\n" in self._head:
+                self._head = None
+            elif len(self._head) > self.head_limit:
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()  # the head is complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request's head, if the client keeps the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
 class ApiServer:
     """An API node serving HTTP; ``port=0`` in the settings picks a free port."""
 
@@ -36,8 +109,16 @@ class ApiServer:
         host, port = self._socket.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.node = ApiNode(settings, url=self.url)
+        protocol = type(
+            "HeadDeadline",
+            (_HeadDeadline,),
+            {"head_timeout": settings.header_timeout, "head_limit": settings.max_header_bytes},
+        )
         config = uvicorn.Config(
             create_app(self.node),
+            http=protocol,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            proxy_headers=False,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -46,10 +127,12 @@ class ApiServer:
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
+        self.metrics_listener = MetricsListener(self.node.metrics.render, settings)
 
     async def start(self) -> None:
         """Start the node, then accept requests."""
         await self.node.start()
+        await self.metrics_listener.start()
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="uvicorn")
         while not self._server.started:
             if self._task.done():
@@ -64,5 +147,6 @@ class ApiServer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.metrics_listener.stop()
         await self.node.stop()
         self._socket.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,32 +19,87 @@ from nats.js.kv import KeyValue
 
 from ..settings import Settings
 from .codec import Delivery, encode_delivery
+from .permissions import Role, inbox_prefix
 from .revocations import REVOCATION_MARGIN
 from .routes import NodeInfo, NodeTable, RouteTable
 from .subjects import Subjects, parse_route_key
 
-__all__ = ["Bus", "RegistryMirror"]
+__all__ = ["Bus", "RegistryMirror", "connect_options"]
 
 log = logging.getLogger(__name__)
 
 
-async def _ensure_kv(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(bucket=bucket, **config)
-    except Exception:
-        # Another node created it first, possibly with a slightly different configuration.
-        return await js.key_value(bucket)
+def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, Any]:
+    """The credentials, TLS and inbox prefix of a connection as ``role``, for ``nats.connect(**options)``.
+
+    Every node connects through here (:meth:`Bus._connect`); operator tools use it with ``role="admin"``.
+    The inbox prefix is the role's own (see :mod:`im_server.bus.permissions`), so replies to this
+    connection's requests land where only this role may subscribe.
+    """
+    options: dict[str, Any] = {
+        "servers": settings.nats_url,
+        "name": name,
+        "inbox_prefix": inbox_prefix(settings.subject_prefix, role, name),
+    }
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        if settings.nats_password is not None:
+            options["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+    if settings.nats_creds_file is not None:
+        options["user_credentials"] = str(settings.nats_creds_file)
+    tls_wanted = settings.nats_url.startswith("tls://") or any(
+        path is not None for path in (settings.nats_tls_ca_file, settings.nats_tls_cert_file)
+    )
+    if tls_wanted:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file is not None else None,
+        )
+        if settings.nats_tls_cert_file is not None and settings.nats_tls_key_file is not None:
+            context.load_cert_chain(str(settings.nats_tls_cert_file), str(settings.nats_tls_key_file))
+        options["tls"] = context
+    return options
+
+
+async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadline: float, **config: Any) -> KeyValue:
+    """The bucket; created if missing and ``create``, else waited for (an API node creates it).
+
+    Until ``deadline`` (the loop's clock), a JetStream that is not ready yet or a request that timed out
+    on a busy server is retried rather than ending the node's start.
+    """
+    loop = asyncio.get_running_loop()
+    waited = False
+    while True:
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            if create:
+                try:
+                    return await js.create_key_value(bucket=bucket, **config)
+                except Exception:
+                    # Another node created it first, possibly with a slightly different configuration.
+                    return await js.key_value(bucket)
+            if not waited:
+                log.info("waiting for an API node to create the bucket %s", bucket)
+                waited = True
+        except Exception as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("bucket %s not available yet: %r", bucket, exc)
+        if loop.time() > deadline:
+            raise TimeoutError(f"the bucket {bucket} does not exist; no API node created it in time")
+        await asyncio.sleep(0.2)
 
 
 class Bus:
     """A node's NATS connection, the cluster's subjects and its two registry buckets."""
 
-    def __init__(self, settings: Settings, *, name: str) -> None:
+    def __init__(self, settings: Settings, *, name: str, role: Role = "api") -> None:
         self.settings = settings
+        self.role: Role = role
+        """Which NATS permissions this node has: only API nodes create buckets."""
         self.subjects = Subjects(settings.subject_prefix)
         self._name = name
         self.nc: NATS = NATS()
@@ -50,18 +107,45 @@ class Bus:
         self._routes: KeyValue | None = None
         self._nodes: KeyValue | None = None
         self._revoked: KeyValue | None = None
+        self._listeners: dict[str, list[Callable[..., None]]] = {"disconnect": [], "reconnect": [], "error": []}
+
+    def listen(
+        self,
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Be told (synchronously, on the event loop) when the connection drops, comes back or reports an error.
+
+        ``on_reconnect`` runs after the client has subscribed again to everything; state kept in JetStream
+        (watchers, ordered consumers) may be gone and is the listener's to recreate.
+        """
+        for kind, callback in (("disconnect", on_disconnect), ("reconnect", on_reconnect), ("error", on_error)):
+            if callback is not None:
+                self._listeners[kind].append(callback)
+
+    def _notify(self, kind: str, *args: Any) -> None:
+        for callback in self._listeners[kind]:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("nats %s: %s listener failed", self._name, kind)
 
     async def connect(self) -> None:
         """Connect (retrying until NATS answers) and make sure the buckets exist."""
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats %s: %s", self._name, exc)
+            self._notify("error", exc)
 
         async def on_disconnect() -> None:
             log.warning("nats %s: disconnected", self._name)
+            self._notify("disconnect")
 
         async def on_reconnect() -> None:
             log.info("nats %s: reconnected", self._name)
+            self._notify("reconnect")
 
         deadline = asyncio.get_running_loop().time() + self.settings.nats_connect_timeout
         while True:
@@ -75,19 +159,32 @@ class Bus:
                 await asyncio.sleep(0.5)
         self._js = self.nc.jetstream(timeout=5)
         ttl = self.settings.node_ttl
-        self._routes = await _ensure_kv(self._js, self.subjects.routes_bucket, history=1)
+        create = self.role == "api"
+        self._routes = await _ensure_kv(
+            self._js, self.subjects.routes_bucket, create=create, deadline=deadline, history=1
+        )
         self._nodes = await _ensure_kv(
-            self._js, self.subjects.nodes_bucket, history=1, ttl=ttl, limit_marker_ttl=max(1.0, ttl)
+            self._js,
+            self.subjects.nodes_bucket,
+            create=create,
+            deadline=deadline,
+            history=1,
+            ttl=ttl,
+            limit_marker_ttl=max(1.0, ttl),
         )
         # A revocation must outlive every access token of its session; expired entries just vanish.
         self._revoked = await _ensure_kv(
-            self._js, self.subjects.revoked_bucket, history=1, ttl=self.settings.access_token_ttl + REVOCATION_MARGIN
+            self._js,
+            self.subjects.revoked_bucket,
+            create=create,
+            deadline=deadline,
+            history=1,
+            ttl=self.settings.access_token_ttl + REVOCATION_MARGIN,
         )
 
     async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
         return await nats.connect(
-            self.settings.nats_url,
-            name=self._name,
+            **connect_options(self.settings, role=self.role, name=self._name),
             connect_timeout=5,
             reconnect_time_wait=0.5,
             max_reconnect_attempts=-1,
@@ -150,7 +247,13 @@ def parse_heartbeat(node_id: str, value: bytes) -> NodeInfo:
 
 
 class RegistryMirror:
-    """Keeps a :class:`RouteTable` and a :class:`NodeTable` equal to the registry buckets."""
+    """Keeps a :class:`RouteTable` and a :class:`NodeTable` equal to the registry buckets.
+
+    The watchers are recreated on every NATS reconnect (a restarted server forgets the consumers behind
+    them), and the fresh snapshot replaces the tables at once, so a view heals as soon as NATS is back.
+    While the connection is down, node ages are frozen (see :meth:`NodeTable.freeze`) and
+    :attr:`current` is false.
+    """
 
     def __init__(self, bus: Bus, *, follow_routes: bool = True) -> None:
         self._bus = bus
@@ -159,46 +262,157 @@ class RegistryMirror:
         self.nodes = NodeTable(ttl=bus.settings.node_ttl)
         self.route_revision = 0
         """The newest route registry revision applied to :attr:`routes`."""
+        self.route_revisions: dict[tuple[int, str], int] = {}
+        """The registry revision of each live route (for deletes that must not undo a newer put)."""
+        self.current = False
+        """Whether the tables follow the registry right now (false while NATS is away, until reloaded)."""
+        self.reloads = 0
+        self.departed: dict[str, float] = {}
+        """Nodes whose registry entry went away (deleted, expired, or missing after a reload), and when."""
+        self._snapshot_revision = 0
+        self.on_reload: list[Callable[[], None]] = []
+        """Called after each reload that followed a reconnect."""
         self._revision_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watchers: list[Any] = []
+        self._reload_task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
-        """Load the buckets, then follow their changes in the background."""
-        buckets: list[tuple[KeyValue, Callable[[Any], None]]] = [(self._bus.nodes, self._apply_node)]
+        """Load the buckets, then follow their changes in the background (and reload on every reconnect)."""
+        await self._load()
+        self._bus.listen(on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+
+    async def _load(self) -> None:
+        nodes = NodeTable(ttl=self.nodes.ttl)
+        routes = RouteTable()
+        revisions: dict[tuple[int, str], int] = {}
+        buckets: list[tuple[KeyValue, Callable[[Any], None], Callable[[Any], None], Callable[[], None]]] = [
+            (
+                self._bus.nodes,
+                lambda entry: self._apply_node(entry, nodes, snapshot=True),
+                lambda entry: self._apply_node(entry, self.nodes),
+                lambda: self._replace_nodes(nodes),
+            )
+        ]
         if self._follow_routes:
-            buckets.append((self._bus.routes, self._apply_route))
-        for bucket, apply in buckets:
+            buckets.append(
+                (
+                    self._bus.routes,
+                    lambda entry: self._apply_route(entry, routes, revisions, live=False),
+                    lambda entry: self._apply_route(entry, self.routes, self.route_revisions),
+                    lambda: self._replace_routes(routes, revisions),
+                )
+            )
+        for bucket, apply, apply_live, done in buckets:
             watcher = await bucket.watchall()
             self._watchers.append(watcher)
             ready = asyncio.get_running_loop().create_future()
-            self._tasks.append(asyncio.create_task(self._follow(watcher, apply, ready)))
+            self._tasks.append(asyncio.create_task(self._follow(watcher, apply, apply_live, done, ready)))
             await ready
+        self.current = True
 
-    async def _follow(self, watcher: Any, apply: Callable[[Any], None], ready: asyncio.Future[None]) -> None:
-        async for entry in watcher:
-            if entry is None:
-                if not ready.done():
-                    ready.set_result(None)
-                continue
+    def _replace_nodes(self, nodes: NodeTable) -> None:
+        now = time.monotonic()
+        fresh = set(nodes.known())
+        for node in self.nodes.known():
+            if node not in fresh:
+                self.departed.setdefault(node, now)
+        for node in fresh:
+            self.departed.pop(node, None)
+        self.nodes.replace(nodes)
+
+    def _replace_routes(self, routes: RouteTable, revisions: dict[tuple[int, str], int]) -> None:
+        self.routes.replace(routes)
+        self.route_revisions = revisions
+        self._advance(self._snapshot_revision)
+
+    def _on_disconnect(self) -> None:
+        self.current = False
+        self.nodes.freeze()
+
+    def _on_reconnect(self) -> None:
+        if self._stopped or (self._reload_task is not None and not self._reload_task.done()):
+            return
+        self.current = False
+        self.nodes.freeze()
+        self._reload_task = asyncio.create_task(self._reload(), name="registry-reload")
+
+    async def _reload(self) -> None:
+        delay = 0.05
+        while not self._stopped:
+            await self._stop_watchers()
             try:
-                apply(entry)
-            except Exception:
-                log.exception("bad registry entry %r", entry.key)
-        if not ready.done():
-            ready.set_result(None)
+                async with asyncio.timeout(10):
+                    await self._load()
+            except Exception as exc:
+                # JetStream may need a moment after a server restart before its streams answer.
+                log.warning("registry reload failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            self.reloads += 1
+            log.info("registry views reloaded: %d nodes, %d routes", len(self.nodes.known()), len(self.routes))
+            for callback in self.on_reload:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("registry reload listener failed")
+            return
 
-    def _apply_route(self, entry: Any) -> None:
+    async def _follow(
+        self,
+        watcher: Any,
+        apply: Callable[[Any], None],
+        apply_live: Callable[[Any], None],
+        done: Callable[[], None],
+        ready: asyncio.Future[None],
+    ) -> None:
+        # Until the snapshot's end marker, entries go to fresh tables (``apply``), which then replace the
+        # live ones (``done``); after it, changes go straight to the live tables.
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    if not ready.done():
+                        done()
+                        ready.set_result(None)
+                    continue
+                try:
+                    if ready.done():
+                        apply_live(entry)
+                    else:
+                        apply(entry)
+                except Exception:
+                    log.exception("bad registry entry %r", entry.key)
+        finally:
+            if not ready.done():
+                ready.set_exception(ConnectionError("the registry watcher ended before its snapshot"))
+
+    def _apply_route(
+        self, entry: Any, routes: RouteTable, revisions: dict[tuple[int, str], int], *, live: bool = True
+    ) -> None:
         user_id, device_id = parse_route_key(entry.key)
         if entry.operation in ("DEL", "PURGE") or not entry.value:
             # The registry keeps delete markers, with their time: the device's "last seen", which
             # survives restarts of the API nodes.
             at = entry.created.timestamp() if entry.created is not None else None
-            self.routes.remove(user_id, device_id, at)
+            routes.remove(user_id, device_id, at)
+            revisions.pop((user_id, device_id), None)
         else:
-            self.routes.set(user_id, device_id, entry.value.decode())
-        if entry.revision and entry.revision > self.route_revision:
-            self.route_revision = entry.revision
+            routes.set(user_id, device_id, entry.value.decode())
+            if entry.revision:
+                revisions[(user_id, device_id)] = entry.revision
+        if not entry.revision:
+            return
+        if live:
+            self._advance(entry.revision)
+        else:
+            # Waiters are woken once the snapshot is the live table, not while it is being read.
+            self._snapshot_revision = max(self._snapshot_revision, entry.revision)
+
+    def _advance(self, revision: int) -> None:
+        if revision > self.route_revision:
+            self.route_revision = revision
             if self._revision_waiters:
                 self._wake_revision_waiters()
 
@@ -220,14 +434,21 @@ class RegistryMirror:
         self._revision_waiters.append((revision, future))
         await future
 
-    def _apply_node(self, entry: Any) -> None:
+    def _apply_node(self, entry: Any, nodes: NodeTable, *, snapshot: bool = False) -> None:
         if entry.operation in ("DEL", "PURGE") or not entry.value:
-            self.nodes.remove(entry.key)
-        else:
-            self.nodes.heartbeat(parse_heartbeat(entry.key, entry.value))
+            nodes.remove(entry.key)
+            if nodes is self.nodes:
+                self.departed.setdefault(entry.key, time.monotonic())
+            return
+        if nodes is self.nodes:
+            self.departed.pop(entry.key, None)
+        age = 0.0
+        if snapshot and entry.created is not None:
+            # A snapshot's heartbeat may be old: judge the node by when it wrote it, not by when we read it.
+            age = min(nodes.ttl, max(0.0, time.time() - entry.created.timestamp()))
+        nodes.heartbeat(parse_heartbeat(entry.key, entry.value), age)
 
-    async def stop(self) -> None:
-        """Stop following."""
+    async def _stop_watchers(self) -> None:
         for watcher in self._watchers:
             with contextlib.suppress(Exception):
                 await watcher.stop()
@@ -236,3 +457,14 @@ class RegistryMirror:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._watchers = []
+        self._tasks = []
+
+    async def stop(self) -> None:
+        """Stop following."""
+        self._stopped = True
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reload_task
+        await self._stop_watchers()

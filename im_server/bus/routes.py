@@ -27,29 +27,58 @@ class NodeInfo:
 
 
 class NodeTable:
-    """Nodes seen in the registry; a node is live while its last heartbeat is younger than ``ttl``."""
+    """Nodes seen in the registry; a node is live while its last heartbeat is younger than ``ttl``.
+
+    A node is judged by its own heartbeats, never by the observer's trouble: while the observer is cut
+    off from the registry (:meth:`freeze`), ages stop growing, so nobody is declared dead for a silence
+    that was the observer's; once the registry is read again (:meth:`replace`), the table is exact.
+    """
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
         self._nodes: dict[str, tuple[NodeInfo, float]] = {}
+        self._frozen_at: float | None = None
 
-    def heartbeat(self, info: NodeInfo) -> None:
-        """Record a heartbeat now."""
-        self._nodes[info.node_id] = (info, self._clock())
+    def _now(self) -> float:
+        now = self._clock()
+        return now if self._frozen_at is None else min(now, self._frozen_at)
+
+    def heartbeat(self, info: NodeInfo, age: float = 0.0) -> None:
+        """Record a heartbeat written ``age`` seconds ago."""
+        self._nodes[info.node_id] = (info, self._clock() - max(0.0, age))
 
     def remove(self, node_id: str) -> None:
         """Forget a node (it stopped, or its heartbeat expired in the registry)."""
         self._nodes.pop(node_id, None)
 
+    def freeze(self) -> None:
+        """The observer lost the registry: stop ageing heartbeats until :meth:`replace`."""
+        if self._frozen_at is None:
+            self._frozen_at = self._clock()
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the table waits for a fresh copy of the registry."""
+        return self._frozen_at is not None
+
+    def replace(self, other: NodeTable) -> None:
+        """Take the contents of a table freshly read from the registry, and age heartbeats again."""
+        self._nodes = dict(other._nodes)
+        self._frozen_at = None
+
     def is_live(self, node_id: str) -> bool:
         """Whether the node's heartbeat is fresh."""
         entry = self._nodes.get(node_id)
-        return entry is not None and self._clock() - entry[1] < self.ttl
+        return entry is not None and self._now() - entry[1] < self.ttl
+
+    def known(self) -> list[str]:
+        """Every node id in the table, live or not."""
+        return list(self._nodes)
 
     def live(self, role: str | None = None) -> list[NodeInfo]:
         """Live nodes, optionally of one role, sorted by id."""
-        now = self._clock()
+        now = self._now()
         return sorted(
             (
                 info
@@ -61,7 +90,7 @@ class NodeTable:
 
     def all(self) -> list[tuple[NodeInfo, float]]:
         """Every known node with the seconds since its last heartbeat."""
-        now = self._clock()
+        now = self._now()
         return [(info, now - seen) for info, seen in sorted(self._nodes.values(), key=lambda e: e[0].node_id)]
 
 
@@ -71,6 +100,24 @@ class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[int, dict[str, str]] = {}
         self._last_seen: dict[int, float] = {}
+
+    def replace(self, other: RouteTable) -> None:
+        """Take the contents of a table freshly read from the registry (in place: others hold this one)."""
+        self._routes = other._routes
+        self._last_seen = {**self._last_seen, **other._last_seen}
+
+    def on_node(self, node_id: str) -> list[tuple[int, str]]:
+        """The devices routed to a node."""
+        return [
+            (user, device)
+            for user, devices in self._routes.items()
+            for device, node in devices.items()
+            if node == node_id
+        ]
+
+    def users(self) -> list[int]:
+        """Every user with a connected device."""
+        return list(self._routes)
 
     def set(self, user_id: int, device_id: str, node_id: str) -> None:
         """A device connected to a node."""
@@ -102,11 +149,14 @@ def plan_delivery(
     frames: Iterable[tuple[bytes, Iterable[int], tuple[int, str] | None]],
     routes: RouteTable,
     nodes: NodeTable,
+    unrouted: dict[str, set[int]] | None = None,
 ) -> dict[str, list[tuple[bytes, list[tuple[int, str]]]]]:
     """Group the online devices of each frame's recipients by gateway node.
 
     ``frames`` holds ``(frame, recipient users, device to skip)``; the skipped device is the sender's
-    own, which gets its answer directly. Devices routed to a node whose heartbeat expired are offline.
+    own, which gets its answer directly. Devices routed to a node whose heartbeat expired are offline;
+    when ``unrouted`` is given, their users are added to it under that node (so that they can be told
+    to resync should the node turn out to be alive after all).
     Returns ``node -> [(frame, [(user, device), ...])]``: one publish per node carries them all.
     """
     plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]] = defaultdict(list)
@@ -122,6 +172,8 @@ def plan_delivery(
                     alive = live[node] = nodes.is_live(node)
                 if alive:
                     per_node.setdefault(node, []).append((user, device))
+                elif unrouted is not None:
+                    unrouted.setdefault(node, set()).add(user)
         for node, recipients in per_node.items():
             plan[node].append((frame, recipients))
     return dict(plan)

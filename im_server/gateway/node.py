@@ -1,4 +1,11 @@
-"""A gateway node: holds WebSocket connections and delivers what arrives on its own NATS subject."""
+"""A gateway node: holds WebSocket connections and delivers what arrives on its own NATS subject.
+
+Healing: when the node's NATS connection comes back, or its heartbeat lands after a silence longer
+than the node TTL (others may have judged it dead and removed its routes), or NATS drops pushes meant
+for it (a slow consumer), it beats at once, puts back the routes of its connections and sends every
+client a ``resync`` frame. Each connection has an outbound byte budget; a client that stops reading is
+closed with 4013 (it reconnects and catches up by sync) instead of growing the node's memory.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,17 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import secrets
 import time
+import weakref
 from typing import Any
 
 import orjson
+import websockets.http11
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeout
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -22,17 +32,28 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import ErrorFrame
-from im_schema.limits import CLOSE_AUTH_TIMEOUT, CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_SESSION_REVOKED
+from im_schema.frames import ErrorFrame, ResyncFrame
+from im_schema.limits import (
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOODING,
+    CLOSE_GOING_AWAY,
+    CLOSE_REPLACED,
+    CLOSE_SESSION_REVOKED,
+    CLOSE_TOO_SLOW,
+)
 
 from ..bus.codec import decode_delivery
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
+from ..cluster.access import AccessMirror
+from ..cluster.exposition import MetricsListener
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
-from ..services.ratelimit import RateLimiter
+from ..services.access import client_address, metrics_allowed, parse_network
+from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
@@ -47,6 +68,9 @@ MAX_PENDING_SENDS = 256
 MAX_BATCH = 1024
 """The most sends forwarded in one request."""
 
+TOO_SLOW_CLOSE_TIMEOUT = 10.0
+"""Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
+
 Key = tuple[int, str]
 
 
@@ -56,15 +80,20 @@ class GatewayNode:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.node_id = settings.node_id or f"gw-{secrets.token_hex(4)}"
-        self.bus = Bus(settings, name=self.node_id)
+        self.bus = Bus(settings, name=self.node_id, role="gateway")
         self.mirror = RegistryMirror(self.bus, follow_routes=False)
         self.barrier = RouteBarrier(self.bus, self.mirror.nodes)
         self.revocations = RevocationMirror(self.bus, self.node_id, on_revoked=self._on_revoked)
-        self._tokens = TokenCodec(settings.signing_key())
+        self._tokens = TokenCodec.from_ring(*settings.key_ring())
         self._ip_limiter: RateLimiter[str] = RateLimiter(settings.connect_rate, settings.connect_burst)
+        self.access = AccessMirror(self.bus, self.node_id)
+        self._proxies = tuple(parse_network(item) for item in settings.trusted_proxies)
         self.connections: dict[Key, ServerConnection] = {}
         self._sessions: dict[Key, str] = {}
         """The device session (token claim ``s``) of each connection in :attr:`connections`."""
+        self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        """The token each connection authenticated with: forwarded with its sends and events, the API
+        takes the sender from it (NATS credentials alone cannot send as anybody)."""
         self._lanes = [_SendLane(self) for _ in range(settings.gateway_send_lanes)]
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
@@ -87,6 +116,29 @@ class GatewayNode:
         self._loop_lag = LoopLagMonitor(
             self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
         )
+        self._resyncs = self.metrics.counter(
+            "im_gateway_resyncs_total", "Times this node told all its clients to resync (pushes may have been missed)."
+        )
+        self._too_slow = self.metrics.counter(
+            "im_gateway_too_slow_closes_total", "Connections closed with 4013: past their outbound byte budget."
+        )
+        self._forward_attempts = self.metrics.histogram(
+            "im_gateway_forward_attempts", "Attempts a batch of sends needed until an API node answered.", SIZE_BUCKETS
+        )
+        self._forward_attempts_max = 0
+        self._forward_retries = self.metrics.counter(
+            "im_gateway_forward_retries_total", "Batches of sends retried because no API node answered in time."
+        )
+        self.metrics.gauge(
+            "im_gateway_outbound_bytes", "Bytes waiting to be written to all connections.", self._outbound_bytes
+        )
+        self._recovering: asyncio.Task[None] | None = None
+        self._recover_again = False
+        self._restored = False
+        self._flood_closes = self.metrics.counter(
+            "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
+        )
+        self.metrics_listener = MetricsListener(self.metrics.render, settings)
         self._stopping = False
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -94,11 +146,14 @@ class GatewayNode:
     async def start(self) -> None:
         """Join the bus, purge routes left by an earlier run of this node id, then accept connections."""
         await self.bus.connect()
+        self.bus.listen(on_reconnect=self._on_bus_reconnect, on_error=self._on_bus_error)
         await self.mirror.start()
         await self.revocations.start()
+        await self.access.start()
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
             self.settings.gateway_host,
@@ -111,16 +166,109 @@ class GatewayNode:
             ping_timeout=self.settings.ws_ping_timeout,
             close_timeout=2,
             server_header=None,
+            open_timeout=self.settings.header_timeout,
         )
+        await self.metrics_listener.start()
         if self.settings.gateway_public_url is None:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
             self.url = f"ws://{host}:{port}/ws"
         self._heartbeat = Heartbeat(
             self.bus, self.node_id, role="gateway", url=self.url, connections=lambda: len(self.connections)
         )
+        self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
         await self._heartbeat.start()
         self._loop_lag.start()
         log.info("gateway %s listening on %s", self.node_id, self.url)
+
+    # Healing ---------------------------------------------------------------------------------------
+
+    def _on_bus_reconnect(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.beat_soon()
+        self._schedule_recovery("bus reconnected")
+
+    def _on_bus_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError) and exc.sub is self._subscription and self._subscription is not None:
+            # NATS dropped pushes meant for this node's clients: they must pull what they missed.
+            self._schedule_recovery("pushes dropped")
+
+    def _schedule_recovery(self, reason: str) -> None:
+        """Put back this node's routes, then tell every client to resync; coalesced while one runs."""
+        if self._stopping:
+            return
+        if self._recovering is not None and not self._recovering.done():
+            # One that has not put the routes back yet covers this cause too (a reconnect is followed at
+            # once by the heartbeat gap it caused); one that has, runs again.
+            self._recover_again = self._recover_again or self._restored
+            return
+        self._recovering = self._spawn(self._recover(reason))
+
+    async def _recover(self, reason: str) -> None:
+        while True:
+            self._recover_again = False
+            self._restored = False
+            log.warning(
+                "gateway %s: %s; restoring %d routes, clients resync", self.node_id, reason, len(self.connections)
+            )
+            try:
+                await self._restore_routes()
+                self._restored = True
+            except Exception as exc:
+                log.warning("gateway %s: routes not restored (%s); retrying", self.node_id, exc)
+                await asyncio.sleep(0.2)
+                self._recover_again = True
+            self.resync_all(reason)
+            if not self._recover_again or self._stopping:
+                return
+
+    async def _restore_routes(self) -> None:
+        # The registry may have lost them (an API node removed the routes of a node it judged dead, or
+        # NATS lost its state): put each back, then wait until every API node routes to them again.
+        keys = list(self.connections)
+        revision = 0
+        for start in range(0, len(keys), 256):
+            chunk = keys[start : start + 256]
+            revisions = await asyncio.gather(
+                *(self.bus.routes.put(route_key(*key), self.node_id.encode()) for key in chunk)
+            )
+            for key, value in zip(chunk, revisions, strict=True):
+                if key in self.connections:
+                    # The device is here (maybe on a newer connection): the route is right, keep its revision.
+                    self._revisions[key] = max(self._revisions.get(key, 0), value)
+                else:
+                    # It went away while we were putting: do not leave our put behind.
+                    with contextlib.suppress(Exception):
+                        await self.bus.routes.delete(route_key(*key), last=value)
+                revision = max(revision, value)
+        if revision:
+            await self.barrier.wait(revision)
+
+    def resync_all(self, reason: str) -> None:
+        """Send every connected client a ``resync`` frame."""
+        targets = list(self.connections.values())
+        if targets:
+            frame = ResyncFrame(reason=reason).model_dump_json().encode()
+            self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
+        self._resyncs.inc()
+
+    def _too_slow_close(self, connections: list[ServerConnection]) -> None:
+        for connection in connections:
+            if connection.close_timeout == TOO_SLOW_CLOSE_TIMEOUT:
+                continue  # already being closed (a second close would abort it at once)
+            self._too_slow.inc()
+            log.info("gateway %s: closing a connection past its outbound budget", self.node_id)
+            # Nothing more is written to it (it is closing); the close frame waits behind the bytes already
+            # queued, so a client that is slow rather than gone gets a while to read them and see 4013.
+            connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
+            self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
+
+    def _outbound_bytes(self) -> float:
+        total = 0
+        for connection in self.connections.values():
+            transport = connection.transport
+            if transport is not None and not transport.is_closing():
+                total += transport.get_write_buffer_size()
+        return total
 
     async def _purge_own_routes(self) -> None:
         watcher = await self.bus.routes.watchall()
@@ -159,6 +307,8 @@ class GatewayNode:
                 await self._subscription.unsubscribe()
         await self.barrier.stop()
         await self.revocations.stop()
+        await self.access.stop()
+        await self.metrics_listener.stop()
         await self._loop_lag.stop()
         await self.mirror.stop()
         await self.bus.close()
@@ -173,18 +323,20 @@ class GatewayNode:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
-            status = (
-                http.HTTPStatus.OK
-                if self.bus.nc.is_connected and not self._stopping
-                else http.HTTPStatus.SERVICE_UNAVAILABLE
-            )
-            body = orjson.dumps(
-                {"node_id": self.node_id, "connections": len(self.connections), "status": status.phrase}
-            )
-            response = connection.respond(status, body.decode() + "\n")
-            response.headers["Content-Type"] = "application/json"
-            return response
+            return self._healthz(connection)
+        peer = connection.remote_address[0] if connection.remote_address else None
+        address = client_address(peer, request.headers.get_all("X-Forwarded-For"), self._proxies)
+        if not self.access.rules.admits(address):
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "your network address is not allowed here\n")
         if request.path == "/metrics":
+            # Only with the metrics token; otherwise it is served on IM_METRICS_PORT alone (if set).
+            token = self.settings.metrics_token.get_secret_value() if self.settings.metrics_token else None
+            if token is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
+            if not metrics_allowed(token, request.headers.get("Authorization")):
+                response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "the metrics token is missing or wrong\n")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
             response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
@@ -192,10 +344,34 @@ class GatewayNode:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found; connect to /ws\n")
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "node stopping; reconnect elsewhere\n")
-        address = connection.remote_address[0] if connection.remote_address else "?"
-        if self._ip_limiter.acquire(str(address)):
-            return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
+        if wait := self._ip_limiter.acquire(address):
+            response = connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address\n")
+            response.headers["Retry-After"] = str(max(1, math.ceil(min(wait, 3600.0))))
+            return response
         return None
+
+    def _healthz(self, connection: ServerConnection) -> Response:
+        """200 when every dependency is fine, else 503 with what is degraded."""
+        heartbeat = self._heartbeat
+        beat_age = None if heartbeat is None or heartbeat.last_ok is None else time.monotonic() - heartbeat.last_ok
+        checks = {
+            "nats": self.bus.nc.is_connected,
+            "registries": self.mirror.current,
+            "heartbeat": beat_age is not None and beat_age < self.settings.node_ttl,
+            "accepting": not self._stopping,
+        }
+        status = http.HTTPStatus.OK if all(checks.values()) else http.HTTPStatus.SERVICE_UNAVAILABLE
+        body = {
+            "status": status.phrase,  # "OK" or "Service Unavailable", as before
+            "node_id": self.node_id,
+            "connections": len(self.connections),
+            "checks": checks,
+            "degraded": [name for name, ok in checks.items() if not ok],
+            "heartbeat_age": None if beat_age is None else round(beat_age, 3),
+        }
+        response = connection.respond(status, orjson.dumps(body).decode() + "\n")
+        response.headers["Content-Type"] = "application/json"
+        return response
 
     # Connections ----------------------------------------------------------------------------------
 
@@ -213,10 +389,26 @@ class GatewayNode:
             await self._close(connection, outcome)
             return
         key = (outcome.user_id, outcome.device_id)
+        self._access_tokens[connection] = outcome.token
         if not await self._register(key, connection, outcome):
             return
+        frames = TokenBucket(self.settings.ws_frame_rate, self.settings.ws_frame_burst)
+        refused = 0
         try:
             async for data in connection:
+                if wait := frames.take():
+                    # Told to slow down each time; a client that keeps on regardless is cut off.
+                    refused += 1
+                    if refused > self.settings.ws_flood_limit:
+                        self._flood_closes.inc()
+                        await connection.close(CLOSE_FLOODING, "too many frames; slow down")
+                        break
+                    slow_down = ErrorFrame(
+                        code=ErrorCode.RATE_LIMITED, message="too many frames; slow down", retry_after=round(wait, 3)
+                    )
+                    await connection.send(slow_down.model_dump_json(exclude_none=True), text=True)
+                    continue
+                refused = 0
                 action = session.receive(data)
                 if isinstance(action, Reply):
                     await connection.send(action.data, text=True)
@@ -224,7 +416,7 @@ class GatewayNode:
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
                 elif isinstance(action, Typing):
                     typing = action.frame.model_dump(mode="json", exclude={"type"})
-                    self._ephemeral({"u": key[0], "d": key[1], "typing": typing})
+                    self._ephemeral(connection, {"typing": typing})
                 else:
                     await self._close(connection, action)
                     break
@@ -256,7 +448,7 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
-        self._ephemeral({"u": key[0], "d": key[1], "online": True})
+        self._ephemeral(connection, {"online": True})
         return True
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
@@ -271,12 +463,17 @@ class GatewayNode:
         except Exception as exc:
             log.debug("route %s not removed: %s", key, exc)
             return
-        self._ephemeral({"u": key[0], "d": key[1], "online": False})
+        self._ephemeral(connection, {"online": False})
 
-    def _ephemeral(self, event: dict[str, object]) -> None:
-        """Typing and presence go to one API node, no answer expected; losing one is harmless."""
+    def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
+        """Typing and presence go to one API node, no answer expected; losing one is harmless.
+
+        ``{"t": access token, "typing": {...}}`` or ``{"t": ..., "online": bool}``: the API takes the
+        user and device from the token.
+        """
         if self._stopping:
             return  # a stopping node's clients come back elsewhere within seconds
+        event["t"] = self._access_tokens.get(connection, "")
         self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
@@ -303,6 +500,13 @@ class GatewayNode:
     # Deliveries -----------------------------------------------------------------------------------
 
     async def _on_delivery(self, msg: Msg) -> None:
+        if msg.data == PROBE:
+            return  # an API node checking that this node still subscribes (see cluster/reaper.py)
+        if msg.reply or msg.headers:
+            # API nodes publish deliveries plainly. Whoever may read a stream can have JetStream deliver
+            # its messages to any subject, but those always carry a reply subject or headers.
+            log.warning("gateway %s: dropped a delivery that no API node sent", self.node_id)
+            return
         try:
             items = decode_delivery(msg.data)
         except ValueError as exc:
@@ -312,7 +516,7 @@ class GatewayNode:
         for frame, recipients in items:
             targets = [connection for key in recipients if (connection := connections.get(key)) is not None]
             if targets:
-                fan_out(targets, frame)
+                self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
                 self._delivered.inc(len(targets))
 
     def local_routes(self) -> list[Key]:
@@ -362,25 +566,55 @@ class _SendLane:
             self._running = False
 
     async def _forward(self, batch: list[tuple[ServerConnection, Key, Forward]]) -> list[bytes]:
-        # Frames are re-encoded from the validated model: the message service never sees client bytes.
-        payload = orjson.dumps(
-            [
-                [key[0], key[1], orjson.Fragment(action.frame.model_dump_json(exclude_none=True))]
-                for _, key, action in batch
-            ]
-        )
+        # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``: each connection's
+        # token once; the API verifies it and takes the sender from it. Frames are re-encoded from the
+        # validated model: the message service never sees client bytes.
         node = self._node
+        tokens: list[str] = []
+        indexes: dict[ServerConnection, int] = {}
+        sends: list[list[object]] = []
+        for connection, _, action in batch:
+            index = indexes.get(connection)
+            if index is None:
+                index = indexes[connection] = len(tokens)
+                tokens.append(node._access_tokens.get(connection, ""))
+            sends.append([index, orjson.Fragment(action.frame.model_dump_json(exclude_none=True))])
+        payload = orjson.dumps({"tokens": tokens, "sends": sends})
         node._forward_size.observe(len(batch))
+        settings = node.settings
         started = time.perf_counter()
-        try:
-            reply = await node.bus.nc.request(node.bus.subjects.send, payload, timeout=10)
+        deadline = started + settings.gateway_forward_deadline
+        attempt = 0
+        # A short deadline per attempt, then the same batch again: the queue group hands the retry to
+        # any live API node, and the client_msg_ids make a second arrival of a stored send harmless.
+        # So a dead or stuck API node costs the senders of this lane one attempt, not the whole deadline.
+        while True:
+            attempt += 1
+            left = deadline - time.perf_counter()
+            if left <= 0 or (node._stopping and attempt > 1):
+                break
+            try:
+                reply = await node.bus.nc.request(
+                    node.bus.subjects.send, payload, timeout=min(settings.gateway_forward_timeout, left)
+                )
+            except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
+                node._forward_retries.inc()
+                log.warning("gateway %s: sends not answered (attempt %d): %r", node.node_id, attempt, exc)
+                if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
+                    await asyncio.sleep(min(0.05 * attempt, 0.5))  # nobody to ask yet: do not spin
+                continue
+            except Exception as exc:
+                # The connection is closed or draining (the node is stopping): answer at once.
+                log.warning("gateway %s: sends not forwarded: %r", node.node_id, exc)
+                break
             node._forward_seconds.observe(time.perf_counter() - started)
+            node._forward_attempts.observe(attempt)
+            node._forward_attempts_max = max(node._forward_attempts_max, attempt)
             answers = reply.data.split(b"\n")
             if len(answers) == len(batch):
                 return answers
             log.warning("gateway %s: %d answers for %d sends", node.node_id, len(answers), len(batch))
-        except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
-            log.warning("gateway %s: sends not answered: %r", node.node_id, exc)
+            break
         message = "no message service answered; retry with the same client_msg_id"
         return [_error_frame(action, ErrorCode.UNAVAILABLE, message, 1.0) for _, _, action in batch]
 
@@ -390,7 +624,13 @@ def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: fl
     return frame.model_dump_json(exclude_none=True).encode()
 
 
-def fan_out(connections: list[ServerConnection], frame: bytes) -> None:
+def _bound_handshake_heads(max_bytes: int) -> None:
+    """Bound the request heads websockets reads (its limits are module-wide: 8 KiB per line, 128 lines)."""
+    websockets.http11.MAX_LINE_LENGTH = min(websockets.http11.MAX_LINE_LENGTH, max_bytes)
+    websockets.http11.MAX_NUM_HEADERS = max(8, min(websockets.http11.MAX_NUM_HEADERS, max_bytes // 256))
+
+
+def fan_out(connections: list[ServerConnection], frame: bytes, budget: int | None = None) -> list[ServerConnection]:
     """Send one text frame to many connections, encoding the WebSocket frame once.
 
     ``websockets.broadcast`` serializes the frame again for every connection, which dominates the cost
@@ -398,14 +638,22 @@ def fan_out(connections: list[ServerConnection], frame: bytes) -> None:
     extension negotiated (this server disables compression), its bytes are the same for every
     connection: encode once and write them to each transport. Connections in any other state (closing,
     a fragmented send under way, bytes still queued, an extension) go through ``broadcast``.
+
+    Writing to a transport never waits, so a client that stops reading would keep every frame in the
+    node's memory. With a ``budget``, a connection whose unwritten bytes would pass it gets nothing
+    more and is returned: the caller closes it (4013) and the client catches up by sync.
     """
     encoded = Frame(Opcode.TEXT, frame).serialize(mask=False, extensions=[])
     others = []
+    over: list[ServerConnection] = []
     for connection in connections:
         protocol = connection.protocol
-        if (
-            protocol.state is State.OPEN
-            and not protocol.extensions
+        if protocol.state is not State.OPEN:
+            continue  # closing: nothing more is sent (what broadcast would do too)
+        if budget is not None and connection.transport.get_write_buffer_size() + len(encoded) > budget:
+            over.append(connection)
+        elif (
+            not protocol.extensions
             and not protocol.writes
             and not protocol.expect_continuation_frame
             and connection.send_in_progress is None
@@ -415,3 +663,4 @@ def fan_out(connections: list[ServerConnection], frame: bytes) -> None:
             others.append(connection)
     if others:
         broadcast(others, frame, text=True)
+    return over

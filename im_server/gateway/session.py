@@ -69,6 +69,8 @@ class Authenticated:
     device_id: str
     session_id: str
     ready: bytes
+    token: str = ""
+    """The access token: forwarded with the connection's sends, so the API can tell who sent them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,9 @@ class GatewaySession:
             )
         self.user_id, self.device_id, self.session_id = claims.user_id, claims.device_id, claims.session_id
         ready = ReadyFrame(node_id=self._node_id, user_id=claims.user_id, device_id=claims.device_id)
-        return Authenticated(claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode())
+        return Authenticated(
+            claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode(), frame.token
+        )
 
     def receive(self, data: str | bytes) -> Action:
         """Handle a frame after authentication."""

@@ -1,7 +1,9 @@
 """Reading what uploaded bytes are: type sniffing, image decoding and thumbnails, audio/video durations.
 
-Nothing here trusts what a client says about its file; everything is read from the bytes. The functions
-are synchronous and CPU- or disk-bound: callers run them in a worker thread.
+Nothing here trusts what a client says about its file; everything is read from the bytes, by readers
+bounded in what they read, inflate and decode whatever the bytes claim, and that fail only with
+:class:`MediaError`. The functions are synchronous and CPU- or disk-bound: callers run them in a worker
+thread.
 """
 
 from __future__ import annotations

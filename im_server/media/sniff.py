@@ -1,5 +1,10 @@
 """What a file is, from its first bytes (and, for ZIP containers, its table of contents).
 
+Bounded whatever the bytes: ZIP containers are told apart by the names in their central directory
+(or, for an archive cut short, their local headers), read with :mod:`struct`, never by inflating an
+entry: at most :data:`ZIP_READ_BUDGET` bytes are read and 100 bytes inflated (OpenDocument's and EPUB's
+``mimetype`` entry).
+
 An explicit table of signatures rather than a general magic database: what the server accepts as an
 image, a voice note or a video, and what it refuses as executable, must be predictable and tested.
 Whatever it does not recognize is ``text/plain`` (valid UTF-8 without NULs) or
@@ -8,11 +13,25 @@ Whatever it does not recognize is ``text/plain`` (valid UTF-8 without NULs) or
 
 from __future__ import annotations
 
+import os
 import re
-import zipfile
+import struct
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["AUDIO_TYPES", "IMAGE_TYPES", "SNIFF_BYTES", "VIDEO_TYPES", "extension_for", "sniff"]
+__all__ = [
+    "AUDIO_TYPES",
+    "IMAGE_TYPES",
+    "SNIFF_BYTES",
+    "VIDEO_TYPES",
+    "ZIP_DIRECTORY_BYTES",
+    "ZIP_ENTRIES",
+    "ZIP_READ_BUDGET",
+    "extension_for",
+    "sniff",
+    "zip_type",
+]
 
 SNIFF_BYTES = 8192
 """How many leading bytes :func:`sniff` looks at."""
@@ -134,18 +153,64 @@ def _mpeg_audio(head: bytes) -> str | None:
     return "audio/mpeg"
 
 
+_ZIP_TAIL = 22 + 65_535
+"""The end-of-central-directory record and the longest comment that may follow it."""
+ZIP_DIRECTORY_BYTES = 1024 * 1024
+"""The most bytes of a ZIP file's table of contents (central directory or local headers) read."""
+ZIP_ENTRIES = 10_000
+"""The most entries of a ZIP file's table of contents looked at."""
+ZIP_READ_BUDGET = _ZIP_TAIL + 56 + 20 + ZIP_DIRECTORY_BYTES + 30 + 65_535 * 2 + 1024
+"""The most bytes :func:`sniff` reads from a ZIP file: its tail, its table of contents, and the first
+kilobyte of a ``mimetype`` entry (inflated to at most 100 bytes)."""
+
+
+class _NotZip(Exception):
+    """The bytes do not hold a readable table of contents."""
+
+
+class _Reader:
+    """Reads at offsets of a file, counting every byte against :data:`ZIP_READ_BUDGET`."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file = file
+        self.size = size
+        self.consumed = 0
+
+    def read(self, position: int, count: int) -> bytes:
+        count = max(0, min(count, self.size - position))
+        if position < 0 or self.consumed + count > ZIP_READ_BUDGET:
+            raise _NotZip
+        self.consumed += count
+        self.file.seek(position)
+        return self.file.read(count)
+
+
 def _zip(path: Path | None) -> str:
     if path is None:
         return "application/zip"
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if names and names[0] == "mimetype":
-                declared = archive.read("mimetype")[:100].decode("ascii", "replace").strip()
-                if re.fullmatch(r"application/[a-z0-9.+-]+", declared):
-                    return declared  # OpenDocument, EPUB
-    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, NotImplementedError, ValueError):
+        with path.open("rb") as file:
+            return zip_type(file, os.fstat(file.fileno()).st_size)[0]
+    except OSError:
         return "application/zip"
+
+
+def zip_type(file: BinaryIO, size: int) -> tuple[str, int]:
+    """The media type of a ZIP container (Office document, OpenDocument, EPUB, Java archive, Android
+    package, or plain ZIP), and how many bytes were read to tell (at most :data:`ZIP_READ_BUDGET`)."""
+    reader = _Reader(file, size)
+    try:
+        try:
+            names, first = _central_directory(reader)
+        except _NotZip:
+            names, first = _local_headers(reader)
+        declared = _mimetype(reader, first) if names and names[0] == "mimetype" else None
+    except (_NotZip, struct.error, zlib.error):
+        return "application/zip", reader.consumed
+    return declared or _zip_kind(names), reader.consumed
+
+
+def _zip_kind(names: list[str]) -> str:
     present = set(names)
     if "AndroidManifest.xml" in present and any(name.endswith(".dex") for name in names):
         return "application/vnd.android.package-archive"
@@ -160,6 +225,91 @@ def _zip(path: Path | None) -> str:
             if any(name.startswith(folder) for name in names):
                 return media_type
     return "application/zip"
+
+
+def _name(raw: bytes, flags: int) -> str:
+    return raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+
+
+def _central_directory(reader: _Reader) -> tuple[list[str], int]:
+    """Names in the central directory, and where the first entry's local header is."""
+    start = max(0, reader.size - _ZIP_TAIL)
+    tail = reader.read(start, reader.size - start)
+    at = tail.rfind(b"PK\x05\x06")
+    while at >= 0 and len(tail) - at < 22:
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    if at < 0:
+        raise _NotZip
+    end_record = start + at
+    directory_size, directory_offset = struct.unpack_from("<II", tail, at + 12)
+    if directory_offset == 0xFFFFFFFF or directory_size == 0xFFFFFFFF:
+        # Zip64: a locator just before the record points at the Zip64 end record.
+        locator = reader.read(end_record - 20, 20)
+        if len(locator) < 20 or locator[:4] != b"PK\x06\x07":
+            raise _NotZip
+        record_at = struct.unpack_from("<Q", locator, 8)[0]
+        record = reader.read(record_at, 56)
+        if len(record) < 56 or record[:4] != b"PK\x06\x06":
+            raise _NotZip
+        directory_size, directory_offset = struct.unpack_from("<QQ", record, 40)
+        end_record = record_at
+    # Bytes before the archive (a self-extracting stub) shift every offset; zipfile allows for it too.
+    shift = end_record - directory_size - directory_offset
+    if shift < 0:
+        raise _NotZip
+    directory = reader.read(end_record - directory_size, min(directory_size, ZIP_DIRECTORY_BYTES))
+    names: list[str] = []
+    first = -1
+    position = 0
+    while position + 46 <= len(directory) and len(names) < ZIP_ENTRIES:
+        if directory[position : position + 4] != b"PK\x01\x02":
+            break
+        flags = struct.unpack_from("<H", directory, position + 8)[0]
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", directory, position + 28)
+        offset = struct.unpack_from("<I", directory, position + 42)[0]
+        names.append(_name(directory[position + 46 : position + 46 + name_length], flags))
+        if first < 0:
+            first = offset + shift
+        position += 46 + name_length + extra_length + comment_length
+    if not names:
+        raise _NotZip
+    return names, first
+
+
+def _local_headers(reader: _Reader) -> tuple[list[str], int]:
+    """Names from the local headers, for an archive without a readable central directory (cut short);
+    stops at an entry whose size is only given after its data."""
+    names: list[str] = []
+    position = 0
+    read = 0
+    while len(names) < ZIP_ENTRIES and read < ZIP_DIRECTORY_BYTES:
+        header = reader.read(position, 30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            break
+        flags, _, _, _, _, compressed, _, name_length, extra_length = struct.unpack_from("<HHHHIIIHH", header, 6)
+        names.append(_name(reader.read(position + 30, name_length), flags))
+        read += 30 + name_length
+        if flags & 0x08:
+            break
+        position += 30 + name_length + extra_length + compressed
+    return names, 0
+
+
+def _mimetype(reader: _Reader, at: int) -> str | None:
+    """The media type an OpenDocument or EPUB file declares in its first entry, ``mimetype``; never
+    more than a kilobyte read and a hundred bytes inflated."""
+    header = reader.read(at, 30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        return None
+    method, compressed = struct.unpack_from("<H", header, 8)[0], struct.unpack_from("<I", header, 18)[0]
+    name_length, extra_length = struct.unpack_from("<HH", header, 26)
+    data = reader.read(at + 30 + name_length + extra_length, min(compressed, 1024) if compressed else 1024)
+    if method == 8:
+        data = zlib.decompressobj(-15).decompress(data, 100)
+    elif method != 0:
+        return None
+    declared = data[:100].decode("ascii", "replace").strip()
+    return declared if re.fullmatch(r"application/[a-z0-9.+-]+", declared) else None
 
 
 def _text(head: bytes) -> str | None:

@@ -1,14 +1,29 @@
-"""Accounts and device sessions: register, log in, refresh, log out, authenticate."""
+"""Accounts and device sessions: register, log in, refresh, log out, authenticate.
+
+The entrance is throttled here. A wrong password counts against the username (in the database, so
+every API node sees it, and the same whether the name exists or not) and against the client address
+(per node); past the free failures each further one doubles the wait, and an attempt during a wait is
+refused with ``rate_limited`` before any password is checked. Registrations are a token bucket per
+address. Argon2 runs in a pool of its own, ``IM_ARGON2_CONCURRENCY`` at a time with at most
+``IM_ARGON2_QUEUE`` waiting; beyond that the answer is ``unavailable`` with Retry-After. A refresh token
+presented again after it was rotated ends its session (every token of the family).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import math
+import os
 import secrets
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,10 +32,12 @@ from im_schema.errors import ErrorCode
 from im_schema.models import User
 from im_schema.rest import Session
 
-from ..errors import Conflict, Unauthorized
+from ..errors import Conflict, RateLimited, Unauthorized, Unavailable
 from ..settings import Settings
 from ..storage import UsernameTaken, UserStore
 from ..storage._util import now_ms
+from ..storage.entrance import LoginFailureStore
+from .ratelimit import Backoff, BusyError, FailureTracker, RateLimiter, WorkLimiter
 from .tokens import ExpiredToken, InvalidToken, TokenCodec
 
 if TYPE_CHECKING:
@@ -46,11 +63,32 @@ def _never(_: str) -> bool:
     return False
 
 
+T = TypeVar("T")
+
+HASHING_NICENESS = 10
+"""How much lower than the node's own CPU priority password hashing runs (a nice value)."""
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads on their own (a thread's nice value is its own, and the threads Argon2
+    # starts for its lanes inherit it); elsewhere this may fail or apply to the process: then skip it.
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
+def _seconds(wait: float) -> float:
+    # Whole seconds, never 0: what Retry-After can say.
+    return float(max(1, math.ceil(wait)))
+
+
 class AuthService:
-    """Passwords (Argon2, hashed off the event loop) and tokens.
+    """Passwords (Argon2, in a bounded pool off the event loop), login throttling, and tokens.
 
     ``revoked`` tells whether a session was logged out (the node's copy of the revocation bucket);
-    ``devices`` starts and ends device sessions (the per-account limit, revocations).
+    ``devices`` starts and ends device sessions (the per-account limit, revocations); ``failures`` holds
+    each username's failed logins for the whole cluster.
     """
 
     def __init__(
@@ -60,35 +98,111 @@ class AuthService:
         tokens: TokenCodec,
         *,
         devices: DeviceService,
+        failures: LoginFailureStore,
         revoked: Callable[[str], bool] = _never,
     ) -> None:
         self._settings = settings
         self._users = users
         self._tokens = tokens
         self._devices = devices
+        self._failures = failures
         self._revoked = revoked
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
         )
+        # A pool of its own: hashing never takes the threads that storage and file probing use, and its
+        # threads run at a lower CPU priority, so that a flood of logins cannot starve the event loop.
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.argon2_concurrency, thread_name_prefix="argon2", initializer=_lower_priority
+        )
+        self.hashing = WorkLimiter(settings.argon2_concurrency, settings.argon2_queue)
+        """Password hashes running and waiting (for metrics)."""
+        self._account_backoff = Backoff(
+            settings.login_free_failures, settings.login_backoff, settings.login_backoff_max
+        )
+        self._addresses: FailureTracker[str] = FailureTracker(
+            Backoff(settings.login_address_free_failures, settings.login_backoff, settings.login_backoff_max),
+            ttl=settings.login_failure_ttl,
+        )
+        self._registrations: RateLimiter[str] = RateLimiter(settings.register_rate, settings.register_burst)
+        self._logins: dict[str, tuple[asyncio.Lock, int]] = {}
         # Verified against when the username is unknown, so that timing does not tell which names exist.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
 
-    async def register(self, username: str, password: str, display_name: str | None) -> User:
-        """Create an account; raises ``username_taken``."""
-        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+    def close(self) -> None:
+        """Stop the hashing pool (after the node stopped taking requests)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _refuse_if_busy(self) -> None:
+        # Checked first as well, so that a flood past the queue is turned away before any database work.
+        if self.hashing.full:
+            raise Unavailable("the server is busy checking passwords; retry shortly", retry_after=1.0)
+
+    async def _hash_work(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            async with self.hashing.slot():
+                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except BusyError:
+            raise Unavailable("the server is busy checking passwords; retry shortly", retry_after=1.0) from None
+
+    async def register(self, username: str, password: str, display_name: str | None, *, address: str = "") -> User:
+        """Create an account; raises ``username_taken``, or ``rate_limited`` for too many from ``address``."""
+        wait = self._registrations.acquire(address)
+        if wait:
+            raise RateLimited("too many registrations from your address; try again later", retry_after=_seconds(wait))
+        self._refuse_if_busy()
+        password_hash = await self._hash_work(self._hasher.hash, password)
         try:
             return await self._users.create_user(username, password_hash, display_name or username, now=now_ms())
         except UsernameTaken:
             raise Conflict(f"the username {username!r} is taken", code=ErrorCode.USERNAME_TAKEN) from None
 
-    async def login(self, username: str, password: str, device_id: str) -> Session:
-        """Check the password and start a fresh session for the device."""
-        credentials = await self._users.credentials(username)
-        stored_hash = credentials.password_hash if credentials else self._dummy_hash
-        if not await asyncio.to_thread(self._verify, stored_hash, password) or credentials is None:
-            raise Unauthorized("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
+    @contextlib.asynccontextmanager
+    async def _one_login(self, username: str) -> AsyncIterator[None]:
+        # Attempts on one username run one after another on a node, so that parallel guesses cannot all
+        # slip past the wait before the first failure is counted.
+        lock, users = self._logins.get(username) or (asyncio.Lock(), 0)
+        self._logins[username] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._logins[username]
+            if users == 1:
+                del self._logins[username]
+            else:
+                self._logins[username] = (lock, users - 1)
+
+    async def login(self, username: str, password: str, device_id: str, *, address: str = "") -> Session:
+        """Check the password and start a fresh session for the device.
+
+        Raises ``invalid_credentials``, or ``rate_limited`` (with Retry-After) while the username or the
+        client ``address`` must wait after failures.
+        """
+        wait = self._addresses.wait(address)
+        if wait:
+            raise RateLimited("too many failed logins from your address; wait", retry_after=_seconds(wait))
+        self._refuse_if_busy()
+        async with self._one_login(username):
+            wait_ms, failures = await self._failures.state(username, now=now_ms())
+            if wait_ms:
+                raise RateLimited("too many failed logins for this account; wait", retry_after=_seconds(wait_ms / 1000))
+            credentials = await self._users.credentials(username)
+            stored_hash = credentials.password_hash if credentials else self._dummy_hash
+            if not await self._hash_work(self._verify, stored_hash, password) or credentials is None:
+                await self._failures.failed(
+                    username,
+                    self._account_backoff.wait_ms,
+                    now=now_ms(),
+                    ttl_ms=int(self._settings.login_failure_ttl * 1000),
+                )
+                self._addresses.failed(address)
+                raise Unauthorized("wrong username or password", code=ErrorCode.INVALID_CREDENTIALS)
+            if failures:
+                await self._failures.succeeded(username)
+        # The address keeps its count: one account of one's own must not reset guessing at others.
         return await self._start(credentials.user, device_id)
 
     def _verify(self, password_hash: str, password: str) -> bool:
@@ -124,6 +238,8 @@ class AuthService:
             now=now,
         )
         if session is None:
+            if await self._devices.end_reused(_refresh_hash(refresh_token)):
+                raise Unauthorized("this refresh token was used before; the session is ended, log in again")
             raise Unauthorized("the refresh token is unknown, used or expired")
         user = await self._users.get(session.user_id)
         if user is None:

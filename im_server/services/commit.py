@@ -21,9 +21,10 @@ from sqlalchemy.exc import DBAPIError
 from im_schema.errors import ErrorCode
 
 from ..cluster.metrics import SIZE_BUCKETS, Registry
-from ..errors import Forbidden, NotFound, Unavailable
+from ..errors import Forbidden, NotFound, Unavailable, storage_error
 from ..storage import MessageStore, NewMessage, Refused, Written
 from ..storage._util import now_ms
+from ..storage.faults import classify
 
 __all__ = ["Committed", "GroupCommitter"]
 
@@ -130,6 +131,7 @@ class GroupCommitter:
         for pending in batch:
             self._wait_seconds.observe(started - pending.enqueued)
         self._batch_size.observe(len(batch))
+        kind = "busy"
         for attempt in range(self._retries + 1):
             try:
                 results = await self._store.write_batch(items, now=now_ms())
@@ -137,18 +139,26 @@ class GroupCommitter:
             except DBAPIError as exc:
                 # A lock timeout, a deadlock, or a concurrent node storing the same client_msg_id:
                 # the whole transaction rolled back, so trying again is safe and finds any duplicate.
-                log.warning("group commit of %d failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                fault = classify(exc, self._store.db.health.database_path)
+                kind = fault.kind if fault is not None else "busy"
+                log.warning(
+                    "group commit of %d failed (attempt %d, storage %s): %s", len(batch), attempt + 1, kind, exc
+                )
                 await asyncio.sleep(0.01 * 2**attempt)
             except Exception as exc:
-                log.exception("group commit of %d failed", len(batch))
+                fault = classify(exc, self._store.db.health.database_path)
+                if fault is None:
+                    log.exception("group commit of %d failed", len(batch))
+                error: BaseException = exc if fault is None else storage_error(fault.kind)
                 for pending in batch:
                     if not pending.future.done():
-                        pending.future.set_exception(exc)
+                        pending.future.set_exception(error)
                 return
         if results is None:
+            # Nothing of the batch is stored (each attempt rolled back): the senders are told why.
             for pending in batch:
                 if not pending.future.done():
-                    pending.future.set_exception(Unavailable("the database is busy", retry_after=1.0))
+                    pending.future.set_exception(storage_error(kind))
             return
         self.batches += 1
         elapsed = time.perf_counter() - started

@@ -1,13 +1,30 @@
-"""Routing committed messages to the gateway nodes that hold their recipients' devices."""
+"""Routing committed messages to the gateway nodes that hold their recipients' devices.
+
+A push is a notification, storage is the truth; but a push that is lost must not leave a device
+waiting until something unrelated happens. So the deliverer remembers who may have missed one, and
+sends them a ``resync`` frame (the device runs its sync) as soon as it can:
+
+- **NATS away**: the users of every publish made while disconnected, or in the few seconds before the
+  disconnect was noticed (those bytes may have gone into a dead socket), or that failed, get a resync
+  once the connection and the registry views are back.
+- **No live route**: a device routed to a node whose heartbeat expired gets no push. If that node turns
+  out to be alive (it was cut off, or its event loop stalled), its users on it get a resync when its
+  heartbeat is seen again; a node that stays dead is forgotten after a minute (its clients reconnect
+  elsewhere and sync anyway).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import orjson
 from pydantic import BaseModel
 
+from im_schema.frames import ResyncFrame
 from im_schema.ids import direct_users
 
 from ..bus.nats import Bus, RegistryMirror
@@ -20,6 +37,13 @@ __all__ = ["Deliverer", "ack_frame", "message_frame", "notice_frame"]
 
 log = logging.getLogger(__name__)
 
+SUSPECT_WINDOW = 2.0
+"""Seconds before a noticed disconnect during which publishes may have been lost."""
+UNROUTED_KEEP = 60.0
+"""Seconds users are remembered for a node that looked dead, in case it comes back."""
+MAX_REMEMBERED = 200_000
+"""Beyond this many remembered users, every connected device is told to resync instead."""
+
 
 class Deliverer:
     """Encodes each message once and publishes once per gateway node."""
@@ -29,6 +53,79 @@ class Deliverer:
         self._mirror = mirror
         self._memberships = memberships
         self.publishes = 0
+        self.resyncs = 0
+        """Resync publishes sent (one per gateway node per round)."""
+        self._suspect: set[int] = set()
+        self._everyone = False
+        self._recent: dict[int, float] = {}
+        self._unrouted: dict[str, tuple[set[int], float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, interval: float) -> None:
+        """Follow the bus, and try every ``interval`` seconds to send the resyncs that are owed."""
+        self._bus.listen(on_disconnect=self._on_disconnect)
+        self._task = asyncio.create_task(self._run(interval), name="resync")
+
+    async def stop(self) -> None:
+        """Stop sending resyncs."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def owed(self) -> int:
+        """Users remembered for a resync."""
+        return len(self._suspect) + sum(len(users) for users, _ in self._unrouted.values())
+
+    def _on_disconnect(self) -> None:
+        now = time.monotonic()
+        self._remember(user for user, at in self._recent.items() if now - at < SUSPECT_WINDOW)
+        self._recent.clear()
+
+    def _remember(self, users: Iterable[int]) -> None:
+        if self._everyone:
+            return
+        self._suspect.update(users)
+        if len(self._suspect) > MAX_REMEMBERED:
+            self._everyone = True
+            self._suspect.clear()
+
+    async def _run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.settle()
+            except Exception as exc:
+                log.warning("resyncs not sent yet: %s", exc)
+
+    async def settle(self) -> None:
+        """Send the resyncs that are owed, if NATS and the registry views are back."""
+        if not self._bus.nc.is_connected or not self._mirror.current:
+            return
+        now = time.monotonic()
+        for user, at in list(self._recent.items()):
+            if now - at >= SUSPECT_WINDOW:
+                del self._recent[user]
+        routes, nodes = self._mirror.routes, self._mirror.nodes
+        if self._everyone or self._suspect:
+            users = routes.users() if self._everyone else list(self._suspect)
+            plan = plan_delivery([(_RESYNC_LOST, users, None)], routes, nodes)
+            await self._bus.publish_deliveries(plan)
+            self.resyncs += len(plan)
+            log.info("sent resync to %d users whose pushes may have been lost", len(users))
+            self._suspect.difference_update(users)
+            self._everyone = False
+        for node, (held, since) in list(self._unrouted.items()):
+            if nodes.is_live(node):
+                plan = plan_delivery([(_RESYNC_UNROUTED, held, None)], routes, nodes)
+                if node in plan:
+                    await self._bus.publish_deliveries({node: plan[node]})
+                    self.resyncs += 1
+                    log.info("node %s is back: sent resync to %d users", node, len(held))
+                del self._unrouted[node]
+            elif now - since > UNROUTED_KEEP:
+                del self._unrouted[node]
 
     async def recipients(self, written: Written) -> Iterable[int]:
         """The users a stored message goes to."""
@@ -53,8 +150,35 @@ class Deliverer:
         await self._publish([(notice_frame(notice), list(users), skip)])
 
     async def _publish(self, frames: list[tuple[bytes, Iterable[int], tuple[int, str] | None]]) -> None:
-        plan = plan_delivery(frames, self._mirror.routes, self._mirror.nodes)
-        self.publishes += await self._bus.publish_deliveries(plan)
+        unrouted: dict[str, set[int]] = {}
+        plan = plan_delivery(frames, self._mirror.routes, self._mirror.nodes, unrouted)
+        if unrouted:
+            now = time.monotonic()
+            for node, users in unrouted.items():
+                known, since = self._unrouted.get(node, (set(), now))
+                known.update(users)
+                self._unrouted[node] = (known, since)
+        if not plan:
+            return
+        users = {user for items in plan.values() for _, recipients in items for user, _ in recipients}
+        connected = self._bus.nc.is_connected
+        try:
+            self.publishes += await self._bus.publish_deliveries(plan)
+        except Exception as exc:
+            log.warning("push of %d frames not published (%s); their users will resync", len(frames), exc)
+            self._remember(users)
+            return
+        if not connected:
+            self._remember(users)  # buffered by the client; may be flushed before gateways subscribe again
+        else:
+            now = time.monotonic()
+            recent = self._recent
+            for user in users:
+                recent[user] = now
+
+
+_RESYNC_LOST = ResyncFrame(reason="pushes may have been lost while the bus was away").model_dump_json().encode()
+_RESYNC_UNROUTED = ResyncFrame(reason="pushes were held back while your node looked down").model_dump_json().encode()
 
 
 def message_frame(message_json: bytes) -> bytes:

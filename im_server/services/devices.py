@@ -97,6 +97,23 @@ class DeviceService:
         )
         await self._publish([revoked])
 
+    async def end_reused(self, refresh_hash: str) -> bool:
+        """End the session of a refresh token presented again after it was rotated (it leaked, or the
+        client misbehaves): every token of the family stops working and live connections are closed.
+        ``False`` if the token was never rotated."""
+        now = now_ms()
+        revoked = await self._store.end_reused(refresh_hash, now=now, revoke_until=self._revoke_until(now))
+        if revoked is None:
+            return False
+        log.warning(
+            "refresh token reused: ended session %s of user %d device %r",
+            revoked.session_id,
+            revoked.user_id,
+            revoked.device_id,
+        )
+        await self._publish([revoked])
+        return True
+
     async def list(self, principal: Principal) -> DeviceList:
         """The caller's devices, with whether each holds a connection to a live gateway now."""
         sessions = await self._store.sessions(principal.user_id, now=now_ms())

@@ -4,6 +4,16 @@ An upload is spooled to a temporary file while it is hashed and counted (never h
 read for what it is (type from the bytes, image size and thumbnail, audio/video duration), then put
 into the blob store, and only then recorded and acknowledged. If anything fails, or the client goes
 away mid-body, the temporary files are removed and nothing reaches the store or the database.
+
+Limits, so that no user and no file can take the node down (see docs/operations.md, "Files"):
+
+- per user, at most ``max_concurrent_uploads`` uploads at once (per API node) and ``upload_quota_bytes``
+  received per UTC day (cluster-wide, in the database; refused uploads count too), checked before an
+  upload is read and again as its bytes arrive: ``quota_exceeded`` (429, with ``retry_after``);
+- per picture, ``max_image_pixels`` and ``image_decode_memory``, both checked from the header before
+  any decoding; per node, ``max_concurrent_decodes`` pictures decoded or audio/video files read at once
+  (the others wait), so that neither memory nor the worker threads run out;
+- the readers in :mod:`im_server.media` read a bounded number of bytes whatever the file claims.
 """
 
 from __future__ import annotations
@@ -28,14 +38,23 @@ from im_schema.errors import ErrorCode
 from im_schema.files import FileLimits, Upload
 
 from ..blobs import BlobNotFound, BlobStore, BlobStoreError
-from ..errors import BadRequest, NotFound, PayloadTooLarge, ServerError, Unavailable, Unprocessable, UnsupportedMedia
+from ..errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMedia,
+)
 from ..media import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, AvInfo, MediaError, extension_for, probe_av, probe_image
 from ..media.sniff import SNIFF_BYTES, sniff
 from ..settings import Settings
 from ..storage._util import now_ms
 from ..storage.files import BlobRecord, FileStore, Usable
 
-__all__ = ["KINDS", "FileService", "clean_name", "default_name", "media_error"]
+__all__ = ["KINDS", "FileService", "UploadQuota", "clean_name", "default_name", "media_error"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +63,7 @@ _FLUSH = 1024 * 1024
 """Bytes gathered in memory before they are hashed and written to the spool file in a worker thread."""
 _STALE_SPOOL = 24 * 3600
 """Spool files older than this (left by a crashed process) are removed when a node starts."""
+_DAY_MS = 86_400_000
 _AV_CONTAINERS = {"video/mp4": "audio/mp4", "video/webm": "audio/webm", "video/3gpp": "audio/3gpp"}
 """Video containers that may hold only sound, and the audio type they then are."""
 
@@ -71,6 +91,112 @@ def media_error(exc: MediaError) -> ServerError:
     return Unprocessable(exc.message)
 
 
+def _amount(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """One upload admitted by :class:`UploadQuota`."""
+
+    user_id: int
+    day: int
+    allowance: int | None
+    """Bytes this upload may still receive under the daily quota (``None``: no quota)."""
+    received: int = 0
+    charged: bool = False
+
+
+class UploadQuota:
+    """Per-user upload limits: uploads at once (counted on this node) and bytes per UTC day (counted in
+    the database, so every API node sees them, plus what this node is receiving right now)."""
+
+    def __init__(self, settings: Settings, store: FileStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._active: dict[int, int] = {}
+        self._receiving: dict[int, int] = {}
+
+    async def admit(self, user_id: int, declared_length: int | None) -> _Ticket:
+        """Start an upload, or refuse it with ``quota_exceeded``."""
+        active = self._active.get(user_id, 0)
+        limit = self._settings.max_concurrent_uploads
+        if active >= limit:
+            raise RateLimited(
+                f"you have {active} uploads in progress, the most this server takes at once; wait for one to finish",
+                code=ErrorCode.QUOTA_EXCEEDED,
+                retry_after=1.0,
+            )
+        self._active[user_id] = active + 1  # before the first await, so that concurrent uploads see it
+        try:
+            now = now_ms()
+            day = now // _DAY_MS
+            quota = self._settings.upload_quota_bytes
+            if not quota:
+                return _Ticket(user_id, day, None)
+            used = await self._store.uploaded(user_id, day) + self._receiving.get(user_id, 0)
+            left = quota - used
+            if left <= 0 or (declared_length is not None and declared_length > left):
+                retry_after = ((day + 1) * _DAY_MS - now) / 1000
+                raise RateLimited(
+                    f"you have uploaded {_amount(used)} today and this server takes {_amount(quota)} per user "
+                    f"and day ({_amount(max(0, left))} left); more from 00:00 UTC",
+                    code=ErrorCode.QUOTA_EXCEEDED,
+                    retry_after=max(1.0, retry_after),
+                )
+            return _Ticket(user_id, day, left)
+        except BaseException:
+            self._leave(user_id)
+            raise
+
+    def receive(self, ticket: _Ticket, size: int) -> None:
+        """Count ``size`` more bytes of an upload; ``quota_exceeded`` once past the daily quota."""
+        ticket.received += size
+        self._receiving[ticket.user_id] = self._receiving.get(ticket.user_id, 0) + size
+        if ticket.allowance is not None and ticket.received > ticket.allowance:
+            raise RateLimited(
+                f"this upload goes past your daily quota of {_amount(self._settings.upload_quota_bytes)}; "
+                "more from 00:00 UTC",
+                code=ErrorCode.QUOTA_EXCEEDED,
+                retry_after=max(1.0, ((ticket.day + 1) * _DAY_MS - now_ms()) / 1000),
+            )
+
+    async def charge(self, ticket: _Ticket) -> None:
+        """Record what the upload received (once, whether it was stored or refused)."""
+        if ticket.charged:
+            return
+        ticket.charged = True
+        try:
+            if ticket.received and ticket.allowance is not None:
+                await self._store.charge(ticket.user_id, ticket.day, ticket.received)
+        except Exception:  # the upload's own outcome matters more than its accounting
+            log.warning("cannot record %d uploaded bytes of user %d", ticket.received, ticket.user_id, exc_info=True)
+        finally:
+            # Only now, so that an upload admitted meanwhile still sees these bytes (here or in the database).
+            left = self._receiving.get(ticket.user_id, 0) - ticket.received
+            if left > 0:
+                self._receiving[ticket.user_id] = left
+            else:
+                self._receiving.pop(ticket.user_id, None)
+
+    async def finish(self, ticket: _Ticket) -> None:
+        """End an upload admitted by :meth:`admit`."""
+        try:
+            await self.charge(ticket)
+        finally:
+            self._leave(ticket.user_id)
+
+    def _leave(self, user_id: int) -> None:
+        active = self._active.get(user_id, 0) - 1
+        if active > 0:
+            self._active[user_id] = active
+        else:
+            self._active.pop(user_id, None)
+
+
 @dataclass(slots=True)
 class _Spooled:
     path: Path
@@ -89,6 +215,8 @@ class FileService:
         self.spool_dir = settings.upload_dir or Path(tempfile.gettempdir()) / "im-uploads"
         self.active_uploads = 0
         """Uploads being received or processed right now."""
+        self.quota = UploadQuota(settings, store)
+        self._decodes = asyncio.Semaphore(settings.max_concurrent_decodes)
 
     @property
     def blobs(self) -> BlobStore:
@@ -152,11 +280,15 @@ class FileService:
             )
         name = clean_name(name)
         self._refuse_extension(name)
+        ticket = await self.quota.admit(user_id, declared_length)
         self.active_uploads += 1
         spooled: _Spooled | None = None
         thumbnail_path: Path | None = None
         try:
-            spooled = await self._spool(body, limit, what)
+            try:
+                spooled = await self._spool(body, limit, what, ticket)
+            finally:
+                await self.quota.charge(ticket)
             media_type = await asyncio.to_thread(sniff, spooled.head, spooled.path)
             if media_type in self._settings.refused_types:
                 raise UnsupportedMedia(f"this server does not accept {media_type} files", code=ErrorCode.REFUSED_TYPE)
@@ -175,6 +307,7 @@ class FileService:
                 if path is not None:
                     _remove(path)
             self.active_uploads -= 1
+            await self.quota.finish(ticket)
 
     def _refuse_extension(self, name: str | None) -> None:
         if name is None:
@@ -184,7 +317,7 @@ class FileService:
             if lowered.endswith(extension):
                 raise UnsupportedMedia(f"this server does not accept {extension} files", code=ErrorCode.REFUSED_TYPE)
 
-    async def _spool(self, body: AsyncIterator[bytes], limit: int, what: str) -> _Spooled:
+    async def _spool(self, body: AsyncIterator[bytes], limit: int, what: str, ticket: _Ticket) -> _Spooled:
         loop = asyncio.get_running_loop()
         descriptor, raw_path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.spool_dir)
         path = Path(raw_path)
@@ -200,6 +333,7 @@ class FileService:
                         if not chunk:
                             continue
                         size += len(chunk)
+                        self.quota.receive(ticket, len(chunk))
                         if size > limit:
                             raise PayloadTooLarge(f"the {what}file is over {limit:,} bytes, the most this server takes")
                         if len(head) < SNIFF_BYTES:
@@ -232,12 +366,13 @@ class FileService:
             return known, None  # read before; identical bytes read the same
         plain = BlobRecord(spooled.blob, spooled.size, media_type, "file")
         wanted = kind or _guess(media_type)
-        if wanted == "file":
-            return plain, None
+        if wanted == "file" or (kind is None and spooled.size > self._settings.max_upload_bytes(wanted)):
+            return plain, None  # a file, or too big for the kind it looks like: it is not read further
         try:
             if wanted == "image":
                 return await self._image(spooled, media_type, kind)
-            info = await asyncio.to_thread(probe_av, spooled.path, media_type)
+            async with self._decodes:  # a crafted container can keep a reader busy for seconds
+                info = await asyncio.to_thread(probe_av, spooled.path, media_type)
         except MediaError as exc:
             if kind is None and exc.reason != "corrupt":
                 return plain, None  # not usable as the media it looked like: it goes as a plain file
@@ -254,13 +389,15 @@ class FileService:
         os.close(descriptor)
         thumbnail_path = Path(raw)
         try:
-            info = await asyncio.to_thread(
-                probe_image,
-                spooled.path,
-                max_pixels=self._settings.max_image_pixels,
-                thumbnail_size=self._settings.thumbnail_size,
-                thumbnail_path=thumbnail_path,
-            )
+            async with self._decodes:  # each decode may take image_decode_memory: only so many at once
+                info = await asyncio.to_thread(
+                    probe_image,
+                    spooled.path,
+                    max_pixels=self._settings.max_image_pixels,
+                    thumbnail_size=self._settings.thumbnail_size,
+                    thumbnail_path=thumbnail_path,
+                    budget=self._settings.image_decode_memory,
+                )
             thumb_blob, thumb_size = await asyncio.to_thread(_hash_file, thumbnail_path)
         except BaseException:
             _remove(thumbnail_path)

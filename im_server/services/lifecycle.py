@@ -18,7 +18,7 @@ from im_schema.lifecycle import Presence, Receipts
 from im_schema.models import ReadState
 
 from ..bus.routes import NodeTable, RouteTable
-from ..errors import BadRequest, Forbidden, NotFound, ServerError
+from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServerError
 from ..settings import Settings
 from ..storage import MessageStore, Written
 from ..storage._util import now_ms
@@ -40,6 +40,12 @@ _ERRORS: dict[str, type[ServerError]] = {
     "not_found": NotFound,
     "conversation_not_found": NotFound,
 }
+
+
+def _limit(limiter: RateLimiter[int], user_id: int, what: str) -> None:
+    wait = limiter.acquire(user_id)
+    if wait:
+        raise RateLimited(f"too many {what}; slow down", retry_after=round(wait, 3))
 
 
 class LifecycleService:
@@ -69,12 +75,18 @@ class LifecycleService:
         self._routes = routes
         self._nodes = nodes
         self._typing: RateLimiter[tuple[int, str]] = RateLimiter(1 / settings.typing_interval, 1)
+        # Per user, whatever the conversation: edits and recalls each write a system message that
+        # every member receives, and typing notices (start and stop alike) fan out to members.
+        self._edits: RateLimiter[int] = RateLimiter(settings.edit_rate, settings.edit_burst)
+        self._recalls: RateLimiter[int] = RateLimiter(settings.recall_rate, settings.recall_burst)
+        self._typing_notices: RateLimiter[int] = RateLimiter(settings.typing_rate, settings.typing_burst)
         self._presence: RateLimiter[int] = RateLimiter(0.2, 5)
 
     # Recall and edit -----------------------------------------------------------------------------
 
     async def recall(self, user_id: int, conversation: str, seq: int) -> Written:
         """Recall a message; everyone learns it from a ``message_recalled`` system message."""
+        _limit(self._recalls, user_id, "recalls")
         try:
             recalled, notice = await self._store.recall(
                 conversation, seq, user_id, window_ms=int(self._settings.recall_window * 1000), now=now_ms()
@@ -87,6 +99,7 @@ class LifecycleService:
 
     async def edit(self, user_id: int, conversation: str, seq: int, text: str) -> Written:
         """Replace the text of my message; everyone learns it from a ``message_edited`` system message."""
+        _limit(self._edits, user_id, "edits")
         if len(text) > self._settings.max_text_len:
             raise BadRequest(
                 f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
@@ -144,7 +157,9 @@ class LifecycleService:
         return allowed
 
     async def typing(self, user_id: int, conversation: str, active: bool) -> None:
-        """Tell the other members I am typing (at most once per interval; stopping always goes through)."""
+        """Tell the other members I am typing (at most once per interval per conversation; starts and stops
+        both count against the user's typing rate, past which ``rate_limited``)."""
+        _limit(self._typing_notices, user_id, "typing notices")
         members = await self._members(conversation)
         if user_id not in members:
             raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)

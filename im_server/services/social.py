@@ -12,13 +12,14 @@ from im_schema.models import User
 from im_schema.social import FriendInfo, FriendRequest
 
 from ..bus.routes import NodeTable, RouteTable
-from ..errors import BadRequest, Conflict, Forbidden, NotFound
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited
 from ..settings import Settings
 from ..storage import UserStore
 from ..storage._util import ms_to_datetime, now_ms
-from ..storage.social import Friendship, SocialGraph, SocialStore
+from ..storage.social import Friendship, RequestCooldown, SocialGraph, SocialStore
 from .delivery import Deliverer
 from .messaging import UserDirectory
+from .ratelimit import RateLimiter
 
 __all__ = ["SocialService"]
 
@@ -51,6 +52,7 @@ class SocialService:
         self._nodes = nodes
         self._size = size
         self._graphs: OrderedDict[int, SocialGraph] = OrderedDict()
+        self._requests: RateLimiter[int] = RateLimiter(settings.friend_request_rate, settings.friend_request_burst)
         self.announce: Announce | None = None
         """Tells the other API nodes whose graph changed (set by the node once the bus is up)."""
 
@@ -111,7 +113,14 @@ class SocialService:
     # Friends -------------------------------------------------------------------------------------
 
     async def request(self, sender: int, target: int | str, message: str) -> FriendRequest:
-        """Ask ``target`` to be my friend (or accept their standing request to me)."""
+        """Ask ``target`` to be my friend (or accept their standing request to me).
+
+        Limited per user (``IM_FRIEND_REQUEST_RATE``), and a declined request cannot be repeated for
+        ``IM_FRIEND_REQUEST_COOLDOWN``: both ``rate_limited`` with Retry-After.
+        """
+        wait = self._requests.acquire(sender)
+        if wait:
+            raise RateLimited("too many friend requests; slow down", retry_after=round(wait, 3))
         to_user = await self._directory.resolve(target)
         if to_user == sender:
             raise BadRequest("you cannot befriend yourself")
@@ -119,7 +128,15 @@ class SocialService:
         if to_user in mine.friends:
             raise Conflict("you are friends already", code=ErrorCode.ALREADY_FRIENDS)
         theirs = await self.graph(to_user)
-        status, request = await self._store.request_friend(sender, to_user, message, now=now_ms())
+        try:
+            status, request = await self._store.request_friend(
+                sender, to_user, message, now=now_ms(), cooldown_ms=int(self._settings.friend_request_cooldown * 1000)
+            )
+        except RequestCooldown as exc:
+            raise RateLimited(
+                "this user declined your last request recently; you may ask again later",
+                retry_after=float(max(1, -(-exc.wait_ms // 1000))),
+            ) from None
         if status == "accepted":
             await self._changed(sender, to_user)
             await self._deliverer.notice([sender], FriendAddedNotice(user=request.from_user))

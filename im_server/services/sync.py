@@ -21,10 +21,10 @@ def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
     if not cursor:
         return None
     ms, _, after_id = cursor.partition(":")
-    try:
-        return int(ms), after_id
-    except ValueError:
-        raise BadRequest("malformed cursor") from None
+    # ASCII digits only, and few enough to fit storage's 64-bit integers (a time in milliseconds).
+    if not (ms.isascii() and ms.isdigit() and len(ms) <= 15):
+        raise BadRequest("malformed cursor")
+    return int(ms), after_id
 
 
 class SyncService:

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from ._util import insert_ignore
 from .engine import Database
-from .tables import devices, revoked_sessions, users
+from .tables import devices, revoked_sessions, rotated_refresh, users
 from .users import DeviceSession, session_from_row
 
 __all__ = ["DeviceStore", "Revoked", "TooManyDevices"]
@@ -82,6 +82,11 @@ class DeviceStore:
     async def end_devices(self, user_id: int, device_id: str | None, *, now: int, revoke_until: int) -> list[Revoked]:
         """End the session of one device (``device_id``) or of all of them (``None``)."""
         return await self._db.write(_end_devices, user_id, device_id, now, revoke_until)
+
+    async def end_reused(self, refresh_hash: str, *, now: int, revoke_until: int) -> Revoked | None:
+        """A refresh token that was already swapped came back: end its session (the whole token family)
+        and return the revocation; ``None`` if the token was never rotated here (or long expired)."""
+        return await self._db.write(_end_reused, refresh_hash, now, revoke_until)
 
     async def revocations(self, *, now: int) -> list[Revoked]:
         """Every revocation still in force."""
@@ -189,3 +194,15 @@ def _end_devices(conn: Connection, user_id: int, device_id: str | None, now: int
 def _revocations(conn: Connection, now: int) -> list[Revoked]:
     rows = conn.execute(select(revoked_sessions).where(revoked_sessions.c.expires_at > now)).all()
     return [Revoked(row.session_id, row.user_id, row.device_id, row.expires_at) for row in rows]
+
+
+def _end_reused(conn: Connection, refresh_hash: str, now: int, revoke_until: int) -> Revoked | None:
+    row = conn.execute(
+        select(rotated_refresh).where(
+            rotated_refresh.c.refresh_hash == refresh_hash, rotated_refresh.c.expires_at > now
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    # Every token of the family shares the session id: ending the session ends them all.
+    return _end_session(conn, row.user_id, row.device_id, row.session_id, now, revoke_until)

@@ -10,12 +10,16 @@ is plain SQLAlchemy Core code. How it runs depends on the database:
   latency flat when the event loop is busy. The database runs in WAL mode with ``synchronous=FULL``: a
   committed send survives a power cut.
 - **PostgreSQL**: on the event loop with asyncpg, through SQLAlchemy's ``run_sync`` (no threads).
+
+Every write's outcome goes to :attr:`Database.health` (:mod:`.faults`): failures are classified (lock
+contention, full disk, database unreachable), counted and logged, for ``/healthz`` and the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +31,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .faults import StorageHealth
 
 __all__ = ["Database"]
 
@@ -64,6 +70,9 @@ class Database:
         self._connections: list[Connection] = []
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        database = parsed.database if self.dialect == "sqlite" and parsed.database != ":memory:" else None
+        self.health = StorageHealth(database or None)
+        """Outcomes of recent writes (see :mod:`.faults`)."""
         if self.dialect == "sqlite":
             self._engine = self._sqlite_engine(parsed, readers, echo)
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -78,7 +87,10 @@ class Database:
     def _sqlite_engine(url: URL, readers: int, echo: bool) -> Engine:
         database = url.database or ""
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Messages and password hashes: the file is the owner's alone from the start, and SQLite
+            # gives its -wal and -shm files the database file's permissions.
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
         engine = create_engine(
             url.set(drivername="sqlite+pysqlite"),
             echo=echo,
@@ -136,12 +148,27 @@ class Database:
 
     async def write(self, fn: Transaction[T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` in a write transaction (committed when it returns)."""
-        if self._writer is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, self._run_sqlite, "IMMEDIATE", fn, *args)
-        assert self._async_engine is not None
-        async with self._async_engine.connect() as conn, conn.begin():
-            return await conn.run_sync(fn, *args)
+        try:
+            if self._writer is not None:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._writer, self._run_sqlite, "IMMEDIATE", fn, *args)
+            else:
+                assert self._async_engine is not None
+                async with self._async_engine.connect() as conn, conn.begin():
+                    result = await conn.run_sync(fn, *args)
+        except Exception as exc:
+            self.health.failed(exc)
+            raise
+        self.health.ok()
+        return result
+
+    async def probe_write(self) -> bool:
+        """Try a write that changes nothing (so that a disk that has room again is noticed); True if it worked."""
+        try:
+            await self.write(_probe)
+        except Exception:
+            return False
+        return True
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (and start SQLite's checkpoint thread)."""
@@ -171,3 +198,12 @@ class Database:
             self._engine.dispose()
         if self._async_engine is not None:
             await self._async_engine.dispose()
+
+
+def _probe(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Setting the header field to its own value still writes a page: it fails on a full disk.
+        version = connection.exec_driver_sql("PRAGMA user_version").scalar()
+        connection.exec_driver_sql(f"PRAGMA user_version = {int(version or 0)}")
+    else:
+        connection.execute(text("SELECT 1"))

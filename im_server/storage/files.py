@@ -8,6 +8,8 @@ The bytes live in a blob store (:mod:`im_server.blobs`); these tables decide who
 - ``blob_shares``: every message that carried it, as ``(blob, conversation, seq)``, written in the
   transaction that stores the message (see :func:`share_rows`). A member of the conversation who can see
   that seq (it is after they joined, and before they left, if they did) may download the blob.
+- ``upload_usage``: bytes each user uploaded per UTC day (days since the epoch), for the upload quota;
+  rows older than yesterday are dropped as new ones are charged.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    delete,
     exists,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from im_schema.content import MEDIA_KINDS, Content
 
@@ -46,6 +50,7 @@ __all__ = [
     "blobs",
     "insert_shares",
     "share_rows",
+    "upload_usage",
 ]
 
 blobs = Table(
@@ -79,6 +84,16 @@ blob_shares = Table(
     Column("conversation_id", String(48), nullable=False),
     Column("seq", BigInteger, nullable=False),
     PrimaryKeyConstraint("blob_id", "conversation_id", "seq"),
+)
+
+
+upload_usage = Table(
+    "upload_usage",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "day"),
 )
 
 
@@ -127,6 +142,14 @@ class FileStore:
     async def usable(self, blob: str, user_id: int) -> Usable | None:
         """The blob, if ``user_id`` uploaded it or can see a message that carried it; else ``None``."""
         return await self._db.read(_usable, blob, user_id)
+
+    async def uploaded(self, user_id: int, day: int) -> int:
+        """Bytes ``user_id`` uploaded on ``day`` (UTC days since the epoch)."""
+        return await self._db.read(_uploaded, user_id, day)
+
+    async def charge(self, user_id: int, day: int, size: int) -> None:
+        """Add ``size`` bytes to what ``user_id`` uploaded on ``day``."""
+        await self._db.write(_charge, user_id, day, size)
 
 
 # Transactions -------------------------------------------------------------------------------------
@@ -230,6 +253,25 @@ def _usable(conn: Connection, blob: str, user_id: int) -> Usable | None:
     if record is None:
         return None
     return Usable(record, owner.name if owner is not None else None)
+
+
+def _uploaded(conn: Connection, user_id: int, day: int) -> int:
+    used = conn.execute(
+        select(upload_usage.c.bytes).where(upload_usage.c.user_id == user_id, upload_usage.c.day == day)
+    ).scalar_one_or_none()
+    return int(used or 0)
+
+
+def _charge(conn: Connection, user_id: int, day: int, size: int) -> None:
+    module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = module.insert(upload_usage).values(user_id=user_id, day=day, bytes=size)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[upload_usage.c.user_id, upload_usage.c.day],
+            set_={"bytes": upload_usage.c.bytes + statement.excluded.bytes},
+        )
+    )
+    conn.execute(delete(upload_usage).where(upload_usage.c.user_id == user_id, upload_usage.c.day < day - 1))
 
 
 # Shares, written by the message commit ------------------------------------------------------------

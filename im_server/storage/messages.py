@@ -229,6 +229,11 @@ class MessageStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def db(self) -> Database:
+        """The database this store writes to."""
+        return self._db
+
     async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
         """Create a one-to-one conversation and its two members if they do not exist."""
         await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)

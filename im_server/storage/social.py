@@ -17,7 +17,15 @@ from .groups import lock_user
 from .tables import blocks, friend_requests, friends, users
 from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixed, user_from_row
 
-__all__ = ["Friendship", "SocialGraph", "SocialStore"]
+__all__ = ["Friendship", "RequestCooldown", "SocialGraph", "SocialStore"]
+
+
+class RequestCooldown(Exception):
+    """The target declined the sender's request less than the cooldown ago."""
+
+    def __init__(self, wait_ms: int) -> None:
+        super().__init__(f"{wait_ms} ms")
+        self.wait_ms = wait_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +80,15 @@ class SocialStore:
         return await self._db.read(_graph, user_id)
 
     async def request_friend(
-        self, from_user: int, to_user: int, message: str, *, now: int
+        self, from_user: int, to_user: int, message: str, *, now: int, cooldown_ms: int = 0
     ) -> tuple[str, FriendRequest]:
         """Record a request; returns ``("pending" | "accepted", request)``.
 
         If the other user already asked, the friendship starts at once. A request to someone who blocked
-        the sender is recorded but never shown to them.
+        the sender is recorded but never shown to them. Raises :class:`RequestCooldown` if the target
+        declined the sender's request less than ``cooldown_ms`` ago.
         """
-        return await self._db.write(_request_friend, self._db.dialect, from_user, to_user, message, now)
+        return await self._db.write(_request_friend, self._db.dialect, from_user, to_user, message, now, cooldown_ms)
 
     async def requests(self, user_id: int, direction: Literal["incoming", "outgoing"]) -> list[FriendRequest]:
         """Pending requests to or from a user (incoming ones from users they blocked are left out)."""
@@ -139,7 +148,7 @@ def _befriend(conn: Connection, dialect: str, a: int, b: int, now: int) -> None:
 
 
 def _request_friend(
-    conn: Connection, dialect: str, from_user: int, to_user: int, message: str, now: int
+    conn: Connection, dialect: str, from_user: int, to_user: int, message: str, now: int, cooldown_ms: int
 ) -> tuple[str, FriendRequest]:
     reverse = conn.execute(
         select(friend_requests.c.id).where(
@@ -156,11 +165,14 @@ def _request_friend(
         request = _one_request(conn, reverse)
         assert request is not None
         return "accepted", request
-    existing = conn.execute(
-        select(friend_requests.c.id).where(
+    found = conn.execute(
+        select(friend_requests.c.id, friend_requests.c.status, friend_requests.c.updated_at).where(
             friend_requests.c.from_user == from_user, friend_requests.c.to_user == to_user
         )
-    ).scalar_one_or_none()
+    ).one_or_none()
+    if found is not None and found.status == "declined" and now - found.updated_at < cooldown_ms:
+        raise RequestCooldown(found.updated_at + cooldown_ms - now)
+    existing = found.id if found is not None else None
     if existing is None:
         existing = conn.execute(
             insert(friend_requests)

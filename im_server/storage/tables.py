@@ -29,11 +29,13 @@ __all__ = [
     "group_invitations",
     "group_join_requests",
     "groups",
+    "login_failures",
     "members",
     "mentions",
     "messages",
     "metadata",
     "revoked_sessions",
+    "rotated_refresh",
     "user_privacy",
     "users",
 ]
@@ -242,4 +244,30 @@ user_privacy = Table(
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Column("group_invites", String(8), nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    # Wrong passwords given for a username (known or not, so that throttling tells nothing about which
+    # names exist), shared by every API node. A success removes the row; rows idle past the failure TTL
+    # are removed by the next failure written.
+    Column("username", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", BigInteger, nullable=False),
+    Column("wait_until", BigInteger, nullable=False),
+    Index(None, "last_failure_at"),
+)
+
+rotated_refresh = Table(
+    "rotated_refresh",
+    metadata,
+    # Refresh tokens already swapped for new ones. Presenting one again means the token family leaked:
+    # the session is ended. Kept until the token would have expired anyway.
+    Column("refresh_hash", String(64), primary_key=True),
+    Column("session_id", String(32), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index(None, "expires_at"),
 )

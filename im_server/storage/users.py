@@ -6,14 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from im_schema.models import User
 
 from ._util import ms_to_datetime
 from .engine import Database
-from .tables import devices, users
+from .tables import devices, rotated_refresh, users
 
 __all__ = [
     "PUBLIC_USER_COLUMNS",
@@ -149,7 +149,11 @@ class UserStore:
     async def rotate_refresh(
         self, refresh_hash: str, *, new_hash: str, new_expires_at: int, now: int
     ) -> DeviceSession | None:
-        """Swap a valid refresh token for a new one; ``None`` if it is unknown or expired."""
+        """Swap a valid refresh token for a new one; ``None`` if it is unknown or expired.
+
+        The old token is remembered (``rotated_refresh``) until the new one expires, so that presenting
+        it again can be told apart from presenting an unknown token (see ``DeviceStore.end_reused``).
+        """
         return await self._db.write(_rotate_refresh, refresh_hash, new_hash, new_expires_at, now)
 
 
@@ -203,4 +207,16 @@ def _rotate_refresh(
         .values(refresh_hash=new_hash, refresh_expires_at=new_expires_at, last_seen_at=now)
         .returning(*devices.c)
     ).one_or_none()
-    return None if row is None else session_from_row(row)
+    if row is None:
+        return None
+    conn.execute(delete(rotated_refresh).where(rotated_refresh.c.expires_at <= now))
+    conn.execute(
+        insert(rotated_refresh).values(
+            refresh_hash=refresh_hash,
+            session_id=row.session_id,
+            user_id=row.user_id,
+            device_id=row.device_id,
+            expires_at=new_expires_at,
+        )
+    )
+    return session_from_row(row)

@@ -64,7 +64,7 @@ def test_logout_forgets_the_tokens(sqlite_cluster, im, config_dir):
     after = json.loads((config_dir / "profiles.json").read_text())["default"]
     assert after["access_token"] is None and after["refresh_token"] is None
     result = im("whoami")
-    assert result.exit_code == 1 and "not logged in" in result.stderr
+    assert result.exit_code == 4 and "not logged in" in result.stderr
     # The refresh token of the ended session no longer works on the server either.
     import httpx
 
@@ -76,7 +76,7 @@ def test_errors_are_clear_and_have_exit_codes(sqlite_cluster, im):
     username = _name("dave")
     _login(im, sqlite_cluster.url, "default", username)
     wrong = im("login", username, "--password-stdin", input="not the password\n")
-    assert wrong.exit_code == 2 and "wrong username or password" in wrong.stderr
+    assert wrong.exit_code == 4 and "wrong username or password" in wrong.stderr
     _login(im, sqlite_cluster.url, "second", _name("erin"))
     missing = im("-P", "second", "send", "no_such_user_x", "hi")
     assert missing.exit_code == 1 and "user_not_found" in missing.stderr

@@ -22,7 +22,7 @@ def test_privacy_and_invitation_commands(sqlite_cluster, im):
 
     created = im("-P", "owner", "groups", "create", "Book club", ann)
     assert created.exit_code == 0, created.output
-    assert "with 1 members" in created.stdout and f"invited (they accept or decline): {ann}" in created.stdout
+    assert "with 1 member\n" in created.stdout and f"invited (they accept or decline): {ann}" in created.stdout
     [group] = json.loads(im("-P", "owner", "groups", "list", "--json").stdout)
     gid = str(group["id"])
     invited = im("-P", "owner", "groups", "invite", gid, ben)

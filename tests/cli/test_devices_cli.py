@@ -36,19 +36,25 @@ def test_devices_list_and_logout(sqlite_cluster, im):
         _login(im, url, profile, alice, profile)
 
     listed = json.loads(im("-P", "phone", "devices", "--json").stdout)
-    assert [(d["device_id"], d["current"], d["connected"]) for d in listed] == [
+    # Each login also made the live session of `im listen` and `im chat` (DEVICE-live).
+    assert {d["device_id"] for d in listed if d["device_id"].endswith("-live")} == {
+        "phone-live",
+        "laptop-live",
+        "tablet-live",
+    }
+    assert [(d["device_id"], d["current"], d["connected"]) for d in listed if not d["device_id"].endswith("-live")] == [
         ("phone", True, False),
         ("laptop", False, False),
         ("tablet", False, False),
     ]
     assert json.loads(im("-P", "phone", "devices", "list", "--json").stdout) == listed
     table = im("-P", "phone", "devices").stdout
-    assert "phone (this one)" in table and "laptop" in table and "last seen" in table
+    assert "phone (this one)" in table and "phone-live (this one, live)" in table and "last seen" in table
 
     logged_out = im("-P", "phone", "devices", "logout", "laptop")
     assert logged_out.exit_code == 0 and "logged out laptop" in logged_out.stdout
     refused = im("-P", "laptop", "whoami")
-    assert refused.exit_code == 2 and "logged out" in refused.stderr
+    assert refused.exit_code == 4 and "logged out" in refused.stderr
     missing = im("-P", "phone", "devices", "logout", "laptop")
     assert missing.exit_code == 1 and "no device 'laptop'" in missing.stderr
 
@@ -60,10 +66,10 @@ def test_devices_list_and_logout(sqlite_cluster, im):
     _login(im, url, "laptop", alice, "laptop")
     everything = im("-P", "laptop", "logout", "--all")
     assert everything.exit_code == 0, everything.output
-    assert "logged out 2 device(s): laptop, phone" in everything.stdout
-    assert im("-P", "phone", "whoami").exit_code == 2
+    assert "logged out 4 devices: laptop, laptop-live, phone, phone-live" in everything.stdout
+    assert im("-P", "phone", "whoami").exit_code == 4
     assert "not logged in" in im("-P", "laptop", "whoami").stderr
-    assert im("-P", "laptop", "logout", "--all").exit_code == 1
+    assert im("-P", "laptop", "logout", "--all").exit_code == 4
 
 
 def _interrupt(process) -> None:

@@ -66,4 +66,4 @@ def test_send_list_and_download_files(sqlite_cluster, im, tmp_path):
     absent = im("-P", "alice", "send", bob, "-f", str(tmp_path / "nope.png"))
     assert absent.exit_code == 2
     wrong_kind = im("-P", "alice", "send", bob, "-f", str(report), "--kind", "movie")
-    assert wrong_kind.exit_code == 1 and "--kind" in wrong_kind.stderr
+    assert wrong_kind.exit_code == 2 and "--kind" in wrong_kind.stderr

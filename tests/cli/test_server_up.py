@@ -98,13 +98,49 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
         os.kill(children["gw-1"], signal.SIGKILL)
         _wait(lambda: _find_children(port).get("gw-1", children["gw-1"]) != children["gw-1"])
         _wait(lambda: "gw-1" in httpx.get(f"http://127.0.0.1:{port}/healthz").json()["gateways"])
+
+        # So is a nats-server that dies: same port, same store, and the nodes carry on.
+        nats_pid = _find_nats(tmp_path / "data")
+        assert nats_pid is not None
+        os.kill(nats_pid, signal.SIGKILL)
+        _wait(lambda: _find_nats(tmp_path / "data") not in (None, nats_pid))
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200)
+
+        async def after_nats_restart() -> None:
+            url = f"http://127.0.0.1:{port}"
+            async with AsyncClient(url, backoff=Backoff(0.05, max_delay=0.5)) as bob:
+                await bob.login("bob", "demo-password", device="test")
+                inbox = Inbox(bob)
+                async with AsyncClient(url) as alice:
+                    await alice.login("alice", "demo-password", device="test")
+                    await alice.send_text("bob", "after nats restart")
+                await inbox.until_text("after nats restart", 30)
+                await inbox.close()
+
+        asyncio.run(after_nats_restart())
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(60)
-    assert code == 0, process.stderr.read()
+    assert code == 130, process.stderr.read()  # stopped by Ctrl-C
     for offset in range(3):
         assert not _listening(port + offset)
     assert _find_children(port) == {}
+
+
+def _find_nats(data_dir: Path) -> int | None:
+    """The pid of the cluster's nats-server, found by its config file."""
+    config = str(data_dir / "nats" / "nats.conf").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if config in cmdline.split(b"\0") and "State:\tZ" not in status:
+            return int(entry.name)
+    return None
 
 
 def _find_children(port: int) -> dict[str, int]:
@@ -130,3 +166,112 @@ def _find_children(port: int) -> dict[str, int]:
         ):
             found[environ.get(b"IM_NODE_ID", b"?").decode()] = int(entry.name)
     return found
+
+
+def _server_up(port: int, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+    env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
+    env.pop("IM_NATS_URL", None)
+    env.pop("IM_UPLOAD_DIR", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port),
+            "--gateways",
+            "1",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Ctrl-C stops" in line:
+                up.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, output, up
+
+
+def test_server_up_cannot_start_twice_and_its_demo_is_idempotent(tmp_path: Path):
+    port = free_port_block(2)
+    data = tmp_path / "data"
+    first, output, up = _server_up(port, data, "--demo")
+    try:
+        assert up.wait(90), "".join(output)
+        text = "".join(output)
+        # Hints are exact for a port that is not the default one.
+        server = f"http://127.0.0.1:{port}"
+        assert f"echo demo-password | im --server {server} --profile bob login bob --password-stdin" in text
+
+        again = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from im_cli.main import main; main()",
+                "server",
+                "up",
+                "--port",
+                str(port + 10),
+                "--data-dir",
+                str(data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 5 and again.stderr.startswith("error: another `im server up` is running")
+        assert len(again.stderr.strip().splitlines()) == 1
+        taken = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from im_cli.main import main; main()",
+                "server",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "other"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert taken.returncode == 5 and f"port {port} on 127.0.0.1 is in use" in taken.stderr
+        assert not (tmp_path / "other" / "nats").exists()  # refused before anything started
+    finally:
+        first.send_signal(signal.SIGINT)
+        assert first.wait(60) == 130
+
+    second, output, up = _server_up(port, data, "--demo")
+    try:
+        assert up.wait(90), "".join(output)
+
+        async def welcome() -> list[str]:
+            async with AsyncClient(f"http://127.0.0.1:{port}") as bob:
+                await bob.login("bob", "demo-password", device="test")
+                (summary,) = await bob.conversations()
+                page = await bob.history(summary.id)
+                return [message.content.text for message in page.messages]  # type: ignore[union-attr]
+
+        texts = asyncio.run(welcome())
+        assert len(texts) == 1  # one welcome message, not two
+        # Its command works as printed (it names the server and the profile).
+        assert f"im --server http://127.0.0.1:{port} --profile bob send alice" in texts[0]
+    finally:
+        second.send_signal(signal.SIGINT)
+        assert second.wait(60) == 130

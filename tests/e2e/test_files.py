@@ -43,11 +43,15 @@ async def stored_blobs(cluster) -> set[str]:
     store = cluster.api.node.files.blobs
 
     async def names() -> set[str]:
-        bucket = await store._js.object_store(store.bucket)
+        # Listing finds the stream by name, which the API role may not do: look as the test observer.
+        observer = await cluster.observer()
         try:
+            bucket = await observer.jetstream().object_store(store.bucket)
             return {info.name for info in await bucket.list(ignore_deletes=True)}
         except NatsNotFound:
             return set()
+        finally:
+            await observer.close()
 
     return await cluster.loop.call(names())
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import nats
 import pytest
 
 from im_schema.content import SystemContent
@@ -387,7 +386,7 @@ async def test_fan_out_is_one_publish_per_gateway_node(make_cluster, inboxes, cl
     for inbox in receiving[1:]:
         assert (await inbox.next()).message.content.event == "group_created"
 
-    watcher = await nats.connect(cluster.settings.nats_url)
+    watcher = await cluster.observer()
     publishes: Counter[str] = Counter()
 
     async def count(msg):

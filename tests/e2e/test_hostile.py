@@ -141,7 +141,7 @@ async def test_rest_refuses_missing_forged_and_expired_tokens(sqlite_cluster, ht
     now = int(time.time())
     expired = codec.issue(alice.session.user.id, "dev1", "s", now=now - 7200, ttl=3600)
     foreign = TokenCodec(b"another cluster's key!").issue(alice.session.user.id, "dev1", "s", now=now, ttl=3600)
-    head, payload, signature = token.split(".")
+    head, payload, signature = token.rsplit(".", 2)
     tampered_payload = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB")
 
     cases = {

@@ -112,9 +112,10 @@ CLOSE_CASES = {
     limits.CLOSE_REPLACED: ConnectionReplaced,
     limits.CLOSE_SESSION_REVOKED: AuthenticationError,
     limits.CLOSE_TOO_SLOW: TooSlow,
+    limits.CLOSE_FLOODING: TransportError,
 }
 
-RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY, limits.CLOSE_TOO_SLOW}
+RETRYABLE = {limits.CLOSE_AUTH_TIMEOUT, limits.CLOSE_GOING_AWAY, limits.CLOSE_TOO_SLOW, limits.CLOSE_FLOODING}
 
 
 def test_every_close_code_of_the_schema_is_covered():

@@ -35,8 +35,8 @@ def test_roundtrip(codec):
 
 def test_token_shape(codec):
     token = codec.issue(42, "laptop", "sid", now=NOW, ttl=900)
-    version, payload, signature = token.split(".")
-    assert version == "v1"
+    version, key_id, payload, signature = token.split(".")
+    assert (version, key_id) == ("v2", "default")
     assert json.loads(unb64(payload)) == {"u": 42, "d": "laptop", "s": "sid", "e": NOW + 900, "i": NOW}
     assert len(unb64(signature)) == 32  # HMAC-SHA256
     assert token.isascii()
@@ -66,10 +66,10 @@ def test_expired_is_an_invalid_token():
 
 def test_tampered_payload(codec):
     token = codec.issue(1, "d", "s", now=NOW, ttl=60)
-    version, payload, signature = token.split(".")
+    version, key_id, payload, signature = token.split(".")
     claims = json.loads(unb64(payload))
     claims["u"] = 2
-    forged = ".".join([version, b64(json.dumps(claims).encode()), signature])
+    forged = ".".join([version, key_id, b64(json.dumps(claims).encode()), signature])
     with pytest.raises(InvalidToken, match="bad signature") as info:
         codec.verify(forged, now=NOW)
     assert not isinstance(info.value, ExpiredToken)
@@ -77,10 +77,10 @@ def test_tampered_payload(codec):
 
 def test_extended_expiry_is_rejected(codec):
     token = codec.issue(1, "d", "s", now=NOW, ttl=60)
-    version, payload, signature = token.split(".")
+    version, key_id, payload, signature = token.split(".")
     claims = json.loads(unb64(payload))
     claims["e"] = NOW + 10**9
-    forged = ".".join([version, b64(json.dumps(claims).encode()), signature])
+    forged = ".".join([version, key_id, b64(json.dumps(claims).encode()), signature])
     with pytest.raises(InvalidToken):
         codec.verify(forged, now=NOW + 120)
 
@@ -88,11 +88,11 @@ def test_extended_expiry_is_rejected(codec):
 @pytest.mark.parametrize("position", [0, 10, -1])
 def test_tampered_signature(codec, position):
     token = codec.issue(1, "d", "s", now=NOW, ttl=60)
-    version, payload, signature = token.split(".")
+    version, key_id, payload, signature = token.split(".")
     chars = list(signature)
     chars[position] = "A" if chars[position] != "A" else "B"
     with pytest.raises(InvalidToken):
-        codec.verify(".".join([version, payload, "".join(chars)]), now=NOW)
+        codec.verify(".".join([version, key_id, payload, "".join(chars)]), now=NOW)
 
 
 def test_truncated_signature(codec):
@@ -110,13 +110,13 @@ def test_wrong_key():
 def test_other_version_is_rejected(codec):
     token = codec.issue(1, "d", "s", now=NOW, ttl=60)
     with pytest.raises(InvalidToken):
-        codec.verify("v2" + token[2:], now=NOW)
+        codec.verify("v3" + token[2:], now=NOW)
 
 
 def test_signed_but_malformed_payload(codec):
     # A payload signed with the right key that is not a claims object still fails cleanly.
     for raw in (b"not json", b"[1, 2]", b'{"u": 1}', b'{"u": "x", "d": "d", "s": "s", "e": 1, "i": 1}', b"null"):
-        signed = b"v1." + b64(raw).encode()
+        signed = b"v2.default." + b64(raw).encode()
         token = (signed + b"." + codec._sign(signed)).decode()
         with pytest.raises(InvalidToken, match="malformed payload"):
             codec.verify(token, now=NOW)
@@ -138,6 +138,10 @@ def test_signed_but_malformed_payload(codec):
         "not a token at all",
         "v1.!!!.@@@",
         "a.b.c.d",
+        "v2.default..sig",
+        "v2.default.a.b.sig",
+        "v2.nokey.payload.sig",
+        "v2..payload.sig",
         "v1." + "A" * 5000 + ".sig",
     ],
 )
@@ -156,3 +160,69 @@ def test_short_keys_are_refused():
     with pytest.raises(ValueError, match="16 bytes"):
         TokenCodec(b"short")
     TokenCodec(b"x" * 16)
+
+
+# Key rotation ---------------------------------------------------------------------------------------
+
+
+def test_a_token_names_its_key():
+    ring = {"k2": b"2" * 32, "k1": b"1" * 32}
+    token = TokenCodec(ring).issue(1, "d", "s", now=NOW, ttl=60)
+    assert token.split(".")[:2] == ["v2", "k2"]
+    assert TokenCodec(ring, current="k1").issue(1, "d", "s", now=NOW, ttl=60).split(".")[1] == "k1"
+
+
+def test_rotation_keeps_old_tokens_until_their_key_is_retired():
+    old = TokenCodec({"k1": b"1" * 32})
+    token = old.issue(7, "d", "s", now=NOW, ttl=60)
+    # Step 1: every node learns the new key, still signing with the old one; step 2: the new key signs.
+    both = TokenCodec({"k2": b"2" * 32, "k1": b"1" * 32})
+    assert both.verify(token, now=NOW).user_id == 7
+    fresh = both.issue(8, "d", "s", now=NOW, ttl=60)
+    # Step 3: the old key is retired; its tokens stop verifying, the new ones keep working.
+    retired = TokenCodec({"k2": b"2" * 32})
+    assert retired.verify(fresh, now=NOW).user_id == 8
+    with pytest.raises(InvalidToken, match="bad signature"):
+        retired.verify(token, now=NOW)
+
+
+def test_a_key_id_cannot_borrow_another_key():
+    codec = TokenCodec({"k2": b"2" * 32, "k1": b"1" * 32})
+    token = codec.issue(1, "d", "s", now=NOW, ttl=60)
+    version, _, payload, signature = token.split(".")
+    with pytest.raises(InvalidToken, match="bad signature"):
+        codec.verify(".".join([version, "k1", payload, signature]), now=NOW)
+
+
+def test_v1_tokens_verify_with_the_default_key(codec):
+    payload = b64(json.dumps({"u": 3, "d": "d", "s": "s", "e": NOW + 60, "i": NOW}).encode())
+    signed = b"v1." + payload.encode()
+    token = (signed + b"." + codec._sign(signed, "default")).decode()
+    assert codec.verify(token, now=NOW).user_id == 3
+    with pytest.raises(InvalidToken):
+        TokenCodec({"k2": b"2" * 32}).verify(token, now=NOW)
+
+
+def test_ring_is_checked():
+    with pytest.raises(ValueError, match="empty"):
+        TokenCodec({})
+    with pytest.raises(ValueError, match="not in the ring"):
+        TokenCodec({"a": b"a" * 16}, current="b")
+    with pytest.raises(ValueError, match="16 bytes"):
+        TokenCodec({"a": b"a" * 16, "b": b"short"})
+
+
+def test_settings_key_ring():
+    from im_server.settings import Settings
+
+    settings = Settings(signing_keys="new:" + "n" * 20 + ", old:" + "o" * 20, secret_key="s" * 20)
+    assert settings.key_ring() == ("new", {"new": b"n" * 20, "old": b"o" * 20, "default": b"s" * 20})
+    assert Settings(signing_keys="new:" + "n" * 20 + ",old:" + "o" * 20, signing_key_id="old").key_ring()[0] == "old"
+    assert Settings(secret_key="s" * 20).key_ring() == ("default", {"default": b"s" * 20})
+    for bad in ("nokey", "a:short", "a:" + "x" * 20 + ",a:" + "y" * 20, "bad id:" + "x" * 20):
+        with pytest.raises(ValueError, match="IM_SIGNING_KEYS"):
+            Settings(signing_keys=bad).key_ring()
+    with pytest.raises(ValueError, match="not in the key ring"):
+        Settings(secret_key="s" * 20, signing_key_id="other").key_ring()
+    with pytest.raises(ValueError, match="must be set"):
+        Settings().key_ring()

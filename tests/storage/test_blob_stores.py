@@ -17,10 +17,10 @@ import os
 import secrets
 from pathlib import Path
 
-import nats
 import pytest
 
 from im_server.blobs import BlobNotFound, BlobStore, JetStreamBlobStore
+from im_server.bus.permissions import inbox_prefix
 
 S3_URL = os.environ.get("IM_TEST_S3_URL")
 
@@ -33,15 +33,19 @@ def _file(tmp_path: Path, size: int, seed: int = 0) -> tuple[str, Path, bytes]:
 
 
 @pytest.fixture(params=["nats", "s3"])
-async def store(request, nats_url):
+async def store(request, nats_server):
     if request.param == "nats":
-        connection = await nats.connect(nats_url)
+        prefix = f"t{secrets.token_hex(5)}"
+        # As an API node: the role that owns the object store.
+        connection = await nats_server.connect("api", inbox_prefix=inbox_prefix(prefix, "api", "blob-test"))
         js = connection.jetstream()
-        blobs = JetStreamBlobStore(js, f"t{secrets.token_hex(5)}_files", chunk_size=16 * 1024)
+        blobs = JetStreamBlobStore(js, f"{prefix}_files", chunk_size=16 * 1024)
         await blobs.start()
         yield blobs
-        await js.delete_object_store(blobs.bucket)
         await connection.close()
+        observer = await nats_server.connect()
+        await observer.jetstream().delete_object_store(blobs.bucket)
+        await observer.close()
         return
     if not S3_URL:
         pytest.skip("set IM_TEST_S3_URL (and IM_TEST_S3_BUCKET, IM_TEST_S3_ACCESS_KEY, IM_TEST_S3_SECRET_KEY)")

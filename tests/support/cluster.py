@@ -18,12 +18,15 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from nats.aio.client import Client as NATS
+
 from im_schema.social import SendFriendRequest
 from im_sdk import AsyncClient, Backoff
 from im_server.api.server import ApiServer
 from im_server.cluster.natsbin import free_port, wait_for_port
 from im_server.gateway.node import GatewayNode
 from im_server.settings import Settings
+from tests.support.nats import PrivateNats
 
 T = TypeVar("T")
 
@@ -58,12 +61,14 @@ class TestCluster:
 
     __test__ = False
 
-    def __init__(self, loop: LoopThread, nats_url: str, db_url: str, **overrides: Any) -> None:
+    def __init__(self, loop: LoopThread, nats: PrivateNats, db_url: str, **overrides: Any) -> None:
         self.loop = loop
+        self.nats = nats
+        """The nats-server and its users: the API node connects as ``api``, gateways as ``gateway``."""
         values: dict[str, Any] = {
-            "nats_url": nats_url,
+            **nats.settings("api"),
             "db_url": db_url,
-            "subject_prefix": f"t{secrets.token_hex(5)}",
+            "subject_prefix": nats.prefix or f"t{secrets.token_hex(5)}",
             "secret_key": secrets.token_urlsafe(32),
             "api_host": "127.0.0.1",
             "api_port": 0,
@@ -78,6 +83,10 @@ class TestCluster:
             "send_burst": 10_000,
             "connect_rate": 10_000.0,
             "connect_burst": 10_000,
+            "register_rate": 10_000.0,
+            "register_burst": 10_000,
+            "ws_frame_rate": 10_000.0,
+            "ws_frame_burst": 10_000,
             # Most tests are about delivery, not the social graph; tests of the friendship rule turn it on.
             "dm_requires_friendship": False,
             # Likewise for groups: anyone may add anyone; tests of consent set privacy or this explicitly.
@@ -109,8 +118,21 @@ class TestCluster:
         self.extra_apis.append(api)
         return api
 
+    def gateway_settings(self, node_id: str | None = None, **overrides: Any) -> Settings:
+        """The settings of a gateway node: the cluster's, with the gateway role's NATS credentials.
+
+        On a server with one user per gateway (and no shared one), a gateway without a ``node_id`` takes
+        the first of those users no running gateway has.
+        """
+        users = self.nats.credentials.users
+        if node_id is None and "gateway" not in users:
+            taken = {node.node_id for node in self.gateways}
+            node_id = next(name for name, user in users.items() if user.role == "gateway" and name not in taken)
+        credentials = self.nats.settings("gateway", node_id)
+        return self.settings.model_copy(update={**credentials, "node_id": node_id, **overrides})
+
     def add_gateway(self, **overrides: Any) -> GatewayNode:
-        node = GatewayNode(self.settings.model_copy(update=overrides))
+        node = GatewayNode(self.gateway_settings(**overrides))
         self.loop.run(node.start())
         self.gateways.append(node)
         self.loop.run(self._until(lambda: self.api is not None and node.node_id in self.live_gateways()))
@@ -123,7 +145,12 @@ class TestCluster:
     def spawn_gateway_process(self, node_id: str) -> tuple[subprocess.Popen[bytes], str]:
         """A gateway in its own process (so that a test can kill it without any cleanup)."""
         port = free_port()
-        env = {**os.environ, **self.env(), "IM_NODE_ID": node_id, "IM_GATEWAY_PORT": str(port)}
+        env = {
+            **os.environ,
+            **self.env(self.gateway_settings(node_id)),
+            "IM_NODE_ID": node_id,
+            "IM_GATEWAY_PORT": str(port),
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "im_server", "gateway"],
             env=env,
@@ -135,14 +162,15 @@ class TestCluster:
         self.loop.run(self._until(lambda: node_id in self.live_gateways(), timeout=30))
         return process, f"ws://127.0.0.1:{port}/ws"
 
-    def env(self) -> dict[str, str]:
-        """The settings as IM_* variables, for child processes."""
+    def env(self, settings: Settings | None = None) -> dict[str, str]:
+        """The settings (the API node's unless given) as IM_* variables, for child processes."""
+        settings = settings or self.settings
         out = {}
-        for name, value in self.settings.model_dump().items():
+        for name, value in settings.model_dump().items():
             if value is None:
                 continue
             if name == "secret_key":
-                value = self.settings.signing_key().decode()
+                value = settings.signing_key().decode()
             out[f"IM_{name.upper()}"] = str(value)
         return out
 
@@ -178,13 +206,16 @@ class TestCluster:
         with contextlib.suppress(Exception):
             self.loop.run(self._delete_buckets())
 
-    async def _delete_buckets(self) -> None:
-        import nats
+    async def observer(self) -> NATS:
+        """A connection to the cluster's NATS that may watch and do anything (test servers only)."""
+        return await self.nats.connect()
 
-        nc = await nats.connect(self.settings.nats_url)
+    async def _delete_buckets(self) -> None:
+        nc = await self.nats.connect()
         try:
             js = nc.jetstream()
-            for bucket in (f"{self.settings.subject_prefix}_{name}" for name in ("routes", "nodes", "revoked")):
+            names = ("routes", "nodes", "revoked", "access")
+            for bucket in (f"{self.settings.subject_prefix}_{name}" for name in names):
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(bucket)
             with contextlib.suppress(Exception):

@@ -132,17 +132,23 @@ def _element(element_id: int, payload: bytes) -> bytes:
 
 
 def webm(
-    duration_ms: int | None = 4000, width: int = 640, height: int = 360, *, video: bool = True, blocks: int = 5
+    duration_ms: int | None = 4000,
+    width: int = 640,
+    height: int = 360,
+    *,
+    video: bool = True,
+    blocks: int = 5,
+    doc_type: bytes = b"webm",
 ) -> bytes:
     """A WebM file; without ``duration_ms`` it is written like a browser's live recording (no Duration,
     unknown-size segment and clusters), so the length comes from the last block."""
-    header = _element(0x1A45DFA3, _element(0x4282, b"webm") + _element(0x4287, b"\x04") + _element(0x4285, b"\x02"))
+    header = _element(0x1A45DFA3, _element(0x4282, doc_type) + _element(0x4287, b"\x04") + _element(0x4285, b"\x02"))
     info = _element(0x2AD7B1, (1_000_000).to_bytes(3, "big"))
     if duration_ms is not None:
         info += _element(0x4489, struct.pack(">d", float(duration_ms)))
     track = _element(0xD7, b"\x01") + _element(0x83, b"\x01" if video else b"\x02")
     if video:
-        track += _element(0xE0, _element(0xB0, width.to_bytes(2, "big")) + _element(0xBA, height.to_bytes(2, "big")))
+        track += _element(0xE0, _element(0xB0, width.to_bytes(4, "big")) + _element(0xBA, height.to_bytes(4, "big")))
     body = _element(0x1549A966, info) + _element(0x1654AE6B, _element(0xAE, track))
     step = (duration_ms or 4000) // max(1, blocks)
     unknown = b"\x01\xff\xff\xff\xff\xff\xff\xff"
@@ -168,3 +174,53 @@ def pe_executable() -> bytes:
 
 def pdf() -> bytes:
     return b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def picture(fmt: str, width: int = 64, height: int = 48, mode: str = "RGB", **options: object) -> bytes:
+    """A flat picture in any format Pillow writes (``GIF``, ``WEBP``, ``BMP``, ``TIFF``, ...)."""
+    image = Image.new(mode, (width, height), 90 if mode in ("L", "P") else (90, 160, 30))
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def m4a(duration_ms: int = 3000) -> bytes:
+    """An MPEG-4 audio file: the ``M4A `` brand and one sound track."""
+    return _box(b"ftyp", b"M4A " + struct.pack(">I", 512) + b"M4A isomiso2") + mp4(duration_ms, video=False)[28:]
+
+
+def mov(duration_ms: int = 2000, width: int = 320, height: int = 240) -> bytes:
+    """A QuickTime movie: the ``qt  `` brand and one video track."""
+    return _box(b"ftyp", b"qt  " + struct.pack(">I", 512) + b"qt  ") + mp4(duration_ms, width, height)[28:]
+
+
+def mkv(duration_ms: int | None = 4000) -> bytes:
+    """A Matroska file (DocType ``matroska``) with one video track."""
+    return webm(duration_ms, doc_type=b"matroska")
+
+
+def flac(seconds: float = 2.0, rate: int = 44100) -> bytes:
+    """The header of a FLAC stream: ``fLaC`` and a STREAMINFO block (frames are not read)."""
+    samples = int(seconds * rate)
+    packed = (rate << 44) | (0 << 41) | (15 << 36) | samples  # rate, channels - 1, bits - 1, total samples
+    info = struct.pack(">HH", 4096, 4096) + b"\x00" * 6 + packed.to_bytes(8, "big") + b"\x00" * 16
+    return b"fLaC" + b"\x80" + len(info).to_bytes(3, "big") + info + b"\xff\xf8" + b"\x00" * 32
+
+
+def aiff(seconds: float = 1.0, rate: int = 8000) -> bytes:
+    """An AIFF file: ``COMM`` (with its 80-bit sample rate) and ``SSND``."""
+    frames = int(seconds * rate)
+    exponent = rate.bit_length() - 1
+    mantissa = rate << (63 - exponent)
+    comm = struct.pack(">hIh", 1, frames, 16) + struct.pack(">HQ", 16383 + exponent, mantissa)
+    ssnd = struct.pack(">II", 0, 0) + b"\x00\x00" * frames
+    body = b"AIFF" + b"COMM" + struct.pack(">I", len(comm)) + comm + b"SSND" + struct.pack(">I", len(ssnd)) + ssnd
+    return b"FORM" + struct.pack(">I", len(body)) + body
+
+
+def aac(seconds: float = 1.0) -> bytes:
+    """ADTS frames of AAC-LC at 44.1 kHz (token payloads)."""
+    payload = b"\x00" * 16
+    length = 7 + len(payload)
+    header = bytes([0xFF, 0xF1, 0x50, 0x80 | (length >> 11), (length >> 3) & 0xFF, ((length & 7) << 5) | 0x1F, 0xFC])
+    return (header + payload) * max(1, round(seconds * 44100 / 1024))

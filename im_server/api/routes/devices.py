@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from im_schema.devices import DeviceList, LoggedOut, LogoutDeviceRequest
+from im_schema.devices import DeviceList, ListDevicesRequest, LoggedOut, LogoutAllRequest, LogoutDeviceRequest
 
-from ..deps import NodeDep, PrincipalDep, parse
+from ..contract import route
+from ..deps import NodeDep, PrincipalDep
 
-router = APIRouter(prefix="/v1", tags=["devices"])
+router = APIRouter(tags=["devices"])
 
 
-@router.get("/devices", response_model=DeviceList)
-async def list_devices(node: NodeDep, principal: PrincipalDep) -> DeviceList:
+@route(router, ListDevicesRequest)
+async def list_devices(_: ListDevicesRequest, node: NodeDep, principal: PrincipalDep) -> DeviceList:
     """My logged-in devices, oldest login first, with whether each is connected now."""
     return await node.devices.list(principal)
 
 
-@router.delete("/devices/{device}", response_model=LoggedOut)
-async def logout_device(device: str, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+@route(router, LogoutDeviceRequest)
+async def logout_device(request: LogoutDeviceRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
     """Log one device out: its tokens are refused everywhere and its connections closed (4012)."""
-    request = parse(LogoutDeviceRequest, device=device)
     return await node.devices.logout(principal, request.device)
 
 
-@router.delete("/devices", response_model=LoggedOut)
-async def logout_all(node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+@route(router, LogoutAllRequest)
+async def logout_all(_: LogoutAllRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
     """Log every device out, this one included."""
     return await node.devices.logout(principal, None)

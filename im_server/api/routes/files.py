@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from im_schema.content import BlobId, FileName
 from im_schema.errors import ErrorCode
-from im_schema.files import DownloadRequest, FileLimits, Upload, UploadRequest
+from im_schema.files import DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 
 from ...errors import RangeNotSatisfiable, UnsupportedMedia
 from ...media import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES
 from ...services.files import clean_name, default_name
+from ..contract import error_responses, route
 from ..deps import NodeDep, PrincipalDep, parse
 from ..ranges import Unsatisfiable, content_disposition, parse_range
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["files"])
+router = APIRouter(tags=["files"])
 
 _INLINE = IMAGE_TYPES | AUDIO_TYPES | VIDEO_TYPES
 """Types a browser may show in place; everything else is offered for saving."""
 
 
-@router.post("/files", response_model=Upload, status_code=201)
-async def upload(
-    request: Request, node: NodeDep, principal: PrincipalDep, kind: str | None = None, name: str | None = None
-) -> Upload:
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes, as they are (not a form).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@route(router, UploadRequest, query=True, openapi_extra=_RAW_BODY, errors=(415, 422))
+async def upload(params: UploadRequest, request: Request, node: NodeDep, principal: PrincipalDep) -> Upload:
     """Store a file sent as the raw request body (not a form), streamed.
 
     ``kind`` (``image``, ``file``, ``voice``, ``video``) says what the bytes must be; without it the
@@ -33,7 +44,6 @@ async def upload(
     the bytes; send it with ``{"kind": ..., "blob": ...}`` as a message content. Limits: ``GET
     /v1/files/limits``.
     """
-    params = parse(UploadRequest, kind=kind, name=name)
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("multipart/") or content_type.startswith("application/x-www-form-urlencoded"):
         raise UnsupportedMedia("send the file's bytes as the request body, not as a form")
@@ -47,15 +57,44 @@ async def upload(
     )
 
 
-@router.get("/files/limits", response_model=FileLimits)
-async def limits(node: NodeDep, principal: PrincipalDep) -> FileLimits:
+@route(router, FileLimitsRequest)
+async def limits(_: FileLimitsRequest, node: NodeDep, principal: PrincipalDep) -> FileLimits:
     """The largest upload of each kind and the refused types, for clients to check before uploading."""
     return node.files.limits()
 
 
-@router.api_route("/files/{blob}", methods=["GET", "HEAD"], response_class=Response)
+_BYTES = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+"""The file's bytes, with the media type the server read from them."""
+
+
+@router.api_route(
+    "/v1/files/{blob}",
+    methods=["HEAD"],
+    response_class=Response,
+    operation_id="DownloadHead",
+    summary="A file's size and headers, without its bytes",
+    responses={200: {"description": "The headers of the whole file."}, **error_responses(416)},
+    openapi_extra={"security": [{"bearer": []}]},
+)
+@router.api_route(
+    "/v1/files/{blob}",
+    methods=["GET"],
+    response_class=Response,
+    operation_id="Download",
+    summary="Download a file",
+    responses={
+        200: {"description": "The whole file.", **_BYTES},
+        206: {"description": "The part of the file the `Range` header asked for.", **_BYTES},
+        **error_responses(416),
+    },
+    openapi_extra={"security": [{"bearer": []}]},
+)
 async def download(
-    blob: str, request: Request, node: NodeDep, principal: PrincipalDep, name: str | None = None
+    blob: Annotated[BlobId, Path()],
+    request: Request,
+    node: NodeDep,
+    principal: PrincipalDep,
+    name: Annotated[FileName | None, Query()] = None,
 ) -> Response:
     """A file's bytes, for its uploader and for members of conversations where it was sent.
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from im_schema.models import Message
 from im_schema.rest import SendMessageRequest
 
+from ..contract import route
 from ..deps import NodeDep, PrincipalDep
 
-router = APIRouter(prefix="/v1", tags=["messages"])
+router = APIRouter(tags=["messages"])
 
 
-@router.post("/messages", response_model=Message)
+@route(router, SendMessageRequest)
 async def send_message(body: SendMessageRequest, node: NodeDep, principal: PrincipalDep) -> Response:
     """Store a message and answer once it is committed.
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter
 
 from im_schema.models import User
 from im_schema.rest import Ok
@@ -18,7 +16,10 @@ from im_schema.social import (
     FriendRequest,
     FriendRequestList,
     GetFriendRequest,
+    GetPrivacyRequest,
+    ListBlocksRequest,
     ListFriendRequestsRequest,
+    ListFriendsRequest,
     Privacy,
     RemoveFriendRequest,
     SendFriendRequest,
@@ -28,19 +29,13 @@ from im_schema.social import (
     UpdateProfileRequest,
 )
 
-from ..deps import NodeDep, PrincipalDep, parse
+from ..contract import route
+from ..deps import NodeDep, PrincipalDep
 
-router = APIRouter(prefix="/v1", tags=["people"])
-
-JsonBody = Annotated[dict[str, Any], Body()]
-
-
-def user_ref(value: str) -> int | str:
-    """A path segment naming a user: digits are an id, anything else a username."""
-    return int(value) if value.isdigit() else value
+router = APIRouter(tags=["people"])
 
 
-@router.patch("/me/profile", response_model=User)
+@route(router, UpdateProfileRequest)
 async def update_profile(body: UpdateProfileRequest, node: NodeDep, principal: PrincipalDep) -> User:
     """Change my display name, bio or avatar."""
     return await node.social.update_profile(
@@ -48,91 +43,86 @@ async def update_profile(body: UpdateProfileRequest, node: NodeDep, principal: P
     )
 
 
-@router.get("/me/privacy", response_model=Privacy)
-async def privacy(node: NodeDep, principal: PrincipalDep) -> Privacy:
+@route(router, GetPrivacyRequest)
+async def privacy(_: GetPrivacyRequest, node: NodeDep, principal: PrincipalDep) -> Privacy:
     """My privacy settings (who may add me to groups directly)."""
     return await node.groups.privacy(principal.user_id)
 
 
-@router.patch("/me/privacy", response_model=Privacy)
+@route(router, UpdatePrivacyRequest)
 async def update_privacy(body: UpdatePrivacyRequest, node: NodeDep, principal: PrincipalDep) -> Privacy:
     """Change my privacy settings (fields left out stay as they are)."""
     return await node.groups.set_privacy(principal.user_id, group_invites=body.group_invites)
 
 
-@router.post("/friends/requests", response_model=FriendRequest, status_code=status.HTTP_201_CREATED)
+@route(router, SendFriendRequest)
 async def send_request(body: SendFriendRequest, node: NodeDep, principal: PrincipalDep) -> FriendRequest:
     """Ask someone to be my friend; if they already asked me, we are friends at once (status ``accepted``)."""
     return await node.social.request(principal.user_id, body.to, body.message)
 
 
-@router.get("/friends/requests", response_model=FriendRequestList)
-async def list_requests(node: NodeDep, principal: PrincipalDep, direction: str | None = None) -> FriendRequestList:
+@route(router, ListFriendRequestsRequest)
+async def list_requests(
+    request: ListFriendRequestsRequest, node: NodeDep, principal: PrincipalDep
+) -> FriendRequestList:
     """Pending requests sent to me (``incoming``, the default) or by me (``outgoing``)."""
-    request = parse(ListFriendRequestsRequest, direction=direction)
     return FriendRequestList(requests=await node.social.requests(principal.user_id, request.direction))
 
 
-@router.post("/friends/requests/{request_id}/accept", response_model=FriendInfo)
-async def accept(request_id: str, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
+@route(router, AcceptFriendRequest)
+async def accept(parsed: AcceptFriendRequest, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
     """Accept a request sent to me."""
-    parsed = parse(AcceptFriendRequest, request_id=request_id)
     request = await node.social.decide(principal.user_id, parsed.request_id, accept=True)
     return await node.social.friend(principal.user_id, request.from_user.id)
 
 
-@router.post("/friends/requests/{request_id}/decline", response_model=Ok)
-async def decline(request_id: str, node: NodeDep, principal: PrincipalDep) -> Ok:
+@route(router, DeclineFriendRequest)
+async def decline(parsed: DeclineFriendRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """Decline a request sent to me."""
-    parsed = parse(DeclineFriendRequest, request_id=request_id)
     await node.social.decide(principal.user_id, parsed.request_id, accept=False)
     return Ok()
 
 
-@router.get("/friends", response_model=FriendList)
-async def list_friends(node: NodeDep, principal: PrincipalDep) -> FriendList:
+@route(router, ListFriendsRequest)
+async def list_friends(_: ListFriendsRequest, node: NodeDep, principal: PrincipalDep) -> FriendList:
     """My friends, with my remarks and whether they are online."""
     return FriendList(friends=await node.social.friends(principal.user_id))
 
 
-@router.get("/friends/{user}", response_model=FriendInfo)
-async def get_friend(user: str, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
+@route(router, GetFriendRequest)
+async def get_friend(parsed: GetFriendRequest, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
     """One friend."""
-    parsed = parse(GetFriendRequest, user=user_ref(user))
     return await node.social.friend(principal.user_id, parsed.user)
 
 
-@router.patch("/friends/{user}", response_model=FriendInfo)
-async def set_remark(user: str, body: JsonBody, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
+@route(router, SetRemarkRequest)
+async def set_remark(parsed: SetRemarkRequest, node: NodeDep, principal: PrincipalDep) -> FriendInfo:
     """My private remark for a friend."""
-    parsed = parse(SetRemarkRequest, **{**body, "user": user_ref(user)})
     return await node.social.set_remark(principal.user_id, parsed.user, parsed.remark)
 
 
-@router.delete("/friends/{user}", response_model=Ok)
-async def remove_friend(user: str, node: NodeDep, principal: PrincipalDep) -> Ok:
+@route(router, RemoveFriendRequest)
+async def remove_friend(parsed: RemoveFriendRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """End a friendship, for both sides."""
-    parsed = parse(RemoveFriendRequest, user=user_ref(user))
     await node.social.remove(principal.user_id, parsed.user)
     return Ok()
 
 
-@router.post("/blocks", response_model=Ok)
+@route(router, BlockRequest)
 async def block(body: BlockRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """Block a user."""
     await node.social.block(principal.user_id, body.user)
     return Ok()
 
 
-@router.delete("/blocks/{user}", response_model=Ok)
-async def unblock(user: str, node: NodeDep, principal: PrincipalDep) -> Ok:
+@route(router, UnblockRequest)
+async def unblock(parsed: UnblockRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
     """Lift a block."""
-    parsed = parse(UnblockRequest, user=user_ref(user))
     await node.social.unblock(principal.user_id, parsed.user)
     return Ok()
 
 
-@router.get("/blocks", response_model=BlockedList)
-async def list_blocks(node: NodeDep, principal: PrincipalDep) -> BlockedList:
+@route(router, ListBlocksRequest)
+async def list_blocks(_: ListBlocksRequest, node: NodeDep, principal: PrincipalDep) -> BlockedList:
     """The users I blocked."""
     return BlockedList(users=await node.social.blocked(principal.user_id))

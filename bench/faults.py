@@ -1,0 +1,589 @@
+"""Faults at scale: how fast a cluster heals, and whether anything acknowledged is lost or duplicated.
+
+Starts a cluster of real processes (nats-server, one API, ``--gateways`` gateways; not supervised, so a
+killed process stays dead), connects ``--clients`` devices spread over ``--procs`` client processes
+(raw WebSocket clients that behave like the SDK: jittered backoff from ``Backoff()``'s defaults,
+"fetch what I lack" after ``ready`` and after a ``resync`` frame), then injects, in turn:
+
+- ``gateway-kill``: SIGKILL of gateway gw-1, then one message to every device. Reports when gw-1 stopped
+  being assigned and when its routes were removed, and for its devices the time to reconnect and to be
+  caught up (the message seen), p50/p99/max.
+- ``nats-outage``: SIGKILL of nats-server; one message to every device over HTTP while it is down (the
+  API stores them); nats-server started again after ``--outage`` seconds on the same port and store;
+  no new traffic. Reports how long after NATS returned each message reached its connected device.
+- ``api-kill``: a second API node is started, senders (WebSocket and HTTP, failing over to the other
+  node with the same client_msg_id) run against both, the second node is killed. Reports the longest
+  wait of a WebSocket send.
+
+At the end every device reads its whole history: ``lost`` counts messages acknowledged to the sender
+that a device never received (by push or fetch), ``duplicated`` messages stored twice. Peak memory is
+each server process's VmHWM.
+
+    python bench/faults.py --clients 2000 --procs 4 --outage 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import faulthandler
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import BENCH_ENV, percentile
+
+from im_sdk import Backoff
+from im_server.cluster.embedded import ClusterPlan, EmbeddedCluster
+from im_server.cluster.natsbin import free_port, free_port_block, start_nats_server, wait_for_port
+
+PASSWORD = "bench-password"
+
+
+# Client processes -------------------------------------------------------------------------------------
+
+
+class Device:
+    """One raw WebSocket client with the SDK's reconnect behaviour."""
+
+    requests: asyncio.Semaphore | None = None
+    """HTTP requests one client process has in flight (httpx's pool slows down with a long queue)."""
+
+    def __init__(self, url: str, name: str, peer: int) -> None:
+        self.url = url
+        self.name = name
+        self.peer = peer
+        self.uid = 0
+        self.token = ""
+        self.conversation = ""
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.duplicate_pushes = 0
+        self.resyncs = 0
+        self.closes: list[tuple[float, int | None]] = []
+        self.readies: list[tuple[float, str]] = []
+        self.gateway = ""
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._again = False
+
+    async def login(self, http: httpx.AsyncClient) -> None:
+        await http.post("/v1/auth/register", json={"username": self.name, "password": PASSWORD})
+        session = (
+            await http.post("/v1/auth/login", json={"username": self.name, "password": PASSWORD, "device": "bench"})
+        ).json()
+        self.uid, self.token = session["user"]["id"], session["access_token"]
+        low, high = sorted((self.uid, self.peer))
+        self.conversation = f"d:{low}:{high}"
+
+    async def run(self, http: httpx.AsyncClient, connected: asyncio.Event) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        delays = Backoff().delays()
+        assert Device.requests is not None
+        while not self.stopping:
+            try:
+                async with Device.requests:
+                    answer = await http.get("/v1/gateway", headers=headers)
+                self.gateway = answer.raise_for_status().json()["url"]
+                async with websockets.connect(self.gateway, compression=None, max_queue=None, open_timeout=5) as ws:
+                    await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
+                    ready = orjson.loads(await ws.recv())
+                    if ready["type"] != "ready":
+                        raise ConnectionError(str(ready))
+                    self.readies.append((time.time(), self.gateway))
+                    delays = Backoff().delays()
+                    connected.set()
+                    reader = asyncio.create_task(self._read(ws, http))
+                    await self.catch_up(http)
+                    await reader
+                    self.closes.append((time.time(), ws.close_code))
+            except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError):
+                pass
+            if not self.stopping:
+                await asyncio.sleep(next(delays))
+
+    async def _read(self, ws: Any, http: httpx.AsyncClient) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for data in ws:
+                frame = orjson.loads(data)
+                if frame["type"] == "message":
+                    self._note(frame["message"])
+                elif frame["type"] == "resync":
+                    self.resyncs += 1
+                    if self._tasks:
+                        self._again = True  # one catch-up at a time; it runs once more when done
+                    else:
+                        task = asyncio.create_task(self._catch_up_until_done(http))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+
+    def _note(self, message: dict[str, Any]) -> None:
+        seq = message["seq"]
+        if seq in self.seen:
+            self.duplicate_pushes += 1
+        else:
+            self.seen[seq] = (message["content"].get("text", ""), time.time())
+
+    async def _catch_up_until_done(self, http: httpx.AsyncClient) -> None:
+        while True:
+            self._again = False
+            await self.catch_up(http)
+            if not self._again:
+                return
+
+    async def catch_up(self, http: httpx.AsyncClient) -> None:
+        assert Device.requests is not None
+        async with Device.requests:
+            await self._catch_up(http)
+
+    async def _catch_up(self, http: httpx.AsyncClient) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        for _ in range(5):
+            try:
+                after = max(self.seen, default=0)
+                while True:
+                    page = (
+                        (
+                            await http.get(
+                                f"/v1/conversations/{self.conversation}/messages",
+                                params={"after": after, "limit": 500},
+                                headers=headers,
+                            )
+                        )
+                        .raise_for_status()
+                        .json()
+                    )
+                    messages = page.get("messages", [])
+                    for message in messages:
+                        if message["seq"] not in self.seen:
+                            self._note(message)
+                    if not messages or not page.get("has_more"):
+                        return
+                    after = messages[-1]["seq"]
+            except httpx.HTTPError:
+                await asyncio.sleep(0.5)
+
+    async def history(self, http: httpx.AsyncClient) -> list[str]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        texts: list[str] = []
+        after = 0
+        while True:
+            page = (
+                await http.get(
+                    f"/v1/conversations/{self.conversation}/messages",
+                    params={"after": after, "limit": 1000},
+                    headers=headers,
+                )
+            ).json()
+            messages = page.get("messages", [])
+            texts += [message["content"].get("text", "") for message in messages]
+            if not messages or not page.get("has_more"):
+                return texts
+            after = messages[-1]["seq"]
+
+
+async def client_worker(url: str, index: int, count: int, peer: int, run: str) -> None:
+    Device.requests = asyncio.Semaphore(48)
+    limits = httpx.Limits(max_connections=64)
+    timeout = httpx.Timeout(30, pool=120)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
+        devices = [Device(url, f"f{run}w{index}d{i}", peer) for i in range(count)]
+        semaphore = asyncio.Semaphore(16)
+
+        async def login(device: Device) -> None:
+            async with semaphore:
+                await device.login(http)
+
+        await asyncio.gather(*(login(device) for device in devices))
+        events = [asyncio.Event() for _ in devices]
+        tasks = [asyncio.create_task(device.run(http, event)) for device, event in zip(devices, events, strict=True)]
+        await asyncio.gather(*(event.wait() for event in events))
+        print(json.dumps({"ready": [device.uid for device in devices]}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while (line := (await reader.readline()).decode().strip()) != "stop":
+            if not line:
+                return
+        for device in devices:
+            device.stopping = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        histories: dict[int, list[str]] = {}
+
+        async def history(device: Device) -> None:
+            async with semaphore:
+                for attempt in range(10):
+                    try:
+                        histories[device.uid] = await device.history(http)
+                        return
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.5 * (attempt + 1))
+
+        await asyncio.gather(*(history(device) for device in devices))
+        report = []
+        for device in devices:
+            stored = histories.get(device.uid, [])
+            report.append(
+                {
+                    "uid": device.uid,
+                    "seen": {text: at for text, at in device.seen.values()},
+                    "stored": stored,
+                    "duplicate_pushes": device.duplicate_pushes,
+                    "resyncs": device.resyncs,
+                    "readies": device.readies,
+                    "closes": device.closes,
+                }
+            )
+        print(json.dumps({"report": report}), flush=True)
+
+
+# The coordinator ----------------------------------------------------------------------------------------
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident memory of a process, in KiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stats(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"p50 {percentile(values, 0.5):.2f}s  p99 {percentile(values, 0.99):.2f}s  max {max(values):.2f}s"
+
+
+class Sender:
+    """Sends one text to each of many users over HTTP, retrying on another API node with the same id."""
+
+    def __init__(self, urls: list[str], token: str) -> None:
+        self.urls = urls
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.acked: dict[str, float] = {}
+
+    async def send(self, http: httpx.AsyncClient, to: int, text: str) -> None:
+        key = secrets.token_hex(12)
+        body = {"to": to, "client_msg_id": key, "content": {"kind": "text", "text": text}}
+        for attempt in range(60):
+            url = self.urls[attempt % len(self.urls)]
+            try:
+                answer = await http.post(f"{url}/v1/messages", json=body, headers=self.headers)
+                if answer.status_code < 500:
+                    answer.raise_for_status()
+                    self.acked[text] = time.time()
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(min(1.0, 0.05 * (attempt + 1)))
+        raise RuntimeError(f"{text} never stored")
+
+    async def to_all(self, users: list[int], prefix: str, concurrency: int = 64) -> None:
+        semaphore = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def one(uid: int) -> None:
+                async with semaphore:
+                    await self.send(http, uid, f"{prefix}-{uid}")
+
+            await asyncio.gather(*(one(uid) for uid in users))
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _worker(arguments: list[str]) -> subprocess.Popen[str]:
+    command = [sys.executable, __file__, "--worker", *arguments]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+async def poll_until(predicate: Any, timeout: float, interval: float = 0.02) -> float | None:
+    started = time.time()
+    while time.time() - started < timeout:
+        with contextlib.suppress(Exception):
+            if await predicate():
+                return time.time()
+        await asyncio.sleep(interval)
+    return None
+
+
+async def api_kill_load(
+    cluster: EmbeddedCluster, env: dict[str, str], sender_name: str, users: list[int], results: dict[str, Any]
+) -> Sender:
+    port = free_port()
+    extra = _spawn(
+        [sys.executable, "-m", "im_server", "api"], {**env, "IM_API_PORT": str(port), "IM_NODE_ID": "api-extra"}
+    )
+    wait_for_port("127.0.0.1", port, process=extra, timeout=60)
+    extra_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=cluster.api_url, timeout=10) as http:
+        sessions = []
+        for device in range(4):
+            session = (
+                await http.post(
+                    "/v1/auth/login", json={"username": sender_name, "password": PASSWORD, "device": f"ws{device}"}
+                )
+            ).json()
+            sessions.append(session["access_token"])
+    http_sender = Sender([extra_url, cluster.api_url], sessions[0])
+    waits: list[float] = []
+    ws_acked: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def ws_sender(token: str, offset: int) -> None:
+        async with httpx.AsyncClient(base_url=cluster.api_url) as http:
+            gateway = (await http.get("/v1/gateway", headers={"Authorization": f"Bearer {token}"})).json()["url"]
+        async with websockets.connect(gateway, compression=None, max_queue=None) as ws:
+            await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            assert orjson.loads(await ws.recv())["type"] == "ready"
+            count = 0
+            while not stop.is_set():
+                uid = users[(offset + count) % len(users)]
+                text = f"ak-ws{offset}-{count}-{uid}"
+                key = secrets.token_hex(12)
+                frame = {"type": "send", "to": uid, "client_msg_id": key, "content": {"kind": "text", "text": text}}
+                started = time.time()
+                await ws.send(orjson.dumps(frame).decode())
+                while True:
+                    answer = orjson.loads(await ws.recv())
+                    if answer.get("client_msg_id") == key:
+                        break
+                waits.append(time.time() - started)
+                if answer["type"] == "ack":
+                    ws_acked[text] = time.time()
+                else:
+                    results.setdefault("ws_errors", []).append(answer)
+                count += 1
+
+    async def http_loop(offset: int) -> None:
+        count = 0
+        async with httpx.AsyncClient(timeout=10) as http:
+            while not stop.is_set():
+                uid = users[(offset * 7919 + count) % len(users)]
+                started = time.time()
+                await http_sender.send(http, uid, f"ak-http{offset}-{count}-{uid}")
+                waits.append(time.time() - started)
+                count += 1
+
+    tasks = [asyncio.create_task(ws_sender(token, i)) for i, token in enumerate(sessions)]
+    tasks += [asyncio.create_task(http_loop(i)) for i in range(4)]
+    await asyncio.sleep(3)
+    killed = time.time()
+    extra.send_signal(signal.SIGKILL)
+    extra.wait()
+    await asyncio.sleep(4)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    results["api_kill_longest_wait"] = max(waits) if waits else float("nan")
+    results["api_kill_sends"] = len(waits)
+    results["api_kill_at"] = killed
+    http_sender.acked.update(ws_acked)
+    return http_sender
+
+
+async def coordinate(args: argparse.Namespace) -> None:
+    run = secrets.token_hex(3)
+    data_dir = Path(tempfile.mkdtemp(prefix="im-faults-"))
+    port = free_port_block(args.gateways + 1)
+    env = {**BENCH_ENV, "IM_DM_REQUIRES_FRIENDSHIP": "false", "IM_LOG_LEVEL": "WARNING"}
+    cluster = EmbeddedCluster(
+        ClusterPlan(data_dir=data_dir, api_port=port, gateways=args.gateways, extra_env=env, log_level="WARNING"),
+        on_event=lambda text: print(f"  [cluster] {text}"),
+    )
+    cluster.start()
+    api_env = dict(cluster._children[0].env)
+    assert cluster.nats_url is not None
+    nats_port = int(cluster.nats_url.rsplit(":", 1)[1])
+    pids = {child.name: child.process.pid for child in cluster._children if child.process is not None}
+    workers: list[subprocess.Popen[str]] = []
+    results: dict[str, Any] = {"gw1_url": cluster.gateway_urls()[0]}
+    try:
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=30) as http:
+            sender_name = f"f{run}sender"
+            await http.post("/v1/auth/register", json={"username": sender_name, "password": PASSWORD})
+            session = (
+                await http.post(
+                    "/v1/auth/login", json={"username": sender_name, "password": PASSWORD, "device": "bench"}
+                )
+            ).json()
+        sender = Sender([cluster.api_url], session["access_token"])
+        peer = session["user"]["id"]
+        per = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
+        started = time.time()
+        for index, count in enumerate(per):
+            workers.append(_worker([cluster.api_url, str(index), str(count), str(peer), run]))
+        users: list[int] = []
+        for worker in workers:
+            assert worker.stdout is not None
+            users += json.loads(worker.stdout.readline())["ready"]
+        print(f"{len(users)} devices connected in {time.time() - started:.1f}s over {len(workers)} processes")
+        await sender.to_all(users, "base")
+        await asyncio.sleep(2)
+
+        # 1. A gateway killed.
+        killed = time.time()
+        os.kill(pids["gw-1"], signal.SIGKILL)
+
+        async def unassigned() -> bool:
+            async with httpx.AsyncClient(timeout=2) as http:
+                health = (await http.get(f"{cluster.api_url}/healthz")).json()
+                return "gw-1" not in health["gateways"]
+
+        async def reaped() -> bool:
+            async with httpx.AsyncClient(timeout=2) as http:
+                metrics = (await http.get(f"{cluster.api_url}/metrics")).text
+                return any(
+                    line.startswith("im_dead_node_routes_reaped ") and float(line.split()[1]) > 0
+                    for line in metrics.splitlines()
+                )
+
+        unassigned_task = asyncio.create_task(poll_until(unassigned, 30))
+        reaped_task = asyncio.create_task(poll_until(reaped, 30))
+        await sender.to_all(users, "gk")
+        results["unassigned_after"] = ((await unassigned_task) or float("nan")) - killed
+        results["reaped_after"] = ((await reaped_task) or float("nan")) - killed
+        results["gateway_kill_at"] = killed
+        await asyncio.sleep(args.settle)
+
+        # 2. NATS away for --outage seconds.
+        down = time.time()
+        assert cluster._nats is not None
+        cluster._nats.send_signal(signal.SIGKILL)
+        cluster._nats.wait()
+        await asyncio.sleep(1)
+        await sender.to_all(users, "no")
+        results["outage_sends"] = time.time() - down
+        await asyncio.sleep(max(0.0, args.outage - (time.time() - down)))
+        cluster._nats, _ = start_nats_server(
+            data_dir / "nats", host="127.0.0.1", port=nats_port, log_file=data_dir / "logs" / "nats.log"
+        )
+        results["nats_back_at"] = time.time()
+        await asyncio.sleep(args.settle)
+
+        # 3. An API node killed under load.
+        if not args.skip_api_kill:
+            more = await api_kill_load(cluster, {**os.environ, **api_env}, sender_name, users, results)
+            sender.acked.update(more.acked)
+            await asyncio.sleep(3)
+
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("stop\n")
+            worker.stdin.flush()
+        reports: list[dict[str, Any]] = []
+        for worker in workers:
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                if line.startswith('{"report"'):
+                    reports += json.loads(line)["report"]
+                    break
+        peak = {name: vm_hwm(pid) for name, pid in pids.items() if name != "gw-1"}
+        assert cluster._nats is not None
+        peak["nats"] = vm_hwm(cluster._nats.pid)
+        summarize(reports, sender.acked, results, peak, args)
+    finally:
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                worker.kill()
+        cluster.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def summarize(
+    reports: list[dict[str, Any]],
+    acked: dict[str, float],
+    results: dict[str, Any],
+    peak: dict[str, int],
+    args: argparse.Namespace,
+) -> None:
+    by_uid = {report["uid"]: report for report in reports}
+    lost = 0
+    duplicated = 0
+    for report in reports:
+        stored = report["stored"]
+        duplicated += len(stored) - len(set(stored))
+    for text in acked:
+        found = by_uid.get(int(text.rsplit("-", 1)[1]))
+        if found is None or text not in found["seen"]:
+            lost += 1
+    killed = results["gateway_kill_at"]
+    reconnect: list[float] = []
+    caught_up: list[float] = []
+    since_commit: list[float] = []
+    for report in reports:
+        gateways_before = [url for at, url in report["readies"] if at < killed]
+        if not gateways_before or gateways_before[-1] != results["gw1_url"]:
+            continue
+        after = [at for at, _ in report["readies"] if at >= killed]
+        if after:
+            reconnect.append(after[0] - killed)
+        seen = report["seen"].get(f"gk-{report['uid']}")
+        if seen is not None:
+            caught_up.append(seen - killed)
+            since_commit.append(seen - acked.get(f"gk-{report['uid']}", seen))
+    back = results["nats_back_at"]
+    outage = [
+        max(0.0, report["seen"][f"no-{report['uid']}"] - back)
+        for report in reports
+        if f"no-{report['uid']}" in report["seen"]
+    ]
+    resyncs = sum(report["resyncs"] for report in reports)
+    print()
+    print(f"clients {len(reports)}  processes {args.procs}  gateways {args.gateways}")
+    print(
+        f"gateway kill: gw-1 unassigned after {results['unassigned_after']:.2f}s, "
+        f"its routes removed after {results['reaped_after']:.2f}s"
+    )
+    print(f"  {len(reconnect)} devices of gw-1 reconnected: {stats(reconnect)}")
+    print(f"  caught up (a message sent after the kill seen), since the kill: {stats(caught_up)}")
+    print(f"  ... since that message was committed: {stats(since_commit)}")
+    print(f"nats outage {args.outage:.0f}s ({len(outage)} messages committed while it was down, {resyncs} resyncs):")
+    print(f"  delivered after NATS returned: {stats(outage)}")
+    if "api_kill_longest_wait" in results:
+        print(
+            f"api kill: {results['api_kill_sends']} sends, longest wait {results['api_kill_longest_wait']:.2f}s, "
+            f"websocket errors {len(results.get('ws_errors', []))}"
+        )
+    pushes = sum(report["duplicate_pushes"] for report in reports)
+    print(f"acked {len(acked)}  lost {lost}  duplicated {duplicated}  (pushes of a message already fetched: {pushes})")
+    print("peak memory (VmHWM): " + ", ".join(f"{name} {kib / 1024:.0f} MiB" for name, kib in sorted(peak.items())))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        faulthandler.register(signal.SIGUSR1)  # kill -USR1 <worker> prints where it is
+        url, index, count, peer, run = sys.argv[2:7]
+        asyncio.run(client_worker(url, int(index), int(count), int(peer), run))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--gateways", type=int, default=3)
+    parser.add_argument("--outage", type=float, default=20.0, help="seconds NATS stays down")
+    parser.add_argument("--settle", type=float, default=12.0, help="seconds given to heal after each fault")
+    parser.add_argument("--skip-api-kill", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(coordinate(args))
+
+
+if __name__ == "__main__":
+    random.seed()
+    main()

@@ -1,0 +1,136 @@
+"""Messages, system events and notices in words, shared by the line commands and ``im chat``.
+
+Everything here is plain text (not rich markup): callers escape it. Names come from a ``NameOf``
+callable (user id -> username), so the same wording serves the blocking CLI (which looks names up)
+and the terminal UI (which has them cached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from im_schema.content import RecalledContent, SystemContent, TextContent
+from im_schema.events import (
+    FriendAddedNotice,
+    FriendRemovedNotice,
+    FriendRequestNotice,
+    GroupInvitationNotice,
+    JoinRequestNotice,
+    Notice,
+)
+from im_schema.models import Message
+
+from .output import when
+from .transfer import describe_media
+
+__all__ = ["NameOf", "body", "mentions_text", "notice_text", "plural", "reply_text", "system_text"]
+
+NameOf = Callable[[int], str]
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 member``, ``2 members``, ``0 messages``."""
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
+_SYSTEM = {
+    "group_created": "created the group",
+    "group_updated": "changed the group settings",
+    "group_dissolved": "dissolved the group",
+    "members_joined": "added {users}",
+    "member_joined": "joined",
+    "member_left": "left",
+    "member_kicked": "removed {user}",
+    "announcement_set": "set the announcement: {text}",
+    "owner_transferred": "made {user} the owner",
+    "admin_added": "made {user} an admin",
+    "admin_removed": "made {user} a member again",
+    "member_muted": "muted {user} until {until}",
+    "member_unmuted": "unmuted {user}",
+    "group_muted": "muted the group",
+    "group_unmuted": "unmuted the group",
+    "nickname_set": "is now called {nickname}",
+    "message_recalled": "recalled #{seq}",
+    "message_edited": "edited #{seq}",
+}
+
+
+def _local(value: object) -> object:
+    """An ISO timestamp as a short local time; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return when(datetime.fromisoformat(value))
+        except ValueError:
+            return value
+    return value
+
+
+def system_text(content: SystemContent, name_of: NameOf) -> str:
+    """A system message in words, without the actor (``added bob, carol``)."""
+    data = dict(content.data)
+    if "user" in data:
+        data["user"] = name_of(int(data["user"]))
+    if "users" in data:
+        data["users"] = ", ".join(name_of(int(user)) for user in data["users"])
+    for key in ("until", "at"):
+        if key in data:
+            data[key] = _local(data[key])
+    template = _SYSTEM.get(content.event)
+    try:
+        return template.format_map(data) if template else content.event.replace("_", " ")
+    except (KeyError, ValueError):
+        return content.event.replace("_", " ")
+
+
+def body(message: Message, name_of: NameOf) -> str:
+    """What a message says: its text, its file (``[image] cat.jpg · 1.2 MB``), or the event in words."""
+    content = message.content
+    if isinstance(content, TextContent):
+        return content.text
+    if isinstance(content, SystemContent):
+        return system_text(content, name_of)
+    if isinstance(content, RecalledContent):
+        who = "" if content.by == message.sender else f" by {name_of(content.by)}"
+        return f"(recalled{who})"
+    return describe_media(message) or f"[{content.kind}]"
+
+
+def reply_text(message: Message, name_of: NameOf, width: int = 40) -> str | None:
+    """``↪ bob #2: "the start of it"`` for a reply, else ``None``."""
+    quoted = message.reply_to
+    if quoted is None:
+        return None
+    preview = quoted.preview if len(quoted.preview) <= width else quoted.preview[: width - 1] + "…"
+    return f'↪ {name_of(quoted.sender)} #{quoted.seq}: "{preview}"'
+
+
+def mentions_text(message: Message, name_of: NameOf) -> str | None:
+    """``@all @bob`` for a message that mentions people, else ``None``."""
+    names = (["@all"] if message.mention_all else []) + [f"@{name_of(user)}" for user in message.mentions]
+    return " ".join(names) or None
+
+
+def notice_text(notice: Notice, name_of: NameOf, group_name: Callable[[int], str] | None = None) -> str:
+    """A notice in words, with the command that answers it."""
+    if isinstance(notice, FriendRequestNotice):
+        request = notice.request
+        note = f": {request.message}" if request.message else ""
+        sender = request.from_user.username
+        return f"{sender} wants to be your friend (im friends accept {sender}){note}"
+    if isinstance(notice, FriendAddedNotice):
+        return f"you and {notice.user.username} are friends now"
+    if isinstance(notice, FriendRemovedNotice):
+        return f"{name_of(notice.user_id)} is no longer your friend"
+    if isinstance(notice, JoinRequestNotice):
+        join = notice.request
+        group = group_name(join.group_id) if group_name else f"g:{join.group_id}"
+        how = f"im groups approve g:{join.group_id} {join.id}"
+        return f"{join.user.username} asks to join {group} ({how})"
+    if isinstance(notice, GroupInvitationNotice):
+        invite = notice.invitation
+        if invite.status == "pending":
+            how = f"im groups accept {invite.id}"
+            return f"{invite.inviter.username} invites you to {invite.group_name} ({how})"
+        return f"the invitation to {invite.group_name} is {invite.status}"
+    return f"notice: {notice.kind.replace('_', ' ')}"

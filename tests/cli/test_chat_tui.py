@@ -1,0 +1,192 @@
+"""`im chat`, driven with Textual's pilot against a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from textual.widgets import Input, Static
+
+from im_cli.tui.app import ChatApp
+from im_cli.tui.widgets import ChatView, ConversationItem
+from im_schema.content import TextContent
+from im_schema.ids import direct_conversation
+from im_sdk import AsyncClient
+from tests.support import media
+
+
+async def _until(pilot, predicate: Callable[[], object], timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await pilot.pause(0.02)
+
+
+def _shown(app: ChatApp) -> list[str]:
+    return [str(item.content) for item in app.query_one(ChatView).items()]
+
+
+def _app(client: AsyncClient, url: str, **kwargs) -> ChatApp:
+    assert client.session is not None
+    user = client.session.user
+    app = ChatApp(client, me=user.id, username=user.username, server=url, **kwargs)
+    app.PAGE = 10
+    return app
+
+
+async def _type(pilot, app: ChatApp, text: str) -> None:
+    field = app.query_one("#input", Input)
+    field.focus()
+    field.value = text
+    await pilot.press("enter")
+
+
+async def test_chat_pages_sends_replies_mentions_edits_recalls_receipts_and_typing(sqlite_cluster):
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    assert alice.session and bob.session
+    a, b = alice.session.user, bob.session.user
+    conversation = direct_conversation(a.id, b.id)
+    for number in range(1, 16):
+        await alice.send_text(b.username, f"message {number}")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(100, 16)) as pilot:
+        # The newest page is shown in the only conversation, which opens by itself; the title says connected.
+        await _until(pilot, lambda: app.current == conversation and len(_shown(app)) == 10)
+        await _until(pilot, lambda: "connected to" in app.sub_title)
+        assert _shown(app)[-1].endswith("message 15") and a.username in _shown(app)[-1]
+        # Scrolled to the top, the pane loads the older page and keeps the place.
+        app.query_one(ChatView).scroll_home(animate=False)
+        await _until(pilot, lambda: len(_shown(app)) == 15)
+        assert _shown(app)[0].endswith("message 1")
+
+        # Send, reply and mention.
+        await _type(pilot, app, f"hello @{a.username}")
+        await _until(pilot, lambda: any("hello" in line for line in _shown(app)))
+        await _type(pilot, app, "/reply 2 about that one")
+        await _until(pilot, lambda: any("about that one" in line for line in _shown(app)))
+        page = await alice.history(conversation, after=15)
+        hello, reply = page.messages
+        assert hello.mentions == [a.id]
+        assert reply.reply_to is not None and reply.reply_to.seq == 2
+        assert f'↪ {a.username} #2: "message 2"' in _shown(app)[-1]
+
+        # Edit and recall change the message in place; the peer sees both.
+        await _type(pilot, app, f"/edit {hello.seq} hello again")
+        await _until(pilot, lambda: any("hello again" in line and "(edited)" in line for line in _shown(app)))
+        await _type(pilot, app, f"/recall {reply.seq}")
+        await _until(pilot, lambda: any("(recalled)" in line for line in _shown(app)))
+        edited = (await alice.history(conversation, after=hello.seq - 1, limit=1)).messages[0]
+        assert isinstance(edited.content, TextContent) and edited.content.text == "hello again"
+
+        # Live: a message arrives, alice's typing shows, her read receipt turns ✓ into ✓✓.
+        await alice.send_text(b.username, "live one")
+        await _until(pilot, lambda: _shown(app)[-1].endswith("live one"))
+        await alice.typing(conversation)
+        typing = app.query_one("#typing", Static)
+        await _until(pilot, lambda: "is typing" in str(typing.content))
+        assert _shown(app)[-3].endswith("✓")
+        await alice.mark_read(conversation, hello.seq)
+        await _until(pilot, lambda: "✓✓" in _shown(app)[-3])
+
+        # A bad command is refused in words, and nothing is sent.
+        await _type(pilot, app, "/frobnicate")
+        await pilot.pause()
+        assert (await alice.history(conversation, after=17)).messages[-1].content == TextContent(text="live one")
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_chat_unread_mentions_groups_members_and_friend_requests(sqlite_cluster):
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    carol = await sqlite_cluster.user("carol")
+    assert alice.session and bob.session and carol.session
+    a, b, c = alice.session.user, bob.session.user, carol.session.user
+    await alice.send_text(b.username, "first")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: app.current == direct_conversation(a.id, b.id))
+        await _until(pilot, lambda: "connected to" in app.sub_title)
+        group = await alice.groups.create("book club", [b.id])
+        await alice.send_text(group.conversation, f"@{b.username} look", mentions=[b.id])
+
+        # The new group shows up with its name, an unread badge and the mention.
+        def row():
+            return app.rows.get(group.conversation)
+
+        await _until(pilot, lambda: row() is not None and row().unread >= 1 and row().mentioned)
+        assert row().title == "book club"
+        item = next(i for i in app.query(ConversationItem) if i.row.id == group.conversation)
+        assert "@" in str(item.row.label())
+
+        # Opened: read, and the member panel lists everyone with their state.
+        await _type(pilot, app, "/open book club")
+        await _until(pilot, lambda: app.current == group.conversation)
+        members = app.query_one("#members", Static)
+        await _until(pilot, lambda: a.username in str(members.content) and b.username in str(members.content))
+        assert row().unread == 0 and not row().mentioned
+        assert any("look" in line for line in _shown(app))
+        # @all is for owners and admins: refused, and the text stays in the input to fix.
+        await _type(pilot, app, "hi @all")
+        await _until(pilot, lambda: app.query_one("#input", Input).value == "hi @all")
+        await _type(pilot, app, f"hi @{a.username}")
+        await _until(pilot, lambda: any("hi @" in line for line in _shown(app)))
+        latest = (await alice.history(group.conversation)).messages[-1]
+        assert latest.sender == b.id and latest.mentions == [a.id]
+
+        # A friend request appears among the requests; /accept NAME answers it.
+        await carol.friends.request(b.username, "hi bob")
+        requests = app.query_one("#requests")
+        await _until(pilot, lambda: c.username in " ".join(str(label.content) for label in requests.query("Label")))
+        await _type(pilot, app, f"/accept {c.username}")
+        await _until(pilot, lambda: not app.requests)
+        friends = await carol.friends.list()
+        assert [friend.user.id for friend in friends] == [b.id]
+
+        # Bob asks to be invited rather than added: alice's group becomes an invitation to accept.
+        await bob.friends.set_privacy(group_invites="nobody")
+        chess = await alice.groups.create("chess club", [b.id])
+        await _until(pilot, lambda: any(invite.group_name == "chess club" for invite in app.invites))
+        await _type(pilot, app, "/accept chess club")
+        await _until(pilot, lambda: chess.conversation in app.rows and not app.invites)
+        assert app.rows[chess.conversation].title == "chess club"
+    for client in (alice, bob, carol):
+        await client.aclose()
+
+
+async def test_chat_files_with_progress_and_a_restart_of_the_gateways(sqlite_cluster, tmp_path):
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    assert alice.session and bob.session
+    a, b = alice.session.user, bob.session.user
+    conversation = direct_conversation(a.id, b.id)
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(media.png(64, 48))
+    await alice.send_text(b.username, "a picture follows")
+    app = _app(bob, sqlite_cluster.url, downloads=tmp_path / "downloads")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: app.current == conversation)
+        await _until(pilot, lambda: "connected to" in app.sub_title)
+        await _type(pilot, app, f"/file {picture} the cat")
+        await _until(pilot, lambda: any("[image] cat.png" in line for line in _shown(app)))
+        sent = (await alice.history(conversation)).messages[-1]
+        assert sent.content.kind == "image" and sent.content.caption == "the cat"  # type: ignore[union-attr]
+
+        await _type(pilot, app, f"/download {sent.seq} {tmp_path / 'saved'}/")
+        await _until(pilot, lambda: (tmp_path / "saved" / "cat.png").exists())
+        assert (tmp_path / "saved" / "cat.png").read_bytes() == picture.read_bytes()
+        await _type(pilot, app, f"/download {sent.seq}")
+        await _until(pilot, lambda: (tmp_path / "downloads" / "cat.png").exists())
+
+        # The gateways go away: the title says so; they come back: it reconnects and catches up.
+        for node in list(sqlite_cluster.gateways):
+            sqlite_cluster.stop_gateway(node)
+        await _until(pilot, lambda: "reconnecting" in app.sub_title)
+        await alice.send_text(b.username, "sent while you were away")
+        sqlite_cluster.add_gateway()
+        await _until(pilot, lambda: "connected to" in app.sub_title, timeout=30)
+        await _until(pilot, lambda: _shown(app)[-1].endswith("sent while you were away"), timeout=30)
+        await _type(pilot, app, "back")
+        await _until(pilot, lambda: _shown(app)[-1].endswith("back ✓"))
+    await alice.aclose()
+    await bob.aclose()

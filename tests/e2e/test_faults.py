@@ -1,0 +1,403 @@
+"""Faults injected into a real cluster: the cluster heals by itself, nothing acked is lost or duplicated.
+
+Real processes are killed with SIGKILL; NATS is a private nats-server of the test's own where it is
+stopped. Timings are recorded but never asserted; what is asserted is the outcome (who is assigned,
+which routes exist, what each device has) and the mechanism (how many attempts a send needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from im_schema.limits import CLOSE_TOO_SLOW
+from im_sdk import AsyncClient
+from tests.support.cluster import TestCluster
+from tests.support.faults import RawDevice, kill, spawn_api_process, text_frame
+from tests.support.inbox import Inbox
+from tests.support.nats import PrivateNats
+
+pytestmark = pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX system")
+
+
+def _direct(a: AsyncClient, b: AsyncClient) -> str:
+    assert a.session is not None and b.session is not None
+    low, high = sorted((a.session.user.id, b.session.user.id))
+    return f"d:{low}:{high}"
+
+
+def _text(message: Any) -> str:
+    return str(getattr(message.content, "text", ""))
+
+
+def _uid(client: AsyncClient) -> int:
+    assert client.session is not None
+    return client.session.user.id
+
+
+# NATS stopped and started again ---------------------------------------------------------------------
+
+
+async def test_messages_committed_while_nats_is_down_reach_connected_devices(cluster_loop, sqlite_url, tmp_path):
+    nats_dir = tmp_path / "nats"
+    nats = PrivateNats(nats_dir).start()
+    cluster = TestCluster(cluster_loop, nats, sqlite_url).start(gateways=1)
+    api = cluster.api
+    assert api is not None
+    devices: list[RawDevice] = []
+    try:
+        alice, bob = await cluster.user("alice"), await cluster.user("bob")
+        device = await RawDevice.connect(bob)
+        devices.append(device)
+        conversation = _direct(alice, bob)
+        await alice.send_text(_uid(bob), "before")
+        await device.until(lambda d: d.seen.get(conversation) == {1})
+
+        assert nats.process is not None
+        kill(nats.process)
+        await cluster.until(lambda: not api.node.bus.nc.is_connected and not cluster.gateways[0].bus.nc.is_connected)
+        gateway_health = cluster.gateways[0].url.replace("ws://", "http://").replace("/ws", "/healthz")
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"{cluster.url}/healthz")
+            assert health.status_code == 503 and "nats" in health.json()["degraded"]
+            health = await http.get(gateway_health)
+            assert health.status_code == 503 and "nats" in health.json()["degraded"]
+        # Committed while the bus is away: stored (acked), pushes cannot reach the gateway.
+        for index in range(5):
+            await alice.send_text(_uid(bob), f"during {index}")
+
+        nats.start()  # the same port, store and users
+        # No new traffic from here on: every committed message must still reach the connected device.
+        await device.until(lambda d: d.seen.get(conversation) == set(range(1, 7)), timeout=30)
+        # Pushes buffered by the API may arrive first; the gateway's resync after its reconnect always comes.
+        await device.until(lambda d: d.resyncs >= 1)
+        assert device.close_code is None  # healed on the same connection
+
+        # The views healed at once: the gateway is assigned again without waiting for missed heartbeats.
+        await cluster.until(lambda: api.node.mirror.current and api.node.mirror.reloads >= 1)
+        await cluster.until(lambda: cluster.live_gateways() == [cluster.gateways[0].node_id])
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{cluster.url}/healthz")).status_code == 200
+            for _ in range(200):  # the gateway is healthy again once its next heartbeat landed
+                if (await http.get(gateway_health)).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await http.get(gateway_health)).status_code == 200
+        page = await bob.history(conversation, after=0)
+        texts = [_text(message) for message in page.messages]
+        assert texts == ["before", *(f"during {index}" for index in range(5))]  # stored once each
+    finally:
+        for device in devices:
+            await device.close()
+        cluster.stop()
+        nats.close()
+
+
+# A gateway wrongly judged dead -----------------------------------------------------------------------------
+
+
+async def test_a_gateway_judged_dead_by_mistake_puts_its_routes_back_and_its_clients_resync(make_cluster):
+    cluster = make_cluster(gateways=1, heartbeat_interval=0.5, node_ttl=1.5)
+    api, gateway = cluster.api.node, cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    device = await RawDevice.connect(bob)
+    conversation = _direct(alice, bob)
+    heartbeat = gateway._heartbeat
+    assert heartbeat is not None and heartbeat._task is not None
+
+    async def silence() -> None:  # an event loop stall, as the others see it: no heartbeats for a while
+        heartbeat._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat._task
+
+    try:
+        await cluster.loop.call(silence())
+        # Judged dead (a probe finds it subscribed, so only the TTL decides): its routes are removed.
+        await cluster.until(lambda: not api.mirror.routes.devices(_uid(bob)))
+        await alice.send_text(_uid(bob), "while judged dead")  # bob looks offline: no push
+        await cluster.loop.call(heartbeat.start())  # the first heartbeat after the gap
+        await device.until(lambda d: d.seen.get(conversation) == {1})
+        assert device.resyncs >= 1 and device.close_code is None
+        await cluster.until(lambda: api.mirror.routes.devices(_uid(bob)).get("dev1") == gateway.node_id)
+        await alice.send_text(_uid(bob), "pushed again")
+        await device.until(lambda d: d.seen.get(conversation) == {1, 2})
+    finally:
+        await device.close()
+
+
+# A client that stops reading --------------------------------------------------------------------------
+
+
+async def test_a_client_that_stops_reading_is_closed_with_4013_and_catches_up(make_cluster):
+    budget = 64 * 1024
+    cluster = make_cluster(gateways=1, gateway_outbound_budget=budget, max_text_len=16_000)
+    gateway = cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    slow = await RawDevice.connect(bob, read=False)
+    transport = slow.connection.transport
+    with contextlib.suppress(OSError):
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport.pause_reading()
+    key = (_uid(bob), "dev1")
+
+    async def small_send_buffer() -> None:
+        # Small kernel buffers on both ends, so that a few frames fill them and the gateway's own grows.
+        server = gateway.connections[key].transport.get_extra_info("socket")
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    await cluster.loop.call(small_send_buffer())
+    text = "x" * 15_000
+    sent = 0
+    peak = 0
+    try:
+        while gateway._too_slow.value == 0:
+            assert sent < 2_000, "the slow client was never closed"
+            await asyncio.gather(*(alice.send_text(_uid(bob), text) for _ in range(5)))
+            sent += 5
+            peak = max(peak, await cluster.loop.call(_outbound(gateway)))
+        # Memory stayed bounded: never more than the budget and one frame waiting for this client.
+        assert peak <= budget + 16 * 1024
+        transport.resume_reading()
+        slow.start_reading()
+        await slow.until(lambda d: d.close_code is not None)
+        assert slow.close_code == CLOSE_TOO_SLOW
+        assert slow.pushed < sent  # it was cut off, not served
+
+        # Catching up by sync: the reconnected device gets everything that was stored.
+        again = await RawDevice.connect(bob)
+        await again.catch_up()
+        assert again.seen[_direct(alice, bob)] == set(range(1, sent + 1))
+        await again.close()
+    finally:
+        await slow.close()
+
+
+async def _outbound(gateway: Any) -> int:
+    return int(gateway._outbound_bytes())
+
+
+# A gateway killed --------------------------------------------------------------------------------------
+
+
+async def test_a_killed_gateway_is_unassigned_its_routes_removed_and_its_clients_catch_up(make_cluster):
+    cluster = make_cluster(gateways=1, heartbeat_interval=0.5, node_ttl=1.5)
+    api = cluster.api.node
+    survivor = cluster.gateways[0].node_id
+    process, _ = cluster.spawn_gateway_process("gw-doomed")
+    sender = await cluster.user("sender")
+    clients: list[AsyncClient] = []
+    inboxes: list[Inbox] = []
+    try:
+        # Enough clients that some are assigned to the doomed node (rendezvous hashing spreads them).
+        while sum(1 for c in clients if api.assign_gateway(_uid(c), "dev1").node_id == "gw-doomed") < 3:
+            assert len(clients) < 40
+            clients.append(await cluster.user("member"))
+        inboxes = [Inbox(client) for client in clients]
+        for client in clients:
+            await sender.send_text(_uid(client), "hello")
+        for inbox in inboxes:
+            await inbox.until_text("hello")
+        doomed = [c for c in clients if api.mirror.routes.devices(_uid(c)).get("dev1") == "gw-doomed"]
+        assert doomed
+
+        killed_at = time.monotonic()
+        kill(process)
+        # Messages committed while the doomed clients are away.
+        for client in clients:
+            await sender.send_text(_uid(client), "while away")
+        await cluster.until(lambda: "gw-doomed" not in cluster.live_gateways())
+        unassigned_after = time.monotonic() - killed_at
+        assert all(api.assign_gateway(_uid(c), "dev1").node_id == survivor for c in clients)
+        await cluster.until(lambda: not api.mirror.routes.on_node("gw-doomed"))
+        routes_gone_after = time.monotonic() - killed_at
+        # Every client is back (on the survivor) and has everything, once.
+        await cluster.until(
+            lambda: all(api.mirror.routes.devices(_uid(c)).get("dev1") == survivor for c in clients), timeout=30
+        )
+        for client in clients:
+            await sender.send_text(_uid(client), "after")
+        for inbox in inboxes:
+            seen = await inbox.until_text("after", timeout=30)
+            texts = [event.text for event in seen]
+            assert texts.count("while away") == 1 and texts.count("after") == 1
+        print(f"gateway kill: unassigned after {unassigned_after:.2f}s, routes gone after {routes_gone_after:.2f}s")
+    finally:
+        for inbox in inboxes:
+            await inbox.close()
+        for client in clients:
+            await client.aclose()
+        await sender.aclose()
+
+
+# An API node killed under load ----------------------------------------------------------------------------
+
+
+async def test_a_killed_api_node_loses_and_duplicates_nothing_and_stalls_no_sender(make_cluster):
+    cluster = make_cluster(gateways=1, gateway_forward_timeout=0.5)
+    gateway = cluster.gateways[0]
+    process, doomed_url = spawn_api_process(cluster.env(), "api-doomed")
+    await cluster.until(lambda: "api-doomed" in [info.node_id for info in cluster.api.node.mirror.nodes.live("api")])
+    receiver = await cluster.user("receiver")
+    ws_senders = [await cluster.user("ws") for _ in range(4)]
+    http_senders = [await cluster.user("http") for _ in range(4)]
+    devices = [await RawDevice.connect(client) for client in ws_senders]
+    stop = asyncio.Event()
+    sent: dict[str, str] = {}
+    longest: list[float] = []
+
+    async def ws_sender(device: RawDevice, index: int) -> None:
+        count = 0
+        while not stop.is_set():
+            key = f"w{index}-{count}-{secrets.token_hex(3)}"
+            sent[key] = f"ws {index} {count}"
+            started = time.monotonic()
+            await device.connection.send(text_frame(_uid(receiver), sent[key], key))
+            await device.until(lambda d, key=key: key in d.acks or any(e.get("client_msg_id") == key for e in d.errors))
+            longest.append(time.monotonic() - started)
+            count += 1
+
+    async def http_sender(client: AsyncClient, index: int) -> None:
+        # A load balancer's view: one node goes away, the same request (same client_msg_id) goes to another.
+        token = client._state.access_token
+        urls = [doomed_url, cluster.url]
+        count = 0
+        async with httpx.AsyncClient(timeout=5) as http:
+            while not stop.is_set():
+                key = f"h{index}-{count}-{secrets.token_hex(3)}"
+                sent[key] = f"http {index} {count}"
+                body = {"to": _uid(receiver), "client_msg_id": key, "content": {"kind": "text", "text": sent[key]}}
+                for attempt in range(20):
+                    url = urls[0] if process.poll() is None and attempt == 0 else cluster.url
+                    try:
+                        answer = await http.post(
+                            f"{url}/v1/messages", json=body, headers={"Authorization": f"Bearer {token}"}
+                        )
+                    except httpx.TransportError:
+                        continue
+                    if answer.status_code < 500:
+                        assert answer.status_code in (200, 201), answer.text
+                        break
+                else:
+                    raise AssertionError(f"{key} never stored")
+                urls.reverse()
+                count += 1
+
+    tasks = [asyncio.create_task(ws_sender(d, i)) for i, d in enumerate(devices)]
+    tasks += [asyncio.create_task(http_sender(c, i)) for i, c in enumerate(http_senders)]
+    try:
+        await asyncio.sleep(0.3)  # let sends flow through both nodes before one dies
+        kill(process)
+        await cluster.until(lambda: "api-doomed" not in [i.node_id for i in cluster.api.node.mirror.nodes.live("api")])
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for device in devices:
+            assert device.errors == []
+            assert all(len(acks) == 1 for acks in device.acks.values())
+        # Nothing lost, nothing stored twice.
+        conversations = {_direct(receiver, client) for client in [*ws_senders, *http_senders]}
+        stored: list[str] = []
+        for conversation in conversations:
+            page = await receiver.history(conversation, after=0, limit=1000)
+            stored += [_text(message) for message in page.messages]
+        assert sorted(stored) == sorted(sent.values())
+        # No sender waited on the dead node for more than one short attempt.
+        assert gateway._forward_attempts_max <= 2
+        print(f"api kill: {len(sent)} sends, longest websocket send {max(longest):.2f}s")
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        for device in devices:
+            await device.close()
+        kill(process)
+
+
+# A full disk -----------------------------------------------------------------------------------------------
+
+
+async def _retrying(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    # A kept-alive connection closed by the server just as it is reused: what a client retries (sends
+    # with the same client_msg_id, so a retry never stores twice).
+    for attempt in range(3):
+        try:
+            return await http.request(method, url, **kwargs)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _fill(path: Path, leave: int) -> None:
+    # Unbuffered: a buffered file would try to flush its last block again on close, and fail there.
+    with open(path, "wb", buffering=0) as output, contextlib.suppress(OSError):
+        while True:
+            output.write(b"\0" * 16 * 1024)
+    os.truncate(path, max(0, path.stat().st_size - leave))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 16 MiB tmpfs, when this machine lets the tests mount one (root, or a user namespace)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+async def test_a_full_disk_is_a_clear_error_nothing_acked_is_lost_and_healthz_is_degraded(make_cluster, small_disk):
+    cluster = make_cluster(gateways=1, db_url=f"sqlite+aiosqlite:///{small_disk / 'im.db'}")
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    await alice.send_text(_uid(bob), "before the disk filled")  # the conversation exists
+    # Fill the disk with a file, leaving a little room.
+    filler = small_disk / "filler"
+    _fill(filler, leave=48 * 1024)
+    acked: list[str] = ["before the disk filled"]
+    refused: list[dict[str, Any]] = []
+    token = alice._state.access_token
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=10) as http:
+        for index in range(400):
+            text = f"message {index} " + "y" * 2000
+            body = {"to": _uid(bob), "client_msg_id": f"full-disk-{index}", "content": {"kind": "text", "text": text}}
+            answer = await _retrying(
+                http, "POST", "/v1/messages", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if answer.status_code in (200, 201):
+                acked.append(text)
+            else:
+                assert answer.status_code == 503, answer.text
+                refused.append(answer.json()["error"])
+                break
+        assert refused, "the disk never filled"
+        assert refused[0]["code"] == "storage_full"
+        health = await _retrying(http, "GET", "/healthz")
+        assert health.status_code == 503 and "database" in health.json()["degraded"]
+
+        # Room again: healthz notices without a send, and what was acked is all there, once.
+        filler.unlink()
+        await cluster.until(lambda: True)
+        for _ in range(100):
+            if (await _retrying(http, "GET", "/healthz")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await _retrying(http, "GET", "/healthz")).status_code == 200
+    page = await bob.history(_direct(alice, bob), after=0, limit=1000)
+    assert [_text(message) for message in page.messages] == acked
