@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,18 +21,14 @@ from im_sdk.bot import (
     direct,
     group,
 )
-from tests.support.cluster import FAST, PASSWORD, LoopThread, TestCluster
+from tests.support.cluster import FAST, PASSWORD, TestCluster
 from tests.support.inbox import Inbox
 
 
 @pytest.fixture
-def default_cluster(cluster_loop: LoopThread, nats_url: str, sqlite_url: str) -> Iterator[TestCluster]:
+def default_cluster(make_cluster) -> TestCluster:
     """A cluster with the server's default social rules (direct messages need friendship)."""
-    cluster = TestCluster(
-        cluster_loop, nats_url, sqlite_url, dm_requires_friendship=True, group_invites_default="friends"
-    ).start(gateways=1)
-    yield cluster
-    cluster.stop()
+    return make_cluster(gateways=1, dm_requires_friendship=True, group_invites_default="friends")
 
 
 async def make_bot(cluster: TestCluster, **kwargs) -> Bot:
