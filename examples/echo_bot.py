@@ -1,31 +1,36 @@
-"""An echo bot: answers every text message it receives.
+"""An echo bot: answers every direct text message with the same text.
 
-    IM_SERVER=http://127.0.0.1:8080 IM_USERNAME=echo IM_PASSWORD=secret python examples/echo_bot.py
+With ``im server up --demo`` running, in another terminal::
 
-The account must exist (``im register echo``). The bot starts with what is unread, reconnects by
-itself, never answers the same message twice while it runs, and marks what it answered as read so that
-a restarted bot picks up where it stopped.
+    im register echo                       # choose a password
+    IM_USERNAME=echo IM_PASSWORD=... python examples/echo_bot.py
+
+then, as alice: ``im --profile alice friends add echo`` (the bot accepts: direct messages need
+friendship) and ``im --profile alice send echo hello``. ``IM_SERVER`` defaults to
+``http://127.0.0.1:8080``; with ``IM_STATE_PATH=echo.sqlite3`` a restarted bot answers every message
+exactly once, even after a crash.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 
-from im_sdk import AsyncClient
+from im_sdk.bot import Bot, FriendRequest, MessageEvent, direct
+
+bot = Bot.from_env(device="echo-bot")
 
 
-async def main() -> None:
-    async with AsyncClient(os.environ.get("IM_SERVER", "http://127.0.0.1:8080")) as client:
-        session = await client.login(os.environ["IM_USERNAME"], os.environ["IM_PASSWORD"], device="echo-bot")
-        print(f"echo bot {session.user.username} is listening", flush=True)
-        async for event in client.messages():
-            if event.text is not None:
-                await event.reply(f"echo: {event.text}")
-            await client.mark_read(event.conversation, event.seq)
+@bot.on_event(FriendRequest)
+async def befriend(event: FriendRequest) -> None:
+    await event.accept()
+
+
+@bot.on_message(direct)
+async def echo(msg: MessageEvent) -> None:
+    if msg.text is not None:
+        await msg.reply(f"echo: {msg.text}")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(main())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    bot.run()

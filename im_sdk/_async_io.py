@@ -66,8 +66,11 @@ async def open_gateway(url: str) -> ClientConnection:
 
 async def receive(connection: ClientConnection, within: float | None) -> str | bytes:
     """The next frame; raises :class:`TimeoutError` when none came ``within`` seconds (never, if ``None``)."""
-    # Cancelling recv() is safe in websockets' asyncio client: no frame is lost.
-    return await asyncio.wait_for(connection.recv(), within)
+    # Cancelling recv() is safe in websockets' asyncio client: no frame is lost. asyncio.timeout, not
+    # wait_for: on Python 3.11 wait_for can swallow a cancellation that races with a frame arriving,
+    # and a consumer that closes events() (a bot stopping) would then wait for the next frame forever.
+    async with asyncio.timeout(within):
+        return await connection.recv()
 
 
 async def wait_closed(connection: ClientConnection) -> None:

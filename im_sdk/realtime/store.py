@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from im_schema.models import Message
@@ -137,8 +137,21 @@ class CursorKeeper:
     bookkeeping runs (a few dictionary operations per message).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None, server_url: str, *, every: int = 32) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        server_url: str,
+        *,
+        every: int = 32,
+        manual: bool = False,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_ready = on_ready
+        """Called after every ``ready`` frame (the bot framework lists pending notices then)."""
         self.store = CursorStore(path) if path is not None else None
+        self.manual = manual
+        """A message counts as seen only when :meth:`acknowledge` says so, not when it is yielded (the bot
+        framework acknowledges a message once its handler finished), and each acknowledgement is saved."""
         self._server_url = server_url
         self._every = every
         self._account: str | None = None
@@ -150,9 +163,13 @@ class CursorKeeper:
     def ready(self, engine: SyncEngine, user_id: int, device_id: str) -> None:
         """A connection is ready; the first one restores what was saved for this account."""
         account = f"{self._server_url} {user_id} {device_id}"
+        if self.on_ready is not None:
+            self.on_ready()
         if self._checkpoint is not None and self._account == account:
-            # A reconnect: what an earlier connection handed but never yielded will not be yielded.
-            if self._checkpoint.waiting:
+            # A reconnect: what an earlier connection handed but never yielded will not be yielded. In
+            # manual mode what was yielded may still be acknowledged later, so nothing is abandoned: the
+            # saved cursor stays below whatever is not acknowledged, and a restart delivers it again.
+            if self._checkpoint.waiting and not self.manual:
                 self._checkpoint.abandon()
             return
         saved = None
@@ -171,20 +188,31 @@ class CursorKeeper:
         """The shell will yield these messages, in this order."""
         if self._checkpoint is not None:
             self._checkpoint.handed(messages)
+            if self.manual:
+                # Save at once a conversation seen for the first time, just below what it hands:
+                # otherwise a restart would start it from the read position, which the application's
+                # own replies move past the messages it has not finished with.
+                self.flush()
 
     @contextlib.contextmanager
     def yielding(self, item: object) -> Iterator[None]:
         """Wraps one ``yield`` to the application: the item counts as given, and a due save runs when the
         application comes back for more or stops iterating."""
         checkpoint = self._checkpoint
-        if checkpoint is not None and isinstance(item, Message):
+        if checkpoint is not None and isinstance(item, Message) and not self.manual:
             checkpoint.yielded(item)
         try:
             yield
         except BaseException:  # the application stopped iterating (or threw into the generator)
             self.flush()
             raise
-        if checkpoint is not None and checkpoint.due:
+        if checkpoint is not None and checkpoint.due and not self.manual:
+            self.flush()
+
+    def acknowledge(self, message: Message) -> None:
+        """In manual mode: the application is done with ``message``; save at once what that allows."""
+        if self._checkpoint is not None:
+            self._checkpoint.yielded(message)
             self.flush()
 
     def flush(self) -> None:

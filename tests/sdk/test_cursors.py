@@ -387,3 +387,23 @@ def test_a_crash_never_skips_and_repeats_at_most_a_batch(tmp_path, seed):
     assert set(given) == expected, "a message was skipped"
     repeats = len(given) - len(set(given))
     assert repeats <= crashes * every
+
+
+def test_manual_keeper_saves_only_what_was_acknowledged(tmp_path):
+    engine = SyncEngine(start="all")
+    keeper = CursorKeeper(tmp_path / "state.sqlite3", "http://server", manual=True)
+    keeper.ready(engine, 1, "bot")
+    actions = engine.on_push(msg(1)) + engine.on_push(msg(2))
+    keeper.handed(delivered_messages := [action.message for action in actions if isinstance(action, Deliver)])
+    saved = lambda: CursorStore(tmp_path / "state.sqlite3").load("http://server 1 bot").watermarks  # noqa: E731
+    assert saved() == {C: 0}  # a new conversation is saved at once, below what was handed
+    for message in delivered_messages:
+        with keeper.yielding(message):
+            pass
+    assert saved() == {C: 0}  # yielded is not handled
+    keeper.acknowledge(delivered_messages[0])
+    assert saved() == {C: 1}
+    keeper.ready(engine, 1, "bot")  # a reconnect abandons nothing that may still be acknowledged
+    keeper.acknowledge(delivered_messages[1])
+    assert saved() == {C: 2}
+    keeper.close()
