@@ -18,7 +18,7 @@ from im_schema.admin import AdminUser
 from ._util import ms_to_datetime
 from .engine import Database
 from .tables import bot_tokens, users
-from .users import UsernameTaken
+from .users import UsernameTaken, user_from_row
 
 __all__ = ["AdminStore", "LoginState"]
 
@@ -33,13 +33,7 @@ class LoginState:
 
 def _admin_user(row: Any) -> AdminUser:
     return AdminUser(
-        id=row.id,
-        username=row.username,
-        display_name=row.display_name,
-        bio=row.bio,
-        avatar=row.avatar,
-        is_bot=row.is_bot,
-        created_at=ms_to_datetime(row.created_at),
+        **user_from_row(row).model_dump(),
         is_admin=bool(row.is_admin),
         disabled_at=None if row.disabled_at is None else ms_to_datetime(row.disabled_at),
     )
