@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     DEVICE_NOT_FOUND = "device_not_found"
     """None of my logged-in devices has this id."""
     TEXT_TOO_LONG = "text_too_long"
+    STREAM_CLOSED = "stream_closed"
+    """The streaming message was finished or abandoned: it takes no more text."""
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
     """Slow down; ``retry_after`` says for how long."""

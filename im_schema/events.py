@@ -24,6 +24,7 @@ __all__ = [
     "Notice",
     "PresenceNotice",
     "ReadNotice",
+    "StreamNotice",
     "TypingNotice",
     "UnknownNotice",
 ]
@@ -110,6 +111,21 @@ class PresenceNotice(BaseModel):
     last_seen: Timestamp | None = None
 
 
+class StreamNotice(BaseModel):
+    """A streaming message grew, or was closed: ``text`` is its whole text so far (a missed notice heals at
+    the next). Sent at most a few times per second per stream; the last one of a stream has ``state``
+    ``finished`` or ``abandoned``. See :mod:`im_schema.streams`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["stream"] = "stream"
+    conversation: str
+    seq: int
+    sender: UserId
+    text: str
+    state: Literal["open", "finished", "abandoned"]
+
+
 class UnknownNotice(BaseModel):
     """A notice kind this version does not know, kept whole."""
 
@@ -128,6 +144,7 @@ _KNOWN = frozenset(
         "read",
         "typing",
         "presence",
+        "stream",
     }
 )
 
@@ -146,6 +163,7 @@ Notice = Annotated[
     | Annotated[ReadNotice, Tag("read")]
     | Annotated[TypingNotice, Tag("typing")]
     | Annotated[PresenceNotice, Tag("presence")]
+    | Annotated[StreamNotice, Tag("stream")]
     | Annotated[UnknownNotice, Tag("unknown")],
     Discriminator(_kind),
 ]

@@ -102,6 +102,8 @@ class Message(BaseModel):
     """``@all``: every member is mentioned (owners and admins only)."""
     edited_at: Timestamp | None = None
     """Set once the sender edited the text."""
+    stream: Literal["open", "finished", "abandoned"] | None = None
+    """Set on a streaming message (see :mod:`im_schema.streams`): ``open`` while its text still grows."""
 
 
 class ReplyPreview(BaseModel):

@@ -22,7 +22,9 @@ from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.rest import GatewayAssignment, Me, MessagePage, Session
 
 from ._async_client import AsyncClient
+from ._streams import AsyncMessageStream
 from ._sync_client import Client
+from ._sync_streams import MessageStream
 from .errors import (
     APIError,
     AuthenticationError,
@@ -57,6 +59,7 @@ from .events import (
     PresenceEvent,
     ReadEvent,
     RecallEvent,
+    StreamEvent,
     TypingEvent,
     UnknownEvent,
 )
@@ -66,6 +69,7 @@ from .retry import Retry
 __all__ = [
     "APIError",
     "AsyncClient",
+    "AsyncMessageStream",
     "AuthenticationError",
     "Backoff",
     "BadRequestError",
@@ -87,6 +91,7 @@ __all__ = [
     "Message",
     "MessageEvent",
     "MessagePage",
+    "MessageStream",
     "NotFoundError",
     "NoticeEvent",
     "PayloadTooLargeError",
@@ -100,6 +105,7 @@ __all__ = [
     "RefusedTypeError",
     "Retry",
     "Session",
+    "StreamEvent",
     "TokenExpiredError",
     "TooManyDevicesError",
     "TransportError",

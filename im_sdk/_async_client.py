@@ -23,6 +23,7 @@ from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
+from im_schema.ids import is_conversation_id
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -51,13 +52,15 @@ from im_schema.rest import (
     Session,
     WhoAmIRequest,
 )
+from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
 from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
-from ._base import error_from, is_idempotent, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request
 from ._devices import AsyncDevices
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
+from ._streams import AsyncMessageStream
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
@@ -281,6 +284,91 @@ class AsyncClient:
     async def presence(self, user: int | str) -> Presence:
         """A friend's or fellow member's presence: online, or when last seen."""
         return await self.request(PresenceRequest(user=user))
+
+    # Streaming messages ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        to: int | str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+        interval: float = 0.2,
+    ) -> AsyncMessageStream:
+        """A streaming message to a user or into a conversation, written piece by piece::
+
+            async with client.stream("g:7") as stream:
+                await stream.append("Hello")
+                await stream.append(", world")
+
+        Opened at the first append, finished when the block ends (abandoned if it ends by an exception).
+        Appends reach the server at most once per ``interval`` seconds. See
+        :class:`~im_sdk.AsyncMessageStream`.
+        """
+        return AsyncMessageStream(
+            self,
+            to,
+            client_msg_id=client_msg_id,
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
+            interval=interval,
+        )
+
+    async def open_stream(
+        self,
+        to: int | str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+    ) -> Message:
+        """Open a streaming message with its first ``text``; it is stored (with its seq) when this returns.
+
+        The same ``client_msg_id`` returns the stored message instead of opening another (it may be closed
+        by then: see :attr:`~im_schema.models.Message.stream`).
+        """
+        key = client_msg_id or new_client_msg_id()
+        extras = {"reply_to": reply_to, "mentions": mentions or [], "mention_all": mention_all}
+        if isinstance(to, str) and is_conversation_id(to):
+            request = OpenStreamRequest(conversation=to, client_msg_id=key, text=text, **extras)
+        else:
+            request = OpenStreamRequest(to=to, client_msg_id=key, text=text, **extras)
+        engine = self._engine
+        if engine is not None:
+            engine.expect_own(key)
+        try:
+            message = await self.request(request)  # retried with the same client_msg_id
+        except BaseException:
+            if engine is not None:
+                engine.forget_own(key)
+            raise
+        if engine is not None:
+            engine.mark_own(message)
+        return message
+
+    async def append_stream(self, conversation: str, seq: int, offset: int, text: str) -> StreamProgress:
+        """Write ``text`` at ``offset`` of my open streaming message (``offset`` = its length appends)."""
+        return await self.request(AppendStreamRequest(conversation=conversation, seq=seq, offset=offset, text=text))
+
+    async def finish_stream(
+        self,
+        conversation: str,
+        seq: int,
+        *,
+        offset: int | None = None,
+        text: str | None = None,
+        abandon: bool = False,
+    ) -> Message:
+        """Close my streaming message (writing ``text`` at ``offset`` first, if given); ``abandon`` marks it
+        cut short. Returns the final message."""
+        return await self.request(
+            FinishStreamRequest(conversation=conversation, seq=seq, offset=offset, text=text, abandon=abandon)
+        )
 
     async def _send_message(self, request: SendMessageRequest) -> Message:
         # Retried with the same client_msg_id (stored once), and announced to the sync engine so that

@@ -22,6 +22,7 @@ from im_schema.files import UploadRequest
 from im_schema.ids import is_conversation_id
 from im_schema.lifecycle import TypingRequest
 from im_schema.rest import MarkReadRequest, Request, SendMessageRequest
+from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest
 
 from .errors import APIError, InternalServerError, error_for
 
@@ -61,9 +62,18 @@ def prepare(request: Request[R]) -> Prepared:
     return Prepared(endpoint.method, path, None, payload, endpoint.auth)
 
 
-_REPEATABLE = (SendMessageRequest, MarkReadRequest, TypingRequest, UploadRequest)
-"""POSTs that a repeat cannot harm: a send carries its idempotency key, a read position only moves
-forward, typing is a hint, identical uploads are stored once."""
+_REPEATABLE = (
+    SendMessageRequest,
+    MarkReadRequest,
+    TypingRequest,
+    UploadRequest,
+    OpenStreamRequest,
+    AppendStreamRequest,
+    FinishStreamRequest,
+)
+"""POSTs that a repeat cannot harm: a send (or a stream's open) carries its idempotency key, a read position
+only moves forward, typing is a hint, identical uploads are stored once, a stream write puts text at an
+offset and finishing twice changes nothing."""
 
 
 def is_idempotent(request: Request[Any]) -> bool:

@@ -24,6 +24,7 @@ from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
+from im_schema.ids import is_conversation_id
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -52,13 +53,15 @@ from im_schema.rest import (
     Session,
     WhoAmIRequest,
 )
+from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
-from ._base import error_from, is_idempotent, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._session import SessionState
 from ._sync_devices import Devices
 from ._sync_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
 from ._sync_people import Friends, Groups
+from ._sync_streams import MessageStream
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, to_event
 from .realtime.backoff import Backoff
@@ -282,6 +285,91 @@ class Client:
     def presence(self, user: int | str) -> Presence:
         """A friend's or fellow member's presence: online, or when last seen."""
         return self.request(PresenceRequest(user=user))
+
+    # Streaming messages ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        to: int | str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+        interval: float = 0.2,
+    ) -> MessageStream:
+        """A streaming message to a user or into a conversation, written piece by piece::
+
+            with client.stream("g:7") as stream:
+                stream.append("Hello")
+                stream.append(", world")
+
+        Opened at the first append, finished when the block ends (abandoned if it ends by an exception).
+        Appends reach the server at most once per ``interval`` seconds. See
+        :class:`~im_sdk.MessageStream`.
+        """
+        return MessageStream(
+            self,
+            to,
+            client_msg_id=client_msg_id,
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
+            interval=interval,
+        )
+
+    def open_stream(
+        self,
+        to: int | str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+    ) -> Message:
+        """Open a streaming message with its first ``text``; it is stored (with its seq) when this returns.
+
+        The same ``client_msg_id`` returns the stored message instead of opening another (it may be closed
+        by then: see :attr:`~im_schema.models.Message.stream`).
+        """
+        key = client_msg_id or new_client_msg_id()
+        extras = {"reply_to": reply_to, "mentions": mentions or [], "mention_all": mention_all}
+        if isinstance(to, str) and is_conversation_id(to):
+            request = OpenStreamRequest(conversation=to, client_msg_id=key, text=text, **extras)
+        else:
+            request = OpenStreamRequest(to=to, client_msg_id=key, text=text, **extras)
+        engine = self._engine
+        if engine is not None:
+            engine.expect_own(key)
+        try:
+            message = self.request(request)  # retried with the same client_msg_id
+        except BaseException:
+            if engine is not None:
+                engine.forget_own(key)
+            raise
+        if engine is not None:
+            engine.mark_own(message)
+        return message
+
+    def append_stream(self, conversation: str, seq: int, offset: int, text: str) -> StreamProgress:
+        """Write ``text`` at ``offset`` of my open streaming message (``offset`` = its length appends)."""
+        return self.request(AppendStreamRequest(conversation=conversation, seq=seq, offset=offset, text=text))
+
+    def finish_stream(
+        self,
+        conversation: str,
+        seq: int,
+        *,
+        offset: int | None = None,
+        text: str | None = None,
+        abandon: bool = False,
+    ) -> Message:
+        """Close my streaming message (writing ``text`` at ``offset`` first, if given); ``abandon`` marks it
+        cut short. Returns the final message."""
+        return self.request(
+            FinishStreamRequest(conversation=conversation, seq=seq, offset=offset, text=text, abandon=abandon)
+        )
 
     def _send_message(self, request: SendMessageRequest) -> Message:
         # Retried with the same client_msg_id (stored once), and announced to the sync engine so that

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from im_schema.content import SystemContent, TextContent
-from im_schema.events import Notice, PresenceNotice, ReadNotice, TypingNotice
+from im_schema.events import Notice, PresenceNotice, ReadNotice, StreamNotice, TypingNotice
 from im_schema.models import Message
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PresenceEvent",
     "ReadEvent",
     "RecallEvent",
+    "StreamEvent",
     "TypingEvent",
     "UnknownEvent",
     "to_event",
@@ -147,6 +148,27 @@ class PresenceEvent:
 
 
 @dataclass(frozen=True)
+class StreamEvent:
+    """A streaming message grew, or was closed (see :mod:`im_schema.streams`).
+
+    ``text`` is its whole text so far: show it in place of the message ``seq`` (delivered before as a
+    :class:`MessageEvent` with ``message.stream == "open"``). ``state`` is ``open`` while it grows, then
+    ``finished`` or ``abandoned``; a device that missed the last event reads the final text from history.
+    """
+
+    conversation: str
+    seq: int
+    sender: int
+    text: str
+    state: str
+
+    @property
+    def done(self) -> bool:
+        """The stream is closed: ``text`` is final."""
+        return self.state != "open"
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A frame this SDK version does not understand, kept as received."""
 
@@ -154,7 +176,9 @@ class UnknownEvent:
     raw: dict[str, Any]
 
 
-Event = MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent
+Event = (
+    MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | StreamEvent | NoticeEvent
+)
 """Everything ``events()`` yields; ``messages()`` yields only :class:`MessageEvent`."""
 
 
@@ -175,4 +199,6 @@ def to_event(item: Message | Notice, client: _Sender[T_co]) -> Event[T_co]:
         return TypingEvent(item.conversation, item.user_id, item.active)
     if isinstance(item, PresenceNotice):
         return PresenceEvent(item.user_id, item.online, item.last_seen)
+    if isinstance(item, StreamNotice):
+        return StreamEvent(item.conversation, item.seq, item.sender, item.text, item.state)
     return NoticeEvent(item)

@@ -172,6 +172,21 @@ class Settings(BaseSettings):
     """Messages per second one user may send (sustained), per API node."""
     send_burst: int = 100
 
+    # Streaming messages (see docs/protocol.md, "Streaming messages")
+    stream_max_open: Annotated[int, Field(ge=1)] = 5
+    """Streams one user may have open at once."""
+    stream_write_rate: Annotated[float, Field(gt=0)] = 20.0
+    """Writes per second one user may make into their streams (sustained), per API node."""
+    stream_write_burst: Annotated[int, Field(ge=1)] = 50
+    stream_push_interval: Annotated[float, Field(gt=0)] = 0.1
+    """Members' devices are told of a stream's growth at most once per this many seconds (per API node)."""
+    stream_idle_timeout: Annotated[float, Field(gt=0)] = 60.0
+    """A stream not written for this many seconds is closed as ``abandoned``."""
+    stream_max_duration: Annotated[float, Field(gt=0)] = 900.0
+    """A stream open for this many seconds is closed as ``abandoned``, however busy."""
+    stream_sweep_interval: Annotated[float, Field(gt=0)] = 5.0
+    """How often each API node looks for streams to close."""
+
     # Consent in groups (see docs/protocol.md, "Invitations")
     group_invites_default: Literal["everyone", "friends", "nobody"] = "friends"
     """Who may add a user to a group directly until the user chooses (``PATCH /v1/me/privacy``)."""

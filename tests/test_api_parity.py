@@ -6,10 +6,12 @@ import inspect
 
 import pytest
 
-from im_sdk import AsyncClient, Client
+from im_sdk import AsyncClient, AsyncMessageStream, Client, MessageStream
 
 # Names that legitimately differ between the twins: sync name -> async name.
 RENAMED = {"close": "aclose", "__enter__": "__aenter__", "__exit__": "__aexit__"}
+FACTORIES = {"stream"}
+"""Plain methods on both twins that return the twin's own context manager (checked below)."""
 
 
 def public_members(cls):
@@ -52,6 +54,9 @@ def test_async_twin_is_a_coroutine_or_async_iterator(sync_name, async_name):
     sync_member = inspect.getattr_static(Client, sync_name)
     async_member = inspect.getattr_static(AsyncClient, async_name)
     if isinstance(sync_member, property):
+        return
+    if sync_name in FACTORIES:
+        assert not inspect.iscoroutinefunction(async_member)
         return
     assert not inspect.iscoroutinefunction(sync_member)
     if inspect.isgeneratorfunction(sync_member):
@@ -104,3 +109,15 @@ def test_namespaces_are_twins_too(attribute, module, sync_name, async_name):
         assert isinstance(getattr(client, attribute), sync_cls)
     finally:
         client.close()
+
+
+def test_message_streams_are_twins():
+    members = {name for name in dir(MessageStream) if not name.startswith("_")}
+    assert members == {name for name in dir(AsyncMessageStream) if not name.startswith("_")}
+    for name in members:
+        sync_member = inspect.getattr_static(MessageStream, name)
+        async_member = inspect.getattr_static(AsyncMessageStream, name)
+        if callable(sync_member):
+            assert _parameters(sync_member) == _parameters(async_member)
+            assert inspect.iscoroutinefunction(async_member) and not inspect.iscoroutinefunction(sync_member)
+    assert hasattr(AsyncMessageStream, "__aenter__") and hasattr(MessageStream, "__enter__")

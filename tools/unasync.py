@@ -43,6 +43,7 @@ FILES = {
     "im_sdk/_async_client.py": "im_sdk/_sync_client.py",
     "im_sdk/_people.py": "im_sdk/_sync_people.py",
     "im_sdk/_devices.py": "im_sdk/_sync_devices.py",
+    "im_sdk/_streams.py": "im_sdk/_sync_streams.py",
 }
 """Source module → generated module, relative to the repository root."""
 
@@ -51,6 +52,7 @@ NAMES = {
     "AsyncFriends": "Friends",
     "AsyncGroups": "Groups",
     "AsyncDevices": "Devices",
+    "AsyncMessageStream": "MessageStream",
     "AsyncBaseTransport": "BaseTransport",
     "AsyncIterator": "Iterator",
     "AsyncGenerator": "Generator",
@@ -69,6 +71,7 @@ MODULES = {
     "_async_client": "_sync_client",
     "_people": "_sync_people",
     "_devices": "_sync_devices",
+    "_streams": "_sync_streams",
 }
 """Modules renamed in imports (only in code: a docstring that names a file keeps naming it)."""
 

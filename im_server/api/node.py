@@ -43,6 +43,7 @@ from ..services.media import MediaService
 from ..services.membership import MembershipCache
 from ..services.messaging import MessagingService, UserDirectory
 from ..services.social import SocialService
+from ..services.streams import StreamService
 from ..services.sync import SyncService
 from ..services.tokens import TokenCodec
 from ..settings import Settings
@@ -55,6 +56,7 @@ from ..storage.faults import classify
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
 from ..storage.social import SocialStore
+from ..storage.streams import StreamStore
 
 __all__ = ["ApiNode"]
 
@@ -136,6 +138,8 @@ class ApiNode:
             self.mirror.routes,
             self.mirror.nodes,
         )
+        self.streams = StreamService(settings, StreamStore(self.db), self.messaging, self.committer, self.deliverer)
+        """Streaming messages (``/v1/streams``)."""
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_lag = LoopLagMonitor(
@@ -240,6 +244,7 @@ class ApiNode:
         await self.heartbeat.start()
         self.deliverer.start(self.settings.heartbeat_interval)
         self.reaper.start()
+        self.streams.start()
         self._loop_lag.start()
         log.info("api node %s started", self.node_id)
 
@@ -250,6 +255,7 @@ class ApiNode:
                 await subscription.unsubscribe()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
+        await self.streams.stop()
         await self.committer.stop()
         await self.reaper.stop()
         await self.deliverer.stop()

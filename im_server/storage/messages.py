@@ -22,7 +22,7 @@ from im_schema.models import ConversationSummary, Message, ReadState, format_tim
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
 from .files import insert_shares, share_rows
-from .tables import conversations, groups, members, mentions, messages
+from .tables import conversations, groups, members, mentions, messages, streams
 
 __all__ = [
     "UNCOUNTED_KINDS",
@@ -51,6 +51,8 @@ class NewMessage:
     reply_to: int | None = None
     mentions: tuple[int, ...] = ()
     mention_all: bool = False
+    stream: bool = False
+    """Open it as a streaming message (see :mod:`.streams`)."""
 
     def body(self) -> bytes:
         """The content as stored: its JSON."""
@@ -148,6 +150,8 @@ def message_json(
             fields["mention_all"] = True
         if meta.get("edited_at"):
             fields["edited_at"] = _timestamp(meta["edited_at"])
+        if meta.get("stream"):
+            fields["stream"] = meta["stream"]
     return orjson.dumps(fields)
 
 
@@ -694,6 +698,7 @@ def _write_batch(
 
     # 4. Insert, and move each sender's read position past their own message.
     rows_out: list[dict[str, Any]] = []
+    stream_rows: list[dict[str, Any]] = []
     shares: list[dict[str, Any]] = []
     mention_rows: list[dict[str, Any]] = []
     read_up_to: dict[tuple[str, int], int] = {}
@@ -716,6 +721,18 @@ def _write_batch(
         if item.mention_all:
             meta["all"] = True
             mention_rows.append({"conversation_id": item.conversation, "seq": seq, "user_id": 0})
+        if item.stream:
+            meta["stream"] = "open"
+            stream_rows.append(
+                {
+                    "conversation_id": item.conversation,
+                    "seq": seq,
+                    "sender_id": item.sender,
+                    "opened_at": now,
+                    "touched_at": now,
+                    "length": len(getattr(item.content, "text", "")),
+                }
+            )
         rows_out.append(
             {
                 "conversation_id": item.conversation,
@@ -750,6 +767,8 @@ def _write_batch(
             insert_shares(conn, shares)  # who may download the blobs these messages carry
         if mention_rows:
             conn.execute(insert(mentions), mention_rows)
+        if stream_rows:
+            conn.execute(insert(streams), stream_rows)
     for index, first in repeats:
         written = results[first]
         results[index] = written.again() if isinstance(written, Written) else written

@@ -37,6 +37,7 @@ __all__ = [
     "metadata",
     "revoked_sessions",
     "rotated_refresh",
+    "streams",
     "user_privacy",
     "users",
 ]
@@ -154,6 +155,22 @@ messages = Table(
     # JSON: the reply preview, mentions, when it was edited.
     PrimaryKeyConstraint("conversation_id", "seq"),
     UniqueConstraint("sender_id", "client_msg_id"),
+)
+
+streams = Table(
+    "streams",
+    metadata,
+    # Streaming messages still open (migration 0008_streams): the message row holds the text so far; this
+    # row says who may write it and since when it is idle. Deleted when the stream is finished or abandoned.
+    Column("conversation_id", String(48), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("sender_id", BigInteger, nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("touched_at", BigInteger, nullable=False),
+    Column("length", Integer, nullable=False),
+    PrimaryKeyConstraint("conversation_id", "seq"),
+    Index(None, "sender_id"),
+    Index(None, "touched_at"),
 )
 
 mentions = Table(
