@@ -77,6 +77,16 @@ class MessageEvent(Generic[T_co]):
         """Answer in the same conversation, quoting this message (await it on the async client)."""
         return self._client.send_text(self.message.conversation, text, reply_to=self.seq if quote else None)
 
+    def stream_reply(self, *, quote: bool = True, interval: float = 0.2) -> Any:
+        """A streaming answer in the same conversation, quoting this message: an
+        :class:`~im_sdk.AsyncMessageStream` (``async with``) on the async client and a bot, a
+        :class:`~im_sdk.MessageStream` (``with``) on the blocking client. Inside a bot's handler its open is
+        idempotent like every send there."""
+        stream = getattr(self._client, "stream", None)
+        if stream is None:
+            raise TypeError("this client cannot stream messages")
+        return stream(self.message.conversation, reply_to=self.seq if quote else None, interval=interval)
+
     def mentions_user(self, user_id: int) -> bool:
         """Whether this message mentions the user (by name or with ``@all``)."""
         return self.message.mention_all or user_id in self.message.mentions

@@ -23,7 +23,17 @@ dispatch, middleware and errors, :mod:`im_sdk.bot.filters` and :mod:`im_sdk.bot.
 
 from __future__ import annotations
 
-from ..events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
+from .._streams import AsyncMessageStream
+from ..events import (
+    EditEvent,
+    MessageEvent,
+    NoticeEvent,
+    PresenceEvent,
+    ReadEvent,
+    RecallEvent,
+    StreamEvent,
+    TypingEvent,
+)
 from .bot import Bot, HandlingContext
 from .events import (
     FriendAdded,
@@ -51,6 +61,7 @@ from .filters import (
 from .router import ErrorHook, Handler, Middleware, NextHandler, Router
 
 __all__ = [
+    "AsyncMessageStream",
     "Bot",
     "Command",
     "CommandArgs",
@@ -80,6 +91,7 @@ __all__ = [
     "Regex",
     "Router",
     "Sender",
+    "StreamEvent",
     "Text",
     "TypingEvent",
     "direct",

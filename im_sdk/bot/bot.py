@@ -42,6 +42,7 @@ from im_schema.models import Message, User
 from .._async_client import AsyncClient
 from .._async_io import Reply
 from .._files import Progress, Source
+from .._streams import AsyncMessageStream
 from ..events import Event, MessageEvent, NoticeEvent
 from ..realtime.protocol import StartFrom
 from ..realtime.store import CursorKeeper
@@ -206,6 +207,40 @@ class Bot(Router):
             mentions=mentions,
             mention_all=mention_all,
         )
+
+    def stream(
+        self,
+        to: int | str,
+        *,
+        client_msg_id: str | None = None,
+        reply_to: int | None = None,
+        mentions: list[int] | None = None,
+        mention_all: bool = False,
+        interval: float = 0.2,
+    ) -> AsyncMessageStream:
+        """A streaming message (see :meth:`AsyncClient.stream`); inside a handler its open carries a send id
+        derived from the message handled, so a handler run again after a crash rewrites the same message
+        (or, if it was finished, leaves it: ``stream.done`` is then true after the first append)."""
+        return self.client.stream(
+            to,
+            client_msg_id=self._send_id(client_msg_id),
+            reply_to=reply_to,
+            mentions=mentions,
+            mention_all=mention_all,
+            interval=interval,
+        )
+
+    def reply_stream(self, message: Message | MessageEvent[Any], *, quote: bool = True) -> AsyncMessageStream:
+        """A streaming answer to ``message`` in its conversation, quoting it (see :meth:`stream`)::
+
+            @bot.on_message()
+            async def answer(msg: MessageEvent) -> None:
+                async with bot.reply_stream(msg) as stream:
+                    async for piece in model(msg.text):
+                        await stream.append(piece)
+        """
+        found = message.message if isinstance(message, MessageEvent) else message
+        return self.stream(found.conversation, reply_to=found.seq if quote else None)
 
     async def send_media(
         self,

@@ -241,3 +241,25 @@ async def test_streams_live_in_the_database_across_api_nodes_and_restarts(make_c
     final = await bot.finish_stream(stream.conversation, stream.seq)
     assert (final.stream, final.content.text) == ("finished", "one two three")
     assert (await _stream_event(bob_in, lambda e: e.done)).text == "one two three"
+
+
+async def test_writes_are_coalesced_into_few_pushes(make_cluster, inboxes, closing):
+    # An interval longer than the test: the first write is pushed at once, every later one waits for the
+    # next push, which only the finish sends (at once, with the final text).
+    cluster = make_cluster(gateways=1, stream_push_interval=3600)
+    bot = await cluster.user("bot")
+    bob = await cluster.user("bob")
+    closing += [bot, bob]
+    bob_in = inboxes(bob)
+    await wait_connected(cluster, bob)
+    stream = await bot.open_stream(bob.session.user.id, "0")
+    await bob_in.next()
+    for offset in range(1, 31):
+        await bot.append_stream(stream.conversation, stream.seq, offset, str(offset % 10))
+    await bot.finish_stream(stream.conversation, stream.seq)
+    final = "0" + "".join(str(offset % 10) for offset in range(1, 31))
+    first = await bob_in.event(StreamEvent)
+    assert (first.text, first.state) == ("01", "open")
+    last = await bob_in.event(StreamEvent)
+    assert (last.text, last.state) == (final, "finished")
+    assert cluster.api.node.streams.pushes == 2
