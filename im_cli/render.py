@@ -84,9 +84,14 @@ def system_text(content: SystemContent, name_of: NameOf) -> str:
 
 
 def body(message: Message, name_of: NameOf) -> str:
-    """What a message says: its text, its file (``[image] cat.jpg · 1.2 MB``), or the event in words."""
+    """What a message says: its text (``…`` after a streaming one still being written, ``(cut short)`` after
+    one abandoned), its file (``[image] cat.jpg · 1.2 MB``), or the event in words."""
     content = message.content
     if isinstance(content, TextContent):
+        if message.stream == "open":
+            return content.text + " …"  # still being written
+        if message.stream == "abandoned":
+            return content.text + " (cut short)"
         return content.text
     if isinstance(content, SystemContent):
         return system_text(content, name_of)

@@ -18,12 +18,22 @@ from im_schema.models import Message
 from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
 from im_sdk._files import DownloadPlan
-from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
+from im_sdk.events import (
+    EditEvent,
+    MessageEvent,
+    NoticeEvent,
+    PresenceEvent,
+    ReadEvent,
+    RecallEvent,
+    StreamEvent,
+    TypingEvent,
+)
 
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
 from ..output import err, out, print_json, when
 from ..render import body, mentions_text, notice_text, reply_text
+from ..streaming import StreamPrinter
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
 __all__ = ["chat", "conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
@@ -46,6 +56,9 @@ def _event_json(event: object) -> dict[str, object]:
     if isinstance(event, PresenceEvent):
         seen = event.last_seen.isoformat() if event.last_seen else None
         return {"presence": {"user_id": event.user_id, "online": event.online, "last_seen": seen}}
+    if isinstance(event, StreamEvent):
+        fields = ("conversation", "seq", "sender", "text", "state")
+        return {"stream": {name: getattr(event, name) for name in fields}}
     return {"event": repr(event)}
 
 
@@ -333,6 +346,9 @@ def listen(
 ) -> None:
     """Print incoming messages (and notices such as friend requests) live; reconnects and catches up.
 
+    A streaming message (a bot's answer written as it is generated) is printed once, when it is final; on a
+    terminal it grows in place instead. With --json every update is a line ({"stream": ...}).
+
     Connection state changes (connected, disconnected, reconnected) are printed on stderr.
     """
     context: Context = ctx.obj
@@ -354,19 +370,29 @@ def listen(
                 return found
 
             client.conversations_page = conversations_page  # type: ignore[method-assign]
+            streams = StreamPrinter(out, lambda message: _line(context, client, message))
+
+            def fetch(conversation: str, seq: int) -> Message | None:
+                found = client.history(conversation, after=seq - 1, limit=1).messages
+                return found[0] if found and found[0].seq == seq else None
+
             try:
                 me = context.me()
                 for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
                     if isinstance(event, MessageEvent):
                         if json_output:
                             print_json(event.message)
-                        else:
+                        elif not streams.message(event.message):
+                            streams.interrupt()
                             out.print(_line(context, client, event.message))
                     elif json_output:
                         print_json(_event_json(event))
+                    elif isinstance(event, StreamEvent):
+                        streams.event(event, fetch)
                     else:
                         line = _describe_event(context, client, event, me)
                         if line:
+                            streams.interrupt()
                             out.print(line)
             except KeyboardInterrupt:
                 raise typer.Exit(ExitCode.INTERRUPTED) from None

@@ -46,11 +46,31 @@ from im_schema.models import ConversationSummary, Message
 from im_schema.rest import ConversationPage
 from im_schema.social import FriendRequest
 from im_sdk import AsyncClient, IMError
-from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
+from im_sdk.events import (
+    EditEvent,
+    MessageEvent,
+    NoticeEvent,
+    PresenceEvent,
+    ReadEvent,
+    RecallEvent,
+    StreamEvent,
+    TypingEvent,
+)
 
 from ..render import notice_text
+from ..streaming import final_message
 from ..transfer import human_size, media_content
-from .events import ConnectionChanged, Edited, Incoming, NoticeArrived, PresenceChanged, Read, Recalled, Typing
+from .events import (
+    ConnectionChanged,
+    Edited,
+    Incoming,
+    NoticeArrived,
+    PresenceChanged,
+    Read,
+    Recalled,
+    StreamGrew,
+    Typing,
+)
 from .widgets import ChatView, ConversationItem, ConversationRow, MessageItem, message_text
 
 __all__ = ["ChatApp"]
@@ -283,6 +303,8 @@ class ChatApp(App[None]):
                     self.post_message(Typing(event.conversation, event.user_id, event.active))
                 elif isinstance(event, PresenceEvent):
                     self.post_message(PresenceChanged(event.user_id, event.online))
+                elif isinstance(event, StreamEvent):
+                    self.post_message(StreamGrew(event.conversation, event.seq, event.text, event.state))
                 elif isinstance(event, NoticeEvent):
                     self.post_message(NoticeArrived(event.notice))
         except IMError as exc:  # authentication ended: nothing more will come
@@ -317,6 +339,20 @@ class ChatApp(App[None]):
 
     async def on_edited(self, event: Edited) -> None:
         await self._replace(event.conversation, event.seq)
+
+    def on_stream_grew(self, event: StreamGrew) -> None:
+        """A streaming message grows in place (a missed update heals at the next: each has the whole text)."""
+        message = self.messages.get(event.seq) if event.conversation == self.current else None
+        if message is None or message.stream is None:
+            return
+        grown = final_message(
+            message, StreamEvent(event.conversation, event.seq, message.sender, event.text, event.state)
+        )
+        self.messages[event.seq] = grown
+        for item in self.query_one(ChatView).items():
+            if item.message.seq == event.seq:
+                item.message = grown
+                item.update(self._render(grown))
 
     def on_read(self, event: Read) -> None:
         row = self.rows.get(event.conversation)

@@ -20,6 +20,7 @@ __all__ = [
     "PresenceChanged",
     "Read",
     "Recalled",
+    "StreamGrew",
     "Typing",
 ]
 
@@ -46,6 +47,14 @@ class Edited(TextualMessage):
     def __init__(self, conversation: str, seq: int, text: str, marker: Message) -> None:
         super().__init__()
         self.conversation, self.seq, self.text, self.marker = conversation, seq, text, marker
+
+
+class StreamGrew(TextualMessage):
+    """A streaming message grew, or was closed: ``text`` is its whole text so far."""
+
+    def __init__(self, conversation: str, seq: int, text: str, state: str) -> None:
+        super().__init__()
+        self.conversation, self.seq, self.text, self.state = conversation, seq, text, state
 
 
 class Read(TextualMessage):

@@ -190,3 +190,24 @@ async def test_chat_files_with_progress_and_a_restart_of_the_gateways(sqlite_clu
         await _until(pilot, lambda: _shown(app)[-1].endswith("back ✓"))
     await alice.aclose()
     await bob.aclose()
+
+
+async def test_a_streaming_message_grows_in_place(sqlite_cluster):
+    bot = await sqlite_cluster.user("bot")
+    bob = await sqlite_cluster.user("bob")
+    assert bot.session and bob.session
+    conversation = direct_conversation(bot.session.user.id, bob.session.user.id)
+    await bot.send_text(bob.session.user.username, "hi")
+    app = _app(bob, sqlite_cluster.url)
+    try:
+        async with app.run_test(size=(100, 16)) as pilot:
+            await _until(pilot, lambda: app.current == conversation and "connected to" in app.sub_title)
+            opened = await bot.open_stream(conversation, "Once upon")
+            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon …"))
+            await bot.append_stream(conversation, opened.seq, 9, " a time")
+            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon a time …"))
+            await bot.finish_stream(conversation, opened.seq, offset=16, text=", the end.")
+            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon a time, the end."))
+            assert len(_shown(app)) == 2  # grown in place, not added again
+    finally:
+        await bot.aclose()
