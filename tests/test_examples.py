@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from im_schema.social import SendFriendRequest
+from im_sdk import MessageEvent, StreamEvent
 from tests.support.cluster import PASSWORD
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -113,3 +116,106 @@ async def test_send_report_script(sqlite_cluster, closing):
     assert "sent #1" in result.stdout and "build 42 passed" in result.stdout
     page = await user.history(result.stdout.split(" to ")[1].split()[0])
     assert [m.content.text for m in page.messages] == ["build 42 passed"]
+
+
+class _FakeModel:
+    """A tiny OpenAI-compatible endpoint on 127.0.0.1 (nothing leaves the machine): ``POST
+    /v1/chat/completions`` with ``"stream": true`` answers server-sent ``data:`` chunks. The first pieces go
+    at once; the rest wait for :attr:`go`, so that a test can look at the message half written."""
+
+    FIRST = ("Once", " upon", " a time")
+    REST = (", a bot", " streamed", " its answer.")
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.asked = asyncio.Event()
+        self.requests: list[tuple[dict[str, str], dict]] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aenter__(self) -> _FakeModel:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.go.set()
+
+    @staticmethod
+    def _chunk(piece: str) -> bytes:
+        chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        request_line, *lines = head.strip().split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        body = json.loads(await reader.readexactly(int(headers["content-length"])))
+        self.requests.append((headers | {"request-line": request_line}, body))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        writer.write(b": a comment line, ignored\n\n")
+        for piece in self.FIRST:
+            writer.write(self._chunk(piece))
+        await writer.drain()
+        self.asked.set()
+        await self.go.wait()
+        for piece in self.REST:
+            writer.write(self._chunk(piece))
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()
+        writer.close()
+
+
+async def test_llm_bot_streams_and_a_viewer_joining_midway_sees_it_grow(im_cluster):
+    username, password = await im_cluster.account("llm")
+    asker_name, asker_password = await im_cluster.account("asker")
+    final = "".join(_FakeModel.FIRST + _FakeModel.REST)
+    async with _FakeModel() as model:
+        env = im_cluster.env(username, password, LLM_BASE_URL=model.url, LLM_API_KEY="test-key", LLM_MODEL="tiny")
+        with running("llm_bot.py", env):
+            async with im_cluster.client() as asker, im_cluster.client() as viewer:
+                await asker.login(asker_name, asker_password, device="phone")
+                bot_user = await asker.get_user(username)
+                await asker.request(SendFriendRequest(to=bot_user.id))
+                async with asyncio.timeout(30):
+                    while not any(f.user.id == bot_user.id for f in await asker.friends.list()):
+                        await asyncio.sleep(0.05)
+                asked = await asker.send_text(username, "tell me a story")
+                async with asyncio.timeout(30):
+                    await model.asked.wait()
+                    while True:  # the bot opened its answer: stored, half written
+                        page = await asker.history(asked.conversation, after=asked.seq)
+                        if page.messages:
+                            break
+                        await asyncio.sleep(0.05)
+                [partial] = page.messages
+                assert partial.stream == "open" and partial.reply_to is not None
+                assert final.startswith(partial.content.text) and partial.content.text != final
+
+                # Another device of the asker connects mid-stream: it gets the text so far, then sees it grow.
+                await viewer.login(asker_name, asker_password, device="laptop")
+                seen: list[tuple[str, str]] = []
+                async with asyncio.timeout(30):
+                    async for event in viewer.events(start="all"):
+                        if isinstance(event, MessageEvent) and event.sender == bot_user.id:
+                            seen.append((event.message.stream or "", event.text or ""))
+                            model.go.set()  # the model goes on only now
+                        elif isinstance(event, StreamEvent):
+                            seen.append((event.state, event.text))
+                            if event.done:
+                                break
+                assert seen[0][0] == "open" and final.startswith(seen[0][1]) and seen[0][1] != final
+                assert seen[-1] == ("finished", final)
+                [stored] = (await asker.history(asked.conversation, after=asked.seq)).messages
+                assert (stored.stream, stored.content.text) == ("finished", final)
+    headers, body = model.requests[0]
+    assert headers["request-line"] == "POST /v1/chat/completions HTTP/1.1"
+    assert headers["authorization"] == "Bearer test-key"
+    assert body["stream"] is True and body["model"] == "tiny"
+    assert body["messages"] == [{"role": "user", "content": "tell me a story"}]
