@@ -125,6 +125,9 @@ class StreamService:
         """Store a streaming message and return it once committed (a repeated ``client_msg_id`` returns the
         stored one, open or not)."""
         if await self._store.open_count(sender) >= self._settings.stream_max_open:
+            stored = await self._store.find(sender, client_msg_id)
+            if stored is not None:
+                return stored  # a repeated open (a restarted bot, say) is not a new stream
             raise RateLimited(
                 f"at most {self._settings.stream_max_open} streams may be open at once; finish one first",
                 code=ErrorCode.QUOTA_EXCEEDED,
@@ -263,10 +266,12 @@ class StreamService:
         if pending is not None and pending.timer is not None:
             pending.timer.cancel()
         skip = (outcome.written.sender, device_id) if device_id is not None else None
-        await self._deliverer.notice(
-            await self._deliverer.recipients(outcome.written), self._notice(outcome), skip=skip
-        )
-        self.pushes += 1
+        try:
+            recipients = await self._deliverer.recipients(outcome.written)
+            await self._deliverer.notice(recipients, self._notice(outcome), skip=skip)
+            self.pushes += 1
+        except Exception as exc:  # stored all the same: devices read the final text from history
+            log.warning("closing push for %s/%d not sent: %s", key[0], key[1], exc)
 
     async def _sweep_forever(self) -> None:
         while True:

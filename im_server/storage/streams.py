@@ -62,6 +62,10 @@ class StreamStore:
         close the stream. Raises :class:`StreamError`."""
         return await self._db.write(_write, conversation, seq, actor, offset, text, max_len, close, now)
 
+    async def find(self, sender: int, client_msg_id: str) -> Written | None:
+        """The message ``sender`` stored with ``client_msg_id``, if any."""
+        return await self._db.read(_find, sender, client_msg_id)
+
     async def current(self, conversation: str, seq: int) -> Written:
         """The message as stored now (a repeated open answers it: its text may have grown since)."""
         return await self._db.read(_reread, conversation, seq)
@@ -70,6 +74,13 @@ class StreamStore:
         """Abandon streams idle since ``idle_before`` or open since ``opened_before``; returns those this call
         closed (another node's sweep may close some of the same at once: each is closed by one)."""
         return await self._db.write(_expire, idle_before, opened_before, limit)
+
+
+def _find(conn: Connection, sender: int, client_msg_id: str) -> Written | None:
+    row = conn.execute(
+        select(messages).where(messages.c.sender_id == sender, messages.c.client_msg_id == client_msg_id)
+    ).one_or_none()
+    return None if row is None else _written(row, duplicate=True)
 
 
 def _open_count(conn: Connection, sender: int) -> int:
@@ -100,6 +111,10 @@ def _write(
     close: str | None,
     now: int,
 ) -> StreamWrite:
+    key = (streams.c.conversation_id == conversation, streams.c.seq == seq)
+    # Locked first (on PostgreSQL): a sweep or a finish on another node that closes it meanwhile is
+    # waited for, and what is read below is then what they left.
+    still_open = conn.execute(select(streams.c.seq).where(*key).with_for_update()).first() is not None
     row, _ = _target(conn, conversation, seq, actor)  # the actor must still be a member who sees it
     state = (_meta(row) or {}).get("stream")
     if state is None:
@@ -107,7 +122,7 @@ def _write(
     if row.sender_id != actor:
         raise StreamError("forbidden", "only the sender writes a streaming message")
     current = TextContent.model_validate_json(row.body).text if row.kind == "text" else ""
-    if state != "open" or row.kind != "text":
+    if state != "open" or row.kind != "text" or not still_open:
         if close is not None and (offset is None or text is None or current[:offset] + text == current):
             return StreamWrite(_written(row, duplicate=True), current, state, False)  # finished twice
         raise StreamError("stream_closed", "the stream was closed; it takes no more text")
@@ -122,7 +137,6 @@ def _write(
             raise StreamError("bad_request", "a message needs at least one character")
     changed = new != current
     body = TextContent(text=new).model_dump_json() if changed else None
-    key = (streams.c.conversation_id == conversation, streams.c.seq == seq)
     if close is None:
         if body is not None:
             conn.execute(
@@ -159,8 +173,11 @@ def _expire(conn: Connection, idle_before: int, opened_before: int, limit: int) 
         row = conn.execute(
             select(messages).where(messages.c.conversation_id == stream.conversation_id, messages.c.seq == stream.seq)
         ).one_or_none()
-        if row is None or row.kind != "text" or (_meta(row) or {}).get("stream") != "open":
-            continue  # recalled meanwhile: nothing to tell
+        if row is None or (_meta(row) or {}).get("stream") != "open":
+            continue
+        if row.kind != "text":
+            _set_state(conn, row, "abandoned", None)  # recalled meanwhile: nothing to tell
+            continue
         text = TextContent.model_validate_json(row.body).text
         closed.append(StreamWrite(_set_state(conn, row, "abandoned", None), text, "abandoned", True))
     return closed

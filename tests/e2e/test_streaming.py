@@ -179,10 +179,12 @@ async def test_hostile_writes_are_refused(make_cluster, closing):
         assert answer.status_code == 401
         answer = await raw.post(f"{path}/finish", json={"offset": 5}, headers=headers)
         assert answer.status_code == 400  # offset without text
-    await bot.open_stream(bob.session.user.id, "second")
+    second = await bot.open_stream(bob.session.user.id, "second", client_msg_id="second-id")
     with pytest.raises(RateLimitedError) as quota:
         await bot.open_stream(bob.session.user.id, "third")  # two open at once at most here
     assert quota.value.code == "quota_exceeded"
+    repeated = await bot.open_stream(bob.session.user.id, "second", client_msg_id="second-id")
+    assert repeated.seq == second.seq  # a repeated open is not a new stream, even at the limit
     await bot.finish_stream(conversation, seq)
     await bot.open_stream(bob.session.user.id, "third")  # one finished: room again
 
@@ -214,6 +216,11 @@ async def test_an_idle_stream_is_abandoned(make_cluster, inboxes, closing):
     with pytest.raises(ConflictError):
         await bot.append_stream(stream.conversation, stream.seq, 8, "...")
     await bot.open_stream(bob.session.user.id, "room again")  # closed streams do not count
+
+    recalled = await bot.open_stream(bob.session.user.id, "regretted")
+    await bot.recall(recalled.conversation, recalled.seq)
+    with pytest.raises(ConflictError):
+        await bot.append_stream(recalled.conversation, recalled.seq, 9, "!")  # recalled: closed
 
 
 async def test_streams_live_in_the_database_across_api_nodes_and_restarts(make_cluster, inboxes, closing):
