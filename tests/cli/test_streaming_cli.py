@@ -136,3 +136,10 @@ def test_history_marks_streams_and_listen_prints_the_final_text_once(sqlite_clus
     result = im("-P", "bob", "history", bot_name)
     assert "The answer is 42." in result.output and "Half (cut short)" in result.output
     assert "…" not in result.output
+
+
+def test_listen_json_has_a_line_per_stream_update():
+    from im_cli.commands.chat import _event_json
+
+    line = _event_json(_event("Hello", "open", seq=4))
+    assert line == {"stream": {"conversation": "d:1:2", "seq": 4, "sender": 1, "text": "Hello", "state": "open"}}
