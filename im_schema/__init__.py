@@ -9,6 +9,7 @@ Only pydantic is imported here. Modules:
 - :mod:`~im_schema.files`: uploading and downloading the blobs of media messages
 - :mod:`~im_schema.models`: users, messages, conversation summaries
 - :mod:`~im_schema.rest`: one request model per endpoint, naming its response model
+- :mod:`~im_schema.streams`: streaming messages (open, write at an offset, finish)
 - :mod:`~im_schema.frames`: WebSocket frames, unions on ``type``
 """
 

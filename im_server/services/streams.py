@@ -198,7 +198,14 @@ class StreamService:
             raise RateLimited("too many stream writes; send bigger pieces less often", retry_after=round(wait, 3))
 
     async def _write(
-        self, actor: int, conversation: str, seq: int, *, offset: int | None, text: str | None, close: str | None
+        self,
+        actor: int,
+        conversation: str,
+        seq: int,
+        *,
+        offset: int | None,
+        text: str | None,
+        close: StreamState | None,
     ) -> StreamWrite:
         try:
             return await self._store.write(
@@ -217,11 +224,12 @@ class StreamService:
     @staticmethod
     def _notice(outcome: StreamWrite) -> StreamNotice:
         written = outcome.written
-        state: StreamState = "open"
-        if outcome.state in ("finished", "abandoned"):
-            state = "finished" if outcome.state == "finished" else "abandoned"
         return StreamNotice(
-            conversation=written.conversation, seq=written.seq, sender=written.sender, text=outcome.text, state=state
+            conversation=written.conversation,
+            seq=written.seq,
+            sender=written.sender,
+            text=outcome.text,
+            state=outcome.state,
         )
 
     async def _update(self, outcome: StreamWrite, device_id: str | None) -> None:

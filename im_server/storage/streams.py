@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import Connection, delete, func, select, update
 
 from im_schema.content import TextContent
+from im_schema.streams import StreamState
 
 from .engine import Database
 from .messages import LifecycleError, Written, _meta, _target, _written
@@ -32,8 +33,12 @@ class StreamWrite:
 
     written: Written
     text: str
-    state: str
+    state: StreamState
     changed: bool
+
+
+def _state(value: object) -> StreamState:
+    return "finished" if value == "finished" else "open" if value == "open" else "abandoned"
 
 
 class StreamStore:
@@ -55,7 +60,7 @@ class StreamStore:
         offset: int | None,
         text: str | None,
         max_len: int,
-        close: str | None,
+        close: StreamState | None,
         now: int,
     ) -> StreamWrite:
         """Write ``text`` at ``offset`` (if given) and, with ``close`` (``finished`` or ``abandoned``),
@@ -89,7 +94,7 @@ def _open_count(conn: Connection, sender: int) -> int:
     )
 
 
-def _set_state(conn: Connection, row: Any, state: str, body: str | None) -> Written:
+def _set_state(conn: Connection, row: Any, state: StreamState, body: str | None) -> Written:
     meta = _meta(row) or {}
     meta["stream"] = state
     values: dict[str, Any] = {"meta": orjson.dumps(meta).decode()}
@@ -108,7 +113,7 @@ def _write(
     offset: int | None,
     text: str | None,
     max_len: int,
-    close: str | None,
+    close: StreamState | None,
     now: int,
 ) -> StreamWrite:
     key = (streams.c.conversation_id == conversation, streams.c.seq == seq)
@@ -124,7 +129,7 @@ def _write(
     current = TextContent.model_validate_json(row.body).text if row.kind == "text" else ""
     if state != "open" or row.kind != "text" or not still_open:
         if close is not None and (offset is None or text is None or current[:offset] + text == current):
-            return StreamWrite(_written(row, duplicate=True), current, state, False)  # finished twice
+            return StreamWrite(_written(row, duplicate=True), current, _state(state), False)  # finished twice
         raise StreamError("stream_closed", "the stream was closed; it takes no more text")
     new = current
     if offset is not None and text is not None:

@@ -75,6 +75,7 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
         await cluster.friends(fuzzer, bob)
         first = await fuzzer.send_text(bob_id, "hello")
         second = await fuzzer.send_text(bob_id, "edit me")
+        streaming = await fuzzer.open_stream(bob_id, "a stream to write into")
         to_accept = await carol.request(SendFriendRequest(to=me.id))
         to_decline = await dave.request(SendFriendRequest(to=me.id))
         group = await fuzzer.request(
@@ -125,6 +126,8 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
             ("delete", "/v1/blocks/{user}"): {"user": mallory.session.user.id},
             ("post", "/v1/groups/{group_id}/transfer"): {"group_id": to_transfer.id},
             ("delete", "/v1/groups/{group_id}"): {"group_id": to_dissolve.id},
+            ("post", "/v1/conversations/{conversation}/messages/{seq}/stream"): {"seq": streaming.seq},
+            ("post", "/v1/conversations/{conversation}/messages/{seq}/stream/finish"): {"seq": streaming.seq},
         }
         bodies: dict[tuple[str, str], dict[str, Any]] = {
             ("post", "/v1/auth/login"): {"username": me.username, "password": PASSWORD, "device": "seed"},
@@ -138,6 +141,9 @@ async def _seed(cluster: TestCluster) -> dict[str, Any]:
             ("post", "/v1/groups/{group_id}/mute"): {"user": erin_id, "until": "2999-01-01T00:00:00Z"},
             ("patch", "/v1/friends/{user}"): {"remark": "fuzzed"},
             ("post", "/v1/blocks"): {"user": mallory.session.user.id},
+            ("post", "/v1/streams"): {"to": bob_id, "client_msg_id": "fuzz-stream-1", "text": "streamed"},
+            ("post", "/v1/conversations/{conversation}/messages/{seq}/stream"): {"offset": 22, "text": " grows"},
+            ("post", "/v1/conversations/{conversation}/messages/{seq}/stream/finish"): {},
             ("post", "/v1/messages"): {
                 "conversation": first.conversation,
                 "client_msg_id": "fuzz-example-1",
