@@ -270,3 +270,25 @@ async def test_writes_are_coalesced_into_few_pushes(make_cluster, inboxes, closi
     last = await bob_in.event(StreamEvent)
     assert (last.text, last.state) == (final, "finished")
     assert cluster.api.node.streams.pushes == 2
+
+
+async def test_a_stream_in_a_group_reaches_every_member(sqlite_cluster, inboxes, closing):
+    owner = await sqlite_cluster.user("owner")
+    ann = await sqlite_cluster.user("ann")
+    ben = await sqlite_cluster.user("ben")
+    closing += [owner, ann, ben]
+    group = await owner.groups.create("g", [ann.session.user.id, ben.session.user.id])
+    boxes = [inboxes(client) for client in (owner, ben)]  # the writing device itself gets no notices
+    for client in (owner, ben):
+        await wait_connected(sqlite_cluster, client)
+    async with ann.stream(group.conversation, interval=0) as stream:
+        await stream.append("group ")
+        await stream.append("answer")
+        with pytest.raises(ForbiddenError):
+            await ben.append_stream(group.conversation, stream.message.seq, 0, "mine now")
+    for box in boxes:
+        assert (await _stream_event(box, lambda e: e.done)).text == "group answer"
+    await owner.groups.kick(group.id, ben.session.user.id)
+    async with ben.stream(group.conversation) as refused:
+        with pytest.raises(ForbiddenError):
+            await refused.append("not a member any more")
