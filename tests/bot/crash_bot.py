@@ -1,5 +1,6 @@
 """A bot for the crash test: its handler records that it started, replies once, waits for a file the
-test creates, replies again and records that it finished (run as a process and killed with SIGKILL)."""
+test creates, replies again and records that it finished (run as a process and killed with SIGKILL).
+For a message ``stream`` the reply is one streaming message, written in two parts around the wait."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ async def main(control: Path) -> None:
     @bot.on_message()
     async def handle(msg: MessageEvent) -> None:
         record(control / "started", f"{msg.text}")
+        if msg.text == "stream":
+            async with msg.stream_reply(interval=0) as stream:
+                await stream.append("part one")
+                while not (control / "go-stream").exists():
+                    await asyncio.sleep(0.02)
+                await stream.append(", part two")
+            record(control / "finished", "stream")
+            return
         await msg.reply(f"first reply to {msg.text}")
         while not (control / f"go-{msg.text}").exists():
             await asyncio.sleep(0.02)

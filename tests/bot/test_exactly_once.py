@@ -116,3 +116,54 @@ async def test_a_bot_killed_mid_handler_handles_the_message_once_after_restart(s
         if bot.poll() is None:
             bot.kill()
             bot.wait(10)
+
+
+async def test_a_bot_killed_mid_stream_finishes_the_same_message_after_restart(sqlite_cluster, closing, tmp_path):
+    name = f"bot{uuid.uuid4().hex[:8]}"
+    user = await sqlite_cluster.user("asker")
+    closing.append(user)
+    await user.register(name, PASSWORD)
+    control = tmp_path / "control"
+    control.mkdir()
+    env = {
+        **os.environ,
+        "IM_SERVER": sqlite_cluster.url,
+        "IM_USERNAME": name,
+        "IM_PASSWORD": PASSWORD,
+        "IM_STATE_PATH": str(tmp_path / "bot-state.sqlite3"),
+    }
+
+    def start_bot() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, str(CRASH_BOT), str(control)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "bot.log").open("a"),
+            text=True,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        return process
+
+    asked = await user.send_text(name, "stream")
+    bot = start_bot()
+    try:
+
+        async def replies() -> list:
+            return (await user.history(asked.conversation, after=asked.seq)).messages
+
+        async with asyncio.timeout(30):
+            while [(m.stream, m.content.text) for m in await replies()] != [("open", "part one")]:
+                await asyncio.sleep(0.02)
+        bot.send_signal(signal.SIGKILL)  # mid-stream, without any cleanup
+        bot.wait(10)
+        (control / "go-stream").touch()
+        bot = start_bot()
+        await until(lambda: lines(control / "finished") == ["stream"])
+        assert lines(control / "started") == ["stream", "stream"]
+        [reply] = await replies()  # the same message, finished once
+        assert (reply.stream, reply.content.text) == ("finished", "part one, part two")
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+            bot.wait(10)
