@@ -269,6 +269,7 @@ class ChatApp(App[None]):
             self.sub_title = f"{self.username} · connected to {self.server}"
             if again:
                 self.say("reconnected")
+                self.refresh_streams()
         else:
             reason = event.reason if len(event.reason) <= 60 else event.reason[:59] + "…"
             self.sub_title = f"{self.username} · reconnecting to {self.server}… ({reason})"
@@ -339,6 +340,17 @@ class ChatApp(App[None]):
 
     async def on_edited(self, event: Edited) -> None:
         await self._replace(event.conversation, event.seq)
+
+    @work(group="streams")
+    @_until_closed
+    async def refresh_streams(self) -> None:
+        """Read again the streaming messages shown as still open: they may have ended while we were away
+        (stream notices are not replayed)."""
+        conversation = self.current
+        if conversation is None:
+            return
+        for seq in [seq for seq, message in self.messages.items() if message.stream == "open"]:
+            await self._replace(conversation, seq)
 
     def on_stream_grew(self, event: StreamGrew) -> None:
         """A streaming message grows in place (a missed update heals at the next: each has the whole text)."""

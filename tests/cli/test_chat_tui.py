@@ -8,6 +8,7 @@ from collections.abc import Callable
 from textual.widgets import Input, Static
 
 from im_cli.tui.app import ChatApp
+from im_cli.tui.events import ConnectionChanged
 from im_cli.tui.widgets import ChatView, ConversationItem
 from im_schema.content import TextContent
 from im_schema.ids import direct_conversation
@@ -209,5 +210,11 @@ async def test_a_streaming_message_grows_in_place(sqlite_cluster):
             await bot.finish_stream(conversation, opened.seq, offset=16, text=", the end.")
             await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon a time, the end."))
             assert len(_shown(app)) == 2  # grown in place, not added again
+
+            # Shown as still open when the connection came back (its end came while away): read again.
+            app.messages[opened.seq] = opened
+            app.post_message(ConnectionChanged("reconnecting", "test"))
+            app.post_message(ConnectionChanged("connected"))
+            await _until(pilot, lambda: app.messages[opened.seq].stream == "finished")
     finally:
         await bot.aclose()
