@@ -78,6 +78,17 @@ class StreamPrinter:
         self.interrupt()
         self._console.print(self._line(final_message(held, event)))
 
+    def heal(self, fetch: Callable[[str, int], Message | None]) -> None:
+        """After a reconnect: read the held messages again and print those that ended meanwhile (their
+        closing notice went while we were away; notices are not replayed)."""
+        for key in list(self._held):
+            found = fetch(*key)
+            if found is None or found.stream == "open":
+                continue
+            del self._held[key]
+            self.interrupt()
+            self._console.print(self._line(found))
+
     def interrupt(self) -> None:
         """End a growing line before something else is printed."""
         if self._live is not None:

@@ -364,17 +364,21 @@ def listen(
             # Each (re)connection lists the conversations first: the moment to say that it is up.
             page = client.conversations_page
 
-            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-                found = page(since=since, limit=limit)
-                state.connected()
-                return found
-
-            client.conversations_page = conversations_page  # type: ignore[method-assign]
             streams = StreamPrinter(out, lambda message: _line(context, client, message))
 
             def fetch(conversation: str, seq: int) -> Message | None:
                 found = client.history(conversation, after=seq - 1, limit=1).messages
                 return found[0] if found and found[0].seq == seq else None
+
+            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
+                found = page(since=since, limit=limit)
+                again = state.state == "disconnected"
+                state.connected()
+                if again:
+                    streams.heal(fetch)
+                return found
+
+            client.conversations_page = conversations_page  # type: ignore[method-assign]
 
             try:
                 me = context.me()

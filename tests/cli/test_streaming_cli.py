@@ -143,3 +143,14 @@ def test_listen_json_has_a_line_per_stream_update():
 
     line = _event_json(_event("Hello", "open", seq=4))
     assert line == {"stream": {"conversation": "d:1:2", "seq": 4, "sender": 1, "text": "Hello", "state": "open"}}
+
+
+def test_after_a_reconnect_held_streams_that_ended_are_printed():
+    printer, buffer = _printer(live=False)
+    printer.message(_message("one", seq=1))
+    printer.message(_message("two", seq=2))
+    stored = {1: _message("one, ended", seq=1, stream="finished"), 2: _message("two, still", seq=2)}
+    printer.heal(lambda conversation, seq: stored[seq])
+    assert buffer.getvalue() == "bot: one, ended\n"
+    printer.event(_event("two, done", "finished", seq=2), _no_fetch)  # still held: printed at its end
+    assert buffer.getvalue().splitlines() == ["bot: one, ended", "bot: two, done"]
