@@ -21,8 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from im_schema.errors import ErrorCode
 
 from ..cluster.metrics import SIZE_BUCKETS, Registry
-from ..errors import Forbidden, NotFound, Unavailable, storage_error
-from ..storage import MessageStore, NewMessage, Refused, Written
+from ..errors import NotFound, Refusal, Unavailable, storage_error
+from ..storage import MessageStore, NewMessage, Written
 from ..storage._util import now_ms
 from ..storage.faults import classify
 
@@ -126,7 +126,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         items = [pending.item for pending in batch]
-        results: list[Written | Refused | None] | None = None
+        results: list[Written | Refusal | None] | None = None
         started = time.perf_counter()
         for pending in batch:
             self._wait_seconds.observe(started - pending.enqueued)
@@ -173,8 +173,8 @@ class GroupCommitter:
                 pending.future.set_exception(
                     NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
                 )
-            elif isinstance(written, Refused):
-                pending.future.set_exception(Forbidden(written.message, code=ErrorCode(written.code)))
+            elif isinstance(written, Refusal):
+                pending.future.set_exception(written)
             else:
                 pending.future.set_result(written)
             if isinstance(written, Written) and not written.duplicate:
