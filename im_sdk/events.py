@@ -148,18 +148,25 @@ class PresenceEvent:
 
 @dataclass(frozen=True)
 class UnknownEvent:
-    """A frame this SDK version does not understand, kept as received."""
+    """A frame of a type this SDK version does not know (from a newer server), kept as received.
+
+    Yielded so that the application sees it (and may log it or upgrade); the loop keeps running.
+    """
 
     type: str
     raw: dict[str, Any]
 
 
-Event = MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent
+Event = (
+    MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent | UnknownEvent
+)
 """Everything ``events()`` yields; ``messages()`` yields only :class:`MessageEvent`."""
 
 
-def to_event(item: Message | Notice, client: _Sender[T_co]) -> Event[T_co]:
-    """The typed event for a delivered message or a pushed notice."""
+def to_event(item: Message | Notice | UnknownEvent, client: _Sender[T_co]) -> Event[T_co]:
+    """The typed event for a delivered message, a pushed notice or a frame of an unknown type."""
+    if isinstance(item, UnknownEvent):
+        return item
     if isinstance(item, Message):
         content = item.content
         if isinstance(content, SystemContent) and content.event in (
