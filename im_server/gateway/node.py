@@ -599,10 +599,6 @@ class GatewayNode:
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
 
-    def local_routes(self) -> list[Key]:
-        """The devices connected here."""
-        return list(self.connections)
-
 
 class _SendLane:
     """Sends of many connections, forwarded in order: one request in flight, the rest batched behind it.

@@ -109,10 +109,6 @@ class GroupCommitter:
         self._wakeup.set()
         return future
 
-    async def submit(self, item: NewMessage, device_id: str | None = None) -> Written:
-        """Queue one message and wait until it is committed."""
-        return await self.enqueue(item, device_id)
-
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()

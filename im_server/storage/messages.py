@@ -295,10 +295,6 @@ class MessageStore:
         """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
         return await self._db.read(_receipts, conversation, seq)
 
-    async def read_position(self, conversation: str, user_id: int) -> int:
-        """A member's read position (0 if not a member)."""
-        return await self._db.read(_read_position, conversation, user_id)
-
     async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
         """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
         return await self._db.write(_mark_read, conversation, user_id, seq, now)
@@ -596,13 +592,6 @@ def _receipts(conn: Connection, conversation: str, seq: int) -> tuple[int, list[
     read = sorted(row.user_id for row in rows if row.read_seq >= seq)
     unread = sorted(row.user_id for row in rows if row.read_seq < seq)
     return sender, read, unread
-
-
-def _read_position(conn: Connection, conversation: str, user_id: int) -> int:
-    value = conn.execute(
-        select(members.c.read_seq).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
-    ).scalar_one_or_none()
-    return int(value or 0)
 
 
 # The statements of the hot path, built once (building them costs more than running them).
