@@ -55,6 +55,8 @@ class GroupService:
         directory: UserDirectory,
         deliverer: Deliverer,
         social: SocialService,
+        *,
+        announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -63,8 +65,8 @@ class GroupService:
         self._deliverer = deliverer
         self._social = social
         self._consent = consent_limits(settings)
-        self.announce: Callable[[str], Awaitable[None]] | None = None
-        """Tells the other API nodes that a group's membership changed (set by the node)."""
+        self.announce = announce
+        """Tells the other API nodes that a group's membership changed (``None``: no other node to tell)."""
 
     async def _run(self, operation: Awaitable[Change]) -> Change:
         change = await operation
