@@ -31,6 +31,14 @@ from ..errors import Refusal
 from ._util import insert_ignore, ms_to_datetime
 from .consent import Admission, ConsentLimits, Relation, admission, invitation_usable, quota_wait
 from .engine import Database
+from .group_rules import (
+    require,
+    require_may_invite,
+    require_may_leave,
+    require_not_owner,
+    require_outranks,
+    require_rank,
+)
 from .messages import Written, append_system
 from .tables import (
     blocks,
@@ -52,8 +60,6 @@ GroupRuleError = Refusal
 
 _HOUR = 3600 * 1000
 _DAY = 24 * _HOUR
-
-_RANK = {"owner": 2, "admin": 1, "member": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +92,6 @@ class Change:
     group: Group | None = None
     invitations: tuple[GroupInvitation, ...] = ()
     """Invitations the change made or answered, whose invitees' devices are told (hidden ones left out)."""
-
-
-def _require(condition: bool, code: ErrorCode, message: str) -> None:
-    if not condition:
-        raise Refusal(code, message)
 
 
 class GroupStore:
@@ -264,7 +265,7 @@ def _stamp(ms: int) -> str:
 
 def _group_row(conn: Connection, group_id: int) -> Any:
     row = conn.execute(select(groups).where(groups.c.id == group_id)).one_or_none()
-    _require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
+    require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
     return row
 
 
@@ -273,11 +274,11 @@ def _live_group(conn: Connection, group_id: int, *, lock: bool = False) -> Any:
         # Serializes the changes of one group's membership and invitations (PostgreSQL; SQLite's writes
         # are serial already), so that "one pending invitation per user" and the limits hold.
         row = conn.execute(select(groups).where(groups.c.id == group_id).with_for_update()).one_or_none()
-        _require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
+        require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
     else:
         row = _group_row(conn, group_id)
     assert row is not None
-    _require(not row.dissolved, ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
+    require(not row.dissolved, ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
     return row
 
 
@@ -297,13 +298,8 @@ def _active(conn: Connection, conversation: str, user_id: int) -> MemberRow | No
 
 def _acting(conn: Connection, conversation: str, actor: int, *, at_least: Role = "member") -> MemberRow:
     row = _active(conn, conversation, actor)
-    _require(row is not None, ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
+    require_rank(row.role if row is not None else None, at_least)
     assert row is not None
-    _require(
-        _RANK[row.role] >= _RANK[at_least],
-        ErrorCode.FORBIDDEN,
-        f"only the {'owner' if at_least == 'owner' else 'owner and admins'} may do this",
-    )
     return row
 
 
@@ -419,7 +415,7 @@ def _create(
         .returning(groups.c.id)
     ).scalar_one()
     others, invited = _admit(conn, group_id, owner, candidates, consent, now)
-    _require(len(others) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
+    require(len(others) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     conversation = group_conversation(group_id)
     conn.execute(
         insert(conversations).values(
@@ -500,11 +496,7 @@ def _add(
     conversation = group_conversation(group_id)
     if via == "invite":
         inviter = _acting(conn, conversation, actor)
-        _require(
-            group.allow_member_invite or inviter.role != "member",
-            ErrorCode.FORBIDDEN,
-            "members may not invite to this group",
-        )
+        require_may_invite(inviter.role, allow_member_invite=group.allow_member_invite)
     existing = _share_users(conn, [actor, *user_ids])
     current = _active_ids(conn, conversation)
     candidates = sorted((existing & set(user_ids)) - current)
@@ -518,7 +510,7 @@ def _add(
     invitations = _invitations_by_id(conn, invited, now)
     if not new:
         return Change(None, frozenset(), _group_model(conn, group, actor), invitations)
-    _require(len(current) + len(new) <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
+    require(len(current) + len(new) <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
     # New members see the announcement of their own arrival; what came before only if the group allows it.
     joined_seq = 0 if group.history_visible else max_seq
@@ -533,20 +525,14 @@ def _remove(conn: Connection, group_id: int, actor: int, user_id: int, now: int)
     _live_group(conn, group_id)
     conversation = group_conversation(group_id)
     target = _active(conn, conversation, user_id)
-    _require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
     if actor == user_id:
-        _require(
-            target.role != "owner", ErrorCode.FORBIDDEN, "the owner transfers ownership or dissolves the group instead"
-        )
+        require_may_leave(target.role)
         event = SystemEvent.MEMBER_LEFT
     else:
         kicker = _acting(conn, conversation, actor, at_least="admin")
-        _require(
-            _RANK[kicker.role] > _RANK[target.role],
-            ErrorCode.FORBIDDEN,
-            "an admin cannot remove the owner or another admin",
-        )
+        require_outranks(kicker.role, target.role, "remove")
         event = SystemEvent.MEMBER_KICKED
     recipients = _active_ids(conn, conversation)
     written = _system(conn, conversation, actor, event, {"user": user_id}, now, roster=True)
@@ -604,8 +590,8 @@ def _transfer(conn: Connection, group_id: int, actor: int, new_owner: int, now: 
     _live_group(conn, group_id)
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="owner")
-    _require(new_owner != actor, ErrorCode.BAD_REQUEST, "you own this group already")
-    _require(
+    require(new_owner != actor, ErrorCode.BAD_REQUEST, "you own this group already")
+    require(
         _active(conn, conversation, new_owner) is not None,
         ErrorCode.NOT_A_MEMBER,
         "that user is not a member of this group",
@@ -628,9 +614,9 @@ def _set_admin(conn: Connection, group_id: int, actor: int, user_id: int, admin:
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="owner")
     target = _active(conn, conversation, user_id)
-    _require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
-    _require(target.role != "owner", ErrorCode.FORBIDDEN, "the owner is not an admin")
+    require_not_owner(target.role)
     role: Role = "admin" if admin else "member"
     if target.role == role:
         return Change(None, frozenset())
@@ -649,11 +635,9 @@ def _mute(conn: Connection, group_id: int, actor: int, user_id: int, until: int 
     conversation = group_conversation(group_id)
     muter = _acting(conn, conversation, actor, at_least="admin")
     target = _active(conn, conversation, user_id)
-    _require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
-    _require(
-        _RANK[muter.role] > _RANK[target.role], ErrorCode.FORBIDDEN, "an admin cannot mute the owner or another admin"
-    )
+    require_outranks(muter.role, target.role, "mute")
     if until is not None and until <= now:
         until = None
     conn.execute(
@@ -675,13 +659,13 @@ def _set_mine(
     group = _group_row(conn, group_id)
     conversation = group_conversation(group_id)
     mine = _member_row(conn, conversation, user_id)
-    _require(mine is not None, ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
+    require(mine is not None, ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
     values: dict[str, Any] = {}
     if remark is not None:
         values["remark"] = remark or None
     written = None
     if nickname is not None:
-        _require(
+        require(
             mine is not None and mine.left_seq is None and not group.dissolved,
             ErrorCode.NOT_A_MEMBER,
             "you are not a member of this group",
@@ -703,7 +687,7 @@ def _set_mine(
 
 def _request_join(conn: Connection, group_id: int, user_id: int, message: str, now: int) -> JoinRequest:
     _live_group(conn, group_id)
-    _require(
+    require(
         _active(conn, group_conversation(group_id), user_id) is None,
         ErrorCode.ALREADY_MEMBER,
         "you are a member already",
@@ -774,7 +758,7 @@ def _decide_join(
             group_join_requests.c.status == "pending",
         )
     ).one_or_none()
-    _require(row is not None, ErrorCode.REQUEST_NOT_FOUND, "no such pending request")
+    require(row is not None, ErrorCode.REQUEST_NOT_FOUND, "no such pending request")
     assert row is not None
     conn.execute(
         update(group_join_requests)
@@ -877,7 +861,7 @@ def _decisions(conn: Connection, actor: int, targets: list[int], consent: Consen
 
 def _refuse_blocked(decisions: dict[int, Admission]) -> None:
     refused = sorted(user for user, decision in decisions.items() if decision == "refuse")
-    _require(
+    require(
         not refused,
         ErrorCode.USER_BLOCKED,
         f"you blocked user {', '.join(map(str, refused))}: unblock them first",
@@ -1083,11 +1067,11 @@ def _usable_invitation(conn: Connection, invitation_id: int, user_id: int, now: 
             group_invitations.c.id == invitation_id, group_invitations.c.invitee_id == user_id
         )
     ).scalar_one_or_none()
-    _require(group_id is not None, ErrorCode.INVITATION_NOT_FOUND, missing)
+    require(group_id is not None, ErrorCode.INVITATION_NOT_FOUND, missing)
     assert group_id is not None
     group = _live_group(conn, group_id, lock=True)
     row = conn.execute(select(group_invitations).where(group_invitations.c.id == invitation_id)).one()
-    _require(row.status == "pending" and row.expires_at > now, ErrorCode.INVITATION_NOT_FOUND, missing)
+    require(row.status == "pending" and row.expires_at > now, ErrorCode.INVITATION_NOT_FOUND, missing)
     _share_users(conn, [row.inviter_id, user_id])
     between = {
         (block.user_id, block.blocked_id)
@@ -1102,7 +1086,7 @@ def _usable_invitation(conn: Connection, invitation_id: int, user_id: int, now: 
         invitee_blocked_inviter=(user_id, row.inviter_id) in between,
     )
     inviter_active = _active(conn, group_conversation(group.id), row.inviter_id) is not None
-    _require(usable and inviter_active, ErrorCode.INVITATION_NOT_FOUND, missing)
+    require(usable and inviter_active, ErrorCode.INVITATION_NOT_FOUND, missing)
     return group, row
 
 
@@ -1130,7 +1114,7 @@ def _accept_invitation(conn: Connection, invitation_id: int, user_id: int, limit
         invitation = _decide_invitation(conn, invitation_id, "accepted", now)
         return Change(None, frozenset(), _group_model(conn, group, user_id), (invitation,))
     current = _active_ids(conn, conversation)
-    _require(len(current) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
+    require(len(current) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     invitation = _decide_invitation(conn, invitation_id, "accepted", now)
     max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
     _join(conn, conversation, [user_id], "member", 0 if group.history_visible else max_seq, now)
@@ -1165,7 +1149,7 @@ def _withdraw_invitation(
             group_invitations.c.expires_at > now,
         )
     ).one_or_none()
-    _require(
+    require(
         row is not None and (me.role != "member" or row.inviter_id == actor),
         ErrorCode.INVITATION_NOT_FOUND,
         "no such pending invitation",
