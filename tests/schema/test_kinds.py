@@ -30,9 +30,9 @@ def test_each_tag_names_its_models_kind(union: object) -> None:
 
 def test_known_kinds_come_from_the_unions() -> None:
     assert content._KINDS == ("text", "system", "recalled", "image", "file", "voice", "video")
-    assert events._KNOWN == frozenset(tags_of(Notice))
+    assert frozenset(tags_of(Notice)) == events._KNOWN
     assert "presence" in events._KNOWN
-    assert content.MEDIA_KINDS == {"image", "file", "voice", "video"}
+    assert {"image", "file", "voice", "video"} == content.MEDIA_KINDS
 
 
 def test_tags_of_refuses_an_untagged_branch() -> None:
