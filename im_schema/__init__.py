@@ -28,12 +28,13 @@ from .content import (
     OutgoingVoice,
     Preview,
     SystemContent,
+    SystemEvent,
     TextContent,
     UnknownContent,
     VideoContent,
     VoiceContent,
 )
-from .errors import ErrorBody, ErrorCode, ErrorEnvelope
+from .errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorEnvelope, http_status
 from .files import FileLimits, Upload
 from .frames import (
     AckFrame,
@@ -69,6 +70,7 @@ from .limits import PROTOCOL_VERSION
 from .models import ConversationSummary, Device, Message, ReadState, User
 
 __all__ = [
+    "HTTP_STATUS",
     "PROTOCOL_VERSION",
     "AckFrame",
     "AuthFrame",
@@ -105,6 +107,7 @@ __all__ = [
     "Seq",
     "ServerFrame",
     "SystemContent",
+    "SystemEvent",
     "TextContent",
     "UnknownContent",
     "Upload",
@@ -120,6 +123,7 @@ __all__ = [
     "direct_users",
     "group_conversation",
     "group_of",
+    "http_status",
     "is_conversation_id",
     "server_frames",
 ]

@@ -27,6 +27,7 @@ from im_sdk.events import (
     RecallEvent,
     StreamEvent,
     TypingEvent,
+    UnknownEvent,
 )
 
 from ..context import Context, fail, user_ref
@@ -59,6 +60,8 @@ def _event_json(event: object) -> dict[str, object]:
     if isinstance(event, StreamEvent):
         fields = ("conversation", "seq", "sender", "text", "state")
         return {"stream": {name: getattr(event, name) for name in fields}}
+    if isinstance(event, UnknownEvent):
+        return {"unknown": event.raw}
     return {"event": repr(event)}
 
 

@@ -233,11 +233,11 @@ class Bot(Router):
     def reply_stream(self, message: Message | MessageEvent[Any], *, quote: bool = True) -> AsyncMessageStream:
         """A streaming answer to ``message`` in its conversation, quoting it (see :meth:`stream`)::
 
-            @bot.on_message()
-            async def answer(msg: MessageEvent) -> None:
-                async with bot.reply_stream(msg) as stream:
-                    async for piece in model(msg.text):
-                        await stream.append(piece)
+        @bot.on_message()
+        async def answer(msg: MessageEvent) -> None:
+            async with bot.reply_stream(msg) as stream:
+                async for piece in model(msg.text):
+                    await stream.append(piece)
         """
         found = message.message if isinstance(message, MessageEvent) else message
         return self.stream(found.conversation, reply_to=found.seq if quote else None)

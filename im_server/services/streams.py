@@ -22,11 +22,11 @@ from im_schema.errors import ErrorCode
 from im_schema.events import StreamNotice
 from im_schema.streams import StreamProgress, StreamState
 
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, ServerError
+from ..errors import RateLimited
 from ..settings import Settings
 from ..storage import Written
 from ..storage._util import now_ms
-from ..storage.streams import StreamError, StreamStore, StreamWrite
+from ..storage.streams import StreamStore, StreamWrite
 from .commit import GroupCommitter
 from .delivery import Deliverer
 from .messaging import MessagingService
@@ -35,20 +35,6 @@ from .ratelimit import RateLimiter
 __all__ = ["StreamService"]
 
 log = logging.getLogger(__name__)
-
-_ERRORS: dict[str, type[ServerError]] = {
-    "bad_request": BadRequest,
-    "forbidden": Forbidden,
-    "not_found": NotFound,
-    "conversation_not_found": NotFound,
-    "stream_closed": Conflict,
-    "conflict": Conflict,
-    "text_too_long": BadRequest,
-}
-
-
-def _server_error(exc: StreamError) -> ServerError:
-    return _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code))
 
 
 @dataclasses.dataclass(slots=True)
@@ -207,19 +193,17 @@ class StreamService:
         text: str | None,
         close: StreamState | None,
     ) -> StreamWrite:
-        try:
-            return await self._store.write(
-                conversation,
-                seq,
-                actor,
-                offset=offset,
-                text=text,
-                max_len=self._settings.max_text_len,
-                close=close,
-                now=now_ms(),
-            )
-        except StreamError as exc:
-            raise _server_error(exc) from None
+        # A rule broken (not the sender, closed, past the limit...) raises a Refusal, told to the client as is.
+        return await self._store.write(
+            conversation,
+            seq,
+            actor,
+            offset=offset,
+            text=text,
+            max_len=self._settings.max_text_len,
+            close=close,
+            now=now_ms(),
+        )
 
     @staticmethod
     def _notice(outcome: StreamWrite) -> StreamNotice:

@@ -15,16 +15,15 @@ import orjson
 from sqlalchemy import Connection, delete, func, select, update
 
 from im_schema.content import TextContent
+from im_schema.errors import ErrorCode
 from im_schema.streams import StreamState
 
+from ..errors import Refusal
 from .engine import Database
-from .messages import LifecycleError, Written, _meta, _target, _written
+from .messages import Written, _meta, _target, _written
 from .tables import messages, streams
 
-__all__ = ["StreamError", "StreamStore", "StreamWrite"]
-
-StreamError = LifecycleError
-"""A write the stream does not take; ``code`` is an ``ErrorCode`` value."""
+__all__ = ["StreamStore", "StreamWrite"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ class StreamStore:
         now: int,
     ) -> StreamWrite:
         """Write ``text`` at ``offset`` (if given) and, with ``close`` (``finished`` or ``abandoned``),
-        close the stream. Raises :class:`StreamError`."""
+        close the stream. Raises :class:`~im_server.errors.Refusal`."""
         return await self._db.write(_write, conversation, seq, actor, offset, text, max_len, close, now)
 
     async def find(self, sender: int, client_msg_id: str) -> Written | None:
@@ -123,23 +122,23 @@ def _write(
     row, _ = _target(conn, conversation, seq, actor)  # the actor must still be a member who sees it
     state = (_meta(row) or {}).get("stream")
     if state is None:
-        raise StreamError("bad_request", "this is not a streaming message")
+        raise Refusal(ErrorCode.BAD_REQUEST, "this is not a streaming message")
     if row.sender_id != actor:
-        raise StreamError("forbidden", "only the sender writes a streaming message")
+        raise Refusal(ErrorCode.FORBIDDEN, "only the sender writes a streaming message")
     current = TextContent.model_validate_json(row.body).text if row.kind == "text" else ""
     if state != "open" or row.kind != "text" or not still_open:
         if close is not None and (offset is None or text is None or current[:offset] + text == current):
             return StreamWrite(_written(row, duplicate=True), current, _state(state), False)  # finished twice
-        raise StreamError("stream_closed", "the stream was closed; it takes no more text")
+        raise Refusal(ErrorCode.STREAM_CLOSED, "the stream was closed; it takes no more text")
     new = current
     if offset is not None and text is not None:
         if offset > len(current):
-            raise StreamError("conflict", f"offset {offset} is past the text so far ({len(current)} characters)")
+            raise Refusal(ErrorCode.CONFLICT, f"offset {offset} is past the text so far ({len(current)} characters)")
         new = current[:offset] + text
         if len(new) > max_len:
-            raise StreamError("text_too_long", f"text is longer than {max_len} characters")
+            raise Refusal(ErrorCode.TEXT_TOO_LONG, f"text is longer than {max_len} characters")
         if not new:
-            raise StreamError("bad_request", "a message needs at least one character")
+            raise Refusal(ErrorCode.BAD_REQUEST, "a message needs at least one character")
     changed = new != current
     body = TextContent(text=new).model_dump_json() if changed else None
     if close is None:

@@ -7,15 +7,15 @@ from fastapi import APIRouter, Response
 from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import PrincipalDep, StreamsDep
 
 router = APIRouter(tags=["messages"])
 
 
 @route(router, OpenStreamRequest)
-async def open_stream(body: OpenStreamRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def open_stream(body: OpenStreamRequest, streams: StreamsDep, principal: PrincipalDep) -> Response:
     """Store a streaming message (``stream`` is ``"open"``) and answer once it is committed."""
-    written = await node.streams.open(
+    written = await streams.open(
         principal.user_id,
         principal.device_id,
         to=body.to,
@@ -30,17 +30,17 @@ async def open_stream(body: OpenStreamRequest, node: NodeDep, principal: Princip
 
 
 @route(router, AppendStreamRequest)
-async def append_stream(body: AppendStreamRequest, node: NodeDep, principal: PrincipalDep) -> StreamProgress:
+async def append_stream(body: AppendStreamRequest, streams: StreamsDep, principal: PrincipalDep) -> StreamProgress:
     """Write text at an offset of my open stream (stored before the answer)."""
-    return await node.streams.append(
+    return await streams.append(
         principal.user_id, principal.device_id, body.conversation, body.seq, body.offset, body.text
     )
 
 
 @route(router, FinishStreamRequest)
-async def finish_stream(body: FinishStreamRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def finish_stream(body: FinishStreamRequest, streams: StreamsDep, principal: PrincipalDep) -> Response:
     """Close my stream (finished, or abandoned), after writing a last piece if given."""
-    written = await node.streams.finish(
+    written = await streams.finish(
         principal.user_id,
         principal.device_id,
         body.conversation,
