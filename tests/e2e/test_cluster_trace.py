@@ -47,9 +47,7 @@ async def test_trace_follows_a_message_to_its_gateways_and_devices(make_cluster,
         message = await _ws_send(sender, bob_id, "trace me")
         for device in (phone, laptop):
             await device.until(lambda d: message["seq"] in d.seen.get(message["conversation"], set()))
-        gateway_of = {
-            key: node.node_id for node in cluster.gateways for key in node.connections if key[0] in (bob_id,)
-        }
+        gateway_of = {key: node.node_id for node in cluster.gateways for key in node.connections if key[0] in (bob_id,)}
         alice_gateway = next(
             node.node_id for node in cluster.gateways if (alice.session.user.id, "dev1") in node.connections
         )
