@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # API node
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_reuse_port: bool = False
+    """Bind the API port with ``SO_REUSEPORT`` (Linux): several API processes of one machine share it
+    and the kernel spreads new connections over them (``im server up --apis N``)."""
 
     # Gateway node
     gateway_host: str = "127.0.0.1"

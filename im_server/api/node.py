@@ -292,6 +292,7 @@ class ApiNode:
             "nats": self.bus.nc.is_connected,
             "routes": len(self.mirror.routes),
             "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
+            "apis": [info.node_id for info in self.mirror.nodes.live("api")],
         }
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
