@@ -69,8 +69,8 @@ def _nodes_table(nodes: ClusterNodes, *, by_load: bool = False) -> Table:
         "role",
         "address",
         "connections",
-        "frames in/s",
-        "frames out/s",
+        "in/s",
+        "out/s",
         "uptime",
         "version",
         "state",
@@ -95,8 +95,8 @@ def _nodes_table(nodes: ClusterNodes, *, by_load: bool = False) -> Table:
 
 @app.command()
 def nodes(ctx: typer.Context, json_output: Json = False) -> None:
-    """Live nodes: id, role, address, connections, frames in/out per second (gateways), uptime, version,
-    serving or draining."""
+    """Live nodes: id, role, address, connections, WebSocket frames in/out per second (gateways: in/s,
+    out/s), uptime, version, serving or draining."""
     context: Context = ctx.obj
     with context.session() as client:
         found = client.request(ClusterNodesRequest())
