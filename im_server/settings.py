@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     """The most sends written in one group-commit transaction."""
     trace_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
     """Messages each node remembers for ``im cluster trace`` (when stored, published, pushed); 0: off."""
-    trace_devices: int = Field(default=32, ge=1, le=1000)
+    trace_devices: int = Field(default=16, ge=1, le=1000)
     """Devices listed per message in a node's trace record (the count goes on beyond them)."""
     send_rate: float = 20.0
     """Messages per second one user may send (sustained), per API node."""

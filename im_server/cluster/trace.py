@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -107,7 +108,7 @@ class TraceRecord:
 class TraceRing:
     """The last ``capacity`` messages one node handled, oldest forgotten first (``capacity=0``: off)."""
 
-    def __init__(self, capacity: int, devices: int = 32) -> None:
+    def __init__(self, capacity: int, devices: int = 16) -> None:
         self.capacity = capacity
         self.devices = devices
         self._records: OrderedDict[Key, TraceRecord] = OrderedDict()
@@ -143,16 +144,17 @@ class TraceRing:
             record.published[node] = record.published.get(node, 0) + devices
             record.published_at = record.published_at or _ms()
 
-    def pushed(self, key: Key, recipients: Iterable[tuple[int, str]], kind: str = "push") -> None:
-        """A gateway wrote the message to these devices."""
+    def pushed(self, key: Key, recipients: Iterable[tuple[int, str]], count: int, kind: str = "push") -> None:
+        """A gateway wrote the message to ``count`` devices; ``recipients`` lists them (only the first
+        :attr:`devices` of a record are read, so a large group costs no more than a small one)."""
         record = self._record(key)
         if record is None:
             return
-        now = _ms()
-        for user, device in recipients:
-            record.pushed += 1
-            if len(record.pushes) < self.devices:
-                record.pushes.append((user, device, kind, now))
+        record.pushed += count
+        room = self.devices - len(record.pushes)
+        if room > 0:
+            now = _ms()
+            record.pushes.extend((user, device, kind, now) for user, device in islice(recipients, room))
 
     def get(self, key: Key) -> TraceRecord | None:
         """The record of a message, if still kept."""

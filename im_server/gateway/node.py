@@ -613,7 +613,8 @@ class GatewayNode:
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
                 if self.trace.capacity and (found := frame_key(frame)) is not None:
-                    self.trace.pushed(found[1], [key for key in recipients if key in connections])
+                    listed = (key for key in recipients if key in connections)
+                    self.trace.pushed(found[1], listed, len(targets))
 
     def local_routes(self) -> list[Key]:
         """The devices connected here."""
@@ -656,7 +657,7 @@ class _SendLane:
                 trace = self._node.trace
                 for (connection, key, _), answer in zip(batch, answers, strict=True):
                     if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
-                        trace.pushed(found[1], [key], "ack")
+                        trace.pushed(found[1], [key], 1, "ack")
                     left = self._per_connection[key] - 1
                     if left:
                         self._per_connection[key] = left

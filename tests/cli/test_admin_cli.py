@@ -106,9 +106,7 @@ def test_cluster_trace_and_frame_rates(sqlite_cluster, im):
     assert im("server", "create-admin", root, "--data-dir", str(data_dir), input="").exit_code == 0
     sent = im("-P", bob, "send", root, "trace this", "--json")
     seq = _json(sent)["seq"]
-    ids = sorted(
-        _json(im("-P", root, "admin", "users", "show", name, "--json"))["id"] for name in (root, bob)
-    )
+    ids = sorted(_json(im("-P", root, "admin", "users", "show", name, "--json"))["id"] for name in (root, bob))
     # The same message named every way the command accepts: by id, by names (any order), by the peer.
     for conversation in (f"d:{ids[0]}:{ids[1]}", f"d:{root}:{bob}", f"d:{bob}:{root}", f"d:{ids[1]}:{root}", bob):
         trace = _json(im("-P", root, "cluster", "trace", conversation, str(seq), "--json"))

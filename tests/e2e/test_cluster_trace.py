@@ -14,7 +14,7 @@ from im_schema.ids import direct_conversation
 from im_sdk import ForbiddenError
 from im_server.services.admin import bootstrap_admin
 from tests.support.cluster import TestCluster
-from tests.support.faults import RawDevice, text_frame
+from tests.support.faults import RawDevice, connect_device, text_frame
 
 
 async def _admin(cluster: TestCluster):
@@ -38,9 +38,9 @@ async def test_trace_follows_a_message_to_its_gateways_and_devices(make_cluster,
     bob = await cluster.user("bob", device="phone")
     bob_laptop = await cluster.device(bob, "laptop")
     closing += [root, alice, bob, bob_laptop]
-    sender = await RawDevice.connect(alice)
-    phone = await RawDevice.connect(bob)
-    laptop = await RawDevice.connect(bob_laptop)
+    sender = await connect_device(alice)
+    phone = await connect_device(bob)
+    laptop = await connect_device(bob_laptop)
     devices = [sender, phone, laptop]
     try:
         bob_id = bob.session.user.id
@@ -150,7 +150,7 @@ async def test_trace_says_when_records_aged_out(make_cluster, closing, inboxes):
     alice = await cluster.user("alice")
     bob = await cluster.user("bob")
     closing += [root, alice, bob]
-    receiver = await RawDevice.connect(bob)
+    receiver = await connect_device(bob)
     try:
         sent = [await alice.send_text(bob.session.user.id, f"m{index}") for index in range(4)]
         last = sent[-1]
@@ -171,8 +171,8 @@ async def test_gateway_frame_rates_move_with_traffic(make_cluster, closing):
     alice = await cluster.user("alice")
     bob = await cluster.user("bob")
     closing += [root, alice, bob]
-    sender = await RawDevice.connect(alice)
-    receiver = await RawDevice.connect(bob)
+    sender = await connect_device(alice)
+    receiver = await connect_device(bob)
     gateway = cluster.gateways[0].node_id
 
     async def figures():

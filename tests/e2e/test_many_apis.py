@@ -22,7 +22,7 @@ from im_server.cluster.natsbin import free_port, free_port_block
 from im_server.services.admin import bootstrap_admin
 from tests.conftest import PG_ADMIN_URL, PgDatabases
 from tests.support.cluster import FAST, PASSWORD
-from tests.support.faults import RawDevice
+from tests.support.faults import RawDevice, connect_device
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads load on Linux")
 
@@ -70,7 +70,7 @@ async def _share_traffic(url: str, db_url: str, api_nodes: set[str], closing: li
     group = await root.request(CreateGroupRequest(name="shared", members=[user.session.user.id for user in users[1:]]))
     conversation = group.conversation
     start = (await root.history(conversation, limit=100)).messages[-1].seq
-    devices = [await RawDevice.connect(user) for user in users]
+    devices = [await connect_device(user) for user in users]
     try:
         texts = {index: [f"u{index}-m{n}" for n in range(PER_DEVICE)] for index in range(len(users))}
         await asyncio.gather(*(_send_all(devices[i], conversation, texts[i]) for i in range(len(users))))

@@ -40,7 +40,7 @@ def test_ring_is_bounded_and_says_since_when_it_is_complete():
     since = ring.since
     for seq in range(1, 6):
         ring.stored(("d:1:2", seq))
-        ring.pushed(("d:1:2", seq), [(2, "a"), (2, "b"), (2, "c")])
+        ring.pushed(("d:1:2", seq), [(2, "a"), (2, "b"), (2, "c")], 3)
     assert len(ring) == 3 and ring.evicted == 2 and ring.since >= since
     assert ring.get(("d:1:2", 1)) is None
     record = ring.get(("d:1:2", 5))
