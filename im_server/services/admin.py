@@ -228,8 +228,12 @@ class AdminService:
         stored = await self._store.stored_message(conversation, seq, TRACE_LIST_MAX)
         if stored is None:
             raise NotFound(f"no message {seq} in {conversation}", code=ErrorCode.NOT_FOUND)
-        live = [info.node_id for info in self._nodes.live()]
+        # Roles come from the registry (each node writes only its own heartbeat), not from the answers;
+        # an answer naming a node that is not live is ignored.
+        roles = {info.node_id: info.role for info in self._nodes.live()}
+        live = sorted(roles)
         answers = await self._gather(conversation, seq, live) if self._gather is not None else []
+        answers = [answer for answer in answers if answer.node_id in roles]
         nodes: list[TraceNode] = []
         aged_out: list[str] = []
         started_later: list[str] = []
@@ -240,10 +244,10 @@ class AdminService:
                 if answer.since > stored.created_at:
                     (aged_out if answer.evicted else started_later).append(answer.node_id)
                 continue
-            node = _trace_node(answer.node_id, answer.role, record)
+            node = _trace_node(answer.node_id, roles[answer.node_id], record)
             if node is None:
                 continue
-            if node.stored_at is not None:
+            if node.role == "api" and node.stored_at is not None:
                 stored_by = node.node_id
             nodes.append(node)
         answered = {answer.node_id for answer in answers}
@@ -276,14 +280,14 @@ def _trace_node(node_id: str, role: str, record: dict[str, Any]) -> TraceNode | 
             TracePush(user_id=user, device_id=str(device), kind=kind, at=ms_to_datetime(when))
             for user, device, kind, when in record.get("pushes") or []
         ]
+        if role == "gateway":  # a gateway stores and publishes nothing; an API node pushes nothing
+            return TraceNode(node_id=node_id, role="gateway", pushes=pushes, pushed=int(record.get("pushed") or 0))
         return TraceNode(
             node_id=node_id,
-            role="gateway" if role == "gateway" else "api",
+            role="api",
             stored_at=at(record.get("stored_at")),
             published=dict(record.get("published") or {}),
             published_at=at(record.get("published_at")),
-            pushes=pushes,
-            pushed=int(record.get("pushed") or 0),
         )
     except (TypeError, ValueError, OverflowError, OSError):
         return None

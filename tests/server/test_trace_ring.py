@@ -84,17 +84,26 @@ def test_malformed_node_answers_are_dropped(answer):
 
 
 @pytest.mark.parametrize(
-    "record",
+    ("role", "record"),
     [
-        {"pushes": [[1]]},
-        {"pushes": [[1, "d", "other", 1]]},
-        {"pushes": 5},
-        {"published": [1, 2, 3]},
-        {"pushed": "many"},
+        ("gateway", {"pushes": [[1]]}),
+        ("gateway", {"pushes": [[1, "d", "other", 1]]}),
+        ("gateway", {"pushes": 5}),
+        ("gateway", {"pushed": "many"}),
+        ("api", {"published": [1, 2, 3]}),
+        ("api", {"published": {"gw-1": "x"}}),
     ],
 )
-def test_malformed_records_are_dropped(record):
-    assert _trace_node("gw-1", "gateway", record) is None
+def test_malformed_records_are_dropped(role, record):
+    assert _trace_node("n-1", role, record) is None
+
+
+def test_a_node_is_taken_for_its_registered_role():
+    claims = {"stored_at": 1, "published": {"gw-1": 1}, "pushes": [[1, "d", "push", 1]], "pushed": 1}
+    gateway = _trace_node("gw-1", "gateway", claims)
+    assert gateway is not None and gateway.stored_at is None and gateway.published == {} and gateway.pushed == 1
+    api = _trace_node("api-1", "api", claims)
+    assert api is not None and api.pushes == [] and api.stored_at is not None
 
 
 def test_heartbeat_frame_figures_must_be_numbers():
