@@ -120,3 +120,31 @@ def test_cluster_trace_and_frame_rates(sqlite_cluster, im):
             assert refused.exit_code == code, (bad, refused.output)
     table = im("-P", root, "cluster", "nodes").stdout
     assert "in/s" in table and "out/s" in table
+
+
+def test_top_puts_the_busiest_nodes_first():
+    from rich.console import Console
+
+    from im_cli.commands.cluster import _nodes_table
+    from im_schema.admin import ClusterNode, ClusterNodes
+
+    def node(name: str, connections: int, rate: float | None) -> ClusterNode:
+        return ClusterNode(
+            node_id=name,
+            role="gateway" if rate is not None else "api",
+            address="",
+            connections=connections,
+            uptime=1,
+            version="1",
+            state="serving",
+            live=True,
+            frames_in_per_s=rate,
+            frames_out_per_s=rate,
+        )
+
+    nodes = ClusterNodes(nodes=[node("api-1", 0, None), node("gw-1", 50, 1.0), node("gw-2", 5, 900.0)])
+    console = Console(width=200, record=True)
+    console.print(_nodes_table(nodes, by_load=True))
+    text = console.export_text()
+    assert text.index("gw-2") < text.index("gw-1") < text.index("api-1")
+    assert "900.0" in text
