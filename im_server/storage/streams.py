@@ -20,7 +20,8 @@ from im_schema.streams import StreamState
 
 from ..errors import Refusal
 from .engine import Database
-from .messages import Written, _meta, _target, _written
+from .message_rows import Written, _meta, _written
+from .revisions import _target
 from .tables import messages, streams
 
 __all__ = ["StreamStore", "StreamWrite"]
