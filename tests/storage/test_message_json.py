@@ -16,11 +16,17 @@ SENT_AT = "2026-01-02T03:04:05.678Z"
 
 
 @pytest.mark.parametrize(
-    ("reply", "mentions", "everyone", "edited", "client_msg_id"),
-    list(itertools.product((None, REPLY), ([], [2, 3]), (False, True), (None, 1_767_225_600_000), (None, "abcdefgh"))),
+    ("reply", "mentions", "everyone", "edited", "client_msg_id", "stream"),
+    list(
+        itertools.product(
+            (None, REPLY), ([], [2, 3]), (False, True), (None, 1_767_225_600_000), (None, "abcdefgh"), (None, "open")
+        )
+    ),
 )
-def test_stored_json_reads_as_the_schema_writes_it(reply, mentions, everyone, edited, client_msg_id) -> None:
+def test_stored_json_reads_as_the_schema_writes_it(reply, mentions, everyone, edited, client_msg_id, stream) -> None:
     meta = {"mentions": mentions, "all": everyone}
+    if stream is not None:
+        meta["stream"] = stream
     if reply is not None:
         meta["reply"] = reply
     if edited is not None:
@@ -31,6 +37,7 @@ def test_stored_json_reads_as_the_schema_writes_it(reply, mentions, everyone, ed
     assert message.reply_to is None if reply is None else message.reply_to.model_dump() == reply
     assert message.mentions == mentions and message.mention_all is everyone
     assert (message.edited_at is None) is (edited is None)
+    assert message.stream == stream
     # Every field the storage layer writes is one the schema has, and the schema adds nothing but defaults.
     written = orjson.loads(data)
     schema = orjson.loads(message.model_dump_json())
