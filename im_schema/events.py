@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 from .groups import GroupInvitation, JoinRequest
 from .ids import UserId
 from .models import Timestamp, User
+from .presses import Press
 from .social import FriendRequest
 
 __all__ = [
+    "ButtonPressNotice",
     "FriendAddedNotice",
     "FriendRemovedNotice",
     "FriendRequestNotice",
@@ -110,6 +112,16 @@ class PresenceNotice(BaseModel):
     last_seen: Timestamp | None = None
 
 
+class ButtonPressNotice(BaseModel):
+    """A member pressed a button of my message. The press is kept until I acknowledge it
+    (``POST /v1/presses/{id}/ack``): list those I missed with ``GET /v1/presses``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["button_press"] = "button_press"
+    press: Press
+
+
 class UnknownNotice(BaseModel):
     """A notice kind this version does not know, kept whole."""
 
@@ -128,6 +140,7 @@ _KNOWN = frozenset(
         "read",
         "typing",
         "presence",
+        "button_press",
     }
 )
 
@@ -146,6 +159,7 @@ Notice = Annotated[
     | Annotated[ReadNotice, Tag("read")]
     | Annotated[TypingNotice, Tag("typing")]
     | Annotated[PresenceNotice, Tag("presence")]
+    | Annotated[ButtonPressNotice, Tag("button_press")]
     | Annotated[UnknownNotice, Tag("unknown")],
     Discriminator(_kind),
 ]

@@ -131,6 +131,16 @@ class Settings(BaseSettings):
     friend_request_burst: Annotated[int, Field(ge=1)] = 20
     friend_request_cooldown: Annotated[float, Field(ge=0)] = 86400.0
     """Seconds after a declined friend request before the same person may ask again."""
+    press_rate: Annotated[float, Field(gt=0)] = 5.0
+    """Button presses per second one user may make (sustained), per API node."""
+    press_burst: Annotated[int, Field(ge=1)] = 20
+    press_ttl: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    """Seconds an unacknowledged button press is kept for its recipient."""
+    press_max_pending: Annotated[int, Field(ge=1)] = 1000
+    """Unacknowledged presses one account may have; presses beyond are refused (``rate_limited``)."""
+    commands_rate: Annotated[float, Field(gt=0)] = 0.2
+    """Command declarations per second one account may make (sustained), per API node."""
+    commands_burst: Annotated[int, Field(ge=1)] = 10
     ws_frame_rate: Annotated[float, Field(gt=0)] = 50.0
     """Frames per second one WebSocket connection may send (sustained)."""
     ws_frame_burst: Annotated[int, Field(ge=1)] = 200

@@ -1,0 +1,65 @@
+"""Quick-reply buttons (press, list and acknowledge presses) and declared commands."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from im_schema.presses import (
+    AckPressRequest,
+    CommandList,
+    CommandsRequest,
+    PendingPressesRequest,
+    Press,
+    PressList,
+    PressRequest,
+    SetCommandsRequest,
+    SetUserCommandsRequest,
+)
+from im_schema.rest import Ok
+
+from ..contract import route
+from ..deps import NodeDep, PrincipalDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["buttons"])
+
+
+@route(router, PressRequest)
+async def press(request: PressRequest, node: NodeDep, principal: PrincipalDep) -> Press:
+    """Press a button of a message; the press goes to the message's sender."""
+    return await node.presses.press(principal.user_id, request.conversation, request.seq, request.button)
+
+
+@route(router, PendingPressesRequest)
+async def pending_presses(request: PendingPressesRequest, node: NodeDep, principal: PrincipalDep) -> PressList:
+    """The presses of my messages' buttons that I have not acknowledged, oldest first."""
+    return await node.presses.pending(principal.user_id, after=request.after, limit=request.limit)
+
+
+@route(router, AckPressRequest)
+async def acknowledge_press(request: AckPressRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
+    """A press of mine is handled: it is no longer listed."""
+    await node.presses.acknowledge(principal.user_id, request.press)
+    return Ok()
+
+
+@route(router, SetCommandsRequest)
+async def set_commands(request: SetCommandsRequest, node: NodeDep, principal: PrincipalDep) -> CommandList:
+    """Declare my commands (replacing those declared before)."""
+    return await node.presses.set_commands(principal.user_id, request.commands)
+
+
+@route(router, SetUserCommandsRequest)
+async def set_bot_commands(request: SetUserCommandsRequest, node: NodeDep, principal: PrincipalDep) -> CommandList:
+    """Declare a bot's commands (admins only)."""
+    await node.admin.require(principal)
+    bot = await node.admin.show(principal, request.bot)
+    node.presses.require_bot(bot.is_bot)
+    return await node.presses.set_commands(bot.id, request.commands)
+
+
+@route(router, CommandsRequest)
+async def commands(request: CommandsRequest, node: NodeDep, principal: PrincipalDep) -> CommandList:
+    """The commands a user (usually a bot) declared."""
+    return await node.presses.commands(request.user)
