@@ -446,7 +446,9 @@ class Bot(Router):
                 context: HandlingContext | None = HandlingContext(self.me.id, message.conversation, message.seq)
             elif isinstance(typed, ButtonPress):
                 # A press handled again after a crash sends what its first run sent, once.
-                context = HandlingContext(self.me.id, f"{typed.conversation}:press", typed.press.id)
+                press = typed.press
+                key = f"{press.conversation}:{press.seq}:press:{press.user_id}:{press.button}"
+                context = HandlingContext(self.me.id, key, press.id)
             else:
                 context = None
             token = _handling.set(context)

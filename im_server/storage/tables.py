@@ -303,6 +303,9 @@ button_presses = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("user_id", "conversation_id", "seq", "button"),
     Index(None, "recipient_id", "id"),
+    # Ids are never reused (SQLite would reuse the highest after a delete): a bot derives the send ids
+    # of a press's handler from its id.
+    sqlite_autoincrement=True,
 )
 
 user_commands = Table(

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "conversation_id", "seq", "button", name="uq_button_presses_user_id_conversation_id_seq_button"
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_button_presses_recipient_id_id", "button_presses", ["recipient_id", "id"])
     op.create_table(
