@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from im_schema.buttons import Button
-from im_schema.presses import BotCommand
+from im_schema.presses import BotCommand, SetUserCommandsRequest
 from im_sdk import (
     BadRequestError,
     ConversationNotFoundError,
@@ -132,7 +132,9 @@ async def test_presses_refused_to_whoever_may_not_make_them(cluster, closing):
 
 
 async def test_presses_are_rate_limited_and_bounded_per_recipient(make_cluster, closing):
-    cluster = make_cluster(gateways=1, press_rate=0.001, press_burst=3, press_max_pending=2, dm_requires_friendship=False)
+    cluster = make_cluster(
+        gateways=1, press_rate=0.001, press_burst=3, press_max_pending=2, dm_requires_friendship=False
+    )
     bot, alice = await cluster.user("bot"), await cluster.user("alice")
     closing += [bot, alice]
     question = await bot.send_text(alice.session.user.id, "Pick", buttons=[("a", "A"), ("b", "B"), ("c", "C")])
@@ -178,6 +180,4 @@ async def test_commands_are_declared_by_their_account_and_listed_to_anyone(clust
     answer = await http.put(f"/v1/admin/bots/{alice.session.user.id}/commands", json={"commands": []})
     assert answer.status_code == 403
     with pytest.raises(ForbiddenError):
-        from im_schema.presses import SetUserCommandsRequest
-
         await alice.request(SetUserCommandsRequest(bot=bot.session.user.id, commands=[]))
