@@ -133,7 +133,7 @@ async def test_presses_refused_to_whoever_may_not_make_them(cluster, closing):
 
 async def test_presses_are_rate_limited_and_bounded_per_recipient(make_cluster, closing):
     cluster = make_cluster(
-        gateways=1, press_rate=0.001, press_burst=3, press_max_pending=2, dm_requires_friendship=False
+        gateways=0, press_rate=0.001, press_burst=3, press_max_pending=2, dm_requires_friendship=False
     )
     bot, alice = await cluster.user("bot"), await cluster.user("alice")
     closing += [bot, alice]
@@ -144,6 +144,16 @@ async def test_presses_are_rate_limited_and_bounded_per_recipient(make_cluster, 
         await alice.press(question, "c")
     with pytest.raises(RateLimitedError):  # and alice is over her rate
         await alice.press(question, "a")
+
+
+async def test_unacknowledged_presses_lapse_after_the_ttl(make_cluster, closing):
+    cluster = make_cluster(gateways=0, press_ttl=0.0001, dm_requires_friendship=False)  # 0 ms: lapsed at once
+    bot, alice = await cluster.user("bot"), await cluster.user("alice")
+    closing += [bot, alice]
+    question = await bot.send_text(alice.session.user.id, "Pick", buttons=[("a", "A")])
+    first = await alice.press(question, "a")
+    assert (await bot.pending_presses()).presses == []
+    assert (await alice.press(question, "a")).id > first.id  # a lapsed press is not the same press
 
 
 async def test_commands_are_declared_by_their_account_and_listed_to_anyone(cluster, closing):
