@@ -112,3 +112,42 @@ async def test_an_author_help_wins_and_from_env_reads_the_bot_token(sqlite_clust
     assert not default_help
     assert [(c.name, c.description) for c in commands] == [("help", "how to use me"), ("echo", "/echo")]
     await bot.client.aclose()
+
+
+async def test_a_press_whose_handler_was_interrupted_is_handled_again_without_a_second_reply(
+    sqlite_cluster, closing, tmp_path
+):
+    _, token, _ = await _bot_token(sqlite_cluster, closing)
+    alice = await sqlite_cluster.user("alice")
+    closing.append(alice)
+    runs: list[int] = []
+    started = asyncio.Event()
+
+    def build() -> Bot:
+        bot = Bot(sqlite_cluster.url, token=token, state_path=tmp_path / "bot.sqlite3", backoff=FAST)
+        bot.shutdown_timeout = 0.2
+
+        @bot.on_event(ButtonPress)
+        async def slow(event: ButtonPress) -> None:
+            runs.append(event.press.id)
+            await event.answer("noted")
+            if len(runs) == 1:
+                started.set()
+                await asyncio.Event().wait()  # interrupted here by the first stop
+            await event.answer("done")
+
+        return bot
+
+    bot = build()
+    async with bot:
+        question = await bot.send_text(alice.session.user.id, "Ready?", buttons=[("go", "Go")])
+        press = await alice.press(question, "go")
+        await asyncio.wait_for(started.wait(), 10)
+    bot = build()
+    async with bot:
+        async with asyncio.timeout(10):
+            while len(runs) < 2 or (await bot.client.pending_presses()).presses:
+                await asyncio.sleep(0.02)
+    assert runs == [press.id, press.id]
+    texts = await _texts_from(alice, question.conversation, question.sender)
+    assert texts == ["Ready?", "noted", "done"]  # "noted" once: the second run's send was recognised
