@@ -153,6 +153,10 @@ def send(
     reply: Annotated[int | None, typer.Option("--reply", "-r", help="Quote the message with this seq.")] = None,
     mention: Annotated[list[str] | None, typer.Option("--mention", "-m", help="Mention a member (repeatable).")] = None,
     mention_all: Annotated[bool, typer.Option("--all", help="Mention everyone (group owners and admins).")] = False,
+    button: Annotated[
+        list[str] | None,
+        typer.Option("--button", "-b", metavar="ID=LABEL", help="A quick-reply button (repeatable, up to 8)."),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Send a text message (`echo hi | im send bob` works too), or a file with --file."""
@@ -162,6 +166,9 @@ def send(
         return
     if kind is not None:
         fail("--kind goes with --file", ExitCode.USAGE)
+    buttons = [tuple(item.split("=", 1)) for item in button or []]
+    if any(len(pair) != 2 for pair in buttons):
+        fail("--button is ID=LABEL, e.g. --button yes=Yes", ExitCode.USAGE)
     if text is None or text == "-":
         text = sys.stdin.read().rstrip("\n")
     if not text:
@@ -169,7 +176,14 @@ def send(
     with context.session() as client:
         mentioned = [client.get_user(user_ref(name)).id for name in mention or []]
         target = context.conversation_for(client, to)
-        message = client.send_text(target, text, reply_to=reply, mentions=mentioned, mention_all=mention_all)
+        message = client.send_text(
+            target,
+            text,
+            reply_to=reply,
+            mentions=mentioned,
+            mention_all=mention_all,
+            buttons=[(pair[0], pair[1]) for pair in buttons],
+        )
         where = context.conversation_name(client, message.conversation)
     if json_output:
         print_json(message)

@@ -56,3 +56,11 @@ def test_buttons_press_and_commands(sqlite_cluster, im, config_dir):
         assert listed.exit_code == 0 and "/weather CITY - the weather" in listed.stdout
         assert json.loads(im("-P", "alice", "bots", "commands", botname, "--json").stdout)[0]["name"] == "weather"
         assert "declares no commands" in im("-P", "alice", "bots", "commands", alice).stdout
+
+        # Buttons from the command line.
+        asked = im("-P", "alice", "send", botname, "Ready?", "--button", "go=Go", "-b", "wait=Not yet", "--json")
+        assert asked.exit_code == 0, asked.output
+        assert [b["label"] for b in json.loads(asked.stdout)["content"]["buttons"]] == ["Go", "Not yet"]
+        assert im("-P", "alice", "send", botname, "Ready?", "--button", "go").exit_code == 2
+        too_long = im("-P", "alice", "send", botname, "Ready?", "--button", "go=" + "x" * 65)
+        assert too_long.exit_code != 0 and "Traceback" not in too_long.output
