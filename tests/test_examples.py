@@ -51,9 +51,9 @@ async def test_echo_bot_befriends_and_answers(im_cluster):
 
 
 async def test_command_bot_help_and_commands(im_cluster):
-    username, password = await im_cluster.account("helper")
-    with running("command_bot.py", im_cluster.env(username, password)):
-        async with im_cluster.chat(username) as chat:
+    username, token = await im_cluster.bot_account("helper")  # a bot account, run with IM_BOT_TOKEN
+    with running("command_bot.py", im_cluster.env(username, IM_BOT_TOKEN=token)):
+        async with im_cluster.chat(username, befriend=False) as chat:  # bots need no friendship
             help_text = await chat.ask("/help", within=30)
             assert "/help - list the commands" in help_text and "/roll NdM - roll N dice" in help_text
             declared = await chat.client.commands(username)  # declared by the bot at start
