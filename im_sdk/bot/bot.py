@@ -181,6 +181,7 @@ class Bot(Router):
         self._connected = asyncio.Event()
         self._seen: set[tuple[str, int]] = set()
         self._listing: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
         self.handled = 0
         """Events dispatched so far (handled or not wanted), for tests and metrics."""
 
@@ -458,13 +459,19 @@ class Bot(Router):
             finally:
                 _handling.reset(token)
             if isinstance(typed, ButtonPress):
-                try:
-                    await self.client.ack_press(typed.press.id)
-                except Exception as exc:  # listed again after the next connect, and handled again
-                    log.warning("cannot acknowledge press %d: %s", typed.press.id, exc)
+                # In the background, so that the lane goes on; stop() waits for these.
+                task = asyncio.create_task(self._acknowledge(typed.press.id), name=f"ack-press-{typed.press.id}")
+                self._acks.add(task)
+                task.add_done_callback(self._acks.discard)
         if isinstance(message, Message) and self.client._cursors.manual:
             self.client._cursors.acknowledge(message)
         self.handled += 1
+
+    async def _acknowledge(self, press: int) -> None:
+        try:
+            await self.client.ack_press(press)
+        except Exception as exc:  # listed again after the next connect, and handled again
+            log.warning("cannot acknowledge press %d: %s", press, exc)
 
     async def stop(self) -> None:
         """Stop taking events, let running handlers finish (up to ``shutdown_timeout``), save the
@@ -486,6 +493,8 @@ class Bot(Router):
             if late:
                 log.warning("%d handlers did not finish within %.0fs; cancelled", len(late), self.shutdown_timeout)
                 await asyncio.wait(late)
+        if self._acks:
+            await asyncio.wait(set(self._acks), timeout=self.shutdown_timeout)
         self._lanes.clear()
         self._slots = asyncio.Semaphore(self._concurrency)
         await self.client.aclose()
