@@ -27,6 +27,7 @@ from im_sdk.events import (
     ReadEvent,
     RecallEvent,
     TypingEvent,
+    UnknownEvent,
 )
 
 from ..context import Context, fail, user_ref
@@ -57,6 +58,8 @@ def _event_json(event: object) -> dict[str, object]:
         return {"presence": {"user_id": event.user_id, "online": event.online, "last_seen": seen}}
     if isinstance(event, ButtonPressEvent):
         return {"press": event.press.model_dump(mode="json")}
+    if isinstance(event, UnknownEvent):
+        return {"unknown": event.raw}
     return {"event": repr(event)}
 
 

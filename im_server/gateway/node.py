@@ -43,7 +43,14 @@ from im_schema.limits import (
 )
 
 from .. import logs
-from ..bus.codec import decode_delivery
+from ..bus.codec import (
+    Ephemeral,
+    PresenceChanged,
+    TypingChanged,
+    TypingState,
+    decode_delivery,
+    encode_event,
+)
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
@@ -460,8 +467,9 @@ class GatewayNode:
                 elif isinstance(action, Forward):
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
                 elif isinstance(action, Typing):
-                    typing = action.frame.model_dump(mode="json", exclude={"type"})
-                    self._ephemeral(connection, {"typing": typing})
+                    self._ephemeral(
+                        connection, TypingState(conversation=action.frame.conversation, active=action.frame.active)
+                    )
                 else:
                     await self._close(connection, action)
                     break
@@ -495,7 +503,7 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
-        self._ephemeral(connection, {"online": True})
+        self._ephemeral(connection, online=True)
         return True
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
@@ -513,18 +521,22 @@ class GatewayNode:
         finally:
             if self.draining and not self.connections:
                 self._emptied.set()
-        self._ephemeral(connection, {"online": False})
+        self._ephemeral(connection, online=False)
 
-    def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
-        """Typing and presence go to one API node, no answer expected; losing one is harmless.
-
-        ``{"t": access token, "typing": {...}}`` or ``{"t": ..., "online": bool}``: the API takes the
-        user and device from the token.
+    def _ephemeral(
+        self, connection: ServerConnection, typing: TypingState | None = None, *, online: bool = False
+    ) -> None:
+        """Typing (when ``typing`` is given) or presence go to one API node, no answer expected; losing one
+        is harmless. The event carries the connection's access token: the API takes user and device from it.
         """
         if self._stopping:
             return  # a stopping node's clients come back elsewhere within seconds
-        event["t"] = self._access_tokens.get(connection, "")
-        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
+        token = self._access_tokens.get(connection, "")
+        event: Ephemeral = (
+            TypingChanged(t=token, typing=typing) if typing is not None else PresenceChanged(t=token, online=online)
+        )
+        payload = encode_event(event)
+        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, payload))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -598,10 +610,6 @@ class GatewayNode:
                 self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
-
-    def local_routes(self) -> list[Key]:
-        """The devices connected here."""
-        return list(self.connections)
 
 
 class _SendLane:

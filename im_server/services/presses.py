@@ -22,10 +22,10 @@ from im_schema.events import ButtonPressNotice
 from im_schema.ids import direct_users
 from im_schema.presses import BotCommand, CommandList, Press, PressList
 
-from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServerError
+from ..errors import Forbidden, NotFound, RateLimited
 from ..settings import Settings
 from ..storage._util import now_ms
-from ..storage.presses import PressRefused, PressStore
+from ..storage.presses import PressStore
 from .delivery import Deliverer
 from .messaging import UserDirectory
 from .ratelimit import RateLimiter
@@ -34,19 +34,6 @@ from .social import SocialService
 __all__ = ["PressService"]
 
 log = logging.getLogger(__name__)
-
-_REFUSALS: dict[str, tuple[type[ServerError], ErrorCode]] = {
-    "conversation_not_found": (NotFound, ErrorCode.CONVERSATION_NOT_FOUND),
-    "not_found": (NotFound, ErrorCode.NOT_FOUND),
-    "bad_request": (BadRequest, ErrorCode.BAD_REQUEST),
-    "rate_limited": (RateLimited, ErrorCode.RATE_LIMITED),
-}
-
-
-def _refused(exc: PressRefused) -> ServerError:
-    kind, code = _REFUSALS.get(exc.code, (BadRequest, ErrorCode.BAD_REQUEST))
-    retry_after = 60.0 if kind is RateLimited else None
-    return kind(exc.message, code=code, retry_after=retry_after)
 
 
 class PressService:
@@ -90,8 +77,6 @@ class PressService:
                     max_pending=self._settings.press_max_pending,
                 )
                 break
-            except PressRefused as exc:
-                raise _refused(exc) from None
             except IntegrityError:
                 # The same press, stored at once by a concurrent request: the second try finds it.
                 if attempt == 2:

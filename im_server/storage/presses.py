@@ -13,22 +13,15 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, func, insert, select
 
+from im_schema.errors import ErrorCode
 from im_schema.presses import BotCommand, Press
 
+from ..errors import Refusal
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
 from .tables import button_presses, members, messages, user_commands
 
-__all__ = ["PressRefused", "PressStore", "Pressed"]
-
-
-class PressRefused(Exception):
-    """A press that is not allowed; ``code`` is an ``ErrorCode`` value."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["PressStore", "Pressed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +57,7 @@ class PressStore:
     async def press(
         self, conversation: str, seq: int, user_id: int, button: str, *, now: int, ttl_ms: int, max_pending: int
     ) -> Pressed:
-        """Store a press of ``button`` on a message by a member; raises :class:`PressRefused`."""
+        """Store a press of ``button`` on a message by a member; raises :class:`~im_server.errors.Refusal`."""
         return await self._db.write(_press, conversation, seq, user_id, button, now, ttl_ms, max_pending)
 
     async def pending(
@@ -110,21 +103,21 @@ def _press(
         )
     ).one_or_none()
     if member is None or member.left_seq is not None:
-        raise PressRefused("conversation_not_found", "the conversation does not exist")
+        raise Refusal(ErrorCode.CONVERSATION_NOT_FOUND, "the conversation does not exist")
     row = conn.execute(
         select(messages.c.sender_id, messages.c.kind, messages.c.body).where(
             messages.c.conversation_id == conversation, messages.c.seq == seq
         )
     ).one_or_none()
     if row is None or seq <= member.joined_seq:
-        raise PressRefused("not_found", "no such message")
+        raise Refusal(ErrorCode.NOT_FOUND, "no such message")
     if row.kind == "recalled":
-        raise PressRefused("not_found", "the message was recalled")
+        raise Refusal(ErrorCode.NOT_FOUND, "the message was recalled")
     buttons = orjson.loads(row.body).get("buttons") if row.kind == "text" else None
     if not buttons or button not in {item.get("id") for item in buttons}:
-        raise PressRefused("not_found", "the message has no such button")
+        raise Refusal(ErrorCode.NOT_FOUND, "the message has no such button")
     if row.sender_id == user_id:
-        raise PressRefused("bad_request", "you cannot press the buttons of your own message")
+        raise Refusal(ErrorCode.BAD_REQUEST, "you cannot press the buttons of your own message")
     lapsed = now - ttl_ms
     existing = conn.execute(
         select(button_presses).where(
@@ -146,7 +139,9 @@ def _press(
         select(func.count()).select_from(button_presses).where(button_presses.c.recipient_id == recipient)
     ).scalar_one()
     if waiting >= max_pending:
-        raise PressRefused("rate_limited", "the sender has too many unhandled presses; try again later")
+        raise Refusal(
+            ErrorCode.RATE_LIMITED, "the sender has too many unhandled presses; try again later", retry_after=60.0
+        )
     press_id = conn.execute(
         insert(button_presses)
         .values(
