@@ -38,6 +38,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
+from ..cluster.trace import NodeTrace, TraceResponder, TraceRing, gather
 from ..errors import ServerError, Unavailable, storage_error
 from ..services.admin import AdminService
 from ..services.auth import AuthService
@@ -101,7 +102,12 @@ class ApiNode:
             admin=AdminStore(self.db),
         )
         self.admin = AdminService(
-            AdminStore(self.db), self.devices, self.mirror.routes, self.mirror.nodes, publish=self._publish_control
+            AdminStore(self.db),
+            self.devices,
+            self.mirror.routes,
+            self.mirror.nodes,
+            publish=self._publish_control,
+            gather=self._gather_traces,
         )
         """Cluster administration (``/v1/admin``), for admins only."""
         self.forwarded = ForwardedIdentity(
@@ -113,7 +119,10 @@ class ApiNode:
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
         self.metrics = Registry()
-        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics)
+        self.trace = TraceRing(settings.trace_capacity, settings.trace_devices)
+        """The messages this node stored and published lately (``im cluster trace``)."""
+        self.tracer = TraceResponder(self.bus, self.node_id, "api", self.trace)
+        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics, trace=self.trace)
         self.committer = GroupCommitter(
             self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
         )
@@ -259,6 +268,7 @@ class ApiNode:
             await nc.subscribe(subjects.members_changed, cb=self._on_members_changed),
             await nc.subscribe(subjects.ephemeral, queue="api", cb=self._on_ephemeral),
         ]
+        await self.tracer.start()
         await self.heartbeat.start()
         self.deliverer.start(self.settings.heartbeat_interval)
         self.reaper.start()
@@ -270,6 +280,7 @@ class ApiNode:
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+        await self.tracer.stop()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
         await self.committer.stop()
@@ -303,6 +314,7 @@ class ApiNode:
             "nats": self.bus.nc.is_connected,
             "routes": len(self.mirror.routes),
             "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
+            "apis": [info.node_id for info in self.mirror.nodes.live("api")],
         }
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
@@ -316,6 +328,9 @@ class ApiNode:
         url = gateways[chosen].url
         assert url is not None
         return GatewayAssignment(node_id=chosen, url=url)
+
+    async def _gather_traces(self, conversation: str, seq: int, nodes: list[str]) -> list[NodeTrace]:
+        return await gather(self.bus, conversation, seq, nodes)
 
     async def _publish_control(self, node_id: str, data: bytes) -> None:
         # Plainly, like a delivery (see im_server.cluster.drain): no reply subject, no headers.

@@ -61,6 +61,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
+from ..cluster.trace import TraceResponder, TraceRing, frame_key
 from ..services.access import client_address, metrics_allowed, parse_network
 from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
@@ -168,6 +169,9 @@ class GatewayNode:
             "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
         )
         self.metrics_listener = MetricsListener(self.metrics.render, settings)
+        self.trace = TraceRing(settings.trace_capacity, settings.trace_devices)
+        """The messages this node pushed lately, and to which devices (``im cluster trace``)."""
+        self.tracer = TraceResponder(self.bus, self.node_id, "gateway", self.trace)
         self._stopping = False
         self.draining = False
         """An admin drains the node (``im cluster drain``): no new clients, the present ones sent away."""
@@ -189,6 +193,7 @@ class GatewayNode:
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        await self.tracer.start()
         _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
@@ -215,6 +220,7 @@ class GatewayNode:
             url=self.url,
             connections=lambda: len(self.connections),
             state=lambda: "draining" if self.draining else "serving",
+            frames=self._frame_counts,
         )
         self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
         await self._heartbeat.start()
@@ -304,6 +310,13 @@ class GatewayNode:
             connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
             self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
 
+    def _frame_counts(self) -> tuple[float, float]:
+        """Frames received from and written to clients since start (for the heartbeat's rates)."""
+        return (
+            self.metrics.value("im_gateway_frames_received_total"),
+            self.metrics.value("im_gateway_frames_sent_total"),
+        )
+
     def _outbound_bytes(self) -> float:
         total = 0
         for connection in self.connections.values():
@@ -347,6 +360,7 @@ class GatewayNode:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+        await self.tracer.stop()
         await self.barrier.stop()
         await self.revocations.stop()
         await self.access.stop()
@@ -610,6 +624,9 @@ class GatewayNode:
                 self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
+                if self.trace.capacity and (found := frame_key(frame)) is not None:
+                    listed = (key for key in recipients if key in connections)
+                    self.trace.pushed(found[1], listed, len(targets))
 
 
 class _SendLane:
@@ -645,7 +662,10 @@ class _SendLane:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 answers = await self._forward(batch)
+                trace = self._node.trace
                 for (connection, key, _), answer in zip(batch, answers, strict=True):
+                    if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
+                        trace.pushed(found[1], [key], 1, "ack")
                     left = self._per_connection[key] - 1
                     if left:
                         self._per_connection[key] = left

@@ -31,8 +31,10 @@ from im_schema.admin import (
     ListBotsRequest,
     ListUsersRequest,
     MakeAdminRequest,
+    MessageTrace,
     RevokeBotRequest,
     ShowUserRequest,
+    TraceMessageRequest,
     UserRoutes,
     UserRoutesRequest,
 )
@@ -151,6 +153,13 @@ async def cluster_drain(body: DrainRequest, node: NodeDep, principal: PrincipalD
     """Drain a gateway: no new clients, its clients reconnect elsewhere (4010), it stops once empty
     (admins only)."""
     return await node.admin.drain(principal, body.node)
+
+
+@route(router, TraceMessageRequest)
+async def cluster_trace(request: TraceMessageRequest, admin: AdminDep, principal: PrincipalDep) -> MessageTrace:
+    """One message: stored when and by which API node, published to which gateways, pushed to which
+    devices, read by whom (admins only; nodes remember their last ``IM_TRACE_CAPACITY`` messages)."""
+    return await admin.trace(principal, request.conversation, request.seq)
 
 
 async def _nats_figures(url: str | None) -> dict[str, object] | None:
