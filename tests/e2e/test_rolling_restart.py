@@ -4,7 +4,6 @@ Clients are the SDK's, as an application uses them: senders call ``send_text`` (
 ``client_msg_id`` while a node is away), receivers follow ``events()`` (reconnecting to another gateway,
 then syncing from their cursor). Each restart waits until every sender got more messages through before
 the next; at the end every message a sender was told is stored is there once and reached its receiver.
-The bench version at scale is ``python -m bench rolling`` (bench/rolling.py).
 """
 
 from __future__ import annotations
