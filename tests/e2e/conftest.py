@@ -10,14 +10,15 @@ them on PostgreSQL too.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from im_sdk import AsyncClient
-from tests.support.cluster import TestCluster
+from tests.support.cluster import LoopThread, TestCluster
 from tests.support.inbox import Inbox
+from tests.support.nats import PrivateNats
 
 ONE_DATABASE = frozenset(
     {"test_bad_input.py", "test_devices.py", "test_lifecycle.py", "test_resume.py", "test_upload_limits.py"}
@@ -35,6 +36,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    cluster_loop: LoopThread, nats_server: PrivateNats, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestCluster]:
+    """One cluster (SQLite, two gateways) for a whole module, saving a start per test.
+
+    A module opts in by defining its ``cluster`` or ``sqlite_cluster`` fixture as this one; only for
+    tests that make users of their own and leave the nodes as they found them (nothing stopped, added
+    or reconfigured).
+    """
+    path = tmp_path_factory.mktemp("module-cluster") / "im.db"
+    cluster = TestCluster(cluster_loop, nats_server, f"sqlite+aiosqlite:///{path}").start(gateways=2)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
