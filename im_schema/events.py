@@ -14,9 +14,11 @@ from ._tagged import UNKNOWN, tags_of
 from .groups import GroupInvitation, JoinRequest
 from .ids import UserId
 from .models import Timestamp, User
+from .presses import Press
 from .social import FriendRequest
 
 __all__ = [
+    "ButtonPressNotice",
     "FriendAddedNotice",
     "FriendRemovedNotice",
     "FriendRequestNotice",
@@ -127,6 +129,16 @@ class StreamNotice(BaseModel):
     state: Literal["open", "finished", "abandoned"]
 
 
+class ButtonPressNotice(BaseModel):
+    """A member pressed a button of my message. The press is kept until I acknowledge it
+    (``POST /v1/presses/{id}/ack``): list those I missed with ``GET /v1/presses``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["button_press"] = "button_press"
+    press: Press
+
+
 class UnknownNotice(BaseModel):
     """A notice kind this version does not know, kept whole."""
 
@@ -150,6 +162,7 @@ Notice = Annotated[
     | Annotated[TypingNotice, Tag("typing")]
     | Annotated[PresenceNotice, Tag("presence")]
     | Annotated[StreamNotice, Tag("stream")]
+    | Annotated[ButtonPressNotice, Tag("button_press")]
     | Annotated[UnknownNotice, Tag("unknown")],
     Discriminator(_kind),
 ]

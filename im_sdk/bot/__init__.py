@@ -23,6 +23,8 @@ dispatch, middleware and errors, :mod:`im_sdk.bot.filters` and :mod:`im_sdk.bot.
 
 from __future__ import annotations
 
+from im_schema.buttons import Button
+
 from .._streams import AsyncMessageStream
 from ..events import (
     EditEvent,
@@ -36,6 +38,7 @@ from ..events import (
 )
 from .bot import Bot, HandlingContext
 from .events import (
+    ButtonPress,
     FriendAdded,
     FriendRemoved,
     FriendRequest,
@@ -52,6 +55,7 @@ from .filters import (
     Filter,
     Kind,
     Mentioned,
+    Pressed,
     Regex,
     Sender,
     Text,
@@ -63,6 +67,8 @@ from .router import ErrorHook, Handler, Middleware, NextHandler, Router
 __all__ = [
     "AsyncMessageStream",
     "Bot",
+    "Button",
+    "ButtonPress",
     "Command",
     "CommandArgs",
     "Conversation",
@@ -86,6 +92,7 @@ __all__ = [
     "NextHandler",
     "NoticeEvent",
     "PresenceEvent",
+    "Pressed",
     "ReadEvent",
     "RecallEvent",
     "Regex",

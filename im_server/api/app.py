@@ -40,6 +40,7 @@ from .routes import (
     health,
     lifecycle,
     messages,
+    presses,
     social,
     streams,
     users,
@@ -120,7 +121,7 @@ def create_app(node: ApiNode) -> FastAPI:
         summary="Accounts, messages, conversations and sync of the IM cluster.",
     )
     app.state.node = node
-    for module in (health, auth, users, social, groups, messages, streams, lifecycle, conversations, gateway):
+    for module in (health, auth, users, social, groups, messages, streams, lifecycle, presses, conversations, gateway):
         app.include_router(module.router)
     app.include_router(files_router)
     app.include_router(devices_router)

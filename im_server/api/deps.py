@@ -20,6 +20,7 @@ from ..services.files import FileService
 from ..services.groups import GroupService
 from ..services.lifecycle import LifecycleService
 from ..services.messaging import MessagingService
+from ..services.presses import PressService
 from ..services.social import SocialService
 from ..services.streams import StreamService
 from ..services.sync import SyncService
@@ -33,6 +34,7 @@ __all__ = [
     "LifecycleDep",
     "MessagingDep",
     "NodeDep",
+    "PressesDep",
     "PrincipalDep",
     "SocialDep",
     "StreamsDep",
@@ -44,6 +46,7 @@ __all__ = [
     "get_lifecycle",
     "get_messaging",
     "get_node",
+    "get_presses",
     "get_social",
     "get_sync",
     "parse",
@@ -92,6 +95,11 @@ def get_messaging(node: NodeDep) -> MessagingService:
     return node.messaging
 
 
+def get_presses(node: NodeDep) -> PressService:
+    """Button presses and declared commands."""
+    return node.presses
+
+
 def get_social(node: NodeDep) -> SocialService:
     """Friends, requests, blocks and privacy."""
     return node.social
@@ -113,6 +121,7 @@ FileDep = Annotated[FileService, Depends(get_files)]
 GroupsDep = Annotated[GroupService, Depends(get_groups)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 MessagingDep = Annotated[MessagingService, Depends(get_messaging)]
+PressesDep = Annotated[PressService, Depends(get_presses)]
 SocialDep = Annotated[SocialService, Depends(get_social)]
 StreamsDep = Annotated[StreamService, Depends(get_streams)]
 SyncDep = Annotated[SyncService, Depends(get_sync)]
