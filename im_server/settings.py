@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    nats_ping_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between the pings a node sends NATS (the client's default is two minutes)."""
+    nats_max_outstanding_pings: Annotated[int, Field(ge=1)] = 3
+    """Pings left unanswered before a node drops its NATS connection as dead and reconnects: a link
+    that died without a reset (a frozen server, a lost network) is noticed within about
+    ``nats_ping_interval * (nats_max_outstanding_pings + 1)`` seconds."""
     nats_monitor_url: str | None = None
     """The NATS server's monitoring endpoint (``http://host:8222``): ``im cluster stats`` shows its figures."""
     # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.

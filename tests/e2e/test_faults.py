@@ -324,6 +324,56 @@ async def test_a_killed_api_node_loses_and_duplicates_nothing_and_stalls_no_send
         kill(process)
 
 
+async def test_a_send_stored_by_a_node_that_died_before_publishing_reaches_the_device_on_retry(make_cluster):
+    # The window of a kill between commit and publish, held open by a hook instead of timed: node A stores
+    # the send and never gets further (no ack, no push); the sender retries on node B with the same
+    # client_msg_id, which finds the message stored and must push it, or the device waits for a sync.
+    cluster = make_cluster(gateways=1)
+    dying = cluster.api.node
+    other = cluster.add_api()
+    await cluster.until(lambda: len(dying.mirror.nodes.live("api")) == 2)
+    sender, receiver = await cluster.user("sender"), await cluster.user("receiver")
+    for attempt in range(20):  # a loaded machine may delay a heartbeat past the TTL: ask again
+        await cluster.until(lambda: len(dying.mirror.nodes.live("gateway")) == 1)
+        try:
+            device = await RawDevice.connect(receiver)
+            break
+        except httpx.HTTPStatusError:
+            if attempt == 19:
+                raise
+    stored, release = asyncio.Event(), asyncio.Event()
+    write_batch = dying.messages.write_batch
+
+    async def store_then_die(items: Any, *, now: int) -> Any:
+        await write_batch(items, now=now)
+        test_loop.call_soon_threadsafe(stored.set)  # the test runs in another thread's loop
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        raise ConnectionError("the node died")
+
+    test_loop = asyncio.get_running_loop()
+    dying.messages.write_batch = store_then_die  # type: ignore[method-assign]
+    body = {"to": _uid(receiver), "client_msg_id": "retried-after-a-death", "content": {"kind": "text", "text": "hi"}}
+    headers = {"Authorization": f"Bearer {sender._state.access_token}"}
+    try:
+        async with httpx.AsyncClient() as http:
+            first = asyncio.create_task(http.post(f"{cluster.url}/v1/messages", json=body, headers=headers))
+            await stored.wait()
+            assert not first.done()
+            answer = await http.post(f"{other.url}/v1/messages", json=body, headers=headers)
+            assert answer.status_code in (200, 201), answer.text
+            seq = answer.json()["seq"]
+            conversation = _direct(sender, receiver)
+            await device.until(lambda d: seq in d.seen.get(conversation, set()))
+            assert device.resyncs == 0  # pushed, not found by a sync
+            release.set()
+            with contextlib.suppress(httpx.HTTPError):
+                await first
+    finally:
+        release.set()
+        dying.messages.write_batch = write_batch  # type: ignore[method-assign]
+        await device.close()
+
+
 # A full disk -----------------------------------------------------------------------------------------------
 
 
