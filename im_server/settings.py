@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
     argon2_parallelism: int = 2
+    password_cache_size: Annotated[int, Field(ge=0)] = 100_000
+    """Accounts whose last good password an API node remembers (as a digest under a key that never leaves
+    the process), so that logging in again costs one keyed hash instead of Argon2; 0 turns it off."""
+    password_cache_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds a remembered password stays good for; after it the next login runs Argon2 again."""
 
     # Entrance protection (see docs/operations.md, "Entrance protection")
     signing_keys: SecretStr | None = None

@@ -207,6 +207,12 @@ class ApiNode:
             lambda: {kind: float(count) for kind, count in self.db.health.counts.items()},
             label="kind",
         )
+        metrics.read_counter(
+            "im_password_checks_total",
+            "Password checks at login, by how: argon2 (every wrong one and a first good one) or remembered.",
+            lambda: {how: float(count) for how, count in self.auth.password_checks.items()},
+            label="how",
+        )
         metrics.gauge(
             "im_password_hashes_waiting",
             "Password checks waiting for a hashing slot.",
