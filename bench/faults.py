@@ -94,11 +94,15 @@ class Device:
         headers = {"Authorization": f"Bearer {self.token}"}
         delays = Backoff().delays()
         assert Device.requests is not None
+        lost: str | None = None
         while not self.stopping:
             try:
                 async with Device.requests:
-                    answer = await http.get("/v1/gateway", headers=headers)
-                self.gateway = answer.raise_for_status().json()["url"]
+                    # As the SDK does: the gateway just lost is named, so that another one is assigned.
+                    params = {"avoid": lost} if lost is not None else None
+                    answer = await http.get("/v1/gateway", headers=headers, params=params)
+                assignment = answer.raise_for_status().json()
+                self.gateway, lost = assignment["url"], assignment["node_id"]
                 async with websockets.connect(self.gateway, compression=None, max_queue=None, open_timeout=5) as ws:
                     await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
                     ready = orjson.loads(await ws.recv())

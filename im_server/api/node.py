@@ -289,11 +289,17 @@ class ApiNode:
             "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
         }
 
-    def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
-        """The live gateway this device should use (rendezvous hashing over live gateways)."""
+    def assign_gateway(self, user_id: int, device_id: str, *, avoid: str | None = None) -> GatewayAssignment:
+        """The live gateway this device should use (rendezvous hashing over live gateways).
+
+        ``avoid`` (a gateway the device just lost) is left out while another is live: a gateway killed a
+        moment ago is still live in the registry until its heartbeat is missed.
+        """
         gateways = {
             info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url and info.state != "draining"
         }
+        if avoid is not None and avoid in gateways and len(gateways) > 1:
+            del gateways[avoid]
         chosen = rendezvous(f"{user_id}.{device_id}", gateways)
         if chosen is None:
             raise Unavailable("no gateway node is up", retry_after=1.0)

@@ -451,3 +451,39 @@ async def test_a_full_disk_is_a_clear_error_nothing_acked_is_lost_and_healthz_is
         assert (await _retrying(http, "GET", "/healthz")).status_code == 200
     page = await bob.history(_direct(alice, bob), after=0, limit=1000)
     assert [_text(message) for message in page.messages] == acked
+
+
+async def test_a_device_that_names_the_gateway_it_lost_is_assigned_another(make_cluster):
+    # What a reconnecting client does: a gateway killed a moment ago is still live in the registry (its
+    # heartbeat has not been missed yet), so the client names it and goes elsewhere at its first attempt.
+    cluster = make_cluster(gateways=2)
+    client = await cluster.user("roamer")
+    headers = {"Authorization": f"Bearer {client._state.access_token}"}
+    try:
+        async with httpx.AsyncClient(base_url=cluster.url, headers=headers) as http:
+
+            async def assign(**params: str) -> dict[str, str]:
+                # Asked while every gateway is live (a loaded machine may delay a heartbeat past the TTL).
+                while True:
+                    count = len(cluster.gateways)
+                    await cluster.until(lambda count=count: len(cluster.live_gateways()) == count)
+                    answer = await http.get("/v1/gateway", params=params)
+                    if answer.status_code != 503:
+                        answer.raise_for_status()
+                        return dict(answer.json())
+
+            first = await assign()
+            other = await assign(avoid=first["node_id"])
+            assert other["node_id"] != first["node_id"]
+            assert other["node_id"] in {node.node_id for node in cluster.gateways}
+            # A name that is not a live gateway changes nothing; hostile names are refused.
+            assert await assign(avoid="gw-unknown") == first
+            for bad in ("", "../gw-1", "x" * 65, "gw 1"):
+                answer = await http.get("/v1/gateway", params={"avoid": bad})
+                assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request", bad
+            # The only gateway left is assigned even to a device that names it.
+            cluster.stop_gateway(next(node for node in cluster.gateways if node.node_id == other["node_id"]))
+            await cluster.until(lambda: other["node_id"] not in cluster.live_gateways())
+            assert await assign(avoid=first["node_id"]) == first
+    finally:
+        await client.aclose()
