@@ -5,7 +5,9 @@ every API node sees it, and the same whether the name exists or not) and against
 (per node); past the free failures each further one doubles the wait, and an attempt during a wait is
 refused with ``rate_limited`` before any password is checked. Registrations are a token bucket per
 address. Argon2 runs in a pool of its own, ``IM_ARGON2_CONCURRENCY`` at a time with at most
-``IM_ARGON2_QUEUE`` waiting; beyond that the answer is ``unavailable`` with Retry-After. A refresh token
+``IM_ARGON2_QUEUE`` waiting; beyond that the answer is ``unavailable`` with Retry-After. A good password
+is hashed once per node and ``IM_PASSWORD_CACHE_TTL``: logging in again with it costs one keyed BLAKE2b
+(:class:`VerifiedPasswords`), while a wrong one always costs Argon2. A refresh token
 presented again after it was rotated ends its session (every token of the family).
 """
 
