@@ -98,3 +98,52 @@ async def test_a_retry_that_finds_its_message_stored_by_another_node_pushes_it_a
         dead.release.set()
         await first.stop()
         await second.stop()
+
+
+class _Bus:
+    """The bus seam of the deliverer: connected, and keeps what is published."""
+
+    def __init__(self) -> None:
+        self.nc = type("Connection", (), {"is_connected": True})()
+        self.published: list[dict[str, list[tuple[bytes, list[tuple[int, str]]]]]] = []
+
+    def listen(self, **_: object) -> None:
+        pass
+
+    async def publish_deliveries(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> int:
+        self.published.append(plan)
+        return len(plan)
+
+
+async def test_a_device_that_moved_off_a_dead_gateway_resyncs_for_what_was_held_back():
+    from im_schema.events import PresenceNotice
+    from im_server.bus.routes import NodeInfo, NodeTable, RouteTable
+    from im_server.services.delivery import Deliverer
+    from im_server.services.membership import MembershipCache
+
+    clock = [0.0]
+    nodes = NodeTable(ttl=1.5, clock=lambda: clock[0])
+    for node in ("gw-dead", "gw-live"):
+        nodes.heartbeat(NodeInfo(node_id=node, role="gateway", url=None, connections=0, started_at=0.0))
+    routes = RouteTable()
+    routes.set(7, "phone", "gw-dead")
+    routes.set(8, "phone", "gw-live")
+    mirror = type("Mirror", (), {"routes": routes, "nodes": nodes, "current": True})()
+    bus = _Bus()
+    deliverer = Deliverer(bus, mirror, MembershipCache(None))  # type: ignore[arg-type]
+    clock[0] = 2.0  # gw-dead's heartbeat expired; gw-live keeps beating
+    nodes.heartbeat(NodeInfo(node_id="gw-live", role="gateway", url=None, connections=0, started_at=0.0))
+    # A message for users 7 and 8 while 7's device is still routed to the dead node: 8 gets it, 7 is held.
+    await deliverer.notice([7, 8], PresenceNotice(user_id=9, online=True))
+    assert [list(plan) for plan in bus.published] == [["gw-live"]]
+    await deliverer.settle()
+    assert len(bus.published) == 1  # 7 is still routed to the dead node: nothing to tell yet
+    # 7's device reconnected on the live node (its route moved) after it had synced: it must sync again.
+    routes.set(7, "phone", "gw-live")
+    await deliverer.settle()
+    resync = bus.published[-1]
+    assert list(resync) == ["gw-live"] and resync["gw-live"][0][1] == [(7, "phone")]
+    assert b'"type":"resync"' in resync["gw-live"][0][0]
+    assert deliverer.owed == 0
+    await deliverer.settle()
+    assert len(bus.published) == 2  # told once
