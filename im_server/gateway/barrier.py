@@ -27,7 +27,7 @@ class RouteBarrier:
         self._bus = bus
         self._nodes = nodes
         self._timeout = timeout
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -36,12 +36,12 @@ class RouteBarrier:
         """Start the batching task."""
         self._task = asyncio.create_task(self._run(), name="route-barrier")
 
-    async def wait(self, revision: int) -> None:
-        """Return once every live API node has applied ``revision`` (or the timeout passed)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def wait(self, revision: int) -> bool:
+        """Return once every live API node has applied ``revision`` (``True``) or the timeout passed."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, future))
         self._wakeup.set()
-        await future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -50,18 +50,19 @@ class RouteBarrier:
             waiters, self._waiters = self._waiters, []
             if not waiters:
                 continue
+            complete = False
             try:
-                await self._round(max(revision for revision, _ in waiters))
+                complete = await self._round(max(revision for revision, _ in waiters))
             except Exception as exc:
                 log.warning("route barrier failed: %s", exc)
             for _, future in waiters:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(complete)
 
-    async def _round(self, revision: int) -> None:
+    async def _round(self, revision: int) -> bool:
         expected = len(self._nodes.live("api"))
         if expected == 0:
-            return
+            return True  # nobody to wait for: an API node that starts loads every route first
         self.rounds += 1
         nc = self._bus.nc
         inbox = nc.new_inbox()
@@ -83,6 +84,7 @@ class RouteBarrier:
             await subscription.unsubscribe()
         if answered < expected:
             log.warning("route barrier %d: %d of %d API nodes answered", revision, answered, expected)
+        return answered >= expected
 
     async def stop(self) -> None:
         """Stop batching; pending waiters are released."""
@@ -92,4 +94,4 @@ class RouteBarrier:
                 await self._task
         for _, future in self._waiters:
             if not future.done():
-                future.set_result(None)
+                future.set_result(False)

@@ -489,14 +489,30 @@ class GatewayNode:
             await connection.close(1011, "route registry unavailable; retry")
             return False
         self._revisions[key] = revision
-        await self.barrier.wait(revision)
+        confirmed = await self.barrier.wait(revision)
         try:
             self._frames_out.inc()
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
+        if not confirmed:
+            # Some API node did not show the route in time (a loaded node, one starting): what it commits
+            # meanwhile is not pushed here, and the client's sync after ``ready`` may have run before it.
+            self._spawn(self._resync_once_routed(key, connection, revision))
         self._ephemeral(connection, {"online": True})
         return True
+
+    async def _resync_once_routed(self, key: Key, connection: ServerConnection, revision: int) -> None:
+        """Ask again until every API node routes to the device, then tell it to sync once more."""
+        for _ in range(30):
+            if self.connections.get(key) is not connection or self._stopping:
+                return
+            if await self.barrier.wait(revision):
+                break
+        if self.connections.get(key) is connection:
+            frame = ResyncFrame(reason="your route reached every message service late").model_dump_json().encode()
+            self._too_slow_close(fan_out([connection], frame, self.settings.gateway_outbound_budget))
+            self._frames_out.inc()
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
         if self.connections.get(key) is not connection:

@@ -487,3 +487,31 @@ async def test_a_device_that_names_the_gateway_it_lost_is_assigned_another(make_
             assert await assign(avoid=first["node_id"]) == first
     finally:
         await client.aclose()
+
+
+async def test_a_device_told_ready_before_every_api_node_routed_to_it_resyncs_once_they_do(make_cluster):
+    # The route barrier timed out (an API node too busy to answer in time), so the device synced before
+    # that node could push to it: once the node answers, the gateway tells the device to sync again.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    answer_barrier = api._answer_barrier
+    release = asyncio.Event()
+    test_loop = asyncio.get_running_loop()
+
+    async def late(msg: Any) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await answer_barrier(msg)
+
+    bob = await cluster.user("bob")
+    api._answer_barrier = late  # type: ignore[method-assign]
+    device: RawDevice | None = None
+    try:
+        device = await RawDevice.connect(bob)  # ready comes after the barrier's timeout
+        assert device.resyncs == 0
+        release.set()  # the node answers again: the next round completes
+        await device.until(lambda d: d.resyncs == 1)
+    finally:
+        release.set()
+        api._answer_barrier = answer_barrier  # type: ignore[method-assign]
+        if device is not None:
+            await device.close()
