@@ -43,7 +43,14 @@ from im_schema.limits import (
 )
 
 from .. import logs
-from ..bus.codec import decode_delivery
+from ..bus.codec import (
+    Ephemeral,
+    PresenceChanged,
+    TypingChanged,
+    TypingState,
+    decode_delivery,
+    encode_event,
+)
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
@@ -54,6 +61,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
+from ..cluster.trace import TraceResponder, TraceRing, frame_key
 from ..services.access import client_address, metrics_allowed, parse_network
 from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
@@ -161,6 +169,9 @@ class GatewayNode:
             "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
         )
         self.metrics_listener = MetricsListener(self.metrics.render, settings)
+        self.trace = TraceRing(settings.trace_capacity, settings.trace_devices)
+        """The messages this node pushed lately, and to which devices (``im cluster trace``)."""
+        self.tracer = TraceResponder(self.bus, self.node_id, "gateway", self.trace)
         self._stopping = False
         self.draining = False
         """An admin drains the node (``im cluster drain``): no new clients, the present ones sent away."""
@@ -182,6 +193,7 @@ class GatewayNode:
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        await self.tracer.start()
         _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
@@ -208,6 +220,7 @@ class GatewayNode:
             url=self.url,
             connections=lambda: len(self.connections),
             state=lambda: "draining" if self.draining else "serving",
+            frames=self._frame_counts,
         )
         self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
         await self._heartbeat.start()
@@ -297,6 +310,13 @@ class GatewayNode:
             connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
             self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
 
+    def _frame_counts(self) -> tuple[float, float]:
+        """Frames received from and written to clients since start (for the heartbeat's rates)."""
+        return (
+            self.metrics.value("im_gateway_frames_received_total"),
+            self.metrics.value("im_gateway_frames_sent_total"),
+        )
+
     def _outbound_bytes(self) -> float:
         total = 0
         for connection in self.connections.values():
@@ -340,6 +360,7 @@ class GatewayNode:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+        await self.tracer.stop()
         await self.barrier.stop()
         await self.revocations.stop()
         await self.access.stop()
@@ -460,8 +481,9 @@ class GatewayNode:
                 elif isinstance(action, Forward):
                     self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
                 elif isinstance(action, Typing):
-                    typing = action.frame.model_dump(mode="json", exclude={"type"})
-                    self._ephemeral(connection, {"typing": typing})
+                    self._ephemeral(
+                        connection, TypingState(conversation=action.frame.conversation, active=action.frame.active)
+                    )
                 else:
                     await self._close(connection, action)
                     break
@@ -499,7 +521,7 @@ class GatewayNode:
             # Some API node did not show the route in time (a loaded node, one starting): what it commits
             # meanwhile is not pushed here, and the client's sync after ``ready`` may have run before it.
             self._spawn(self._resync_once_routed(key, connection, revision))
-        self._ephemeral(connection, {"online": True})
+        self._ephemeral(connection, online=True)
         return True
 
     async def _resync_once_routed(self, key: Key, connection: ServerConnection, revision: int) -> None:
@@ -529,18 +551,22 @@ class GatewayNode:
         finally:
             if self.draining and not self.connections:
                 self._emptied.set()
-        self._ephemeral(connection, {"online": False})
+        self._ephemeral(connection, online=False)
 
-    def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
-        """Typing and presence go to one API node, no answer expected; losing one is harmless.
-
-        ``{"t": access token, "typing": {...}}`` or ``{"t": ..., "online": bool}``: the API takes the
-        user and device from the token.
+    def _ephemeral(
+        self, connection: ServerConnection, typing: TypingState | None = None, *, online: bool = False
+    ) -> None:
+        """Typing (when ``typing`` is given) or presence go to one API node, no answer expected; losing one
+        is harmless. The event carries the connection's access token: the API takes user and device from it.
         """
         if self._stopping:
             return  # a stopping node's clients come back elsewhere within seconds
-        event["t"] = self._access_tokens.get(connection, "")
-        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
+        token = self._access_tokens.get(connection, "")
+        event: Ephemeral = (
+            TypingChanged(t=token, typing=typing) if typing is not None else PresenceChanged(t=token, online=online)
+        )
+        payload = encode_event(event)
+        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, payload))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -614,10 +640,9 @@ class GatewayNode:
                 self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
-
-    def local_routes(self) -> list[Key]:
-        """The devices connected here."""
-        return list(self.connections)
+                if self.trace.capacity and (found := frame_key(frame)) is not None:
+                    listed = (key for key in recipients if key in connections)
+                    self.trace.pushed(found[1], listed, len(targets))
 
 
 class _SendLane:
@@ -653,7 +678,10 @@ class _SendLane:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 answers = await self._forward(batch)
+                trace = self._node.trace
                 for (connection, key, _), answer in zip(batch, answers, strict=True):
+                    if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
+                        trace.pushed(found[1], [key], 1, "ack")
                     left = self._per_connection[key] - 1
                     if left:
                         self._per_connection[key] = left

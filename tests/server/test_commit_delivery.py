@@ -87,12 +87,12 @@ async def test_a_retry_that_finds_its_message_stored_by_another_node_pushes_it_a
     second = GroupCommitter(store, on_commit=pushes)
     second.start()
     try:
-        written = await second.submit(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
+        written = await second.enqueue(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
         assert (written.seq, written.duplicate) == (1, True)
         assert [(entry.written.seq, entry.device_id) for entry in pushes.pushed] == [(1, "phone")]
         assert second.messages == 0  # not counted as a new message
         # A repeat this node answers from memory was pushed by this node already: not again.
-        again = await second.submit(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
+        again = await second.enqueue(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
         assert again.duplicate and len(pushes.pushed) == 1
     finally:
         dead.release.set()

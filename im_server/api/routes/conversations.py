@@ -8,22 +8,22 @@ from im_schema.models import ReadState
 from im_schema.rest import ConversationPage, ConversationsRequest, HistoryRequest, MarkReadRequest, MessagePage
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import LifecycleDep, PrincipalDep, SyncDep
 
 router = APIRouter(tags=["conversations"])
 
 
 @route(router, ConversationsRequest)
-async def conversations(request: ConversationsRequest, node: NodeDep, principal: PrincipalDep) -> ConversationPage:
+async def conversations(request: ConversationsRequest, sync: SyncDep, principal: PrincipalDep) -> ConversationPage:
     """My conversations changed since ``since`` (all without it), each with ``max_seq``, ``read_seq``,
     unread count and last message; follow ``cursor`` while ``has_more``."""
-    return await node.sync.conversations(principal.user_id, request.since, request.limit)
+    return await sync.conversations(principal.user_id, request.since, request.limit)
 
 
 @route(router, HistoryRequest)
-async def history(request: HistoryRequest, node: NodeDep, principal: PrincipalDep) -> MessagePage:
+async def history(request: HistoryRequest, sync: SyncDep, principal: PrincipalDep) -> MessagePage:
     """Messages by seq range: the first ``limit`` after ``after``, or the last ``limit`` before ``before``."""
-    return await node.sync.history(
+    return await sync.history(
         principal.user_id,
         request.conversation,
         after=request.after,
@@ -33,6 +33,6 @@ async def history(request: HistoryRequest, node: NodeDep, principal: PrincipalDe
 
 
 @route(router, MarkReadRequest)
-async def mark_read(request: MarkReadRequest, node: NodeDep, principal: PrincipalDep) -> ReadState:
+async def mark_read(request: MarkReadRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> ReadState:
     """Mark read up to ``seq``. Read state never moves backward and is shared by all my devices."""
-    return await node.lifecycle.mark_read(principal.user_id, principal.device_id, request.conversation, request.seq)
+    return await lifecycle.mark_read(principal.user_id, principal.device_id, request.conversation, request.seq)
