@@ -364,7 +364,7 @@ async def test_a_send_stored_by_a_node_that_died_before_publishing_reaches_the_d
             seq = answer.json()["seq"]
             conversation = _direct(sender, receiver)
             await device.until(lambda d: seq in d.seen.get(conversation, set()))
-            assert device.resyncs == 0  # pushed, not found by a sync
+            assert device.pushed == 1  # pushed (a resync may come too on a loaded machine, and find it stored)
             release.set()
             with contextlib.suppress(httpx.HTTPError):
                 await first
