@@ -143,6 +143,8 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=self.server_url, timeout=timeout, transport=transport)
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
+        self._lost_gateway: str | None = None
+        """The gateway of the last realtime connection (named to the API when reconnecting)."""
         self._retry = retry or Retry()
         self._resync_after = resync_after
         self._refreshing = Lock()
@@ -645,7 +647,10 @@ class AsyncClient:
             await sleep(delay)
 
     async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame | UnknownEvent, None]:
-        assignment = await self.request(GatewayRequest())
+        # After a lost connection, the gateway it was on is named: a killed gateway is still assigned for
+        # about a second (until the cluster misses its heartbeat), and another one will do.
+        assignment = await self.request(GatewayRequest(avoid=self._lost_gateway))
+        self._lost_gateway = assignment.node_id  # a connection only ever ends by being lost
         try:
             connection = await open_gateway(assignment.url)
         except InvalidURI as exc:

@@ -144,6 +144,8 @@ class Client:
         self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport)
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
+        self._lost_gateway: str | None = None
+        """The gateway of the last realtime connection (named to the API when reconnecting)."""
         self._retry = retry or Retry()
         self._resync_after = resync_after
         self._refreshing = Lock()
@@ -644,7 +646,10 @@ class Client:
             sleep(delay)
 
     def _connected(self, engine: SyncEngine) -> Generator[Message | NoticeFrame | UnknownEvent, None, None]:
-        assignment = self.request(GatewayRequest())
+        # After a lost connection, the gateway it was on is named: a killed gateway is still assigned for
+        # about a second (until the cluster misses its heartbeat), and another one will do.
+        assignment = self.request(GatewayRequest(avoid=self._lost_gateway))
+        self._lost_gateway = assignment.node_id  # a connection only ever ends by being lost
         try:
             connection = open_gateway(assignment.url)
         except InvalidURI as exc:

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     Buckets that already exist keep their replica count (``nats stream edit`` changes it)."""
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    nats_ping_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between the pings a node sends NATS (the client's default is two minutes)."""
+    nats_max_outstanding_pings: Annotated[int, Field(ge=1)] = 3
+    """Pings left unanswered before a node drops its NATS connection as dead and reconnects: a link
+    that died without a reset (a frozen server, a lost network) is noticed within about
+    ``nats_ping_interval * (nats_max_outstanding_pings + 1)`` seconds."""
     nats_monitor_url: str | None = None
     """The NATS server's monitoring endpoint (``http://host:8222``): ``im cluster stats`` shows its figures."""
     # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.
@@ -104,6 +110,11 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
     argon2_parallelism: int = 2
+    password_cache_size: Annotated[int, Field(ge=0)] = 100_000
+    """Accounts whose last good password an API node remembers (as a digest under a key that never leaves
+    the process), so that logging in again costs one keyed hash instead of Argon2; 0 turns it off."""
+    password_cache_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds a remembered password stays good for; after it the next login runs Argon2 again."""
 
     # Entrance protection (see docs/operations.md, "Entrance protection")
     signing_keys: SecretStr | None = None

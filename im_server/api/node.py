@@ -241,6 +241,12 @@ class ApiNode:
             lambda: {kind: float(count) for kind, count in self.db.health.counts.items()},
             label="kind",
         )
+        metrics.read_counter(
+            "im_password_checks_total",
+            "Password checks at login, by how: argon2 (every wrong one and a first good one) or remembered.",
+            lambda: {how: float(count) for how, count in self.auth.password_checks.items()},
+            label="how",
+        )
         metrics.gauge(
             "im_password_hashes_waiting",
             "Password checks waiting for a hashing slot.",
@@ -317,11 +323,17 @@ class ApiNode:
             "apis": [info.node_id for info in self.mirror.nodes.live("api")],
         }
 
-    def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
-        """The live gateway this device should use (rendezvous hashing over live gateways)."""
+    def assign_gateway(self, user_id: int, device_id: str, *, avoid: str | None = None) -> GatewayAssignment:
+        """The live gateway this device should use (rendezvous hashing over live gateways).
+
+        ``avoid`` (a gateway the device just lost) is left out while another is live: a gateway killed a
+        moment ago is still live in the registry until its heartbeat is missed.
+        """
         gateways = {
             info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url and info.state != "draining"
         }
+        if avoid is not None and avoid in gateways and len(gateways) > 1:
+            del gateways[avoid]
         chosen = rendezvous(f"{user_id}.{device_id}", gateways)
         if chosen is None:
             raise Unavailable("no gateway node is up", retry_after=1.0)

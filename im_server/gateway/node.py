@@ -534,10 +534,9 @@ class GatewayNode:
             if await self.barrier.wait(revision):
                 break
         if self.connections.get(key) is connection:
-            frame = ResyncFrame(reason="route confirmed late").model_dump_json()
-            with contextlib.suppress(ConnectionClosed):
-                self._frames_out.inc()
-                await connection.send(frame, text=True)
+            frame = ResyncFrame(reason="route confirmed late").model_dump_json().encode()
+            self._too_slow_close(fan_out([connection], frame, self.settings.gateway_outbound_budget))
+            self._frames_out.inc()
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
         if self.connections.get(key) is not connection:

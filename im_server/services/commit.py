@@ -3,7 +3,7 @@
 There is no timer. While one batch is being committed, new sends pile up in the queue; the next
 transaction takes them all (up to ``max_batch``). Light load gets one-message transactions and the
 lowest latency; heavy load gets large batches and the highest throughput. A sender is answered only
-after its batch committed.
+after its batch committed and its pushes were handed to the bus (see :meth:`GroupCommitter._commit`).
 """
 
 from __future__ import annotations
@@ -162,6 +162,32 @@ class GroupCommitter:
         if elapsed > SLOW_COMMIT:
             log.warning("slow group commit: %d messages in %.0f ms", len(batch), elapsed * 1000)
         committed: list[Committed] = []
+        pushed: list[Committed] = []
+        keys: set[tuple[str, int]] = set()
+        for written, pending in zip(results, batch, strict=True):
+            if not isinstance(written, Written) or (written.conversation, written.seq) in keys:
+                continue  # refused, or a key repeated inside this batch (stored and pushed once)
+            keys.add((written.conversation, written.seq))
+            if not written.duplicate:
+                committed.append(Committed(written, pending.device_id))
+            if written.client_msg_id is not None:
+                self._recent[(written.sender, written.client_msg_id)] = written
+            # A repeat found in the database was stored by an earlier attempt: maybe on a node that died
+            # between its commit and its publish, which is why the sender tried again. Push it once more
+            # (devices drop a seq they have); otherwise nobody would, until an unrelated sync.
+            pushed.append(Committed(written, pending.device_id))
+        while len(self._recent) > RECENT_SENDS:
+            self._recent.popitem(last=False)
+        self.messages += len(committed)
+        self._committed.inc(len(committed))
+        # Pushes are handed to the bus before any sender is answered: an ack implies the publish is in
+        # the connection's buffer ahead of it (so a node killed after its ack has published too).
+        if pushed and self._on_commit is not None:
+            try:
+                await self._on_commit(pushed)
+            except Exception:
+                # Stored messages are never lost because a push failed: devices catch up by sync.
+                log.exception("delivery of %d committed messages failed", len(pushed))
         for pending, written in zip(batch, results, strict=True):
             if pending.future.done():  # the sender gave up waiting; the message is stored all the same
                 pass
@@ -173,20 +199,6 @@ class GroupCommitter:
                 pending.future.set_exception(written)
             else:
                 pending.future.set_result(written)
-            if isinstance(written, Written) and not written.duplicate:
-                committed.append(Committed(written, pending.device_id))
-                if written.client_msg_id is not None:
-                    self._recent[(written.sender, written.client_msg_id)] = written
-        while len(self._recent) > RECENT_SENDS:
-            self._recent.popitem(last=False)
-        self.messages += len(committed)
-        self._committed.inc(len(committed))
-        if committed and self._on_commit is not None:
-            try:
-                await self._on_commit(committed)
-            except Exception:
-                # Stored messages are never lost because a push failed: devices catch up by sync.
-                log.exception("delivery of %d committed messages failed", len(committed))
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
