@@ -115,10 +115,6 @@ def test_server_processes_are_read_from_proc(bench_cluster: tuple[Server, Worker
     assert now.cpu_total > 0
 
 
-@pytest.mark.skip(
-    reason="since the branches of this round were merged, the storm's clients never finish connecting "
-    "(bench/workloads.py run_storm, storm_connect); to be investigated with python -m bench --only storm"
-)
 def test_reconnect_storm() -> None:
     # A cluster of its own: the storm kills a gateway.
     server = Server(gateways=2)
