@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     max_frame_bytes: int = 64 * 1024
-    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
-    """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
+    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
+    """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a
+    connection's sends are in one request at a time, so that they keep their order)."""
     gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
     """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""

@@ -4,6 +4,10 @@ There is no timer. While one batch is being committed, new sends pile up in the 
 transaction takes them all (up to ``max_batch``). Light load gets one-message transactions and the
 lowest latency; heavy load gets large batches and the highest throughput. A sender is answered only
 after its batch committed.
+
+Committing and publishing overlap: committed messages go to ``on_commit`` (the pushes) from a task of
+their own, in commit order, while the next batch is written. Batches that committed while a publish
+ran are published together, once.
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class GroupCommitter:
         self._recent: OrderedDict[tuple[int, str], Written] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._published: list[Committed] = []
+        """Committed, waiting for ``on_commit``."""
+        self._publisher: asyncio.Task[None] | None = None
         self._closing = False
         self.batches = 0
         self.messages = 0
@@ -186,8 +193,16 @@ class GroupCommitter:
         self.messages += len(committed)
         self._committed.inc(len(committed))
         if committed and self._on_commit is not None:
+            self._published.extend(committed)
+            if self._publisher is None or self._publisher.done():
+                self._publisher = asyncio.create_task(self._publish(self._on_commit), name="group-commit-publish")
+
+    async def _publish(self, on_commit: OnCommit) -> None:
+        # One at a time and in commit order, so that pushes of a conversation go out in seq order.
+        while self._published:
+            committed, self._published = self._published, []
             try:
-                await self._on_commit(committed)
+                await on_commit(committed)
             except Exception:
                 # Stored messages are never lost because a push failed: devices catch up by sync.
                 log.exception("delivery of %d committed messages failed", len(committed))
@@ -199,3 +214,6 @@ class GroupCommitter:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._publisher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
