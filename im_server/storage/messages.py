@@ -270,6 +270,19 @@ class MessageStore:
         ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
         return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
 
+    async def history_json(
+        self,
+        conversation: str,
+        *,
+        floor: int,
+        ceiling: int | None = None,
+        after: int | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[bytes], bool, int]:
+        """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
+        return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
+
     async def conversations_since(
         self, user_id: int, *, since: tuple[int, str] | None, limit: int
     ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
@@ -341,6 +354,32 @@ def _history(
     before: int | None,
     limit: int,
 ) -> tuple[list[Message], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_message(row) for row in rows], has_more, max_seq
+
+
+def _history_json(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[bytes], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
+
+
+def _history_rows(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[Any], bool, int]:
     seq = messages.c.seq
     query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
     if ceiling is not None:
@@ -362,7 +401,7 @@ def _history(
     max_seq = max_seq or 0
     if ceiling is not None:
         max_seq = min(max_seq, ceiling)
-    return [_message(row) for row in rows], has_more, max_seq
+    return rows, has_more, max_seq
 
 
 def _effective_read() -> Any:
