@@ -58,6 +58,7 @@ from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
+from .keepalive import Keepalive
 from .session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
 
 __all__ = ["GatewayNode"]
@@ -98,6 +99,7 @@ class GatewayNode:
         self._forwarder = _Forwarder(self, settings.gateway_send_lanes)
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
+        self._keepalive: Keepalive | None = None
         self._subscription: Subscription | None = None
         self._heartbeat: Heartbeat | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -190,12 +192,20 @@ class GatewayNode:
             compression=None,
             max_size=self.settings.max_frame_bytes,
             max_queue=16,
-            ping_interval=self.settings.ws_ping_interval,
-            ping_timeout=self.settings.ws_ping_timeout,
+            ping_interval=None,  # one task pings every connection (see keepalive.py), not one per connection
+            ping_timeout=None,
             close_timeout=2,
             server_header=None,
             open_timeout=self.settings.header_timeout,
         )
+        if self.settings.ws_ping_interval > 0:
+            self._keepalive = Keepalive(
+                self.connections.values,
+                interval=self.settings.ws_ping_interval,
+                timeout=self.settings.ws_ping_timeout,
+                close=self._ping_timed_out,
+            )
+            self._keepalive.start()
         await self.metrics_listener.start()
         if self.settings.gateway_public_url is None:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
@@ -296,6 +306,10 @@ class GatewayNode:
             connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
             self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
 
+    def _ping_timed_out(self, connection: ServerConnection) -> None:
+        log.info("gateway %s: closing a connection that did not answer a ping", self.node_id)
+        self._spawn(connection.close(1011, "keepalive ping timeout"))
+
     def _outbound_bytes(self) -> float:
         total = 0
         for connection in self.connections.values():
@@ -324,6 +338,8 @@ class GatewayNode:
     async def stop(self) -> None:
         """Leave the registry, tell every client to reconnect elsewhere, and remove their routes."""
         self._stopping = True
+        if self._keepalive is not None:
+            await self._keepalive.stop()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         if self._server is not None:
