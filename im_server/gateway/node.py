@@ -447,6 +447,9 @@ class GatewayNode:
             return
         self._opened.inc()
         log.debug("connection of user %d device %s opened", key[0], key[1])
+        # This frame lives as long as the connection: keep nothing the loop below does not use (the auth
+        # frame's text and the ready frame's bytes are most of a connection's own state).
+        del first, outcome
         frames = TokenBucket(self.settings.ws_frame_rate, self.settings.ws_frame_burst)
         refused = 0
         frames_in, frames_out = self._frames_in, self._frames_out
@@ -699,12 +702,7 @@ class _Forwarder:
         try:
             answers = await self._forward(batch)
             per_connection: dict[ServerConnection, list[bytes]] = {}
-            for (connection, key, _), answer in zip(batch, answers, strict=True):
-                left = self._per_connection[key] - 1
-                if left:
-                    self._per_connection[key] = left
-                else:
-                    del self._per_connection[key]
+            for (connection, _, _), answer in zip(batch, answers, strict=True):
                 frames = per_connection.get(connection)
                 if frames is None:
                     per_connection[connection] = [text_frame(answer)]
@@ -713,6 +711,13 @@ class _Forwarder:
             write_frames(per_connection)  # answers only: no budget, the client is waiting for them
             self._node._frames_out.inc(len(batch))
         finally:
+            counts = self._per_connection
+            for _, key, _ in batch:
+                left = counts[key] - 1
+                if left:
+                    counts[key] = left
+                else:
+                    del counts[key]
             self._busy.difference_update(keys)
             self._running -= 1
             self._dispatch()
