@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from im_schema.content import RecalledContent, SystemContent, TextContent
+from im_schema.content import RecalledContent, SystemContent, SystemEvent, TextContent
 from im_schema.events import (
     FriendAddedNotice,
     FriendRemovedNotice,
@@ -34,25 +34,23 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
-_SYSTEM = {
-    "group_created": "created the group",
-    "group_updated": "changed the group settings",
-    "group_dissolved": "dissolved the group",
-    "members_joined": "added {users}",
-    "member_joined": "joined",
-    "member_left": "left",
-    "member_kicked": "removed {user}",
-    "announcement_set": "set the announcement: {text}",
-    "owner_transferred": "made {user} the owner",
-    "admin_added": "made {user} an admin",
-    "admin_removed": "made {user} a member again",
-    "member_muted": "muted {user} until {until}",
-    "member_unmuted": "unmuted {user}",
-    "group_muted": "muted the group",
-    "group_unmuted": "unmuted the group",
-    "nickname_set": "is now called {nickname}",
-    "message_recalled": "recalled #{seq}",
-    "message_edited": "edited #{seq}",
+_SYSTEM: dict[str, str] = {
+    SystemEvent.GROUP_CREATED: "created the group",
+    SystemEvent.GROUP_UPDATED: "changed the group settings",
+    SystemEvent.GROUP_DISSOLVED: "dissolved the group",
+    SystemEvent.MEMBERS_JOINED: "added {users}",
+    SystemEvent.MEMBER_JOINED: "joined",
+    SystemEvent.MEMBER_LEFT: "left",
+    SystemEvent.MEMBER_KICKED: "removed {user}",
+    SystemEvent.ANNOUNCEMENT_SET: "set the announcement: {text}",
+    SystemEvent.OWNER_TRANSFERRED: "made {user} the owner",
+    SystemEvent.ADMIN_ADDED: "made {user} an admin",
+    SystemEvent.ADMIN_REMOVED: "made {user} a member again",
+    SystemEvent.MEMBER_MUTED: "muted {user} until {until}",
+    SystemEvent.MEMBER_UNMUTED: "unmuted {user}",
+    SystemEvent.NICKNAME_SET: "is now called {nickname}",
+    SystemEvent.MESSAGE_RECALLED: "recalled #{seq}",
+    SystemEvent.MESSAGE_EDITED: "edited #{seq}",
 }
 
 

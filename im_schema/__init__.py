@@ -27,12 +27,13 @@ from .content import (
     OutgoingVoice,
     Preview,
     SystemContent,
+    SystemEvent,
     TextContent,
     UnknownContent,
     VideoContent,
     VoiceContent,
 )
-from .errors import ErrorBody, ErrorCode, ErrorEnvelope
+from .errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorEnvelope, http_status
 from .files import FileLimits, Upload
 from .frames import (
     AckFrame,
@@ -68,6 +69,7 @@ from .limits import PROTOCOL_VERSION
 from .models import ConversationSummary, Device, Message, ReadState, User
 
 __all__ = [
+    "HTTP_STATUS",
     "PROTOCOL_VERSION",
     "AckFrame",
     "AuthFrame",
@@ -104,6 +106,7 @@ __all__ = [
     "Seq",
     "ServerFrame",
     "SystemContent",
+    "SystemEvent",
     "TextContent",
     "UnknownContent",
     "Upload",
@@ -119,6 +122,7 @@ __all__ = [
     "direct_users",
     "group_conversation",
     "group_of",
+    "http_status",
     "is_conversation_id",
     "server_frames",
 ]

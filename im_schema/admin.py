@@ -14,13 +14,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from .devices import LoggedOut
-from .ids import DeviceId, UserId, Username, UserRef
+from .ids import ConversationId, DeviceId, Seq, UserId, Username, UserRef
 from .limits import MAX_DISPLAY_NAME_LEN
 from .models import Timestamp, User
 from .rest import Endpoint, Request, Session
 
 __all__ = [
     "ADMIN_PAGE_MAX",
+    "TRACE_LIST_MAX",
     "AdminUser",
     "AdminUserList",
     "BotCreated",
@@ -41,9 +42,13 @@ __all__ = [
     "ListBotsRequest",
     "ListUsersRequest",
     "MakeAdminRequest",
+    "MessageTrace",
     "NodeId",
     "RevokeBotRequest",
     "ShowUserRequest",
+    "TraceMessageRequest",
+    "TraceNode",
+    "TracePush",
     "UserRoutes",
     "UserRoutesRequest",
 ]
@@ -103,6 +108,14 @@ class ClusterNode(BaseModel):
     state: Literal["serving", "draining"]
     live: bool
     """Its heartbeat is fresh."""
+    frames_in: int | None = None
+    """Gateways: WebSocket frames received from clients since the node started."""
+    frames_out: int | None = None
+    """Gateways: WebSocket frames written to clients since the node started."""
+    frames_in_per_s: float | None = None
+    """Gateways: frames received per second over the node's last heartbeat interval."""
+    frames_out_per_s: float | None = None
+    """Gateways: frames written per second over the node's last heartbeat interval."""
 
 
 class ClusterNodes(BaseModel):
@@ -138,6 +151,65 @@ class ClusterStats(BaseModel):
     routes: int
     users: int
     nats: dict[str, object] | None = None
+
+
+TRACE_LIST_MAX = 200
+"""The most readers (and non-readers) a trace lists; the counts go on."""
+
+
+class TracePush(BaseModel):
+    """A gateway wrote the message to one device: a ``push``, or the ``ack`` of the sender's own send."""
+
+    user_id: UserId
+    device_id: str
+    kind: Literal["push", "ack"]
+    at: Timestamp
+
+
+class TraceNode(BaseModel):
+    """What one node still remembers of a message (from its bounded in-memory trace ring)."""
+
+    node_id: str
+    role: Literal["api", "gateway"]
+    stored_at: Timestamp | None = None
+    """API node: when it committed the message."""
+    published: dict[str, int] = Field(default_factory=dict)
+    """API node: gateway node id -> devices the message was published to there."""
+    published_at: Timestamp | None = None
+    pushes: list[TracePush] = Field(default_factory=list)
+    """Gateway: the devices it wrote the message to (the first ``IM_TRACE_DEVICES``)."""
+    pushed: int = 0
+    """Gateway: every device it wrote the message to, including those not listed."""
+
+
+class MessageTrace(BaseModel):
+    """One message's way through the cluster: stored (storage is the truth), published, pushed, read.
+
+    Nodes remember only their last ``IM_TRACE_CAPACITY`` messages: a node listed in :attr:`aged_out`
+    forgot records since this message was sent, so an empty trace there is no proof of anything.
+    """
+
+    conversation: ConversationId
+    seq: Seq
+    sender: UserId
+    client_msg_id: str | None
+    sent_at: Timestamp
+    stored_by: str | None
+    """The API node that committed it, while that node remembers."""
+    nodes: list[TraceNode]
+    """The nodes that remember something of the message."""
+    aged_out: list[str]
+    """Live nodes without a record whose memory no longer reaches back to the message."""
+    started_later: list[str]
+    """Live nodes without a record that started after the message was sent."""
+    silent: list[str]
+    """Live nodes that did not answer in time."""
+    read: list[UserId]
+    """Members (not the sender) whose read position covers the message (the first 200)."""
+    unread: list[UserId]
+    """Members who could see it and have not read it yet (the first 200)."""
+    read_count: int
+    unread_count: int
 
 
 # Requests -----------------------------------------------------------------------------------------
@@ -252,3 +324,12 @@ class DrainRequest(Request[ClusterNode]):
     endpoint = Endpoint("POST", "/v1/admin/cluster/drain", ClusterNode)
 
     node: NodeId
+
+
+class TraceMessageRequest(Request[MessageTrace]):
+    """Trace one message: when stored, published to which gateways, pushed to which devices, read by whom."""
+
+    endpoint = Endpoint("GET", "/v1/admin/cluster/trace/{conversation}/{seq}", MessageTrace)
+
+    conversation: ConversationId
+    seq: Seq

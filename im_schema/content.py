@@ -12,7 +12,8 @@ about them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from ._tagged import UNKNOWN, tags_of
 from .ids import STORABLE_TEXT
 from .limits import MAX_TEXT_LEN
 
@@ -36,7 +38,7 @@ BlobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 MediaKind = Literal["image", "file", "voice", "video"]
 """The kinds of message that carry a blob."""
 
-MEDIA_KINDS: frozenset[str] = frozenset({"image", "file", "voice", "video"})
+MEDIA_KINDS: frozenset[str] = frozenset(get_args(MediaKind))
 
 
 def _without_nul(value: object) -> object:
@@ -69,6 +71,7 @@ __all__ = [
     "Preview",
     "RecalledContent",
     "SystemContent",
+    "SystemEvent",
     "TextContent",
     "UnknownContent",
     "VideoContent",
@@ -94,6 +97,32 @@ class TextContent(BaseModel):
 
     kind: Literal["text"] = "text"
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
+
+
+class SystemEvent(StrEnum):
+    """What a system message announces: the ``event`` of :class:`SystemContent`.
+
+    Server, SDK and CLI name events through this enum. :attr:`SystemContent.event` stays a plain string, so
+    that a reader tolerates events a newer server writes.
+    """
+
+    GROUP_CREATED = "group_created"
+    GROUP_UPDATED = "group_updated"
+    GROUP_DISSOLVED = "group_dissolved"
+    MEMBERS_JOINED = "members_joined"
+    MEMBER_JOINED = "member_joined"
+    """Written by earlier versions (joins are now ``members_joined``); still found in stored history."""
+    MEMBER_LEFT = "member_left"
+    MEMBER_KICKED = "member_kicked"
+    ANNOUNCEMENT_SET = "announcement_set"
+    OWNER_TRANSFERRED = "owner_transferred"
+    ADMIN_ADDED = "admin_added"
+    ADMIN_REMOVED = "admin_removed"
+    MEMBER_MUTED = "member_muted"
+    MEMBER_UNMUTED = "member_unmuted"
+    NICKNAME_SET = "nickname_set"
+    MESSAGE_RECALLED = "message_recalled"
+    MESSAGE_EDITED = "message_edited"
 
 
 class SystemContent(BaseModel):
@@ -259,13 +288,9 @@ OutgoingMedia = OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo
 """What a client sends for a media message."""
 
 
-_KINDS = ("text", "system", "recalled", "image", "file", "voice", "video")
-_KNOWN_KINDS = frozenset(_KINDS)
-
-
 def _kind(value: Any) -> str:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return kind if kind in _KNOWN_KINDS else "unknown"
+    return kind if kind in _KNOWN_KINDS else UNKNOWN
 
 
 class _ContentMapping:
@@ -293,7 +318,13 @@ Content = Annotated[
     Discriminator(_kind),
     _ContentMapping,
 ]
-"""Any message content; kinds unknown to this version read as :class:`UnknownContent`."""
+"""Any message content; kinds unknown to this version read as :class:`UnknownContent`.
+
+To add a kind: declare its model, add a tagged branch here (before ``unknown``), and to
+:data:`OutgoingContent` if clients may send it; the known kinds are read from this union."""
+
+_KINDS = tags_of(Content)
+_KNOWN_KINDS = frozenset(_KINDS)
 
 OutgoingContent = Annotated[
     TextContent | OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo, Field(discriminator="kind")

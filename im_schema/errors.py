@@ -3,16 +3,22 @@
 REST errors are ``{"error": {"code": ..., "message": ...}}`` with an HTTP status; WebSocket errors are an
 ``error`` frame with the same fields. Codes never change meaning; new codes may be added, so readers must
 accept codes they do not know.
+
+:data:`HTTP_STATUS` is the one table from a code to its HTTP status: the API answers with it, and the SDK picks
+its exception class from it for codes it has no class of its own for (a WebSocket error frame carries no
+status).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ErrorBody", "ErrorCode", "ErrorEnvelope"]
+__all__ = ["HTTP_STATUS", "ErrorBody", "ErrorCode", "ErrorEnvelope", "http_status"]
 
 
 class ErrorCode(StrEnum):
@@ -81,6 +87,62 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     """The database cannot be reached (connection lost, I/O error): nothing was stored; retry later. HTTP 503."""
     INTERNAL = "internal"
+
+
+HTTP_STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
+    {
+        ErrorCode.BAD_REQUEST: 400,
+        ErrorCode.TEXT_TOO_LONG: 400,
+        ErrorCode.UNKNOWN_FRAME: 400,
+        ErrorCode.UNSUPPORTED_PROTOCOL: 400,
+        ErrorCode.UNAUTHORIZED: 401,
+        ErrorCode.TOKEN_EXPIRED: 401,
+        ErrorCode.INVALID_CREDENTIALS: 401,
+        ErrorCode.AUTH_TIMEOUT: 401,
+        ErrorCode.ACCOUNT_DISABLED: 403,
+        ErrorCode.FORBIDDEN: 403,
+        ErrorCode.NOT_A_MEMBER: 403,
+        ErrorCode.MUTED: 403,
+        ErrorCode.GROUP_DISSOLVED: 403,
+        ErrorCode.NOT_FRIENDS: 403,
+        ErrorCode.USER_BLOCKED: 403,
+        ErrorCode.NOT_FOUND: 404,
+        ErrorCode.USER_NOT_FOUND: 404,
+        ErrorCode.CONVERSATION_NOT_FOUND: 404,
+        ErrorCode.GROUP_NOT_FOUND: 404,
+        ErrorCode.REQUEST_NOT_FOUND: 404,
+        ErrorCode.INVITATION_NOT_FOUND: 404,
+        ErrorCode.DEVICE_NOT_FOUND: 404,
+        ErrorCode.BLOB_NOT_FOUND: 404,
+        ErrorCode.USERNAME_TAKEN: 409,
+        ErrorCode.CONFLICT: 409,
+        ErrorCode.ALREADY_FRIENDS: 409,
+        ErrorCode.ALREADY_MEMBER: 409,
+        ErrorCode.GROUP_FULL: 409,
+        ErrorCode.TOO_MANY_DEVICES: 409,
+        ErrorCode.PAYLOAD_TOO_LARGE: 413,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+        ErrorCode.REFUSED_TYPE: 415,
+        ErrorCode.RANGE_NOT_SATISFIABLE: 416,
+        ErrorCode.CORRUPT_MEDIA: 422,
+        ErrorCode.RATE_LIMITED: 429,
+        ErrorCode.QUOTA_EXCEEDED: 429,
+        ErrorCode.INTERNAL: 500,
+        ErrorCode.UNAVAILABLE: 503,
+        ErrorCode.STORAGE_BUSY: 503,
+        ErrorCode.STORAGE_FULL: 503,
+        ErrorCode.STORAGE_UNAVAILABLE: 503,
+    }
+)
+"""The HTTP status of every error code: the only such table (a test checks that it covers every code)."""
+
+
+def http_status(code: str) -> int | None:
+    """The HTTP status of ``code``, or ``None`` for a code this version does not know."""
+    try:
+        return HTTP_STATUS[ErrorCode(code)]
+    except ValueError:
+        return None
 
 
 class ErrorBody(BaseModel):

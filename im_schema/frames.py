@@ -9,7 +9,7 @@ Decode with the module-level adapters :data:`client_frames` and :data:`server_fr
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter, model_validator
 from pydantic import Strict as _Strict
@@ -21,6 +21,7 @@ from .limits import PROTOCOL_VERSION
 from .models import Message
 
 __all__ = [
+    "SERVER_FRAME_TYPES",
     "AckFrame",
     "AuthFrame",
     "ClientFrame",
@@ -166,3 +167,9 @@ server_frames: TypeAdapter[
     ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame
 ] = TypeAdapter(ServerFrame)
 """Decodes a server frame from JSON."""
+
+SERVER_FRAME_TYPES: frozenset[str] = frozenset(
+    get_args(branch.model_fields["type"].annotation)[0] for branch in get_args(get_args(ServerFrame)[0])
+)
+"""The frame types this version of the server sends (read from :data:`ServerFrame`); a reader turns any other
+type into an unknown-frame value rather than failing."""

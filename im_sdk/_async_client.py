@@ -8,6 +8,7 @@ The blocking client (``im_sdk/_sync_client.py``) is generated from ``im_sdk/_asy
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable
@@ -22,7 +23,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
+from im_schema.frames import (
+    SERVER_FRAME_TYPES,
+    AuthFrame,
+    ErrorFrame,
+    MessageFrame,
+    NoticeFrame,
+    ReadyFrame,
+    ResyncFrame,
+    server_frames,
+)
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -60,7 +70,7 @@ from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, o
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
-from .events import Event, MessageEvent, to_event
+from .events import Event, MessageEvent, UnknownEvent, to_event
 from .realtime.backoff import Backoff
 from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
@@ -584,7 +594,7 @@ class AsyncClient:
                     async for item in connected:
                         delays = self._backoff.delays()  # a working connection resets the backoff
                         with self._cursors.yielding(item):
-                            yield to_event(item if isinstance(item, Message) else item.notice, self)
+                            yield to_event(item.notice if isinstance(item, NoticeFrame) else item, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -597,7 +607,7 @@ class AsyncClient:
             engine.reset_fetching()
             await sleep(delay)
 
-    async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame, None]:
+    async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame | UnknownEvent, None]:
         assignment = await self.request(GatewayRequest())
         try:
             connection = await open_gateway(assignment.url)
@@ -629,7 +639,7 @@ class AsyncClient:
                         async with contextlib.aclosing(self._run(engine, engine.on_push(frame.message))) as run:
                             async for message in run:
                                 yield message
-                    elif isinstance(frame, NoticeFrame):
+                    elif isinstance(frame, NoticeFrame | UnknownEvent):
                         yield frame
                     elif isinstance(frame, ResyncFrame):
                         log.info("the gateway asks for a resync (%s)", frame.reason or "no reason given")
@@ -704,7 +714,17 @@ class AsyncClient:
 
 
 def _decode(data: str | bytes) -> Any:
+    """The frame, an :class:`UnknownEvent` for a frame type this version does not know, or ``None`` for a
+    frame that cannot be read (logged and skipped: the loop keeps running)."""
     try:
         return server_frames.validate_json(data)
     except ValueError:
-        return None  # a frame from a newer server: ignored, the loop keeps running
+        pass
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict) and isinstance(raw.get("type"), str) and raw["type"] not in SERVER_FRAME_TYPES:
+        return UnknownEvent(raw["type"], raw)  # from a newer server
+    log.warning("skipped a frame this client cannot read: %.200r", data)
+    return None

@@ -9,6 +9,7 @@ The blocking client (``im_sdk/_sync_client.py``) is generated from ``im_sdk/_asy
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Generator
@@ -23,7 +24,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from im_schema.admin import BotLoginRequest
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
-from im_schema.frames import AuthFrame, ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame, server_frames
+from im_schema.frames import (
+    SERVER_FRAME_TYPES,
+    AuthFrame,
+    ErrorFrame,
+    MessageFrame,
+    NoticeFrame,
+    ReadyFrame,
+    ResyncFrame,
+    server_frames,
+)
 from im_schema.lifecycle import (
     EditRequest,
     Presence,
@@ -61,7 +71,7 @@ from ._sync_devices import Devices
 from ._sync_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
 from ._sync_people import Friends, Groups
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
-from .events import Event, MessageEvent, to_event
+from .events import Event, MessageEvent, UnknownEvent, to_event
 from .realtime.backoff import Backoff
 from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
@@ -581,7 +591,7 @@ class Client:
                     for item in connected:
                         delays = self._backoff.delays()  # a working connection resets the backoff
                         with self._cursors.yielding(item):
-                            yield to_event(item if isinstance(item, Message) else item.notice, self)
+                            yield to_event(item.notice if isinstance(item, NoticeFrame) else item, self)
                 delay = 0.0
             except (TransportError, ConnectionClosed, OSError, InvalidHandshake, TimeoutError) as exc:
                 delay = reconnect_delay(exc, delays)
@@ -594,7 +604,7 @@ class Client:
             engine.reset_fetching()
             sleep(delay)
 
-    def _connected(self, engine: SyncEngine) -> Generator[Message | NoticeFrame, None, None]:
+    def _connected(self, engine: SyncEngine) -> Generator[Message | NoticeFrame | UnknownEvent, None, None]:
         assignment = self.request(GatewayRequest())
         try:
             connection = open_gateway(assignment.url)
@@ -626,7 +636,7 @@ class Client:
                         with contextlib.closing(self._run(engine, engine.on_push(frame.message))) as run:
                             for message in run:
                                 yield message
-                    elif isinstance(frame, NoticeFrame):
+                    elif isinstance(frame, NoticeFrame | UnknownEvent):
                         yield frame
                     elif isinstance(frame, ResyncFrame):
                         log.info("the gateway asks for a resync (%s)", frame.reason or "no reason given")
@@ -700,7 +710,17 @@ class Client:
 
 
 def _decode(data: str | bytes) -> Any:
+    """The frame, an :class:`UnknownEvent` for a frame type this version does not know, or ``None`` for a
+    frame that cannot be read (logged and skipped: the loop keeps running)."""
     try:
         return server_frames.validate_json(data)
     except ValueError:
-        return None  # a frame from a newer server: ignored, the loop keeps running
+        pass
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raw = None
+    if isinstance(raw, dict) and isinstance(raw.get("type"), str) and raw["type"] not in SERVER_FRAME_TYPES:
+        return UnknownEvent(raw["type"], raw)  # from a newer server
+    log.warning("skipped a frame this client cannot read: %.200r", data)
+    return None

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from im_schema.errors import http_status
+
 __all__ = [
     "APIError",
     "AuthenticationError",
@@ -172,40 +174,18 @@ class InternalServerError(APIError):
 
 
 _BY_CODE: dict[str, type[APIError]] = {
-    "bad_request": BadRequestError,
-    "text_too_long": BadRequestError,
-    "unknown_frame": BadRequestError,
     "unsupported_media_type": UnsupportedMediaError,
     "refused_type": RefusedTypeError,
     "corrupt_media": CorruptMediaError,
     "range_not_satisfiable": RangeNotSatisfiableError,
     "blob_not_found": BlobNotFoundError,
-    "unauthorized": AuthenticationError,
-    "invalid_credentials": AuthenticationError,
-    "auth_timeout": AuthenticationError,
     "token_expired": TokenExpiredError,
-    "forbidden": ForbiddenError,
-    "not_a_member": ForbiddenError,
-    "muted": ForbiddenError,
-    "group_dissolved": ForbiddenError,
-    "not_friends": ForbiddenError,
-    "group_not_found": NotFoundError,
-    "request_not_found": NotFoundError,
-    "already_friends": ConflictError,
-    "already_member": ConflictError,
-    "group_full": ConflictError,
-    "not_found": NotFoundError,
     "user_not_found": UserNotFoundError,
     "conversation_not_found": ConversationNotFoundError,
-    "conflict": ConflictError,
     "username_taken": UsernameTakenError,
     "too_many_devices": TooManyDevicesError,
-    "device_not_found": NotFoundError,
-    "payload_too_large": PayloadTooLargeError,
-    "rate_limited": RateLimitedError,
-    "unavailable": UnavailableError,
-    "internal": InternalServerError,
 }
+"""Codes with an exception class of their own; every other code takes its status's class."""
 
 _BY_STATUS: dict[int, type[APIError]] = {
     400: BadRequestError,
@@ -218,6 +198,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     416: RangeNotSatisfiableError,
     422: BadRequestError,
     429: RateLimitedError,
+    500: InternalServerError,
     503: UnavailableError,
 }
 
@@ -230,8 +211,16 @@ def error_for(
     retry_after: float | None = None,
     details: list[dict[str, Any]] | None = None,
 ) -> APIError:
-    """The most specific exception for an error code (codes unknown to this SDK fall back on status)."""
+    """The most specific exception for an error code.
+
+    A code without a class of its own takes the class of its status in the shared table
+    (:data:`im_schema.errors.HTTP_STATUS`); a code this SDK does not know falls back on the response's status.
+    """
     cls = _BY_CODE.get(code)
-    if cls is None and status is not None:
-        cls = _BY_STATUS.get(status, InternalServerError if status >= 500 else APIError)
+    if cls is None:
+        shared = http_status(code)
+        if shared is not None:
+            cls = _BY_STATUS.get(shared)
+        elif status is not None:
+            cls = _BY_STATUS.get(status, InternalServerError if status >= 500 else APIError)
     return (cls or APIError)(code, message, status=status, retry_after=retry_after, details=details)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from im_schema.content import SystemContent, TextContent
+from im_schema.content import SystemContent, SystemEvent, TextContent
 from im_schema.events import Notice, PresenceNotice, ReadNotice, TypingNotice
 from im_schema.models import Message
 
@@ -148,24 +148,34 @@ class PresenceEvent:
 
 @dataclass(frozen=True)
 class UnknownEvent:
-    """A frame this SDK version does not understand, kept as received."""
+    """A frame of a type this SDK version does not know (from a newer server), kept as received.
+
+    Yielded so that the application sees it (and may log it or upgrade); the loop keeps running.
+    """
 
     type: str
     raw: dict[str, Any]
 
 
-Event = MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent
+Event = (
+    MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent | UnknownEvent
+)
 """Everything ``events()`` yields; ``messages()`` yields only :class:`MessageEvent`."""
 
 
-def to_event(item: Message | Notice, client: _Sender[T_co]) -> Event[T_co]:
-    """The typed event for a delivered message or a pushed notice."""
+def to_event(item: Message | Notice | UnknownEvent, client: _Sender[T_co]) -> Event[T_co]:
+    """The typed event for a delivered message, a pushed notice or a frame of an unknown type."""
+    if isinstance(item, UnknownEvent):
+        return item
     if isinstance(item, Message):
         content = item.content
-        if isinstance(content, SystemContent) and content.event in ("message_recalled", "message_edited"):
+        if isinstance(content, SystemContent) and content.event in (
+            SystemEvent.MESSAGE_RECALLED,
+            SystemEvent.MESSAGE_EDITED,
+        ):
             seq = int(content.data.get("seq", 0))
             by = content.actor or item.sender
-            if content.event == "message_recalled":
+            if content.event == SystemEvent.MESSAGE_RECALLED:
                 return RecallEvent(item.conversation, seq, by, item)
             return EditEvent(item.conversation, seq, str(content.data.get("text", "")), by, item)
         return MessageEvent(item, client)

@@ -14,14 +14,19 @@ other exception is logged and answered with ``internal``. This module is the onl
     ├── RangeNotSatisfiable 416
     ├── Unprocessable       422
     ├── RateLimited         429
-    └── Unavailable         503
+    ├── Unavailable         503
+    └── Refusal             any: a rule of the storage layer turned the operation down
+
+The status of an error is its code's, from :data:`im_schema.errors.HTTP_STATUS` (the one table; the classes
+only choose a default code). Storage raises :class:`Refusal` (or returns one, for a batch) with the code the
+client is told, so services need no tables of their own.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from im_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+from im_schema.errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorEnvelope
 from im_schema.frames import ErrorFrame
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RateLimited",
+    "Refusal",
     "ServerError",
     "Unauthorized",
     "Unavailable",
@@ -44,7 +50,6 @@ __all__ = [
 class ServerError(Exception):
     """An error a client is told about, with a stable code."""
 
-    status: ClassVar[int] = 400
     default_code: ClassVar[ErrorCode] = ErrorCode.BAD_REQUEST
 
     def __init__(
@@ -60,6 +65,11 @@ class ServerError(Exception):
         self.code = code or self.default_code
         self.retry_after = retry_after
         self.details = details
+
+    @property
+    def status(self) -> int:
+        """The HTTP status, from the code (:data:`im_schema.errors.HTTP_STATUS`)."""
+        return HTTP_STATUS[self.code]
 
     def body(self) -> ErrorBody:
         """The error as the shared schema describes it."""
@@ -80,58 +90,58 @@ class ServerError(Exception):
 
 
 class BadRequest(ServerError):
-    status = 400
     default_code = ErrorCode.BAD_REQUEST
 
 
 class Unauthorized(ServerError):
-    status = 401
     default_code = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(ServerError):
-    status = 403
     default_code = ErrorCode.FORBIDDEN
 
 
 class NotFound(ServerError):
-    status = 404
     default_code = ErrorCode.NOT_FOUND
 
 
 class Conflict(ServerError):
-    status = 409
     default_code = ErrorCode.CONFLICT
 
 
 class PayloadTooLarge(ServerError):
-    status = 413
     default_code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class UnsupportedMedia(ServerError):
-    status = 415
     default_code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class RangeNotSatisfiable(ServerError):
-    status = 416
     default_code = ErrorCode.RANGE_NOT_SATISFIABLE
 
 
 class Unprocessable(ServerError):
-    status = 422
     default_code = ErrorCode.CORRUPT_MEDIA
 
 
 class RateLimited(ServerError):
-    status = 429
     default_code = ErrorCode.RATE_LIMITED
 
 
 class Unavailable(ServerError):
-    status = 503
     default_code = ErrorCode.UNAVAILABLE
+
+
+class Refusal(ServerError):
+    """A rule turned the operation down (a group rule, a recall window, a send the commit refused).
+
+    The storage layer raises it from inside its transactions, or returns it for one message of a batch; it
+    reaches the client as it is, with the status of its code.
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, code=ErrorCode(code), retry_after=retry_after)
 
 
 _STORAGE_ERRORS = {

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # API node
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_reuse_port: bool = False
+    """Bind the API port with ``SO_REUSEPORT`` (Linux): several API processes of one machine share it
+    and the kernel spreads new connections over them (``im server up --apis N``)."""
 
     # Gateway node
     gateway_host: str = "127.0.0.1"
@@ -172,6 +175,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024
     """The most sends written in one group-commit transaction."""
+    trace_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
+    """Messages each node remembers for ``im cluster trace`` (when stored, published, pushed); 0: off."""
+    trace_devices: int = Field(default=16, ge=1, le=1000)
+    """Devices listed per message in a node's trace record (the count goes on beyond them)."""
     send_rate: float = 20.0
     """Messages per second one user may send (sustained), per API node."""
     send_burst: int = 100

@@ -18,7 +18,16 @@ from im_schema.models import Message
 from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
 from im_sdk._files import DownloadPlan
-from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
+from im_sdk.events import (
+    EditEvent,
+    MessageEvent,
+    NoticeEvent,
+    PresenceEvent,
+    ReadEvent,
+    RecallEvent,
+    TypingEvent,
+    UnknownEvent,
+)
 
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
@@ -46,6 +55,8 @@ def _event_json(event: object) -> dict[str, object]:
     if isinstance(event, PresenceEvent):
         seen = event.last_seen.isoformat() if event.last_seen else None
         return {"presence": {"user_id": event.user_id, "online": event.online, "last_seen": seen}}
+    if isinstance(event, UnknownEvent):
+        return {"unknown": event.raw}
     return {"event": repr(event)}
 
 

@@ -1,7 +1,8 @@
 """`im cluster ...`: inspect and control the cluster (admins only; anyone else is refused: 403).
 
 ``nodes``, ``routes USER``, ``stats`` and ``top`` read the node and route registries through an API
-node; ``kick`` ends device sessions as a logout does. Every command takes ``--json``.
+node; ``kick`` ends device sessions as a logout does; ``trace CONVERSATION SEQ`` follows one message
+through storage and the nodes' trace rings. Every command takes ``--json``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ from rich.live import Live
 from rich.table import Table
 
 from im_schema.admin import (
+    ClusterNode,
     ClusterNodes,
     ClusterNodesRequest,
     ClusterStatsRequest,
     DrainRequest,
     KickDeviceRequest,
+    MessageTrace,
+    TraceMessageRequest,
     UserRoutesRequest,
 )
+from im_schema.ids import direct_conversation, is_conversation_id
+from im_sdk import Client
 
-from ..context import Context
+from ..context import Context, fail, user_ref
+from ..errors import ExitCode
 from ..output import out, print_json
 
 __all__ = ["app"]
@@ -48,15 +55,37 @@ def _uptime(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def _nodes_table(nodes: ClusterNodes) -> Table:
-    table = Table("node", "role", "address", "connections", "uptime", "version", "state", box=None, pad_edge=False)
-    for node in nodes.nodes:
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def _load(node: ClusterNode) -> tuple[float, int, str]:
+    return (-((node.frames_in_per_s or 0.0) + (node.frames_out_per_s or 0.0)), -node.connections, node.node_id)
+
+
+def _nodes_table(nodes: ClusterNodes, *, by_load: bool = False) -> Table:
+    table = Table(
+        "node",
+        "role",
+        "address",
+        "connections",
+        "in/s",
+        "out/s",
+        "uptime",
+        "version",
+        "state",
+        box=None,
+        pad_edge=False,
+    )
+    for node in sorted(nodes.nodes, key=_load) if by_load else nodes.nodes:
         state = node.state if node.state == "serving" else f"[yellow]{node.state}[/yellow]"
         table.add_row(
             node.node_id,
             node.role,
             node.address,
             str(node.connections),
+            _rate(node.frames_in_per_s),
+            _rate(node.frames_out_per_s),
             _uptime(node.uptime),
             node.version,
             state,
@@ -66,7 +95,8 @@ def _nodes_table(nodes: ClusterNodes) -> Table:
 
 @app.command()
 def nodes(ctx: typer.Context, json_output: Json = False) -> None:
-    """Live nodes: id, role, address, connections, uptime, version, serving or draining."""
+    """Live nodes: id, role, address, connections, WebSocket frames in/out per second (gateways: in/s,
+    out/s), uptime, version, serving or draining."""
     context: Context = ctx.obj
     with context.session() as client:
         found = client.request(ClusterNodesRequest())
@@ -151,7 +181,8 @@ def top(
     count: Annotated[int, typer.Option("--count", "-n", min=0, help="Stop after this many refreshes (0: never).")] = 0,
     json_output: Json = False,
 ) -> None:
-    """A live view of the nodes, the most loaded first (Ctrl-C to stop; with --json, one line per refresh)."""
+    """A live view of the nodes, the most loaded (frames per second, then connections) first (Ctrl-C to
+    stop; with --json, one line per refresh)."""
     context: Context = ctx.obj
     done = 0
     with context.session() as client:
@@ -162,12 +193,98 @@ def top(
                 print_json(client.request(ClusterNodesRequest()))
                 done += 1
             return
-        with Live(_nodes_table(client.request(ClusterNodesRequest())), console=out, auto_refresh=False) as live:
+        first = _nodes_table(client.request(ClusterNodesRequest()), by_load=True)
+        with Live(first, console=out, auto_refresh=False) as live:
             done = 1
             try:
                 while count == 0 or done < count:
                     time.sleep(interval)
-                    live.update(_nodes_table(client.request(ClusterNodesRequest())), refresh=True)
+                    live.update(_nodes_table(client.request(ClusterNodesRequest()), by_load=True), refresh=True)
                     done += 1
             except KeyboardInterrupt:
                 pass
+
+
+def _trace_conversation(context: Context, client: Client, text: str) -> str:
+    """A conversation id from ``d:1:2`` / ``g:7``, ``d:USER:USER`` (names or ids, any order), or what
+    other commands take (a username for my direct conversation with them, one of my groups)."""
+    text = text.strip()
+    if is_conversation_id(text):
+        return text
+    parts = text.split(":")
+    if len(parts) == 3 and parts[0] == "d":
+        first, second = (client.get_user(user_ref(part)).id for part in parts[1:])
+        if first == second:
+            fail("a direct conversation names two different users", ExitCode.USAGE)
+        return direct_conversation(first, second)
+    if len(parts) == 2 and parts[0] == "g" and parts[1].isascii() and parts[1].isdigit():
+        return text  # not well formed (g:0, too long): the server says why
+    return context.conversation_for(client, text)
+
+
+def _at(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _print_trace(trace: MessageTrace) -> None:
+    out.print(
+        f"[bold]{trace.conversation} #{trace.seq}[/bold] from user {trace.sender}, sent {trace.sent_at}"
+        + (f" (client_msg_id {trace.client_msg_id})" if trace.client_msg_id else "")
+    )
+    out.print(f"stored by: {trace.stored_by or 'unknown (no API node remembers it)'}")
+    table = Table("node", "role", "when", "what", box=None, pad_edge=False)
+    for node in trace.nodes:
+        if node.role == "api":
+            if node.stored_at is not None:
+                table.add_row(node.node_id, "api", _at(node.stored_at), "stored")
+            for gateway, devices in sorted(node.published.items()):
+                table.add_row(
+                    node.node_id, "api", _at(node.published_at), f"published to {gateway} ({devices} devices)"
+                )
+        else:
+            for push in node.pushes:
+                table.add_row(
+                    node.node_id, "gateway", _at(push.at), f"{push.kind} to user {push.user_id} {push.device_id}"
+                )
+            if node.pushed > len(node.pushes):
+                table.add_row(node.node_id, "gateway", "", f"... {node.pushed - len(node.pushes)} more devices")
+    out.print(table)
+    if trace.aged_out:
+        out.print(f"[yellow]aged out on {', '.join(trace.aged_out)}: those nodes forgot records since then[/yellow]")
+    if trace.started_later:
+        out.print(f"started after the message: {', '.join(trace.started_later)}")
+    if trace.silent:
+        out.print(f"[yellow]did not answer: {', '.join(trace.silent)}[/yellow]")
+    more = trace.read_count - len(trace.read)
+    out.print(f"read by {trace.read_count}: {', '.join(map(str, trace.read)) or '-'}" + (f" (+{more})" if more else ""))
+    more = trace.unread_count - len(trace.unread)
+    out.print(
+        f"not read by {trace.unread_count}: {', '.join(map(str, trace.unread)) or '-'}"
+        + (f" (+{more})" if more else "")
+    )
+
+
+@app.command()
+def trace(
+    ctx: typer.Context,
+    conversation: Annotated[
+        str,
+        typer.Argument(
+            metavar="CONVERSATION",
+            help="d:1:2, g:7, d:alice:bob, or a username / group name as elsewhere (your own conversation).",
+        ),
+    ],
+    seq: Annotated[int, typer.Argument(metavar="SEQ", min=1, help="The message's place in the conversation.")],
+    json_output: Json = False,
+) -> None:
+    """One message's way: stored when and by which API node, published to which gateways, pushed to which
+    devices, read by whom. Nodes remember their last IM_TRACE_CAPACITY messages; older records age out."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        found = client.request(
+            TraceMessageRequest(conversation=_trace_conversation(context, client, conversation), seq=seq)
+        )
+    if json_output:
+        print_json(found)
+    else:
+        _print_trace(found)

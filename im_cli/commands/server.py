@@ -94,6 +94,16 @@ def _cli(server: str) -> str:
 @app.command()
 def up(
     gateways: Annotated[int, typer.Option("--gateways", "-g", min=1, max=64, help="Gateway processes.")] = 2,
+    apis: Annotated[
+        int,
+        typer.Option(
+            "--apis",
+            "-a",
+            min=1,
+            max=16,
+            help="API processes; more than one share the API port (SO_REUSEPORT, Linux). PostgreSQL recommended.",
+        ),
+    ] = 1,
     port: Annotated[
         int, typer.Option("--port", "-p", min=1, max=65000, help="API port; gateways use the next ports.")
     ] = 8080,
@@ -110,6 +120,7 @@ def up(
         str | None,
         typer.Option(
             "--db",
+            "--database-url",
             envvar="IM_DB_URL",
             help="sqlite:///path or postgresql://... (default: SQLite in the data dir).",
         ),
@@ -126,12 +137,16 @@ def up(
     ] = Path("im-data"),
     demo: Annotated[bool, typer.Option("--demo", help="Create users alice and bob and a first message.")] = False,
 ) -> None:
-    """Start a local cluster: nats-server, one API process and N gateway processes, supervised.
+    """Start a local cluster: nats-server, M API processes and N gateway processes, supervised.
 
     One cluster per data dir (a second `im server up` there is refused), and its ports are checked
-    before anything starts. Ctrl-C (exit code 130) or SIGTERM stops everything cleanly.
+    before anything starts. Several API processes (--apis) share the API port: the kernel spreads
+    connections over them, and gateways spread sends over them through NATS. Ctrl-C (exit code 130) or
+    SIGTERM stops everything cleanly.
     """
     _require_server()
+    if apis > 1 and not (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")):
+        fail("--apis above 1 needs Linux (the API processes share their port with SO_REUSEPORT)", ExitCode.USAGE)
     from im_server.cluster.embedded import ClusterPlan, EmbeddedCluster
 
     class _Cluster(EmbeddedCluster):
@@ -152,6 +167,7 @@ def up(
         data_dir=data_dir,
         api_port=port,
         gateways=gateways,
+        apis=apis,
         host=host,
         nats_host=nats_host,
         db_url=db,
@@ -167,7 +183,8 @@ def up(
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         fail(escape(f"the cluster did not start: {exc} (logs in {data_dir / 'logs'})"), ExitCode.CLUSTER)
     table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_row("API", cluster.api_url, "(OpenAPI docs at /docs)")
+    shared = f", {apis} processes: {', '.join(plan.api_ids())}" if apis > 1 else ""
+    table.add_row("API", cluster.api_url, f"(OpenAPI docs at /docs{shared})")
     for index, url in enumerate(cluster.gateway_urls()):
         table.add_row(f"gateway gw-{index + 1}", url)
     table.add_row("NATS", cluster.nats_url or "")

@@ -38,7 +38,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
-from im_schema.content import SystemContent
+from im_schema.content import SystemContent, SystemEvent
 from im_schema.events import FriendRequestNotice, GroupInvitationNotice
 from im_schema.groups import Group, GroupInvitation
 from im_schema.ids import direct_conversation
@@ -55,7 +55,7 @@ from .widgets import ChatView, ConversationItem, ConversationRow, MessageItem, m
 
 __all__ = ["ChatApp"]
 
-_HIDDEN_EVENTS = ("message_recalled", "message_edited")  # shown by updating the message itself
+_HIDDEN_EVENTS = (SystemEvent.MESSAGE_RECALLED, SystemEvent.MESSAGE_EDITED)  # shown by updating the message itself
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]+)")
 
 HELP = (

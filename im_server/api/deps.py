@@ -1,4 +1,9 @@
-"""Dependencies shared by the routes: the node, the caller, and schema validation."""
+"""Dependencies shared by the routes: the services, the caller, and schema validation.
+
+A route names the service it uses (``groups: GroupsDep``); each comes from its ``get_*`` provider, so a test
+swaps one service with ``app.dependency_overrides[get_groups] = lambda: stand_in``. The node itself
+(``NodeDep``) is left to the few routes that need more than one service.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,40 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from ..errors import BadRequest, Unauthorized
+from ..services.admin import AdminService
 from ..services.auth import Principal
+from ..services.devices import DeviceService
+from ..services.files import FileService
+from ..services.groups import GroupService
+from ..services.lifecycle import LifecycleService
+from ..services.messaging import MessagingService
+from ..services.social import SocialService
+from ..services.sync import SyncService
 from .node import ApiNode
 
-__all__ = ["NodeDep", "PrincipalDep", "parse", "validation_details"]
+__all__ = [
+    "AdminDep",
+    "DeviceDep",
+    "FileDep",
+    "GroupsDep",
+    "LifecycleDep",
+    "MessagingDep",
+    "NodeDep",
+    "PrincipalDep",
+    "SocialDep",
+    "SyncDep",
+    "get_admin",
+    "get_devices",
+    "get_files",
+    "get_groups",
+    "get_lifecycle",
+    "get_messaging",
+    "get_node",
+    "get_social",
+    "get_sync",
+    "parse",
+    "validation_details",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,6 +58,56 @@ def get_node(request: Request) -> ApiNode:
 
 
 NodeDep = Annotated[ApiNode, Depends(get_node)]
+
+
+def get_admin(node: NodeDep) -> AdminService:
+    """Cluster administration."""
+    return node.admin
+
+
+def get_devices(node: NodeDep) -> DeviceService:
+    """Device sessions."""
+    return node.devices
+
+
+def get_files(node: NodeDep) -> FileService:
+    """Uploads and downloads."""
+    return node.files
+
+
+def get_groups(node: NodeDep) -> GroupService:
+    """Group operations."""
+    return node.groups
+
+
+def get_lifecycle(node: NodeDep) -> LifecycleService:
+    """Recall, edit, read positions, typing and presence."""
+    return node.lifecycle
+
+
+def get_messaging(node: NodeDep) -> MessagingService:
+    """Sending messages."""
+    return node.messaging
+
+
+def get_social(node: NodeDep) -> SocialService:
+    """Friends, requests, blocks and privacy."""
+    return node.social
+
+
+def get_sync(node: NodeDep) -> SyncService:
+    """Conversations and history."""
+    return node.sync
+
+
+AdminDep = Annotated[AdminService, Depends(get_admin)]
+DeviceDep = Annotated[DeviceService, Depends(get_devices)]
+FileDep = Annotated[FileService, Depends(get_files)]
+GroupsDep = Annotated[GroupService, Depends(get_groups)]
+LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
+MessagingDep = Annotated[MessagingService, Depends(get_messaging)]
+SocialDep = Annotated[SocialService, Depends(get_social)]
+SyncDep = Annotated[SyncService, Depends(get_sync)]
 
 
 def get_principal(request: Request, node: NodeDep) -> Principal:

@@ -16,11 +16,20 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import ErrorFrame, SendFrame, TypingFrame
+from im_schema.frames import ErrorFrame, SendFrame
 from im_schema.rest import GatewayAssignment
 
 from .. import logs
 from ..blobs import open_blob_store
+from ..bus.codec import (
+    MembersChanged,
+    PresenceChanged,
+    SocialChanged,
+    TypingChanged,
+    decode_ephemeral,
+    decode_event,
+    encode_event,
+)
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.permissions import inbox_prefix
 from ..bus.revocations import Revocation
@@ -30,6 +39,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import RouteReaper
 from ..cluster.sessions import RevocationMirror, Revoker
+from ..cluster.trace import NodeTrace, TraceResponder, TraceRing, gather
 from ..errors import ServerError, Unavailable, storage_error
 from ..services.admin import AdminService
 from ..services.auth import AuthService
@@ -78,7 +88,9 @@ class ApiNode:
         self.access = AccessMirror(self.bus, self.node_id)
         self.revoker = Revoker(self.bus, self.mirror.nodes)
         self.device_store = DeviceStore(self.db)
-        self.devices = DeviceService(settings, self.device_store, self.mirror.routes, self.mirror.nodes)
+        self.devices = DeviceService(
+            settings, self.device_store, self.mirror.routes, self.mirror.nodes, revoke=self._revoke
+        )
         self.auth = AuthService(
             settings,
             self.users,
@@ -89,7 +101,12 @@ class ApiNode:
             admin=AdminStore(self.db),
         )
         self.admin = AdminService(
-            AdminStore(self.db), self.devices, self.mirror.routes, self.mirror.nodes, publish=self._publish_control
+            AdminStore(self.db),
+            self.devices,
+            self.mirror.routes,
+            self.mirror.nodes,
+            publish=self._publish_control,
+            gather=self._gather_traces,
         )
         """Cluster administration (``/v1/admin``), for admins only."""
         self.forwarded = ForwardedIdentity(
@@ -101,17 +118,16 @@ class ApiNode:
         self.group_store = GroupStore(self.db)
         self.memberships = MembershipCache(self.group_store)
         self.metrics = Registry()
-        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics)
+        self.trace = TraceRing(settings.trace_capacity, settings.trace_devices)
+        """The messages this node stored and published lately (``im cluster trace``)."""
+        self.tracer = TraceResponder(self.bus, self.node_id, "api", self.trace)
+        self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics, trace=self.trace)
         self.committer = GroupCommitter(
             self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
         )
         self.directory = UserDirectory(self.users)
         self.file_store = FileStore(self.db)
         self.files = FileService(settings, self.file_store)
-        self.messaging = MessagingService(
-            settings, self.messages, self.directory, self.committer, media=MediaService(settings, self.file_store)
-        )
-        self.sync = SyncService(self.messages)
         self.social = SocialService(
             settings,
             SocialStore(self.db),
@@ -120,10 +136,25 @@ class ApiNode:
             self.deliverer,
             self.mirror.routes,
             self.mirror.nodes,
+            announce=self._announce_social,
         )
-        self.messaging.check_direct = self.social.check_direct
+        self.messaging = MessagingService(
+            settings,
+            self.messages,
+            self.directory,
+            self.committer,
+            media=MediaService(settings, self.file_store),
+            check_direct=self.social.check_direct,
+        )
+        self.sync = SyncService(self.messages)
         self.groups = GroupService(
-            settings, self.group_store, self.memberships, self.directory, self.deliverer, self.social
+            settings,
+            self.group_store,
+            self.memberships,
+            self.directory,
+            self.deliverer,
+            self.social,
+            announce=self._announce_members,
         )
         self.lifecycle = LifecycleService(
             settings,
@@ -225,7 +256,6 @@ class ApiNode:
         await self.files.start(open_blob_store(self.settings, self.bus.js))
         await self.mirror.start()
         await self._restore_revocations()
-        self.devices.revoke = self._revoke
         self.committer.start()
         subjects = self.bus.subjects
         nc = self.bus.nc
@@ -236,8 +266,7 @@ class ApiNode:
             await nc.subscribe(subjects.members_changed, cb=self._on_members_changed),
             await nc.subscribe(subjects.ephemeral, queue="api", cb=self._on_ephemeral),
         ]
-        self.social.announce = self._announce_social
-        self.groups.announce = self._announce_members
+        await self.tracer.start()
         await self.heartbeat.start()
         self.deliverer.start(self.settings.heartbeat_interval)
         self.reaper.start()
@@ -249,6 +278,7 @@ class ApiNode:
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+        await self.tracer.stop()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
         await self.committer.stop()
@@ -282,6 +312,7 @@ class ApiNode:
             "nats": self.bus.nc.is_connected,
             "routes": len(self.mirror.routes),
             "gateways": [info.node_id for info in self.mirror.nodes.live("gateway")],
+            "apis": [info.node_id for info in self.mirror.nodes.live("api")],
         }
 
     def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
@@ -295,6 +326,9 @@ class ApiNode:
         url = gateways[chosen].url
         assert url is not None
         return GatewayAssignment(node_id=chosen, url=url)
+
+    async def _gather_traces(self, conversation: str, seq: int, nodes: list[str]) -> list[NodeTrace]:
+        return await gather(self.bus, conversation, seq, nodes)
 
     async def _publish_control(self, node_id: str, data: bytes) -> None:
         # Plainly, like a delivery (see im_server.cluster.drain): no reply subject, no headers.
@@ -321,30 +355,30 @@ class ApiNode:
     # Cache invalidation across API nodes ----------------------------------------------------------
 
     async def _announce_social(self, user_ids: Iterable[int]) -> None:
-        await self.bus.nc.publish(
-            self.bus.subjects.social_changed, orjson.dumps({"node": self.node_id, "users": list(user_ids)})
-        )
+        event = SocialChanged(node=self.node_id, users=list(user_ids))
+        await self.bus.nc.publish(self.bus.subjects.social_changed, encode_event(event))
 
     async def _on_social_changed(self, msg: Msg) -> None:
         try:
-            event = orjson.loads(msg.data)
-            if event.get("node") != self.node_id:
-                self.social.forget(int(user) for user in event["users"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            event = decode_event(SocialChanged, msg.data)
+        except ValueError as exc:
             log.warning("bad social event: %s", exc)
+            return
+        if event.node != self.node_id:
+            self.social.forget(event.users)
 
     async def _announce_members(self, conversation: str) -> None:
-        await self.bus.nc.publish(
-            self.bus.subjects.members_changed, orjson.dumps({"node": self.node_id, "conversation": conversation})
-        )
+        event = MembersChanged(node=self.node_id, conversation=conversation)
+        await self.bus.nc.publish(self.bus.subjects.members_changed, encode_event(event))
 
     async def _on_members_changed(self, msg: Msg) -> None:
         try:
-            event = orjson.loads(msg.data)
-            if event.get("node") != self.node_id:
-                self.memberships.invalidate(str(event["conversation"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            event = decode_event(MembersChanged, msg.data)
+        except ValueError as exc:
             log.warning("bad membership event: %s", exc)
+            return
+        if event.node != self.node_id:
+            self.memberships.invalidate(event.conversation)
 
     # Typing and presence from gateways ------------------------------------------------------------
 
@@ -357,17 +391,16 @@ class ApiNode:
         # ``{"t": access token, "typing": {conversation, active}}`` or ``{"t", "online": bool}``; the
         # device is the token's (a presence change may come after the device logged out).
         try:
-            event = orjson.loads(msg.data)
-            claims = self.forwarded.verify(event["t"], allow_revoked="online" in event)
+            event = decode_ephemeral(msg.data)
+            claims = self.forwarded.verify(event.t, allow_revoked=isinstance(event, PresenceChanged))
             if claims is None:
                 log.warning("ephemeral event without a valid access token dropped")
                 return
             user_id, device_id = claims.user_id, claims.device_id
-            if "typing" in event:
-                typing = TypingFrame.model_validate(event["typing"])
-                await self.lifecycle.typing(user_id, typing.conversation, typing.active)
+            if isinstance(event, TypingChanged):
+                await self.lifecycle.typing(user_id, event.typing.conversation, event.typing.active)
             else:
-                await self.lifecycle.device_changed(user_id, device_id, bool(event["online"]))
+                await self.lifecycle.device_changed(user_id, device_id, event.online)
         except ServerError:
             pass  # typing into a conversation the user is not in: nothing to tell anyone
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError) as exc:

@@ -105,7 +105,9 @@ class ApiServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._socket = socket.create_server((settings.api_host, settings.api_port), reuse_port=False)
+        # With api_reuse_port, the other API processes of this machine bind the same port (same user only:
+        # the kernel refuses SO_REUSEPORT across users) and the kernel spreads connections over them.
+        self._socket = socket.create_server((settings.api_host, settings.api_port), reuse_port=settings.api_reuse_port)
         host, port = self._socket.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.node = ApiNode(settings, url=self.url)

@@ -1,4 +1,10 @@
-"""The delivery envelope a gateway node receives on its subject (pure, no I/O).
+"""What nodes say to each other on the bus (pure, no I/O): the delivery envelope and the typed events.
+
+The events are pydantic models, encoded with :func:`encode_event` and read back with :func:`decode_event`
+(which raises ``ValueError`` on anything malformed): :class:`SocialChanged` and :class:`MembersChanged`
+between API nodes, :class:`TypingChanged` and :class:`PresenceChanged` from a gateway to the API nodes.
+
+The delivery envelope a gateway node receives on its subject:
 
 One envelope carries several frames, each with the devices on that node that get it. The frames are
 already-encoded WebSocket text frames, so the gateway sends the same bytes to every listed connection::
@@ -11,10 +17,94 @@ JSON never contains a raw newline in orjson's compact form, so the header ends a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Annotated, TypeVar
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
 
-__all__ = ["Delivery", "decode_delivery", "encode_delivery"]
+from im_schema.ids import ConversationId
+
+__all__ = [
+    "BusEvent",
+    "Delivery",
+    "Ephemeral",
+    "MembersChanged",
+    "PresenceChanged",
+    "SocialChanged",
+    "TypingChanged",
+    "TypingState",
+    "decode_delivery",
+    "decode_ephemeral",
+    "decode_event",
+    "encode_delivery",
+    "encode_event",
+]
+
+E = TypeVar("E", bound="BusEvent")
+
+
+class BusEvent(BaseModel):
+    """A JSON event one node publishes for others; fields a newer node adds are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SocialChanged(BusEvent):
+    """Friendships or blocks of ``users`` changed: other API nodes forget what they cached about them."""
+
+    node: str
+    """The API node that made the change (it does not forget its own, fresh, cache)."""
+    users: Annotated[list[int], Field(max_length=100_000)]
+
+
+class MembersChanged(BusEvent):
+    """A group conversation's roster changed: other API nodes drop their cached roster."""
+
+    node: str
+    conversation: str
+
+
+class TypingState(BusEvent):
+    """What a ``typing`` frame said."""
+
+    conversation: ConversationId
+    active: StrictBool = True
+
+
+class TypingChanged(BusEvent):
+    """A device is typing (or stopped); the API node takes user and device from the access token ``t``."""
+
+    t: str
+    typing: TypingState
+
+
+class PresenceChanged(BusEvent):
+    """A device connected to (``online``) or left a gateway; ``t`` is its access token (maybe revoked since)."""
+
+    t: str
+    online: StrictBool
+
+
+Ephemeral = TypingChanged | PresenceChanged
+"""What a gateway publishes on the ephemeral subject."""
+
+_ephemeral: TypeAdapter[Ephemeral] = TypeAdapter(Ephemeral)
+
+
+def encode_event(event: BusEvent) -> bytes:
+    """The bytes to publish."""
+    return event.model_dump_json().encode()
+
+
+def decode_event(model: type[E], data: bytes) -> E:
+    """Read an event of ``model``; raises ``ValueError`` when malformed."""
+    return model.model_validate_json(data)
+
+
+def decode_ephemeral(data: bytes) -> Ephemeral:
+    """Read a typing or presence event; raises ``ValueError`` when malformed."""
+    return _ephemeral.validate_json(data)
+
 
 Recipient = tuple[int, str]
 Delivery = tuple[bytes, Sequence[Recipient]]

@@ -245,7 +245,18 @@ def parse_heartbeat(node_id: str, value: bytes) -> NodeInfo:
         started_at=float(data.get("started_at", 0.0)),
         version=str(data.get("version", "")),
         state=str(data.get("state", "serving")),
+        frames_in=_figure(data.get("frames_in")),
+        frames_out=_figure(data.get("frames_out")),
+        frames_in_rate=_figure(data.get("frames_in_rate")),
+        frames_out_rate=_figure(data.get("frames_out_rate")),
     )
+
+
+def _figure(value: object) -> float | None:
+    """A non-negative number from a heartbeat, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e18:
+        return None
+    return float(value)
 
 
 class RegistryMirror:

@@ -3,12 +3,14 @@
 Three roles share one NATS account, each with only the subjects it needs:
 
 - **api**: serves ``<prefix>.svc.send`` and ``<prefix>.svc.ephemeral`` (queue group ``api``) and the
-  route barrier; publishes deliveries (and the drain control message, :mod:`im_server.cluster.drain`)
-  to every gateway subject ``<prefix>.gw.<node>``, cache events and
-  the revocation barrier; creates the buckets, writes ``<prefix>_revoked`` and its own heartbeat, owns
-  the object store ``<prefix>_files``; reads every registry and ``<prefix>_access``.
+  route barrier; asks and answers trace requests ``<prefix>.trace`` (:mod:`im_server.cluster.trace`);
+  publishes deliveries (and the drain control message, :mod:`im_server.cluster.drain`) to every
+  gateway subject ``<prefix>.gw.<node>``, cache events and the revocation barrier; creates the
+  buckets, writes ``<prefix>_revoked`` and its own heartbeat, owns the object store ``<prefix>_files``;
+  reads every registry and ``<prefix>_access``.
 - **gateway**: publishes sends, typing and presence events, and route barrier requests; subscribes to
-  its own node subject only (per-node users) and answers revocation barriers; writes routes and its own
+  its own node subject only (per-node users) and answers revocation barriers and trace requests
+  (never asks: only API nodes may publish on ``<prefix>.trace``); writes routes and its own
   heartbeat; reads the node registry, the revocations and ``<prefix>_access``. It cannot publish to a
   gateway subject, write revocations, touch files or see another role's replies.
 - **admin** (operator tools): reads the registries and manages the IP access-list bucket
@@ -136,6 +138,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
             f"{p}.evt.social",
             f"{p}.evt.members",
             f"{p}.sessions.barrier",
+            f"{p}.trace",
             f"$KV.{n.bucket('revoked')}.>",
             f"$KV.{n.bucket('nodes')}.>",
             f"$KV.{n.bucket('routes')}.>",  # removes the routes of a gateway found dead (cluster/reaper.py)
@@ -153,6 +156,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
             f"{p}.evt.social",
             f"{p}.evt.members",
             f"{p}.sessions.barrier",
+            f"{p}.trace",
             f"{inbox_prefix(p, 'api', '*')}.>",
         ]
     elif role == "gateway":
@@ -168,6 +172,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
         subscribe = [
             f"{p}.gw.{node}",
             f"{p}.sessions.barrier",
+            f"{p}.trace",
             f"{inbox_prefix(p, 'gateway', node)}.>",
         ]
     else:

@@ -28,6 +28,14 @@ class NodeInfo:
     """The software version the node runs."""
     state: str = "serving"
     """``serving``, or ``draining`` while it sends its clients elsewhere."""
+    frames_in: float | None = None
+    """Gateways: frames received from clients since the node started."""
+    frames_out: float | None = None
+    """Gateways: frames written to clients since the node started."""
+    frames_in_rate: float | None = None
+    """Gateways: frames received per second since the node's previous heartbeat."""
+    frames_out_rate: float | None = None
+    """Gateways: frames written per second since the node's previous heartbeat."""
 
 
 class NodeTable:

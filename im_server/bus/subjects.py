@@ -48,6 +48,11 @@ class Subjects:
         return f"{self.prefix}.sessions.barrier"
 
     @property
+    def trace(self) -> str:
+        """Trace request: every node answers with what its trace ring holds of one message (API nodes ask)."""
+        return f"{self.prefix}.trace"
+
+    @property
     def revoked_bucket(self) -> str:
         """KV with a TTL: session id -> revocation JSON (a logged-out device session)."""
         return f"{self.prefix}_revoked"

@@ -1,4 +1,10 @@
-"""The embedded cluster behind ``im server up``: nats-server, one API process, N gateway processes.
+"""The embedded cluster behind ``im server up``: nats-server, M API processes, N gateway processes.
+
+Several API processes (``apis``) share the API port with ``SO_REUSEPORT``: the kernel spreads new HTTP
+connections over them, as it does for the workers of one web server, so clients keep one URL; sends
+forwarded by gateways are spread by the NATS queue group whatever the port. That is one machine's
+answer (Linux): across machines, each API node has its own address behind a load balancer (see
+``docs/operations.md``). The API nodes are ``api-1``, ``api-2``...; each is supervised like a gateway.
 
 Every part is a real separate process, supervised: a child that dies is restarted (with backoff),
 nats-server included (on the same port and store, so the nodes reconnect to it and carry on), and
@@ -42,6 +48,8 @@ class ClusterPlan:
     data_dir: Path
     api_port: int = 8080
     gateways: int = 2
+    apis: int = 1
+    """API processes; more than one share ``api_port`` (``SO_REUSEPORT``, Linux only)."""
     host: str = "127.0.0.1"
     """Where the API and the gateways listen."""
     nats_host: str = "127.0.0.1"
@@ -59,6 +67,10 @@ class ClusterPlan:
     def gateway_ids(self) -> list[str]:
         """``gw-1``, ``gw-2``, ..."""
         return [f"gw-{index + 1}" for index in range(self.gateways)]
+
+    def api_ids(self) -> list[str]:
+        """``api-1``, ``api-2``, ..."""
+        return [f"api-{index + 1}" for index in range(self.apis)]
 
 
 @dataclass
@@ -131,14 +143,17 @@ class EmbeddedCluster:
             **plan.extra_env,
         }
         python = [sys.executable, "-m", "im_server"]
-        self._children.append(
-            _Child(
-                "api",
-                [*python, "api"],
-                {**base, **self._nats_env("api"), "IM_API_HOST": plan.host, "IM_API_PORT": str(plan.api_port)},
-                plan.api_port,
-            )
-        )
+        shared = {"IM_API_REUSE_PORT": "1"} if plan.apis > 1 else {}
+        for node_id in plan.api_ids():
+            env = {
+                **base,
+                **self._nats_env("api"),
+                **shared,
+                "IM_API_HOST": plan.host,
+                "IM_API_PORT": str(plan.api_port),
+                "IM_NODE_ID": node_id,
+            }
+            self._children.append(_Child(node_id, [*python, "api"], env, plan.api_port))
         for index in range(plan.gateways):
             port = plan.gateway_port(index)
             env = {
@@ -165,17 +180,19 @@ class EmbeddedCluster:
             child.process = spawn(child.command, env=child.env, output=output)
 
     def _wait_until_gateways_live(self, timeout: float = 30) -> None:
+        # Whichever API process answers, it must see every gateway and every API node.
         deadline = time.monotonic() + timeout
-        expected = {f"gw-{i + 1}" for i in range(self.plan.gateways)}
+        expected = set(self.plan.gateway_ids())
+        apis = set(self.plan.api_ids())
         while time.monotonic() < deadline:
             try:
                 health = httpx.get(f"{self.api_url}/healthz", timeout=2).json()
-                if expected <= set(health.get("gateways", [])):
+                if expected <= set(health.get("gateways", [])) and apis <= set(health.get("apis", apis)):
                     return
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.1)
-        raise TimeoutError("the gateways did not register with the API in time")
+        raise TimeoutError("the gateways and API nodes did not register in time")
 
     def supervise(self, poll: float = 0.5) -> None:
         """Restart children that exit, until :meth:`request_stop` (or a signal) is seen."""
@@ -203,11 +220,15 @@ class EmbeddedCluster:
         port = int(self.nats_url.rsplit(":", 1)[1])
         for attempt in range(20):
             try:
+                # The same listener and users as at the start: a restarted server must not open the bus.
                 self._nats, _ = start_nats_server(
                     self.plan.data_dir / "nats",
-                    host=self.plan.host,
+                    host=self.plan.nats_host,
                     port=port,
                     log_file=self.plan.data_dir / "logs" / "nats.log",
+                    authorization=None
+                    if self.credentials is None
+                    else self.credentials.authorization(self.plan.subject_prefix),
                 )
                 return
             except (RuntimeError, TimeoutError) as exc:
@@ -235,8 +256,8 @@ class EmbeddedCluster:
     def stop(self, timeout: float = 15) -> None:
         """Stop gateways, then the API, then NATS; each gets ``timeout`` seconds before being killed."""
         self._stopping = True
-        gateways = [child for child in self._children if child.name != "api"]
-        api = [child for child in self._children if child.name == "api"]
+        gateways = [child for child in self._children if not child.name.startswith("api")]
+        api = [child for child in self._children if child.name.startswith("api")]
         for group in (gateways, api):
             processes = [child.process for child in group if child.process is not None]
             _terminate(processes, timeout)

@@ -39,7 +39,12 @@ _VERSION = _version()
 
 class Heartbeat:
     """Puts ``{role, url, connections, started_at, pid, version, state}`` under the node id every
-    ``interval`` seconds."""
+    ``interval`` seconds.
+
+    A gateway also gives ``frames``: the WebSocket frames it received and wrote since it started. The
+    beat carries those totals and the rates since the previous beat (``frames_in_rate``,
+    ``frames_out_rate``, per second), so that readers of the registry need no history of their own.
+    """
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class Heartbeat:
         url: str | None,
         connections: Callable[[], int] = lambda: 0,
         state: Callable[[], str] = lambda: "serving",
+        frames: Callable[[], tuple[float, float]] | None = None,
     ) -> None:
         self._bus = bus
         self.node_id = node_id
@@ -57,6 +63,9 @@ class Heartbeat:
         self._url = url
         self._connections = connections
         self._state = state
+        self._frames = frames
+        self._last_frames: tuple[float, float, float] | None = None
+        """``(monotonic time, frames in, frames out)`` at the previous beat."""
         self._started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -67,18 +76,18 @@ class Heartbeat:
 
     async def beat(self) -> None:
         """Write one heartbeat now."""
-        value = orjson.dumps(
-            {
-                "role": self._role,
-                "url": self._url,
-                "connections": self._connections(),
-                "started_at": self._started_at,
-                "pid": os.getpid(),
-                "version": _VERSION,
-                "state": self._state(),
-            }
-        )
-        await self._bus.nodes.put(self.node_id, value)
+        beat: dict[str, object] = {
+            "role": self._role,
+            "url": self._url,
+            "connections": self._connections(),
+            "started_at": self._started_at,
+            "pid": os.getpid(),
+            "version": _VERSION,
+            "state": self._state(),
+        }
+        if self._frames is not None:
+            beat.update(self._frame_figures())
+        await self._bus.nodes.put(self.node_id, orjson.dumps(beat))
         now = time.monotonic()
         previous, self.last_ok = self.last_ok, now
         if previous is not None and now - previous >= self._bus.settings.node_ttl and self.on_gap is not None:
@@ -86,6 +95,18 @@ class Heartbeat:
                 "node %s: %.1fs without a heartbeat; others may have judged it dead", self.node_id, now - previous
             )
             self.on_gap()
+
+    def _frame_figures(self) -> dict[str, float]:
+        assert self._frames is not None
+        now = time.monotonic()
+        frames_in, frames_out = self._frames()
+        figures = {"frames_in": frames_in, "frames_out": frames_out}
+        previous, self._last_frames = self._last_frames, (now, frames_in, frames_out)
+        if previous is not None and now > previous[0]:
+            elapsed = now - previous[0]
+            figures["frames_in_rate"] = round(max(0.0, frames_in - previous[1]) / elapsed, 2)
+            figures["frames_out_rate"] = round(max(0.0, frames_out - previous[2]) / elapsed, 2)
+        return figures
 
     def beat_soon(self) -> None:
         """Beat now rather than at the next interval (after a reconnect, say)."""

@@ -42,7 +42,14 @@ from im_schema.limits import (
 )
 
 from .. import logs
-from ..bus.codec import decode_delivery
+from ..bus.codec import (
+    Ephemeral,
+    PresenceChanged,
+    TypingChanged,
+    TypingState,
+    decode_delivery,
+    encode_event,
+)
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.revocations import Revocation
 from ..bus.subjects import route_key
@@ -53,6 +60,7 @@ from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
 from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
+from ..cluster.trace import TraceResponder, TraceRing, frame_key
 from ..services.access import client_address, metrics_allowed, parse_network
 from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
@@ -162,6 +170,9 @@ class GatewayNode:
             "im_gateway_flooding_closes_total", "Connections closed for sending frames too fast."
         )
         self.metrics_listener = MetricsListener(self.metrics.render, settings)
+        self.trace = TraceRing(settings.trace_capacity, settings.trace_devices)
+        """The messages this node pushed lately, and to which devices (``im cluster trace``)."""
+        self.tracer = TraceResponder(self.bus, self.node_id, "gateway", self.trace)
         self._stopping = False
         self.draining = False
         """An admin drains the node (``im cluster drain``): no new clients, the present ones sent away."""
@@ -183,6 +194,7 @@ class GatewayNode:
         self.barrier.start()
         await self._purge_own_routes()
         self._subscription = await self.bus.nc.subscribe(self.bus.subjects.gateway(self.node_id), cb=self._on_delivery)
+        await self.tracer.start()
         _bound_handshake_heads(self.settings.max_header_bytes)
         self._server = await serve(
             self._handle,
@@ -217,6 +229,7 @@ class GatewayNode:
             url=self.url,
             connections=lambda: len(self.connections),
             state=lambda: "draining" if self.draining else "serving",
+            frames=self._frame_counts,
         )
         self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
         await self._heartbeat.start()
@@ -310,6 +323,13 @@ class GatewayNode:
         log.info("gateway %s: closing a connection that did not answer a ping", self.node_id)
         self._spawn(connection.close(1011, "keepalive ping timeout"))
 
+    def _frame_counts(self) -> tuple[float, float]:
+        """Frames received from and written to clients since start (for the heartbeat's rates)."""
+        return (
+            self.metrics.value("im_gateway_frames_received_total"),
+            self.metrics.value("im_gateway_frames_sent_total"),
+        )
+
     def _outbound_bytes(self) -> float:
         total = 0
         for connection in self.connections.values():
@@ -355,6 +375,7 @@ class GatewayNode:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+        await self.tracer.stop()
         await self.barrier.stop()
         await self.revocations.stop()
         await self.access.stop()
@@ -478,8 +499,9 @@ class GatewayNode:
                 elif isinstance(action, Forward):
                     self._forwarder.push(connection, key, action)
                 elif isinstance(action, Typing):
-                    typing = action.frame.model_dump(mode="json", exclude={"type"})
-                    self._ephemeral(connection, {"typing": typing})
+                    self._ephemeral(
+                        connection, TypingState(conversation=action.frame.conversation, active=action.frame.active)
+                    )
                 else:
                     await self._close(connection, action)
                     break
@@ -513,7 +535,7 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
-        self._ephemeral(connection, {"online": True})
+        self._ephemeral(connection, online=True)
         return True
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
@@ -531,18 +553,22 @@ class GatewayNode:
         finally:
             if self.draining and not self.connections:
                 self._emptied.set()
-        self._ephemeral(connection, {"online": False})
+        self._ephemeral(connection, online=False)
 
-    def _ephemeral(self, connection: ServerConnection, event: dict[str, object]) -> None:
-        """Typing and presence go to one API node, no answer expected; losing one is harmless.
-
-        ``{"t": access token, "typing": {...}}`` or ``{"t": ..., "online": bool}``: the API takes the
-        user and device from the token.
+    def _ephemeral(
+        self, connection: ServerConnection, typing: TypingState | None = None, *, online: bool = False
+    ) -> None:
+        """Typing (when ``typing`` is given) or presence go to one API node, no answer expected; losing one
+        is harmless. The event carries the connection's access token: the API takes user and device from it.
         """
         if self._stopping:
             return  # a stopping node's clients come back elsewhere within seconds
-        event["t"] = self._access_tokens.get(connection, "")
-        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, orjson.dumps(event)))
+        token = self._access_tokens.get(connection, "")
+        event: Ephemeral = (
+            TypingChanged(t=token, typing=typing) if typing is not None else PresenceChanged(t=token, online=online)
+        )
+        payload = encode_event(event)
+        self._spawn(self.bus.nc.publish(self.bus.subjects.ephemeral, payload))
 
     async def _close(self, connection: ServerConnection, action: Close) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -618,12 +644,16 @@ class GatewayNode:
                 self._too_slow_close(fan_out(targets, frame, budget))
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
+                if self.trace.capacity and (found := frame_key(frame)) is not None:
+                    listed = (key for key in recipients if key in connections)
+                    self.trace.pushed(found[1], listed, len(targets))
             return
         # Several frames (a group commit's messages): each connection gets all of its frames in one write.
         per_connection: dict[ServerConnection, list[bytes]] = {}
         delivered = 0
         for frame, recipients in items:
             encoded: bytes | None = None
+            count = 0
             for key in recipients:
                 connection = connections.get(key)
                 if connection is None:
@@ -635,15 +665,14 @@ class GatewayNode:
                     per_connection[connection] = [encoded]
                 else:
                     frames.append(encoded)
-                delivered += 1
+                count += 1
+            delivered += count
+            if count and self.trace.capacity and (found := frame_key(frame)) is not None:
+                self.trace.pushed(found[1], (key for key in recipients if key in connections), count)
         if per_connection:
             self._too_slow_close(write_frames(per_connection, budget))
             self._delivered.inc(delivered)
             self._frames_out.inc(delivered)
-
-    def local_routes(self) -> list[Key]:
-        """The devices connected here."""
-        return list(self.connections)
 
 
 class _Forwarder:
@@ -701,8 +730,11 @@ class _Forwarder:
     async def _send(self, batch: list[tuple[ServerConnection, Key, Forward]], keys: set[Key]) -> None:
         try:
             answers = await self._forward(batch)
+            trace = self._node.trace
             per_connection: dict[ServerConnection, list[bytes]] = {}
-            for (connection, _, _), answer in zip(batch, answers, strict=True):
+            for (connection, key, _), answer in zip(batch, answers, strict=True):
+                if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
+                    trace.pushed(found[1], [key], 1, "ack")
                 frames = per_connection.get(connection)
                 if frames is None:
                     per_connection[connection] = [text_frame(answer)]
@@ -710,6 +742,7 @@ class _Forwarder:
                     frames.append(text_frame(answer))
             write_frames(per_connection)  # answers only: no budget, the client is waiting for them
             self._node._frames_out.inc(len(batch))
+
         finally:
             counts = self._per_connection
             for _, key, _ in batch:

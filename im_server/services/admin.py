@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from im_schema.admin import (
+    TRACE_LIST_MAX,
     AdminUser,
     AdminUserList,
     BotCreated,
@@ -23,6 +26,9 @@ from im_schema.admin import (
     ClusterNodes,
     ClusterStats,
     DeviceRoute,
+    MessageTrace,
+    TraceNode,
+    TracePush,
     UserRoutes,
 )
 from im_schema.devices import LoggedOut
@@ -31,9 +37,10 @@ from im_schema.models import User
 
 from ..bus.routes import NodeInfo, NodeTable, RouteTable
 from ..cluster.drain import DRAIN
+from ..cluster.trace import NodeTrace
 from ..errors import Conflict, Forbidden, NotFound
 from ..storage import UsernameTaken
-from ..storage._util import now_ms
+from ..storage._util import ms_to_datetime, now_ms
 from ..storage.admin import AdminStore
 from .auth import Principal, bot_token_hash
 from .devices import DeviceService
@@ -63,9 +70,12 @@ class AdminService:
         nodes: NodeTable,
         *,
         publish: Callable[[str, bytes], Awaitable[None]] | None = None,
+        gather: Callable[[str, int, list[str]], Awaitable[list[NodeTrace]]] | None = None,
     ) -> None:
         self._publish = publish
         """Sends a control message to one gateway node's subject (the drain)."""
+        self._gather = gather
+        """Asks every live node for its trace record of a message (:func:`im_server.cluster.trace.gather`)."""
         self._store = store
         self._devices = devices
         self._routes = routes
@@ -212,6 +222,76 @@ class AdminService:
             raise NotFound(f"{target.username!r} has no device {device!r} logged in", code=ErrorCode.DEVICE_NOT_FOUND)
         return LoggedOut(devices=list(ended), current=principal.user_id == target.id and principal.device_id in ended)
 
+    async def trace(self, principal: Principal, conversation: str, seq: int) -> MessageTrace:
+        """One message's way through the cluster: storage's row and readers, and every live node's record."""
+        await self.require(principal)
+        stored = await self._store.stored_message(conversation, seq, TRACE_LIST_MAX)
+        if stored is None:
+            raise NotFound(f"no message {seq} in {conversation}", code=ErrorCode.NOT_FOUND)
+        # Roles come from the registry (each node writes only its own heartbeat), not from the answers;
+        # an answer naming a node that is not live is ignored.
+        roles = {info.node_id: info.role for info in self._nodes.live()}
+        live = sorted(roles)
+        answers = await self._gather(conversation, seq, live) if self._gather is not None else []
+        answers = [answer for answer in answers if answer.node_id in roles]
+        nodes: list[TraceNode] = []
+        aged_out: list[str] = []
+        started_later: list[str] = []
+        stored_by = None
+        for answer in answers:
+            record = answer.record
+            if record is None:
+                if answer.since > stored.created_at:
+                    (aged_out if answer.evicted else started_later).append(answer.node_id)
+                continue
+            node = _trace_node(answer.node_id, roles[answer.node_id], record)
+            if node is None:
+                continue
+            if node.role == "api" and node.stored_at is not None:
+                stored_by = node.node_id
+            nodes.append(node)
+        answered = {answer.node_id for answer in answers}
+        return MessageTrace(
+            conversation=conversation,
+            seq=seq,
+            sender=stored.sender,
+            client_msg_id=stored.client_msg_id,
+            sent_at=ms_to_datetime(stored.created_at),
+            stored_by=stored_by,
+            nodes=nodes,
+            aged_out=aged_out,
+            started_later=started_later,
+            silent=sorted(node for node in live if node not in answered),
+            read=stored.read,
+            unread=stored.unread,
+            read_count=stored.read_count,
+            unread_count=stored.unread_count,
+        )
+
+
+def _trace_node(node_id: str, role: str, record: dict[str, Any]) -> TraceNode | None:
+    """A node's answer as a :class:`TraceNode` (``None`` if malformed: nodes are trusted, their bytes are not)."""
+
+    def at(value: object) -> datetime.datetime | None:
+        return ms_to_datetime(value) if type(value) is int and 0 <= value < 2**48 else None
+
+    try:
+        pushes = [
+            TracePush(user_id=user, device_id=str(device), kind=kind, at=ms_to_datetime(when))
+            for user, device, kind, when in record.get("pushes") or []
+        ]
+        if role == "gateway":  # a gateway stores and publishes nothing; an API node pushes nothing
+            return TraceNode(node_id=node_id, role="gateway", pushes=pushes, pushed=int(record.get("pushed") or 0))
+        return TraceNode(
+            node_id=node_id,
+            role="api",
+            stored_at=at(record.get("stored_at")),
+            published=dict(record.get("published") or {}),
+            published_at=at(record.get("published_at")),
+        )
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
 
 def _node(info: NodeInfo) -> ClusterNode:
     return ClusterNode(
@@ -223,6 +303,10 @@ def _node(info: NodeInfo) -> ClusterNode:
         version=info.version,
         state="draining" if info.state == "draining" else "serving",
         live=True,
+        frames_in=None if info.frames_in is None else int(info.frames_in),
+        frames_out=None if info.frames_out is None else int(info.frames_out),
+        frames_in_per_s=info.frames_in_rate,
+        frames_out_per_s=info.frames_out_rate,
     )
 
 

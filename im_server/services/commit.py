@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from im_schema.errors import ErrorCode
 
 from ..cluster.metrics import SIZE_BUCKETS, Registry
-from ..errors import Forbidden, NotFound, Unavailable, storage_error
-from ..storage import MessageStore, NewMessage, Refused, Written
+from ..errors import NotFound, Refusal, Unavailable, storage_error
+from ..storage import MessageStore, NewMessage, Written
 from ..storage._util import now_ms
 from ..storage.faults import classify
 
@@ -116,10 +116,6 @@ class GroupCommitter:
         self._wakeup.set()
         return future
 
-    async def submit(self, item: NewMessage, device_id: str | None = None) -> Written:
-        """Queue one message and wait until it is committed."""
-        return await self.enqueue(item, device_id)
-
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -133,7 +129,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         items = [pending.item for pending in batch]
-        results: list[Written | Refused | None] | None = None
+        results: list[Written | Refusal | None] | None = None
         started = time.perf_counter()
         for pending in batch:
             self._wait_seconds.observe(started - pending.enqueued)
@@ -180,8 +176,8 @@ class GroupCommitter:
                 pending.future.set_exception(
                     NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
                 )
-            elif isinstance(written, Refused):
-                pending.future.set_exception(Forbidden(written.message, code=ErrorCode(written.code)))
+            elif isinstance(written, Refusal):
+                pending.future.set_exception(written)
             else:
                 pending.future.set_result(written)
             if isinstance(written, Written) and not written.duplicate:

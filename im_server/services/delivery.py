@@ -30,6 +30,7 @@ from im_schema.ids import direct_users
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.routes import plan_delivery
 from ..cluster.metrics import SIZE_BUCKETS, Registry
+from ..cluster.trace import TraceRing, frame_key
 from ..storage import Written
 from .commit import Committed
 from .membership import MembershipCache
@@ -50,9 +51,17 @@ class Deliverer:
     """Encodes each message once and publishes once per gateway node."""
 
     def __init__(
-        self, bus: Bus, mirror: RegistryMirror, memberships: MembershipCache, metrics: Registry | None = None
+        self,
+        bus: Bus,
+        mirror: RegistryMirror,
+        memberships: MembershipCache,
+        metrics: Registry | None = None,
+        *,
+        trace: TraceRing | None = None,
     ) -> None:
         metrics = metrics or Registry()
+        self.trace = trace
+        """Where stored and published messages are remembered for ``im cluster trace``."""
         self._recipients = metrics.histogram(
             "im_delivery_recipients", "Devices one pushed frame goes to, over all gateways.", SIZE_BUCKETS
         )
@@ -147,12 +156,16 @@ class Deliverer:
         frames = []
         for entry in committed:
             written = entry.written
+            if self.trace is not None:
+                self.trace.stored((written.conversation, written.seq))
             skip = (written.sender, entry.device_id) if entry.device_id is not None else None
             frames.append((message_frame(written.json), await self.recipients(written), skip))
         await self._publish(frames)
 
     async def written(self, written: Written) -> None:
         """Deliver a message the server wrote itself (a group change)."""
+        if self.trace is not None:
+            self.trace.stored((written.conversation, written.seq))
         await self._publish([(message_frame(written.json), await self.recipients(written), None)])
 
     async def notice(self, users: Iterable[int], notice: BaseModel, skip: tuple[int, str] | None = None) -> None:
@@ -184,6 +197,8 @@ class Deliverer:
                 per_frame[id(frame)] = per_frame.get(id(frame), 0) + len(recipients)
         for count in per_frame.values():
             self._recipients.observe(count)
+        if self.trace is not None:
+            self._trace_published(plan)
         self._deliveries.inc(sum(per_frame.values()))
         if not connected:
             self._remember(users)  # buffered by the client; may be flushed before gateways subscribe again
@@ -192,6 +207,14 @@ class Deliverer:
             recent = self._recent
             for user in users:
                 recent[user] = now
+
+    def _trace_published(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> None:
+        assert self.trace is not None
+        for node, items in plan.items():
+            for frame, recipients in items:
+                found = frame_key(frame)
+                if found is not None:
+                    self.trace.published(found[1], node, len(recipients))
 
 
 _RESYNC_LOST = ResyncFrame(reason="pushes may have been lost while the bus was away").model_dump_json().encode()

@@ -33,13 +33,21 @@ Revoke = Callable[[Sequence[Revoked]], Awaitable[None]]
 class DeviceService:
     """Device sessions: start them within the limit, list them, end them everywhere at once."""
 
-    def __init__(self, settings: Settings, store: DeviceStore, routes: RouteTable, nodes: NodeTable) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DeviceStore,
+        routes: RouteTable,
+        nodes: NodeTable,
+        *,
+        revoke: Revoke | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._routes = routes
         self._nodes = nodes
-        self.revoke: Revoke | None = None
-        """Makes every node refuse the sessions' tokens (set by the node once the bus is up)."""
+        self.revoke = revoke
+        """Makes every node refuse the sessions' tokens (``None``: this process alone, as in unit tests)."""
 
     def _revoke_until(self, now: int) -> int:
         return now + (self._settings.access_token_ttl + REVOCATION_MARGIN) * 1000

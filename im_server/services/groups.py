@@ -18,11 +18,11 @@ from im_schema.groups import Group, GroupInvitation, GroupMember, JoinRequest, J
 from im_schema.ids import group_conversation
 from im_schema.social import GroupInvitePolicy, Privacy
 
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, ServerError
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..settings import Settings
 from ..storage._util import ms_to_datetime, now_ms
 from ..storage.consent import ConsentLimits
-from ..storage.groups import Change, GroupRuleError, GroupStore
+from ..storage.groups import Change, GroupStore
 from .delivery import Deliverer
 from .membership import MembershipCache
 from .messaging import UserDirectory
@@ -31,24 +31,6 @@ from .social import SocialService
 __all__ = ["GroupService", "consent_limits"]
 
 log = logging.getLogger(__name__)
-
-_ERRORS: dict[str, type[ServerError]] = {
-    "group_not_found": NotFound,
-    "request_not_found": NotFound,
-    "invitation_not_found": NotFound,
-    "user_blocked": Forbidden,
-    "rate_limited": RateLimited,
-    "not_a_member": Forbidden,
-    "forbidden": Forbidden,
-    "group_dissolved": Forbidden,
-    "group_full": Conflict,
-    "already_member": Conflict,
-    "bad_request": BadRequest,
-}
-
-
-def _error(exc: GroupRuleError) -> ServerError:
-    return _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code), retry_after=exc.retry_after)
 
 
 def consent_limits(settings: Settings) -> ConsentLimits:
@@ -73,6 +55,8 @@ class GroupService:
         directory: UserDirectory,
         deliverer: Deliverer,
         social: SocialService,
+        *,
+        announce: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -81,14 +65,11 @@ class GroupService:
         self._deliverer = deliverer
         self._social = social
         self._consent = consent_limits(settings)
-        self.announce: Callable[[str], Awaitable[None]] | None = None
-        """Tells the other API nodes that a group's membership changed (set by the node)."""
+        self.announce = announce
+        """Tells the other API nodes that a group's membership changed (``None``: no other node to tell)."""
 
     async def _run(self, operation: Awaitable[Change]) -> Change:
-        try:
-            change = await operation
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        change = await operation
         written = change.written
         if written is not None:
             if change.recipients:  # the roster moved: no node may keep delivering from the old one
@@ -192,19 +173,13 @@ class GroupService:
                 )
             )
             return JoinResult(status="joined", group=await self._group(group_id, user_id) if change else None)
-        try:
-            request = await self._store.request_join(group_id, user_id, message, now=now_ms())
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        request = await self._store.request_join(group_id, user_id, message, now=now_ms())
         await self._deliverer.notice(await self._store.managers(group_id), JoinRequestNotice(request=request))
         return JoinResult(status="requested", request=request)
 
     async def requests(self, group_id: int, actor: int) -> list[JoinRequest]:
         """Pending join requests (owner and admins)."""
-        try:
-            return await self._store.join_requests(group_id, actor)
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        return await self._store.join_requests(group_id, actor)
 
     async def decide(self, group_id: int, request_id: int, actor: int, approve: bool) -> None:
         """Approve or reject a join request."""
@@ -248,10 +223,7 @@ class GroupService:
 
     async def invitations(self, group_id: int, actor: int) -> list[GroupInvitation]:
         """A group's pending invitations (owner and admins: all; members: their own)."""
-        try:
-            return await self._store.invitations_of(group_id, actor, now=now_ms())
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        return await self._store.invitations_of(group_id, actor, now=now_ms())
 
     async def accept_invitation(self, invitation_id: int, user_id: int) -> Group:
         """Join the group I was invited to."""
@@ -263,18 +235,12 @@ class GroupService:
 
     async def decline_invitation(self, invitation_id: int, user_id: int) -> None:
         """Say no to an invitation."""
-        try:
-            invitation = await self._store.decline_invitation(invitation_id, user_id, now=now_ms())
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        invitation = await self._store.decline_invitation(invitation_id, user_id, now=now_ms())
         await self._deliverer.notice([user_id], GroupInvitationNotice(invitation=invitation))
 
     async def withdraw_invitation(self, group_id: int, invitation_id: int, actor: int) -> None:
         """Take back an invitation (its inviter, or the owner and admins)."""
-        try:
-            invitation, told = await self._store.withdraw_invitation(group_id, invitation_id, actor, now=now_ms())
-        except GroupRuleError as exc:
-            raise _error(exc) from None
+        invitation, told = await self._store.withdraw_invitation(group_id, invitation_id, actor, now=now_ms())
         if told:
             await self._deliverer.notice([invitation.invitee.id], GroupInvitationNotice(invitation=invitation))
 

@@ -18,12 +18,11 @@ from im_schema.lifecycle import Presence, Receipts
 from im_schema.models import ReadState
 
 from ..bus.routes import NodeTable, RouteTable
-from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServerError
+from ..errors import BadRequest, NotFound, RateLimited
 from ..settings import Settings
 from ..storage import MessageStore, Written
 from ..storage._util import now_ms
 from ..storage.groups import GroupStore
-from ..storage.messages import LifecycleError
 from .delivery import Deliverer
 from .membership import MembershipCache
 from .messaging import UserDirectory
@@ -34,12 +33,6 @@ from .sync import SyncService
 __all__ = ["LifecycleService"]
 
 log = logging.getLogger(__name__)
-
-_ERRORS: dict[str, type[ServerError]] = {
-    "forbidden": Forbidden,
-    "not_found": NotFound,
-    "conversation_not_found": NotFound,
-}
 
 
 def _limit(limiter: RateLimiter[int], user_id: int, what: str) -> None:
@@ -87,12 +80,9 @@ class LifecycleService:
     async def recall(self, user_id: int, conversation: str, seq: int) -> Written:
         """Recall a message; everyone learns it from a ``message_recalled`` system message."""
         _limit(self._recalls, user_id, "recalls")
-        try:
-            recalled, notice = await self._store.recall(
-                conversation, seq, user_id, window_ms=int(self._settings.recall_window * 1000), now=now_ms()
-            )
-        except LifecycleError as exc:
-            raise _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code)) from None
+        recalled, notice = await self._store.recall(
+            conversation, seq, user_id, window_ms=int(self._settings.recall_window * 1000), now=now_ms()
+        )
         if notice is not None:
             await self._deliverer.written(notice)
         return recalled
@@ -104,12 +94,9 @@ class LifecycleService:
             raise BadRequest(
                 f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
             )
-        try:
-            edited, notice = await self._store.edit(
-                conversation, seq, user_id, text, window_ms=int(self._settings.edit_window * 1000), now=now_ms()
-            )
-        except LifecycleError as exc:
-            raise _ERRORS.get(exc.code, Forbidden)(exc.message, code=ErrorCode(exc.code)) from None
+        edited, notice = await self._store.edit(
+            conversation, seq, user_id, text, window_ms=int(self._settings.edit_window * 1000), now=now_ms()
+        )
         await self._deliverer.written(notice)
         return edited
 

@@ -84,14 +84,6 @@ class MembershipCache:
         users.extend(user for user, (joined, left) in entry.leavers.items() if joined < seq <= left)
         return users
 
-    async def is_member(self, conversation: str, user_id: int) -> bool:
-        """Whether the user is an active member (as far as this node knows)."""
-        entry = await self._entry(conversation, 0)
-        if entry is None:
-            return False
-        place = entry.roster.members.get(user_id)
-        return place is not None and place[1] is None
-
 
 def _index(roster: Roster) -> _Entry:
     entry = _Entry(roster)

@@ -67,6 +67,8 @@ class MessagingService:
         directory: UserDirectory,
         committer: GroupCommitter,
         media: MediaService | None = None,
+        *,
+        check_direct: Callable[[int, int], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -75,8 +77,8 @@ class MessagingService:
         self._limiter: RateLimiter[int] = RateLimiter(settings.send_rate, settings.send_burst)
         self._known_direct: set[str] = set()
         self._media = media
-        self.check_direct: Callable[[int, int], Awaitable[None]] | None = None
-        """Friendship and block rules for direct messages (set by the node)."""
+        self.check_direct = check_direct
+        """Friendship and block rules for direct messages (``None``: anyone may write to anyone)."""
 
     async def send(
         self,

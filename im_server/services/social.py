@@ -42,6 +42,7 @@ class SocialService:
         nodes: NodeTable,
         *,
         size: int = 100_000,
+        announce: Announce | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -53,8 +54,8 @@ class SocialService:
         self._size = size
         self._graphs: OrderedDict[int, SocialGraph] = OrderedDict()
         self._requests: RateLimiter[int] = RateLimiter(settings.friend_request_rate, settings.friend_request_burst)
-        self.announce: Announce | None = None
-        """Tells the other API nodes whose graph changed (set by the node once the bus is up)."""
+        self.announce = announce
+        """Tells the other API nodes whose graph changed (``None``: no other node to tell)."""
 
     # The send path -------------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from im_schema.admin import AdminUser
 
 from ._util import ms_to_datetime
 from .engine import Database
-from .tables import bot_tokens, users
+from .tables import bot_tokens, members, messages, users
 from .users import UsernameTaken, user_from_row
 
-__all__ = ["AdminStore", "LoginState"]
+__all__ = ["AdminStore", "LoginState", "StoredMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,21 @@ class LoginState:
 
     is_admin: bool
     disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What storage knows of one message for a trace: its row, and who has read it."""
+
+    sender: int
+    client_msg_id: str | None
+    created_at: int
+    """Milliseconds since the epoch."""
+    read: list[int]
+    """Members (not the sender) whose read position covers it, in id order, at most ``limit``."""
+    unread: list[int]
+    read_count: int
+    unread_count: int
 
 
 def _admin_user(row: Any) -> AdminUser:
@@ -90,6 +105,10 @@ class AdminStore:
         """The bot a token belongs to."""
         return await self._db.read(_bot_by_token, token_hash)
 
+    async def stored_message(self, conversation: str, seq: int, limit: int) -> StoredMessage | None:
+        """A message and its readers (``limit`` of each list), or ``None`` if there is no such message."""
+        return await self._db.read(_stored_message, conversation, seq, limit)
+
     async def revoke_tokens(self, user_id: int) -> int:
         """Delete every token of a bot; how many there were."""
         return await self._db.write(_revoke_tokens, user_id)
@@ -148,3 +167,36 @@ def _bot_by_token(conn: Connection, token_hash: str) -> AdminUser | None:
 
 def _revoke_tokens(conn: Connection, user_id: int) -> int:
     return int(conn.execute(delete(bot_tokens).where(bot_tokens.c.user_id == user_id)).rowcount or 0)
+
+
+def _stored_message(conn: Connection, conversation: str, seq: int, limit: int) -> StoredMessage | None:
+    row = conn.execute(
+        select(messages.c.sender_id, messages.c.client_msg_id, messages.c.created_at).where(
+            messages.c.conversation_id == conversation, messages.c.seq == seq
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    could_see = (
+        (members.c.conversation_id == conversation)
+        & (members.c.joined_seq < seq)
+        & (members.c.left_seq.is_(None) | (members.c.left_seq >= seq))
+        & (members.c.user_id != row.sender_id)
+    )
+    lists = {}
+    counts = {}
+    for name, condition in (("read", members.c.read_seq >= seq), ("unread", members.c.read_seq < seq)):
+        where = could_see & condition
+        lists[name] = list(
+            conn.execute(select(members.c.user_id).where(where).order_by(members.c.user_id).limit(limit)).scalars()
+        )
+        counts[name] = int(conn.execute(select(func.count()).select_from(members).where(where)).scalar_one())
+    return StoredMessage(
+        sender=int(row.sender_id),
+        client_msg_id=row.client_msg_id,
+        created_at=int(row.created_at),
+        read=lists["read"],
+        unread=lists["unread"],
+        read_count=counts["read"],
+        unread_count=counts["unread"],
+    )

@@ -20,14 +20,25 @@ from sqlalchemy import Connection, String, and_, func, insert, literal, or_, sel
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import aliased
 
+from im_schema.content import SystemEvent
+from im_schema.errors import ErrorCode
 from im_schema.groups import Group, GroupInvitation, JoinRequest, Role
 from im_schema.ids import group_conversation
 from im_schema.models import User, format_timestamp
 from im_schema.social import GroupInvitePolicy
 
+from ..errors import Refusal
 from ._util import insert_ignore, ms_to_datetime
 from .consent import Admission, ConsentLimits, Relation, admission, invitation_usable, quota_wait
 from .engine import Database
+from .group_rules import (
+    require,
+    require_may_invite,
+    require_may_leave,
+    require_not_owner,
+    require_outranks,
+    require_rank,
+)
 from .messages import Written, append_system
 from .tables import (
     blocks,
@@ -44,21 +55,11 @@ from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixe
 
 __all__ = ["Change", "GroupRuleError", "GroupStore", "MemberRow", "Roster", "lock_user"]
 
+GroupRuleError = Refusal
+"""The old name of :class:`im_server.errors.Refusal`, which every group rule raises."""
+
 _HOUR = 3600 * 1000
 _DAY = 24 * _HOUR
-
-_RANK = {"owner": 2, "admin": 1, "member": 0}
-
-
-class GroupRuleError(Exception):
-    """A group rule forbids the change; ``code`` is an ``ErrorCode`` value."""
-
-    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        """Seconds, for ``rate_limited``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +92,6 @@ class Change:
     group: Group | None = None
     invitations: tuple[GroupInvitation, ...] = ()
     """Invitations the change made or answered, whose invitees' devices are told (hidden ones left out)."""
-
-
-def _require(condition: bool, code: str, message: str) -> None:
-    if not condition:
-        raise GroupRuleError(code, message)
 
 
 class GroupStore:
@@ -258,7 +254,7 @@ class GroupStore:
 
 
 def _system(
-    conn: Connection, conversation: str, actor: int, event: str, data: dict[str, Any], now: int, *, roster: bool
+    conn: Connection, conversation: str, actor: int, event: SystemEvent, data: dict[str, Any], now: int, *, roster: bool
 ) -> Written:
     return append_system(conn, conversation, actor, event, data, now, roster=roster)
 
@@ -269,7 +265,7 @@ def _stamp(ms: int) -> str:
 
 def _group_row(conn: Connection, group_id: int) -> Any:
     row = conn.execute(select(groups).where(groups.c.id == group_id)).one_or_none()
-    _require(row is not None, "group_not_found", "no such group")
+    require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
     return row
 
 
@@ -278,11 +274,11 @@ def _live_group(conn: Connection, group_id: int, *, lock: bool = False) -> Any:
         # Serializes the changes of one group's membership and invitations (PostgreSQL; SQLite's writes
         # are serial already), so that "one pending invitation per user" and the limits hold.
         row = conn.execute(select(groups).where(groups.c.id == group_id).with_for_update()).one_or_none()
-        _require(row is not None, "group_not_found", "no such group")
+        require(row is not None, ErrorCode.GROUP_NOT_FOUND, "no such group")
     else:
         row = _group_row(conn, group_id)
     assert row is not None
-    _require(not row.dissolved, "group_dissolved", "the group was dissolved")
+    require(not row.dissolved, ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
     return row
 
 
@@ -302,13 +298,8 @@ def _active(conn: Connection, conversation: str, user_id: int) -> MemberRow | No
 
 def _acting(conn: Connection, conversation: str, actor: int, *, at_least: Role = "member") -> MemberRow:
     row = _active(conn, conversation, actor)
-    _require(row is not None, "not_a_member", "you are not a member of this group")
+    require_rank(row.role if row is not None else None, at_least)
     assert row is not None
-    _require(
-        _RANK[row.role] >= _RANK[at_least],
-        "forbidden",
-        f"only the {'owner' if at_least == 'owner' else 'owner and admins'} may do this",
-    )
     return row
 
 
@@ -424,7 +415,7 @@ def _create(
         .returning(groups.c.id)
     ).scalar_one()
     others, invited = _admit(conn, group_id, owner, candidates, consent, now)
-    _require(len(others) + 1 <= limit, "group_full", f"a group has at most {limit} members")
+    require(len(others) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     conversation = group_conversation(group_id)
     conn.execute(
         insert(conversations).values(
@@ -434,7 +425,13 @@ def _create(
     _join(conn, conversation, [owner], "owner", 0, now)
     _join(conn, conversation, others, "member", 0, now)
     written = _system(
-        conn, conversation, owner, "group_created", {"name": name, "members": [owner, *others]}, now, roster=True
+        conn,
+        conversation,
+        owner,
+        SystemEvent.GROUP_CREATED,
+        {"name": name, "members": [owner, *others]},
+        now,
+        roster=True,
     )
     group = _group_model(conn, _group_row(conn, group_id), owner)
     return Change(written, frozenset([owner, *others]), group, _invitations_by_id(conn, invited, now))
@@ -499,11 +496,7 @@ def _add(
     conversation = group_conversation(group_id)
     if via == "invite":
         inviter = _acting(conn, conversation, actor)
-        _require(
-            group.allow_member_invite or inviter.role != "member",
-            "forbidden",
-            "members may not invite to this group",
-        )
+        require_may_invite(inviter.role, allow_member_invite=group.allow_member_invite)
     existing = _share_users(conn, [actor, *user_ids])
     current = _active_ids(conn, conversation)
     candidates = sorted((existing & set(user_ids)) - current)
@@ -517,12 +510,14 @@ def _add(
     invitations = _invitations_by_id(conn, invited, now)
     if not new:
         return Change(None, frozenset(), _group_model(conn, group, actor), invitations)
-    _require(len(current) + len(new) <= limit, "group_full", f"a group has at most {limit} members")
+    require(len(current) + len(new) <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
     # New members see the announcement of their own arrival; what came before only if the group allows it.
     joined_seq = 0 if group.history_visible else max_seq
     _join(conn, conversation, new, "member", joined_seq, now)
-    written = _system(conn, conversation, actor, "members_joined", {"users": new, "via": via}, now, roster=True)
+    written = _system(
+        conn, conversation, actor, SystemEvent.MEMBERS_JOINED, {"users": new, "via": via}, now, roster=True
+    )
     return Change(written, frozenset(current | set(new)), _group_model(conn, group, actor), invitations)
 
 
@@ -530,19 +525,15 @@ def _remove(conn: Connection, group_id: int, actor: int, user_id: int, now: int)
     _live_group(conn, group_id)
     conversation = group_conversation(group_id)
     target = _active(conn, conversation, user_id)
-    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
     if actor == user_id:
-        _require(target.role != "owner", "forbidden", "the owner transfers ownership or dissolves the group instead")
-        event = "member_left"
+        require_may_leave(target.role)
+        event = SystemEvent.MEMBER_LEFT
     else:
         kicker = _acting(conn, conversation, actor, at_least="admin")
-        _require(
-            _RANK[kicker.role] > _RANK[target.role],
-            "forbidden",
-            "an admin cannot remove the owner or another admin",
-        )
-        event = "member_kicked"
+        require_outranks(kicker.role, target.role, "remove")
+        event = SystemEvent.MEMBER_KICKED
     recipients = _active_ids(conn, conversation)
     written = _system(conn, conversation, actor, event, {"user": user_id}, now, roster=True)
     conn.execute(
@@ -559,7 +550,7 @@ def _dissolve(conn: Connection, group_id: int, actor: int, now: int) -> Change:
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="owner")
     recipients = _active_ids(conn, conversation)
-    written = _system(conn, conversation, actor, "group_dissolved", {}, now, roster=True)
+    written = _system(conn, conversation, actor, SystemEvent.GROUP_DISSOLVED, {}, now, roster=True)
     conn.execute(
         update(members)
         .where(members.c.conversation_id == conversation, members.c.left_seq.is_(None))
@@ -578,7 +569,7 @@ def _update_group(conn: Connection, group_id: int, actor: int, changes: dict[str
     if not changed:
         return Change(None, frozenset(), _group_model(conn, group, actor))
     conn.execute(update(groups).where(groups.c.id == group_id).values(**changed))
-    written = _system(conn, conversation, actor, "group_updated", changed, now, roster=False)
+    written = _system(conn, conversation, actor, SystemEvent.GROUP_UPDATED, changed, now, roster=False)
     return Change(
         written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
     )
@@ -589,7 +580,7 @@ def _announce(conn: Connection, group_id: int, actor: int, text: str, now: int) 
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="admin")
     conn.execute(update(groups).where(groups.c.id == group_id).values(announcement=text, announcement_at=now))
-    written = _system(conn, conversation, actor, "announcement_set", {"text": text}, now, roster=False)
+    written = _system(conn, conversation, actor, SystemEvent.ANNOUNCEMENT_SET, {"text": text}, now, roster=False)
     return Change(
         written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
     )
@@ -599,9 +590,11 @@ def _transfer(conn: Connection, group_id: int, actor: int, new_owner: int, now: 
     _live_group(conn, group_id)
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="owner")
-    _require(new_owner != actor, "bad_request", "you own this group already")
-    _require(
-        _active(conn, conversation, new_owner) is not None, "not_a_member", "that user is not a member of this group"
+    require(new_owner != actor, ErrorCode.BAD_REQUEST, "you own this group already")
+    require(
+        _active(conn, conversation, new_owner) is not None,
+        ErrorCode.NOT_A_MEMBER,
+        "that user is not a member of this group",
     )
     conn.execute(update(groups).where(groups.c.id == group_id).values(owner_id=new_owner))
     for user_id, role in ((actor, "admin"), (new_owner, "owner")):
@@ -610,7 +603,7 @@ def _transfer(conn: Connection, group_id: int, actor: int, new_owner: int, now: 
             .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
             .values(role=role, updated_at=now)
         )
-    written = _system(conn, conversation, actor, "owner_transferred", {"user": new_owner}, now, roster=False)
+    written = _system(conn, conversation, actor, SystemEvent.OWNER_TRANSFERRED, {"user": new_owner}, now, roster=False)
     return Change(
         written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
     )
@@ -621,9 +614,9 @@ def _set_admin(conn: Connection, group_id: int, actor: int, user_id: int, admin:
     conversation = group_conversation(group_id)
     _acting(conn, conversation, actor, at_least="owner")
     target = _active(conn, conversation, user_id)
-    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
-    _require(target.role != "owner", "forbidden", "the owner is not an admin")
+    require_not_owner(target.role)
     role: Role = "admin" if admin else "member"
     if target.role == role:
         return Change(None, frozenset())
@@ -632,7 +625,7 @@ def _set_admin(conn: Connection, group_id: int, actor: int, user_id: int, admin:
         .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
         .values(role=role, updated_at=now)
     )
-    event = "admin_added" if admin else "admin_removed"
+    event = SystemEvent.ADMIN_ADDED if admin else SystemEvent.ADMIN_REMOVED
     written = _system(conn, conversation, actor, event, {"user": user_id}, now, roster=False)
     return Change(written, frozenset(_active_ids(conn, conversation)))
 
@@ -642,9 +635,9 @@ def _mute(conn: Connection, group_id: int, actor: int, user_id: int, until: int 
     conversation = group_conversation(group_id)
     muter = _acting(conn, conversation, actor, at_least="admin")
     target = _active(conn, conversation, user_id)
-    _require(target is not None, "not_a_member", "that user is not a member of this group")
+    require(target is not None, ErrorCode.NOT_A_MEMBER, "that user is not a member of this group")
     assert target is not None
-    _require(_RANK[muter.role] > _RANK[target.role], "forbidden", "an admin cannot mute the owner or another admin")
+    require_outranks(muter.role, target.role, "mute")
     if until is not None and until <= now:
         until = None
     conn.execute(
@@ -652,7 +645,7 @@ def _mute(conn: Connection, group_id: int, actor: int, user_id: int, until: int 
         .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
         .values(muted_until=until, updated_at=now)
     )
-    event = "member_muted" if until is not None else "member_unmuted"
+    event = SystemEvent.MEMBER_MUTED if until is not None else SystemEvent.MEMBER_UNMUTED
     data: dict[str, Any] = {"user": user_id}
     if until is not None:
         data["until"] = _stamp(until)
@@ -666,15 +659,15 @@ def _set_mine(
     group = _group_row(conn, group_id)
     conversation = group_conversation(group_id)
     mine = _member_row(conn, conversation, user_id)
-    _require(mine is not None, "not_a_member", "you are not a member of this group")
+    require(mine is not None, ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
     values: dict[str, Any] = {}
     if remark is not None:
         values["remark"] = remark or None
     written = None
     if nickname is not None:
-        _require(
+        require(
             mine is not None and mine.left_seq is None and not group.dissolved,
-            "not_a_member",
+            ErrorCode.NOT_A_MEMBER,
             "you are not a member of this group",
         )
         values["nickname"] = nickname or None
@@ -686,7 +679,7 @@ def _set_mine(
         )
     if nickname is not None:
         written = _system(
-            conn, conversation, user_id, "nickname_set", {"nickname": nickname or None}, now, roster=False
+            conn, conversation, user_id, SystemEvent.NICKNAME_SET, {"nickname": nickname or None}, now, roster=False
         )
     recipients = frozenset(_active_ids(conn, conversation)) if written else frozenset()
     return Change(written, recipients, _group_model(conn, group, user_id))
@@ -694,7 +687,11 @@ def _set_mine(
 
 def _request_join(conn: Connection, group_id: int, user_id: int, message: str, now: int) -> JoinRequest:
     _live_group(conn, group_id)
-    _require(_active(conn, group_conversation(group_id), user_id) is None, "already_member", "you are a member already")
+    require(
+        _active(conn, group_conversation(group_id), user_id) is None,
+        ErrorCode.ALREADY_MEMBER,
+        "you are a member already",
+    )
     existing = conn.execute(
         select(group_join_requests.c.id).where(
             group_join_requests.c.group_id == group_id, group_join_requests.c.user_id == user_id
@@ -761,7 +758,7 @@ def _decide_join(
             group_join_requests.c.status == "pending",
         )
     ).one_or_none()
-    _require(row is not None, "request_not_found", "no such pending request")
+    require(row is not None, ErrorCode.REQUEST_NOT_FOUND, "no such pending request")
     assert row is not None
     conn.execute(
         update(group_join_requests)
@@ -864,9 +861,9 @@ def _decisions(conn: Connection, actor: int, targets: list[int], consent: Consen
 
 def _refuse_blocked(decisions: dict[int, Admission]) -> None:
     refused = sorted(user for user, decision in decisions.items() if decision == "refuse")
-    _require(
+    require(
         not refused,
-        "user_blocked",
+        ErrorCode.USER_BLOCKED,
         f"you blocked user {', '.join(map(str, refused))}: unblock them first",
     )
 
@@ -874,7 +871,7 @@ def _refuse_blocked(decisions: dict[int, Admission]) -> None:
 def _require_quota(recent: Iterable[int], *, limit: int, cost: int, window: int, now: int, what: str) -> None:
     wait = quota_wait(list(recent), limit=limit, cost=cost, window=window, now=now)
     if wait:
-        raise GroupRuleError("rate_limited", what, retry_after=wait / 1000)
+        raise Refusal(ErrorCode.RATE_LIMITED, what, retry_after=wait / 1000)
 
 
 def _admit(
@@ -1070,11 +1067,11 @@ def _usable_invitation(conn: Connection, invitation_id: int, user_id: int, now: 
             group_invitations.c.id == invitation_id, group_invitations.c.invitee_id == user_id
         )
     ).scalar_one_or_none()
-    _require(group_id is not None, "invitation_not_found", missing)
+    require(group_id is not None, ErrorCode.INVITATION_NOT_FOUND, missing)
     assert group_id is not None
     group = _live_group(conn, group_id, lock=True)
     row = conn.execute(select(group_invitations).where(group_invitations.c.id == invitation_id)).one()
-    _require(row.status == "pending" and row.expires_at > now, "invitation_not_found", missing)
+    require(row.status == "pending" and row.expires_at > now, ErrorCode.INVITATION_NOT_FOUND, missing)
     _share_users(conn, [row.inviter_id, user_id])
     between = {
         (block.user_id, block.blocked_id)
@@ -1089,7 +1086,7 @@ def _usable_invitation(conn: Connection, invitation_id: int, user_id: int, now: 
         invitee_blocked_inviter=(user_id, row.inviter_id) in between,
     )
     inviter_active = _active(conn, group_conversation(group.id), row.inviter_id) is not None
-    _require(usable and inviter_active, "invitation_not_found", missing)
+    require(usable and inviter_active, ErrorCode.INVITATION_NOT_FOUND, missing)
     return group, row
 
 
@@ -1117,7 +1114,7 @@ def _accept_invitation(conn: Connection, invitation_id: int, user_id: int, limit
         invitation = _decide_invitation(conn, invitation_id, "accepted", now)
         return Change(None, frozenset(), _group_model(conn, group, user_id), (invitation,))
     current = _active_ids(conn, conversation)
-    _require(len(current) + 1 <= limit, "group_full", f"a group has at most {limit} members")
+    require(len(current) + 1 <= limit, ErrorCode.GROUP_FULL, f"a group has at most {limit} members")
     invitation = _decide_invitation(conn, invitation_id, "accepted", now)
     max_seq = conn.execute(select(conversations.c.max_seq).where(conversations.c.id == conversation)).scalar_one()
     _join(conn, conversation, [user_id], "member", 0 if group.history_visible else max_seq, now)
@@ -1126,7 +1123,7 @@ def _accept_invitation(conn: Connection, invitation_id: int, user_id: int, limit
         conn,
         conversation,
         row.inviter_id,
-        "members_joined",
+        SystemEvent.MEMBERS_JOINED,
         {"users": [user_id], "via": "invitation"},
         now,
         roster=True,
@@ -1152,9 +1149,9 @@ def _withdraw_invitation(
             group_invitations.c.expires_at > now,
         )
     ).one_or_none()
-    _require(
+    require(
         row is not None and (me.role != "member" or row.inviter_id == actor),
-        "invitation_not_found",
+        ErrorCode.INVITATION_NOT_FOUND,
         "no such pending invitation",
     )
     assert row is not None

@@ -15,10 +15,12 @@ from pydantic import TypeAdapter
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from im_schema.content import Content, RecalledContent, SystemContent, TextContent
+from im_schema.content import Content, RecalledContent, SystemContent, SystemEvent, TextContent
+from im_schema.errors import ErrorCode
 from im_schema.ids import conversation_kind, direct_peer, direct_users
 from im_schema.models import ConversationSummary, Message, ReadState, format_timestamp
 
+from ..errors import Refusal
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
 from .files import insert_shares, share_rows
@@ -36,6 +38,11 @@ __all__ = [
     "message_json",
     "preview_of",
 ]
+
+Refused = Refusal
+"""The old name of :class:`im_server.errors.Refusal`, returned for a send the commit turned down."""
+LifecycleError = Refusal
+"""The old name of :class:`im_server.errors.Refusal`, raised when a recall or an edit is not allowed."""
 
 _content: TypeAdapter[Content] = TypeAdapter(Content)
 
@@ -95,14 +102,6 @@ class Written:
     def again(self) -> Written:
         """The same message, answering a repeated send."""
         return Written(self.conversation, self.seq, self.sender, self.client_msg_id, self.json, duplicate=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A send the commit transaction turned down (membership changed since the send was checked)."""
-
-    code: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +237,12 @@ class MessageStore:
         """Create a one-to-one conversation and its two members if they do not exist."""
         await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
 
-    async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | Refused | None]:
+    async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | Refusal | None]:
         """Store a batch in one transaction, in order.
 
         Returns one entry per item: the stored message (a duplicate of an earlier send returns the
-        earlier message), :class:`Refused` for a group send its sender may no longer make, or ``None`` where
-        the conversation does not exist.
+        earlier message), a :class:`~im_server.errors.Refusal` for a group send its sender may no longer
+        make, or ``None`` where the conversation does not exist.
         """
         try:
             # Retries are rare: try without looking for earlier copies, and let the unique constraint on
@@ -296,7 +295,7 @@ class MessageStore:
         self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
     ) -> tuple[Written, Written | None]:
         """Remove a message's content; returns the recalled message and the ``message_recalled`` system
-        message (``None`` if it had been recalled already). Raises :class:`LifecycleError`."""
+        message (``None`` if it had been recalled already). Raises :class:`~im_server.errors.Refusal`."""
         return await self._db.write(_recall, conversation, seq, actor, window_ms, now)
 
     async def edit(
@@ -308,10 +307,6 @@ class MessageStore:
     async def receipts(self, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
         """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
         return await self._db.read(_receipts, conversation, seq)
-
-    async def read_position(self, conversation: str, user_id: int) -> int:
-        """A member's read position (0 if not a member)."""
-        return await self._db.read(_read_position, conversation, user_id)
 
     async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
         """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
@@ -531,15 +526,6 @@ def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now:
     return ReadState(conversation=conversation, read_seq=effective, unread=unread)
 
 
-class LifecycleError(Exception):
-    """A recall or edit is not allowed; ``code`` is an ``ErrorCode`` value."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _target(conn: Connection, conversation: str, seq: int, actor: int) -> tuple[Any, Any]:
     """The message and the actor's membership row, for a recall or an edit."""
     member = conn.execute(
@@ -548,12 +534,12 @@ def _target(conn: Connection, conversation: str, seq: int, actor: int) -> tuple[
         )
     ).one_or_none()
     if member is None or member.left_seq is not None:
-        raise LifecycleError("conversation_not_found", "the conversation does not exist")
+        raise Refusal(ErrorCode.CONVERSATION_NOT_FOUND, "the conversation does not exist")
     row = conn.execute(
         select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
     ).one_or_none()
     if row is None or row.seq <= member.joined_seq:
-        raise LifecycleError("not_found", "no such message")
+        raise Refusal(ErrorCode.NOT_FOUND, "no such message")
     return row, member
 
 
@@ -564,13 +550,13 @@ def _recall(
     if row.kind == "recalled":
         return _written(row, duplicate=True), None
     if row.kind == "system":
-        raise LifecycleError("forbidden", "system messages cannot be recalled")
+        raise Refusal(ErrorCode.FORBIDDEN, "system messages cannot be recalled")
     moderator = conversation.startswith("g:") and member.role in ("owner", "admin")
     if not moderator:
         if row.sender_id != actor:
-            raise LifecycleError("forbidden", "you can only recall your own messages")
+            raise Refusal(ErrorCode.FORBIDDEN, "you can only recall your own messages")
         if now - row.created_at >= window_ms:
-            raise LifecycleError("forbidden", f"messages can be recalled within {window_ms // 1000} seconds")
+            raise Refusal(ErrorCode.FORBIDDEN, f"messages can be recalled within {window_ms // 1000} seconds")
     body = RecalledContent(by=actor).model_dump_json()
     meta = _meta(row) or {}
     meta.pop("mentions", None)
@@ -596,7 +582,7 @@ def _recall(
                 .where(messages.c.conversation_id == conversation, messages.c.seq == quote.seq)
                 .values(meta=orjson.dumps(quote_meta).decode())
             )
-    notice = append_system(conn, conversation, actor, "message_recalled", {"seq": seq}, now)
+    notice = append_system(conn, conversation, actor, SystemEvent.MESSAGE_RECALLED, {"seq": seq}, now)
     recalled = conn.execute(
         select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
     ).one()
@@ -608,11 +594,11 @@ def _edit(
 ) -> tuple[Written, Written]:
     row, _ = _target(conn, conversation, seq, actor)
     if row.sender_id != actor:
-        raise LifecycleError("forbidden", "you can only edit your own messages")
+        raise Refusal(ErrorCode.FORBIDDEN, "you can only edit your own messages")
     if row.kind != "text":
-        raise LifecycleError("forbidden", "only text messages can be edited")
+        raise Refusal(ErrorCode.FORBIDDEN, "only text messages can be edited")
     if now - row.created_at >= window_ms:
-        raise LifecycleError("forbidden", f"messages can be edited within {window_ms // 1000} seconds")
+        raise Refusal(ErrorCode.FORBIDDEN, f"messages can be edited within {window_ms // 1000} seconds")
     content = TextContent.model_validate_json(row.body).model_copy(update={"text": text})
     meta = _meta(row) or {}
     meta["edited_at"] = now
@@ -621,7 +607,7 @@ def _edit(
         .where(messages.c.conversation_id == conversation, messages.c.seq == seq)
         .values(body=content.model_dump_json(), meta=orjson.dumps(meta).decode())
     )
-    notice = append_system(conn, conversation, actor, "message_edited", {"seq": seq, "text": text}, now)
+    notice = append_system(conn, conversation, actor, SystemEvent.MESSAGE_EDITED, {"seq": seq, "text": text}, now)
     edited = conn.execute(
         select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
     ).one()
@@ -647,13 +633,6 @@ def _receipts(conn: Connection, conversation: str, seq: int) -> tuple[int, list[
     return sender, read, unread
 
 
-def _read_position(conn: Connection, conversation: str, user_id: int) -> int:
-    value = conn.execute(
-        select(members.c.read_seq).where(members.c.conversation_id == conversation, members.c.user_id == user_id)
-    ).scalar_one_or_none()
-    return int(value or 0)
-
-
 # The statements of the hot path, built once (building them costs more than running them).
 _BUMP_ONE = (
     update(conversations)
@@ -675,8 +654,8 @@ _READ_OWN = (
 
 def _write_batch(
     conn: Connection, items: Sequence[NewMessage], now: int, look_for_duplicates: bool
-) -> list[Written | Refused | None]:
-    results: list[Written | Refused | None] = [None] * len(items)
+) -> list[Written | Refusal | None]:
+    results: list[Written | Refusal | None] = [None] * len(items)
     refusals, roles = _group_refusals(conn, items, now)
     item_refusals, replies = _replies_and_mentions(conn, items, roles)
 
@@ -797,7 +776,7 @@ def _write_batch(
 
 def _group_refusals(
     conn: Connection, items: Sequence[NewMessage], now: int
-) -> tuple[dict[tuple[str, int], Refused], dict[tuple[str, int], Any]]:
+) -> tuple[dict[tuple[str, int], Refusal], dict[tuple[str, int], Any]]:
     """Group sends whose sender is not an active member, is muted, or whose group is dissolved; also the
     senders' membership rows (role, joined_seq) for the other checks.
 
@@ -824,29 +803,29 @@ def _group_refusals(
         )
     ).all()
     state = {f"g:{row.id}": row for row in group_rows}
-    refusals: dict[tuple[str, int], Refused] = {}
+    refusals: dict[tuple[str, int], Refusal] = {}
     for pair in pairs:
         group = state.get(pair[0])
         member = roles.get(pair)
         if group is None:
             continue  # no such conversation: the seq allocation reports it
         if group.dissolved:
-            refusals[pair] = Refused("group_dissolved", "the group was dissolved")
+            refusals[pair] = Refusal(ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
         elif member is None or member.left_seq is not None:
-            refusals[pair] = Refused("not_a_member", "you are not a member of this group")
+            refusals[pair] = Refusal(ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
         elif member.muted_until is not None and member.muted_until > now:
-            refusals[pair] = Refused("muted", "you are muted in this group")
+            refusals[pair] = Refusal(ErrorCode.MUTED, "you are muted in this group")
         elif group.muted_all and member.role == "member":
-            refusals[pair] = Refused("muted", "only the owner and admins may speak while the group is muted")
+            refusals[pair] = Refusal(ErrorCode.MUTED, "only the owner and admins may speak while the group is muted")
     return refusals, roles
 
 
 def _replies_and_mentions(
     conn: Connection, items: Sequence[NewMessage], roles: dict[tuple[str, int], Any]
-) -> tuple[dict[int, Refused], dict[int, dict[str, Any]]]:
+) -> tuple[dict[int, Refusal], dict[int, dict[str, Any]]]:
     """Check replies (the message exists and the sender may see it) and mentions (of members only;
     ``@all`` by group owners and admins); returns refusals and reply previews, by item index."""
-    refusals: dict[int, Refused] = {}
+    refusals: dict[int, Refusal] = {}
     previews: dict[int, dict[str, Any]] = {}
     wanted = {(item.conversation, item.reply_to) for item in items if item.reply_to is not None}
     originals: dict[tuple[str, int], Any] = {}
@@ -875,7 +854,7 @@ def _replies_and_mentions(
             original = originals.get((item.conversation, item.reply_to))
             floor = member.joined_seq if member is not None else 0
             if original is None or original.kind in UNCOUNTED_KINDS or original.seq <= floor:
-                refusals[index] = Refused("bad_request", "there is no such message to reply to")
+                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, "there is no such message to reply to")
                 continue
             previews[index] = {
                 "seq": original.seq,
@@ -883,7 +862,7 @@ def _replies_and_mentions(
                 "preview": preview_of(original.kind, original.body),
             }
         if item.mention_all and (member is None or member.role not in ("owner", "admin")):
-            refusals[index] = Refused("forbidden", "only group owners and admins may mention everyone")
+            refusals[index] = Refusal(ErrorCode.FORBIDDEN, "only group owners and admins may mention everyone")
             continue
         if item.mentions:
             if item.conversation.startswith("g:"):
@@ -891,5 +870,5 @@ def _replies_and_mentions(
             else:
                 strangers = [user for user in item.mentions if user not in direct_users(item.conversation)]
             if strangers:
-                refusals[index] = Refused("bad_request", f"not in this conversation: {sorted(set(strangers))}")
+                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, f"not in this conversation: {sorted(set(strangers))}")
     return refusals, previews

@@ -50,6 +50,7 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
         ("cluster", "routes", root),
         ("cluster", "drain", "gw-any"),
         ("cluster", "kick", root),
+        ("cluster", "trace", f"d:{root}:{bob}", "1"),
         ("admin", "users", "make-admin", bob),
     ):
         refused = im("-P", bob, *args, "--json")
@@ -94,3 +95,56 @@ def test_create_admin_needs_a_database(im, tmp_path):
     result = im("server", "create-admin", "someone", "--data-dir", str(tmp_path / "none"), input="")
     assert result.exit_code != 0
     assert "no database" in result.output
+
+
+def test_cluster_trace_and_frame_rates(sqlite_cluster, im):
+    url = sqlite_cluster.url
+    root, bob = _name("root"), _name("bob")
+    _account(im, url, root)
+    _account(im, url, bob)
+    data_dir = _sqlite_path(sqlite_cluster.settings.db_url).parent
+    assert im("server", "create-admin", root, "--data-dir", str(data_dir), input="").exit_code == 0
+    sent = im("-P", bob, "send", root, "trace this", "--json")
+    seq = _json(sent)["seq"]
+    ids = sorted(_json(im("-P", root, "admin", "users", "show", name, "--json"))["id"] for name in (root, bob))
+    # The same message named every way the command accepts: by id, by names (any order), by the peer.
+    for conversation in (f"d:{ids[0]}:{ids[1]}", f"d:{root}:{bob}", f"d:{bob}:{root}", f"d:{ids[1]}:{root}", bob):
+        trace = _json(im("-P", root, "cluster", "trace", conversation, str(seq), "--json"))
+        assert trace["seq"] == seq and trace["stored_by"] == sqlite_cluster.api.node.node_id, conversation
+    text = im("-P", root, "cluster", "trace", bob, str(seq)).stdout
+    assert "stored" in text and "not read by 1" in text
+    for bad, code in ((("d:1:1", "1"), 2), ((bob, "0"), 2), ((bob, str(2**64)), 2), ((bob, str(seq + 1000)), None)):
+        refused = im("-P", root, "cluster", "trace", *bad)
+        assert refused.exit_code != 0 and "Traceback" not in refused.output, bad
+        if code is not None:
+            assert refused.exit_code == code, (bad, refused.output)
+    table = im("-P", root, "cluster", "nodes").stdout
+    assert "in/s" in table and "out/s" in table
+
+
+def test_top_puts_the_busiest_nodes_first():
+    from rich.console import Console
+
+    from im_cli.commands.cluster import _nodes_table
+    from im_schema.admin import ClusterNode, ClusterNodes
+
+    def node(name: str, connections: int, rate: float | None) -> ClusterNode:
+        return ClusterNode(
+            node_id=name,
+            role="gateway" if rate is not None else "api",
+            address="",
+            connections=connections,
+            uptime=1,
+            version="1",
+            state="serving",
+            live=True,
+            frames_in_per_s=rate,
+            frames_out_per_s=rate,
+        )
+
+    nodes = ClusterNodes(nodes=[node("api-1", 0, None), node("gw-1", 50, 1.0), node("gw-2", 5, 900.0)])
+    console = Console(width=200, record=True)
+    console.print(_nodes_table(nodes, by_load=True))
+    text = console.export_text()
+    assert text.index("gw-2") < text.index("gw-1") < text.index("api-1")
+    assert "900.0" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import pytest
 
 from im_sdk import AsyncClient, Backoff
@@ -118,6 +121,15 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
                 await inbox.close()
 
         asyncio.run(after_nats_restart())
+
+        # The restarted nats-server admits only the cluster's users, as before.
+        nats_url = next(match[1] for line in output if (match := re.match(r"NATS\s+(nats://\S+)", line)))
+
+        async def stranger() -> None:
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await nats.connect(nats_url, allow_reconnect=False, max_reconnect_attempts=0)
+
+        asyncio.run(stranger())
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(60)

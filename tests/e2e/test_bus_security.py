@@ -147,6 +147,20 @@ async def test_a_gateway_cannot_publish_deliveries_or_read_another_gateways_subj
     await watcher.close()
 
 
+async def test_a_gateway_or_admin_tool_cannot_ask_for_traces(private_nats, probes):
+    # Trace answers list users and devices: only API nodes may ask (admins go through the API).
+    gw1 = await probes("gw-1")
+    watcher, seen = await _observer(private_nats, f"{PREFIX}.trace")
+    await gw1.nc.publish(f"{PREFIX}.trace", b'{"c":"d:1:2","s":1}', reply=gw1.nc.new_inbox())
+    await gw1.refused(f'publish to "{PREFIX}.trace"')
+    admin = await probes("admin", "admin")
+    await admin.nc.publish(f"{PREFIX}.trace", b'{"c":"d:1:2","s":1}')
+    await admin.refused(f'publish to "{PREFIX}.trace"')
+    await watcher.flush()
+    assert seen == []
+    await watcher.close()
+
+
 async def test_a_gateway_cannot_touch_revocations_files_or_other_heartbeats(private_nats, probes, exact_cluster):
     gw1 = await probes("gw-1")
     for subject in (

@@ -56,12 +56,15 @@ def test_role_permissions_keep_each_role_to_its_subjects():
     assert "$KV.im_nodes.gw-1" in publish and "$KV.im_routes.>" in publish
     assert not any("im_revoked" in subject and subject.startswith("$KV.") for subject in publish)
     assert not any(subject.startswith(("$JS.API.STREAM.CREATE", "$JS.API.STREAM.PURGE")) for subject in publish)
-    assert subscribe == ["im.gw.gw-1", "im.sessions.barrier", "_INBOX.im.gw.gw-1.>"]
+    assert subscribe == ["im.gw.gw-1", "im.sessions.barrier", "im.trace", "_INBOX.im.gw.gw-1.>"]
     assert gateway["allow_responses"] is True
+    assert "im.trace" not in publish  # answers trace requests (allow_responses), never asks
     api = permissions("api", "im")
     assert "im.gw.*" in api["publish"]["allow"] and "$KV.im_revoked.>" in api["publish"]["allow"]
     assert "im.svc.send api" in api["subscribe"]["allow"]
+    assert "im.trace" in api["publish"]["allow"] and "im.trace" in api["subscribe"]["allow"]
     admin = permissions("admin", "im")
+    assert "im.trace" not in admin["publish"]["allow"]
     assert [s for s in admin["publish"]["allow"] if s.startswith("$KV.")] == ["$KV.im_access.>"]
     assert admin["subscribe"]["allow"] == ["_INBOX.im.admin.*.>"]
     shared = permissions("gateway", None)  # any prefix: the buckets cannot be told apart

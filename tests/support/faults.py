@@ -152,3 +152,16 @@ class RawDevice:
                 await self._task
         with contextlib.suppress(Exception):
             await self.connection.close()
+
+
+async def connect_device(client: AsyncClient, attempts: int = 20) -> RawDevice:
+    """:meth:`RawDevice.connect`, again while the API answers 503 (on a loaded machine a gateway's
+    heartbeat may lapse for a moment, and then no gateway is assigned)."""
+    for attempt in range(attempts):
+        try:
+            return await RawDevice.connect(client)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 503 or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")

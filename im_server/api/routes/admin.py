@@ -31,8 +31,10 @@ from im_schema.admin import (
     ListBotsRequest,
     ListUsersRequest,
     MakeAdminRequest,
+    MessageTrace,
     RevokeBotRequest,
     ShowUserRequest,
+    TraceMessageRequest,
     UserRoutes,
     UserRoutesRequest,
 )
@@ -40,7 +42,7 @@ from im_schema.devices import LoggedOut
 from im_schema.rest import Session
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import AdminDep, NodeDep, PrincipalDep
 from .auth import _address
 
 __all__ = ["router"]
@@ -74,63 +76,63 @@ async def login_bot(body: BotLoginRequest, node: NodeDep, request: Request) -> S
 
 
 @route(router, ListUsersRequest)
-async def list_users(request: ListUsersRequest, node: NodeDep, principal: PrincipalDep) -> AdminUserList:
+async def list_users(request: ListUsersRequest, admin: AdminDep, principal: PrincipalDep) -> AdminUserList:
     """Users in id order, ``limit`` after the id ``after`` (admins only)."""
-    return await node.admin.users(principal, after=request.after, limit=request.limit)
+    return await admin.users(principal, after=request.after, limit=request.limit)
 
 
 @route(router, ShowUserRequest)
-async def show_user(request: ShowUserRequest, node: NodeDep, principal: PrincipalDep) -> AdminUser:
+async def show_user(request: ShowUserRequest, admin: AdminDep, principal: PrincipalDep) -> AdminUser:
     """One user, with whether it is an admin and whether it is disabled (admins only)."""
-    return await node.admin.show(principal, request.user)
+    return await admin.show(principal, request.user)
 
 
 @route(router, DisableUserRequest)
-async def disable_user(request: DisableUserRequest, node: NodeDep, principal: PrincipalDep) -> AdminUser:
+async def disable_user(request: DisableUserRequest, admin: AdminDep, principal: PrincipalDep) -> AdminUser:
     """Disable an account: it cannot log in, and its sessions end as on a logout (admins only)."""
-    return await node.admin.disable(principal, request.user)
+    return await admin.disable(principal, request.user)
 
 
 @route(router, EnableUserRequest)
-async def enable_user(request: EnableUserRequest, node: NodeDep, principal: PrincipalDep) -> AdminUser:
+async def enable_user(request: EnableUserRequest, admin: AdminDep, principal: PrincipalDep) -> AdminUser:
     """Let a disabled account log in again (admins only)."""
-    return await node.admin.enable(principal, request.user)
+    return await admin.enable(principal, request.user)
 
 
 @route(router, MakeAdminRequest)
-async def make_admin(request: MakeAdminRequest, node: NodeDep, principal: PrincipalDep) -> AdminUser:
+async def make_admin(request: MakeAdminRequest, admin: AdminDep, principal: PrincipalDep) -> AdminUser:
     """Give a user the admin role (admins only)."""
-    return await node.admin.make_admin(principal, request.user)
+    return await admin.make_admin(principal, request.user)
 
 
 @route(router, CreateBotRequest)
-async def create_bot(body: CreateBotRequest, node: NodeDep, principal: PrincipalDep) -> BotCreated:
+async def create_bot(body: CreateBotRequest, admin: AdminDep, principal: PrincipalDep) -> BotCreated:
     """Create a bot account; the answer holds its token, shown this once (admins only)."""
-    return await node.admin.create_bot(principal, body.username, body.display_name)
+    return await admin.create_bot(principal, body.username, body.display_name)
 
 
 @route(router, ListBotsRequest)
-async def list_bots(request: ListBotsRequest, node: NodeDep, principal: PrincipalDep) -> BotList:
+async def list_bots(request: ListBotsRequest, admin: AdminDep, principal: PrincipalDep) -> BotList:
     """Every bot account (admins only)."""
-    return await node.admin.bots(principal)
+    return await admin.bots(principal)
 
 
 @route(router, RevokeBotRequest)
-async def revoke_bot(request: RevokeBotRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+async def revoke_bot(request: RevokeBotRequest, admin: AdminDep, principal: PrincipalDep) -> LoggedOut:
     """Delete a bot's tokens and end its sessions (admins only)."""
-    return await node.admin.revoke_bot(principal, request.bot)
+    return await admin.revoke_bot(principal, request.bot)
 
 
 @route(router, ClusterNodesRequest)
-async def cluster_nodes(request: ClusterNodesRequest, node: NodeDep, principal: PrincipalDep) -> ClusterNodes:
+async def cluster_nodes(request: ClusterNodesRequest, admin: AdminDep, principal: PrincipalDep) -> ClusterNodes:
     """Live nodes from the registry's heartbeats, the most connections first (admins only)."""
-    return await node.admin.nodes(principal)
+    return await admin.nodes(principal)
 
 
 @route(router, UserRoutesRequest)
-async def cluster_routes(request: UserRoutesRequest, node: NodeDep, principal: PrincipalDep) -> UserRoutes:
+async def cluster_routes(request: UserRoutesRequest, admin: AdminDep, principal: PrincipalDep) -> UserRoutes:
     """A user's connected devices and the gateway holding each (admins only)."""
-    return await node.admin.routes(principal, request.user)
+    return await admin.routes(principal, request.user)
 
 
 @route(router, ClusterStatsRequest)
@@ -141,9 +143,9 @@ async def cluster_stats(request: ClusterStatsRequest, node: NodeDep, principal: 
 
 
 @route(router, KickDeviceRequest)
-async def cluster_kick(body: KickDeviceRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+async def cluster_kick(body: KickDeviceRequest, admin: AdminDep, principal: PrincipalDep) -> LoggedOut:
     """End a user's device session (or all of them) as a logout does (admins only)."""
-    return await node.admin.kick(principal, body.user, body.device)
+    return await admin.kick(principal, body.user, body.device)
 
 
 @route(router, DrainRequest)
@@ -151,6 +153,13 @@ async def cluster_drain(body: DrainRequest, node: NodeDep, principal: PrincipalD
     """Drain a gateway: no new clients, its clients reconnect elsewhere (4010), it stops once empty
     (admins only)."""
     return await node.admin.drain(principal, body.node)
+
+
+@route(router, TraceMessageRequest)
+async def cluster_trace(request: TraceMessageRequest, admin: AdminDep, principal: PrincipalDep) -> MessageTrace:
+    """One message: stored when and by which API node, published to which gateways, pushed to which
+    devices, read by whom (admins only; nodes remember their last ``IM_TRACE_CAPACITY`` messages)."""
+    return await admin.trace(principal, request.conversation, request.seq)
 
 
 async def _nats_figures(url: str | None) -> dict[str, object] | None:

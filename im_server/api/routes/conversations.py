@@ -8,23 +8,23 @@ from im_schema.models import ReadState
 from im_schema.rest import ConversationPage, ConversationsRequest, HistoryRequest, MarkReadRequest
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import LifecycleDep, PrincipalDep, SyncDep
 
 router = APIRouter(tags=["conversations"])
 
 
 @route(router, ConversationsRequest)
-async def conversations(request: ConversationsRequest, node: NodeDep, principal: PrincipalDep) -> ConversationPage:
+async def conversations(request: ConversationsRequest, sync: SyncDep, principal: PrincipalDep) -> ConversationPage:
     """My conversations changed since ``since`` (all without it), each with ``max_seq``, ``read_seq``,
     unread count and last message; follow ``cursor`` while ``has_more``."""
-    return await node.sync.conversations(principal.user_id, request.since, request.limit)
+    return await sync.conversations(principal.user_id, request.since, request.limit)
 
 
 @route(router, HistoryRequest)
-async def history(request: HistoryRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def history(request: HistoryRequest, sync: SyncDep, principal: PrincipalDep) -> Response:
     """Messages by seq range: the first ``limit`` after ``after``, or the last ``limit`` before ``before``."""
     # A MessagePage, written from the stored JSON of each message (the response model is the endpoint's).
-    page = await node.sync.history_json(
+    page = await sync.history_json(
         principal.user_id,
         request.conversation,
         after=request.after,
@@ -35,6 +35,6 @@ async def history(request: HistoryRequest, node: NodeDep, principal: PrincipalDe
 
 
 @route(router, MarkReadRequest)
-async def mark_read(request: MarkReadRequest, node: NodeDep, principal: PrincipalDep) -> ReadState:
+async def mark_read(request: MarkReadRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> ReadState:
     """Mark read up to ``seq``. Read state never moves backward and is shared by all my devices."""
-    return await node.lifecycle.mark_read(principal.user_id, principal.device_id, request.conversation, request.seq)
+    return await lifecycle.mark_read(principal.user_id, principal.device_id, request.conversation, request.seq)

@@ -7,24 +7,24 @@ from fastapi import APIRouter
 from im_schema.devices import DeviceList, ListDevicesRequest, LoggedOut, LogoutAllRequest, LogoutDeviceRequest
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import DeviceDep, PrincipalDep
 
 router = APIRouter(tags=["devices"])
 
 
 @route(router, ListDevicesRequest)
-async def list_devices(_: ListDevicesRequest, node: NodeDep, principal: PrincipalDep) -> DeviceList:
+async def list_devices(_: ListDevicesRequest, devices: DeviceDep, principal: PrincipalDep) -> DeviceList:
     """My logged-in devices, oldest login first, with whether each is connected now."""
-    return await node.devices.list(principal)
+    return await devices.list(principal)
 
 
 @route(router, LogoutDeviceRequest)
-async def logout_device(request: LogoutDeviceRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+async def logout_device(request: LogoutDeviceRequest, devices: DeviceDep, principal: PrincipalDep) -> LoggedOut:
     """Log one device out: its tokens are refused everywhere and its connections closed (4012)."""
-    return await node.devices.logout(principal, request.device)
+    return await devices.logout(principal, request.device)
 
 
 @route(router, LogoutAllRequest)
-async def logout_all(_: LogoutAllRequest, node: NodeDep, principal: PrincipalDep) -> LoggedOut:
+async def logout_all(_: LogoutAllRequest, devices: DeviceDep, principal: PrincipalDep) -> LoggedOut:
     """Log every device out, this one included."""
-    return await node.devices.logout(principal, None)
+    return await devices.logout(principal, None)

@@ -15,7 +15,7 @@ from ...errors import RangeNotSatisfiable, UnsupportedMedia
 from ...media import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES
 from ...services.files import clean_name, default_name
 from ..contract import error_responses, route
-from ..deps import NodeDep, PrincipalDep, parse
+from ..deps import FileDep, PrincipalDep, parse
 from ..ranges import Unsatisfiable, content_disposition, parse_range
 
 __all__ = ["router"]
@@ -36,7 +36,7 @@ _RAW_BODY = {
 
 
 @route(router, UploadRequest, query=True, openapi_extra=_RAW_BODY, errors=(415, 422))
-async def upload(params: UploadRequest, request: Request, node: NodeDep, principal: PrincipalDep) -> Upload:
+async def upload(params: UploadRequest, request: Request, files: FileDep, principal: PrincipalDep) -> Upload:
     """Store a file sent as the raw request body (not a form), streamed.
 
     ``kind`` (``image``, ``file``, ``voice``, ``video``) says what the bytes must be; without it the
@@ -48,7 +48,7 @@ async def upload(params: UploadRequest, request: Request, node: NodeDep, princip
     if content_type.startswith("multipart/") or content_type.startswith("application/x-www-form-urlencoded"):
         raise UnsupportedMedia("send the file's bytes as the request body, not as a form")
     length = request.headers.get("content-length", "")
-    return await node.files.upload(
+    return await files.upload(
         principal.user_id,
         request.stream(),
         kind=params.kind,
@@ -58,9 +58,9 @@ async def upload(params: UploadRequest, request: Request, node: NodeDep, princip
 
 
 @route(router, FileLimitsRequest)
-async def limits(_: FileLimitsRequest, node: NodeDep, principal: PrincipalDep) -> FileLimits:
+async def limits(_: FileLimitsRequest, files: FileDep, principal: PrincipalDep) -> FileLimits:
     """The largest upload of each kind and the refused types, for clients to check before uploading."""
-    return node.files.limits()
+    return files.limits()
 
 
 _BYTES = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
@@ -92,7 +92,7 @@ _BYTES = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 async def download(
     blob: Annotated[BlobId, Path()],
     request: Request,
-    node: NodeDep,
+    files: FileDep,
     principal: PrincipalDep,
     name: Annotated[FileName | None, Query()] = None,
 ) -> Response:
@@ -102,7 +102,7 @@ async def download(
     the ``ETag`` (the blob id). ``name`` sets the name in ``Content-Disposition``.
     """
     params = parse(DownloadRequest, blob=blob, name=name)
-    usable = await node.files.authorize(principal.user_id, params.blob)
+    usable = await files.authorize(principal.user_id, params.blob)
     record = usable.blob
     size = record.size
     etag = f'"{record.id}"'
@@ -135,5 +135,5 @@ async def download(
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media_type)
-    body = await node.files.read(record.id, offset, length)
+    body = await files.read(record.id, offset, length)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)

@@ -16,39 +16,39 @@ from im_schema.lifecycle import (
 from im_schema.rest import Ok
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import LifecycleDep, PrincipalDep
 
 router = APIRouter(tags=["messages"])
 
 
 @route(router, RecallRequest)
-async def recall(request: RecallRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def recall(request: RecallRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> Response:
     """Recall a message: its content is removed and everyone is told (recalling twice changes nothing)."""
-    written = await node.lifecycle.recall(principal.user_id, request.conversation, request.seq)
+    written = await lifecycle.recall(principal.user_id, request.conversation, request.seq)
     return Response(written.json, media_type="application/json")
 
 
 @route(router, EditRequest)
-async def edit(request: EditRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def edit(request: EditRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> Response:
     """Replace the text of my message within the edit window."""
-    written = await node.lifecycle.edit(principal.user_id, request.conversation, request.seq, request.text)
+    written = await lifecycle.edit(principal.user_id, request.conversation, request.seq, request.text)
     return Response(written.json, media_type="application/json")
 
 
 @route(router, ReceiptsRequest)
-async def receipts(request: ReceiptsRequest, node: NodeDep, principal: PrincipalDep) -> Receipts:
+async def receipts(request: ReceiptsRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> Receipts:
     """Who has read a message and who has not."""
-    return await node.lifecycle.receipts(principal.user_id, request.conversation, request.seq)
+    return await lifecycle.receipts(principal.user_id, request.conversation, request.seq)
 
 
 @route(router, TypingRequest)
-async def typing(request: TypingRequest, node: NodeDep, principal: PrincipalDep) -> Ok:
+async def typing(request: TypingRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> Ok:
     """I am typing (``active``, the default) or stopped."""
-    await node.lifecycle.typing(principal.user_id, request.conversation, request.active)
+    await lifecycle.typing(principal.user_id, request.conversation, request.active)
     return Ok()
 
 
 @route(router, PresenceRequest)
-async def presence(request: PresenceRequest, node: NodeDep, principal: PrincipalDep) -> Presence:
+async def presence(request: PresenceRequest, lifecycle: LifecycleDep, principal: PrincipalDep) -> Presence:
     """Online, or last seen: for friends and fellow group members only."""
-    return await node.lifecycle.presence(principal.user_id, request.user)
+    return await lifecycle.presence(principal.user_id, request.user)

@@ -7,19 +7,19 @@ from fastapi import APIRouter, Response
 from im_schema.rest import SendMessageRequest
 
 from ..contract import route
-from ..deps import NodeDep, PrincipalDep
+from ..deps import MessagingDep, PrincipalDep
 
 router = APIRouter(tags=["messages"])
 
 
 @route(router, SendMessageRequest)
-async def send_message(body: SendMessageRequest, node: NodeDep, principal: PrincipalDep) -> Response:
+async def send_message(body: SendMessageRequest, messaging: MessagingDep, principal: PrincipalDep) -> Response:
     """Store a message and answer once it is committed.
 
     A direct conversation is created by its first message. Sending again with the same
     ``client_msg_id`` returns the stored message instead of storing a second one.
     """
-    written = await node.messaging.send(
+    written = await messaging.send(
         principal.user_id,
         principal.device_id,
         to=body.to,
