@@ -6,8 +6,10 @@ or frozen dataclasses, never rows.
 
 from __future__ import annotations
 
+from .conversations import MemberState
 from .engine import Database
-from .messages import MemberState, MessageStore, NewMessage, Refused, Written
+from .message_rows import Written
+from .messages import MessageStore, NewMessage, Refused
 from .users import Credentials, DeviceSession, UsernameTaken, UserStore
 
 __all__ = [

@@ -39,7 +39,7 @@ from .group_rules import (
     require_outranks,
     require_rank,
 )
-from .messages import Written, append_system
+from .message_rows import Written, append_system
 from .tables import (
     blocks,
     conversations,

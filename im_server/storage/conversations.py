@@ -1,0 +1,220 @@
+"""Conversations as their members see them: creation of direct ones, membership positions, history,
+the changed-conversations feed and unread counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from im_schema.ids import conversation_kind, direct_peer
+from im_schema.models import ConversationSummary, Message
+
+from ._util import insert_ignore, ms_to_datetime
+from .message_rows import UNCOUNTED_KINDS, _message, _written
+from .tables import conversations, members, mentions, messages
+
+__all__ = [
+    "MemberState",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One member's place in a conversation."""
+
+    read_seq: int
+    joined_seq: int
+    max_seq: int
+    left_seq: int | None = None
+    """Set once the member left: history ends there."""
+
+
+def _ensure_direct(conn: Connection, dialect: str, conversation: str, users: tuple[int, int], now: int) -> None:
+    conn.execute(
+        insert_ignore(dialect, conversations).values(
+            id=conversation, kind="direct", max_seq=0, created_at=now, last_at=now
+        )
+    )
+    conn.execute(
+        insert_ignore(dialect, members),
+        [
+            {"conversation_id": conversation, "user_id": user, "read_seq": 0, "joined_seq": 0, "updated_at": now}
+            for user in users
+        ],
+    )
+
+
+def _member(conn: Connection, conversation: str, user_id: int) -> MemberState | None:
+    row = conn.execute(
+        select(members.c.read_seq, members.c.joined_seq, members.c.left_seq, conversations.c.max_seq)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .where(members.c.conversation_id == conversation, members.c.user_id == user_id)
+    ).one_or_none()
+    return None if row is None else MemberState(row.read_seq, row.joined_seq, row.max_seq, row.left_seq)
+
+
+def _history(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[Message], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_message(row) for row in rows], has_more, max_seq
+
+
+def _history_json(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[bytes], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
+
+
+def _history_rows(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[Any], bool, int]:
+    seq = messages.c.seq
+    query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
+    if ceiling is not None:
+        query = query.where(seq <= ceiling)
+    if before is not None:
+        query = query.where(seq < before)
+    if after is not None:
+        query = query.where(seq > after).order_by(seq).limit(limit + 1)
+    else:
+        query = query.order_by(seq.desc()).limit(limit + 1)
+    rows = list(conn.execute(query).all())
+    max_seq = conn.execute(
+        select(conversations.c.max_seq).where(conversations.c.id == conversation)
+    ).scalar_one_or_none()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    max_seq = max_seq or 0
+    if ceiling is not None:
+        max_seq = min(max_seq, ceiling)
+    return rows, has_more, max_seq
+
+
+def _effective_read() -> Any:
+    return case((members.c.read_seq > members.c.joined_seq, members.c.read_seq), else_=members.c.joined_seq)
+
+
+def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> Any:
+    """Messages of others above ``read`` (and up to ``ceiling``) that count: not system, not recalled."""
+    counted = messages.alias("counted")
+    return (
+        select(func.count())
+        .select_from(counted)
+        .where(
+            counted.c.conversation_id == conversation,
+            counted.c.seq > read,
+            counted.c.seq <= ceiling,
+            counted.c.kind.not_in(UNCOUNTED_KINDS),
+            counted.c.sender_id != user_id,
+        )
+        .scalar_subquery()
+    )
+
+
+def _conversations_since(
+    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int
+) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+    peer = members.alias("peer")
+    last_at = conversations.c.last_at
+    mine = members.c.updated_at
+    theirs = func.coalesce(peer.c.updated_at, 0)
+    # The latest of: a new message, my read position, my peer's (read receipts in direct conversations).
+    changed = case((and_(last_at >= mine, last_at >= theirs), last_at), (mine >= theirs, mine), else_=theirs).label(
+        "changed"
+    )
+    last = messages.alias("last")
+    ceiling = case((members.c.left_seq.is_(None), conversations.c.max_seq), else_=members.c.left_seq)
+    read = _effective_read()
+    mentioned = (
+        select(mentions.c.seq)
+        .where(
+            mentions.c.conversation_id == conversations.c.id,
+            mentions.c.seq > read,
+            mentions.c.seq <= ceiling,
+            mentions.c.user_id.in_([user_id, 0]),
+        )
+        .exists()
+    )
+    query = (
+        select(
+            conversations.c.id,
+            conversations.c.kind,
+            ceiling.label("visible_max"),
+            members.c.read_seq,
+            members.c.joined_seq,
+            members.c.left_seq,
+            changed,
+            _unread_count(conversations.c.id, user_id, read, ceiling).label("unread"),
+            mentioned.label("mentioned"),
+            peer.c.read_seq.label("peer_read_seq"),
+            last.c.conversation_id,
+            last.c.seq,
+            last.c.sender_id,
+            last.c.client_msg_id,
+            last.c.body,
+            last.c.created_at,
+            last.c.meta,
+        )
+        .select_from(members)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .outerjoin(
+            peer,
+            and_(
+                peer.c.conversation_id == conversations.c.id,
+                peer.c.user_id != user_id,
+                conversations.c.kind == "direct",
+            ),
+        )
+        .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == ceiling))
+        .where(members.c.user_id == user_id)
+        .order_by(changed, conversations.c.id)
+        .limit(limit + 1)
+    )
+    if since is not None:
+        ms, after_id = since
+        query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > after_id)))
+    rows = conn.execute(query).all()
+    has_more = len(rows) > limit
+    result = []
+    for row in rows[:limit]:
+        last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
+        summary = ConversationSummary.model_construct(
+            id=row.id,
+            kind=conversation_kind(row.id),
+            peer=direct_peer(row.id, user_id) if row.kind == "direct" else None,
+            max_seq=row.visible_max,
+            read_seq=max(row.read_seq, row.joined_seq),
+            joined_seq=row.joined_seq,
+            unread=row.unread,
+            last_message=last_message,
+            updated_at=ms_to_datetime(row.changed),
+            left=row.left_seq is not None,
+            mentioned=bool(row.mentioned),
+            peer_read_seq=row.peer_read_seq,
+        )
+        result.append((row.changed, summary))
+    return result, has_more
