@@ -110,9 +110,10 @@ class Device:
                         raise ConnectionError(str(ready))
                     self.readies.append((time.time(), self.gateway))
                     delays = Backoff().delays()
-                    connected.set()
                     reader = asyncio.create_task(self._read(ws, http))
                     await self.catch_up(http)
+                    # Connected and caught up: a fault injected from now on finds the device at rest.
+                    connected.set()
                     await reader
                     self.closes.append((time.time(), ws.close_code))
             except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError):

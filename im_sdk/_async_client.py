@@ -43,6 +43,7 @@ from im_schema.lifecycle import (
     ReceiptsRequest,
     TypingRequest,
 )
+from im_schema.limits import HISTORY_PAGE_MAX
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.presses import (
     AckPressRequest,
@@ -75,7 +76,7 @@ from im_schema.rest import (
 )
 
 from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
-from ._base import error_from, is_idempotent, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, parse, prepare, send_text_request, tls_context
 from ._devices import AsyncDevices
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._people import AsyncFriends, AsyncGroups
@@ -140,7 +141,9 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.server_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url, timeout=timeout, transport=transport, verify=tls_context()
+        )
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
         self._lost_gateway: str | None = None
@@ -742,7 +745,9 @@ class AsyncClient:
                 yield action.message
                 continue
             try:
-                page = await self.history(action.conversation, after=action.after, before=action.before, limit=500)
+                page = await self.history(
+                    action.conversation, after=action.after, before=action.before, limit=HISTORY_PAGE_MAX
+                )
             except APIError as exc:
                 engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:

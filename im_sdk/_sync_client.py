@@ -44,6 +44,7 @@ from im_schema.lifecycle import (
     ReceiptsRequest,
     TypingRequest,
 )
+from im_schema.limits import HISTORY_PAGE_MAX
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.presses import (
     AckPressRequest,
@@ -75,7 +76,7 @@ from im_schema.rest import (
     WhoAmIRequest,
 )
 
-from ._base import error_from, is_idempotent, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, parse, prepare, send_text_request, tls_context
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._session import SessionState
 from ._sync_devices import Devices
@@ -141,7 +142,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport, verify=tls_context())
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
         self._lost_gateway: str | None = None
@@ -740,7 +741,9 @@ class Client:
                 yield action.message
                 continue
             try:
-                page = self.history(action.conversation, after=action.after, before=action.before, limit=500)
+                page = self.history(
+                    action.conversation, after=action.after, before=action.before, limit=HISTORY_PAGE_MAX
+                )
             except APIError as exc:
                 engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:

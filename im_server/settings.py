@@ -84,11 +84,15 @@ class Settings(BaseSettings):
     node_ttl: float = 1.5
     """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
     auth_timeout: float = 5.0
-    ws_ping_interval: float = 20.0
+    ws_ping_interval: float = 30.0
+    """Seconds between a gateway's pings of each connection (0: none): as often as the proxies in front
+    need to keep an idle connection open (60 s idle timeouts are common), and no more."""
     ws_ping_timeout: float = 20.0
+    """Seconds a ping may go unanswered; the connection is closed when its next turn finds it so."""
     max_frame_bytes: int = 64 * 1024
-    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
-    """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
+    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
+    """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a
+    connection's sends are in one request at a time, so that they keep their order)."""
     gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
     """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, SendFrame
@@ -461,24 +462,33 @@ class ApiNode:
             return
         started = time.perf_counter()
         try:
-            request = orjson.loads(msg.data)
-            tokens, entries = request["tokens"], request["sends"]
-            if not isinstance(tokens, list) or not isinstance(entries, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            log.warning("malformed forwarded sends: %s", exc)
-            with contextlib.suppress(Exception):
-                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
-            return
+            # The whole request in one pass (JSON parsed and every frame validated by pydantic-core); a
+            # request that does not pass is taken apart send by send, so that only the bad ones fail.
+            request = _FORWARDED.validate_json(msg.data)
+            tokens: list[object] = list(request["tokens"])
+            entries: list[object] = list(request["sends"])
+        except ValidationError:
+            try:
+                loose = orjson.loads(msg.data)
+                tokens, entries = loose["tokens"], loose["sends"]
+                if not isinstance(tokens, list) or not isinstance(entries, list):
+                    raise TypeError("not a list")
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                log.warning("malformed forwarded sends: %s", exc)
+                with contextlib.suppress(Exception):
+                    await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
+                return
         senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
         replies: list[bytes] = [b""] * len(entries)
         sends: list[tuple[int, str, SendFrame]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
+            which: object
+            raw: object
             try:
-                which, raw = entry
-                frame = SendFrame.model_validate(raw)
+                which, raw = entry  # type: ignore[misc]  # any shape may come: a wrong one raises TypeError
+                frame = raw if isinstance(raw, SendFrame) else SendFrame.model_validate(raw)
                 sender = senders[which] if isinstance(which, int) and 0 <= which < len(senders) else None
                 if sender is None:
                     replies[index] = _error(
@@ -518,6 +528,15 @@ class ApiNode:
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
                     self.errors.labels(str(orjson.loads(reply)["code"])).inc()
 
+
+class _Forwarded(TypedDict):
+    """A request of forwarded sends, as gateways make it (see :meth:`ApiNode._handle_send`)."""
+
+    tokens: list[str]
+    sends: list[tuple[int, SendFrame]]
+
+
+_FORWARDED = TypeAdapter(_Forwarded)
 
 _ERROR_FRAME = b'{"type":"error"'
 """How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""

@@ -246,4 +246,4 @@ def notice_frame(notice: BaseModel) -> bytes:
 
 def ack_frame(client_msg_id: str, message_json: bytes) -> bytes:
     """The ``ack`` frame around an already-serialized message."""
-    return orjson.dumps({"type": "ack", "client_msg_id": client_msg_id, "message": orjson.Fragment(message_json)})
+    return b'{"type":"ack","client_msg_id":%b,"message":%b}' % (orjson.dumps(client_msg_id), message_json)
