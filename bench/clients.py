@@ -253,6 +253,10 @@ class ClientSide:
         """Connect ``count`` reconnecting devices (:class:`bench.faults.Device`); returns (uid, gateway)."""
         from bench import faults
 
+        if faults.Device.requests is None:
+            # Device.run and catch_up share this bound on HTTP requests in flight (faults.py's own
+            # workers set it too); without it every device's task failed at once, before connecting.
+            faults.Device.requests = asyncio.Semaphore(48)
         self.storm = [faults.Device(self.url, f"{self.prefix}s{i}", peer) for i in range(count)]
         semaphore = asyncio.Semaphore(16)
 
@@ -265,16 +269,21 @@ class ClientSide:
         self.storm_tasks = [
             asyncio.create_task(device.run(self.http, event)) for device, event in zip(self.storm, events, strict=True)
         ]
-        await asyncio.gather(*(event.wait() for event in events))
+        await _connected(self.storm_tasks, events)
         return [(device.uid, device.gateway) for device in self.storm]
 
-    async def storm_missing(self, prefix: str, uids: list[int]) -> int:
-        """How many of the devices ``uids`` have not seen their message ``<prefix>-<uid>`` yet."""
+    async def storm_missing(self, prefix: str, uids: list[int], since: float = 0.0) -> int:
+        """How many of the devices ``uids`` have not seen their message ``<prefix>-<uid>`` yet, or have not
+        had a ``ready`` at ``since`` or later (connected again after the kill)."""
         wanted = set(uids)
         return sum(
             1
             for device in self.storm
-            if device.uid in wanted and f"{prefix}-{device.uid}" not in {text for text, _ in device.seen.values()}
+            if device.uid in wanted
+            and (
+                f"{prefix}-{device.uid}" not in {text for text, _ in device.seen.values()}
+                or not any(at >= since for at, _ in device.readies)
+            )
         )
 
     async def storm_report(self) -> list[dict[str, Any]]:
@@ -313,6 +322,19 @@ class ClientSide:
         for key in list(self.accounts):
             await self.disconnect(key)
         await self.http.aclose()
+
+
+async def _connected(tasks: list[asyncio.Task[None]], events: list[asyncio.Event]) -> None:
+    """Wait until every event is set; a task that ends first (it failed) raises its error instead of hanging."""
+    for task, event in zip(tasks, events, strict=True):
+        waiter = asyncio.ensure_future(event.wait())
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+        if not event.is_set():
+            waiter.cancel()
+            for other in tasks:
+                other.cancel()
+            task.result()  # raises what ended it
+            raise RuntimeError("a storm device stopped before it connected")
 
 
 async def _serve(conn: Connection, url: str, run: str, index: int) -> None:

@@ -94,11 +94,15 @@ class Device:
         headers = {"Authorization": f"Bearer {self.token}"}
         delays = Backoff().delays()
         assert Device.requests is not None
+        lost: str | None = None
         while not self.stopping:
             try:
                 async with Device.requests:
-                    answer = await http.get("/v1/gateway", headers=headers)
-                self.gateway = answer.raise_for_status().json()["url"]
+                    # As the SDK does: the gateway just lost is named, so that another one is assigned.
+                    params = {"avoid": lost} if lost is not None else None
+                    answer = await http.get("/v1/gateway", headers=headers, params=params)
+                assignment = answer.raise_for_status().json()
+                self.gateway, lost = assignment["url"], assignment["node_id"]
                 async with websockets.connect(self.gateway, compression=None, max_queue=None, open_timeout=5) as ws:
                     await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
                     ready = orjson.loads(await ws.recv())
@@ -106,9 +110,10 @@ class Device:
                         raise ConnectionError(str(ready))
                     self.readies.append((time.time(), self.gateway))
                     delays = Backoff().delays()
-                    connected.set()
                     reader = asyncio.create_task(self._read(ws, http))
                     await self.catch_up(http)
+                    # Connected and caught up: a fault injected from now on finds the device at rest.
+                    connected.set()
                     await reader
                     self.closes.append((time.time(), ws.close_code))
             except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError):
@@ -403,7 +408,13 @@ async def coordinate(args: argparse.Namespace) -> None:
     run = secrets.token_hex(3)
     data_dir = Path(tempfile.mkdtemp(prefix="im-faults-"))
     port = free_port_block(args.gateways + 1)
-    env = {**BENCH_ENV, "IM_DM_REQUIRES_FRIENDSHIP": "false", "IM_LOG_LEVEL": "WARNING"}
+    metrics_token = secrets.token_urlsafe(16)
+    env = {
+        **BENCH_ENV,
+        "IM_DM_REQUIRES_FRIENDSHIP": "false",
+        "IM_LOG_LEVEL": "WARNING",
+        "IM_METRICS_TOKEN": metrics_token,  # /metrics answers only with it
+    }
     cluster = EmbeddedCluster(
         ClusterPlan(data_dir=data_dir, api_port=port, gateways=args.gateways, extra_env=env, log_level="WARNING"),
         on_event=lambda text: print(f"  [cluster] {text}"),
@@ -443,13 +454,14 @@ async def coordinate(args: argparse.Namespace) -> None:
         os.kill(pids["gw-1"], signal.SIGKILL)
 
         async def unassigned() -> bool:
-            async with httpx.AsyncClient(timeout=2) as http:
+            async with httpx.AsyncClient(timeout=10) as http:
                 health = (await http.get(f"{cluster.api_url}/healthz")).json()
                 return "gw-1" not in health["gateways"]
 
         async def reaped() -> bool:
-            async with httpx.AsyncClient(timeout=2) as http:
-                metrics = (await http.get(f"{cluster.api_url}/metrics")).text
+            async with httpx.AsyncClient(timeout=10) as http:
+                headers = {"Authorization": f"Bearer {metrics_token}"}
+                metrics = (await http.get(f"{cluster.api_url}/metrics", headers=headers)).text
                 return any(
                     line.startswith("im_dead_node_routes_reaped_total ") and float(line.split()[1]) > 0
                     for line in metrics.splitlines()
@@ -458,6 +470,7 @@ async def coordinate(args: argparse.Namespace) -> None:
         unassigned_task = asyncio.create_task(poll_until(unassigned, 30))
         reaped_task = asyncio.create_task(poll_until(reaped, 30))
         await sender.to_all(users, "gk")
+        results["gk_sends_s"] = time.time() - killed
         results["unassigned_after"] = ((await unassigned_task) or float("nan")) - killed
         results["reaped_after"] = ((await reaped_task) or float("nan")) - killed
         results["gateway_kill_at"] = killed
@@ -554,6 +567,8 @@ def summarize(
     )
     print(f"  {len(reconnect)} devices of gw-1 reconnected: {stats(reconnect)}")
     print(f"  caught up (a message sent after the kill seen), since the kill: {stats(caught_up)}")
+    gk = sum(1 for text in acked if text.startswith("gk-"))
+    print(f"  ... sending those {gk} messages (HTTP, 64 at a time) took {results['gk_sends_s']:.2f}s")
     print(f"  ... since that message was committed: {stats(since_commit)}")
     print(f"nats outage {args.outage:.0f}s ({len(outage)} messages committed while it was down, {resyncs} resyncs):")
     print(f"  delivered after NATS returned: {stats(outage)}")

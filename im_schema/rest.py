@@ -272,3 +272,7 @@ class GatewayRequest(Request[GatewayAssignment]):
     """Which gateway this device should connect to."""
 
     endpoint = Endpoint("GET", "/v1/gateway", GatewayAssignment)
+    avoid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    """A gateway (its ``node_id``) this device just lost or could not reach: another live one is chosen
+    while there is one. A killed gateway is still assigned until the cluster notices (about a second);
+    a reconnecting client that names it goes elsewhere at its first attempt."""

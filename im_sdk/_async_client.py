@@ -44,6 +44,7 @@ from im_schema.lifecycle import (
     ReceiptsRequest,
     TypingRequest,
 )
+from im_schema.limits import HISTORY_PAGE_MAX
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.presses import (
     AckPressRequest,
@@ -77,7 +78,7 @@ from im_schema.rest import (
 from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
 from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
-from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request, tls_context
 from ._devices import AsyncDevices
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._people import AsyncFriends, AsyncGroups
@@ -143,9 +144,13 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.server_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url, timeout=timeout, transport=transport, verify=tls_context()
+        )
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
+        self._lost_gateway: str | None = None
+        """The gateway of the last realtime connection (named to the API when reconnecting)."""
         self._retry = retry or Retry()
         self._resync_after = resync_after
         self._refreshing = Lock()
@@ -733,7 +738,10 @@ class AsyncClient:
             await sleep(delay)
 
     async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame | UnknownEvent, None]:
-        assignment = await self.request(GatewayRequest())
+        # After a lost connection, the gateway it was on is named: a killed gateway is still assigned for
+        # about a second (until the cluster misses its heartbeat), and another one will do.
+        assignment = await self.request(GatewayRequest(avoid=self._lost_gateway))
+        self._lost_gateway = assignment.node_id  # a connection only ever ends by being lost
         try:
             connection = await open_gateway(assignment.url)
         except InvalidURI as exc:
@@ -825,7 +833,9 @@ class AsyncClient:
                 yield action.message
                 continue
             try:
-                page = await self.history(action.conversation, after=action.after, before=action.before, limit=500)
+                page = await self.history(
+                    action.conversation, after=action.after, before=action.before, limit=HISTORY_PAGE_MAX
+                )
             except APIError as exc:
                 engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:

@@ -7,6 +7,8 @@ the right :class:`~im_sdk.errors.APIError`.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
 from im_schema.buttons import Button
@@ -39,9 +42,21 @@ __all__ = [
     "prepare",
     "retry_after_seconds",
     "send_text_request",
+    "tls_context",
 ]
 
 R = TypeVar("R", bound=BaseModel)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every client of this process shares (httpx's defaults).
+
+    Building them loads the CA bundle: tens of milliseconds of CPU, more than a whole catch-up of a
+    thousand messages. httpx builds a new context for each client (even for ``http://``); clients made
+    one after another (a script that logs in, a bot per account) pay it once.
+    """
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True, slots=True)

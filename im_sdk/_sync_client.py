@@ -45,6 +45,7 @@ from im_schema.lifecycle import (
     ReceiptsRequest,
     TypingRequest,
 )
+from im_schema.limits import HISTORY_PAGE_MAX
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.presses import (
     AckPressRequest,
@@ -77,7 +78,7 @@ from im_schema.rest import (
 )
 from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
-from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request
+from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request, tls_context
 from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
 from ._session import SessionState
 from ._sync_devices import Devices
@@ -144,9 +145,11 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout, transport=transport, verify=tls_context())
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
+        self._lost_gateway: str | None = None
+        """The gateway of the last realtime connection (named to the API when reconnecting)."""
         self._retry = retry or Retry()
         self._resync_after = resync_after
         self._refreshing = Lock()
@@ -732,7 +735,10 @@ class Client:
             sleep(delay)
 
     def _connected(self, engine: SyncEngine) -> Generator[Message | NoticeFrame | UnknownEvent, None, None]:
-        assignment = self.request(GatewayRequest())
+        # After a lost connection, the gateway it was on is named: a killed gateway is still assigned for
+        # about a second (until the cluster misses its heartbeat), and another one will do.
+        assignment = self.request(GatewayRequest(avoid=self._lost_gateway))
+        self._lost_gateway = assignment.node_id  # a connection only ever ends by being lost
         try:
             connection = open_gateway(assignment.url)
         except InvalidURI as exc:
@@ -823,7 +829,9 @@ class Client:
                 yield action.message
                 continue
             try:
-                page = self.history(action.conversation, after=action.after, before=action.before, limit=500)
+                page = self.history(
+                    action.conversation, after=action.after, before=action.before, limit=HISTORY_PAGE_MAX
+                )
             except APIError as exc:
                 engine.on_fetch_failed(action, gone=exc.status == 404)
                 if exc.status == 404:

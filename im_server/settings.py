@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     Buckets that already exist keep their replica count (``nats stream edit`` changes it)."""
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
+    nats_ping_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between the pings a node sends NATS (the client's default is two minutes)."""
+    nats_max_outstanding_pings: Annotated[int, Field(ge=1)] = 3
+    """Pings left unanswered before a node drops its NATS connection as dead and reconnects: a link
+    that died without a reset (a frozen server, a lost network) is noticed within about
+    ``nats_ping_interval * (nats_max_outstanding_pings + 1)`` seconds."""
     nats_monitor_url: str | None = None
     """The NATS server's monitoring endpoint (``http://host:8222``): ``im cluster stats`` shows its figures."""
     # NATS credentials of this node's role (docs/security.md); set at most one of user, nkey, creds.
@@ -78,11 +84,15 @@ class Settings(BaseSettings):
     node_ttl: float = 1.5
     """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
     auth_timeout: float = 5.0
-    ws_ping_interval: float = 20.0
+    ws_ping_interval: float = 30.0
+    """Seconds between a gateway's pings of each connection (0: none): as often as the proxies in front
+    need to keep an idle connection open (60 s idle timeouts are common), and no more."""
     ws_ping_timeout: float = 20.0
+    """Seconds a ping may go unanswered; the connection is closed when its next turn finds it so."""
     max_frame_bytes: int = 64 * 1024
-    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 2
-    """Requests a gateway keeps in flight to the message service (each carries a batch of sends)."""
+    gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
+    """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a
+    connection's sends are in one request at a time, so that they keep their order)."""
     gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
     """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
@@ -104,6 +114,11 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 64 * 1024
     """KiB."""
     argon2_parallelism: int = 2
+    password_cache_size: Annotated[int, Field(ge=0)] = 100_000
+    """Accounts whose last good password an API node remembers (as a digest under a key that never leaves
+    the process), so that logging in again costs one keyed hash instead of Argon2; 0 turns it off."""
+    password_cache_ttl: Annotated[float, Field(gt=0)] = 3600.0
+    """Seconds a remembered password stays good for; after it the next login runs Argon2 again."""
 
     # Entrance protection (see docs/operations.md, "Entrance protection")
     signing_keys: SecretStr | None = None

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, SendFrame
@@ -245,6 +246,12 @@ class ApiNode:
             lambda: {kind: float(count) for kind, count in self.db.health.counts.items()},
             label="kind",
         )
+        metrics.read_counter(
+            "im_password_checks_total",
+            "Password checks at login, by how: argon2 (every wrong one and a first good one) or remembered.",
+            lambda: {how: float(count) for how, count in self.auth.password_checks.items()},
+            label="how",
+        )
         metrics.gauge(
             "im_password_hashes_waiting",
             "Password checks waiting for a hashing slot.",
@@ -323,11 +330,17 @@ class ApiNode:
             "apis": [info.node_id for info in self.mirror.nodes.live("api")],
         }
 
-    def assign_gateway(self, user_id: int, device_id: str) -> GatewayAssignment:
-        """The live gateway this device should use (rendezvous hashing over live gateways)."""
+    def assign_gateway(self, user_id: int, device_id: str, *, avoid: str | None = None) -> GatewayAssignment:
+        """The live gateway this device should use (rendezvous hashing over live gateways).
+
+        ``avoid`` (a gateway the device just lost) is left out while another is live: a gateway killed a
+        moment ago is still live in the registry until its heartbeat is missed.
+        """
         gateways = {
             info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url and info.state != "draining"
         }
+        if avoid is not None and avoid in gateways and len(gateways) > 1:
+            del gateways[avoid]
         chosen = rendezvous(f"{user_id}.{device_id}", gateways)
         if chosen is None:
             raise Unavailable("no gateway node is up", retry_after=1.0)
@@ -455,24 +468,33 @@ class ApiNode:
             return
         started = time.perf_counter()
         try:
-            request = orjson.loads(msg.data)
-            tokens, entries = request["tokens"], request["sends"]
-            if not isinstance(tokens, list) or not isinstance(entries, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            log.warning("malformed forwarded sends: %s", exc)
-            with contextlib.suppress(Exception):
-                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
-            return
+            # The whole request in one pass (JSON parsed and every frame validated by pydantic-core); a
+            # request that does not pass is taken apart send by send, so that only the bad ones fail.
+            request = _FORWARDED.validate_json(msg.data)
+            tokens: list[object] = list(request["tokens"])
+            entries: list[object] = list(request["sends"])
+        except ValidationError:
+            try:
+                loose = orjson.loads(msg.data)
+                tokens, entries = loose["tokens"], loose["sends"]
+                if not isinstance(tokens, list) or not isinstance(entries, list):
+                    raise TypeError("not a list")
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                log.warning("malformed forwarded sends: %s", exc)
+                with contextlib.suppress(Exception):
+                    await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
+                return
         senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
         replies: list[bytes] = [b""] * len(entries)
         sends: list[tuple[int, str, SendFrame]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
+            which: object
+            raw: object
             try:
-                which, raw = entry
-                frame = SendFrame.model_validate(raw)
+                which, raw = entry  # type: ignore[misc]  # any shape may come: a wrong one raises TypeError
+                frame = raw if isinstance(raw, SendFrame) else SendFrame.model_validate(raw)
                 sender = senders[which] if isinstance(which, int) and 0 <= which < len(senders) else None
                 if sender is None:
                     replies[index] = _error(
@@ -512,6 +534,15 @@ class ApiNode:
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
                     self.errors.labels(str(orjson.loads(reply)["code"])).inc()
 
+
+class _Forwarded(TypedDict):
+    """A request of forwarded sends, as gateways make it (see :meth:`ApiNode._handle_send`)."""
+
+    tokens: list[str]
+    sends: list[tuple[int, SendFrame]]
+
+
+_FORWARDED = TypeAdapter(_Forwarded)
 
 _ERROR_FRAME = b'{"type":"error"'
 """How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""

@@ -193,12 +193,18 @@ class Bus:
         )
 
     async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
+        # Pings every ``nats_ping_interval`` notice a dead link in seconds, not nats-py's default of
+        # minutes; reconnects never give up (a node without NATS is useless, and NATS may be restarted
+        # at any time), tried every half second; publishes made meanwhile wait in a 64 MiB buffer (past
+        # it they fail, and their recipients are owed a resync, see services/delivery.py).
         return await nats.connect(
             **connect_options(self.settings, role=self.role, name=self._name),
             connect_timeout=5,
             reconnect_time_wait=0.5,
             max_reconnect_attempts=-1,
             allow_reconnect=True,
+            ping_interval=self.settings.nats_ping_interval,
+            max_outstanding_pings=self.settings.nats_max_outstanding_pings,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,

@@ -27,7 +27,6 @@ from nats.errors import NoRespondersError, SlowConsumerError
 from nats.errors import TimeoutError as NatsTimeout
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -67,6 +66,7 @@ from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
+from .keepalive import Keepalive
 from .session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
 
 __all__ = ["GatewayNode"]
@@ -106,9 +106,10 @@ class GatewayNode:
         self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The token each connection authenticated with: forwarded with its sends and events, the API
         takes the sender from it (NATS credentials alone cannot send as anybody)."""
-        self._lanes = [_SendLane(self) for _ in range(settings.gateway_send_lanes)]
+        self._forwarder = _Forwarder(self, settings.gateway_send_lanes)
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
+        self._keepalive: Keepalive | None = None
         self._subscription: Subscription | None = None
         self._heartbeat: Heartbeat | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -205,12 +206,20 @@ class GatewayNode:
             compression=None,
             max_size=self.settings.max_frame_bytes,
             max_queue=16,
-            ping_interval=self.settings.ws_ping_interval,
-            ping_timeout=self.settings.ws_ping_timeout,
+            ping_interval=None,  # one task pings every connection (see keepalive.py), not one per connection
+            ping_timeout=None,
             close_timeout=2,
             server_header=None,
             open_timeout=self.settings.header_timeout,
         )
+        if self.settings.ws_ping_interval > 0:
+            self._keepalive = Keepalive(
+                self.connections.values,
+                interval=self.settings.ws_ping_interval,
+                timeout=self.settings.ws_ping_timeout,
+                close=self._ping_timed_out,
+            )
+            self._keepalive.start()
         await self.metrics_listener.start()
         if self.settings.gateway_public_url is None:
             host, port = next(iter(self._server.sockets)).getsockname()[:2]
@@ -312,6 +321,10 @@ class GatewayNode:
             connection.close_timeout = TOO_SLOW_CLOSE_TIMEOUT
             self._spawn(connection.close(CLOSE_TOO_SLOW, "too slow reading; reconnect and resync"))
 
+    def _ping_timed_out(self, connection: ServerConnection) -> None:
+        log.info("gateway %s: closing a connection that did not answer a ping", self.node_id)
+        self._spawn(connection.close(1011, "keepalive ping timeout"))
+
     def _frame_counts(self) -> tuple[float, float]:
         """Frames received from and written to clients since start (for the heartbeat's rates)."""
         return (
@@ -347,6 +360,8 @@ class GatewayNode:
     async def stop(self) -> None:
         """Leave the registry, tell every client to reconnect elsewhere, and remove their routes."""
         self._stopping = True
+        if self._keepalive is not None:
+            await self._keepalive.stop()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         if self._server is not None:
@@ -455,6 +470,9 @@ class GatewayNode:
             return
         self._opened.inc()
         log.debug("connection of user %d device %s opened", key[0], key[1])
+        # This frame lives as long as the connection: keep nothing the loop below does not use (the auth
+        # frame's text and the ready frame's bytes are most of a connection's own state).
+        del first, outcome
         frames = TokenBucket(self.settings.ws_frame_rate, self.settings.ws_frame_burst)
         refused = 0
         frames_in, frames_out = self._frames_in, self._frames_out
@@ -481,7 +499,7 @@ class GatewayNode:
                     frames_out.inc()
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
-                    self._lanes[hash(key) % len(self._lanes)].push(connection, key, action)
+                    self._forwarder.push(connection, key, action)
                 elif isinstance(action, Typing):
                     self._ephemeral(
                         connection, TypingState(conversation=action.frame.conversation, active=action.frame.active)
@@ -534,10 +552,9 @@ class GatewayNode:
             if await self.barrier.wait(revision):
                 break
         if self.connections.get(key) is connection:
-            frame = ResyncFrame(reason="route confirmed late").model_dump_json()
-            with contextlib.suppress(ConnectionClosed):
-                self._frames_out.inc()
-                await connection.send(frame, text=True)
+            frame = ResyncFrame(reason="route confirmed late").model_dump_json().encode()
+            self._too_slow_close(fan_out([connection], frame, self.settings.gateway_outbound_budget))
+            self._frames_out.inc()
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
         if self.connections.get(key) is not connection:
@@ -637,30 +654,63 @@ class GatewayNode:
             log.warning("gateway %s: bad delivery envelope: %s", self.node_id, exc)
             return
         connections = self.connections
-        for frame, recipients in items:
+        budget = self.settings.gateway_outbound_budget
+        if len(items) == 1:
+            frame, recipients = items[0]
             targets = [connection for key in recipients if (connection := connections.get(key)) is not None]
             if targets:
-                self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
+                self._too_slow_close(fan_out(targets, frame, budget))
                 self._delivered.inc(len(targets))
                 self._frames_out.inc(len(targets))
                 if self.trace.capacity and (found := frame_key(frame)) is not None:
                     listed = (key for key in recipients if key in connections)
                     self.trace.pushed(found[1], listed, len(targets))
+            return
+        # Several frames (a group commit's messages): each connection gets all of its frames in one write.
+        per_connection: dict[ServerConnection, list[bytes]] = {}
+        delivered = 0
+        for frame, recipients in items:
+            encoded: bytes | None = None
+            count = 0
+            for key in recipients:
+                connection = connections.get(key)
+                if connection is None:
+                    continue
+                if encoded is None:
+                    encoded = text_frame(frame)
+                frames = per_connection.get(connection)
+                if frames is None:
+                    per_connection[connection] = [encoded]
+                else:
+                    frames.append(encoded)
+                count += 1
+            delivered += count
+            if count and self.trace.capacity and (found := frame_key(frame)) is not None:
+                self.trace.pushed(found[1], (key for key in recipients if key in connections), count)
+        if per_connection:
+            self._too_slow_close(write_frames(per_connection, budget))
+            self._delivered.inc(delivered)
+            self._frames_out.inc(delivered)
 
 
-class _SendLane:
-    """Sends of many connections, forwarded in order: one request in flight, the rest batched behind it.
+class _Forwarder:
+    """Sends of every connection, forwarded in batches with several requests in flight at once.
 
-    A connection always uses the same lane, so its sends reach the message service in the order it sent
-    them, even when several API nodes share the work. Batching across connections makes a busy gateway
-    cost one NATS round trip per batch instead of one per message.
+    Each request carries a batch: whatever was waiting when a request slot came free. Per-connection
+    order holds because a connection has sends in at most one request at a time: the sends it makes
+    while one is in flight wait for the next batch, which is taken as soon as that request is answered,
+    even when several API nodes share the work. Other connections' sends do not wait for it: they go out
+    in another request. Batching makes a busy gateway cost one NATS round trip per batch, not per message.
     """
 
-    def __init__(self, node: GatewayNode) -> None:
+    def __init__(self, node: GatewayNode, in_flight: int) -> None:
         self._node = node
+        self._in_flight = in_flight
         self._pending: list[tuple[ServerConnection, Key, Forward]] = []
         self._per_connection: dict[Key, int] = {}
-        self._running = False
+        self._busy: set[Key] = set()
+        """Connections with sends in a request in flight."""
+        self._running = 0
 
     def push(self, connection: ServerConnection, key: Key, action: Forward) -> None:
         waiting = self._per_connection.get(key, 0)
@@ -672,28 +722,56 @@ class _SendLane:
             return
         self._per_connection[key] = waiting + 1
         self._pending.append((connection, key, action))
-        if not self._running:
-            self._running = True
-            self._node._spawn(self._drain())
+        if self._running < self._in_flight:
+            self._dispatch()
 
-    async def _drain(self) -> None:
+    def _dispatch(self) -> None:
+        while self._pending and self._running < self._in_flight:
+            busy = self._busy
+            batch: list[tuple[ServerConnection, Key, Forward]] = []
+            keep: list[tuple[ServerConnection, Key, Forward]] = []
+            joined: set[Key] = set()
+            for item in self._pending:
+                key = item[1]
+                if len(batch) < MAX_BATCH and (key in joined or key not in busy):
+                    batch.append(item)
+                    joined.add(key)
+                else:
+                    keep.append(item)
+            if not batch:
+                return  # every waiting send belongs to a connection with a request in flight
+            self._pending = keep
+            busy.update(joined)
+            self._running += 1
+            self._node._spawn(self._send(batch, joined))
+
+    async def _send(self, batch: list[tuple[ServerConnection, Key, Forward]], keys: set[Key]) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                answers = await self._forward(batch)
-                trace = self._node.trace
-                for (connection, key, _), answer in zip(batch, answers, strict=True):
-                    if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
-                        trace.pushed(found[1], [key], 1, "ack")
-                    left = self._per_connection[key] - 1
-                    if left:
-                        self._per_connection[key] = left
-                    else:
-                        del self._per_connection[key]
-                    broadcast([connection], answer, text=True)
-                self._node._frames_out.inc(len(batch))
+            answers = await self._forward(batch)
+            trace = self._node.trace
+            per_connection: dict[ServerConnection, list[bytes]] = {}
+            for (connection, key, _), answer in zip(batch, answers, strict=True):
+                if trace.capacity and (found := frame_key(answer)) is not None and found[0] == "ack":
+                    trace.pushed(found[1], [key], 1, "ack")
+                frames = per_connection.get(connection)
+                if frames is None:
+                    per_connection[connection] = [text_frame(answer)]
+                else:
+                    frames.append(text_frame(answer))
+            write_frames(per_connection)  # answers only: no budget, the client is waiting for them
+            self._node._frames_out.inc(len(batch))
+
         finally:
-            self._running = False
+            counts = self._per_connection
+            for _, key, _ in batch:
+                left = counts[key] - 1
+                if left:
+                    counts[key] = left
+                else:
+                    del counts[key]
+            self._busy.difference_update(keys)
+            self._running -= 1
+            self._dispatch()
 
     async def _forward(self, batch: list[tuple[ServerConnection, Key, Forward]]) -> list[bytes]:
         # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``: each connection's
@@ -702,14 +780,14 @@ class _SendLane:
         node = self._node
         tokens: list[str] = []
         indexes: dict[ServerConnection, int] = {}
-        sends: list[list[object]] = []
+        sends: list[bytes] = []
         for connection, _, action in batch:
             index = indexes.get(connection)
             if index is None:
                 index = indexes[connection] = len(tokens)
                 tokens.append(node._access_tokens.get(connection, ""))
-            sends.append([index, orjson.Fragment(action.frame.model_dump_json(exclude_none=True))])
-        payload = orjson.dumps({"tokens": tokens, "sends": sends})
+            sends.append(b"[%d,%b]" % (index, action.frame.model_dump_json(exclude_none=True).encode()))
+        payload = b'{"tokens":%b,"sends":[%b]}' % (orjson.dumps(tokens), b",".join(sends))
         node._forward_size.observe(len(batch))
         settings = node.settings
         started = time.perf_counter()
@@ -717,7 +795,7 @@ class _SendLane:
         attempt = 0
         # A short deadline per attempt, then the same batch again: the queue group hands the retry to
         # any live API node, and the client_msg_ids make a second arrival of a stored send harmless.
-        # So a dead or stuck API node costs the senders of this lane one attempt, not the whole deadline.
+        # So a dead or stuck API node costs the senders of this batch one attempt, not the whole deadline.
         while True:
             attempt += 1
             left = deadline - time.perf_counter()
@@ -761,6 +839,55 @@ def _bound_handshake_heads(max_bytes: int) -> None:
     websockets.http11.MAX_NUM_HEADERS = max(8, min(websockets.http11.MAX_NUM_HEADERS, max_bytes // 256))
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A server's WebSocket text frame (final, unmasked, no extension) around ``payload``, as bytes."""
+    size = len(payload)
+    if size < 126:
+        return b"\x81" + size.to_bytes(1, "big") + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
+def _writable(connection: ServerConnection) -> bool:
+    """Whether encoded frames may go straight to the transport (see :func:`fan_out`)."""
+    protocol = connection.protocol
+    return (
+        not protocol.extensions
+        and not protocol.writes
+        and not protocol.expect_continuation_frame
+        and connection.send_in_progress is None
+    )
+
+
+def write_frames(frames: dict[ServerConnection, list[bytes]], budget: int | None = None) -> list[ServerConnection]:
+    """Write each connection its encoded text frames (:func:`text_frame`) in one write, in order.
+
+    One write per connection instead of one per frame: a batch of acks, or the pushes of one group
+    commit, costs each connection one system call. Conditions and ``budget`` as in :func:`fan_out`;
+    connections past the budget are returned.
+    """
+    over: list[ServerConnection] = []
+    for connection, encoded in frames.items():
+        if connection.protocol.state is not State.OPEN:
+            continue
+        data = encoded[0] if len(encoded) == 1 else b"".join(encoded)
+        if budget is not None and connection.transport.get_write_buffer_size() + len(data) > budget:
+            over.append(connection)
+        elif _writable(connection):
+            connection.transport.write(data)
+        else:
+            for frame in encoded:
+                broadcast([connection], _payload(frame), text=True)
+    return over
+
+
+def _payload(frame: bytes) -> bytes:
+    """The payload of a frame encoded by :func:`text_frame`."""
+    size = frame[1]
+    return frame[2 + (2 if size == 126 else 8 if size == 127 else 0) :]
+
+
 def fan_out(connections: list[ServerConnection], frame: bytes, budget: int | None = None) -> list[ServerConnection]:
     """Send one text frame to many connections, encoding the WebSocket frame once.
 
@@ -774,21 +901,15 @@ def fan_out(connections: list[ServerConnection], frame: bytes, budget: int | Non
     node's memory. With a ``budget``, a connection whose unwritten bytes would pass it gets nothing
     more and is returned: the caller closes it (4013) and the client catches up by sync.
     """
-    encoded = Frame(Opcode.TEXT, frame).serialize(mask=False, extensions=[])
+    encoded = text_frame(frame)
     others = []
     over: list[ServerConnection] = []
     for connection in connections:
-        protocol = connection.protocol
-        if protocol.state is not State.OPEN:
+        if connection.protocol.state is not State.OPEN:
             continue  # closing: nothing more is sent (what broadcast would do too)
         if budget is not None and connection.transport.get_write_buffer_size() + len(encoded) > budget:
             over.append(connection)
-        elif (
-            not protocol.extensions
-            and not protocol.writes
-            and not protocol.expect_continuation_frame
-            and connection.send_in_progress is None
-        ):
+        elif _writable(connection):
             connection.transport.write(encoded)
         else:
             others.append(connection)

@@ -5,7 +5,9 @@ every API node sees it, and the same whether the name exists or not) and against
 (per node); past the free failures each further one doubles the wait, and an attempt during a wait is
 refused with ``rate_limited`` before any password is checked. Registrations are a token bucket per
 address. Argon2 runs in a pool of its own, ``IM_ARGON2_CONCURRENCY`` at a time with at most
-``IM_ARGON2_QUEUE`` waiting; beyond that the answer is ``unavailable`` with Retry-After. A refresh token
+``IM_ARGON2_QUEUE`` waiting; beyond that the answer is ``unavailable`` with Retry-After. A good password
+is hashed once per node and ``IM_PASSWORD_CACHE_TTL``: logging in again with it costs one keyed BLAKE2b
+(:class:`VerifiedPasswords`), while a wrong one always costs Argon2. A refresh token
 presented again after it was rotated ends its session (every token of the family).
 """
 
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import math
 import os
 import secrets
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +48,7 @@ from .tokens import ExpiredToken, InvalidToken, TokenCodec
 if TYPE_CHECKING:
     from .devices import DeviceService
 
-__all__ = ["AuthService", "Principal", "bot_token_hash"]
+__all__ = ["AuthService", "Principal", "VerifiedPasswords", "bot_token_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,52 @@ def _never(_: str) -> bool:
 
 
 T = TypeVar("T")
+
+
+class VerifiedPasswords:
+    """The passwords this node checked with Argon2 lately: a login that repeats one costs a keyed BLAKE2b.
+
+    Each entry is ``(digest of the password under a random key of this process, the stored hash it was
+    checked against, when)``. A changed password (another stored hash) or an entry older than ``ttl``
+    does not match, and neither does a wrong password: wrong passwords always run Argon2, so a miss
+    takes as long as before and guessing gains nothing. The key is made at start and never written
+    anywhere; someone who could read it from the process's memory could read passwords as they arrive.
+    """
+
+    def __init__(self, size: int, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[str, tuple[bytes, str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, username: str, password: str) -> bytes:
+        data = username.encode() + b"\0" + password.encode()
+        return hashlib.blake2b(data, key=self._key, digest_size=32).digest()
+
+    def matches(self, username: str, stored_hash: str, password: str) -> bool:
+        """Whether ``password`` is the one last verified against ``stored_hash`` (within the TTL)."""
+        entry = self._entries.get(username)
+        if entry is None:
+            return False
+        digest, checked_hash, at = entry
+        if checked_hash != stored_hash or self._clock() - at > self._ttl:
+            del self._entries[username]
+            return False
+        return hmac.compare_digest(digest, self._digest(username, password))
+
+    def remember(self, username: str, stored_hash: str, password: str) -> None:
+        """Note a password Argon2 just accepted."""
+        if self._size <= 0:
+            return
+        self._entries[username] = (self._digest(username, password), stored_hash, self._clock())
+        self._entries.move_to_end(username)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
 
 HASHING_NICENESS = 10
 """How much lower than the node's own CPU priority password hashing runs (a nice value)."""
@@ -136,6 +186,10 @@ class AuthService:
         )
         self._registrations: RateLimiter[str] = RateLimiter(settings.register_rate, settings.register_burst)
         self._logins: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.verified = VerifiedPasswords(settings.password_cache_size, settings.password_cache_ttl)
+        """Passwords checked lately: a repeated good login skips Argon2."""
+        self.password_checks = {"argon2": 0, "remembered": 0}
+        """Good and bad password checks that ran Argon2, and good ones answered from :attr:`verified`."""
         # Verified against when the username is unknown, so that timing does not tell which names exist.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
 
@@ -199,7 +253,15 @@ class AuthService:
                 raise RateLimited("too many failed logins for this account; wait", retry_after=_seconds(wait_ms / 1000))
             credentials = await self._users.credentials(username)
             stored_hash = credentials.password_hash if credentials else self._dummy_hash
-            if not await self._hash_work(self._verify, stored_hash, password) or credentials is None:
+            if credentials is not None and self.verified.matches(username, stored_hash, password):
+                good = True  # this node ran Argon2 on this very password lately: a reconnecting client
+                self.password_checks["remembered"] += 1
+            else:
+                good = await self._hash_work(self._verify, stored_hash, password)
+                self.password_checks["argon2"] += 1
+                if good and credentials is not None:
+                    self.verified.remember(username, stored_hash, password)
+            if not good or credentials is None:
                 await self._failures.failed(
                     username,
                     self._account_backoff.wait_ms,

@@ -3,7 +3,12 @@
 There is no timer. While one batch is being committed, new sends pile up in the queue; the next
 transaction takes them all (up to ``max_batch``). Light load gets one-message transactions and the
 lowest latency; heavy load gets large batches and the highest throughput. A sender is answered only
-after its batch committed.
+after its batch committed and its pushes were handed to the bus, so an ack implies the publish (a node
+killed after acking has published too).
+
+Committing and publishing overlap: a committed batch goes to a publisher task of its own, which hands its
+pushes to ``on_commit`` in commit order and only then answers the batch's senders, while the next batch is
+written. Batches that committed while a publish ran are published together, once.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ class GroupCommitter:
         self._recent: OrderedDict[tuple[int, str], Written] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._published: list[tuple[list[Committed], list[_Pending], list[Written | Refusal | None]]] = []
+        """Committed batches waiting for ``on_commit``: their pushes, their senders and the results."""
+        self._publisher: asyncio.Task[None] | None = None
         self._closing = False
         self.batches = 0
         self.messages = 0
@@ -162,31 +170,42 @@ class GroupCommitter:
         if elapsed > SLOW_COMMIT:
             log.warning("slow group commit: %d messages in %.0f ms", len(batch), elapsed * 1000)
         committed: list[Committed] = []
-        for pending, written in zip(batch, results, strict=True):
-            if pending.future.done():  # the sender gave up waiting; the message is stored all the same
-                pass
-            elif written is None:
-                pending.future.set_exception(
-                    NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
-                )
-            elif isinstance(written, Refusal):
-                pending.future.set_exception(written)
-            else:
-                pending.future.set_result(written)
-            if isinstance(written, Written) and not written.duplicate:
+        pushed: list[Committed] = []
+        keys: set[tuple[str, int]] = set()
+        for written, pending in zip(results, batch, strict=True):
+            if not isinstance(written, Written) or (written.conversation, written.seq) in keys:
+                continue  # refused, or a key repeated inside this batch (stored and pushed once)
+            keys.add((written.conversation, written.seq))
+            if not written.duplicate:
                 committed.append(Committed(written, pending.device_id))
-                if written.client_msg_id is not None:
-                    self._recent[(written.sender, written.client_msg_id)] = written
+            if written.client_msg_id is not None:
+                self._recent[(written.sender, written.client_msg_id)] = written
+            # A repeat found in the database was stored by an earlier attempt: maybe on a node that died
+            # between its commit and its publish, which is why the sender tried again. Push it once more
+            # (devices drop a seq they have); otherwise nobody would, until an unrelated sync.
+            pushed.append(Committed(written, pending.device_id))
         while len(self._recent) > RECENT_SENDS:
             self._recent.popitem(last=False)
         self.messages += len(committed)
         self._committed.inc(len(committed))
-        if committed and self._on_commit is not None:
-            try:
-                await self._on_commit(committed)
-            except Exception:
-                # Stored messages are never lost because a push failed: devices catch up by sync.
-                log.exception("delivery of %d committed messages failed", len(committed))
+        self._published.append((pushed, batch, results))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish(), name="group-commit-publish")
+
+    async def _publish(self) -> None:
+        # One at a time and in commit order, so that pushes of a conversation go out in seq order; a batch's
+        # senders are answered only once its pushes are in the bus connection's buffer, ahead of the ack.
+        while self._published:
+            ready, self._published = self._published, []
+            pushed = [committed for entry in ready for committed in entry[0]]
+            if pushed and self._on_commit is not None:
+                try:
+                    await self._on_commit(pushed)
+                except Exception:
+                    # Stored messages are never lost because a push failed: devices catch up by sync.
+                    log.exception("delivery of %d committed messages failed", len(pushed))
+            for _, batch, results in ready:
+                _answer(batch, results)
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -195,3 +214,20 @@ class GroupCommitter:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._publisher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+
+
+def _answer(batch: list[_Pending], results: list[Written | Refusal | None]) -> None:
+    for pending, written in zip(batch, results, strict=True):
+        if pending.future.done():  # the sender gave up waiting; the message is stored all the same
+            pass
+        elif written is None:
+            pending.future.set_exception(
+                NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+            )
+        elif isinstance(written, Refusal):
+            pending.future.set_exception(written)
+        else:
+            pending.future.set_result(written)

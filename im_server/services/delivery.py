@@ -9,8 +9,9 @@ sends them a ``resync`` frame (the device runs its sync) as soon as it can:
   once the connection and the registry views are back.
 - **No live route**: a device routed to a node whose heartbeat expired gets no push. If that node turns
   out to be alive (it was cut off, or its event loop stalled), its users on it get a resync when its
-  heartbeat is seen again; a node that stays dead is forgotten after a minute (its clients reconnect
-  elsewhere and sync anyway).
+  heartbeat is seen again. If it stays dead, each such user gets a resync on their live devices once
+  none of them is routed to it any more (a device that reconnected elsewhere may have synced before
+  the message that was held back); a node is forgotten after a minute.
 """
 
 from __future__ import annotations
@@ -143,7 +144,19 @@ class Deliverer:
                     self.resyncs += 1
                     log.info("node %s is back: sent resync to %d users", node, len(held))
                 del self._unrouted[node]
-            elif now - since > UNROUTED_KEEP:
+                continue
+            # A device that left the dead node may have reconnected elsewhere before this node's routes
+            # showed it (its gateway's route barrier can time out under load), and synced before the
+            # message it was not pushed: once none of a user's devices is routed to the dead node any
+            # more, the user's live devices resync (those that did not move just sync once more).
+            moved = [user for user in held if node not in routes.devices(user).values()]
+            if moved:
+                plan = plan_delivery([(_RESYNC_UNROUTED, moved, None)], routes, nodes)
+                if plan:
+                    await self._bus.publish_deliveries(plan)
+                    self.resyncs += len(plan)
+                held.difference_update(moved)
+            if not held or now - since > UNROUTED_KEEP:
                 del self._unrouted[node]
 
     async def recipients(self, written: Written) -> Iterable[int]:
@@ -233,4 +246,4 @@ def notice_frame(notice: BaseModel) -> bytes:
 
 def ack_frame(client_msg_id: str, message_json: bytes) -> bytes:
     """The ``ack`` frame around an already-serialized message."""
-    return orjson.dumps({"type": "ack", "client_msg_id": client_msg_id, "message": orjson.Fragment(message_json)})
+    return b'{"type":"ack","client_msg_id":%b,"message":%b}' % (orjson.dumps(client_msg_id), message_json)

@@ -12,7 +12,7 @@ from im_schema.ids import conversation_kind, direct_peer
 from im_schema.models import ConversationSummary, Message
 
 from ._util import insert_ignore, ms_to_datetime
-from .message_rows import UNCOUNTED_KINDS, _message
+from .message_rows import UNCOUNTED_KINDS, _message, _written
 from .tables import conversations, members, mentions, messages
 
 __all__ = [
@@ -64,6 +64,32 @@ def _history(
     before: int | None,
     limit: int,
 ) -> tuple[list[Message], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_message(row) for row in rows], has_more, max_seq
+
+
+def _history_json(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[bytes], bool, int]:
+    rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
+
+
+def _history_rows(
+    conn: Connection,
+    conversation: str,
+    floor: int,
+    ceiling: int | None,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[Any], bool, int]:
     seq = messages.c.seq
     query = select(messages).where(messages.c.conversation_id == conversation, seq > floor)
     if ceiling is not None:
@@ -85,7 +111,7 @@ def _history(
     max_seq = max_seq or 0
     if ceiling is not None:
         max_seq = min(max_seq, ceiling)
-    return [_message(row) for row in rows], has_more, max_seq
+    return rows, has_more, max_seq
 
 
 def _effective_read() -> Any:

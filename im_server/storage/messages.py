@@ -23,7 +23,7 @@ from im_schema.ids import direct_users
 from im_schema.models import ConversationSummary, Message, ReadState
 
 from ..errors import Refusal
-from .conversations import MemberState, _conversations_since, _ensure_direct, _history, _member
+from .conversations import MemberState, _conversations_since, _ensure_direct, _history, _history_json, _member
 from .engine import Database
 from .files import insert_shares, share_rows
 from .message_rows import UNCOUNTED_KINDS, Written, _timestamp, _written, append_system, message_json, preview_of
@@ -119,6 +119,19 @@ class MessageStore:
         """Messages above ``floor`` (and up to ``ceiling``) in a seq range; returns
         ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
         return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
+
+    async def history_json(
+        self,
+        conversation: str,
+        *,
+        floor: int,
+        ceiling: int | None = None,
+        after: int | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[bytes], bool, int]:
+        """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
+        return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
 
     async def conversations_since(
         self, user_id: int, *, since: tuple[int, str] | None, limit: int

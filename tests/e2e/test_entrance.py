@@ -263,3 +263,19 @@ async def test_signing_keys_rotate_without_logging_anyone_out(make_cluster):
         assert (await http.get("/v1/me", headers={"Authorization": f"Bearer {old_token}"})).status_code == 401
         assert (await http.get("/v1/me", headers={"Authorization": f"Bearer {fresh}"})).status_code == 200
     await alice.aclose()
+
+
+async def test_a_repeated_good_login_skips_argon2_and_a_wrong_password_never_does(make_cluster):
+    cluster = make_cluster(gateways=0, metrics_token="metrics-token-of-the-test")
+    auth = cluster.api.node.auth
+    username = _name()
+    async with httpx.AsyncClient(base_url=cluster.url) as http:
+        await _register(http, username)
+        for _ in range(3):
+            assert (await _login(http, username, PASSWORD)).status_code == 200
+        assert auth.password_checks == {"argon2": 1, "remembered": 2}
+        # A wrong password is checked the long way, whatever is remembered, and still counts as a failure.
+        assert (await _login(http, username, "not the password")).status_code == 401
+        assert auth.password_checks == {"argon2": 2, "remembered": 2}
+        metrics = (await http.get("/metrics", headers={"Authorization": "Bearer metrics-token-of-the-test"})).text
+        assert 'im_password_checks_total{how="remembered"} 2.0' in metrics

@@ -324,6 +324,56 @@ async def test_a_killed_api_node_loses_and_duplicates_nothing_and_stalls_no_send
         kill(process)
 
 
+async def test_a_send_stored_by_a_node_that_died_before_publishing_reaches_the_device_on_retry(make_cluster):
+    # The window of a kill between commit and publish, held open by a hook instead of timed: node A stores
+    # the send and never gets further (no ack, no push); the sender retries on node B with the same
+    # client_msg_id, which finds the message stored and must push it, or the device waits for a sync.
+    cluster = make_cluster(gateways=1)
+    dying = cluster.api.node
+    other = cluster.add_api()
+    await cluster.until(lambda: len(dying.mirror.nodes.live("api")) == 2)
+    sender, receiver = await cluster.user("sender"), await cluster.user("receiver")
+    for attempt in range(20):  # a loaded machine may delay a heartbeat past the TTL: ask again
+        await cluster.until(lambda: len(dying.mirror.nodes.live("gateway")) == 1)
+        try:
+            device = await RawDevice.connect(receiver)
+            break
+        except httpx.HTTPStatusError:
+            if attempt == 19:
+                raise
+    stored, release = asyncio.Event(), asyncio.Event()
+    write_batch = dying.messages.write_batch
+
+    async def store_then_die(items: Any, *, now: int) -> Any:
+        await write_batch(items, now=now)
+        test_loop.call_soon_threadsafe(stored.set)  # the test runs in another thread's loop
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        raise ConnectionError("the node died")
+
+    test_loop = asyncio.get_running_loop()
+    dying.messages.write_batch = store_then_die  # type: ignore[method-assign]
+    body = {"to": _uid(receiver), "client_msg_id": "retried-after-a-death", "content": {"kind": "text", "text": "hi"}}
+    headers = {"Authorization": f"Bearer {sender._state.access_token}"}
+    try:
+        async with httpx.AsyncClient() as http:
+            first = asyncio.create_task(http.post(f"{cluster.url}/v1/messages", json=body, headers=headers))
+            await stored.wait()
+            assert not first.done()
+            answer = await http.post(f"{other.url}/v1/messages", json=body, headers=headers)
+            assert answer.status_code in (200, 201), answer.text
+            seq = answer.json()["seq"]
+            conversation = _direct(sender, receiver)
+            await device.until(lambda d: seq in d.seen.get(conversation, set()))
+            assert device.pushed == 1  # pushed (a resync may come too on a loaded machine, and find it stored)
+            release.set()
+            with contextlib.suppress(httpx.HTTPError):
+                await first
+    finally:
+        release.set()
+        dying.messages.write_batch = write_batch  # type: ignore[method-assign]
+        await device.close()
+
+
 # A full disk -----------------------------------------------------------------------------------------------
 
 
@@ -401,3 +451,67 @@ async def test_a_full_disk_is_a_clear_error_nothing_acked_is_lost_and_healthz_is
         assert (await _retrying(http, "GET", "/healthz")).status_code == 200
     page = await bob.history(_direct(alice, bob), after=0, limit=1000)
     assert [_text(message) for message in page.messages] == acked
+
+
+async def test_a_device_that_names_the_gateway_it_lost_is_assigned_another(make_cluster):
+    # What a reconnecting client does: a gateway killed a moment ago is still live in the registry (its
+    # heartbeat has not been missed yet), so the client names it and goes elsewhere at its first attempt.
+    cluster = make_cluster(gateways=2)
+    client = await cluster.user("roamer")
+    headers = {"Authorization": f"Bearer {client._state.access_token}"}
+    try:
+        async with httpx.AsyncClient(base_url=cluster.url, headers=headers) as http:
+
+            async def assign(**params: str) -> dict[str, str]:
+                # Asked while every gateway is live (a loaded machine may delay a heartbeat past the TTL).
+                while True:
+                    count = len(cluster.gateways)
+                    await cluster.until(lambda count=count: len(cluster.live_gateways()) == count)
+                    answer = await http.get("/v1/gateway", params=params)
+                    if answer.status_code != 503:
+                        answer.raise_for_status()
+                        return dict(answer.json())
+
+            first = await assign()
+            other = await assign(avoid=first["node_id"])
+            assert other["node_id"] != first["node_id"]
+            assert other["node_id"] in {node.node_id for node in cluster.gateways}
+            # A name that is not a live gateway changes nothing; hostile names are refused.
+            assert await assign(avoid="gw-unknown") == first
+            for bad in ("", "../gw-1", "x" * 65, "gw 1"):
+                answer = await http.get("/v1/gateway", params={"avoid": bad})
+                assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request", bad
+            # The only gateway left is assigned even to a device that names it.
+            cluster.stop_gateway(next(node for node in cluster.gateways if node.node_id == other["node_id"]))
+            await cluster.until(lambda: other["node_id"] not in cluster.live_gateways())
+            assert await assign(avoid=first["node_id"]) == first
+    finally:
+        await client.aclose()
+
+
+async def test_a_device_told_ready_before_every_api_node_routed_to_it_resyncs_once_they_do(make_cluster):
+    # The route barrier timed out (an API node too busy to answer in time), so the device synced before
+    # that node could push to it: once the node answers, the gateway tells the device to sync again.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    answer_barrier = api._answer_barrier
+    release = asyncio.Event()
+    test_loop = asyncio.get_running_loop()
+
+    async def late(msg: Any) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await answer_barrier(msg)
+
+    bob = await cluster.user("bob")
+    api._answer_barrier = late  # type: ignore[method-assign]
+    device: RawDevice | None = None
+    try:
+        device = await RawDevice.connect(bob)  # ready comes after the barrier's timeout
+        assert device.resyncs == 0
+        release.set()  # the node answers again: the next round completes
+        await device.until(lambda d: d.resyncs == 1)
+    finally:
+        release.set()
+        api._answer_barrier = answer_barrier  # type: ignore[method-assign]
+        if device is not None:
+            await device.close()

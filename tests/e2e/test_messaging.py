@@ -338,3 +338,38 @@ async def test_a_send_before_events_starts_is_not_yielded_back(sqlite_cluster, i
     await bob.send_text(alice.session.user.id, "theirs")
     inbox = inboxes(alice, start="all")  # "all" would replay the whole conversation: except my own sends
     assert (await inbox.next()).text == "theirs"
+
+
+async def test_pipelined_sends_of_several_connections_keep_each_connections_order(make_cluster, closing):
+    # Several forwarding requests in flight per gateway: each connection's sends still reach the message
+    # service in the order it sent them (its acks come back in that order, with rising seqs).
+    from im_schema.rest import GatewayRequest
+
+    cluster = make_cluster(gateways=1, gateway_send_lanes=4, send_rate=100_000, send_burst=100_000)
+    alice = await cluster.user("alice")
+    bob = await cluster.user("bob")
+    carol = await cluster.user("carol")
+    closing += [alice, bob, carol]
+    count = 40
+
+    async def pipeline(client: AsyncClient, to: int, tag: str) -> list[tuple[str, int]]:
+        assignment = await client.request(GatewayRequest())
+        async with websockets.connect(assignment.url) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": client.session.access_token}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            for index in range(count):  # all written before any ack is read
+                frame = {"type": "send", "to": to, "client_msg_id": f"{tag}{index:08d}"}
+                await ws.send(json.dumps({**frame, "content": {"kind": "text", "text": f"{tag} {index}"}}))
+            acks = []
+            while len(acks) < count:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "ack":
+                    acks.append((frame["client_msg_id"], frame["message"]["seq"]))
+            return acks
+
+    carol_id = carol.session.user.id
+    first, second = await asyncio.gather(pipeline(alice, carol_id, "alice"), pipeline(bob, carol_id, "bobby"))
+    for tag, acks in (("alice", first), ("bobby", second)):
+        assert [key for key, _ in acks] == [f"{tag}{index:08d}" for index in range(count)]
+        seqs = [seq for _, seq in acks]
+        assert seqs == sorted(seqs) and len(set(seqs)) == count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from im_schema.limits import HISTORY_PAGE_MAX
 from im_sdk import AsyncClient, Client
 from tests.e2e.conftest import wait_connected
 from tests.support.cluster import FAST, TestCluster
@@ -70,7 +71,7 @@ async def test_restart_resumes_without_repeats_or_refetching(cluster, inboxes, c
     await carol.send_text(me, "c1")
     assert [e.text for e in await inbox.take(1)] == ["c1"]
     # One fetch, of what was missed in bob's conversation only: after alice's own message.
-    assert transport.history == [(mine.conversation, {"after": str(mine.seq), "limit": "500"})]
+    assert transport.history == [(mine.conversation, {"after": str(mine.seq), "limit": str(HISTORY_PAGE_MAX)})]
     assert inbox.queue.empty()
 
 

@@ -138,3 +138,25 @@ def test_trusted_proxies_setting(monkeypatch):
     monkeypatch.setenv("IM_TRUSTED_PROXIES", "not-a-network")
     with pytest.raises(ValueError, match="IM_TRUSTED_PROXIES"):
         Settings()
+
+
+def test_verified_passwords_match_only_the_same_password_hash_and_age():
+    from im_server.services.auth import VerifiedPasswords
+
+    now = [0.0]
+    verified = VerifiedPasswords(2, ttl=60.0, clock=lambda: now[0])
+    verified.remember("alice", "hash-1", "secret")
+    assert verified.matches("alice", "hash-1", "secret")
+    assert not verified.matches("alice", "hash-1", "Secret")
+    assert not verified.matches("bob", "hash-1", "secret")
+    assert not verified.matches("alice", "hash-2", "secret")  # the password changed: forgotten
+    assert not verified.matches("alice", "hash-1", "secret")
+    verified.remember("alice", "hash-1", "secret")
+    now[0] = 61.0
+    assert not verified.matches("alice", "hash-1", "secret")  # too old: Argon2 again
+    for name in ("a1", "a2", "a3"):
+        verified.remember(name, "h", "p")
+    assert len(verified) == 2 and not verified.matches("a1", "h", "p")
+    off = VerifiedPasswords(0, ttl=60.0)
+    off.remember("alice", "hash-1", "secret")
+    assert not off.matches("alice", "hash-1", "secret")

@@ -236,3 +236,15 @@ def test_second_auth_is_a_bad_request(ready_session, token):
     assert isinstance(result, Reply)
     assert error_of(result.data).code == "bad_request"
     assert ready_session.user_id == 42
+
+
+def test_text_frames_encoded_by_the_gateway_are_what_websockets_writes():
+    from websockets.frames import Frame, Opcode
+
+    from im_server.gateway.node import _payload, text_frame
+
+    for size in (0, 1, 125, 126, 65535, 65536, 70000):
+        payload = b"x" * size
+        encoded = text_frame(payload)
+        assert encoded == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+        assert _payload(encoded) == payload

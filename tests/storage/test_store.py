@@ -186,6 +186,14 @@ async def test_write_batch_assigns_gap_free_seqs_per_conversation(users, store):
     assert (has_more, max_seq) == (False, 4)
     # What write_batch returned is what history reads back.
     assert messages[0] == written[0].message
+    # The page the API writes from the stored JSON is the page of the models.
+    from im_schema.rest import MessagePage
+    from im_server.services.sync import SyncService
+
+    for after, before, limit in ((0, None, 100), (1, None, 2), (None, 4, 2), (None, None, 1)):
+        kwargs = {"after": after, "before": before, "limit": limit}
+        raw = await SyncService(store).history_json(a, ab, **kwargs)
+        assert MessagePage.model_validate_json(raw) == await SyncService(store).history(a, ab, **kwargs)
 
 
 async def test_duplicate_in_the_same_batch_is_stored_once(pair, store):

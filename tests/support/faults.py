@@ -79,7 +79,13 @@ class RawDevice:
         assert token is not None
         if url is None:
             async with httpx.AsyncClient(base_url=client.server_url) as http:
-                answer = await http.get("/v1/gateway", headers={"Authorization": f"Bearer {token}"})
+                for attempt in range(50):
+                    answer = await http.get("/v1/gateway", headers={"Authorization": f"Bearer {token}"})
+                    if answer.status_code != 503 or attempt == 49:
+                        break
+                    # As a client does: on a loaded machine a heartbeat may come late and the only gateway
+                    # look dead for a moment.
+                    await asyncio.sleep(0.1)
                 answer.raise_for_status()
                 url = answer.json()["url"]
         connection = await connect(url, max_size=None, compression=None)

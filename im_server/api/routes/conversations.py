@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from im_schema.models import ReadState
-from im_schema.rest import ConversationPage, ConversationsRequest, HistoryRequest, MarkReadRequest, MessagePage
+from im_schema.rest import ConversationPage, ConversationsRequest, HistoryRequest, MarkReadRequest
 
 from ..contract import route
 from ..deps import LifecycleDep, PrincipalDep, SyncDep
@@ -21,15 +21,17 @@ async def conversations(request: ConversationsRequest, sync: SyncDep, principal:
 
 
 @route(router, HistoryRequest)
-async def history(request: HistoryRequest, sync: SyncDep, principal: PrincipalDep) -> MessagePage:
+async def history(request: HistoryRequest, sync: SyncDep, principal: PrincipalDep) -> Response:
     """Messages by seq range: the first ``limit`` after ``after``, or the last ``limit`` before ``before``."""
-    return await sync.history(
+    # A MessagePage, written from the stored JSON of each message (the response model is the endpoint's).
+    page = await sync.history_json(
         principal.user_id,
         request.conversation,
         after=request.after,
         before=request.before,
         limit=request.limit,
     )
+    return Response(page, media_type="application/json")
 
 
 @route(router, MarkReadRequest)

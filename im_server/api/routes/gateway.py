@@ -13,6 +13,9 @@ router = APIRouter(tags=["realtime"])
 
 
 @route(router, GatewayRequest)
-async def assign_gateway(_: GatewayRequest, node: NodeDep, principal: PrincipalDep) -> GatewayAssignment:
-    """A live gateway chosen by rendezvous hashing of (user, device): stable while nodes come and go."""
-    return node.assign_gateway(principal.user_id, principal.device_id)
+async def assign_gateway(body: GatewayRequest, node: NodeDep, principal: PrincipalDep) -> GatewayAssignment:
+    """A live gateway chosen by rendezvous hashing of (user, device): stable while nodes come and go.
+
+    ``avoid`` names a gateway the device just lost: another is chosen if any other is live.
+    """
+    return node.assign_gateway(principal.user_id, principal.device_id, avoid=body.avoid)

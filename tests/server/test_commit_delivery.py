@@ -1,0 +1,149 @@
+"""The window between a commit and its publish, on a real SQLite store (no timing: the pushes are held).
+
+An ack must imply a publish (a node killed after answering has handed its pushes to the bus first), and
+a retried send that finds its message already stored (a node died between its commit and its publish)
+pushes it again, so no stored message waits for an unrelated sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from im_schema.content import TextContent
+from im_schema.ids import direct_conversation
+from im_server.services.commit import Committed, GroupCommitter
+from im_server.storage import Database, MessageStore, NewMessage, UserStore
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[MessageStore]:
+    database = Database(sqlite_url)
+    await database.migrate()
+    yield MessageStore(database)
+    await database.close()
+
+
+async def _pair(store: MessageStore) -> tuple[int, int, str]:
+    users = UserStore(store.db)
+    a = (await users.create_user("alice", "hash", "A", now=T0)).id
+    b = (await users.create_user("bob", "hash", "B", now=T0)).id
+    conversation = direct_conversation(a, b)
+    await store.ensure_direct(conversation, a, b, now=T0)
+    return a, b, conversation
+
+
+class HeldPushes:
+    """An ``on_commit`` that records what it is given and waits until released."""
+
+    def __init__(self) -> None:
+        self.pushed: list[Committed] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, committed: Sequence[Committed]) -> None:
+        self.pushed += committed
+        self.entered.set()
+        await self.release.wait()
+
+
+async def test_a_sender_is_answered_only_after_its_pushes_were_handed_over(store):
+    a, _, conversation = await _pair(store)
+    pushes = HeldPushes()
+    committer = GroupCommitter(store, on_commit=pushes)
+    committer.start()
+    try:
+        future = committer.enqueue(NewMessage(conversation, a, "key-1", TextContent(text="hi")), "phone")
+        await pushes.entered.wait()
+        # Stored and being published: not acked yet (an ack first would leave a window in which a node
+        # killed after answering never published).
+        assert [entry.written.seq for entry in pushes.pushed] == [1]
+        assert not future.done()
+        pushes.release.set()
+        written = await future
+        assert (written.seq, written.duplicate) == (1, False)
+    finally:
+        pushes.release.set()
+        await committer.stop()
+
+
+async def test_a_retry_that_finds_its_message_stored_by_another_node_pushes_it_again(store):
+    a, _, conversation = await _pair(store)
+    # Node 1 stored the send, then died before publishing it (its pushes never leave).
+    dead = HeldPushes()
+    first = GroupCommitter(store, on_commit=dead)
+    first.start()
+    item = NewMessage(conversation, a, "retried-key", TextContent(text="hello"))
+    pending = first.enqueue(item, "phone")
+    await dead.entered.wait()
+    assert not pending.done()  # so its sender got no answer and tries another node
+    # Node 2 gets the same send (same client_msg_id): stored once, pushed by node 2.
+    pushes = HeldPushes()
+    pushes.release.set()
+    second = GroupCommitter(store, on_commit=pushes)
+    second.start()
+    try:
+        written = await second.enqueue(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
+        assert (written.seq, written.duplicate) == (1, True)
+        assert [(entry.written.seq, entry.device_id) for entry in pushes.pushed] == [(1, "phone")]
+        assert second.messages == 0  # not counted as a new message
+        # A repeat this node answers from memory was pushed by this node already: not again.
+        again = await second.enqueue(NewMessage(conversation, a, "retried-key", TextContent(text="hello")), "phone")
+        assert again.duplicate and len(pushes.pushed) == 1
+    finally:
+        dead.release.set()
+        await first.stop()
+        await second.stop()
+
+
+class _Bus:
+    """The bus seam of the deliverer: connected, and keeps what is published."""
+
+    def __init__(self) -> None:
+        self.nc = type("Connection", (), {"is_connected": True})()
+        self.published: list[dict[str, list[tuple[bytes, list[tuple[int, str]]]]]] = []
+
+    def listen(self, **_: object) -> None:
+        pass
+
+    async def publish_deliveries(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> int:
+        self.published.append(plan)
+        return len(plan)
+
+
+async def test_a_device_that_moved_off_a_dead_gateway_resyncs_for_what_was_held_back():
+    from im_schema.events import PresenceNotice
+    from im_server.bus.routes import NodeInfo, NodeTable, RouteTable
+    from im_server.services.delivery import Deliverer
+    from im_server.services.membership import MembershipCache
+
+    clock = [0.0]
+    nodes = NodeTable(ttl=1.5, clock=lambda: clock[0])
+    for node in ("gw-dead", "gw-live"):
+        nodes.heartbeat(NodeInfo(node_id=node, role="gateway", url=None, connections=0, started_at=0.0))
+    routes = RouteTable()
+    routes.set(7, "phone", "gw-dead")
+    routes.set(8, "phone", "gw-live")
+    mirror = type("Mirror", (), {"routes": routes, "nodes": nodes, "current": True})()
+    bus = _Bus()
+    deliverer = Deliverer(bus, mirror, MembershipCache(None))  # type: ignore[arg-type]
+    clock[0] = 2.0  # gw-dead's heartbeat expired; gw-live keeps beating
+    nodes.heartbeat(NodeInfo(node_id="gw-live", role="gateway", url=None, connections=0, started_at=0.0))
+    # A message for users 7 and 8 while 7's device is still routed to the dead node: 8 gets it, 7 is held.
+    await deliverer.notice([7, 8], PresenceNotice(user_id=9, online=True))
+    assert [list(plan) for plan in bus.published] == [["gw-live"]]
+    await deliverer.settle()
+    assert len(bus.published) == 1  # 7 is still routed to the dead node: nothing to tell yet
+    # 7's device reconnected on the live node (its route moved) after it had synced: it must sync again.
+    routes.set(7, "phone", "gw-live")
+    await deliverer.settle()
+    resync = bus.published[-1]
+    assert list(resync) == ["gw-live"] and resync["gw-live"][0][1] == [(7, "phone")]
+    assert b'"type":"resync"' in resync["gw-live"][0][0]
+    assert deliverer.owed == 0
+    await deliverer.settle()
+    assert len(bus.published) == 2  # told once
