@@ -1,45 +1,46 @@
-"""A command bot: ``/help`` lists the commands, each declared once with its description.
+"""A command bot: its commands are declared once (with descriptions), ``/help`` lists them, and
+``/coffee`` asks with quick-reply buttons.
 
-With ``im server up --demo`` running::
+With ``im server up --demo`` running, as a bot account (an admin runs ``im admin bots create helper``,
+which prints its token)::
 
-    im register helper
-    IM_USERNAME=helper IM_PASSWORD=... python examples/command_bot.py
+    IM_BOT_TOKEN=imbot_... python examples/command_bot.py
 
-then ``im --profile alice friends add helper`` and ``im --profile alice send helper /help``. In a
-group, ``/roll@helper 2d6`` addresses this bot when several bots listen.
+or as an ordinary account: ``im register helper``, then ``IM_USERNAME=helper IM_PASSWORD=... python
+examples/command_bot.py`` (then ``im --profile alice friends add helper``: the bot accepts). Then
+``im bots commands helper`` lists the commands, ``im --profile alice send helper /coffee`` asks, and
+``im --profile alice press helper SEQ 2`` answers. In a group, ``/roll@helper 2d6`` addresses this bot
+when several bots listen.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from im_sdk.bot import Bot, Command, CommandArgs, FriendRequest, GroupInvitation, MessageEvent, Router
+from im_sdk.bot import (
+    Bot,
+    ButtonPress,
+    Command,
+    CommandArgs,
+    FriendRequest,
+    GroupInvitation,
+    MessageEvent,
+    Pressed,
+    Router,
+)
 
 commands = Router("commands")
-HELP: dict[str, str] = {}
-Reply = Callable[[MessageEvent, CommandArgs], Awaitable[None]]
+DRINKS = {"espresso": "Espresso", "latte": "Latte", "tea": "Tea, please"}
 
 
-def command(name: str, description: str) -> Callable[[Reply], Reply]:
-    """Register a command handler and its line in /help."""
-    HELP[name] = description
-    return commands.on_message(Command(name))
-
-
-@command("help", "list the commands")
-async def help_(msg: MessageEvent, command: CommandArgs) -> None:
-    await msg.reply("\n".join(f"/{name} - {text}" for name, text in HELP.items()), quote=False)
-
-
-@command("echo", "/echo TEXT: say TEXT back")
+@commands.on_message(Command("echo", description="say TEXT back", args="TEXT"))
 async def echo(msg: MessageEvent, command: CommandArgs) -> None:
     await msg.reply(command.args or "echo what?")
 
 
-@command("roll", "/roll NdM: roll N dice of M faces (2d6 by default)")
+@commands.on_message(Command("roll", description="roll N dice of M faces (2d6 by default)", args="NdM"))
 async def roll(msg: MessageEvent, command: CommandArgs) -> None:
     count, _, faces = (command.args or "2d6").lower().partition("d")
     if not (count.isdigit() and faces.isdigit() and 1 <= int(count) <= 20 and 2 <= int(faces) <= 1000):
@@ -49,12 +50,22 @@ async def roll(msg: MessageEvent, command: CommandArgs) -> None:
     await msg.reply(f"{' + '.join(map(str, dice))} = {sum(dice)}")
 
 
-@command("time", "the time in UTC")
-async def time(msg: MessageEvent, command: CommandArgs) -> None:
+@commands.on_message(Command("time", description="the time in UTC"))
+async def time(msg: MessageEvent) -> None:
     await msg.reply(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
-@commands.on_message(Command())
+@commands.on_message(Command("coffee", description="order a drink (with buttons)"))
+async def coffee(msg: MessageEvent) -> None:
+    await msg.reply("What would you like?", buttons=list(DRINKS.items()))
+
+
+@commands.on_event(ButtonPress, Pressed(*DRINKS))
+async def order(press: ButtonPress, button: str) -> None:
+    await press.answer(f"One {DRINKS[button].lower().removesuffix(', please')}, coming up!")
+
+
+@commands.on_message(Command())  # not declared (no name); /help is answered by the bot itself
 async def unknown(msg: MessageEvent, command: CommandArgs) -> None:
     await msg.reply(f"unknown command /{command.name}; try /help")
 

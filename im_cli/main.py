@@ -21,7 +21,7 @@ try:
 except ModuleNotFoundError as missing:  # the base install is the SDK alone: say what to add, not a traceback
     raise SystemExit("the im command needs the cli extra: pip install 'imkit[cli]'") from missing
 
-from .commands import admin, auth, chat, cluster, devices, friends, groups, profile, server
+from .commands import admin, auth, bots, chat, cluster, devices, friends, groups, profile, server
 from .context import Context
 from .errors import ExitCode, one_line
 from .helpformat import configure_help
@@ -115,6 +115,7 @@ app.add_typer(groups.app, name="groups")
 app.add_typer(devices.app, name="devices")
 app.add_typer(profile.app, name="profile")
 app.add_typer(admin.app, name="admin")
+app.add_typer(bots.app, name="bots")
 app.add_typer(cluster.app, name="cluster")
 app.command()(auth.register)
 app.command()(auth.login)
@@ -129,6 +130,7 @@ app.command()(chat.listen)
 app.command()(chat.read)
 app.command()(chat.recall)
 app.command()(chat.edit)
+app.command()(chat.press)
 
 
 def main() -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from im_schema.buttons import Button
 from im_schema.content import RecalledContent, SystemContent, SystemEvent, TextContent
 from im_schema.events import (
+    ButtonPressNotice,
     FriendAddedNotice,
     FriendRemovedNotice,
     FriendRequestNotice,
@@ -20,11 +22,24 @@ from im_schema.events import (
     Notice,
 )
 from im_schema.models import Message
+from im_schema.presses import BotCommand, Press
 
 from .output import when
 from .transfer import describe_media
 
-__all__ = ["NameOf", "body", "mentions_text", "notice_text", "plural", "reply_text", "system_text"]
+__all__ = [
+    "NameOf",
+    "body",
+    "button_for",
+    "buttons_text",
+    "commands_text",
+    "mentions_text",
+    "notice_text",
+    "plural",
+    "press_text",
+    "reply_text",
+    "system_text",
+]
 
 NameOf = Callable[[int], str]
 
@@ -109,6 +124,34 @@ def mentions_text(message: Message, name_of: NameOf) -> str | None:
     return " ".join(names) or None
 
 
+def buttons_text(message: Message) -> str | None:
+    """``[1] Yes  [2] No`` for a message with quick-reply buttons, else ``None``."""
+    content = message.content
+    buttons = content.buttons if isinstance(content, TextContent) else None
+    if not buttons:
+        return None
+    return "  ".join(f"[{number}] {button.label}" for number, button in enumerate(buttons, 1))
+
+
+def button_for(message: Message, choice: str) -> Button | None:
+    """The button a person means: its number as shown (``1``), or its id."""
+    content = message.content
+    buttons = (content.buttons or ()) if isinstance(content, TextContent) else ()
+    if choice.isdigit() and 1 <= int(choice) <= len(buttons):
+        return buttons[int(choice) - 1]
+    return next((button for button in buttons if button.id == choice), None)
+
+
+def press_text(press: Press, name_of: NameOf) -> str:
+    """``alice pressed "yes" on d:1:2#4``."""
+    return f'{name_of(press.user_id)} pressed "{press.button}" on {press.conversation}#{press.seq}'
+
+
+def commands_text(commands: list[BotCommand]) -> list[str]:
+    """``/weather CITY - the weather``, one line per command."""
+    return [f"/{c.name}{' ' + c.args if c.args else ''} - {c.description}" for c in commands]
+
+
 def notice_text(notice: Notice, name_of: NameOf, group_name: Callable[[int], str] | None = None) -> str:
     """A notice in words, with the command that answers it."""
     if isinstance(notice, FriendRequestNotice):
@@ -131,4 +174,6 @@ def notice_text(notice: Notice, name_of: NameOf, group_name: Callable[[int], str
             how = f"im groups accept {invite.id}"
             return f"{invite.inviter.username} invites you to {invite.group_name} ({how})"
         return f"the invitation to {invite.group_name} is {invite.status}"
+    if isinstance(notice, ButtonPressNotice):
+        return press_text(notice.press, name_of)
     return f"notice: {notice.kind.replace('_', ' ')}"

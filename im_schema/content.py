@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +30,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from ._tagged import UNKNOWN, tags_of
+from .buttons import MAX_BUTTONS, Button, unique_buttons
 from .ids import STORABLE_TEXT
 from .limits import MAX_TEXT_LEN
 
@@ -79,6 +81,10 @@ __all__ = [
 ]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 def _kind_required(schema: dict[str, Any]) -> None:
     # ``kind`` has a default so that ``TextContent(text=...)`` reads well, but the wire always carries it:
     # the unions are decided by it.
@@ -97,6 +103,13 @@ class TextContent(BaseModel):
 
     kind: Literal["text"] = "text"
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
+    buttons: Annotated[
+        tuple[Button, ...] | None,
+        Field(min_length=1, max_length=MAX_BUTTONS, exclude_if=_absent),
+        AfterValidator(unique_buttons),
+    ] = None
+    """Quick-reply buttons (1 to 8, unique ids); a member's press comes back to the sender (see
+    :mod:`im_schema.presses`). Left out of the JSON when there are none."""
 
 
 class SystemEvent(StrEnum):

@@ -14,9 +14,11 @@ from ._tagged import UNKNOWN, tags_of
 from .groups import GroupInvitation, JoinRequest
 from .ids import UserId
 from .models import Timestamp, User
+from .presses import Press
 from .social import FriendRequest
 
 __all__ = [
+    "ButtonPressNotice",
     "FriendAddedNotice",
     "FriendRemovedNotice",
     "FriendRequestNotice",
@@ -111,6 +113,16 @@ class PresenceNotice(BaseModel):
     last_seen: Timestamp | None = None
 
 
+class ButtonPressNotice(BaseModel):
+    """A member pressed a button of my message. The press is kept until I acknowledge it
+    (``POST /v1/presses/{id}/ack``): list those I missed with ``GET /v1/presses``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["button_press"] = "button_press"
+    press: Press
+
+
 class UnknownNotice(BaseModel):
     """A notice kind this version does not know, kept whole."""
 
@@ -133,6 +145,7 @@ Notice = Annotated[
     | Annotated[ReadNotice, Tag("read")]
     | Annotated[TypingNotice, Tag("typing")]
     | Annotated[PresenceNotice, Tag("presence")]
+    | Annotated[ButtonPressNotice, Tag("button_press")]
     | Annotated[UnknownNotice, Tag("unknown")],
     Discriminator(_kind),
 ]

@@ -17,8 +17,10 @@ requests are retried as :class:`Retry` says (see :mod:`im_sdk.retry`).
 
 from __future__ import annotations
 
+from im_schema.buttons import Button
 from im_schema.files import FileLimits, Upload
 from im_schema.models import ConversationSummary, Message, ReadState, User
+from im_schema.presses import BotCommand, Press
 from im_schema.rest import GatewayAssignment, Me, MessagePage, Session
 
 from ._async_client import AsyncClient
@@ -50,6 +52,7 @@ from .errors import (
     UserNotFoundError,
 )
 from .events import (
+    ButtonPressEvent,
     EditEvent,
     Event,
     MessageEvent,
@@ -70,6 +73,9 @@ __all__ = [
     "Backoff",
     "BadRequestError",
     "BlobNotFoundError",
+    "BotCommand",
+    "Button",
+    "ButtonPressEvent",
     "Client",
     "ConflictError",
     "ConnectionReplaced",
@@ -91,6 +97,7 @@ __all__ = [
     "NoticeEvent",
     "PayloadTooLargeError",
     "PresenceEvent",
+    "Press",
     "ProtocolError",
     "RangeNotSatisfiableError",
     "RateLimitedError",

@@ -8,6 +8,7 @@ the right :class:`~im_sdk.errors.APIError`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -16,17 +17,20 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
+from im_schema.buttons import Button
 from im_schema.content import TextContent
 from im_schema.errors import ErrorEnvelope
 from im_schema.files import UploadRequest
 from im_schema.ids import is_conversation_id
 from im_schema.lifecycle import TypingRequest
+from im_schema.presses import AckPressRequest, PressRequest
 from im_schema.rest import MarkReadRequest, Request, SendMessageRequest
 
 from .errors import APIError, InternalServerError, error_for
 
 __all__ = [
     "Prepared",
+    "as_buttons",
     "error_from",
     "is_idempotent",
     "new_client_msg_id",
@@ -61,9 +65,10 @@ def prepare(request: Request[R]) -> Prepared:
     return Prepared(endpoint.method, path, None, payload, endpoint.auth)
 
 
-_REPEATABLE = (SendMessageRequest, MarkReadRequest, TypingRequest, UploadRequest)
+_REPEATABLE = (SendMessageRequest, MarkReadRequest, TypingRequest, UploadRequest, PressRequest, AckPressRequest)
 """POSTs that a repeat cannot harm: a send carries its idempotency key, a read position only moves
-forward, typing is a hint, identical uploads are stored once."""
+forward, typing is a hint, identical uploads are stored once, a press repeated while pending is the
+same press, and acknowledging twice is harmless."""
 
 
 def is_idempotent(request: Request[Any]) -> bool:
@@ -118,6 +123,13 @@ def new_client_msg_id() -> str:
     return uuid.uuid4().hex
 
 
+def as_buttons(buttons: Sequence[Button | tuple[str, str]] | None) -> tuple[Button, ...] | None:
+    """Buttons given as models or ``(id, label)`` pairs (``None`` or empty: no buttons)."""
+    if not buttons:
+        return None
+    return tuple(item if isinstance(item, Button) else Button(id=item[0], label=item[1]) for item in buttons)
+
+
 def send_text_request(
     to: int | str,
     text: str,
@@ -126,9 +138,11 @@ def send_text_request(
     reply_to: int | None = None,
     mentions: list[int] | None = None,
     mention_all: bool = False,
+    buttons: Sequence[Button | tuple[str, str]] | None = None,
 ) -> SendMessageRequest:
-    """``to`` is a user id, a username, or a conversation id (``d:1:2``, ``g:7``)."""
-    content = TextContent(text=text)
+    """``to`` is a user id, a username, or a conversation id (``d:1:2``, ``g:7``); ``buttons`` are
+    :class:`~im_schema.buttons.Button` or ``(id, label)`` pairs."""
+    content = TextContent(text=text, buttons=as_buttons(buttons))
     key = client_msg_id or new_client_msg_id()
     extras = {"reply_to": reply_to, "mentions": mentions or [], "mention_all": mention_all}
     if isinstance(to, str) and is_conversation_id(to):

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from im_schema.admin import BotLoginRequest
+from im_schema.buttons import Button
 from im_schema.content import MediaKind
 from im_schema.files import FILES_PATH, DownloadRequest, FileLimits, FileLimitsRequest, Upload, UploadRequest
 from im_schema.frames import (
@@ -44,6 +45,17 @@ from im_schema.lifecycle import (
     TypingRequest,
 )
 from im_schema.models import ConversationSummary, Message, ReadState, User
+from im_schema.presses import (
+    AckPressRequest,
+    BotCommand,
+    CommandList,
+    CommandsRequest,
+    PendingPressesRequest,
+    Press,
+    PressList,
+    PressRequest,
+    SetCommandsRequest,
+)
 from im_schema.rest import (
     ConversationPage,
     ConversationsRequest,
@@ -260,18 +272,46 @@ class Client:
         reply_to: int | None = None,
         mentions: list[int] | None = None,
         mention_all: bool = False,
+        buttons: Sequence[Button | tuple[str, str]] | None = None,
     ) -> Message:
         """Send text to a user (id or username) or into a conversation (``d:1:2``, ``g:7``).
 
         ``reply_to`` quotes a message of the conversation by seq; ``mentions`` names members to notify
-        and ``mention_all`` notifies everyone (group owners and admins). The message is stored when this
-        returns. After a transport error, ``502``, ``503``, ``504`` or ``unavailable`` the same
-        ``client_msg_id`` is sent again (see ``retry``), so a retry never stores a message twice.
+        and ``mention_all`` notifies everyone (group owners and admins); ``buttons`` (up to 8,
+        :class:`~im_schema.buttons.Button` or ``(id, label)`` pairs) are quick replies whose presses come
+        back to this account (see :meth:`pending_presses`). The message is stored when this returns.
+        After a transport error, ``502``, ``503``, ``504`` or ``unavailable`` the same ``client_msg_id``
+        is sent again (see ``retry``), so a retry never stores a message twice.
         """
         request = send_text_request(
-            to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all
+            to, text, client_msg_id, reply_to=reply_to, mentions=mentions, mention_all=mention_all, buttons=buttons
         )
         return self._send_message(request)
+
+    def press(self, message: Message, button: str) -> Press:
+        """Press a button of a message (see :meth:`press_at`)."""
+        return self.press_at(message.conversation, message.seq, button)
+
+    def press_at(self, conversation: str, seq: int, button: str) -> Press:
+        """Press the button ``button`` (its id) of message ``seq``: the press goes to the message's sender.
+        Pressing again while the sender has not handled the press returns the same press."""
+        return self.request(PressRequest(conversation=conversation, seq=seq, button=button))
+
+    def pending_presses(self, *, after: int = 0, limit: int = 100) -> PressList:
+        """Presses of my messages' buttons that I have not acknowledged, oldest first."""
+        return self.request(PendingPressesRequest(after=after, limit=limit))
+
+    def ack_press(self, press: int) -> None:
+        """Mark a press of my message's button handled: it is no longer listed."""
+        self.request(AckPressRequest(press=press))
+
+    def set_commands(self, commands: Sequence[BotCommand]) -> CommandList:
+        """Declare the commands this account (a bot) answers, replacing the previous list."""
+        return self.request(SetCommandsRequest(commands=list(commands)))
+
+    def commands(self, user: int | str) -> list[BotCommand]:
+        """The commands a user (a bot) declared."""
+        return self.request(CommandsRequest(user=user)).commands
 
     def recall(self, conversation: str, seq: int) -> Message:
         """Recall a message (mine within the recall window; any, as a group owner or admin)."""

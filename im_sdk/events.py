@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from im_schema.buttons import Button
 from im_schema.content import SystemContent, SystemEvent, TextContent
-from im_schema.events import Notice, PresenceNotice, ReadNotice, TypingNotice
+from im_schema.events import ButtonPressNotice, Notice, PresenceNotice, ReadNotice, TypingNotice
 from im_schema.models import Message
+from im_schema.presses import Press
 
 __all__ = [
+    "ButtonPressEvent",
     "EditEvent",
     "Event",
     "MessageEvent",
@@ -36,6 +40,7 @@ class _Sender(Protocol[T_co]):
         reply_to: int | None = None,
         mentions: list[int] | None = None,
         mention_all: bool = False,
+        buttons: Sequence[Button | tuple[str, str]] | None = None,
     ) -> T_co: ...
 
 
@@ -72,9 +77,19 @@ class MessageEvent(Generic[T_co]):
         content = self.message.content
         return content.text if isinstance(content, TextContent) else None
 
-    def reply(self, text: str, *, quote: bool = True) -> T_co:
+    @property
+    def buttons(self) -> tuple[Button, ...]:
+        """The message's quick-reply buttons (none for most messages)."""
+        content = self.message.content
+        return content.buttons or () if isinstance(content, TextContent) else ()
+
+    def reply(
+        self, text: str, *, quote: bool = True, buttons: Sequence[Button | tuple[str, str]] | None = None
+    ) -> T_co:
         """Answer in the same conversation, quoting this message (await it on the async client)."""
-        return self._client.send_text(self.message.conversation, text, reply_to=self.seq if quote else None)
+        return self._client.send_text(
+            self.message.conversation, text, reply_to=self.seq if quote else None, buttons=buttons
+        )
 
     def mentions_user(self, user_id: int) -> bool:
         """Whether this message mentions the user (by name or with ``@all``)."""
@@ -147,6 +162,34 @@ class PresenceEvent:
 
 
 @dataclass(frozen=True)
+class ButtonPressEvent:
+    """A member pressed a button of one of my messages. The press waits on the server until it is
+    acknowledged (``client.ack_press(event.press.id)``; the bot framework does it after the handler)."""
+
+    press: Press
+
+    @property
+    def conversation(self) -> str:
+        """The conversation of the message."""
+        return self.press.conversation
+
+    @property
+    def seq(self) -> int:
+        """The message whose button was pressed."""
+        return self.press.seq
+
+    @property
+    def button(self) -> str:
+        """The id of the button pressed."""
+        return self.press.button
+
+    @property
+    def user_id(self) -> int:
+        """Who pressed it."""
+        return self.press.user_id
+
+
+@dataclass(frozen=True)
 class UnknownEvent:
     """A frame of a type this SDK version does not know (from a newer server), kept as received.
 
@@ -158,7 +201,15 @@ class UnknownEvent:
 
 
 Event = (
-    MessageEvent[T_co] | RecallEvent | EditEvent | ReadEvent | TypingEvent | PresenceEvent | NoticeEvent | UnknownEvent
+    MessageEvent[T_co]
+    | RecallEvent
+    | EditEvent
+    | ReadEvent
+    | TypingEvent
+    | PresenceEvent
+    | ButtonPressEvent
+    | NoticeEvent
+    | UnknownEvent
 )
 """Everything ``events()`` yields; ``messages()`` yields only :class:`MessageEvent`."""
 
@@ -185,4 +236,6 @@ def to_event(item: Message | Notice | UnknownEvent, client: _Sender[T_co]) -> Ev
         return TypingEvent(item.conversation, item.user_id, item.active)
     if isinstance(item, PresenceNotice):
         return PresenceEvent(item.user_id, item.online, item.last_seen)
+    if isinstance(item, ButtonPressNotice):
+        return ButtonPressEvent(item.press)
     return NoticeEvent(item)

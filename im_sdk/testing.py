@@ -77,6 +77,7 @@ class LocalCluster:
         self.data_dir = data_dir
         self.settings = {**_TEST_SETTINGS, **(settings or {})}
         self._cluster: EmbeddedCluster | None = None
+        self._admin: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -125,6 +126,25 @@ class LocalCluster:
             await client.register(username, PASSWORD)
         return username, PASSWORD
 
+    async def bot_account(self, name: str = "bot") -> tuple[str, str]:
+        """A bot account with a unique username that starts with ``name`` (exempt from the friendship
+        rule, marked as a bot), made by an admin of this cluster; returns ``(username, token)`` for
+        ``Bot(url, token=token)`` or ``IM_BOT_TOKEN``."""
+        from im_schema.admin import CreateBotRequest
+        from im_server.services.admin import bootstrap_admin
+
+        if self._admin is None:
+            admin = await self.account("admin")
+            await bootstrap_admin(f"sqlite+aiosqlite:///{(self.data_dir / 'im.db').resolve()}", admin[0], None)
+            self._admin = admin
+        async with self.client() as client:
+            await client.login(*self._admin, device="admin")
+            created = await client.request(
+                CreateBotRequest(username=f"{name}{next(_names)}{secrets.token_hex(3)}", display_name=name)
+            )
+            await client.logout()
+        return created.user.username, created.token
+
     async def user(self, name: str = "user", *, device: str = "test", **client_args: Any) -> AsyncClient:
         """A new account, logged in (close it, or use it with ``async with``)."""
         username, password = await self.account(name)
@@ -134,7 +154,10 @@ class LocalCluster:
 
     def env(self, username: str, password: str = PASSWORD, **extra: str) -> dict[str, str]:
         """``IM_SERVER``, ``IM_USERNAME``, ``IM_PASSWORD`` (and ``extra``) for a bot run as a process or
-        configured by ``Bot.from_env``."""
+        configured by ``Bot.from_env``; for a bot account, ``env(username, IM_BOT_TOKEN=token)`` (the
+        password is then left out)."""
+        if "IM_BOT_TOKEN" in extra:
+            return {"IM_SERVER": self.url, **extra}
         return {"IM_SERVER": self.url, "IM_USERNAME": username, "IM_PASSWORD": password, **extra}
 
     @contextlib.asynccontextmanager

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
 
     # Infrastructure
     nats_url: str = "nats://127.0.0.1:4222"
+    """The NATS server, or several servers of one NATS cluster, comma-separated
+    (``nats://n1:4222,nats://n2:4222,nats://n3:4222``). They are tried in the order given (put the
+    server on the node's own machine first); on a disconnect the node goes on to the next one, and
+    to servers the cluster announces."""
+    nats_replicas: Annotated[int, Field(ge=1, le=5)] = 1
+    """Replicas of every JetStream bucket a node creates (registries, revocations, access lists, files):
+    1 for a single NATS server, 3 for a cluster of three (a bucket then survives one server down).
+    Buckets that already exist keep their replica count (``nats stream edit`` changes it)."""
     nats_connect_timeout: float = 30.0
     """How long a starting node keeps trying to reach NATS."""
     nats_monitor_url: str | None = None
@@ -134,6 +142,16 @@ class Settings(BaseSettings):
     friend_request_burst: Annotated[int, Field(ge=1)] = 20
     friend_request_cooldown: Annotated[float, Field(ge=0)] = 86400.0
     """Seconds after a declined friend request before the same person may ask again."""
+    press_rate: Annotated[float, Field(gt=0)] = 5.0
+    """Button presses per second one user may make (sustained), per API node."""
+    press_burst: Annotated[int, Field(ge=1)] = 20
+    press_ttl: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    """Seconds an unacknowledged button press is kept for its recipient."""
+    press_max_pending: Annotated[int, Field(ge=1)] = 1000
+    """Unacknowledged presses one account may have; presses beyond are refused (``rate_limited``)."""
+    commands_rate: Annotated[float, Field(gt=0)] = 0.2
+    """Command declarations per second one account may make (sustained), per API node."""
+    commands_burst: Annotated[int, Field(ge=1)] = 10
     ws_frame_rate: Annotated[float, Field(gt=0)] = 50.0
     """Frames per second one WebSocket connection may send (sustained)."""
     ws_frame_burst: Annotated[int, Field(ge=1)] = 200
@@ -194,8 +212,8 @@ class Settings(BaseSettings):
     # Files (see docs/operations.md)
     blob_store: Literal["nats", "s3"] = "nats"
     """Where uploaded files live: the NATS JetStream object store ``<prefix>_files``, or an S3 bucket."""
-    blob_replicas: Annotated[int, Field(ge=1, le=5)] = 1
-    """Replicas of the object store bucket when a node creates it (a clustered NATS wants 3)."""
+    blob_replicas: Annotated[int, Field(ge=1, le=5)] | None = None
+    """Replicas of the object store bucket when a node creates it; ``nats_replicas`` if unset."""
     blob_chunk_size: Annotated[int, Field(ge=16 * 1024, le=1024 * 1024)] = 128 * 1024
     """Bytes per JetStream message of a stored blob (under the server's ``max_payload``)."""
     s3_bucket: str | None = None
@@ -273,6 +291,17 @@ class Settings(BaseSettings):
             raise ValueError("IM_DB_URL must be a sqlite:/// or postgresql:// URL")
         return value
 
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str) -> str:
+        urls = [item.strip() for item in value.split(",") if item.strip()]
+        if not urls:
+            raise ValueError("IM_NATS_URL names no server")
+        for url in urls:
+            if not re.fullmatch(r"(nats|tls)://[^\s/,]+(:\d{1,5})?/?", url):
+                raise ValueError(f"IM_NATS_URL: {url!r} is not a nats:// or tls:// URL")
+        return ",".join(urls)
+
     @model_validator(mode="after")
     def _one_nats_identity(self) -> Settings:
         identities = [self.nats_user, self.nats_nkey_seed_file, self.nats_creds_file]
@@ -334,6 +363,15 @@ class Settings(BaseSettings):
         """The key that signs new tokens; refuses to run without one (see :meth:`key_ring`)."""
         current, ring = self.key_ring()
         return ring[current]
+
+    def nats_servers(self) -> list[str]:
+        """The NATS server URLs of ``nats_url``, in order (blanks and repeats dropped)."""
+        servers: list[str] = []
+        for item in self.nats_url.split(","):
+            url = item.strip()
+            if url and url not in servers:
+                servers.append(url)
+        return servers
 
     @property
     def ws_url(self) -> str:

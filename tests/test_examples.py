@@ -51,11 +51,18 @@ async def test_echo_bot_befriends_and_answers(im_cluster):
 
 
 async def test_command_bot_help_and_commands(im_cluster):
-    username, password = await im_cluster.account("helper")
-    with running("command_bot.py", im_cluster.env(username, password)):
-        async with im_cluster.chat(username) as chat:
+    username, token = await im_cluster.bot_account("helper")  # a bot account, run with IM_BOT_TOKEN
+    with running("command_bot.py", im_cluster.env(username, IM_BOT_TOKEN=token)):
+        async with im_cluster.chat(username, befriend=False) as chat:  # bots need no friendship
             help_text = await chat.ask("/help", within=30)
-            assert "/help - list the commands" in help_text and "/roll" in help_text
+            assert "/help - list the commands" in help_text and "/roll NdM - roll N dice" in help_text
+            declared = await chat.client.commands(username)  # declared by the bot at start
+            assert [c.name for c in declared] == ["help", "echo", "roll", "time", "coffee"]
+            await chat.send("/coffee")
+            question = await chat.reply()
+            assert [b.id for b in question.content.buttons] == ["espresso", "latte", "tea"]
+            await chat.client.press(question, "tea")
+            assert await chat.reply_text() == "One tea, coming up!"
             assert await chat.ask("/echo hello there") == "hello there"
             dice, total = (await chat.ask("/roll 3d2")).split(" = ")
             assert sum(map(int, dice.split(" + "))) == int(total) and 3 <= int(total) <= 6

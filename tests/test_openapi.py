@@ -33,6 +33,7 @@ from im_server.api.app import create_app
 from im_server.api.contract import ERROR_STATUSES
 from im_server.api.node import ApiNode
 from im_server.settings import Settings
+from tools import restdoc
 
 SNAPSHOT = Path(__file__).with_name("openapi.json")
 
@@ -68,6 +69,16 @@ def request_models() -> list[type[Request[Any]]]:
 @pytest.fixture(scope="module")
 def openapi() -> dict[str, Any]:
     return document()
+
+
+def test_the_rest_reference_is_generated_from_the_snapshot() -> None:
+    """docs/rest.md is ``python -m tools.restdoc``'s rendering of tests/openapi.json, every path in it."""
+    snapshot = json.loads(SNAPSHOT.read_text())
+    text = restdoc.TARGET.read_text()
+    assert text == restdoc.render(snapshot), "docs/rest.md is not current: run '.venv/bin/python -m tools.restdoc'"
+    for path, item in snapshot["paths"].items():
+        for method in item:
+            assert f"### `{method.upper()} {path}`" in text
 
 
 def test_the_snapshot_is_current(openapi: dict[str, Any]) -> None:
@@ -195,3 +206,5 @@ def test_no_content_matches_two_branches_of_the_union() -> None:
 if __name__ == "__main__":
     SNAPSHOT.write_text(render(document()))
     sys.stdout.write(f"wrote {SNAPSHOT}\n")
+    restdoc.main([])
+    sys.stdout.write(f"wrote {restdoc.TARGET}\n")

@@ -19,6 +19,7 @@ from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
 from im_sdk._files import DownloadPlan
 from im_sdk.events import (
+    ButtonPressEvent,
     EditEvent,
     MessageEvent,
     NoticeEvent,
@@ -32,10 +33,10 @@ from im_sdk.events import (
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
 from ..output import err, out, print_json, when
-from ..render import body, mentions_text, notice_text, reply_text
+from ..render import body, button_for, buttons_text, mentions_text, notice_text, press_text, reply_text
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
-__all__ = ["chat", "conversations", "download", "edit", "history", "listen", "read", "recall", "send"]
+__all__ = ["chat", "conversations", "download", "edit", "history", "listen", "press", "read", "recall", "send"]
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -55,6 +56,8 @@ def _event_json(event: object) -> dict[str, object]:
     if isinstance(event, PresenceEvent):
         seen = event.last_seen.isoformat() if event.last_seen else None
         return {"presence": {"user_id": event.user_id, "online": event.online, "last_seen": seen}}
+    if isinstance(event, ButtonPressEvent):
+        return {"press": event.press.model_dump(mode="json")}
     if isinstance(event, UnknownEvent):
         return {"unknown": event.raw}
     return {"event": repr(event)}
@@ -90,6 +93,8 @@ def _describe_event(context: Context, client: Client, event: object, me: int) ->
     if isinstance(event, PresenceEvent):
         state = "online" if event.online else "offline"
         return f"[dim]{escape(name_of(event.user_id))} is {state}[/dim]"
+    if isinstance(event, ButtonPressEvent):
+        return f"[magenta]{escape(press_text(event.press, name_of))}[/magenta]"
     return None
 
 
@@ -123,6 +128,9 @@ def _line(context: Context, client: Client, message: Message, *, show_group: boo
         me = context.profile.user_id
         mine = message.mention_all or (me is not None and me in message.mentions)
         text += f" [{'bold red' if mine else 'cyan'}]{escape(mentions)}[/]"
+    buttons = buttons_text(message)
+    if buttons:
+        text += f"\n    [reverse]{escape(buttons)}[/reverse]"
     return f"[dim]{where}[/dim] [bold]{sender}[/bold]: {text}"
 
 
@@ -148,6 +156,10 @@ def send(
     reply: Annotated[int | None, typer.Option("--reply", "-r", help="Quote the message with this seq.")] = None,
     mention: Annotated[list[str] | None, typer.Option("--mention", "-m", help="Mention a member (repeatable).")] = None,
     mention_all: Annotated[bool, typer.Option("--all", help="Mention everyone (group owners and admins).")] = False,
+    button: Annotated[
+        list[str] | None,
+        typer.Option("--button", "-b", metavar="ID=LABEL", help="A quick-reply button (repeatable, up to 8)."),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Send a text message (`echo hi | im send bob` works too), or a file with --file."""
@@ -157,6 +169,9 @@ def send(
         return
     if kind is not None:
         fail("--kind goes with --file", ExitCode.USAGE)
+    buttons = [tuple(item.split("=", 1)) for item in button or []]
+    if any(len(pair) != 2 for pair in buttons):
+        fail("--button is ID=LABEL, e.g. --button yes=Yes", ExitCode.USAGE)
     if text is None or text == "-":
         text = sys.stdin.read().rstrip("\n")
     if not text:
@@ -164,7 +179,14 @@ def send(
     with context.session() as client:
         mentioned = [client.get_user(user_ref(name)).id for name in mention or []]
         target = context.conversation_for(client, to)
-        message = client.send_text(target, text, reply_to=reply, mentions=mentioned, mention_all=mention_all)
+        message = client.send_text(
+            target,
+            text,
+            reply_to=reply,
+            mentions=mentioned,
+            mention_all=mention_all,
+            buttons=[(pair[0], pair[1]) for pair in buttons],
+        )
         where = context.conversation_name(client, message.conversation)
     if json_output:
         print_json(message)
@@ -445,6 +467,37 @@ def edit(
         conversation = context.conversation_for(client, target)
         client.edit(conversation, seq, text)
     out.print(f"{conversation}#{seq} edited")
+
+
+def press(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TO", help="A username, a user id, a conversation id (d:1:2, g:7) or the name of one of my groups."
+        ),
+    ],
+    seq: Annotated[int, typer.Argument(help="The message's seq.")],
+    button: Annotated[str, typer.Argument(help="The button's number as shown ([1] Yes: 1), or its id.")],
+    json_output: Json = False,
+) -> None:
+    """Press a quick-reply button of a message; the press goes to its sender (usually a bot)."""
+    context: Context = ctx.obj
+    with context.session() as client:
+        conversation = context.conversation_for(client, target)
+        page = client.history(conversation, after=seq - 1, limit=1) if seq >= 1 else None
+        message = page.messages[0] if page is not None and page.messages and page.messages[0].seq == seq else None
+        if message is None:
+            fail(escape(f"no message {conversation}#{seq}"))
+        choice = button_for(message, button)
+        if choice is None:
+            shown = buttons_text(message)
+            fail(escape(f"{conversation}#{seq} has no button {button!r}" + (f" ({shown})" if shown else "")))
+        pressed = client.press(message, choice.id)
+    if json_output:
+        print_json(pressed)
+    else:
+        out.print(escape(f'pressed "{choice.label}" on {conversation}#{seq}'))
 
 
 def chat(

@@ -12,7 +12,11 @@ Contract:
 - Every other network call runs in a ``@work`` worker; failures are shown, never raised.
 - The input sends text (``@name`` mentions a member, ``@all`` everyone) or runs a command: ``/reply SEQ
   TEXT``, ``/edit SEQ TEXT``, ``/recall SEQ``, ``/file PATH [CAPTION]``, ``/download SEQ [PATH]``,
-  ``/open NAME``, ``/accept NAME``, ``/decline NAME``, ``/members``, ``/help``, ``/quit``.
+  ``/open NAME``, ``/accept NAME``, ``/decline NAME``, ``/members``, ``/press SEQ N``, ``/help``, ``/quit``.
+- Quick-reply buttons show under their message (``[1] Yes  [2] No``); clicking one, or ``/press SEQ N``
+  (its number or id), presses it. In a direct conversation with an account that declared commands (a
+  bot), typing ``/`` lists them, ``/help`` shows them too, and a ``/command`` that is not one of the
+  app's own is sent to the bot as text.
 - Pending friend requests and group invitations are listed under the conversations and answered with
   ``/accept NAME`` or ``/decline NAME`` (the sender's name, or the group's).
 """
@@ -39,16 +43,26 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from im_schema.content import SystemContent, SystemEvent
-from im_schema.events import FriendRequestNotice, GroupInvitationNotice
+from im_schema.events import ButtonPressNotice, FriendRequestNotice, GroupInvitationNotice
 from im_schema.groups import Group, GroupInvitation
 from im_schema.ids import direct_conversation
 from im_schema.models import ConversationSummary, Message
+from im_schema.presses import BotCommand
 from im_schema.rest import ConversationPage
 from im_schema.social import FriendRequest
 from im_sdk import AsyncClient, IMError
-from im_sdk.events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
+from im_sdk.events import (
+    ButtonPressEvent,
+    EditEvent,
+    MessageEvent,
+    NoticeEvent,
+    PresenceEvent,
+    ReadEvent,
+    RecallEvent,
+    TypingEvent,
+)
 
-from ..render import notice_text
+from ..render import button_for, commands_text, notice_text
 from ..transfer import human_size, media_content
 from .events import ConnectionChanged, Edited, Incoming, NoticeArrived, PresenceChanged, Read, Recalled, Typing
 from .widgets import ChatView, ConversationItem, ConversationRow, MessageItem, message_text
@@ -61,7 +75,7 @@ _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_.-]+)")
 HELP = (
     "Type to send. @name mentions a member, @all everyone. Commands: /reply SEQ TEXT, /edit SEQ TEXT, "
     "/recall SEQ, /file PATH [CAPTION], /download SEQ [PATH], /open NAME, /accept NAME, /decline NAME, "
-    "/members, /quit. Ctrl-N/Ctrl-P: next/previous conversation."
+    "/members, /press SEQ N, /quit. Ctrl-N/Ctrl-P: next/previous conversation."
 )
 
 
@@ -165,6 +179,8 @@ class ChatApp(App[None]):
         self.typing_until: dict[int, float] = {}
         self._typing_sent = 0.0
         self._state_log = _StateLog(self.post_message)
+        self.commands: dict[int, list[BotCommand]] = {}
+        """What each peer (a bot) declared, fetched when its conversation opens."""
 
     # Layout ------------------------------------------------------------------------------------------
 
@@ -285,6 +301,8 @@ class ChatApp(App[None]):
                     self.post_message(PresenceChanged(event.user_id, event.online))
                 elif isinstance(event, NoticeEvent):
                     self.post_message(NoticeArrived(event.notice))
+                elif isinstance(event, ButtonPressEvent):  # someone pressed a button of my message
+                    self.post_message(NoticeArrived(ButtonPressNotice(press=event.press)))
         except IMError as exc:  # authentication ended: nothing more will come
             self.sub_title = f"{self.username} · disconnected: {exc}"
             self.say(f"disconnected: {exc}", error=True)
@@ -538,6 +556,8 @@ class ChatApp(App[None]):
         row.unread = 0
         row.mentioned = False
         self._refresh_row(row)
+        if row.peer is not None or conversation.startswith("d:"):
+            self.load_commands(conversation)
         members = self.query_one("#members", Static)
         members.set_class(conversation.startswith("g:"), "active")
         if conversation.startswith("g:"):
@@ -719,8 +739,28 @@ class ChatApp(App[None]):
 
     # The input -----------------------------------------------------------------------------------------
 
+    def _peer_commands(self) -> list[BotCommand]:
+        conversation = self.current
+        if conversation is None or not conversation.startswith("d:"):
+            return []
+        low, high = (int(part) for part in conversation.split(":")[1:])
+        return self.commands.get(high if low == self.me else low, [])
+
+    @work(group="commands")
+    @_until_closed
+    async def load_commands(self, conversation: str) -> None:
+        """Learn the commands the peer of a direct conversation declared (a bot's)."""
+        low, high = (int(part) for part in conversation.split(":")[1:])
+        peer = high if low == self.me else low
+        if peer in self.commands:
+            return
+        with contextlib.suppress(IMError):
+            self.commands[peer] = await self.client.commands(peer)
+
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
+        if event.value == "/" and self._peer_commands():
+            self.say("commands: " + "; ".join(commands_text(self._peer_commands())))
         if self.current and event.value and not event.value.startswith("/"):
             now = time.monotonic()
             if now - self._typing_sent > 3:
@@ -755,7 +795,7 @@ class ChatApp(App[None]):
             self.say(f"cannot read that command: {exc}", error=True)
             return
         command, args = words[0].lower(), words[1:]
-        needs_conversation = {"/reply", "/edit", "/recall", "/file", "/download"}
+        needs_conversation = {"/reply", "/edit", "/recall", "/file", "/download", "/press"}
         if command in needs_conversation and self.current is None:
             self.say("pick a conversation first (or /open NAME)", error=True)
             return
@@ -786,8 +826,13 @@ class ChatApp(App[None]):
             self.load_members()
         elif command in ("/quit", "/exit"):
             self.exit()
+        elif command == "/press" and len(args) == 2 and args[0].lstrip("#").isdigit():
+            self.press_button(int(args[0].lstrip("#")), args[1])
         elif command == "/help":
-            self.say(HELP)
+            declared = self._peer_commands()
+            self.say(HELP + ("\nThis bot's commands: " + "; ".join(commands_text(declared)) if declared else ""))
+        elif self.current is not None and (self._peer_commands() or "@" in words[0]):
+            self.send_text(self.current, line, None)  # a bot's command (``/roll@helper`` in a group)
         else:
             self.say(f"not a command: {line.split()[0]} (try /help)", error=True)
 
@@ -817,6 +862,26 @@ class ChatApp(App[None]):
             self.query_one("#input", Input).value = text if reply_to is None else f"/reply {reply_to} {text}"
             return
         self.post_message(Incoming(message))  # the server does not push it back to this device
+
+    def action_press_button(self, seq: int, choice: str) -> None:
+        """A click on a button under a message."""
+        self.press_button(seq, choice)
+
+    @work(group="send")
+    @_until_closed
+    async def press_button(self, seq: int, choice: str) -> None:
+        """Press a button (its number as shown, or its id) of message ``seq`` of the open conversation."""
+        message = self.messages.get(seq)
+        button = button_for(message, str(choice)) if message is not None else None
+        if message is None or button is None:
+            self.say(f"#{seq} has no button {choice}", error=True)
+            return
+        try:
+            await self.client.press(message, button.id)
+        except IMError as exc:
+            self.say(f"not pressed: {exc}", error=True)
+            return
+        self.say(f'pressed "{button.label}" on #{seq}')
 
     @work(group="send")
     @_until_closed

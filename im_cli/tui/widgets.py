@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message as TextualMessage
 from textual.widgets import Label, ListItem, Static
 
-from im_schema.content import RecalledContent, SystemContent
+from im_schema.content import RecalledContent, SystemContent, TextContent
 from im_schema.models import Message
 
 from ..output import when
@@ -91,6 +92,14 @@ def message_text(message: Message, name_of: NameOf, me: int, peer_read_seq: int 
         text.append(" (edited)", style="dim")
     if message.sender == me and peer_read_seq is not None and not system:
         text.append(" ✓✓" if message.seq <= peer_read_seq else " ✓", style="blue")
+    content = message.content
+    if isinstance(content, TextContent) and content.buttons:
+        text.append("\n    ")
+        for number, button in enumerate(content.buttons, 1):
+            # Clicking one presses it (as ``/press SEQ N`` does); ids are plain ASCII, safe to quote.
+            click = Style(reverse=True, meta={"@click": f"app.press_button({message.seq}, {button.id!r})"})
+            text.append(f"[{number}] {button.label}", style=click)
+            text.append("  ")
     return text
 
 

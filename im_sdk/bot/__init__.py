@@ -23,9 +23,12 @@ dispatch, middleware and errors, :mod:`im_sdk.bot.filters` and :mod:`im_sdk.bot.
 
 from __future__ import annotations
 
+from im_schema.buttons import Button
+
 from ..events import EditEvent, MessageEvent, NoticeEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
 from .bot import Bot, HandlingContext
 from .events import (
+    ButtonPress,
     FriendAdded,
     FriendRemoved,
     FriendRequest,
@@ -42,6 +45,7 @@ from .filters import (
     Filter,
     Kind,
     Mentioned,
+    Pressed,
     Regex,
     Sender,
     Text,
@@ -52,6 +56,8 @@ from .router import ErrorHook, Handler, Middleware, NextHandler, Router
 
 __all__ = [
     "Bot",
+    "Button",
+    "ButtonPress",
     "Command",
     "CommandArgs",
     "Conversation",
@@ -75,6 +81,7 @@ __all__ = [
     "NextHandler",
     "NoticeEvent",
     "PresenceEvent",
+    "Pressed",
     "ReadEvent",
     "RecallEvent",
     "Regex",

@@ -14,6 +14,15 @@ carries a ``client_msg_id`` derived from the bot's account, the conversation, th
 rank within the handler, and the server stores one message per ``(sender, client_msg_id)``; the second
 run's send returns the message the first run stored.
 
+Button presses (:class:`~im_sdk.bot.events.ButtonPress`) are kept by the server until acknowledged:
+the bot lists the pending ones after every (re)connect, handles each in its conversation's lane and
+acknowledges it once its handler finished, so a press made while the bot was away is handled, and one
+whose handler was interrupted is handled again (its sends get ids derived from the press).
+
+Commands: at start the bot declares the named :class:`~im_sdk.bot.filters.Command` filters of its
+handlers (with their descriptions) to the server, where users list them; unless a handler names
+``help`` itself, the bot answers ``/help`` with that list.
+
 Lifecycle: ``bot.run()`` for a script (stops on SIGINT/SIGTERM); ``await bot.start()`` then
 ``await bot.stop()`` (or ``async with bot:``) inside an application. Stopping lets running handlers
 finish (up to ``shutdown_timeout``), drops what was queued behind them (unacknowledged, hence
@@ -30,22 +39,25 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from im_schema.buttons import Button
 from im_schema.files import Upload
 from im_schema.models import Message, User
+from im_schema.presses import BotCommand
 
 from .._async_client import AsyncClient
 from .._async_io import Reply
 from .._files import Progress, Source
-from ..events import Event, MessageEvent, NoticeEvent
+from ..events import ButtonPressEvent, Event, MessageEvent, NoticeEvent
 from ..realtime.protocol import StartFrom
 from ..realtime.store import CursorKeeper
-from .events import FriendRequest, GroupInvitation, bot_event
+from .events import ButtonPress, FriendRequest, GroupInvitation, bot_event
+from .filters import Command, commands_in
 from .router import Router
 
 __all__ = ["Bot", "HandlingContext"]
@@ -96,14 +108,18 @@ class Bot(Router):
         server: The API's base URL.
         username: Log in with this account (with ``password``) when the bot starts.
         password: The account's password.
-        token: An access token instead of a password (``refresh_token`` renews it).
-        refresh_token: Renews ``token`` when it expires.
+        token: A bot account's token (``im admin bots create``): the bot logs in with it
+            (:meth:`~im_sdk.AsyncClient.login_bot`) when it starts.
+        access_token: A session's access token instead (``refresh_token`` renews it).
+        refresh_token: Renews ``access_token`` when it expires.
         device: The device name the bot logs in as (its sync cursors are kept per device).
         state_path: A SQLite file for exactly-once handling across restarts (see the module docstring);
             without it a restarted bot starts as ``start`` says.
         start: Where a conversation seen for the first time begins (``unread``, ``latest``, ``all``).
         concurrency: At most this many handlers run at once (across conversations).
         shutdown_timeout: Seconds :meth:`stop` lets running handlers finish before cancelling them.
+        declare_commands: Declare the named commands of the handlers at start, and answer ``/help``
+            (unless a handler takes it).
         client: A client of your own (its tokens are used as they are; ``server`` and the credentials
             are then ignored).
         **client_args: Passed to :class:`~im_sdk.AsyncClient` (``backoff``, ``retry``, ``timeout``...).
@@ -116,12 +132,14 @@ class Bot(Router):
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        access_token: str | None = None,
         refresh_token: str | None = None,
         device: str = "bot",
         state_path: str | os.PathLike[str] | None = None,
         start: StartFrom = "unread",
         concurrency: int = 64,
         shutdown_timeout: float = 30.0,
+        declare_commands: bool = True,
         client: AsyncClient | None = None,
         name: str | None = None,
         **client_args: Any,
@@ -129,9 +147,11 @@ class Bot(Router):
         super().__init__(name or "bot")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if client is None and token is None and (username is None or password is None):
-            raise ValueError("give username and password, or a token, or a client")
-        self.client = client or AsyncClient(server, access_token=token, refresh_token=refresh_token, **client_args)
+        if client is None and token is None and access_token is None and (username is None or password is None):
+            raise ValueError("give username and password, or a bot token, or an access token, or a client")
+        self.client = client or AsyncClient(
+            server, access_token=access_token, refresh_token=refresh_token, **client_args
+        )
         """The client the bot runs on (any SDK call: ``bot.client.groups.info(7)``)."""
         if state_path is None and client is not None and client._cursors.store is not None:
             state_path = client._cursors.store.path
@@ -142,6 +162,11 @@ class Bot(Router):
         )
         self.state_path = Path(state_path) if state_path is not None else None
         self._username, self._password, self._device = username, password, device
+        self._bot_token = token
+        self.declare_commands = declare_commands
+        self.commands: list[BotCommand] = []
+        """The commands declared at start (the named :class:`Command` filters of the handlers)."""
+        self._default_help = False
         self._start_from: StartFrom = start
         self._concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout
@@ -156,20 +181,23 @@ class Bot(Router):
         self._connected = asyncio.Event()
         self._seen: set[tuple[str, int]] = set()
         self._listing: asyncio.Task[None] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
         self.handled = 0
         """Events dispatched so far (handled or not wanted), for tests and metrics."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Bot:
-        """A bot configured by ``IM_SERVER`` (default ``http://127.0.0.1:8080``), ``IM_USERNAME`` and
-        ``IM_PASSWORD`` or ``IM_TOKEN`` (and ``IM_REFRESH_TOKEN``), ``IM_DEVICE`` and ``IM_STATE_PATH``;
-        keyword arguments win over the environment."""
+        """A bot configured by ``IM_SERVER`` (default ``http://127.0.0.1:8080``), ``IM_BOT_TOKEN`` (a bot
+        account's token), or ``IM_USERNAME`` and ``IM_PASSWORD``, or ``IM_TOKEN`` (an access token, and
+        ``IM_REFRESH_TOKEN``), ``IM_DEVICE`` and ``IM_STATE_PATH``; keyword arguments win over the
+        environment."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {
             "server": env.get("IM_SERVER", _DEFAULT_SERVER),
             "username": env.get("IM_USERNAME"),
             "password": env.get("IM_PASSWORD"),
-            "token": env.get("IM_TOKEN"),
+            "token": env.get("IM_BOT_TOKEN"),
+            "access_token": env.get("IM_TOKEN"),
             "refresh_token": env.get("IM_REFRESH_TOKEN"),
             "device": env.get("IM_DEVICE", "bot"),
             "state_path": env.get("IM_STATE_PATH"),
@@ -195,6 +223,7 @@ class Bot(Router):
         reply_to: int | None = None,
         mentions: list[int] | None = None,
         mention_all: bool = False,
+        buttons: Sequence[Button | tuple[str, str]] | None = None,
     ) -> Message:
         """Send text (see :meth:`AsyncClient.send_text`); inside a handler the send id is derived from
         the message handled, so a handler run again after a crash does not send it twice."""
@@ -205,6 +234,7 @@ class Bot(Router):
             reply_to=reply_to,
             mentions=mentions,
             mention_all=mention_all,
+            buttons=buttons,
         )
 
     async def send_media(
@@ -254,15 +284,67 @@ class Bot(Router):
         not replayed, so those that came while the bot was away would be missed otherwise)."""
         if self._consumer is not None:
             raise RuntimeError("the bot is already running")
-        if self.client.session is None and self._password is not None and self._username is not None:
-            await self.client.login(self._username, self._password, device=self._device)
+        if self.client.session is None and self.client._state.access_token is None:
+            if self._bot_token is not None:
+                await self.client.login_bot(self._bot_token, device=self._device)
+            elif self._password is not None and self._username is not None:
+                await self.client.login(self._username, self._password, device=self._device)
         me = await self.client.whoami()
         self.me = me.user
+        if self.declare_commands:
+            await self._declare_commands()
         self._stopping = False
         self._stopped.clear()
         self._connected.clear()
         log.info("bot %s (%d) starting", self.me.username, self.me.id)
         self._consumer = asyncio.create_task(self._consume(), name=f"{self.name}-events")
+
+    def _declared(self) -> tuple[list[BotCommand], bool]:
+        found: dict[str, BotCommand] = {}
+        takes_help = False
+        routers: list[Router] = [self]
+        while routers:
+            router = routers.pop(0)
+            for registered in router._handlers:
+                for item in registered.filters:
+                    for command in commands_in(item):
+                        takes_help = takes_help or "help" in command.names
+                        if not command.ordered or command.prefix != "/":
+                            continue
+                        name = command.ordered[0]
+                        if name in found:
+                            continue
+                        try:
+                            found[name] = BotCommand(
+                                name=name, description=command.description or f"/{name}", args=command.args
+                            )
+                        except ValueError:
+                            log.warning("command %r cannot be declared (names are 1-32 of a-z 0-9 _ -)", name)
+            routers.extend(router._children)
+        commands = list(found.values())
+        if not takes_help:
+            commands.insert(0, BotCommand(name="help", description="list the commands"))
+        return commands, not takes_help
+
+    async def _declare_commands(self) -> None:
+        self.commands, self._default_help = self._declared()
+        try:
+            await self.client.set_commands(self.commands[:50])
+        except Exception as exc:  # an older server, or a rate limit: the bot works without
+            log.warning("cannot declare the commands: %s", exc)
+
+    async def _answer_help(self, event: MessageEvent[Any]) -> bool:
+        if not self._default_help or not await Command("help").check(event, {"me": self.me}):
+            return False
+        lines = [
+            f"/{command.name}{' ' + command.args if command.args else ''} - {command.description}"
+            for command in self.commands
+        ]
+        try:
+            await self.send_text(event.conversation, "\n".join(lines), reply_to=event.seq)
+        except Exception:
+            log.exception("the default /help failed")
+        return True
 
     async def wait_connected(self) -> None:
         """Wait until the bot's first connection to a gateway is ready (events flow from then on)."""
@@ -280,16 +362,26 @@ class Bot(Router):
                 self._enqueue(FriendRequest(request, self))
             for invitation in await self.client.groups.invitations():
                 self._enqueue(GroupInvitation(invitation, self))
+            after = 0
+            while True:
+                page = await self.client.pending_presses(after=after, limit=100)
+                for press in page.presses:
+                    self._enqueue(ButtonPress(press, self))
+                if not page.has_more or not page.presses:
+                    break
+                after = page.presses[-1].id
         except Exception:
-            log.exception("cannot list pending friend requests and invitations")
+            log.exception("cannot list pending friend requests, invitations and button presses")
         finally:
             self._connected.set()
 
     def _first_time(self, event: object) -> bool:
         # A pending request may be listed and announced live: handle it once.
-        if isinstance(event, NoticeEvent):
+        if isinstance(event, NoticeEvent | ButtonPressEvent):
             event = bot_event(event, self)
-        if isinstance(event, FriendRequest):
+        if isinstance(event, ButtonPress):
+            key: tuple[str, int] = ("press", event.press.id)
+        elif isinstance(event, FriendRequest):
             key = ("friend", event.request.id)
         elif isinstance(event, GroupInvitation) and event.pending:
             key = ("invitation", event.invitation.id)
@@ -348,18 +440,38 @@ class Bot(Router):
             if isinstance(event, MessageEvent):
                 # Bound to the bot, so that msg.reply() goes through its idempotent sends.
                 event = MessageEvent(event.message, self)
-            typed = bot_event(event, self) if isinstance(event, MessageEvent | NoticeEvent) else event
-            context = (
-                HandlingContext(self.me.id, message.conversation, message.seq) if isinstance(message, Message) else None
+            typed = (
+                bot_event(event, self) if isinstance(event, MessageEvent | NoticeEvent | ButtonPressEvent) else event
             )
+            if isinstance(message, Message):
+                context: HandlingContext | None = HandlingContext(self.me.id, message.conversation, message.seq)
+            elif isinstance(typed, ButtonPress):
+                # A press handled again after a crash sends what its first run sent, once.
+                press = typed.press
+                key = f"{press.conversation}:{press.seq}:press:{press.user_id}:{press.button}"
+                context = HandlingContext(self.me.id, key, press.id)
+            else:
+                context = None
             token = _handling.set(context)
             try:
-                await self.dispatch(typed, {"bot": self, "me": self.me})
+                if not (isinstance(event, MessageEvent) and await self._answer_help(event)):
+                    await self.dispatch(typed, {"bot": self, "me": self.me})
             finally:
                 _handling.reset(token)
+            if isinstance(typed, ButtonPress):
+                # In the background, so that the lane goes on; stop() waits for these.
+                task = asyncio.create_task(self._acknowledge(typed.press.id), name=f"ack-press-{typed.press.id}")
+                self._acks.add(task)
+                task.add_done_callback(self._acks.discard)
         if isinstance(message, Message) and self.client._cursors.manual:
             self.client._cursors.acknowledge(message)
         self.handled += 1
+
+    async def _acknowledge(self, press: int) -> None:
+        try:
+            await self.client.ack_press(press)
+        except Exception as exc:  # listed again after the next connect, and handled again
+            log.warning("cannot acknowledge press %d: %s", press, exc)
 
     async def stop(self) -> None:
         """Stop taking events, let running handlers finish (up to ``shutdown_timeout``), save the
@@ -381,6 +493,8 @@ class Bot(Router):
             if late:
                 log.warning("%d handlers did not finish within %.0fs; cancelled", len(late), self.shutdown_timeout)
                 await asyncio.wait(late)
+        if self._acks:
+            await asyncio.wait(set(self._acks), timeout=self.shutdown_timeout)
         self._lanes.clear()
         self._slots = asyncio.Semaphore(self._concurrency)
         await self.client.aclose()

@@ -7,6 +7,8 @@ here), a bot sees:
 
 - :class:`FriendRequest` (``await event.accept()``), :class:`GroupInvitation` (``accept``/``decline``),
   :class:`JoinRequest` (``approve``/``reject``), :class:`FriendAdded`, :class:`FriendRemoved`;
+- :class:`ButtonPress`: a member pressed a button of one of the bot's messages (``await
+  event.answer(text)`` writes into that conversation);
 - group changes, which are system messages: :class:`MembersJoined`, :class:`MemberLeft` (left or
   kicked), and :class:`GroupChanged` for the others (created, renamed, announcement, ...), each with
   ``await event.answer(text)`` to write into the group.
@@ -16,9 +18,11 @@ here), a bot sees:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from im_schema.buttons import Button
 from im_schema.content import SystemContent
 from im_schema.events import (
     FriendAddedNotice,
@@ -30,15 +34,17 @@ from im_schema.events import (
 from im_schema.groups import GroupInvitation as GroupInvitationModel
 from im_schema.groups import JoinRequest as JoinRequestModel
 from im_schema.models import Message, User
+from im_schema.presses import Press
 from im_schema.social import FriendInfo
 from im_schema.social import FriendRequest as FriendRequestModel
 
-from ..events import Event, MessageEvent, NoticeEvent
+from ..events import ButtonPressEvent, Event, MessageEvent, NoticeEvent
 
 if TYPE_CHECKING:
     from .bot import Bot
 
 __all__ = [
+    "ButtonPress",
     "FriendAdded",
     "FriendRemoved",
     "FriendRequest",
@@ -70,6 +76,46 @@ class FriendRequest:
     async def decline(self) -> None:
         """Say no."""
         await self._bot.client.friends.decline(self.request.id)
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """A member pressed a button of one of the bot's messages.
+
+    Presses wait on the server until handled: the bot acknowledges each one after its handler
+    finished, and lists those it missed after every (re)connect, so a press is handled even if the bot
+    was offline when it happened (and its handler's sends are idempotent, as for messages).
+    """
+
+    press: Press
+    _bot: Bot = field(repr=False, compare=False)
+
+    @property
+    def conversation(self) -> str:
+        """The conversation of the pressed message."""
+        return self.press.conversation
+
+    @property
+    def seq(self) -> int:
+        """The pressed message."""
+        return self.press.seq
+
+    @property
+    def button(self) -> str:
+        """The id of the button pressed."""
+        return self.press.button
+
+    @property
+    def user_id(self) -> int:
+        """Who pressed it."""
+        return self.press.user_id
+
+    async def answer(
+        self, text: str, *, quote: bool = True, buttons: Sequence[Button | tuple[str, str]] | None = None
+    ) -> Message:
+        """Write into the conversation (quoting the pressed message unless ``quote=False``); an
+        idempotent send when called from a handler."""
+        return await self._bot.send_text(self.conversation, text, reply_to=self.seq if quote else None, buttons=buttons)
 
 
 @dataclass(frozen=True)
@@ -187,6 +233,8 @@ def _ints(value: object) -> tuple[int, ...]:
 
 def bot_event(event: Event[Any], bot: Bot) -> object:
     """The bot's view of an SDK event (unchanged when the bot has nothing more specific)."""
+    if isinstance(event, ButtonPressEvent):
+        return ButtonPress(event.press, bot)
     if isinstance(event, NoticeEvent):
         notice = event.notice
         if isinstance(notice, FriendRequestNotice):

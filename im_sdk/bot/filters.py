@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from im_schema.presses import Press
+
 from ..events import MessageEvent
 
 __all__ = [
@@ -29,9 +31,11 @@ __all__ = [
     "Filter",
     "Kind",
     "Mentioned",
+    "Pressed",
     "Regex",
     "Sender",
     "Text",
+    "commands_in",
     "direct",
     "group",
 ]
@@ -265,10 +269,26 @@ class Command(Filter):
     several bots can share a group; ``/weather@thisbot`` matches. Without names, any command matches.
     """
 
-    def __init__(self, *names: str, prefix: str = "/", ignore_case: bool = True) -> None:
+    def __init__(
+        self,
+        *names: str,
+        prefix: str = "/",
+        ignore_case: bool = True,
+        description: str | None = None,
+        args: str | None = None,
+    ) -> None:
         self.ignore_case = ignore_case
-        self.names = frozenset(name.lower() if ignore_case else name for name in names)
+        self.ordered = tuple(name.lower() if ignore_case else name for name in names)
+        """The names in the order given (the first is the one declared to users)."""
+        self.names = frozenset(self.ordered)
         self.prefix = prefix
+        self.description = description
+        """Shown in ``/help`` and to users typing ``/`` (the bot declares its named commands at start)."""
+        self.args = args
+        """A hint for the arguments (``CITY``), shown after the name."""
+
+    def __repr__(self) -> str:
+        return f"Command({', '.join(map(repr, self.ordered))})"
 
     async def check(self, event: Any, data: dict[str, Any]) -> FilterResult:
         text = event.text if isinstance(event, MessageEvent) else None
@@ -284,3 +304,32 @@ class Command(Filter):
         if match["to"] is not None and (me is None or match["to"].lower() != me.username.lower()):
             return False
         return {"command": CommandArgs(name, (match["args"] or "").strip(), self.prefix)}
+
+
+def commands_in(item: Filter) -> list[Command]:
+    """The :class:`Command` filters a filter requires (inside ``&`` and ``|``, not under ``~``)."""
+    if isinstance(item, Command):
+        return [item]
+    if isinstance(item, _And | _Or):
+        return commands_in(item.left) + commands_in(item.right)
+    return []
+
+
+class Pressed(Filter):
+    """Presses of the bot's buttons (:class:`~im_sdk.bot.ButtonPress`) with one of the given button
+    ids, or any id that starts with ``prefix`` (``Pressed(prefix="vote:")``); without either, any press.
+    Adds ``button`` (the id pressed) to the data."""
+
+    def __init__(self, *ids: str, prefix: str | None = None) -> None:
+        self.ids = frozenset(ids)
+        self.prefix = prefix
+
+    async def check(self, event: Any, data: dict[str, Any]) -> FilterResult:
+        button = getattr(event, "button", None)
+        if not isinstance(button, str) or not isinstance(getattr(event, "press", None), Press):
+            return False
+        if self.ids or self.prefix is not None:
+            wanted = button in self.ids or (self.prefix is not None and button.startswith(self.prefix))
+            if not wanted:
+                return False
+        return {"button": button}

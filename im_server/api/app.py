@@ -31,7 +31,7 @@ from .deps import validation_details
 from .entrance import Entrance
 from .node import ApiNode
 from .observe import RequestObserver
-from .routes import admin, auth, conversations, gateway, groups, health, lifecycle, messages, social, users
+from .routes import admin, auth, conversations, gateway, groups, health, lifecycle, messages, presses, social, users
 from .routes.devices import router as devices_router
 from .routes.files import router as files_router
 
@@ -108,7 +108,7 @@ def create_app(node: ApiNode) -> FastAPI:
         summary="Accounts, messages, conversations and sync of the IM cluster.",
     )
     app.state.node = node
-    for module in (health, auth, users, social, groups, messages, lifecycle, conversations, gateway):
+    for module in (health, auth, users, social, groups, messages, lifecycle, presses, conversations, gateway):
         app.include_router(module.router)
     app.include_router(files_router)
     app.include_router(devices_router)

@@ -20,6 +20,7 @@ from ..services.files import FileService
 from ..services.groups import GroupService
 from ..services.lifecycle import LifecycleService
 from ..services.messaging import MessagingService
+from ..services.presses import PressService
 from ..services.social import SocialService
 from ..services.sync import SyncService
 from .node import ApiNode
@@ -32,6 +33,7 @@ __all__ = [
     "LifecycleDep",
     "MessagingDep",
     "NodeDep",
+    "PressesDep",
     "PrincipalDep",
     "SocialDep",
     "SyncDep",
@@ -42,6 +44,7 @@ __all__ = [
     "get_lifecycle",
     "get_messaging",
     "get_node",
+    "get_presses",
     "get_social",
     "get_sync",
     "parse",
@@ -90,6 +93,11 @@ def get_messaging(node: NodeDep) -> MessagingService:
     return node.messaging
 
 
+def get_presses(node: NodeDep) -> PressService:
+    """Button presses and declared commands."""
+    return node.presses
+
+
 def get_social(node: NodeDep) -> SocialService:
     """Friends, requests, blocks and privacy."""
     return node.social
@@ -106,6 +114,7 @@ FileDep = Annotated[FileService, Depends(get_files)]
 GroupsDep = Annotated[GroupService, Depends(get_groups)]
 LifecycleDep = Annotated[LifecycleService, Depends(get_lifecycle)]
 MessagingDep = Annotated[MessagingService, Depends(get_messaging)]
+PressesDep = Annotated[PressService, Depends(get_presses)]
 SocialDep = Annotated[SocialService, Depends(get_social)]
 SyncDep = Annotated[SyncService, Depends(get_sync)]
 

@@ -52,6 +52,7 @@ from ..services.lifecycle import LifecycleService
 from ..services.media import MediaService
 from ..services.membership import MembershipCache
 from ..services.messaging import MessagingService, UserDirectory
+from ..services.presses import PressService
 from ..services.social import SocialService
 from ..services.sync import SyncService
 from ..services.tokens import TokenCodec
@@ -64,6 +65,7 @@ from ..storage.entrance import LoginFailureStore
 from ..storage.faults import classify
 from ..storage.files import FileStore
 from ..storage.groups import GroupStore
+from ..storage.presses import PressStore
 from ..storage.social import SocialStore
 
 __all__ = ["ApiNode"]
@@ -167,6 +169,7 @@ class ApiNode:
             self.mirror.routes,
             self.mirror.nodes,
         )
+        self.presses = PressService(settings, PressStore(self.db), self.social, self.directory, self.deliverer)
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_lag = LoopLagMonitor(

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator
+from typing import Any
 
 import h11
 import uvicorn
@@ -100,6 +101,48 @@ class _HeadDeadline(H11Protocol):
         super().connection_lost(exc)
 
 
+_STOPPING_BODY = b'{"error":{"code":"unavailable","message":"the node is stopping; send the request again"}}\n'
+
+
+class _CutOffAnswer503:
+    """ASGI wrapper: a request that the graceful shutdown's deadline cuts off answers ``503 unavailable``.
+
+    uvicorn answers such a request ``500``, which clients take as final; ``503`` with ``Retry-After`` tells
+    them (and a load balancer) to send it again, to another node. Sends are idempotent by
+    ``client_msg_id``, so the retry cannot store a message twice.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not started:
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"retry-after", b"1"),
+                    (b"connection", b"close"),
+                    (b"content-length", str(len(_STOPPING_BODY)).encode()),
+                ]
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.start", "status": 503, "headers": headers})
+                    await send({"type": "http.response.body", "body": _STOPPING_BODY})
+            raise
+
+
 class ApiServer:
     """An API node serving HTTP; ``port=0`` in the settings picks a free port."""
 
@@ -117,7 +160,7 @@ class ApiServer:
             {"head_timeout": settings.header_timeout, "head_limit": settings.max_header_bytes},
         )
         config = uvicorn.Config(
-            create_app(self.node),
+            _CutOffAnswer503(create_app(self.node)),
             http=protocol,
             h11_max_incomplete_event_size=settings.max_header_bytes,
             proxy_headers=False,

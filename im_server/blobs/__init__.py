@@ -32,6 +32,7 @@ def open_blob_store(settings: Settings, js: JetStreamContext) -> BlobStore:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret.get_secret_value() if secret is not None else None,
         )
+    replicas = settings.blob_replicas or settings.nats_replicas
     return JetStreamBlobStore(
-        js, f"{settings.subject_prefix}_files", replicas=settings.blob_replicas, chunk_size=settings.blob_chunk_size
+        js, f"{settings.subject_prefix}_files", replicas=replicas, chunk_size=settings.blob_chunk_size
     )

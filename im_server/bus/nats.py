@@ -37,7 +37,9 @@ def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, A
     connection's requests land where only this role may subscribe.
     """
     options: dict[str, Any] = {
-        "servers": settings.nats_url,
+        "servers": settings.nats_servers(),
+        # The operator's order, not a shuffle: each node lists the server on its own machine first.
+        "dont_randomize": True,
         "name": name,
         "inbox_prefix": inbox_prefix(settings.subject_prefix, role, name),
     }
@@ -49,7 +51,7 @@ def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, A
         options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
     if settings.nats_creds_file is not None:
         options["user_credentials"] = str(settings.nats_creds_file)
-    tls_wanted = settings.nats_url.startswith("tls://") or any(
+    tls_wanted = any(url.startswith("tls://") for url in settings.nats_servers()) or any(
         path is not None for path in (settings.nats_tls_ca_file, settings.nats_tls_cert_file)
     )
     if tls_wanted:
@@ -78,9 +80,14 @@ async def _ensure_kv(js: JetStreamContext, bucket: str, *, create: bool, deadlin
             if create:
                 try:
                     return await js.create_key_value(bucket=bucket, **config)
-                except Exception:
-                    # Another node created it first, possibly with a slightly different configuration.
-                    return await js.key_value(bucket)
+                except Exception as exc:
+                    # Another node created it first, possibly with a slightly different configuration;
+                    # or a NATS cluster is still forming ("no suitable peers for placement"): try again.
+                    if loop.time() > deadline:
+                        raise
+                    log.warning("cannot create the bucket %s yet: %r", bucket, exc)
+                    await asyncio.sleep(0.2)
+                    continue
             if not waited:
                 log.info("waiting for an API node to create the bucket %s", bucket)
                 waited = True
@@ -160,8 +167,9 @@ class Bus:
         self._js = self.nc.jetstream(timeout=5)
         ttl = self.settings.node_ttl
         create = self.role == "api"
+        replicas = self.settings.nats_replicas
         self._routes = await _ensure_kv(
-            self._js, self.subjects.routes_bucket, create=create, deadline=deadline, history=1
+            self._js, self.subjects.routes_bucket, create=create, deadline=deadline, history=1, replicas=replicas
         )
         self._nodes = await _ensure_kv(
             self._js,
@@ -171,6 +179,7 @@ class Bus:
             history=1,
             ttl=ttl,
             limit_marker_ttl=max(1.0, ttl),
+            replicas=replicas,
         )
         # A revocation must outlive every access token of its session; expired entries just vanish.
         self._revoked = await _ensure_kv(
@@ -180,6 +189,7 @@ class Bus:
             deadline=deadline,
             history=1,
             ttl=self.settings.access_token_ttl + REVOCATION_MARGIN,
+            replicas=replicas,
         )
 
     async def _connect(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:

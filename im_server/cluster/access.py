@@ -165,7 +165,9 @@ class AccessAdmin:
             try:
                 self._bucket = await self._bus.js.key_value(self._bucket_name)
             except BucketNotFoundError:
-                self._bucket = await self._bus.js.create_key_value(bucket=self._bucket_name, history=1)
+                self._bucket = await self._bus.js.create_key_value(
+                    bucket=self._bucket_name, history=1, replicas=self._bus.settings.nats_replicas
+                )
         return self._bucket
 
     async def put(self, name: ListName, cidr: str, note: str = "") -> AccessEntry:

@@ -16,10 +16,12 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NatsClusterConfig",
     "free_port",
     "free_port_block",
     "nats_server_binary",
@@ -148,6 +150,36 @@ def private_log(path: Path) -> Any:
     return os.fdopen(fd, "ab")
 
 
+@dataclass(frozen=True)
+class NatsClusterConfig:
+    """One server's place in a NATS cluster: its unique name, its route port and its peers' route URLs.
+
+    Every server of a cluster lists the others' routes (``nats-route://host:port``); JetStream then runs
+    clustered, with the servers' names as its peers. Routes are unauthenticated here, so bind them to a
+    private network (docs/deployment.md shows a route user and TLS for machines apart).
+    """
+
+    name: str
+    """This server's name (``server_name``), unique in the cluster and stable across restarts."""
+    port: int
+    """The port other servers of the cluster connect to."""
+    routes: tuple[str, ...] = ()
+    """The other servers' route URLs."""
+    cluster_name: str = "im"
+
+    def lines(self, host: str) -> list[str]:
+        """The configuration lines of this server's cluster membership."""
+        routes = ", ".join(f'"{route}"' for route in self.routes)
+        return [
+            f'server_name: "{self.name}"',
+            "cluster {",
+            f'  name: "{self.cluster_name}"',
+            f'  listen: "{host}:{self.port}"',
+            f"  routes: [{routes}]",
+            "}",
+        ]
+
+
 def write_config(
     path: Path,
     *,
@@ -156,11 +188,13 @@ def write_config(
     store_dir: Path,
     http_port: int | None = None,
     authorization: str | None = None,
+    cluster: NatsClusterConfig | None = None,
 ) -> Path:
     """A nats-server config with JetStream that syncs every write to disk before acknowledging it.
 
     ``authorization`` is the users block (:func:`im_server.bus.permissions.authorization_config`); the
-    file is private either way.
+    file is private either way. With ``cluster`` the server joins a NATS cluster (JetStream clustered:
+    buckets created with ``IM_NATS_REPLICAS=3`` are then replicated on three servers).
     """
     store = str(store_dir).replace("\\", "/")
     lines = [
@@ -173,6 +207,8 @@ def write_config(
     ]
     if http_port is not None:
         lines.append(f'http: "{host}:{http_port}"')
+    if cluster is not None:
+        lines += cluster.lines(host)
     if authorization is not None:
         lines.append(authorization)
     return private_file(path, "\n".join(lines) + "\n")
@@ -185,15 +221,22 @@ def start_nats_server(
     port: int | None = None,
     log_file: Path | None = None,
     authorization: str | None = None,
+    cluster: NatsClusterConfig | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a JetStream-enabled ``nats-server`` (on loopback unless told otherwise); returns it and its URL.
 
     ``authorization`` is the users block of the configuration; without one anybody may connect.
+    ``cluster`` makes it one server of a NATS cluster (see :class:`NatsClusterConfig`).
     """
     private_dir(data_dir)
     port = port or free_port(host)
     config = write_config(
-        data_dir / "nats.conf", host=host, port=port, store_dir=data_dir / "jetstream", authorization=authorization
+        data_dir / "nats.conf",
+        host=host,
+        port=port,
+        store_dir=data_dir / "jetstream",
+        authorization=authorization,
+        cluster=cluster,
     )
     output = private_log(log_file) if log_file else subprocess.DEVNULL
     process = spawn([nats_server_binary(), "-c", str(config)], output=output)

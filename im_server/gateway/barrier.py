@@ -4,6 +4,10 @@ A gateway registers a device's route, then asks all API nodes (one request on th
 batched over all connections that registered meanwhile) to answer once their local route tables hold
 that revision. Only then does it send ``ready``. From that moment every committed message is pushed
 to the device, so the one sync the client runs after ``ready`` closes the gap with nothing missed.
+
+A round that not every API node answers in time (an API node between NATS servers, its registry
+view catching up) does not hold ``ready`` back; :meth:`RouteBarrier.wait` says so, and the gateway
+sends that device a ``resync`` once a later round is answered (see ``GatewayNode._confirm_route``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ class RouteBarrier:
         self._bus = bus
         self._nodes = nodes
         self._timeout = timeout
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -36,12 +40,12 @@ class RouteBarrier:
         """Start the batching task."""
         self._task = asyncio.create_task(self._run(), name="route-barrier")
 
-    async def wait(self, revision: int) -> None:
-        """Return once every live API node has applied ``revision`` (or the timeout passed)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def wait(self, revision: int) -> bool:
+        """Return once every live API node has applied ``revision`` (true) or the timeout passed (false)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, future))
         self._wakeup.set()
-        await future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -50,18 +54,19 @@ class RouteBarrier:
             waiters, self._waiters = self._waiters, []
             if not waiters:
                 continue
+            complete = False
             try:
-                await self._round(max(revision for revision, _ in waiters))
+                complete = await self._round(max(revision for revision, _ in waiters))
             except Exception as exc:
                 log.warning("route barrier failed: %s", exc)
             for _, future in waiters:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(complete)
 
-    async def _round(self, revision: int) -> None:
+    async def _round(self, revision: int) -> bool:
         expected = len(self._nodes.live("api"))
         if expected == 0:
-            return
+            return True  # an API node that starts later loads the whole registry before it serves
         self.rounds += 1
         nc = self._bus.nc
         inbox = nc.new_inbox()
@@ -83,6 +88,8 @@ class RouteBarrier:
             await subscription.unsubscribe()
         if answered < expected:
             log.warning("route barrier %d: %d of %d API nodes answered", revision, answered, expected)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Stop batching; pending waiters are released."""
@@ -92,4 +99,4 @@ class RouteBarrier:
                 await self._task
         for _, future in self._waiters:
             if not future.done():
-                future.set_result(None)
+                future.set_result(False)

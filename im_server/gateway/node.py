@@ -80,6 +80,8 @@ MAX_BATCH = 1024
 
 TOO_SLOW_CLOSE_TIMEOUT = 10.0
 """Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
+ROUTE_CONFIRM_ROUNDS = 10
+"""Barrier rounds a gateway tries after ``ready`` for a route not every API node confirmed in time."""
 
 Key = tuple[int, str]
 
@@ -511,14 +513,31 @@ class GatewayNode:
             await connection.close(1011, "route registry unavailable; retry")
             return False
         self._revisions[key] = revision
-        await self.barrier.wait(revision)
+        confirmed = await self.barrier.wait(revision)
         try:
             self._frames_out.inc()
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
+        if not confirmed:
+            self._spawn(self._confirm_route(key, connection, revision))
         self._ephemeral(connection, online=True)
         return True
+
+    async def _confirm_route(self, key: Key, connection: ServerConnection, revision: int) -> None:
+        """A device was made ready before every API node confirmed its route: a message committed in
+        between may have been pushed nowhere. Once a barrier round is answered (or after a few rounds),
+        the device is told to sync again; its sync finds whatever it missed."""
+        for _ in range(ROUTE_CONFIRM_ROUNDS):
+            if self.connections.get(key) is not connection or self._stopping:
+                return
+            if await self.barrier.wait(revision):
+                break
+        if self.connections.get(key) is connection:
+            frame = ResyncFrame(reason="route confirmed late").model_dump_json()
+            with contextlib.suppress(ConnectionClosed):
+                self._frames_out.inc()
+                await connection.send(frame, text=True)
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
         if self.connections.get(key) is not connection:

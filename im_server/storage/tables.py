@@ -23,6 +23,7 @@ from sqlalchemy import (
 __all__ = [
     "blocks",
     "bot_tokens",
+    "button_presses",
     "conversations",
     "devices",
     "friend_requests",
@@ -37,6 +38,7 @@ __all__ = [
     "metadata",
     "revoked_sessions",
     "rotated_refresh",
+    "user_commands",
     "user_privacy",
     "users",
 ]
@@ -284,4 +286,33 @@ rotated_refresh = Table(
     Column("device_id", String(64), nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Index(None, "expires_at"),
+)
+
+button_presses = Table(
+    "button_presses",
+    metadata,
+    # Presses of a message's quick-reply buttons, kept for the message's sender (``recipient_id``) until
+    # it acknowledges them (the row is then deleted) or they lapse. At most one row per presser, message
+    # and button: pressing again while unacknowledged is the same press.
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("recipient_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("conversation_id", String(48), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("button", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("user_id", "conversation_id", "seq", "button"),
+    Index(None, "recipient_id", "id"),
+    # Ids are never reused (SQLite would reuse the highest after a delete): a bot derives the send ids
+    # of a press's handler from its id.
+    sqlite_autoincrement=True,
+)
+
+user_commands = Table(
+    "user_commands",
+    metadata,
+    # The commands an account (a bot) declared, as the JSON list of ``BotCommand`` it sent.
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("commands", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )

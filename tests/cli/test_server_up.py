@@ -38,41 +38,11 @@ def _wait(predicate, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_server_up_runs_supervises_and_stops(tmp_path: Path):
+def test_server_up_runs_supervises_stops_cannot_start_twice_and_its_demo_is_idempotent(tmp_path: Path):
+    # One test, so that the expensive start of a whole cluster happens twice rather than three times.
     port = free_port_block(3)
-    env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
-    env.pop("IM_NATS_URL", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from im_cli.main import main; main()",
-            "server",
-            "up",
-            "--port",
-            str(port),
-            "--gateways",
-            "2",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--demo",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    output: list[str] = []
-    up = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if "Ctrl-C stops" in line:
-                up.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    data = tmp_path / "data"
+    process, output, up = _server_up(port, data, "--demo", gateways=2)
     try:
         assert up.wait(90), "".join(output) + (process.stderr.read() if process.poll() is not None else "")
         text = "".join(output)
@@ -95,6 +65,10 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
 
         texts = asyncio.run(chat())
         assert texts[1] == "second" and texts[0].startswith("Hi Bob")
+        # Hints are exact for a port that is not the default one.
+        server = f"http://127.0.0.1:{port}"
+        assert f"echo demo-password | im --server {server} --profile bob login bob --password-stdin" in text
+        _refused_while_running(port, data, tmp_path)
 
         # A gateway that dies is restarted by the supervisor.
         children = _find_children(port)
@@ -138,6 +112,26 @@ def test_server_up_runs_supervises_and_stops(tmp_path: Path):
         assert not _listening(port + offset)
     assert _find_children(port) == {}
 
+    # Started again on the same data dir: the demo does not store its welcome message twice.
+    second, output, up = _server_up(port, data, "--demo")
+    try:
+        assert up.wait(90), "".join(output)
+
+        async def welcome() -> list[str]:
+            async with AsyncClient(f"http://127.0.0.1:{port}") as bob:
+                await bob.login("bob", "demo-password", device="test")
+                (summary,) = await bob.conversations()
+                page = await bob.history(summary.id)
+                return [message.content.text for message in page.messages]  # type: ignore[union-attr]
+
+        texts = asyncio.run(welcome())
+        assert texts[1:] == ["second", "after nats restart"]  # one welcome message, not two
+        # Its command works as printed (it names the server and the profile).
+        assert f"im --server http://127.0.0.1:{port} --profile bob send alice" in texts[0]
+    finally:
+        second.send_signal(signal.SIGINT)
+        assert second.wait(60) == 130
+
 
 def _find_nats(data_dir: Path) -> int | None:
     """The pid of the cluster's nats-server, found by its config file."""
@@ -180,7 +174,9 @@ def _find_children(port: int) -> dict[str, int]:
     return found
 
 
-def _server_up(port: int, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
+def _server_up(
+    port: int, data_dir: Path, *extra: str, gateways: int = 1
+) -> tuple[subprocess.Popen[str], list[str], threading.Event]:
     env = {**os.environ, "IM_ARGON2_MEMORY_COST": "1024", "IM_ARGON2_TIME_COST": "1"}
     env.pop("IM_NATS_URL", None)
     env.pop("IM_UPLOAD_DIR", None)
@@ -194,7 +190,7 @@ def _server_up(port: int, data_dir: Path, *extra: str) -> tuple[subprocess.Popen
             "--port",
             str(port),
             "--gateways",
-            "1",
+            str(gateways),
             "--data-dir",
             str(data_dir),
             *extra,
@@ -218,72 +214,41 @@ def _server_up(port: int, data_dir: Path, *extra: str) -> tuple[subprocess.Popen
     return process, output, up
 
 
-def test_server_up_cannot_start_twice_and_its_demo_is_idempotent(tmp_path: Path):
-    port = free_port_block(2)
-    data = tmp_path / "data"
-    first, output, up = _server_up(port, data, "--demo")
-    try:
-        assert up.wait(90), "".join(output)
-        text = "".join(output)
-        # Hints are exact for a port that is not the default one.
-        server = f"http://127.0.0.1:{port}"
-        assert f"echo demo-password | im --server {server} --profile bob login bob --password-stdin" in text
-
-        again = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from im_cli.main import main; main()",
-                "server",
-                "up",
-                "--port",
-                str(port + 10),
-                "--data-dir",
-                str(data),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert again.returncode == 5 and again.stderr.startswith("error: another `im server up` is running")
-        assert len(again.stderr.strip().splitlines()) == 1
-        taken = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from im_cli.main import main; main()",
-                "server",
-                "up",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "other"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert taken.returncode == 5 and f"port {port} on 127.0.0.1 is in use" in taken.stderr
-        assert not (tmp_path / "other" / "nats").exists()  # refused before anything started
-    finally:
-        first.send_signal(signal.SIGINT)
-        assert first.wait(60) == 130
-
-    second, output, up = _server_up(port, data, "--demo")
-    try:
-        assert up.wait(90), "".join(output)
-
-        async def welcome() -> list[str]:
-            async with AsyncClient(f"http://127.0.0.1:{port}") as bob:
-                await bob.login("bob", "demo-password", device="test")
-                (summary,) = await bob.conversations()
-                page = await bob.history(summary.id)
-                return [message.content.text for message in page.messages]  # type: ignore[union-attr]
-
-        texts = asyncio.run(welcome())
-        assert len(texts) == 1  # one welcome message, not two
-        # Its command works as printed (it names the server and the profile).
-        assert f"im --server http://127.0.0.1:{port} --profile bob send alice" in texts[0]
-    finally:
-        second.send_signal(signal.SIGINT)
-        assert second.wait(60) == 130
+def _refused_while_running(port: int, data: Path, tmp_path: Path) -> None:
+    """A second `im server up` on the same data dir, or on a port in use, is refused in one line."""
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port + 10),
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 5 and again.stderr.startswith("error: another `im server up` is running")
+    assert len(again.stderr.strip().splitlines()) == 1
+    taken = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from im_cli.main import main; main()",
+            "server",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert taken.returncode == 5 and f"port {port} on 127.0.0.1 is in use" in taken.stderr
+    assert not (tmp_path / "other" / "nats").exists()  # refused before anything started

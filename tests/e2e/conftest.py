@@ -1,13 +1,57 @@
+"""End-to-end fixtures, and which tests run on both databases.
+
+Tests whose rules live in SQL (groups, consent, people) and the core of delivery (messaging) run on
+SQLite and on PostgreSQL. The transport tests of the modules in :data:`ONE_DATABASE` exercise frames,
+connections, devices and limits, which do not depend on the database: they run on SQLite only (the
+storage contract suite, tests/storage, runs every storage function on both). ``IM_TEST_ALL_DBS=1`` runs
+them on PostgreSQL too.
+"""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from im_sdk import AsyncClient
-from tests.support.cluster import TestCluster
+from tests.support.cluster import LoopThread, TestCluster
 from tests.support.inbox import Inbox
+from tests.support.nats import PrivateNats
+
+ONE_DATABASE = frozenset(
+    {"test_bad_input.py", "test_devices.py", "test_lifecycle.py", "test_resume.py", "test_upload_limits.py"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("IM_TEST_ALL_DBS") == "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        twice = callspec is not None and callspec.params.get("db_url") == "postgres"
+        (drop if twice and item.path.name in ONE_DATABASE else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    cluster_loop: LoopThread, nats_server: PrivateNats, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestCluster]:
+    """One cluster (SQLite, two gateways) for a whole module, saving a start per test.
+
+    A module opts in by defining its ``cluster`` or ``sqlite_cluster`` fixture as this one; only for
+    tests that make users of their own and leave the nodes as they found them (nothing stopped, added
+    or reconfigured).
+    """
+    path = tmp_path_factory.mktemp("module-cluster") / "im.db"
+    cluster = TestCluster(cluster_loop, nats_server, f"sqlite+aiosqlite:///{path}").start(gateways=2)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

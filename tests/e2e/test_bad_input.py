@@ -24,6 +24,13 @@ BIG = 2**63
 HUGE = "9" * 30
 
 
+@pytest.fixture
+def cluster(module_cluster: TestCluster) -> TestCluster:
+    """The module's shared cluster (see ``module_cluster``): these tests make users of their own and
+    leave the nodes as they found them."""
+    return module_cluster
+
+
 async def _expect(response: httpx.Response, status: int = 400, code: str = "bad_request") -> dict[str, Any]:
     assert response.status_code == status, (response.request.method, response.request.url, response.text)
     body: dict[str, Any] = response.json()

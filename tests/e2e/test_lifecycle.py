@@ -9,6 +9,14 @@ from im_schema.content import RecalledContent
 from im_sdk import BadRequestError, ForbiddenError, NotFoundError
 from im_sdk.events import EditEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def cluster(module_cluster: TestCluster) -> TestCluster:
+    """The module's shared cluster (see ``module_cluster``): these tests make users of their own and
+    leave the nodes as they found them."""
+    return module_cluster
 
 
 async def _two_devices_and_a_peer(cluster, inboxes, closing):

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from im_sdk import AsyncClient, Client
 from tests.e2e.conftest import wait_connected
-from tests.support.cluster import FAST
+from tests.support.cluster import FAST, TestCluster
+
+
+@pytest.fixture
+def cluster(module_cluster: TestCluster) -> TestCluster:
+    """The module's shared cluster (see ``module_cluster``): these tests make users of their own and
+    leave the nodes as they found them."""
+    return module_cluster
 
 
 class Recording(httpx.AsyncHTTPTransport):

@@ -33,6 +33,13 @@ from tests.e2e.conftest import wait_connected
 from tests.support.cluster import FAST, TestCluster
 
 
+@pytest.fixture
+def sqlite_cluster(module_cluster: TestCluster) -> TestCluster:
+    """The module's shared cluster (see ``module_cluster``): these tests make users of their own and
+    leave the nodes as they found them."""
+    return module_cluster
+
+
 def _gateway(cluster: TestCluster, node_id: str) -> GatewayNode:
     return next(node for node in cluster.gateways if node.node_id == node_id)
 

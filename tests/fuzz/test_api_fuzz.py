@@ -1,4 +1,4 @@
-"""schemathesis against the OpenAPI document of a running cluster, on SQLite and on PostgreSQL.
+"""schemathesis against the OpenAPI document of a running cluster (on PostgreSQL when reachable, else SQLite).
 
 Every phase runs (examples, coverage, fuzzing and the stateful phase, which chains operations through
 the links it infers), authenticated by registering and logging in (``tests/fuzz/hooks.py``). The checks:

@@ -98,3 +98,17 @@ def test_nats_settings_reach_the_connection(tmp_path: Path):
         Settings(nats_tls_cert_file=seed)
     with pytest.raises(ValidationError, match="needs IM_NATS_USER"):
         Settings(nats_password="pw")
+
+
+def test_several_nats_servers_are_tried_in_the_order_given():
+    settings = Settings(nats_url=" nats://n1:4222, tls://n2:4222 ,nats://n1:4222,", nats_replicas=3)
+    assert settings.nats_servers() == ["nats://n1:4222", "tls://n2:4222"]
+    options = connect_options(settings, role="api", name="api-1")
+    assert options["servers"] == ["nats://n1:4222", "tls://n2:4222"] and options["dont_randomize"] is True
+    assert isinstance(options["tls"], ssl.SSLContext)  # one tls:// server turns TLS on for all
+    assert Settings().nats_replicas == 1 and Settings().blob_replicas is None
+    for bad in ["", " , ", "http://n1:4222", "nats://n1:4222 nats://n2:4222"]:
+        with pytest.raises(ValidationError, match="IM_NATS_URL"):
+            Settings(nats_url=bad)
+    with pytest.raises(ValidationError):
+        Settings(nats_replicas=6)

@@ -85,8 +85,15 @@ class RawDevice:
         connection = await connect(url, max_size=None, compression=None)
         await connection.send(AuthFrame(token=token).model_dump_json())
         ready = orjson.loads(await connection.recv())
+        resyncs = 0
+        while ready["type"] == "resync":
+            # A gateway resyncing every client (after a gap in its heartbeats or bus) may tell this one
+            # too before ``ready``: it catches up on ``ready`` anyway.
+            resyncs += 1
+            ready = orjson.loads(await connection.recv())
         assert ready["type"] == "ready", ready
         device = cls(client, connection)
+        device.resyncs = resyncs
         if read:
             device.start_reading()
         return device
@@ -126,7 +133,9 @@ class RawDevice:
         """What a client does on ``resync``: fetch every conversation past what it has."""
         for summary in await self.client.conversations():
             have = self.seen.get(summary.id, set())
-            after = max(have, default=0)
+            after = 0  # from the first gap (a lost push below the newest seen), as a client's cursor does
+            while after + 1 in have:
+                after += 1
             while after < summary.max_seq:
                 page = await self.client.history(summary.id, after=after, limit=500)
                 if not page.messages:
