@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter
 from sqlalchemy import Connection, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
@@ -50,8 +49,6 @@ Refused = Refusal
 """The old name of :class:`im_server.errors.Refusal`, returned for a send the commit turned down."""
 LifecycleError = Refusal
 """The old name of :class:`im_server.errors.Refusal`, raised when a recall or an edit is not allowed."""
-
-_content: TypeAdapter[Content] = TypeAdapter(Content)
 
 
 @dataclass(frozen=True, slots=True)

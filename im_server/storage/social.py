@@ -13,7 +13,7 @@ from im_schema.social import FriendRequest
 
 from ._util import insert_ignore, ms_to_datetime
 from .engine import Database
-from .groups import lock_user
+from .group_base import lock_user
 from .tables import blocks, friend_requests, friends, users
 from .users import PUBLIC_USER_COLUMNS, prefixed_user_columns, user_from_prefixed, user_from_row
 
