@@ -74,14 +74,6 @@ async def _share_traffic(url: str, db_url: str, api_nodes: set[str], closing: li
     try:
         texts = {index: [f"u{index}-m{n}" for n in range(PER_DEVICE)] for index in range(len(users))}
         await asyncio.gather(*(_send_all(devices[i], conversation, texts[i]) for i in range(len(users))))
-        # A retry of a stored send, through a fresh connection (either API node): the same message.
-        first = next(iter(devices[0].acks.values()))[0]
-        retry = AsyncClient(url, backoff=FAST)
-        closing.append(retry)
-        await retry.login(root.session.user.username, PASSWORD, device="dev1-rest")
-        again = await retry.send_text(conversation, "u0-m0", client_msg_id=first["client_msg_id"])
-        assert again.seq == first["seq"]
-
         last = start + PER_DEVICE * len(users)
 
         def has_all(device: RawDevice) -> bool:
@@ -92,6 +84,14 @@ async def _share_traffic(url: str, db_url: str, api_nodes: set[str], closing: li
         for device in devices:
             await device.until(has_all)
             assert device.duplicates == 0
+        # A retry of a stored send, through a fresh connection (either API node): the same message. (It is
+        # pushed once more if it reaches the node that did not store it: devices drop a seq they have.)
+        first = next(iter(devices[0].acks.values()))[0]
+        retry = AsyncClient(url, backoff=FAST)
+        closing.append(retry)
+        await retry.login(root.session.user.username, PASSWORD, device="dev1-rest")
+        again = await retry.send_text(conversation, "u0-m0", client_msg_id=first["client_msg_id"])
+        assert again.seq == first["seq"]
         page = await root.history(conversation, after=start, limit=500)
         seqs = [message.seq for message in page.messages]
         assert seqs == list(range(start + 1, last + 1))
