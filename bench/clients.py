@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import sys
 import time
 import traceback
 import uuid
@@ -99,6 +100,15 @@ class ClientSide:
         account.token = session["access_token"]
         return int(session["user"]["id"])
 
+    async def _gateway(self, headers: dict[str, str]) -> str:
+        # As the SDK does: a 503 means no gateway looked alive for a moment (a heartbeat late on a busy core).
+        for attempt in range(20):
+            response = await self.http.get("/v1/gateway", headers=headers)
+            if response.status_code != 503 or attempt == 19:
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))
+        return str(response.raise_for_status().json()["url"])
+
     async def connect(self, key: str, concurrency: int = 32) -> dict[str, float]:
         """Log every user of ``key`` in again and connect it; returns when each got ``ready``."""
         semaphore = asyncio.Semaphore(concurrency)
@@ -110,7 +120,7 @@ class ClientSide:
                 try:
                     await self._login(account)
                     headers = {"Authorization": f"Bearer {account.token}"}
-                    gateway = (await self.http.get("/v1/gateway", headers=headers)).raise_for_status().json()["url"]
+                    gateway = await self._gateway(headers)
                     ws = await websockets.connect(
                         gateway, compression=None, max_queue=None, open_timeout=60, ping_interval=None
                     )
@@ -118,8 +128,9 @@ class ClientSide:
                     ready = orjson.loads(await ws.recv())
                     if ready["type"] != "ready":
                         raise ConnectionError(str(ready))
-                except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError):
+                except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError) as exc:
                     failures += 1
+                    print(f"{account.name} could not connect: {exc!r}", file=sys.stderr)
                     return
                 account.ws = ws
                 account.reader = asyncio.create_task(self._read(account))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -79,6 +80,8 @@ class GroupCommitter:
         self._retries = retries
         self._queue: list[_Pending] = []
         self._recent: OrderedDict[tuple[int, str], Written] = OrderedDict()
+        self._inflight: dict[tuple[int, str], asyncio.Future[Written]] = {}
+        """Sends queued or committing, by (sender, client_msg_id): a retry meanwhile waits for them."""
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._published: list[tuple[list[Committed], list[_Pending], list[Written | Refusal | None]]] = []
@@ -109,13 +112,27 @@ class GroupCommitter:
             raise Unavailable("the server is shutting down", retry_after=1.0)
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         if item.client_msg_id is not None:
-            known = self._recent.get((item.sender, item.client_msg_id))
+            key = (item.sender, item.client_msg_id)
+            original = self._inflight.get(key)
+            if original is not None:
+                # A retry of a send still queued, committing or publishing here (a gateway that timed out
+                # on a slow answer): it is answered with the original, after its publish, instead of being
+                # stored, found a duplicate and pushed once more, which under overload multiplies the load.
+                original.add_done_callback(functools.partial(_follow, future))
+                return future
+            known = self._recent.get(key)
             if known is not None:
                 future.set_result(known.again())
                 return future
+            self._inflight[key] = future
+            future.add_done_callback(functools.partial(self._forget, key))
         self._queue.append(_Pending(item, device_id, future, time.perf_counter()))
         self._wakeup.set()
         return future
+
+    def _forget(self, key: tuple[int, str], future: asyncio.Future[Written]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
 
     async def _run(self) -> None:
         while True:
@@ -231,3 +248,16 @@ def _answer(batch: list[_Pending], results: list[Written | Refusal | None]) -> N
             pending.future.set_exception(written)
         else:
             pending.future.set_result(written)
+
+
+def _follow(retry: asyncio.Future[Written], original: asyncio.Future[Written]) -> None:
+    if retry.done():
+        return
+    if original.cancelled():
+        # The first sender gave up waiting; the message may be stored all the same: the retry is told to
+        # try again, and then finds it.
+        retry.set_exception(Unavailable("the send is still being stored; try again", retry_after=0.1))
+    elif (error := original.exception()) is not None:
+        retry.set_exception(error)
+    else:
+        retry.set_result(original.result().again())

@@ -147,3 +147,47 @@ async def test_a_device_that_moved_off_a_dead_gateway_resyncs_for_what_was_held_
     assert deliverer.owed == 0
     await deliverer.settle()
     assert len(bus.published) == 2  # told once
+
+
+async def test_a_retry_of_a_send_still_being_stored_here_waits_for_it_and_is_not_pushed_again(store):
+    a, _, conversation = await _pair(store)
+    pushes = HeldPushes()
+    committer = GroupCommitter(store, on_commit=pushes)
+    committer.start()
+    try:
+        item = NewMessage(conversation, a, "slow-key", TextContent(text="once"))
+        first = committer.enqueue(item, "phone")
+        await pushes.entered.wait()  # committed, its publish held: not answered yet
+        retry = committer.enqueue(item, "phone")  # a gateway that gave up waiting sends it again
+        assert not retry.done()
+        pushes.release.set()
+        written, again = await first, await retry
+        assert (written.seq, written.duplicate) == (1, False)
+        assert (again.seq, again.duplicate) == (1, True)
+        assert [entry.written.seq for entry in pushes.pushed] == [1]  # pushed once, not once per retry
+    finally:
+        pushes.release.set()
+        await committer.stop()
+
+
+async def test_a_retry_of_a_send_whose_sender_gave_up_is_told_to_try_again(store):
+    a, _, conversation = await _pair(store)
+    pushes = HeldPushes()
+    committer = GroupCommitter(store, on_commit=pushes)
+    committer.start()
+    try:
+        item = NewMessage(conversation, a, "abandoned-key", TextContent(text="hi"))
+        first = committer.enqueue(item, "phone")
+        await pushes.entered.wait()
+        retry = committer.enqueue(item, "phone")
+        first.cancel()  # the first waiter gave up
+        await asyncio.sleep(0)
+        with pytest.raises(Exception, match="try again"):
+            await retry
+        pushes.release.set()
+        await asyncio.sleep(0.05)
+        third = committer.enqueue(item, "phone")  # stored meanwhile: answered from memory
+        assert ((await third).seq, (await third).duplicate) == (1, True)
+    finally:
+        pushes.release.set()
+        await committer.stop()
