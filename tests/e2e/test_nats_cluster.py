@@ -130,7 +130,8 @@ async def test_a_nats_server_stopped_in_a_cluster_of_three_loses_and_duplicates_
             receivers.append((alice, bob, receiving))
         tasks = [asyncio.create_task(sender.run(stop)) for sender in senders]
 
-        await asyncio.sleep(0.5)
+        # Traffic flows before the fault: every sender has some messages acknowledged.
+        await cluster.until(lambda: all(len(sender.acked) >= 3 for sender in senders), 30)
         before_stop = sum(len(sender.acked) for sender in senders)
         servers.stop(0)  # SIGKILL: the API node and gateway A lose their server
         await cluster.until(lambda: api.node.bus.nc.is_connected and _port(api.node) != servers.ports[0], 30)
