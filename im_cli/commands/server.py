@@ -43,7 +43,7 @@ def _require_server() -> None:
 
 def _lock(data_dir: Path) -> IO[str]:
     """Hold ``DATA_DIR/server.lock`` for the life of this process; exit 5 if another process holds it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds the secrets
     handle = (data_dir / "server.lock").open("a+")
     try:
         import fcntl

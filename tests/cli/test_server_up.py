@@ -47,6 +47,8 @@ def test_server_up_runs_supervises_stops_cannot_start_twice_and_its_demo_is_idem
         assert up.wait(90), "".join(output) + (process.stderr.read() if process.poll() is not None else "")
         text = "".join(output)
         assert f"http://127.0.0.1:{port}" in text and f"ws://127.0.0.1:{port + 2}/ws" in text
+        # A data dir made by this start is private from its creation, so nothing warns about it.
+        assert data.stat().st_mode & 0o777 == 0o700 and "can be read by other users" not in text
         health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
         assert sorted(health["gateways"]) == ["gw-1", "gw-2"]
 
