@@ -26,6 +26,12 @@ def _shown(app: ChatApp) -> list[str]:
     return [str(item.content) for item in app.query_one(ChatView).items()]
 
 
+def _last(app: ChatApp) -> str:
+    """The last line shown, or "" before the first page has loaded."""
+    shown = _shown(app)
+    return shown[-1] if shown else ""
+
+
 def _app(client: AsyncClient, url: str, **kwargs) -> ChatApp:
     assert client.session is not None
     user = client.session.user
@@ -54,7 +60,7 @@ async def test_chat_pages_sends_replies_mentions_edits_recalls_receipts_and_typi
         # The newest page is shown in the only conversation, which opens by itself; the title says connected.
         await _until(pilot, lambda: app.current == conversation and len(_shown(app)) == 10)
         await _until(pilot, lambda: "connected to" in app.sub_title)
-        assert _shown(app)[-1].endswith("message 15") and a.username in _shown(app)[-1]
+        assert _last(app).endswith("message 15") and a.username in _last(app)
         # Scrolled to the top, the pane loads the older page and keeps the place.
         app.query_one(ChatView).scroll_home(animate=False)
         await _until(pilot, lambda: len(_shown(app)) == 15)
@@ -69,7 +75,7 @@ async def test_chat_pages_sends_replies_mentions_edits_recalls_receipts_and_typi
         hello, reply = page.messages
         assert hello.mentions == [a.id]
         assert reply.reply_to is not None and reply.reply_to.seq == 2
-        assert f'↪ {a.username} #2: "message 2"' in _shown(app)[-1]
+        assert f'↪ {a.username} #2: "message 2"' in _last(app)
 
         # Edit and recall change the message in place; the peer sees both.
         await _type(pilot, app, f"/edit {hello.seq} hello again")
@@ -81,7 +87,7 @@ async def test_chat_pages_sends_replies_mentions_edits_recalls_receipts_and_typi
 
         # Live: a message arrives, alice's typing shows, her read receipt turns ✓ into ✓✓.
         await alice.send_text(b.username, "live one")
-        await _until(pilot, lambda: _shown(app)[-1].endswith("live one"))
+        await _until(pilot, lambda: _last(app).endswith("live one"))
         await alice.typing(conversation)
         typing = app.query_one("#typing", Static)
         await _until(pilot, lambda: "is typing" in str(typing.content))
@@ -186,9 +192,9 @@ async def test_chat_files_with_progress_and_a_restart_of_the_gateways(sqlite_clu
         await alice.send_text(b.username, "sent while you were away")
         sqlite_cluster.add_gateway()
         await _until(pilot, lambda: "connected to" in app.sub_title, timeout=30)
-        await _until(pilot, lambda: _shown(app)[-1].endswith("sent while you were away"), timeout=30)
+        await _until(pilot, lambda: _last(app).endswith("sent while you were away"), timeout=30)
         await _type(pilot, app, "back")
-        await _until(pilot, lambda: _shown(app)[-1].endswith("back ✓"))
+        await _until(pilot, lambda: _last(app).endswith("back ✓"))
     await alice.aclose()
     await bob.aclose()
 
@@ -203,12 +209,13 @@ async def test_a_streaming_message_grows_in_place(sqlite_cluster):
     try:
         async with app.run_test(size=(100, 16)) as pilot:
             await _until(pilot, lambda: app.current == conversation and "connected to" in app.sub_title)
+            await _until(pilot, lambda: _last(app).endswith("hi"))
             opened = await bot.open_stream(conversation, "Once upon")
-            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon …"))
+            await _until(pilot, lambda: _last(app).endswith("Once upon …"))
             await bot.append_stream(conversation, opened.seq, 9, " a time")
-            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon a time …"))
+            await _until(pilot, lambda: _last(app).endswith("Once upon a time …"))
             await bot.finish_stream(conversation, opened.seq, offset=16, text=", the end.")
-            await _until(pilot, lambda: _shown(app)[-1].endswith("Once upon a time, the end."))
+            await _until(pilot, lambda: _last(app).endswith("Once upon a time, the end."))
             assert len(_shown(app)) == 2  # grown in place, not added again
 
             # Shown as still open when the connection came back (its end came while away): read again.
