@@ -11,6 +11,13 @@ from im_schema.content import SystemContent
 from im_schema.events import JoinRequestNotice
 from im_sdk import ConflictError, ConversationNotFoundError, ForbiddenError, NotFoundError
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
 
 
 async def _system_events(client, conversation):
