@@ -508,8 +508,10 @@ class ChatApp(App[None]):
         if view.children and view.children[0] is item:
             item.refresh_label()
             return
-        item.remove()
-        view.insert(0, [ConversationItem(row)])
+        # Moved, not removed and mounted again: a removal happens later, and the new row would
+        # clash with the old one's id.
+        view.move_child(item, before=0)
+        item.refresh_label()
         if self.current is not None:
             self._highlight(self.current)
 

@@ -225,3 +225,31 @@ async def test_a_streaming_message_grows_in_place(sqlite_cluster):
             await _until(pilot, lambda: app.messages[opened.seq].stream == "finished")
     finally:
         await bot.aclose()
+
+
+async def test_a_message_moves_its_conversation_to_the_top_again_and_again(sqlite_cluster):
+    # A message in a conversation lower in the list moves its row to the top; the row used to be
+    # removed and mounted again under the same id before the removal had happened (DuplicateIds,
+    # and the client died with a traceback).
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    carol = await sqlite_cluster.user("carol")
+    assert alice.session and bob.session and carol.session
+    b = bob.session.user
+    await alice.send_text(b.username, "from alice")
+    await carol.send_text(b.username, "from carol")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: len(app.rows) == 2 and "connected to" in app.sub_title)
+        opened = app.current
+        for number in range(3):
+            for sender in (alice, carol):
+                await sender.send_text(b.username, f"again {number}")
+        others = [row for row in app.rows.values() if row.id != opened]
+        await _until(pilot, lambda: sum(row.unread for row in others) >= 3)
+        await pilot.pause(0.2)
+        assert app.is_running
+        rows = [item.row.id for item in app.query(ConversationItem)]
+        assert sorted(rows) == sorted(app.rows) and len(rows) == len(set(rows))
+    for client in (alice, bob, carol):
+        await client.aclose()
