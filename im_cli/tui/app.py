@@ -63,7 +63,7 @@ from im_sdk.events import (
     TypingEvent,
 )
 
-from ..render import button_for, commands_text, notice_text
+from ..render import button_for, commands_text, connection_lost, notice_text
 from ..streaming import final_message
 from ..transfer import human_size, media_content
 from .events import (
@@ -126,9 +126,8 @@ class _StateLog(logging.Handler):
         self.post = post
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith(("realtime connection lost", "realtime setup failed")):
-            reason = message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
+        reason = connection_lost(record)
+        if reason is not None:
             self.post(ConnectionChanged("reconnecting", reason))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from textual.widgets import Input, Static
@@ -189,6 +190,7 @@ async def test_chat_files_with_progress_and_a_restart_of_the_gateways(sqlite_clu
         for node in list(sqlite_cluster.gateways):
             sqlite_cluster.stop_gateway(node)
         await _until(pilot, lambda: "reconnecting" in app.sub_title)
+        assert re.search(r"[A-Z][A-Za-z]+\(", app.sub_title) is None, app.sub_title  # words, not a repr
         await alice.send_text(b.username, "sent while you were away")
         sqlite_cluster.add_gateway()
         await _until(pilot, lambda: "connected to" in app.sub_title, timeout=30)
