@@ -63,6 +63,7 @@ from im_sdk.events import (
     TypingEvent,
 )
 
+from ..output import printable, printable_text
 from ..render import button_for, commands_text, connection_lost, notice_text
 from ..streaming import final_message
 from ..transfer import human_size, media_content
@@ -268,7 +269,9 @@ class ChatApp(App[None]):
 
     def say(self, text: str, *, error: bool = False) -> None:
         """A short notification (errors in red)."""
-        self.notify(text, severity="error" if error else "information", timeout=6)
+        # Never markup: the text may quote others (a friend request's message), and a stray "[/x]"
+        # in it would raise instead of being shown.
+        self.notify(printable(text), severity="error" if error else "information", timeout=6, markup=False)
 
     def on_connection_changed(self, event: ConnectionChanged) -> None:
         if event.state == "connected":
@@ -279,7 +282,7 @@ class ChatApp(App[None]):
                 self.refresh_streams()
         else:
             reason = event.reason if len(event.reason) <= 60 else event.reason[:59] + "…"
-            self.sub_title = f"{self.username} · reconnecting to {self.server}… ({reason})"
+            self.sub_title = printable(f"{self.username} · reconnecting to {self.server}… ({reason})")
         self.connection = event.state
 
     # The event stream ----------------------------------------------------------------------------------
@@ -318,7 +321,7 @@ class ChatApp(App[None]):
                 elif isinstance(event, ButtonPressEvent):  # someone pressed a button of my message
                     self.post_message(NoticeArrived(ButtonPressNotice(press=event.press)))
         except IMError as exc:  # authentication ended: nothing more will come
-            self.sub_title = f"{self.username} · disconnected: {exc}"
+            self.sub_title = printable(f"{self.username} · disconnected: {exc}")
             self.say(f"disconnected: {exc}", error=True)
 
     async def on_incoming(self, event: Incoming) -> None:
@@ -407,7 +410,7 @@ class ChatApp(App[None]):
     def _show_typing(self) -> None:
         names = [self.name_of(user) for user in self.typing_until]
         text = "" if not names else f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} typing…"
-        self.query_one("#typing", Static).update(text)
+        self.query_one("#typing", Static).update(Text(printable(text)))
 
     def on_presence_changed(self, event: PresenceChanged) -> None:
         for row in self.rows.values():
@@ -574,8 +577,8 @@ class ChatApp(App[None]):
         self._highlight(conversation)
         self.typing_until.clear()
         self._show_typing()
-        self.title = f"im chat · {row.title}"
-        self.query_one("#input", Input).placeholder = f"Message {row.title} (/help for commands)"
+        self.title = printable(f"im chat · {row.title}")
+        self.query_one("#input", Input).placeholder = printable(f"Message {row.title} (/help for commands)")
         chat = self.query_one(ChatView)
         await chat.remove_children()
         self.messages = {}
@@ -738,7 +741,7 @@ class ChatApp(App[None]):
             text.append("\n")
         if page.has_more:
             text.append("…", style="dim")
-        self.query_one("#members", Static).update(text)
+        self.query_one("#members", Static).update(printable_text(text))
 
     @work(exclusive=True, group="requests")
     @_until_closed
@@ -753,11 +756,11 @@ class ChatApp(App[None]):
         for request in self.requests:
             label = Text(f"{request.from_user.username} wants to be friends", style="yellow")
             label.append(f"\n  /accept {request.from_user.username}", style="dim")
-            await view.append(ListItem(Label(label)))
+            await view.append(ListItem(Label(printable_text(label))))
         for invite in self.invites:
             label = Text(f"{invite.inviter.username} invites you to {invite.group_name}", style="yellow")
             label.append(f"\n  /accept {invite.group_name}", style="dim")
-            await view.append(ListItem(Label(label)))
+            await view.append(ListItem(Label(printable_text(label))))
         if not self.requests and not self.invites:
             await view.append(ListItem(Label(Text("none", style="dim"))))
 

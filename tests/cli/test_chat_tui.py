@@ -255,3 +255,36 @@ async def test_a_message_moves_its_conversation_to_the_top_again_and_again(sqlit
         assert sorted(rows) == sorted(app.rows) and len(rows) == len(set(rows))
     for client in (alice, bob, carol):
         await client.aclose()
+
+
+async def test_hostile_text_neither_breaks_the_client_nor_reaches_the_terminal(sqlite_cluster):
+    # A friend request's message is shown in a notification: "[/x]" in it used to be read as markup
+    # and the client died (MarkupError). Escape sequences in a message or a group name are shown as
+    # symbols instead of being written to the terminal (one retitled the window).
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    mallory = await sqlite_cluster.user("mallory")
+    assert alice.session and bob.session and mallory.session
+    b = bob.session.user
+    await alice.send_text(b.username, "first")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: app.current is not None and "connected to" in app.sub_title)
+        await mallory.friends.request(b.username, "[/x] oops [link=file:///etc/passwd]x[/link] \x1b]0;pwned\x07")
+        await _until(pilot, lambda: bool(app.requests))
+        # Shown as it was written (notifications expire: looked at at once).
+        await _until(pilot, lambda: any("[/x] oops" in note.message for note in app._notifications))
+        assert not any("\x1b" in note.message for note in app._notifications)
+        await alice.send_text(b.username, "a\x1b]0;pwned\x07b \x1b[2Jc")
+        await _until(pilot, lambda: _last(app).endswith("c") and "b " in _last(app))
+        group = await alice.groups.create("club\x1b[5m", [b.id])
+        await _until(pilot, lambda: group.conversation in app.rows)
+        await pilot.pause(0.2)
+        assert app.is_running
+        assert "a␛]0;pwned" in _last(app) and "b ␛[2Jc" in _last(app) and "\x1b" not in _last(app)
+        labels = [str(item.row.label()) for item in app.query(ConversationItem)]
+        assert any(label.startswith("club␛[5m") for label in labels) and not any("\x1b" in label for label in labels)
+        requests = " ".join(str(label.content) for label in app.query_one("#requests").query("Label"))
+        assert mallory.session.user.username in requests and "\x1b" not in requests
+    for client in (alice, bob, mallory):
+        await client.aclose()
