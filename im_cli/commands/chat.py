@@ -543,6 +543,8 @@ def chat(
     client = context.async_client()
     if me is None or username is None:
         fail("not logged in; run: im login USERNAME", ExitCode.AUTHENTICATION)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("im chat needs a terminal; in scripts use im send, im listen and im history", ExitCode.USAGE)
     try:
         from ..tui.app import ChatApp
     except ImportError:
