@@ -21,7 +21,8 @@ from rich.text import Text
 __all__ = ["err", "out", "print_json", "printable", "printable_text", "when"]
 
 # C0 controls but tab and newline, DEL and the C1 controls (0x9b is a one-byte CSI on some terminals).
-_CONTROLS = {code: 0x2400 + code for code in range(0x20) if code not in (0x09, 0x0A)}
+_CONTROLS: dict[int, int | None] = {code: 0x2400 + code for code in range(0x20) if code not in (0x09, 0x0A)}
+_CONTROLS[0x0D] = None  # a carriage return (of a "\r\n" line end) is dropped, as Rich drops it
 _CONTROLS[0x7F] = 0x2421
 _CONTROLS.update({code: 0xFFFD for code in range(0x80, 0xA0)})
 
@@ -29,7 +30,8 @@ _CONTROLS.update({code: 0xFFFD for code in range(0x80, 0xA0)})
 def printable(text: str) -> str:
     """``text`` with every control character but tab and newline shown as a symbol (``\\x1b`` as ``␛``).
 
-    One character stands for one, so offsets into the text (styles, spans) stay right.
+    One character stands for one (a carriage return, dropped, aside), so offsets into the text (styles,
+    spans) stay right.
     """
     return text.translate(_CONTROLS)
 

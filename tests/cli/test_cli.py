@@ -142,7 +142,7 @@ def test_terminal_escapes_from_others_never_reach_the_terminal(sqlite_cluster, i
         assert shown.exit_code == 0, shown.output
         assert not any(character in shown.stdout for character in "\x1b\x07\x9b\r"), (args, shown.stdout)
     shown = im("-P", "bob", "history", alice).stdout
-    assert "a␛]0;pwned␇b ␛[2J␛[31mred␛[0m \ufffd2J c␍d" in shown
+    assert "a␛]0;pwned␇b ␛[2J␛[31mred␛[0m \ufffd2J cd" in shown
     # --json keeps the text exactly, escaped as JSON.
     assert im("-P", "bob", "history", alice, "--json").stdout.count("\\u001b") == 4
 
