@@ -188,6 +188,8 @@ class ChatApp(App[None]):
         self.requests: list[FriendRequest] = []
         self.invites: list[GroupInvitation] = []
         self.connection = "connecting"
+        self.listed = False
+        """Whether the conversation list was ever loaded (the server may be down when the app starts)."""
         self.typing_until: dict[int, float] = {}
         self._typing_sent = 0.0
         self._state_log = _StateLog(self.post_message)
@@ -280,6 +282,11 @@ class ChatApp(App[None]):
             if again:
                 self.say("reconnected")
                 self.refresh_streams()
+            # Started while the server was away, the first load failed: load now, once per connection
+            # (listing the conversations also says "connected", while connected already).
+            if not self.listed and self.connection != "connected":
+                self.load_conversations()
+                self.load_requests()
         else:
             reason = event.reason if len(event.reason) <= 60 else event.reason[:59] + "…"
             self.sub_title = printable(f"{self.username} · reconnecting to {self.server}… ({reason})")
@@ -447,6 +454,7 @@ class ChatApp(App[None]):
         except IMError as exc:
             self.say(f"cannot list conversations: {exc}", error=True)
             return
+        self.listed = True
         await self.learn_names({summary.peer for summary in summaries if summary.peer is not None})
         view = self.query_one("#conversations", ListView)
         await view.clear()

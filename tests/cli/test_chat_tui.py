@@ -288,3 +288,60 @@ async def test_hostile_text_neither_breaks_the_client_nor_reaches_the_terminal(s
         assert mallory.session.user.username in requests and "\x1b" not in requests
     for client in (alice, bob, mallory):
         await client.aclose()
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
+    upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+
+async def test_started_while_the_server_is_away_the_list_loads_once_it_is_back(sqlite_cluster):
+    # The API is reached through a port where nothing listens at first: the first listing fails
+    # (once its retries are spent); when the server answers, the conversations appear. They used to
+    # stay empty until the app was started again.
+    from urllib.parse import urlsplit
+
+    from im_sdk import Retry
+    from im_server.cluster.natsbin import free_port
+
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    assert alice.session and bob.session
+    a, b = alice.session.user, bob.session.user
+    await alice.send_text(b.username, "waiting for you")
+    api = urlsplit(sqlite_cluster.url)
+    assert api.hostname and api.port
+    port = free_port()
+    away = AsyncClient(
+        f"http://127.0.0.1:{port}",
+        access_token=bob.session.access_token,
+        refresh_token=bob.session.refresh_token,
+        retry=Retry(deadline=0.5),
+    )
+    app = ChatApp(away, me=b.id, username=b.username, server=away.server_url)
+    server = None
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await _until(pilot, lambda: any("cannot list conversations" in n.message for n in app._notifications))
+            assert not app.rows
+            host, target = api.hostname, api.port
+            server = await asyncio.start_server(lambda r, w: _forward(r, w, host, target), "127.0.0.1", port)
+            await _until(pilot, lambda: direct_conversation(a.id, b.id) in app.rows, timeout=30)
+            await _until(pilot, lambda: _last(app).endswith("waiting for you"))
+    finally:
+        if server is not None:
+            server.close()
+        await away.aclose()
+        await alice.aclose()
+        await bob.aclose()
