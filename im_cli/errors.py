@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from im_sdk import IMError
-from im_sdk.errors import AuthenticationError, TransportError
+from im_sdk.errors import AuthenticationError, RateLimitedError, TransportError
 
 __all__ = ["ExitCode", "one_line", "validation_message"]
 
@@ -119,7 +119,12 @@ def one_line(exc: BaseException, server: str | None = None) -> tuple[str, ExitCo
     if isinstance(exc, TransportError):
         return f"cannot reach {server or 'the server'}: {exc}", ExitCode.UNREACHABLE
     if isinstance(exc, AuthenticationError):
-        return f"{exc.message}; run: im login USERNAME", ExitCode.AUTHENTICATION
+        # The server may say "log in again" itself: the command to run says it once.
+        message = exc.message.removesuffix("; log in again").removesuffix(", log in again")
+        return f"{message}; run: im login USERNAME", ExitCode.AUTHENTICATION
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        wait = max(1, round(exc.retry_after))
+        return f"{exc}; try again in {wait} s", ExitCode.REFUSED
     if isinstance(exc, IMError):
         return str(exc), ExitCode.REFUSED
     if isinstance(exc, OSError):
