@@ -17,8 +17,6 @@ from sqlalchemy import Connection, bindparam, case, insert, select, tuple_, upda
 from sqlalchemy.exc import IntegrityError
 
 from im_schema.content import Content
-from im_schema.errors import ErrorCode
-from im_schema.ids import direct_users
 from im_schema.models import ConversationSummary, Message, ReadState
 
 from ..errors import Refusal
@@ -28,6 +26,7 @@ from .files import insert_shares, share_rows
 from .message_rows import UNCOUNTED_KINDS, Written, _timestamp, _written, append_system, message_json, preview_of
 from .receipts import _mark_read, _receipts
 from .revisions import _edit, _recall
+from .send_rules import group_send_refusal, mention_all_refusal, mention_refusal, reply_refusal
 from .tables import conversations, groups, members, mentions, messages, streams
 
 # MemberState, UNCOUNTED_KINDS, Written, append_system, message_json and preview_of are re-exported from
@@ -326,7 +325,8 @@ def _group_refusals(
     """Group sends whose sender is not an active member, is muted, or whose group is dissolved; also the
     senders' membership rows (role, joined_seq) for the other checks.
 
-    Checked inside the commit so that a kick or a mute on another node cannot race a send.
+    Read inside the commit so that a kick or a mute on another node cannot race a send; the rule itself is
+    :func:`~.send_rules.group_send_refusal`.
     """
     pairs = {(item.conversation, item.sender) for item in items if item.conversation.startswith("g:")}
     if not pairs:
@@ -352,17 +352,11 @@ def _group_refusals(
     refusals: dict[tuple[str, int], Refusal] = {}
     for pair in pairs:
         group = state.get(pair[0])
-        member = roles.get(pair)
         if group is None:
             continue  # no such conversation: the seq allocation reports it
-        if group.dissolved:
-            refusals[pair] = Refusal(ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
-        elif member is None or member.left_seq is not None:
-            refusals[pair] = Refusal(ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
-        elif member.muted_until is not None and member.muted_until > now:
-            refusals[pair] = Refusal(ErrorCode.MUTED, "you are muted in this group")
-        elif group.muted_all and member.role == "member":
-            refusals[pair] = Refusal(ErrorCode.MUTED, "only the owner and admins may speak while the group is muted")
+        refusal = group_send_refusal(group, roles.get(pair), now)
+        if refusal is not None:
+            refusals[pair] = refusal
     return refusals, roles
 
 
@@ -370,7 +364,8 @@ def _replies_and_mentions(
     conn: Connection, items: Sequence[NewMessage], roles: dict[tuple[str, int], Any]
 ) -> tuple[dict[int, Refusal], dict[int, dict[str, Any]]]:
     """Check replies (the message exists and the sender may see it) and mentions (of members only;
-    ``@all`` by group owners and admins); returns refusals and reply previews, by item index."""
+    ``@all`` by group owners and admins); returns refusals and reply previews, by item index. The rules are
+    in :mod:`.send_rules`."""
     refusals: dict[int, Refusal] = {}
     previews: dict[int, dict[str, Any]] = {}
     wanted = {(item.conversation, item.reply_to) for item in items if item.reply_to is not None}
@@ -383,7 +378,7 @@ def _replies_and_mentions(
         ).all()
         originals = {(row.conversation_id, row.seq): row for row in rows}
     mentioned_groups = {item.conversation for item in items if item.mentions and item.conversation.startswith("g:")}
-    present: set[tuple[str, int]] = set()
+    present: dict[str, set[int]] = {}
     if mentioned_groups:
         users = {user for item in items for user in item.mentions}
         member_rows = conn.execute(
@@ -393,28 +388,24 @@ def _replies_and_mentions(
                 members.c.left_seq.is_(None),
             )
         ).all()
-        present = {(row.conversation_id, row.user_id) for row in member_rows}
+        for row in member_rows:
+            present.setdefault(row.conversation_id, set()).add(row.user_id)
     for index, item in enumerate(items):
         member = roles.get((item.conversation, item.sender))
         if item.reply_to is not None:
-            original = originals.get((item.conversation, item.reply_to))
-            floor = member.joined_seq if member is not None else 0
-            if original is None or original.kind in UNCOUNTED_KINDS or original.seq <= floor:
-                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, "there is no such message to reply to")
+            original: Any = originals.get((item.conversation, item.reply_to))
+            refusal = reply_refusal(original, member.joined_seq if member is not None else 0)
+            if refusal is not None:
+                refusals[index] = refusal
                 continue
             previews[index] = {
                 "seq": original.seq,
                 "sender": original.sender_id,
                 "preview": preview_of(original.kind, original.body),
             }
-        if item.mention_all and (member is None or member.role not in ("owner", "admin")):
-            refusals[index] = Refusal(ErrorCode.FORBIDDEN, "only group owners and admins may mention everyone")
-            continue
-        if item.mentions:
-            if item.conversation.startswith("g:"):
-                strangers = [user for user in item.mentions if (item.conversation, user) not in present]
-            else:
-                strangers = [user for user in item.mentions if user not in direct_users(item.conversation)]
-            if strangers:
-                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, f"not in this conversation: {sorted(set(strangers))}")
+        refusal = mention_all_refusal(None if member is None else member.role) if item.mention_all else None
+        if refusal is None and item.mentions:
+            refusal = mention_refusal(item.conversation, item.mentions, present.get(item.conversation, ()))
+        if refusal is not None:
+            refusals[index] = refusal
     return refusals, previews
