@@ -15,22 +15,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Union, get_args
 
 import httpx
 
-from im_schema.content import (
-    FileContent,
-    ImageContent,
-    MediaContent,
-    MediaKind,
-    OutgoingFile,
-    OutgoingImage,
-    OutgoingVideo,
-    OutgoingVoice,
-    VideoContent,
-    VoiceContent,
-)
+from im_schema.content import ImageContent, MediaContent, MediaKind, OutgoingMedia
 from im_schema.files import Upload
 from im_schema.ids import is_conversation_id
 from im_schema.models import Message
@@ -134,7 +123,10 @@ def open_source(source: Source, name: str | None = None) -> Spool:
     return Spool(file, size, name, owned=False, start=start)
 
 
-_OUTGOING = {"image": OutgoingImage, "file": OutgoingFile, "voice": OutgoingVoice, "video": OutgoingVideo}
+_OUTGOING: dict[str, type[OutgoingMedia]] = {
+    model.model_fields["kind"].default: model for model in get_args(OutgoingMedia)
+}
+"""The model a client sends for each media kind, read from :data:`~im_schema.content.OutgoingMedia`."""
 
 
 def media_request(
@@ -161,7 +153,7 @@ def media_request(
 def media_of(message: Message) -> MediaContent:
     """The media content of a message; ``TypeError`` for text and other kinds."""
     content = message.content
-    if not isinstance(content, (ImageContent, FileContent, VoiceContent, VideoContent)):
+    if not isinstance(content, MediaContent):
         raise TypeError(f"message {message.conversation}#{message.seq} carries no file (it is {content.kind})")
     return content
 
