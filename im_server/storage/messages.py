@@ -1,6 +1,7 @@
 """Messages: the write path (a batch of sends, in one transaction) and :class:`MessageStore`, the facade
-over every message transaction (reads in :mod:`.conversations`, read positions in :mod:`.receipts`, recall
-and edit in :mod:`.revisions`).
+over every message transaction. The other transactions, each with the store method that runs it, live by
+concern: reads in :mod:`.conversations`, read positions in :mod:`.receipts`, recall and edit in
+:mod:`.revisions`.
 
 Seqs are allocated inside the group-commit transaction by bumping ``conversations.max_seq`` once per
 conversation per batch, so every conversation's seqs are gap-free and ordered by commit.
@@ -17,15 +18,14 @@ from sqlalchemy import Connection, bindparam, case, insert, select, tuple_, upda
 from sqlalchemy.exc import IntegrityError
 
 from im_schema.content import Content
-from im_schema.models import ConversationSummary, Message, ReadState
 
 from ..errors import Refusal
-from .conversations import MemberState, _conversations_since, _ensure_direct, _history, _history_json, _member
+from .conversations import ConversationTransactions, MemberState
 from .engine import Database
 from .files import insert_shares, share_rows
 from .message_rows import UNCOUNTED_KINDS, Written, _timestamp, _written, append_system, message_json, preview_of
-from .receipts import _mark_read, _receipts
-from .revisions import _edit, _recall
+from .receipts import ReceiptTransactions
+from .revisions import RevisionTransactions
 from .send_rules import group_send_refusal, mention_all_refusal, mention_refusal, reply_refusal
 from .tables import conversations, groups, members, mentions, messages, streams
 
@@ -69,8 +69,9 @@ class NewMessage:
         return self.content.__pydantic_serializer__.to_json(self.content)
 
 
-class MessageStore:
-    """Named transactions on conversations and messages."""
+class MessageStore(ConversationTransactions, ReceiptTransactions, RevisionTransactions):
+    """Named transactions on conversations and messages: the send path here, the others beside their
+    transactions (:mod:`.conversations`, :mod:`.receipts`, :mod:`.revisions`)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -79,10 +80,6 @@ class MessageStore:
     def db(self) -> Database:
         """The database this store writes to."""
         return self._db
-
-    async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
-        """Create a one-to-one conversation and its two members if they do not exist."""
-        await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
 
     async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | Refusal | None]:
         """Store a batch in one transaction, in order.
@@ -97,67 +94,6 @@ class MessageStore:
             return await self._db.write(_write_batch, items, now, False)
         except IntegrityError:
             return await self._db.write(_write_batch, items, now, True)
-
-    async def member(self, conversation: str, user_id: int) -> MemberState | None:
-        """A member's read and join position, or ``None`` if not a member."""
-        return await self._db.read(_member, conversation, user_id)
-
-    async def history(
-        self,
-        conversation: str,
-        *,
-        floor: int,
-        ceiling: int | None = None,
-        after: int | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[Message], bool, int]:
-        """Messages above ``floor`` (and up to ``ceiling``) in a seq range; returns
-        ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
-        return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
-
-    async def history_json(
-        self,
-        conversation: str,
-        *,
-        floor: int,
-        ceiling: int | None = None,
-        after: int | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[bytes], bool, int]:
-        """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
-        return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
-
-    async def conversations_since(
-        self, user_id: int, *, since: tuple[int, str] | None, limit: int
-    ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
-        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first.
-
-        Returns ``[(changed_at_ms, summary)]`` and whether more remain.
-        """
-        return await self._db.read(_conversations_since, user_id, since, limit)
-
-    async def recall(
-        self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
-    ) -> tuple[Written, Written | None]:
-        """Remove a message's content; returns the recalled message and the ``message_recalled`` system
-        message (``None`` if it had been recalled already). Raises :class:`~im_server.errors.Refusal`."""
-        return await self._db.write(_recall, conversation, seq, actor, window_ms, now)
-
-    async def edit(
-        self, conversation: str, seq: int, actor: int, text: str, *, window_ms: int, now: int
-    ) -> tuple[Written, Written]:
-        """Replace the text of the actor's message; returns it and the ``message_edited`` system message."""
-        return await self._db.write(_edit, conversation, seq, actor, text, window_ms, now)
-
-    async def receipts(self, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
-        """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
-        return await self._db.read(_receipts, conversation, seq)
-
-    async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
-        """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
-        return await self._db.write(_mark_read, conversation, user_id, seq, now)
 
 
 # The write path ------------------------------------------------------------------------------------
