@@ -11,7 +11,6 @@ same transaction, so two admins acting at once cannot both win.
 
 from __future__ import annotations
 
-from ..errors import Refusal
 from .engine import Database
 from .group_base import Change, MemberRow, Roster, lock_user
 from .group_lifecycle import LifecycleTransactions
@@ -19,10 +18,7 @@ from .group_members import MembershipTransactions
 from .group_requests import RequestTransactions
 
 # Change, MemberRow, Roster and lock_user are re-exported from .group_base, where they live.
-__all__ = ["Change", "GroupRuleError", "GroupStore", "MemberRow", "Roster", "lock_user"]
-
-GroupRuleError = Refusal
-"""The old name of :class:`im_server.errors.Refusal`, which every group rule raises."""
+__all__ = ["Change", "GroupStore", "MemberRow", "Roster", "lock_user"]
 
 
 class GroupStore(LifecycleTransactions, MembershipTransactions, RequestTransactions):

@@ -33,21 +33,14 @@ from .tables import conversations, groups, members, mentions, messages, streams
 # .conversations and .message_rows, where they live.
 __all__ = [
     "UNCOUNTED_KINDS",
-    "LifecycleError",
     "MemberState",
     "MessageStore",
     "NewMessage",
-    "Refused",
     "Written",
     "append_system",
     "message_json",
     "preview_of",
 ]
-
-Refused = Refusal
-"""The old name of :class:`im_server.errors.Refusal`, returned for a send the commit turned down."""
-LifecycleError = Refusal
-"""The old name of :class:`im_server.errors.Refusal`, raised when a recall or an edit is not allowed."""
 
 
 @dataclass(frozen=True, slots=True)
