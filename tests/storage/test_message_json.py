@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from im_schema._tagged import UNKNOWN, tags_of
 from im_schema.content import (
+    Content,
     FileContent,
     ImageContent,
     Preview,
@@ -55,57 +57,43 @@ _buttons = st.lists(
     max_size=3,
     unique_by=lambda button: button[0],
 )
-_contents = st.one_of(
-    st.builds(
+_media = {"blob": _blob, "name": _text, "size": _small, "media_type": _text, "caption": st.none() | _text}
+_by_kind = {
+    "text": st.builds(
         lambda text, buttons: TextContent.model_validate(
             {"text": text, **({"buttons": [{"id": i, "label": label} for i, label in buttons]} if buttons else {})}
         ),
         _text.filter(bool),
         st.none() | _buttons,
     ),
-    st.builds(
-        ImageContent,
-        blob=_blob,
-        name=_text,
-        size=_small,
-        media_type=_text,
-        width=_small,
-        height=_small,
-        thumbnail=_preview,
-        caption=st.none() | _text,
-    ),
-    st.builds(FileContent, blob=_blob, name=_text, size=_small, media_type=_text, caption=st.none() | _text),
-    st.builds(
-        VoiceContent,
-        blob=_blob,
-        name=_text,
-        size=_small,
-        media_type=_text,
-        duration_ms=_small,
-        caption=st.none() | _text,
-    ),
-    st.builds(
-        VideoContent,
-        blob=_blob,
-        name=_text,
-        size=_small,
-        media_type=_text,
-        duration_ms=_small,
-        width=st.none() | _small,
-        height=st.none() | _small,
-        poster=st.none() | _preview,
-        caption=st.none() | _text,
-    ),
-    st.builds(
+    "system": st.builds(
         SystemContent,
         event=st.sampled_from(list(SystemEvent)).map(str) | _text,
         actor=st.none() | _ids,
         data=st.dictionaries(st.sampled_from(["user", "users", "name", "until"]), _small | _text | st.lists(_ids)),
     ),
-    st.builds(RecalledContent, by=_ids),
+    "recalled": st.builds(RecalledContent, by=_ids),
+    "image": st.builds(ImageContent, **_media, width=_small, height=_small, thumbnail=_preview),
+    "file": st.builds(FileContent, **_media),
+    "voice": st.builds(VoiceContent, **_media, duration_ms=_small),
+    "video": st.builds(
+        VideoContent,
+        **_media,
+        duration_ms=_small,
+        width=st.none() | _small,
+        height=st.none() | _small,
+        poster=st.none() | _preview,
+    ),
     # A kind from a newer server: kept whole.
-    st.builds(lambda extra: UnknownContent.model_validate({"kind": "poll", **extra}), st.dictionaries(_text, _small)),
-)
+    UNKNOWN: st.builds(
+        lambda extra: UnknownContent.model_validate({"kind": "poll", **extra}), st.dictionaries(_text, _small)
+    ),
+}
+_contents = st.one_of(*_by_kind.values())
+
+
+def test_every_content_kind_is_generated() -> None:
+    assert set(_by_kind) == {*tags_of(Content), UNKNOWN}
 
 
 @st.composite
