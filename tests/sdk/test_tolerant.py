@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
+import pkgutil
+from typing import get_args
 
 import pytest
 import respx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from im_schema._tolerant import MAX_UNKNOWN_LEN
+import im_schema
+from im_schema._tolerant import MAX_UNKNOWN_LEN, Tolerant
 from im_schema.content import TextContent
 from im_schema.frames import SERVER_FRAME_TYPES, MessageFrame, NoticeFrame, PongFrame
 from im_schema.groups import CreateGroupRequest, Role
@@ -168,3 +172,54 @@ def test_what_a_client_sends_stays_strict() -> None:
     with pytest.raises(ValidationError):
         UpdatePrivacyRequest(group_invites="strangers")
     assert TypeAdapter(Role).json_schema() == {"enum": ["owner", "admin", "member"], "type": "string"}
+
+
+def _tolerant_fields() -> list[tuple[str, str, object]]:
+    found = []
+    for info in pkgutil.walk_packages(im_schema.__path__, "im_schema."):
+        module = importlib.import_module(info.name)
+        for model in vars(module).values():
+            if isinstance(model, type) and issubclass(model, BaseModel) and model.__module__ == info.name:
+                for name, field in model.model_fields.items():
+                    annotation = field.rebuild_annotation()
+                    if any(isinstance(meta, Tolerant) for meta in _metadata(annotation)):
+                        found.append((model.__name__, name, annotation))
+    return found
+
+
+def _metadata(annotation: object) -> list[object]:
+    # Tolerant sits on the field's Annotated, or on a branch of ``Annotated[...] | None``.
+    metas = list(getattr(annotation, "__metadata__", ()))
+    for arg in get_args(annotation):
+        metas.extend(getattr(arg, "__metadata__", ()))
+    return metas
+
+
+TOLERANT = _tolerant_fields()
+
+
+def test_the_closed_sets_the_server_writes_are_tolerant() -> None:
+    names = {f"{model}.{field}" for model, field, _ in TOLERANT}
+    assert {
+        "GroupMember.role",
+        "Group.my_role",
+        "Group.join_policy",
+        "GroupInvitation.status",
+        "JoinRequest.status",
+        "FriendRequest.status",
+        "Message.stream",
+        "StreamNotice.state",
+        "ClusterNode.state",
+    } <= names
+
+
+@pytest.mark.parametrize(("model", "field", "annotation"), TOLERANT, ids=[f"{m}.{f}" for m, f, _ in TOLERANT])
+def test_each_tolerant_field_keeps_a_new_value_and_documents_the_known_ones(model, field, annotation) -> None:
+    adapter = TypeAdapter(annotation)
+    read = adapter.validate_json(b'"from_the_future"')
+    assert isinstance(read, UnknownValue) and read == "from_the_future"
+    assert adapter.dump_json(read) == b'"from_the_future"'
+    schema = json.dumps(adapter.json_schema())
+    assert '"enum"' in schema and "from_the_future" not in schema
+    with pytest.raises(ValidationError):
+        adapter.validate_json(b"7")
