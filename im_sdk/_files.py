@@ -19,7 +19,7 @@ from typing import IO, Any, Union, get_args
 
 import httpx
 
-from im_schema.content import ImageContent, MediaContent, MediaKind, OutgoingMedia
+from im_schema.content import ImageContent, MediaContent, MediaKind, OutgoingFile, OutgoingMedia
 from im_schema.files import Upload
 from im_schema.ids import is_conversation_id
 from im_schema.models import Message
@@ -143,7 +143,8 @@ def media_request(
     values: dict[str, Any] = {"blob": upload.blob, "caption": caption, "name": name}
     if poster is not None:
         values["poster"] = poster.blob
-    content = _OUTGOING[kind or upload.kind](**values)
+    # A kind a newer server detected, that this version cannot send as such, goes as a file.
+    content = _OUTGOING.get(kind or upload.kind, OutgoingFile)(**values)
     key = client_msg_id or new_client_msg_id()
     if isinstance(to, str) and is_conversation_id(to):
         return SendMessageRequest(conversation=to, client_msg_id=key, content=content)
