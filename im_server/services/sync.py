@@ -68,11 +68,11 @@ class SyncService:
         self, user_id: int, conversation: str, *, after: int | None, before: int | None, limit: int
     ) -> bytes:
         """:meth:`history` as the JSON of its :class:`MessagePage`, built from the stored messages' JSON
-        (no model per message: a catch-up reads thousands)."""
-        member = await self._member(conversation, user_id)
-        messages, has_more, max_seq = await self._store.history_json(
-            conversation, floor=member.joined_seq, ceiling=member.left_seq, after=after, before=before, limit=limit
-        )
+        (no model per message: a catch-up reads thousands), the membership and the messages read at once."""
+        page = await self._store.member_history_json(conversation, user_id, after=after, before=before, limit=limit)
+        if page is None:
+            raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+        messages, has_more, max_seq = page
         return b'{"conversation":%b,"messages":[%b],"has_more":%b,"max_seq":%d}' % (
             orjson.dumps(conversation),
             b",".join(messages),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select
 
 from im_schema.ids import conversation_kind, direct_peer
 from im_schema.models import ConversationSummary, Message
@@ -78,6 +78,65 @@ def _history_json(
     limit: int,
 ) -> tuple[list[bytes], bool, int]:
     rows, has_more, max_seq = _history_rows(conn, conversation, floor, ceiling, after, before, limit)
+    return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
+
+
+_NO_BOUND = 2**62
+"""Stands for "no ceiling" and "no ``before``" in the prebuilt history statements (seqs never get near)."""
+
+# The catch-up read, built once (building a statement costs more than running it on SQLite).
+_MEMBER_AND_MAX = (
+    select(members.c.joined_seq, members.c.left_seq, conversations.c.max_seq)
+    .join(conversations, conversations.c.id == members.c.conversation_id)
+    .where(members.c.conversation_id == bindparam("c"), members.c.user_id == bindparam("u"))
+)
+_RANGE = select(messages).where(
+    messages.c.conversation_id == bindparam("c"),
+    messages.c.seq > bindparam("floor"),
+    messages.c.seq <= bindparam("ceiling"),
+    messages.c.seq < bindparam("before"),
+)
+_FIRST_AFTER = _RANGE.where(messages.c.seq > bindparam("after")).order_by(messages.c.seq).limit(bindparam("n"))
+_LAST_BEFORE = _RANGE.order_by(messages.c.seq.desc()).limit(bindparam("n"))
+
+
+def _member_history_json(
+    conn: Connection,
+    conversation: str,
+    user_id: int,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[bytes], bool, int] | None:
+    """What :func:`_history_json` answers for a member's own floor and ceiling, in one transaction; ``None``
+    if ``user_id`` is not a member.
+
+    ``max_seq`` is read before the messages: a message committed in between (under READ COMMITTED) then
+    shows up as a row above ``max_seq``, which a client handles, instead of a ``max_seq`` above the last
+    row returned, which tells a client that the seqs in between do not exist for it.
+    """
+    member = conn.execute(_MEMBER_AND_MAX, {"c": conversation, "u": user_id}).one_or_none()
+    if member is None:
+        return None
+    ceiling = member.left_seq
+    values = {
+        "c": conversation,
+        "floor": member.joined_seq,
+        "ceiling": _NO_BOUND if ceiling is None else ceiling,
+        "before": _NO_BOUND if before is None else before,
+        "n": limit + 1,
+    }
+    if after is not None:
+        rows = list(conn.execute(_FIRST_AFTER, {**values, "after": after}).all())
+    else:
+        rows = list(conn.execute(_LAST_BEFORE, values).all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    max_seq = member.max_seq or 0
+    if ceiling is not None:
+        max_seq = min(max_seq, ceiling)
     return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
 
 
