@@ -395,8 +395,8 @@ def listen(
                 found = client.history(conversation, after=seq - 1, limit=1).messages
                 return found[0] if found and found[0].seq == seq else None
 
-            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-                found = page(since=since, limit=limit)
+            def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+                found = page(since=since, limit=limit, recent=recent)
                 again = state.state == "disconnected"
                 state.connected()
                 if again:

@@ -41,10 +41,13 @@ class SyncService:
             raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
         return member
 
-    async def conversations(self, user_id: int, since: str | None, limit: int) -> ConversationPage:
-        """The user's conversations that changed after ``since``, oldest change first."""
+    async def conversations(self, user_id: int, since: str | None, limit: int, recent: int = 0) -> ConversationPage:
+        """The user's conversations that changed after ``since``, oldest change first, each with its newest
+        messages up to ``recent`` seqs back (see :attr:`ConversationSummary.recent`)."""
         started = now_ms()
-        rows, has_more = await self._store.conversations_since(user_id, since=_parse_cursor(since), limit=limit)
+        rows, has_more = await self._store.conversations_since(
+            user_id, since=_parse_cursor(since), limit=limit, recent=recent
+        )
         if has_more:
             changed, last = rows[-1]
             cursor = f"{changed}:{last.id}"

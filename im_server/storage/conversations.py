@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, or_, select
 
 from im_schema.ids import conversation_kind, direct_peer
+from im_schema.limits import RECENT_PAGE_BUDGET
 from im_schema.models import ConversationSummary, Message
 
 from ._util import insert_ignore, ms_to_datetime
@@ -195,7 +196,7 @@ def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> A
 
 
 def _conversations_since(
-    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int
+    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int, recent: int = 0
 ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
     peer = members.alias("peer")
     last_at = conversations.c.last_at
@@ -259,8 +260,18 @@ def _conversations_since(
     rows = conn.execute(query).all()
     has_more = len(rows) > limit
     result = []
+    budget = RECENT_PAGE_BUDGET
     for row in rows[:limit]:
         last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
+        recent_messages: list[Message] = []
+        recent_after: int | None = None
+        if recent and budget >= recent:
+            # The same floor and ceiling as history: what this member may see, nothing past what the
+            # summary reports (a message committed since this row was read is left to its push).
+            recent_after = max(row.joined_seq, row.visible_max - recent)
+            values = {"c": row.id, "floor": recent_after, "ceiling": row.visible_max, "before": _NO_BOUND}
+            recent_messages = [_message(r) for r in conn.execute(_FIRST_AFTER, {**values, "after": 0, "n": recent})]
+            budget -= recent
         summary = ConversationSummary.model_construct(
             id=row.id,
             kind=conversation_kind(row.id),
@@ -274,6 +285,8 @@ def _conversations_since(
             left=row.left_seq is not None,
             mentioned=bool(row.mentioned),
             peer_read_seq=row.peer_read_seq,
+            recent=recent_messages,
+            recent_after=recent_after,
         )
         result.append((row.changed, summary))
     return result, has_more

@@ -146,13 +146,14 @@ class MessageStore:
         return await self._db.read(_member_history_json, conversation, user_id, after, before, limit)
 
     async def conversations_since(
-        self, user_id: int, *, since: tuple[int, str] | None, limit: int
+        self, user_id: int, *, since: tuple[int, str] | None, limit: int, recent: int = 0
     ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
-        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first.
+        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first,
+        each with its last ``recent`` seqs of messages while the page's budget lasts.
 
         Returns ``[(changed_at_ms, summary)]`` and whether more remain.
         """
-        return await self._db.read(_conversations_since, user_id, since, limit)
+        return await self._db.read(_conversations_since, user_id, since, limit, recent)
 
     async def recall(
         self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
