@@ -399,7 +399,7 @@ async def api_kill_load(
     stop = asyncio.Event()
 
     async def ws_sender(token: str, offset: int) -> None:
-        async with httpx.AsyncClient(base_url=cluster.api_url) as http:
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=30) as http:
             gateway = (await http.get("/v1/gateway", headers={"Authorization": f"Bearer {token}"})).json()["url"]
         async with websockets.connect(gateway, compression=None, max_queue=None) as ws:
             await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
