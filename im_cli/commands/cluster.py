@@ -204,13 +204,11 @@ def top(
         first = _nodes_table(client.request(ClusterNodesRequest()), by_load=True)
         with Live(first, console=out, auto_refresh=False) as live:
             done = 1
-            try:
-                while count == 0 or done < count:
-                    time.sleep(interval)
-                    live.update(_nodes_table(client.request(ClusterNodesRequest()), by_load=True), refresh=True)
-                    done += 1
-            except KeyboardInterrupt:
-                pass
+            # Ctrl-C ends it like any command: exit code 130 (the live view is left as last drawn).
+            while count == 0 or done < count:
+                time.sleep(interval)
+                live.update(_nodes_table(client.request(ClusterNodesRequest()), by_load=True), refresh=True)
+                done += 1
 
 
 def _trace_conversation(context: Context, client: Client, text: str) -> str:

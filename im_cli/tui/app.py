@@ -301,8 +301,10 @@ class ChatApp(App[None]):
         client = self.client
         page = client.conversations_page
 
-        async def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-            found = await page(since=since, limit=limit)
+        async def conversations_page(
+            *, since: str | None = None, limit: int = 200, recent: int = 0
+        ) -> ConversationPage:
+            found = await page(since=since, limit=limit, recent=recent)
             self.post_message(ConnectionChanged("connected"))
             return found
 

@@ -62,6 +62,9 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
     assert _json(im("-P", root, "admin", "users", "show", bob, "--json"))["is_admin"] is False
     assert _json(im("-P", root, "admin", "users", "disable", bob, "--json"))["disabled_at"]
     assert _json(im("-P", root, "admin", "users", "enable", bob, "--json"))["disabled_at"] is None
+    said = im("-P", root, "admin", "users", "disable", bob).stdout
+    assert said.startswith(f"disabled {bob} (id ") and said.count("disabled") == 2  # the verb, then the flag
+    assert im("-P", root, "admin", "users", "enable", bob).stdout.startswith(f"enabled {bob} (id ")
     assert _json(im("-P", root, "admin", "users", "make-admin", bob, "--json"))["is_admin"] is True
     assert "made admin" in im("-P", root, "admin", "users", "make-admin", bob).stdout
 
