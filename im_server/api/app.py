@@ -71,12 +71,11 @@ class BodyLimit:
         if scope["type"] != "http" or (scope["method"] == "POST" and scope["path"] in self.exempt):
             await self.app(scope, receive, send)
             return
-        too_large = _error_response(PayloadTooLarge(f"the body is larger than {self.limit} bytes"))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 # The server already refused a malformed Content-Length, and holds the body to it.
                 if value.isdigit() and int(value) > self.limit:
-                    await too_large(scope, receive, send)
+                    await self._too_large()(scope, receive, send)
                     return
                 await self.app(scope, receive, send)
                 return
@@ -89,7 +88,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large()(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -104,6 +103,10 @@ class BodyLimit:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+    def _too_large(self) -> JSONResponse:
+        # Made when needed: building a response for every request cost more than the check itself.
+        return _error_response(PayloadTooLarge(f"the body is larger than {self.limit} bytes"))
 
 
 def _error_response(exc: ServerError) -> JSONResponse:
