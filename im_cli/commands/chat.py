@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from im_schema.content import RecalledContent, SystemContent
+from im_schema.content import MEDIA_KINDS, MediaKind, RecalledContent, SystemContent
 from im_schema.models import Message
 from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
@@ -34,7 +34,16 @@ from im_sdk.events import (
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
 from ..output import err, out, print_json, when
-from ..render import body, button_for, buttons_text, mentions_text, notice_text, press_text, reply_text
+from ..render import (
+    body,
+    button_for,
+    buttons_text,
+    connection_lost,
+    mentions_text,
+    notice_text,
+    press_text,
+    reply_text,
+)
 from ..streaming import StreamPrinter
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
@@ -200,8 +209,8 @@ def send(
 
 
 def _send_file(context: Context, to: str, path: Path, kind: str | None, caption: str | None, json_output: bool) -> None:
-    if kind not in (None, "image", "file", "voice", "video"):
-        fail("--kind is one of image, file, voice, video", ExitCode.USAGE)
+    if kind is not None and kind not in MEDIA_KINDS:
+        fail(f"--kind is one of {', '.join(get_args(MediaKind))}", ExitCode.USAGE)
     with context.client() as client:
         try:
             target = context.conversation_for(client, to)
@@ -344,10 +353,9 @@ class _ConnectionState(logging.Handler):
         self.state = "connecting"
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith(("realtime connection lost", "realtime setup failed")):
+        reason = connection_lost(record)
+        if reason is not None:
             if self.state != "disconnected":
-                reason = message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
                 err.print(
                     f"[yellow]disconnected from {escape(self.server)}[/yellow] [dim]({escape(reason)})[/dim];"
                     " reconnecting..."
@@ -395,8 +403,8 @@ def listen(
                 found = client.history(conversation, after=seq - 1, limit=1).messages
                 return found[0] if found and found[0].seq == seq else None
 
-            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-                found = page(since=since, limit=limit)
+            def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+                found = page(since=since, limit=limit, recent=recent)
                 again = state.state == "disconnected"
                 state.connected()
                 if again:
@@ -535,6 +543,8 @@ def chat(
     client = context.async_client()
     if me is None or username is None:
         fail("not logged in; run: im login USERNAME", ExitCode.AUTHENTICATION)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("im chat needs a terminal; in scripts use im send, im listen and im history", ExitCode.USAGE)
     try:
         from ..tui.app import ChatApp
     except ImportError:
