@@ -11,7 +11,8 @@ then. No system account is needed.
 **Routes.** A gateway that stops removes its own routes; one that crashes (SIGKILL, a lost machine)
 cannot. Once a node has been dead for ``grace`` seconds, one API node, chosen by rendezvous hashing of
 the dead node's id over the live API nodes, deletes every route still pointing at it. Each delete names
-the revision it saw, so a route that the node (or another one) put again meanwhile is never removed.
+the revision the route had when the dead node's routes were listed, so a route that the node (or
+another one) put again meanwhile is never removed, even once the view shows the newer one.
 
 A node wrongly judged dead (cut off from NATS, or its event loop stalled) notices the gap in its own
 heartbeats, puts its routes back and tells its clients to resync (see ``GatewayNode``).
@@ -140,12 +141,20 @@ class RouteReaper:
             self._probing.discard(node)
 
     async def _reap(self, node: str) -> int:
-        devices = self._mirror.routes.on_node(node)
+        # Each route's revision is read now, with the route: the deletes take a while (one round trip per
+        # batch), and a device that reconnects elsewhere meanwhile has a newer revision in the view by the
+        # time its delete is sent. Naming that one (or none, if the view dropped the route) would remove
+        # the device's new route: it would stay connected but be pushed nothing until some later resync.
         revisions = self._mirror.route_revisions
+        devices = [
+            (user, device, revision)
+            for user, device in self._mirror.routes.on_node(node)
+            if (revision := revisions.get((user, device)))
+        ]
 
-        async def delete(user: int, device: str) -> bool:
+        async def delete(user: int, device: str, revision: int) -> bool:
             try:
-                await self._bus.routes.delete(route_key(user, device), last=revisions.get((user, device)))
+                await self._bus.routes.delete(route_key(user, device), last=revision)
             except Exception as exc:
                 log.debug("route %s.%s of %s not removed: %s", user, device, node, exc)
                 return False
@@ -153,7 +162,7 @@ class RouteReaper:
 
         removed = 0
         for start in range(0, len(devices), 256):
-            results = await asyncio.gather(*(delete(user, device) for user, device in devices[start : start + 256]))
+            results = await asyncio.gather(*(delete(*route) for route in devices[start : start + 256]))
             removed += sum(results)
         if devices:
             log.warning("node %s is dead: removed %d of its %d routes", node, removed, len(devices))
