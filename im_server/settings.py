@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024
     """The most sends written in one group-commit transaction."""
+    commit_max_queue_wait: Annotated[float, Field(gt=0)] = 0.25
+    """Seconds the oldest queued send may have waited for its transaction before new sends are refused with
+    ``unavailable`` and a ``retry_after`` (an overloaded node answers at once instead of queueing)."""
     trace_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
     """Messages each node remembers for ``im cluster trace`` (when stored, published, pushed); 0: off."""
     trace_devices: int = Field(default=16, ge=1, le=1000)

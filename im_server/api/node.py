@@ -126,7 +126,11 @@ class ApiNode:
         self.tracer = TraceResponder(self.bus, self.node_id, "api", self.trace)
         self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics, trace=self.trace)
         self.committer = GroupCommitter(
-            self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
+            self.messages,
+            max_batch=settings.commit_max_batch,
+            max_queue_wait=settings.commit_max_queue_wait,
+            on_commit=self.deliverer,
+            metrics=self.metrics,
         )
         self.directory = UserDirectory(self.users)
         self.file_store = FileStore(self.db)

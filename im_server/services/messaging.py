@@ -203,7 +203,13 @@ class MessagingService:
         """
         futures: list[asyncio.Future[Written] | ServerError] = []
         enqueue = self._committer.enqueue
+        # Devices told to retry later (rate limited, node busy): their later sends of the batch are refused
+        # too, so that the retried send never lands behind one made after it.
+        held: dict[tuple[int, str | None], ServerError] = {}
         for sender, device_id, send in sends:
+            if held and (refusal := held.get((sender, device_id))) is not None:
+                futures.append(refusal)
+                continue
             try:
                 self._check(sender, send.content)
                 target = self._target_now(sender, send.to, send.conversation)
@@ -225,6 +231,8 @@ class MessagingService:
                 futures.append(enqueue(item, device_id))
             except ServerError as exc:
                 futures.append(exc)
+                if exc.retry_after is not None:
+                    held[(sender, device_id)] = exc
         results: list[Written | ServerError] = []
         for future in futures:
             if isinstance(future, ServerError):
