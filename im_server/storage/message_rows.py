@@ -121,8 +121,22 @@ def _written(row: Any, *, duplicate: bool) -> Written:
     return Written(row.conversation_id, row.seq, row.sender_id, row.client_msg_id, json, duplicate=duplicate)
 
 
+_EXACT = 4_000_000_000_000
+"""Below this (year 2096) the float path of :func:`ms_to_datetime` is exact to the millisecond."""
+_second: tuple[int, str] = (0, format_timestamp(ms_to_datetime(0))[:-5])
+"""The last second formatted, without its milliseconds: a commit and a history page format one or a few."""
+
+
 def _timestamp(ms: int) -> str:
-    return format_timestamp(ms_to_datetime(ms))
+    """:func:`format_timestamp` of a time in ms (the text up to the second is reused while it is the same)."""
+    global _second
+    if not 0 <= ms < _EXACT:
+        return format_timestamp(ms_to_datetime(ms))
+    second, milli = divmod(ms, 1000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, format_timestamp(ms_to_datetime(second * 1000))[:-5])
+    return f"{cached[1]}.{milli:03d}Z"
 
 
 def _message(row: Any) -> Message:
