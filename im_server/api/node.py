@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import ErrorFrame
+from im_schema.frames import ErrorFrame, SendFrame
 from im_schema.rest import GatewayAssignment
 
 from .. import logs
@@ -51,7 +52,7 @@ from ..services.groups import GroupService
 from ..services.lifecycle import LifecycleService
 from ..services.media import MediaService
 from ..services.membership import MembershipCache
-from ..services.messaging import MessagingService, Send, UserDirectory
+from ..services.messaging import MessagingService, UserDirectory
 from ..services.presses import PressService
 from ..services.social import SocialService
 from ..services.streams import StreamService
@@ -471,37 +472,41 @@ class ApiNode:
             log.warning("forwarded sends without a gateway inbox to answer dropped")
             return
         started = time.perf_counter()
-        # Only gateways may publish here (bus/permissions.py), and they forward only frames they validated;
-        # each send is checked again all the same (Send.decode: cheap checks of its fields, its content by
-        # its model), so that a bad one, whoever made it, fails alone and nothing unchecked is stored.
         try:
-            request = orjson.loads(msg.data)
-            tokens, entries = request["tokens"], request["sends"]
-            if not isinstance(tokens, list) or not isinstance(entries, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
-            log.warning("malformed forwarded sends: %s", exc)
-            with contextlib.suppress(Exception):
-                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
-            return
+            # The whole request in one pass (JSON parsed and every frame validated by pydantic-core); a
+            # request that does not pass is taken apart send by send, so that only the bad ones fail.
+            request = _FORWARDED.validate_json(msg.data)
+            tokens: list[object] = list(request["tokens"])
+            entries: list[object] = list(request["sends"])
+        except ValidationError:
+            try:
+                loose = orjson.loads(msg.data)
+                tokens, entries = loose["tokens"], loose["sends"]
+                if not isinstance(tokens, list) or not isinstance(entries, list):
+                    raise TypeError("not a list")
+            except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+                log.warning("malformed forwarded sends: %s", exc)
+                with contextlib.suppress(Exception):
+                    await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded sends"))
+                return
         senders = [self.forwarded.verify(token) for token in tokens]
         self._send_batches.observe(len(entries))
         replies: list[bytes] = [b""] * len(entries)
-        sends: list[tuple[int, str, Send]] = []
+        sends: list[tuple[int, str, SendFrame]] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
             which: object
             raw: object
             try:
-                which, raw = entry  # any shape may come: a wrong one raises TypeError or ValueError
-                send = Send.decode(raw)
-                sender = senders[which] if type(which) is int and 0 <= which < len(senders) else None
+                which, raw = entry  # type: ignore[misc]  # any shape may come: a wrong one raises TypeError
+                frame = raw if isinstance(raw, SendFrame) else SendFrame.model_validate(raw)
+                sender = senders[which] if isinstance(which, int) and 0 <= which < len(senders) else None
                 if sender is None:
                     replies[index] = _error(
-                        ErrorCode.UNAUTHORIZED, "the sending device is not authenticated", send.client_msg_id
+                        ErrorCode.UNAUTHORIZED, "the sending device is not authenticated", frame.client_msg_id
                     )
                     continue
-                sends.append((sender.user_id, sender.device_id, send))
+                sends.append((sender.user_id, sender.device_id, frame))
                 positions.append(index)
             except (ValidationError, ValueError, TypeError) as exc:
                 replies[index] = _error(ErrorCode.BAD_REQUEST, f"malformed send: {exc}"[:300])
@@ -534,6 +539,15 @@ class ApiNode:
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
                     self.errors.labels(str(orjson.loads(reply)["code"])).inc()
 
+
+class _Forwarded(TypedDict):
+    """A request of forwarded sends, as gateways make it (see :meth:`ApiNode._handle_send`)."""
+
+    tokens: list[str]
+    sends: list[tuple[int, SendFrame]]
+
+
+_FORWARDED = TypeAdapter(_Forwarded)
 
 _ERROR_FRAME = b'{"type":"error"'
 """How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""

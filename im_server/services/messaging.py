@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from pydantic import TypeAdapter
-
 from im_schema.content import Content, OutgoingContent, TextContent
 from im_schema.errors import ErrorCode
 from im_schema.frames import SendFrame
-from im_schema.ids import MAX_ID, direct_conversation, direct_users, is_conversation_id
+from im_schema.ids import direct_conversation, direct_users
 
 from ..errors import BadRequest, NotFound, RateLimited, ServerError
 from ..settings import Settings
@@ -50,54 +47,6 @@ class Send:
             tuple(frame.mentions),
             frame.mention_all,
         )
-
-    @classmethod
-    def decode(cls, raw: object) -> Send:
-        """A send frame as a gateway forwards it (parsed JSON), checked against :class:`SendFrame`'s rules.
-
-        The common shape (a user id or conversation id, an id, plain fields) is checked here field by field,
-        which costs a fraction of a model validation; the content is validated by its model (text length,
-        no NUL, buttons) and kept as that model. Anything else, a username or a wrong field included, goes
-        through ``SendFrame.model_validate``, whose errors are what the sender is told. Raises
-        ``ValidationError``, ``ValueError`` or ``TypeError``.
-        """
-        if type(raw) is dict and raw.get("type") == "send" and raw.keys() <= _SEND_FIELDS:
-            to = raw.get("to")
-            conversation = raw.get("conversation")
-            client_msg_id = raw.get("client_msg_id")
-            reply_to = raw.get("reply_to")
-            mentions = raw.get("mentions", _ABSENT)
-            mention_all = raw.get("mention_all", False)
-            if (
-                (
-                    (type(to) is int and 1 <= to <= MAX_ID and conversation is None)
-                    or (to is None and type(conversation) is str and _is_conversation(conversation))
-                )
-                and type(client_msg_id) is str
-                and _CLIENT_MSG_ID.fullmatch(client_msg_id) is not None
-                and (reply_to is None or (type(reply_to) is int and 0 <= reply_to <= MAX_ID))
-                and (mentions is _ABSENT or (type(mentions) is list and _are_user_ids(mentions)))
-                and type(mention_all) is bool
-            ):
-                content = _OUTGOING.validate_python(raw.get("content"))
-                listed = tuple(mentions) if type(mentions) is list else ()
-                return cls(to, conversation, client_msg_id, content, reply_to, listed, mention_all)
-        return cls.of(SendFrame.model_validate(raw))
-
-
-_SEND_FIELDS = frozenset(SendFrame.model_fields)
-_CLIENT_MSG_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-_OUTGOING: TypeAdapter[OutgoingContent] = TypeAdapter(OutgoingContent)
-_MAX_MENTIONS = 100
-_ABSENT = object()
-
-
-def _is_conversation(value: str) -> bool:
-    return len(value) <= 48 and is_conversation_id(value)
-
-
-def _are_user_ids(values: list[object]) -> bool:
-    return len(values) <= _MAX_MENTIONS and all(type(value) is int and 1 <= value <= MAX_ID for value in values)
 
 
 class UserDirectory:
