@@ -210,7 +210,8 @@ class _SqliteCursor:
 
     def __init__(self, conn: Connection) -> None:
         self._dialect = conn.dialect
-        self._cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]  # sqlite3
+        # A connection in a transaction always has its driver connection (typed Optional for detached ones).
+        self._cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
     def _wrap(self, exc: Exception, statement: str, params: Any) -> Exception:
         error_class = self._dialect.loaded_dbapi.Error
