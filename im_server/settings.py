@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
     """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a
     connection's sends are in one request at a time, so that they keep their order)."""
-    gateway_max_queue_wait: Annotated[float, Field(gt=0)] = 1.0
+    gateway_max_queue_wait: Annotated[float, Field(gt=0)] = 2.0
     """Seconds the oldest send waiting for a free request may have waited before a gateway refuses new sends
     with ``unavailable`` and a ``retry_after`` (every request in flight and the message service behind)."""
     gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024
     """The most sends written in one group-commit transaction."""
-    commit_max_queue_wait: Annotated[float, Field(gt=0)] = 1.0
+    commit_max_queue_wait: Annotated[float, Field(gt=0)] = 2.0
     """Seconds the oldest queued send may have waited for its transaction before new sends are refused with
     ``unavailable`` and a ``retry_after`` (an overloaded node answers at once instead of queueing)."""
     trace_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
