@@ -3,7 +3,8 @@
 Starts a cluster of real processes (nats-server, one API, ``--gateways`` gateways; not supervised, so a
 killed process stays dead), connects ``--clients`` devices spread over ``--procs`` client processes
 (raw WebSocket clients that behave like the SDK: jittered backoff from ``Backoff()``'s defaults,
-"fetch what I lack" after ``ready`` and after a ``resync`` frame), then injects, in turn:
+"fetch what I lack" after ``ready`` and after a ``resync`` frame, by default as the SDK does it: see
+``--catch-up``), then injects, in turn:
 
 - ``gateway-kill``: SIGKILL of gateway gw-1, then one message to every device. Reports when gw-1 stopped
   being assigned and when its routes were removed, and for its devices the time to reconnect and to be
@@ -63,6 +64,10 @@ class Device:
 
     requests: asyncio.Semaphore | None = None
     """HTTP requests one client process has in flight (httpx's pool slows down with a long queue)."""
+    mode = "sdk"
+    """How a device catches up: ``sdk`` as the SDK does ("conversations since" its cursor with the newest
+    messages, then history only if they do not reach back far enough), ``history`` straight from history
+    (one request: a device that knows its only conversation)."""
 
     def __init__(self, url: str, name: str, peer: int) -> None:
         self.url = url
@@ -74,6 +79,10 @@ class Device:
         self.seen: dict[int, tuple[str, float]] = {}
         self.duplicate_pushes = 0
         self.resyncs = 0
+        self.resynced_at: list[float] = []
+        self.catch_up_errors = 0
+        self.since: str | None = None
+        self.catch_up_requests = 0
         self.closes: list[tuple[float, int | None]] = []
         self.readies: list[tuple[float, str]] = []
         self.gateway = ""
@@ -129,6 +138,7 @@ class Device:
                     self._note(frame["message"])
                 elif frame["type"] == "resync":
                     self.resyncs += 1
+                    self.resynced_at.append(time.time())
                     if self._tasks:
                         self._again = True  # one catch-up at a time; it runs once more when done
                     else:
@@ -151,36 +161,68 @@ class Device:
                 return
 
     async def catch_up(self, http: httpx.AsyncClient) -> None:
+        # Until it works, as the SDK does (it reconnects and syncs again): a device that gave up after a few
+        # errors stayed behind until some later resync, which the figures then blamed on the fault. The
+        # wait between tries is spent outside the limit on requests in flight.
         assert Device.requests is not None
-        async with Device.requests:
-            await self._catch_up(http)
+        delays = Backoff().delays()
+        while not self.stopping:
+            try:
+                async with Device.requests:
+                    await self._catch_up(http)
+                return
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:
+                    return  # no message in the conversation yet: nothing to catch up
+                self.catch_up_errors += 1
+            except httpx.HTTPError:
+                self.catch_up_errors += 1
+            await asyncio.sleep(next(delays))
 
     async def _catch_up(self, http: httpx.AsyncClient) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
-        for _ in range(5):
-            try:
-                after = max(self.seen, default=0)
-                while True:
-                    page = (
-                        (
-                            await http.get(
-                                f"/v1/conversations/{self.conversation}/messages",
-                                params={"after": after, "limit": 500},
-                                headers=headers,
-                            )
-                        )
-                        .raise_for_status()
-                        .json()
-                    )
-                    messages = page.get("messages", [])
-                    for message in messages:
-                        if message["seq"] not in self.seen:
-                            self._note(message)
-                    if not messages or not page.get("has_more"):
-                        return
-                    after = messages[-1]["seq"]
-            except httpx.HTTPError:
-                await asyncio.sleep(0.5)
+        after = max(self.seen, default=0)
+        if Device.mode == "sdk":
+            since = self.since
+            while True:
+                params: dict[str, Any] = {"limit": 500, "recent": 20}
+                if since is not None:
+                    params["since"] = since
+                self.catch_up_requests += 1
+                page = (await http.get("/v1/conversations", params=params, headers=headers)).raise_for_status().json()
+                for summary in page["conversations"]:
+                    if summary["id"] != self.conversation or summary["max_seq"] <= after:
+                        continue
+                    start = summary.get("recent_after")
+                    if start is not None and start <= after:
+                        for message in summary.get("recent", []):
+                            if message["seq"] > after and message["seq"] not in self.seen:
+                                self._note(message)
+                    else:
+                        await self._history_after(http, headers, after)
+                since = page["cursor"]
+                if not page["has_more"]:
+                    break
+            self.since = since  # the pass is complete
+            return
+        await self._history_after(http, headers, after)
+
+    async def _history_after(self, http: httpx.AsyncClient, headers: dict[str, str], after: int) -> None:
+        while True:
+            self.catch_up_requests += 1
+            answer = await http.get(
+                f"/v1/conversations/{self.conversation}/messages",
+                params={"after": after, "limit": 500},
+                headers=headers,
+            )
+            page = answer.raise_for_status().json()
+            messages = page.get("messages", [])
+            for message in messages:
+                if message["seq"] not in self.seen:
+                    self._note(message)
+            if not messages or not page.get("has_more"):
+                return
+            after = messages[-1]["seq"]
 
     async def history(self, http: httpx.AsyncClient) -> list[str]:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -251,6 +293,9 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                     "stored": stored,
                     "duplicate_pushes": device.duplicate_pushes,
                     "resyncs": device.resyncs,
+                    "resynced_at": device.resynced_at,
+                    "catch_up_errors": device.catch_up_errors,
+                    "catch_up_requests": device.catch_up_requests,
                     "readies": device.readies,
                     "closes": device.closes,
                 }
@@ -354,7 +399,7 @@ async def api_kill_load(
     stop = asyncio.Event()
 
     async def ws_sender(token: str, offset: int) -> None:
-        async with httpx.AsyncClient(base_url=cluster.api_url) as http:
+        async with httpx.AsyncClient(base_url=cluster.api_url, timeout=30) as http:
             gateway = (await http.get("/v1/gateway", headers={"Authorization": f"Bearer {token}"})).json()["url"]
         async with websockets.connect(gateway, compression=None, max_queue=None) as ws:
             await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
@@ -440,7 +485,7 @@ async def coordinate(args: argparse.Namespace) -> None:
         per = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
         started = time.time()
         for index, count in enumerate(per):
-            workers.append(_worker([cluster.api_url, str(index), str(count), str(peer), run]))
+            workers.append(_worker([cluster.api_url, str(index), str(count), str(peer), run, args.catch_up]))
         users: list[int] = []
         for worker in workers:
             assert worker.stdout is not None
@@ -559,6 +604,17 @@ def summarize(
         if f"no-{report['uid']}" in report["seen"]
     ]
     resyncs = sum(report["resyncs"] for report in reports)
+    # Where the time after NATS returned goes: until the device is told to resync, then its catch-up.
+    hinted = [
+        min(at for at in report["resynced_at"] if at >= back) - back
+        for report in reports
+        if any(at >= back for at in report["resynced_at"])
+    ]
+    fetched = [
+        max(0.0, report["seen"][f"no-{report['uid']}"] - min(at for at in report["resynced_at"] if at >= back))
+        for report in reports
+        if f"no-{report['uid']}" in report["seen"] and any(at >= back for at in report["resynced_at"])
+    ]
     print()
     print(f"clients {len(reports)}  processes {args.procs}  gateways {args.gateways}")
     print(
@@ -572,12 +628,24 @@ def summarize(
     print(f"  ... since that message was committed: {stats(since_commit)}")
     print(f"nats outage {args.outage:.0f}s ({len(outage)} messages committed while it was down, {resyncs} resyncs):")
     print(f"  delivered after NATS returned: {stats(outage)}")
+    print(f"  ... sending them (HTTP, 64 at a time) took {results['outage_sends']:.2f}s after NATS went down")
+    late = [
+        max(0.0, report["seen"][f"no-{report['uid']}"] - max(back, acked.get(f"no-{report['uid']}", back)))
+        for report in reports
+        if f"no-{report['uid']}" in report["seen"]
+    ]
+    print(f"  ... since NATS returned or the message was acked, whichever is later: {stats(late)}")
+    print(f"  ... first resync frame after NATS returned: {stats(hinted)}")
+    print(f"  ... seen after that resync frame: {stats(fetched)}")
     if "api_kill_longest_wait" in results:
         print(
             f"api kill: {results['api_kill_sends']} sends, longest wait {results['api_kill_longest_wait']:.2f}s, "
             f"websocket errors {len(results.get('ws_errors', []))}"
         )
     pushes = sum(report["duplicate_pushes"] for report in reports)
+    errors = sum(report["catch_up_errors"] for report in reports)
+    requests = sum(report["catch_up_requests"] for report in reports)
+    print(f"catch-up ({args.catch_up}): {requests} requests, {errors} failed (retried)")
     print(f"acked {len(acked)}  lost {lost}  duplicated {duplicated}  (pushes of a message already fetched: {pushes})")
     print("peak memory (VmHWM): " + ", ".join(f"{name} {kib / 1024:.0f} MiB" for name, kib in sorted(peak.items())))
 
@@ -585,7 +653,7 @@ def summarize(
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         faulthandler.register(signal.SIGUSR1)  # kill -USR1 <worker> prints where it is
-        url, index, count, peer, run = sys.argv[2:7]
+        url, index, count, peer, run, Device.mode = sys.argv[2:8]
         asyncio.run(client_worker(url, int(index), int(count), int(peer), run))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -595,6 +663,14 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=20.0, help="seconds NATS stays down")
     parser.add_argument("--settle", type=float, default=12.0, help="seconds given to heal after each fault")
     parser.add_argument("--skip-api-kill", action="store_true")
+    parser.add_argument(
+        "--catch-up",
+        choices=("sdk", "history"),
+        default="sdk",
+        help="sdk: conversations since the cursor with their newest messages, history only if those do not "
+        "reach back far enough, as the SDK does; history: one history request (the device knows its only "
+        "conversation)",
+    )
     args = parser.parse_args()
     asyncio.run(coordinate(args))
 

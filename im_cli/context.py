@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from im_schema.groups import Group
 from im_schema.ids import direct_conversation, is_conversation_id
@@ -223,6 +224,12 @@ class Context:
                 for found in self.my_groups(client):
                     if found.name == text and not found.dissolved:
                         return found.conversation
+            if text[:2] in ("d:", "g:"):
+                fail(
+                    f"{escape(text)} is not a conversation id: "
+                    "d:A:B (two different user ids, the smaller first) or g:N",
+                    ExitCode.USAGE,
+                )
             raise
         self._names[user.id] = user.username
         if user.id == self.me():

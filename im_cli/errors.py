@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from im_sdk import IMError
-from im_sdk.errors import AuthenticationError, TransportError
+from im_sdk.errors import AuthenticationError, RateLimitedError, TransportError
 
 __all__ = ["ExitCode", "one_line", "validation_message"]
 
@@ -112,14 +112,30 @@ def validation_message(exc: ValidationError) -> str:
     return f"{what}: {str(error['msg']).lower()}"
 
 
+def _transport_reason(exc: TransportError) -> str:
+    """What broke, in the words of the operating system (``[Errno 111] Connection refused``), not as the
+    repr of the HTTP library's exception that the SDK's message carries for debugging."""
+    cause = exc.__cause__
+    while cause is not None and not str(cause) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if cause is not None and str(cause):
+        return str(cause)
+    return str(exc)
+
+
 def one_line(exc: BaseException, server: str | None = None) -> tuple[str, ExitCode] | None:
     """A failure as one line and an exit code; ``None`` for what is not a known kind of failure."""
     if isinstance(exc, ValidationError):
         return validation_message(exc), ExitCode.USAGE
     if isinstance(exc, TransportError):
-        return f"cannot reach {server or 'the server'}: {exc}", ExitCode.UNREACHABLE
+        return f"cannot reach {server or 'the server'}: {_transport_reason(exc)}", ExitCode.UNREACHABLE
     if isinstance(exc, AuthenticationError):
-        return f"{exc.message}; run: im login USERNAME", ExitCode.AUTHENTICATION
+        # The server may say "log in again" itself: the command to run says it once.
+        message = exc.message.removesuffix("; log in again").removesuffix(", log in again")
+        return f"{message}; run: im login USERNAME", ExitCode.AUTHENTICATION
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        wait = max(1, round(exc.retry_after))
+        return f"{exc}; try again in {wait} s", ExitCode.REFUSED
     if isinstance(exc, IMError):
         return str(exc), ExitCode.REFUSED
     if isinstance(exc, OSError):

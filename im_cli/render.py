@@ -7,6 +7,7 @@ and the terminal UI (which has them cached).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -33,6 +34,7 @@ __all__ = [
     "button_for",
     "buttons_text",
     "commands_text",
+    "connection_lost",
     "mentions_text",
     "notice_text",
     "plural",
@@ -182,3 +184,19 @@ def notice_text(notice: Notice, name_of: NameOf, group_name: Callable[[int], str
     if isinstance(notice, ButtonPressNotice):
         return press_text(notice.press, name_of)
     return f"notice: {notice.kind.replace('_', ' ')}"
+
+
+def connection_lost(record: logging.LogRecord) -> str | None:
+    """The reason in words when an SDK log record says the realtime connection was lost, else ``None``.
+
+    The record carries the exception itself: its text (``node stopping; reconnect``) is shown, not its
+    ``repr`` (``GoingAway('node stopping; reconnect')``).
+    """
+    message = record.getMessage()
+    if not message.startswith(("realtime connection lost", "realtime setup failed")):
+        return None
+    args = record.args if isinstance(record.args, tuple) else ()
+    if args and isinstance(args[0], BaseException):
+        exc = args[0]
+        return str(exc) or type(exc).__name__
+    return message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message

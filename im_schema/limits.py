@@ -21,6 +21,8 @@ __all__ = [
     "MAX_TEXT_LEN",
     "MIN_PASSWORD_LEN",
     "PROTOCOL_VERSION",
+    "RECENT_MAX",
+    "RECENT_PAGE_BUDGET",
     "SUPPORTED_PROTOCOLS",
 ]
 
@@ -38,6 +40,13 @@ MAX_DISPLAY_NAME_LEN = 64
 
 HISTORY_PAGE_MAX = 1000
 """The most messages one history request returns."""
+
+RECENT_MAX = 50
+"""The most recent messages one conversation of a "conversations since" page may carry (``recent``)."""
+
+RECENT_PAGE_BUDGET = 1000
+"""The most recent messages one "conversations since" page carries in all; conversations past it carry
+none (``recent_after`` is ``None``) and are caught up by history as without ``recent``."""
 
 # WebSocket close codes (4000-4999 are reserved for applications by RFC 6455).
 CLOSE_AUTH_FAILED = 4001

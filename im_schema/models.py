@@ -140,6 +140,13 @@ class ConversationSummary(BaseModel):
     """An unread message mentions me (or everyone)."""
     peer_read_seq: Seq | None = None
     """In a direct conversation: how far the other user has read (read receipts)."""
+    recent: list[Message] = []
+    """Asked for with ``recent`` (``GET /v1/conversations?recent=N``): every message this user may see
+    with ``recent_after < seq <= max_seq``, in seq order, so that a device that already has everything up
+    to ``recent_after`` or beyond needs no history request."""
+    recent_after: Seq | None = None
+    """Where :attr:`recent` starts: ``max(joined_seq, max_seq - N)``. ``None`` when ``recent`` was not
+    asked for, or the page's budget (:data:`~im_schema.limits.RECENT_PAGE_BUDGET`) was spent."""
 
 
 class ReadState(BaseModel):

@@ -21,7 +21,7 @@ from pydantic.config import JsonDict
 
 from .content import OutgoingContent
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username, UserRef
-from .limits import HISTORY_PAGE_MAX, MAX_DISPLAY_NAME_LEN, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN
+from .limits import HISTORY_PAGE_MAX, MAX_DISPLAY_NAME_LEN, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, RECENT_MAX
 from .models import ConversationSummary, Message, ReadState, User
 
 __all__ = [
@@ -242,6 +242,9 @@ class ConversationsRequest(Request[ConversationPage]):
 
     since: Cursor | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 200
+    recent: Annotated[int, Field(ge=0, le=RECENT_MAX)] | None = None
+    """Each conversation also carries its newest messages, up to this many seqs back from ``max_seq``
+    (``recent``, ``recent_after``): a catch-up in one request. None or 0: none."""
 
 
 class HistoryRequest(Request[MessagePage]):

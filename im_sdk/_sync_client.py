@@ -99,6 +99,11 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=BaseModel)
 
+CATCH_UP_PAGE = 500
+"""Conversations per "conversations since" request of a catch-up."""
+CATCH_UP_RECENT = 20
+"""Seqs of newest messages each conversation of a catch-up carries (see ``ConversationsRequest.recent``)."""
+
 
 class Client:
     """A blocking client for one account on one device.
@@ -440,9 +445,10 @@ class Client:
             engine.mark_own(message)
         return message
 
-    def conversations_page(self, *, since: str | None = None, limit: int = 200) -> ConversationPage:
-        """One page of conversations changed after ``since``."""
-        return self.request(ConversationsRequest(since=since, limit=limit))
+    def conversations_page(self, *, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+        """One page of conversations changed after ``since``, each with its messages of the last ``recent``
+        seqs (at most :data:`~im_schema.limits.RECENT_MAX`)."""
+        return self.request(ConversationsRequest(since=since, limit=limit, recent=recent or None))
 
     def conversations(self) -> list[ConversationSummary]:
         """All my conversations, most recently active first."""
@@ -782,17 +788,21 @@ class Client:
 
     def _catch_up(self, engine: SyncEngine) -> Generator[Message, None, None]:
         """Run "conversations since" the engine's cursor and fetch what it shows missing (after each
-        ``ready``, on a ``resync`` frame, and after a quiet period)."""
-        pending: list[Deliver | Fetch] = []
+        ``ready``, on a ``resync`` frame, and after a quiet period).
+
+        Each conversation comes with its newest messages (``recent``): one that missed no more than
+        those is caught up without a history request, so a device back after a short absence (a gateway
+        restart, a NATS outage) usually needs this one request. Each page's deliveries are yielded before
+        the next page is asked for (the engine counts them as delivered already).
+        """
         since = engine.since
         while True:  # every page of "conversations since"
-            page = self.conversations_page(since=since, limit=500)
-            pending.extend(engine.on_conversations(page))
+            page = self.conversations_page(since=since, limit=CATCH_UP_PAGE, recent=CATCH_UP_RECENT)
+            with contextlib.closing(self._run(engine, engine.on_conversations(page))) as run:
+                yield from run
             since = page.cursor
             if not page.has_more:
                 break
-        with contextlib.closing(self._run(engine, pending)) as run:
-            yield from run
 
     def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
         token = self._state.access_token

@@ -4,19 +4,23 @@ Changes apply on every API and gateway node within moments, without a restart. T
 NATS with the admin role (only it may write the bucket): the node settings (``IM_NATS_URL``,
 ``IM_SUBJECT_PREFIX``) and the admin's NATS credentials from the environment
 (``IM_NATS_NKEY_SEED_FILE`` and friends), or else the admin seed that ``im server up`` wrote into
-``./im-data/nats-credentials/admin.nk``.
+``./im-data/nats-credentials/admin.nk``. Without ``--nats`` or ``IM_NATS_URL``, the NATS of the
+``im server up`` whose data dir is ``./im-data`` is used (its address is in ``im-data/nats/nats.conf``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..context import fail
@@ -43,6 +47,19 @@ PrefixOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+_LISTEN = re.compile(r'^listen:\s*"?([^"\s]+)"?\s*$', re.MULTILINE)
+"""The client address of a nats-server configuration (the top-level line; the cluster's is indented)."""
+
+
+def _embedded_nats_url(data_dir: Path) -> str | None:
+    """The NATS URL of the ``im server up`` whose data dir is ``data_dir`` (``None`` without one)."""
+    try:
+        found = _LISTEN.search((data_dir / "nats" / "nats.conf").read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return f"nats://{found.group(1)}" if found else None
+
+
 def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin], Awaitable[T]]) -> T:
     try:
         from pydantic import ValidationError
@@ -57,6 +74,7 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
     identities = ("IM_NATS_USER", "IM_NATS_NKEY_SEED_FILE", "IM_NATS_CREDS_FILE")
     if not any(os.environ.get(name) for name in identities) and embedded_seed.is_file():
         overrides["nats_nkey_seed_file"] = embedded_seed
+    nats_url = nats_url or _embedded_nats_url(Path("im-data"))
     if nats_url:
         overrides["nats_url"] = nats_url
     if prefix:
@@ -65,6 +83,9 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
         settings = Settings(**overrides)  # type: ignore[arg-type]  # validated here; errors reported below
     except ValidationError as exc:
         fail(f"configuration error: {exc}")
+
+    # The bus logs its connection's life for a node's log ("disconnected" when it closes): noise here.
+    logging.getLogger("im_server").setLevel(logging.ERROR)
 
     async def main() -> T:
         bus = Bus(settings, name="im-access-admin", role="admin")
@@ -79,7 +100,7 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
     except ValueError as exc:
         fail(str(exc))
     except Exception as exc:
-        fail(f"cannot change the access lists on {settings.nats_url}: {exc!r}")
+        fail(f"cannot use the access lists on {escape(settings.nats_url)}: {escape(str(exc) or type(exc).__name__)}")
 
 
 def _as_json(entry: AccessEntry) -> dict[str, object]:

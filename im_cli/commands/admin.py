@@ -60,7 +60,8 @@ def _show(user: AdminUser, json_output: bool, verb: str | None = None) -> None:
     if json_output:
         print_json(user)
     elif verb:
-        out.print(f"{verb} [bold]{user.username}[/bold] (id {user.id}) {_flags(user)}")
+        flags = _flags(user)
+        out.print(f"{verb} [bold]{user.username}[/bold] (id {user.id}{', flags: ' + flags if flags else ''})")
     else:
         out.print(_table([user]))
 

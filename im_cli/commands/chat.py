@@ -34,7 +34,16 @@ from im_sdk.events import (
 from ..context import Context, fail, user_ref
 from ..errors import ExitCode
 from ..output import err, out, print_json, when
-from ..render import body, button_for, buttons_text, mentions_text, notice_text, press_text, reply_text
+from ..render import (
+    body,
+    button_for,
+    buttons_text,
+    connection_lost,
+    mentions_text,
+    notice_text,
+    press_text,
+    reply_text,
+)
 from ..streaming import StreamPrinter
 from ..transfer import describe_media, human_size, media_content, progress_bar
 
@@ -344,10 +353,9 @@ class _ConnectionState(logging.Handler):
         self.state = "connecting"
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith(("realtime connection lost", "realtime setup failed")):
+        reason = connection_lost(record)
+        if reason is not None:
             if self.state != "disconnected":
-                reason = message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
                 err.print(
                     f"[yellow]disconnected from {escape(self.server)}[/yellow] [dim]({escape(reason)})[/dim];"
                     " reconnecting..."
@@ -395,8 +403,8 @@ def listen(
                 found = client.history(conversation, after=seq - 1, limit=1).messages
                 return found[0] if found and found[0].seq == seq else None
 
-            def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-                found = page(since=since, limit=limit)
+            def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+                found = page(since=since, limit=limit, recent=recent)
                 again = state.state == "disconnected"
                 state.connected()
                 if again:
@@ -535,6 +543,8 @@ def chat(
     client = context.async_client()
     if me is None or username is None:
         fail("not logged in; run: im login USERNAME", ExitCode.AUTHENTICATION)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("im chat needs a terminal; in scripts use im send, im listen and im history", ExitCode.USAGE)
     try:
         from ..tui.app import ChatApp
     except ImportError:

@@ -193,16 +193,22 @@ def top(
                 print_json(client.request(ClusterNodesRequest()))
                 done += 1
             return
+        if not out.is_terminal:  # a pipe or a file: one table after the other, nothing redrawn
+            while count == 0 or done < count:
+                if done:
+                    time.sleep(interval)
+                    out.print()
+                out.print(_nodes_table(client.request(ClusterNodesRequest()), by_load=True))
+                done += 1
+            return
         first = _nodes_table(client.request(ClusterNodesRequest()), by_load=True)
         with Live(first, console=out, auto_refresh=False) as live:
             done = 1
-            try:
-                while count == 0 or done < count:
-                    time.sleep(interval)
-                    live.update(_nodes_table(client.request(ClusterNodesRequest()), by_load=True), refresh=True)
-                    done += 1
-            except KeyboardInterrupt:
-                pass
+            # Ctrl-C ends it like any command: exit code 130 (the live view is left as last drawn).
+            while count == 0 or done < count:
+                time.sleep(interval)
+                live.update(_nodes_table(client.request(ClusterNodesRequest()), by_load=True), refresh=True)
+                done += 1
 
 
 def _trace_conversation(context: Context, client: Client, text: str) -> str:

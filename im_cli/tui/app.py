@@ -63,7 +63,8 @@ from im_sdk.events import (
     TypingEvent,
 )
 
-from ..render import button_for, commands_text, notice_text
+from ..output import printable, printable_text
+from ..render import button_for, commands_text, connection_lost, notice_text
 from ..streaming import final_message
 from ..transfer import human_size, media_content
 from .events import (
@@ -126,9 +127,8 @@ class _StateLog(logging.Handler):
         self.post = post
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith(("realtime connection lost", "realtime setup failed")):
-            reason = message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
+        reason = connection_lost(record)
+        if reason is not None:
             self.post(ConnectionChanged("reconnecting", reason))
 
 
@@ -188,6 +188,8 @@ class ChatApp(App[None]):
         self.requests: list[FriendRequest] = []
         self.invites: list[GroupInvitation] = []
         self.connection = "connecting"
+        self.listed = False
+        """Whether the conversation list was ever loaded (the server may be down when the app starts)."""
         self.typing_until: dict[int, float] = {}
         self._typing_sent = 0.0
         self._state_log = _StateLog(self.post_message)
@@ -269,7 +271,9 @@ class ChatApp(App[None]):
 
     def say(self, text: str, *, error: bool = False) -> None:
         """A short notification (errors in red)."""
-        self.notify(text, severity="error" if error else "information", timeout=6)
+        # Never markup: the text may quote others (a friend request's message), and a stray "[/x]"
+        # in it would raise instead of being shown.
+        self.notify(printable(text), severity="error" if error else "information", timeout=6, markup=False)
 
     def on_connection_changed(self, event: ConnectionChanged) -> None:
         if event.state == "connected":
@@ -278,9 +282,14 @@ class ChatApp(App[None]):
             if again:
                 self.say("reconnected")
                 self.refresh_streams()
+            # Started while the server was away, the first load failed: load now, once per connection
+            # (listing the conversations also says "connected", while connected already).
+            if not self.listed and self.connection != "connected":
+                self.load_conversations()
+                self.load_requests()
         else:
             reason = event.reason if len(event.reason) <= 60 else event.reason[:59] + "…"
-            self.sub_title = f"{self.username} · reconnecting to {self.server}… ({reason})"
+            self.sub_title = printable(f"{self.username} · reconnecting to {self.server}… ({reason})")
         self.connection = event.state
 
     # The event stream ----------------------------------------------------------------------------------
@@ -292,8 +301,10 @@ class ChatApp(App[None]):
         client = self.client
         page = client.conversations_page
 
-        async def conversations_page(*, since: str | None = None, limit: int = 200) -> ConversationPage:
-            found = await page(since=since, limit=limit)
+        async def conversations_page(
+            *, since: str | None = None, limit: int = 200, recent: int = 0
+        ) -> ConversationPage:
+            found = await page(since=since, limit=limit, recent=recent)
             self.post_message(ConnectionChanged("connected"))
             return found
 
@@ -319,7 +330,7 @@ class ChatApp(App[None]):
                 elif isinstance(event, ButtonPressEvent):  # someone pressed a button of my message
                     self.post_message(NoticeArrived(ButtonPressNotice(press=event.press)))
         except IMError as exc:  # authentication ended: nothing more will come
-            self.sub_title = f"{self.username} · disconnected: {exc}"
+            self.sub_title = printable(f"{self.username} · disconnected: {exc}")
             self.say(f"disconnected: {exc}", error=True)
 
     async def on_incoming(self, event: Incoming) -> None:
@@ -408,7 +419,7 @@ class ChatApp(App[None]):
     def _show_typing(self) -> None:
         names = [self.name_of(user) for user in self.typing_until]
         text = "" if not names else f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} typing…"
-        self.query_one("#typing", Static).update(text)
+        self.query_one("#typing", Static).update(Text(printable(text)))
 
     def on_presence_changed(self, event: PresenceChanged) -> None:
         for row in self.rows.values():
@@ -445,6 +456,7 @@ class ChatApp(App[None]):
         except IMError as exc:
             self.say(f"cannot list conversations: {exc}", error=True)
             return
+        self.listed = True
         await self.learn_names({summary.peer for summary in summaries if summary.peer is not None})
         view = self.query_one("#conversations", ListView)
         await view.clear()
@@ -508,8 +520,10 @@ class ChatApp(App[None]):
         if view.children and view.children[0] is item:
             item.refresh_label()
             return
-        item.remove()
-        view.insert(0, [ConversationItem(row)])
+        # Moved, not removed and mounted again: a removal happens later, and the new row would
+        # clash with the old one's id.
+        view.move_child(item, before=0)
+        item.refresh_label()
         if self.current is not None:
             self._highlight(self.current)
 
@@ -573,8 +587,8 @@ class ChatApp(App[None]):
         self._highlight(conversation)
         self.typing_until.clear()
         self._show_typing()
-        self.title = f"im chat · {row.title}"
-        self.query_one("#input", Input).placeholder = f"Message {row.title} (/help for commands)"
+        self.title = printable(f"im chat · {row.title}")
+        self.query_one("#input", Input).placeholder = printable(f"Message {row.title} (/help for commands)")
         chat = self.query_one(ChatView)
         await chat.remove_children()
         self.messages = {}
@@ -737,7 +751,7 @@ class ChatApp(App[None]):
             text.append("\n")
         if page.has_more:
             text.append("…", style="dim")
-        self.query_one("#members", Static).update(text)
+        self.query_one("#members", Static).update(printable_text(text))
 
     @work(exclusive=True, group="requests")
     @_until_closed
@@ -752,11 +766,11 @@ class ChatApp(App[None]):
         for request in self.requests:
             label = Text(f"{request.from_user.username} wants to be friends", style="yellow")
             label.append(f"\n  /accept {request.from_user.username}", style="dim")
-            await view.append(ListItem(Label(label)))
+            await view.append(ListItem(Label(printable_text(label))))
         for invite in self.invites:
             label = Text(f"{invite.inviter.username} invites you to {invite.group_name}", style="yellow")
             label.append(f"\n  /accept {invite.group_name}", style="dim")
-            await view.append(ListItem(Label(label)))
+            await view.append(ListItem(Label(printable_text(label))))
         if not self.requests and not self.invites:
             await view.append(ListItem(Label(Text("none", style="dim"))))
 

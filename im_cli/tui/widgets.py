@@ -1,7 +1,8 @@
 """The widgets of ``im chat``: the conversation list, the message pane and its messages, the side panel.
 
-Messages are rendered as :class:`rich.text.Text` built from plain strings (never markup), so nothing a
-user writes can style or break the screen.
+Messages are rendered as :class:`rich.text.Text` built from plain strings (never markup), with control
+characters shown as symbols (:func:`~im_cli.output.printable_text`), so nothing a user writes can style
+or break the screen, or reach the terminal as an escape sequence.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from textual.widgets import Label, ListItem, Static
 from im_schema.content import RecalledContent, SystemContent, TextContent
 from im_schema.models import Message
 
-from ..output import when
+from ..output import printable_text, when
 from ..render import NameOf, body, mentions_text, reply_text
 
 __all__ = ["ChatView", "ConversationItem", "ConversationRow", "MessageItem", "message_text"]
@@ -47,7 +48,7 @@ class ConversationRow:
             text.append(f" {self.unread}", style="reverse")
         if self.mentioned:
             text.append(" @", style="bold red")
-        return text
+        return printable_text(text)
 
 
 class ConversationItem(ListItem):
@@ -100,7 +101,7 @@ def message_text(message: Message, name_of: NameOf, me: int, peer_read_seq: int 
             click = Style(reverse=True, meta={"@click": f"app.press_button({message.seq}, {button.id!r})"})
             text.append(f"[{number}] {button.label}", style=click)
             text.append("  ")
-    return text
+    return printable_text(text)
 
 
 class MessageItem(Static):

@@ -4,7 +4,9 @@ The :class:`SyncEngine` keeps, for every conversation, a watermark: every seq at
 delivered to the application (or does not exist for this user). It is fed three things, by whichever
 shell does the I/O:
 
-- pages of "conversations since" after every (re)connect (:meth:`SyncEngine.on_conversations`),
+- pages of "conversations since" after every (re)connect (:meth:`SyncEngine.on_conversations`); a
+  conversation whose ``recent`` messages reach down to its watermark is caught up from them, with no
+  history request,
 - pushed messages (:meth:`SyncEngine.on_push`),
 - history pages it asked for (:meth:`SyncEngine.on_history`).
 
@@ -60,6 +62,17 @@ class _Conversation:
     own: set[int] = field(default_factory=set)
     """Seqs this client sent itself: counted as delivered, never handed to the application."""
     fetching: bool = False
+
+
+def _recent_covers(summary: ConversationSummary, watermark: int) -> bool:
+    """Whether ``summary.recent`` holds every seq above ``watermark`` this user may see. Messages that do
+    not fit what the summary says (another conversation, outside its window) make it not count."""
+    start = summary.recent_after
+    if start is None or start > watermark:
+        return False
+    return all(
+        message.conversation == summary.id and start < message.seq <= summary.max_seq for message in summary.recent
+    )
 
 
 class SyncEngine:
@@ -159,7 +172,8 @@ class SyncEngine:
         return message.client_msg_id is not None and message.client_msg_id in self._sending
 
     def on_conversations(self, page: ConversationPage) -> list[Action]:
-        """A page of "conversations since"; fetches whatever each conversation is missing."""
+        """A page of "conversations since"; delivers what each conversation's ``recent`` messages cover and
+        fetches whatever else it is missing."""
         actions: list[Action] = []
         for summary in page.conversations:
             self._touched.add(summary.id)
@@ -170,7 +184,17 @@ class SyncEngine:
                 self._pass[summary.id] = max(summary.max_seq, self._pass.get(summary.id, 0))
                 if not state.fetching:
                     state.fetching = True
-                    actions.append(Fetch(summary.id, state.watermark))
+                    fetch = Fetch(summary.id, state.watermark)
+                    if _recent_covers(summary, state.watermark):
+                        # Every seq above the watermark that this user may see came with the summary: the
+                        # answer the fetch would get, without asking.
+                        covered = [message for message in summary.recent if message.seq > state.watermark]
+                        answer = MessagePage(
+                            conversation=summary.id, messages=covered, has_more=False, max_seq=summary.max_seq
+                        )
+                        actions.extend(self.on_history(fetch, answer))
+                    else:
+                        actions.append(fetch)
         if not page.has_more:
             self._pass_cursor = page.cursor
             self._finish_pass()

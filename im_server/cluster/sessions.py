@@ -192,14 +192,13 @@ class Revoker:
         """Barriers that some live node did not answer in time."""
 
     async def revoke(self, revocations: Sequence[Revocation]) -> None:
-        """Publish the revocations, then run one barrier over all live nodes."""
+        """Publish the revocations (all in flight together), then run one barrier over all live nodes."""
         if not revocations:
             return
-        revision = 0
-        for revocation in revocations:
-            put = await self._bus.revoked.put(revocation.session_id, encode_revocation(revocation))
-            revision = max(revision, put)
-        await self._barrier(revision)
+        revisions = await asyncio.gather(
+            *(self._bus.revoked.put(revocation.session_id, encode_revocation(revocation)) for revocation in revocations)
+        )
+        await self._barrier(max(revisions))
 
     async def restore(self, revocations: Sequence[Revocation], present: Callable[[str], bool]) -> int:
         """Put back revocations the bucket lost (``present`` says which it still has); returns how many."""

@@ -248,10 +248,10 @@ class AuthService:
             raise RateLimited("too many failed logins from your address; wait", retry_after=_seconds(wait))
         self._refuse_if_busy()
         async with self._one_login(username):
-            wait_ms, failures = await self._failures.state(username, now=now_ms())
+            # One read: the account's failures and its password hash (the hash goes unused while it waits).
+            wait_ms, failures, credentials = await self._failures.attempt(username, now=now_ms())
             if wait_ms:
                 raise RateLimited("too many failed logins for this account; wait", retry_after=_seconds(wait_ms / 1000))
-            credentials = await self._users.credentials(username)
             stored_hash = credentials.password_hash if credentials else self._dummy_hash
             if credentials is not None and self.verified.matches(username, stored_hash, password):
                 good = True  # this node ran Argon2 on this very password lately: a reconnecting client

@@ -20,14 +20,18 @@ from ..errors import Conflict, NotFound, Unavailable
 from ..settings import Settings
 from ..storage import DeviceSession
 from ..storage._util import ms_to_datetime, now_ms
-from ..storage.devices import DeviceStore, Revoked, TooManyDevices
+from ..storage.devices import DeviceStore, Revoked, SessionStart, TooManyDevices
 from .auth import Principal
+from .batching import Batcher
 
 __all__ = ["DeviceService", "Revoke"]
 
 log = logging.getLogger(__name__)
 
 Revoke = Callable[[Sequence[Revoked]], Awaitable[None]]
+
+LOGIN_BATCH = 256
+"""The most logins stored in one transaction."""
 
 
 class DeviceService:
@@ -48,6 +52,10 @@ class DeviceService:
         self._nodes = nodes
         self.revoke = revoke
         """Makes every node refuse the sessions' tokens (``None``: this process alone, as in unit tests)."""
+        self._starts: Batcher[SessionStart, tuple[DeviceSession, Revoked | None]] = Batcher(
+            self._start_batch, max_size=LOGIN_BATCH
+        )
+        """Logins that arrive together are stored with one commit (see :meth:`start`)."""
 
     def _revoke_until(self, now: int) -> int:
         return now + (self._settings.access_token_ttl + REVOCATION_MARGIN) * 1000
@@ -65,19 +73,15 @@ class DeviceService:
     async def start(
         self, user_id: int, device_id: str, *, session_id: str, refresh_hash: str, refresh_expires_at: int
     ) -> DeviceSession:
-        """Log a device in; a new device beyond ``IM_MAX_DEVICES`` is refused with ``too_many_devices``."""
-        now = now_ms()
+        """Log a device in; a new device beyond ``IM_MAX_DEVICES`` is refused with ``too_many_devices``.
+
+        Logins that arrive while others are being stored are stored together, in one transaction (a
+        savepoint each, so that one refused login does not undo the others), and the sessions they
+        replace are revoked together (one revocation barrier).
+        """
+        start = SessionStart(user_id, device_id, session_id, refresh_hash, refresh_expires_at)
         try:
-            session, replaced = await self._store.start_session(
-                user_id,
-                device_id,
-                session_id=session_id,
-                refresh_hash=refresh_hash,
-                refresh_expires_at=refresh_expires_at,
-                now=now,
-                max_devices=self._settings.max_devices,
-                revoke_until=self._revoke_until(now),
-            )
+            session, _ = await self._starts.submit(start)
         except TooManyDevices as exc:
             names = ", ".join(item.device_id for item in exc.sessions)
             raise Conflict(
@@ -89,9 +93,21 @@ class DeviceService:
                     for item in exc.sessions
                 ],
             ) from None
-        if replaced is not None:
-            await self._publish([replaced])
         return session
+
+    async def _start_batch(self, starts: list[SessionStart]) -> list[tuple[DeviceSession, Revoked | None] | Exception]:
+        now = now_ms()
+        outcomes = await self._store.start_sessions(
+            starts, now=now, max_devices=self._settings.max_devices, revoke_until=self._revoke_until(now)
+        )
+        replaced = [outcome[1] for outcome in outcomes if isinstance(outcome, tuple) and outcome[1] is not None]
+        try:
+            await self._publish(replaced)
+        except Unavailable as exc:
+            # Stored, but not every node may refuse the replaced sessions yet: the logins that replaced
+            # one fail as a lone login would (retrying is safe); the others stand.
+            return [exc if isinstance(outcome, tuple) and outcome[1] is not None else outcome for outcome in outcomes]
+        return outcomes
 
     async def end_current(self, principal: Principal) -> None:
         """Log out the caller's own device (the session of the token, even if it was replaced)."""

@@ -41,10 +41,13 @@ class SyncService:
             raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
         return member
 
-    async def conversations(self, user_id: int, since: str | None, limit: int) -> ConversationPage:
-        """The user's conversations that changed after ``since``, oldest change first."""
+    async def conversations(self, user_id: int, since: str | None, limit: int, recent: int = 0) -> ConversationPage:
+        """The user's conversations that changed after ``since``, oldest change first, each with its newest
+        messages up to ``recent`` seqs back (see :attr:`ConversationSummary.recent`)."""
         started = now_ms()
-        rows, has_more = await self._store.conversations_since(user_id, since=_parse_cursor(since), limit=limit)
+        rows, has_more = await self._store.conversations_since(
+            user_id, since=_parse_cursor(since), limit=limit, recent=recent
+        )
         if has_more:
             changed, last = rows[-1]
             cursor = f"{changed}:{last.id}"
@@ -68,11 +71,11 @@ class SyncService:
         self, user_id: int, conversation: str, *, after: int | None, before: int | None, limit: int
     ) -> bytes:
         """:meth:`history` as the JSON of its :class:`MessagePage`, built from the stored messages' JSON
-        (no model per message: a catch-up reads thousands)."""
-        member = await self._member(conversation, user_id)
-        messages, has_more, max_seq = await self._store.history_json(
-            conversation, floor=member.joined_seq, ceiling=member.left_seq, after=after, before=before, limit=limit
-        )
+        (no model per message: a catch-up reads thousands), the membership and the messages read at once."""
+        page = await self._store.member_history_json(conversation, user_id, after=after, before=before, limit=limit)
+        if page is None:
+            raise NotFound("the conversation does not exist", code=ErrorCode.CONVERSATION_NOT_FOUND)
+        messages, has_more, max_seq = page
         return b'{"conversation":%b,"messages":[%b],"has_more":%b,"max_seq":%d}' % (
             orjson.dumps(conversation),
             b",".join(messages),

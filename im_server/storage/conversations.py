@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select
 
 from im_schema.ids import conversation_kind, direct_peer
+from im_schema.limits import RECENT_PAGE_BUDGET
 from im_schema.models import ConversationSummary, Message
 
 from ._util import insert_ignore, ms_to_datetime
@@ -81,6 +82,65 @@ def _history_json(
     return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
 
 
+_NO_BOUND = 2**62
+"""Stands for "no ceiling" and "no ``before``" in the prebuilt history statements (seqs never get near)."""
+
+# The catch-up read, built once (building a statement costs more than running it on SQLite).
+_MEMBER_AND_MAX = (
+    select(members.c.joined_seq, members.c.left_seq, conversations.c.max_seq)
+    .join(conversations, conversations.c.id == members.c.conversation_id)
+    .where(members.c.conversation_id == bindparam("c"), members.c.user_id == bindparam("u"))
+)
+_RANGE = select(messages).where(
+    messages.c.conversation_id == bindparam("c"),
+    messages.c.seq > bindparam("floor"),
+    messages.c.seq <= bindparam("ceiling"),
+    messages.c.seq < bindparam("before"),
+)
+_FIRST_AFTER = _RANGE.where(messages.c.seq > bindparam("after")).order_by(messages.c.seq).limit(bindparam("n"))
+_LAST_BEFORE = _RANGE.order_by(messages.c.seq.desc()).limit(bindparam("n"))
+
+
+def _member_history_json(
+    conn: Connection,
+    conversation: str,
+    user_id: int,
+    after: int | None,
+    before: int | None,
+    limit: int,
+) -> tuple[list[bytes], bool, int] | None:
+    """What :func:`_history_json` answers for a member's own floor and ceiling, in one transaction; ``None``
+    if ``user_id`` is not a member.
+
+    ``max_seq`` is read before the messages: a message committed in between (under READ COMMITTED) then
+    shows up as a row above ``max_seq``, which a client handles, instead of a ``max_seq`` above the last
+    row returned, which tells a client that the seqs in between do not exist for it.
+    """
+    member = conn.execute(_MEMBER_AND_MAX, {"c": conversation, "u": user_id}).one_or_none()
+    if member is None:
+        return None
+    ceiling = member.left_seq
+    values = {
+        "c": conversation,
+        "floor": member.joined_seq,
+        "ceiling": _NO_BOUND if ceiling is None else ceiling,
+        "before": _NO_BOUND if before is None else before,
+        "n": limit + 1,
+    }
+    if after is not None:
+        rows = list(conn.execute(_FIRST_AFTER, {**values, "after": after}).all())
+    else:
+        rows = list(conn.execute(_LAST_BEFORE, values).all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    max_seq = member.max_seq or 0
+    if ceiling is not None:
+        max_seq = min(max_seq, ceiling)
+    return [_written(row, duplicate=False).json for row in rows], has_more, max_seq
+
+
 def _history_rows(
     conn: Connection,
     conversation: str,
@@ -136,7 +196,7 @@ def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> A
 
 
 def _conversations_since(
-    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int
+    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int, recent: int = 0
 ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
     peer = members.alias("peer")
     last_at = conversations.c.last_at
@@ -200,8 +260,18 @@ def _conversations_since(
     rows = conn.execute(query).all()
     has_more = len(rows) > limit
     result = []
+    budget = RECENT_PAGE_BUDGET
     for row in rows[:limit]:
         last_message = _message(row) if row.seq is not None and row.seq > row.joined_seq else None
+        recent_messages: list[Message] = []
+        recent_after: int | None = None
+        if recent and budget >= recent:
+            # The same floor and ceiling as history: what this member may see, nothing past what the
+            # summary reports (a message committed since this row was read is left to its push).
+            recent_after = max(row.joined_seq, row.visible_max - recent)
+            values = {"c": row.id, "floor": recent_after, "ceiling": row.visible_max, "before": _NO_BOUND}
+            recent_messages = [_message(r) for r in conn.execute(_FIRST_AFTER, {**values, "after": 0, "n": recent})]
+            budget -= recent
         summary = ConversationSummary.model_construct(
             id=row.id,
             kind=conversation_kind(row.id),
@@ -215,6 +285,8 @@ def _conversations_since(
             left=row.left_seq is not None,
             mentioned=bool(row.mentioned),
             peer_read_seq=row.peer_read_seq,
+            recent=recent_messages,
+            recent_after=recent_after,
         )
         result.append((row.changed, summary))
     return result, has_more

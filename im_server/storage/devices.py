@@ -11,7 +11,7 @@ from .engine import Database
 from .tables import devices, revoked_sessions, rotated_refresh, users
 from .users import DeviceSession, session_from_row
 
-__all__ = ["DeviceStore", "Revoked", "TooManyDevices"]
+__all__ = ["DeviceStore", "Revoked", "SessionStart", "TooManyDevices"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,17 @@ class Revoked:
     device_id: str
     expires_at: int
     """Milliseconds since the epoch; no access token of the session is valid after this."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """One login of a device, as :meth:`DeviceStore.start_sessions` takes it."""
+
+    user_id: int
+    device_id: str
+    session_id: str
+    refresh_hash: str
+    refresh_expires_at: int
 
 
 class TooManyDevices(Exception):
@@ -68,6 +79,16 @@ class DeviceStore:
             revoke_until,
         )
 
+    async def start_sessions(
+        self, starts: list[SessionStart], *, now: int, max_devices: int, revoke_until: int
+    ) -> list[tuple[DeviceSession, Revoked | None] | Exception]:
+        """Log several devices in with one transaction (one commit for a burst of logins).
+
+        Each login runs in a savepoint of its own and gets its own outcome, in order: what
+        :meth:`start_session` returns, or the exception it would raise (:class:`TooManyDevices`).
+        """
+        return await self._db.write(_start_sessions, starts, now, max_devices, revoke_until)
+
     async def sessions(self, user_id: int, *, now: int) -> list[DeviceSession]:
         """The user's live sessions (refresh token not expired), oldest login first."""
         return await self._db.read(_sessions, user_id, now)
@@ -96,9 +117,10 @@ class DeviceStore:
 # Transactions -------------------------------------------------------------------------------------
 
 
-def _revoke(conn: Connection, revoked: list[Revoked], now: int) -> None:
+def _revoke(conn: Connection, revoked: list[Revoked], now: int, *, prune: bool = True) -> None:
     # Old revocations go in the same transaction: the index on expires_at makes it cheap.
-    conn.execute(delete(revoked_sessions).where(revoked_sessions.c.expires_at <= now))
+    if prune:
+        conn.execute(delete(revoked_sessions).where(revoked_sessions.c.expires_at <= now))
     if revoked:
         conn.execute(
             insert_ignore(conn.dialect.name, revoked_sessions),
@@ -124,6 +146,7 @@ def _start_session(
     now: int,
     max_devices: int,
     revoke_until: int,
+    prune: bool = True,
 ) -> tuple[DeviceSession, Revoked | None]:
     # Concurrent logins of one account queue on its row (PostgreSQL; SQLite has one writer anyway),
     # so that two new devices cannot both take the last place.
@@ -139,7 +162,7 @@ def _start_session(
     if previous is not None:
         conn.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id))
         revoked = Revoked(previous.session_id, user_id, device_id, revoke_until)
-    _revoke(conn, [revoked] if revoked else [], now)
+    _revoke(conn, [revoked] if revoked else [], now, prune=prune)
     row = conn.execute(
         insert(devices)
         .values(
@@ -154,6 +177,34 @@ def _start_session(
         .returning(*devices.c)
     ).one()
     return session_from_row(row), revoked
+
+
+def _start_sessions(
+    conn: Connection, starts: list[SessionStart], now: int, max_devices: int, revoke_until: int
+) -> list[tuple[DeviceSession, Revoked | None] | Exception]:
+    # Old revocations go once for the whole batch (``_start_session`` would repeat it per login).
+    _revoke(conn, [], now)
+    outcomes: dict[int, tuple[DeviceSession, Revoked | None] | Exception] = {}
+    # In user order: on PostgreSQL two nodes' batches then lock the users' rows in the same order.
+    for index in sorted(range(len(starts)), key=lambda i: starts[i].user_id):
+        start = starts[index]
+        try:
+            with conn.begin_nested():
+                outcomes[index] = _start_session(
+                    conn,
+                    start.user_id,
+                    start.device_id,
+                    start.session_id,
+                    start.refresh_hash,
+                    start.refresh_expires_at,
+                    now,
+                    max_devices,
+                    revoke_until,
+                    prune=False,
+                )
+        except Exception as exc:
+            outcomes[index] = exc
+    return [outcomes[index] for index in range(len(starts))]
 
 
 def _sessions(conn: Connection, user_id: int, now: int) -> list[DeviceSession]:

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, delete, select, update
 from ._util import insert_ignore
 from .engine import Database
 from .tables import login_failures
+from .users import Credentials, _credentials
 
 __all__ = ["LoginFailureStore"]
 
@@ -22,6 +23,10 @@ class LoginFailureStore:
     async def state(self, username: str, *, now: int) -> tuple[int, int]:
         """``(milliseconds until a login may be tried, failures in a row)`` for ``username``."""
         return await self._db.read(_state, username, now)
+
+    async def attempt(self, username: str, *, now: int) -> tuple[int, int, Credentials | None]:
+        """:meth:`state` and the account's credentials, read together (one read for a login)."""
+        return await self._db.read(_attempt, username, now)
 
     async def failed(self, username: str, wait_ms: Callable[[int], int], *, now: int, ttl_ms: int) -> int:
         """Count a wrong password; returns the wait it earned (``wait_ms(failures in a row)``), in ms.
@@ -40,6 +45,11 @@ def _state(conn: Connection, username: str, now: int) -> tuple[int, int]:
     if row is None:
         return 0, 0
     return max(0, row.wait_until - now), row.failures
+
+
+def _attempt(conn: Connection, username: str, now: int) -> tuple[int, int, Credentials | None]:
+    wait_ms, failures = _state(conn, username, now)
+    return wait_ms, failures, _credentials(conn, username)
 
 
 def _failed(conn: Connection, dialect: str, username: str, wait_ms: Callable[[int], int], now: int, ttl_ms: int) -> int:

@@ -22,7 +22,15 @@ from im_schema.ids import direct_users
 from im_schema.models import ConversationSummary, Message, ReadState
 
 from ..errors import Refusal
-from .conversations import MemberState, _conversations_since, _ensure_direct, _history, _history_json, _member
+from .conversations import (
+    MemberState,
+    _conversations_since,
+    _ensure_direct,
+    _history,
+    _history_json,
+    _member,
+    _member_history_json,
+)
 from .engine import Database
 from .files import insert_shares, share_rows
 from .message_rows import UNCOUNTED_KINDS, Written, _timestamp, _written, append_system, message_json, preview_of
@@ -130,14 +138,22 @@ class MessageStore:
         """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
         return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
 
+    async def member_history_json(
+        self, conversation: str, user_id: int, *, after: int | None, before: int | None, limit: int
+    ) -> tuple[list[bytes], bool, int] | None:
+        """:meth:`history_json` within the member's own floor and ceiling, read in one transaction with
+        the membership; ``None`` if ``user_id`` is not a member."""
+        return await self._db.read(_member_history_json, conversation, user_id, after, before, limit)
+
     async def conversations_since(
-        self, user_id: int, *, since: tuple[int, str] | None, limit: int
+        self, user_id: int, *, since: tuple[int, str] | None, limit: int, recent: int = 0
     ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
-        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first.
+        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first,
+        each with its last ``recent`` seqs of messages while the page's budget lasts.
 
         Returns ``[(changed_at_ms, summary)]`` and whether more remain.
         """
-        return await self._db.read(_conversations_since, user_id, since, limit)
+        return await self._db.read(_conversations_since, user_id, since, limit, recent)
 
     async def recall(
         self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int

@@ -60,3 +60,19 @@ def test_bad_input_is_a_clear_error(im, make_cluster):
         assert "Traceback" not in result.output
     bad_prefix = im("server", "access", "list", "--nats", cluster.settings.nats_url, "--prefix", "no spaces")
     assert bad_prefix.exit_code == 1 and "configuration error" in bad_prefix.output
+
+
+def test_the_nats_of_im_server_up_in_this_directory_is_found(im, make_cluster, tmp_path, monkeypatch):
+    # `im server up` picks a free port for NATS: run where its data dir is, the command uses that NATS
+    # (it used to try 127.0.0.1:4222 and time out).
+    cluster = make_cluster(gateways=0)
+    address = cluster.settings.nats_url.split("://", 1)[1]
+    conf = tmp_path / "im-data" / "nats" / "nats.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f'server_name: "x"\nlisten: "{address}"\ncluster {{\n  listen: "127.0.0.1:1"\n}}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("IM_NATS_URL", raising=False)
+    listed = im("server", "access", "list", "--prefix", cluster.settings.subject_prefix)
+    assert listed.exit_code == 0, listed.output
+    assert "every address may connect" in listed.stdout
+    assert "disconnected" not in listed.output  # no log lines of the bus on the terminal

@@ -62,6 +62,9 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
     assert _json(im("-P", root, "admin", "users", "show", bob, "--json"))["is_admin"] is False
     assert _json(im("-P", root, "admin", "users", "disable", bob, "--json"))["disabled_at"]
     assert _json(im("-P", root, "admin", "users", "enable", bob, "--json"))["disabled_at"] is None
+    said = im("-P", root, "admin", "users", "disable", bob).stdout
+    assert said.startswith(f"disabled {bob} (id ") and said.count("disabled") == 2  # the verb, then the flag
+    assert im("-P", root, "admin", "users", "enable", bob).stdout.startswith(f"enabled {bob} (id ")
     assert _json(im("-P", root, "admin", "users", "make-admin", bob, "--json"))["is_admin"] is True
     assert "made admin" in im("-P", root, "admin", "users", "make-admin", bob).stdout
 
@@ -80,6 +83,9 @@ def test_create_admin_then_admin_commands(sqlite_cluster, im):
     assert _json(im("-P", root, "cluster", "routes", bob, "--json"))["routes"] == []
     top = im("-P", root, "cluster", "top", "--json", "--count", "1")
     assert json.loads(top.stdout.splitlines()[0])["nodes"]
+    # Not on a terminal, each refresh is printed whole, one after the other (no redrawing in place).
+    tables = im("-P", root, "cluster", "top", "--count", "2", "--interval", "0.2")
+    assert tables.exit_code == 0 and tables.stdout.count("uptime") == 2 and tables.stdout.endswith("\n")
     gateway = next(node["node_id"] for node in nodes if node["role"] == "gateway")
     assert _json(im("-P", root, "cluster", "drain", gateway, "--json"))["state"] == "draining"
     # bob's sessions ended when he was disabled: log in again, then be kicked.

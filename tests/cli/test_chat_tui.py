@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from textual.widgets import Input, Static
@@ -189,6 +190,7 @@ async def test_chat_files_with_progress_and_a_restart_of_the_gateways(sqlite_clu
         for node in list(sqlite_cluster.gateways):
             sqlite_cluster.stop_gateway(node)
         await _until(pilot, lambda: "reconnecting" in app.sub_title)
+        assert re.search(r"[A-Z][A-Za-z]+\(", app.sub_title) is None, app.sub_title  # words, not a repr
         await alice.send_text(b.username, "sent while you were away")
         sqlite_cluster.add_gateway()
         await _until(pilot, lambda: "connected to" in app.sub_title, timeout=30)
@@ -225,3 +227,121 @@ async def test_a_streaming_message_grows_in_place(sqlite_cluster):
             await _until(pilot, lambda: app.messages[opened.seq].stream == "finished")
     finally:
         await bot.aclose()
+
+
+async def test_a_message_moves_its_conversation_to_the_top_again_and_again(sqlite_cluster):
+    # A message in a conversation lower in the list moves its row to the top; the row used to be
+    # removed and mounted again under the same id before the removal had happened (DuplicateIds,
+    # and the client died with a traceback).
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    carol = await sqlite_cluster.user("carol")
+    assert alice.session and bob.session and carol.session
+    b = bob.session.user
+    await alice.send_text(b.username, "from alice")
+    await carol.send_text(b.username, "from carol")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: len(app.rows) == 2 and "connected to" in app.sub_title)
+        opened = app.current
+        for number in range(3):
+            for sender in (alice, carol):
+                await sender.send_text(b.username, f"again {number}")
+        others = [row for row in app.rows.values() if row.id != opened]
+        await _until(pilot, lambda: sum(row.unread for row in others) >= 3)
+        await pilot.pause(0.2)
+        assert app.is_running
+        rows = [item.row.id for item in app.query(ConversationItem)]
+        assert sorted(rows) == sorted(app.rows) and len(rows) == len(set(rows))
+    for client in (alice, bob, carol):
+        await client.aclose()
+
+
+async def test_hostile_text_neither_breaks_the_client_nor_reaches_the_terminal(sqlite_cluster):
+    # A friend request's message is shown in a notification: "[/x]" in it used to be read as markup
+    # and the client died (MarkupError). Escape sequences in a message or a group name are shown as
+    # symbols instead of being written to the terminal (one retitled the window).
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    mallory = await sqlite_cluster.user("mallory")
+    assert alice.session and bob.session and mallory.session
+    b = bob.session.user
+    await alice.send_text(b.username, "first")
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: app.current is not None and "connected to" in app.sub_title)
+        await mallory.friends.request(b.username, "[/x] oops [link=file:///etc/passwd]x[/link] \x1b]0;pwned\x07")
+        await _until(pilot, lambda: bool(app.requests))
+        # Shown as it was written (notifications expire: looked at at once).
+        await _until(pilot, lambda: any("[/x] oops" in note.message for note in app._notifications))
+        assert not any("\x1b" in note.message for note in app._notifications)
+        await alice.send_text(b.username, "a\x1b]0;pwned\x07b \x1b[2Jc")
+        await _until(pilot, lambda: _last(app).endswith("c") and "b " in _last(app))
+        group = await alice.groups.create("club\x1b[5m", [b.id])
+        await _until(pilot, lambda: group.conversation in app.rows)
+        await pilot.pause(0.2)
+        assert app.is_running
+        assert "a␛]0;pwned" in _last(app) and "b ␛[2Jc" in _last(app) and "\x1b" not in _last(app)
+        labels = [str(item.row.label()) for item in app.query(ConversationItem)]
+        assert any(label.startswith("club␛[5m") for label in labels) and not any("\x1b" in label for label in labels)
+        requests = " ".join(str(label.content) for label in app.query_one("#requests").query("Label"))
+        assert mallory.session.user.username in requests and "\x1b" not in requests
+    for client in (alice, bob, mallory):
+        await client.aclose()
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
+    upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+
+async def test_started_while_the_server_is_away_the_list_loads_once_it_is_back(sqlite_cluster):
+    # The API is reached through a port where nothing listens at first: the first listing fails
+    # (once its retries are spent); when the server answers, the conversations appear. They used to
+    # stay empty until the app was started again.
+    from urllib.parse import urlsplit
+
+    from im_sdk import Retry
+    from im_server.cluster.natsbin import free_port
+
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    assert alice.session and bob.session
+    a, b = alice.session.user, bob.session.user
+    await alice.send_text(b.username, "waiting for you")
+    api = urlsplit(sqlite_cluster.url)
+    assert api.hostname and api.port
+    port = free_port()
+    away = AsyncClient(
+        f"http://127.0.0.1:{port}",
+        access_token=bob.session.access_token,
+        refresh_token=bob.session.refresh_token,
+        retry=Retry(deadline=0.5),
+    )
+    app = ChatApp(away, me=b.id, username=b.username, server=away.server_url)
+    server = None
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await _until(pilot, lambda: any("cannot list conversations" in n.message for n in app._notifications))
+            assert not app.rows
+            host, target = api.hostname, api.port
+            server = await asyncio.start_server(lambda r, w: _forward(r, w, host, target), "127.0.0.1", port)
+            await _until(pilot, lambda: direct_conversation(a.id, b.id) in app.rows, timeout=30)
+            await _until(pilot, lambda: _last(app).endswith("waiting for you"))
+    finally:
+        if server is not None:
+            server.close()
+        await away.aclose()
+        await alice.aclose()
+        await bob.aclose()

@@ -91,6 +91,7 @@ def test_errors_are_clear_and_have_exit_codes(sqlite_cluster, im):
         input=PASSWORD + "\n",
     )
     assert unreachable.exit_code == 3 and "cannot reach" in unreachable.stderr
+    assert "ConnectError" not in unreachable.stderr  # the operating system's words, not an exception's repr
     taken = im("-P", "second", "register", username, "--password-stdin", input=PASSWORD + "\n")
     assert taken.exit_code == 1 and "username_taken" in taken.stderr
 
@@ -124,6 +125,27 @@ def test_markup_in_messages_is_shown_verbatim(sqlite_cluster, im):
     assert shown.exit_code == 0
     assert hostile in shown.stdout
     assert im("-P", "bob", "conversations").exit_code == 0
+
+
+def test_terminal_escapes_from_others_never_reach_the_terminal(sqlite_cluster, im):
+    # A message (or a group's name) carrying escape sequences could retitle the window, clear the
+    # screen or move the cursor over earlier lines: every control character is shown as a symbol.
+    url = sqlite_cluster.url
+    alice, bob = _name("alice"), _name("bob")
+    _login(im, url, "alice", alice)
+    _login(im, url, "bob", bob)
+    hostile = "a\x1b]0;pwned\x07b \x1b[2J\x1b[31mred\x1b[0m \x9b2J c\rd"
+    assert im("-P", "alice", "send", bob, hostile).exit_code == 0
+    assert im("-P", "alice", "groups", "create", "club\x1b[5m", bob).exit_code == 0
+    assert im("-P", "alice", "send", "club\x1b[5m", "hi").exit_code == 0
+    for args in (("history", alice), ("conversations",), ("groups", "list"), ("history", "club\x1b[5m")):
+        shown = im("-P", "bob", *args)
+        assert shown.exit_code == 0, shown.output
+        assert not any(character in shown.stdout for character in "\x1b\x07\x9b\r"), (args, shown.stdout)
+    shown = im("-P", "bob", "history", alice).stdout
+    assert "a␛]0;pwned␇b ␛[2J␛[31mred␛[0m \ufffd2J cd" in shown
+    # --json keeps the text exactly, escaped as JSON.
+    assert im("-P", "bob", "history", alice, "--json").stdout.count("\\u001b") == 4
 
 
 def test_read_recall_edit_reply_and_mention(sqlite_cluster, im):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -69,6 +70,9 @@ def test_my_messages_from_another_terminal_arrive_live_in_order(sqlite_cluster, 
         for node in list(sqlite_cluster.gateways):
             sqlite_cluster.stop_gateway(node)
         listener.wait(lambda: any("disconnected from" in line for line in listener.errors))
+        # The reason is in words, not an exception's repr (``GoingAway('node stopping; reconnect')``).
+        lost = next(line for line in listener.errors if "disconnected from" in line)
+        assert re.search(r"[A-Z][A-Za-z]+\(", lost) is None, lost
         sqlite_cluster.add_gateway()
         listener.wait(lambda: any("reconnected to" in line for line in listener.errors))
         assert im("-P", "alice", "send", bob, "four").exit_code == 0

@@ -76,6 +76,8 @@ def test_bad_input_of_a_logged_in_user_is_one_line(sqlite_cluster, im):
         (["groups", "mute", "g:1"], ExitCode.USAGE, "name one USER, or use --all"),
         (["groups", "create", "x", "--join", "sometimes"], ExitCode.USAGE, "--join is one of"),
         (["download", bob, "99"], ExitCode.REFUSED, "conversation_not_found"),
+        # Not on a terminal (a script, a pipe), the full-screen client would hang waiting for keys.
+        (["chat"], ExitCode.USAGE, "im chat needs a terminal"),
         (["--server", url + "/", "whoami"], ExitCode.OK, ""),
     ]
     for args, code, fragment in cases:

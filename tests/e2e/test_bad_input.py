@@ -105,6 +105,8 @@ async def test_integers_past_storage_are_refused(world: dict[str, Any]) -> None:
     await _expect(await http.get("/v1/conversations", params={"since": HUGE}))
     await _expect(await http.get("/v1/conversations", params={"since": f"{HUGE}:{conversation}"}))
     await _expect(await http.get("/v1/conversations", params={"since": "²"}))
+    for recent in (BIG, -1, 51, "x", 1.5):  # the newest messages carried per conversation: 0 to 50
+        await _expect(await http.get("/v1/conversations", params={"recent": recent}))
     await _expect(await http.get(f"/v1/conversations/{conversation}/messages", params={"after": BIG}))
     await _expect(await http.get(f"/v1/conversations/{conversation}/messages", params={"before": HUGE}))
     await _expect(await http.get(f"/v1/groups/{group}/members", params={"after": BIG}))

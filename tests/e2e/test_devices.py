@@ -228,3 +228,37 @@ async def test_a_new_login_of_a_device_closes_the_old_session_at_once(cluster, i
     error = await _stopped(inbox)
     assert isinstance(error, AuthenticationError) and "logged out" in error.message
     assert (await again.whoami()).device_id == "laptop"
+
+
+async def test_logins_that_arrive_together_each_end_the_session_they_replace(cluster, closing):
+    # Logins stored together (one transaction, one revocation barrier) must each still revoke the session
+    # they replace: its connection closes with 4012 and its token cannot come back on a new connection.
+    alice = await cluster.user("alice", device="d0")
+    devices = [alice, *[await cluster.device(alice, f"d{number}") for number in range(1, 6)]]
+    bob = await cluster.user("bob", device="b0")
+    closing += [*devices, bob]
+    users = [*devices, bob]
+    old_tokens = [client.session.access_token for client in users]
+    old_sockets = []
+    for client, token in zip(users, old_tokens, strict=True):
+        ws, ready = await _raw_connection(client, token)
+        assert ready["type"] == "ready"
+        old_sockets.append(ws)
+
+    again = await asyncio.gather(*(_login(cluster.url, client, client.session.device_id) for client in users))
+    closing += again
+
+    for ws in old_sockets:
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code == CLOSE_SESSION_REVOKED
+    for client, token in zip(again, old_tokens, strict=True):
+        async with AsyncClient(cluster.url, access_token=token) as stale:
+            with pytest.raises(AuthenticationError):
+                await stale.whoami()
+        probe, answer = await _raw_connection(client, token)
+        assert answer["type"] == "error" and answer["code"] == "unauthorized"
+        await probe.close()
+        fresh, ready = await _raw_connection(client, client.session.access_token)
+        assert ready["type"] == "ready"
+        await fresh.close()
+    assert sorted(d.device_id for d in await again[0].devices.list()) == [f"d{number}" for number in range(6)]

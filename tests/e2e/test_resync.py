@@ -27,6 +27,7 @@ from im_schema.events import TypingNotice
 from im_schema.frames import NoticeFrame, ResyncFrame
 from im_schema.limits import CLOSE_TOO_SLOW
 from im_sdk import AsyncClient, Client, TypingEvent
+from im_sdk._async_client import CATCH_UP_RECENT
 from im_server.bus.codec import encode_delivery
 from im_server.gateway.node import GatewayNode
 from tests.e2e.conftest import wait_connected
@@ -206,10 +207,13 @@ class CountingSyncs(httpx.AsyncHTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         self.syncs = 0
+        self.histories = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and request.url.path == "/v1/conversations":
             self.syncs += 1
+        if request.method == "GET" and request.url.path.endswith("/messages"):
+            self.histories += 1
         return await super().handle_async_request(request)
 
 
@@ -235,3 +239,39 @@ async def test_a_flood_of_resync_frames_costs_one_pass_per_second(sqlite_cluster
     assert isinstance(await inbox.event(TypingEvent), TypingEvent)
     # One pass per second at most (reading 51 frames takes far less, even on a loaded machine), not 50.
     assert transport.syncs - after_connect <= 2
+
+
+async def test_a_short_absence_is_caught_up_by_one_request(sqlite_cluster, inboxes, closing):
+    # "Conversations since" carries each conversation's newest messages: pushes lost in two
+    # conversations come back with it, with no history request (a reconnect storm costs one request
+    # per device). Missing more than that window falls back to history.
+    cluster = sqlite_cluster
+    alice, carol = await cluster.user("alice"), await cluster.user("carol")
+    transport = CountingSyncs()
+    bob = await cluster.user("bob", transport=transport)
+    closing.extend([alice, carol, bob])
+    inbox = inboxes(bob)
+    node_id = await wait_connected(cluster, bob)
+    await alice.send_text(_key(bob)[0], "before")
+    assert (await inbox.next()).text == "before"
+    syncs, histories = transport.syncs, transport.histories
+
+    node = _gateway(cluster, node_id)
+    with _pushes_lost(cluster, node, _key(bob)):
+        for text in ("lost 1", "lost 2"):
+            await alice.send_text(_key(bob)[0], text)
+        await carol.send_text(_key(bob)[0], "lost 3")
+    _publish_resync(cluster, node_id, _key(bob))
+
+    assert sorted([(await inbox.next()).text for _ in range(3)]) == ["lost 1", "lost 2", "lost 3"]
+    assert transport.syncs - syncs == 1
+    assert transport.histories == histories
+
+    with _pushes_lost(cluster, node, _key(bob)):
+        for number in range(CATCH_UP_RECENT + 3):
+            await alice.send_text(_key(bob)[0], f"many {number}")
+    _publish_resync(cluster, node_id, _key(bob))
+    assert [(await inbox.next()).text for _ in range(CATCH_UP_RECENT + 3)] == [
+        f"many {number}" for number in range(CATCH_UP_RECENT + 3)
+    ]
+    assert transport.histories > histories

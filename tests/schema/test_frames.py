@@ -277,7 +277,7 @@ def test_payload_excludes_path_params_and_none():
     assert MarkReadRequest(conversation="g:5", seq=9).payload() == {"seq": 9}
     assert GetUserRequest(user=7).payload() == {}
     assert ConversationsRequest().payload() == {"limit": 200}
-    assert ConversationsRequest(since="c1", limit=5).payload() == {"since": "c1", "limit": 5}
+    assert ConversationsRequest(since="c1", limit=5, recent=3).payload() == {"since": "c1", "limit": 5, "recent": 3}
 
 
 def test_payload_is_json_ready():

@@ -38,7 +38,7 @@ def page(seqs, *, has_more=False, max_seq=None, conversation=C):
     )
 
 
-def summary(conversation=C, *, max_seq, read_seq=0, joined_seq=0):
+def summary(conversation=C, *, max_seq, read_seq=0, joined_seq=0, recent=None, recent_after=None):
     return ConversationSummary(
         id=conversation,
         kind="direct" if conversation.startswith("d:") else "group",
@@ -47,6 +47,8 @@ def summary(conversation=C, *, max_seq, read_seq=0, joined_seq=0):
         joined_seq=joined_seq,
         unread=max(0, max_seq - max(read_seq, joined_seq)),
         updated_at=T0,
+        recent=recent or [],
+        recent_after=recent_after,
     )
 
 
@@ -311,6 +313,63 @@ def test_since_is_set_only_by_the_last_page():
     assert engine.since == "page-3"
 
 
+def test_recent_messages_reaching_the_watermark_are_delivered_without_a_fetch():
+    engine = SyncEngine(watermarks={C: 4})
+    recent = [msg(seq) for seq in (3, 4, 5, 6)]
+    actions = engine.on_conversations(conversations(summary(max_seq=6, recent=recent, recent_after=2)))
+    assert delivered(actions) == [5, 6]
+    assert engine.watermark(C) == 6
+    assert engine.since == "cursor"
+
+
+def test_recent_messages_above_the_watermark_leave_a_fetch_for_the_gap():
+    engine = SyncEngine(watermarks={C: 1})
+    recent = [msg(seq) for seq in (5, 6)]
+    actions = engine.on_conversations(conversations(summary(max_seq=6, recent=recent, recent_after=4)))
+    assert actions == [Fetch(C, 1)]
+    assert engine.since is None  # not until the fetch is done
+
+
+def test_seqs_missing_from_recent_messages_are_not_visible():
+    # A window with nothing visible in it (before joining, or the page's budget gave it none: no
+    # recent_after) moves the watermark only when recent_after says the window is complete.
+    engine = SyncEngine(watermarks={C: 4})
+    assert delivered(engine.on_conversations(conversations(summary(max_seq=6, recent=[], recent_after=4)))) == []
+    assert engine.watermark(C) == 6
+    engine = SyncEngine(watermarks={C: 4})
+    assert engine.on_conversations(conversations(summary(max_seq=6))) == [Fetch(C, 4)]
+
+
+def test_recent_messages_skip_own_sends_and_release_held_pushes():
+    engine = SyncEngine(watermarks={C: 2})
+    assert engine.on_push(msg(6)) == [Fetch(C, 2, 6)]
+    engine.reset_fetching()  # reconnected
+    own = msg(4, sender=ME).model_copy(update={"client_msg_id": "mine"})
+    engine.expect_own("mine")
+    recent = [msg(3), own, msg(5), msg(6)]
+    actions = engine.on_conversations(conversations(summary(max_seq=6, recent=recent, recent_after=2)))
+    assert delivered(actions) == [3, 5, 6]
+    assert engine.watermark(C) == 6
+
+
+@pytest.mark.parametrize(
+    "recent",
+    [[msg(5, "d:1:3"), msg(6)], [msg(4), msg(5), msg(6)], [msg(5), msg(6), msg(7)]],
+    ids=["another conversation", "below the window", "above max_seq"],
+)
+def test_recent_messages_that_do_not_fit_the_summary_are_not_trusted(recent):
+    engine = SyncEngine(watermarks={C: 4})
+    actions = engine.on_conversations(conversations(summary(max_seq=6, recent=recent, recent_after=4)))
+    assert actions == [Fetch(C, 4)]
+
+
+def test_a_conversation_being_fetched_ignores_recent_messages():
+    engine = SyncEngine(watermarks={C: 2})
+    assert engine.on_push(msg(5)) == [Fetch(C, 2, 5)]
+    recent = [msg(seq) for seq in (3, 4, 5, 6)]
+    assert engine.on_conversations(conversations(summary(max_seq=6, recent=recent, recent_after=2))) == []
+
+
 def test_watermarks_can_be_persisted_and_restored():
     engine = SyncEngine(watermarks={C: 0})
     engine.on_push(msg(1))
@@ -341,6 +400,8 @@ class Server:
         """This client's sends that are stored but whose send_text has not returned yet."""
         self.in_flight = []
         self.history_calls = 0
+        self.recent = rng.choice([0, 0, 1, 3, 10])
+        """How many seqs of newest messages each summary carries (0: none, as without ``recent``)."""
 
     def store(self, engine):
         if not self.remaining:
@@ -391,10 +452,14 @@ class Server:
         )
 
     def conversation_pages(self):
-        summaries = [
-            summary(conversation, max_seq=len(self.stored[conversation]), joined_seq=JOINED[conversation])
-            for conversation in CONVERSATIONS
-        ]
+        summaries = []
+        for conversation in CONVERSATIONS:
+            max_seq, joined = len(self.stored[conversation]), JOINED[conversation]
+            after = max(joined, max_seq - self.recent) if self.recent else None
+            recent = [message for message in self.stored[conversation] if after is not None and message.seq > after]
+            summaries.append(
+                summary(conversation, max_seq=max_seq, joined_seq=joined, recent=recent, recent_after=after)
+            )
         return [
             conversations(*summaries[:2], has_more=True, cursor="c1"),
             conversations(*summaries[2:], has_more=False, cursor="c2"),

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from im_server.storage import UserStore
-from im_server.storage.devices import DeviceStore, Revoked, TooManyDevices
+from im_server.storage.devices import DeviceStore, Revoked, SessionStart, TooManyDevices
 
 T0 = 1_700_000_000_000  # ms
 DAY = 86_400_000
@@ -92,3 +92,37 @@ async def test_concurrent_logins_never_pass_the_limit(devices, uid):
     assert sum(not isinstance(result, BaseException) for result in results) == 2
     assert all(isinstance(result, TooManyDevices) for result in results if isinstance(result, BaseException))
     assert len(await devices.sessions(uid, now=T0)) == 3
+
+
+def _start(uid, device, session):
+    return SessionStart(uid, device, session, f"hash-{session}", T0 + DAY)
+
+
+async def test_a_batch_of_logins_gives_each_its_own_outcome_and_a_refused_one_undoes_nothing(devices, uid):
+    other = (await UserStore(devices._db).create_user("bob", "hash", "Bob", now=T0)).id
+    await login(devices, uid, "d0", "s0", limit=2)
+    outcomes = await devices.start_sessions(
+        [
+            _start(uid, "d1", "s1"),  # takes the last place
+            _start(other, "b0", "t0"),
+            _start(uid, "d2", "s2"),  # one too many: refused
+            _start(uid, "d0", "s0b"),  # the same device again: replaces s0
+            _start(other, "b0", "t1"),  # twice in one batch: the second replaces the first
+        ],
+        now=T0 + 5,
+        max_devices=2,
+        revoke_until=T0 + 1000,
+    )
+    first, second, refused, again, twice = outcomes
+    assert (first[0].session_id, first[1]) == ("s1", None)
+    assert (second[0].session_id, second[1]) == ("t0", None)
+    assert isinstance(refused, TooManyDevices)
+    assert [item.device_id for item in refused.sessions] == ["d0", "d1"]
+    assert again[1] == Revoked("s0", uid, "d0", T0 + 1000)
+    assert twice[1] == Revoked("t0", other, "b0", T0 + 1000)
+    assert {(item.device_id, item.session_id) for item in await devices.sessions(uid, now=T0 + 5)} == {
+        ("d1", "s1"),
+        ("d0", "s0b"),
+    }
+    assert [item.session_id for item in await devices.sessions(other, now=T0 + 5)] == ["t1"]
+    assert {item.session_id for item in await devices.revocations(now=T0 + 5)} == {"s0", "t0"}

@@ -86,3 +86,14 @@ async def test_reuse_after_a_new_login_of_the_device_leaves_the_new_session_alon
     await login("s2", "n1")  # the device logged in again: s1 is over anyway
     assert (await devices.end_reused("r1", now=T0 + 2, revoke_until=T0 + 9)).session_id == "s1"
     assert [s.session_id for s in await devices.sessions(uid, now=T0 + 2)] == ["s2"]
+
+
+async def test_an_attempt_reads_the_wait_and_the_credentials_together(db):
+    store = LoginFailureStore(db)
+    assert await store.attempt("alice", now=T0) == (0, 0, None)
+    user = await UserStore(db).create_user("alice", "the-hash", "Alice", now=T0)
+    for i in range(3):
+        await store.failed("alice", BACKOFF.wait_ms, now=T0 + i, ttl_ms=DAY)
+    wait_ms, failures, credentials = await store.attempt("alice", now=T0 + 2)
+    assert (wait_ms, failures) == (1000, 3)
+    assert credentials is not None and credentials.user.id == user.id and credentials.password_hash == "the-hash"

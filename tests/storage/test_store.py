@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import update
 
 from im_schema.content import TextContent
 from im_schema.ids import direct_conversation
+from im_schema.limits import RECENT_MAX
 from im_server.storage import MemberState, MessageStore, NewMessage, UsernameTaken, UserStore
-from im_server.storage.tables import metadata
+from im_server.storage import conversations as conversations_module
+from im_server.storage.tables import members, metadata
 
 T0 = 1_700_000_000_000  # ms
 
@@ -303,7 +307,108 @@ async def test_history(ten, store, bounds, expected):
     assert await seqs(store, ten, **bounds) == expected
 
 
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ({"after": 0}, (list(range(1, 11)), False)),
+        ({"after": 3, "limit": 4}, ([4, 5, 6, 7], True)),
+        ({"limit": 3}, ([8, 9, 10], True)),
+        ({"before": 3, "limit": 5}, ([1, 2], False)),
+        ({"after": 2, "before": 9, "limit": 3}, ([3, 4, 5], True)),
+        ({"joined": 6, "after": 2, "limit": 2}, ([7, 8], True)),
+        ({"joined": 6, "before": 9, "limit": 5}, ([7, 8], False)),
+        ({"left": 4, "after": 0}, ([1, 2, 3, 4], False)),
+        ({"left": 4}, ([1, 2, 3, 4], False)),
+        ({"joined": 2, "left": 7, "after": 3, "limit": 2}, ([4, 5], True)),
+        ({"joined": 2, "left": 7, "before": 9, "limit": 9}, ([3, 4, 5, 6, 7], False)),
+    ],
+)
+async def test_member_history_reads_within_the_members_own_floor_and_ceiling(db, pair, ten, store, bounds, expected):
+    # The catch-up read (membership and messages in one transaction) answers as history does with the
+    # member's floor and ceiling, and max_seq is capped at the ceiling.
+    a, _, conversation = pair
+    joined, left = bounds.get("joined", 0), bounds.get("left")
+
+    def place(conn):
+        conn.execute(
+            update(members)
+            .where(members.c.conversation_id == conversation, members.c.user_id == a)
+            .values(joined_seq=joined, left_seq=left)
+        )
+
+    await db.write(place)
+    page = await store.member_history_json(
+        conversation, a, after=bounds.get("after"), before=bounds.get("before"), limit=bounds.get("limit", 100)
+    )
+    assert page is not None
+    texts, has_more, max_seq = page
+    assert ([orjson.loads(text)["seq"] for text in texts], has_more) == expected
+    assert max_seq == (10 if left is None else left)
+    assert page == await store.history_json(
+        conversation,
+        floor=joined,
+        ceiling=left,
+        after=bounds.get("after"),
+        before=bounds.get("before"),
+        limit=bounds.get("limit", 100),
+    )
+
+
+async def test_member_history_is_none_for_a_non_member(users, pair, ten, store):
+    _, _, conversation = pair
+    stranger = (await users.create_user("stranger", "hash", "Stranger", now=T0)).id
+    assert await store.member_history_json(conversation, stranger, after=0, before=None, limit=10) is None
+    assert await store.member_history_json("d:999998:999999", stranger, after=0, before=None, limit=10) is None
+
+
 # Conversations since ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("joined", "left", "recent", "after", "seqs"),
+    [
+        (0, None, 3, 7, [8, 9, 10]),
+        (0, None, 50, 0, list(range(1, 11))),
+        (8, None, 5, 8, [9, 10]),  # nothing from before joining
+        (0, 6, 4, 2, [3, 4, 5, 6]),  # nothing from after leaving
+        (5, 6, 50, 5, [6]),
+    ],
+)
+async def test_conversations_since_carries_the_recent_messages_a_member_may_see(
+    db, pair, ten, store, joined, left, recent, after, seqs
+):
+    a, _, conversation = pair
+
+    def place(conn):
+        conn.execute(
+            update(members)
+            .where(members.c.conversation_id == conversation, members.c.user_id == a)
+            .values(joined_seq=joined, left_seq=left)
+        )
+
+    await db.write(place)
+    (summary,) = [
+        summary for _, summary in (await store.conversations_since(a, since=None, limit=10, recent=recent))[0]
+    ]
+    assert summary.recent_after == after
+    assert [message.seq for message in summary.recent] == seqs
+    assert all(message.conversation == conversation for message in summary.recent)
+    assert summary.max_seq == (10 if left is None else left)
+    (plain,) = [summary for _, summary in (await store.conversations_since(a, since=None, limit=10))[0]]
+    assert (plain.recent, plain.recent_after) == ([], None)
+
+
+async def test_recent_messages_stop_at_the_pages_budget(users, store, monkeypatch):
+    me, *others = await make_users(users, 4)
+    for other in others:
+        conversation = direct_conversation(me, other)
+        await store.ensure_direct(conversation, me, other, now=T0)
+        await store.write_batch([new(conversation, other, f"recent-key-{other}-{i:03d}") for i in range(3)], now=T0)
+    monkeypatch.setattr(conversations_module, "RECENT_PAGE_BUDGET", 2 * RECENT_MAX)
+    rows, _ = await store.conversations_since(me, since=None, limit=10, recent=RECENT_MAX)
+    carried = [summary.recent_after is not None for _, summary in rows]
+    assert carried == [True, True, False]
+    assert [len(summary.recent) for _, summary in rows] == [3, 3, 0]
 
 
 async def test_conversations_since_pages_by_keyset(users, store):

@@ -16,8 +16,10 @@ router = APIRouter(tags=["conversations"])
 @route(router, ConversationsRequest)
 async def conversations(request: ConversationsRequest, sync: SyncDep, principal: PrincipalDep) -> ConversationPage:
     """My conversations changed since ``since`` (all without it), each with ``max_seq``, ``read_seq``,
-    unread count and last message; follow ``cursor`` while ``has_more``."""
-    return await sync.conversations(principal.user_id, request.since, request.limit)
+    unread count and last message; follow ``cursor`` while ``has_more``. With ``recent``, each also carries
+    its messages of the last ``recent`` seqs (within a budget per page), so that catching up after a short
+    absence takes this one request."""
+    return await sync.conversations(principal.user_id, request.since, request.limit, request.recent or 0)
 
 
 @route(router, HistoryRequest)
