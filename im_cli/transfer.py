@@ -14,7 +14,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from im_schema.content import FileContent, ImageContent, MediaContent, VideoContent, VoiceContent
+from im_schema.content import ImageContent, MediaContent, VideoContent, VoiceContent
 from im_schema.models import Message
 
 from .output import err
@@ -42,7 +42,7 @@ def _duration(milliseconds: int) -> str:
 def media_content(message: Message) -> MediaContent | None:
     """The file a message carries, if any."""
     content = message.content
-    if isinstance(content, (ImageContent, FileContent, VoiceContent, VideoContent)):
+    if isinstance(content, MediaContent):
         return content
     return None
 

@@ -15,6 +15,7 @@ Only pydantic is imported here. Modules:
 
 from __future__ import annotations
 
+from ._tolerant import UnknownValue
 from .content import (
     BlobId,
     Content,
@@ -110,6 +111,7 @@ __all__ = [
     "SystemEvent",
     "TextContent",
     "UnknownContent",
+    "UnknownValue",
     "Upload",
     "User",
     "UserId",

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from ._tolerant import Tolerant, UnknownValue
 from .devices import LoggedOut
 from .ids import ConversationId, DeviceId, Seq, UserId, Username, UserRef
 from .limits import MAX_DISPLAY_NAME_LEN
@@ -64,6 +65,10 @@ BotToken = Annotated[str, StringConstraints(min_length=16, max_length=256)]
 
 # Responses ----------------------------------------------------------------------------------------
 
+_NodeRole = Literal["api", "gateway"]
+_NodeState = Literal["serving", "draining"]
+_PushKind = Literal["push", "ack"]
+
 
 class AdminUser(User):
     """A user as an admin sees it: the public profile, the admin flag, whether disabled."""
@@ -98,14 +103,14 @@ class ClusterNode(BaseModel):
     """One node of the cluster, from its latest heartbeat."""
 
     node_id: str
-    role: Literal["api", "gateway"]
+    role: Annotated[_NodeRole | UnknownValue, Tolerant(_NodeRole)]
     address: str
     """The gateway's WebSocket URL, or the API node's id-only placeholder."""
     connections: int
     uptime: float
     """Seconds since the node started."""
     version: str
-    state: Literal["serving", "draining"]
+    state: Annotated[_NodeState | UnknownValue, Tolerant(_NodeState)]
     live: bool
     """Its heartbeat is fresh."""
     frames_in: int | None = None
@@ -162,7 +167,7 @@ class TracePush(BaseModel):
 
     user_id: UserId
     device_id: str
-    kind: Literal["push", "ack"]
+    kind: Annotated[_PushKind | UnknownValue, Tolerant(_PushKind)]
     at: Timestamp
 
 
@@ -170,7 +175,7 @@ class TraceNode(BaseModel):
     """What one node still remembers of a message (from its bounded in-memory trace ring)."""
 
     node_id: str
-    role: Literal["api", "gateway"]
+    role: Annotated[_NodeRole | UnknownValue, Tolerant(_NodeRole)]
     stored_at: Timestamp | None = None
     """API node: when it committed the message."""
     published: dict[str, int] = Field(default_factory=dict)

@@ -11,11 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from ._tagged import UNKNOWN, tags_of
+from ._tolerant import Tolerant, UnknownValue
 from .groups import GroupInvitation, JoinRequest
 from .ids import UserId
 from .models import Timestamp, User
 from .presses import Press
 from .social import FriendRequest
+from .streams import StreamState
 
 __all__ = [
     "ButtonPressNotice",
@@ -126,7 +128,7 @@ class StreamNotice(BaseModel):
     seq: int
     sender: UserId
     text: str
-    state: Literal["open", "finished", "abandoned"]
+    state: Annotated[StreamState | UnknownValue, Tolerant(StreamState)]
 
 
 class ButtonPressNotice(BaseModel):

@@ -16,8 +16,11 @@ sent to, with ``Range`` requests for resuming and seeking; ``?name=`` sets the f
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict
 
+from ._tolerant import Tolerant, UnknownValue
 from .content import BlobId, FileName, MediaKind, Preview
 from .rest import Endpoint, Request
 
@@ -46,8 +49,9 @@ class Upload(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     blob: BlobId
-    kind: MediaKind
-    """The kind the blob was checked for (what the upload asked for, or what the server detected)."""
+    kind: Annotated[MediaKind | UnknownValue, Tolerant(MediaKind)]
+    """The kind the blob was checked for (what the upload asked for, or what the server detected); a kind a
+    newer server detects reads as :class:`~im_schema.UnknownValue` (such a blob can be sent as a file)."""
     name: str
     """The file name (sanitized), used when the message does not name one."""
     size: int

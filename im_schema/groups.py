@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ._tolerant import Tolerant, UnknownValue
 from .ids import MAX_ID, STORABLE_TEXT, ConversationId, GroupId, RecordId, UserId, Username
 from .ids import UserRef as PathUserRef
 from .models import StorableTimestamp, Timestamp, User
@@ -63,6 +64,8 @@ Announcement = Annotated[str, StringConstraints(max_length=4000, pattern=STORABL
 RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
 UserRef = UserId | Username
 InvitationStatus = Literal["pending", "accepted", "declined", "withdrawn", "expired"]
+_JoinRequestStatus = Literal["pending", "approved", "rejected"]
+_JoinStatus = Literal["joined", "requested"]
 InvitationId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 GROUP_EVENTS = frozenset(
@@ -94,7 +97,7 @@ class Group(BaseModel):
     conversation: ConversationId
     name: str
     owner: UserId
-    join_policy: JoinPolicy
+    join_policy: Annotated[JoinPolicy | UnknownValue, Tolerant(JoinPolicy)]
     allow_member_invite: bool
     history_visible: bool
     """Whether new members see the messages from before they joined."""
@@ -104,7 +107,7 @@ class Group(BaseModel):
     member_count: int
     dissolved: bool = False
     created_at: Timestamp
-    my_role: Role | None = None
+    my_role: Annotated[Role | UnknownValue, Tolerant(Role)] | None = None
     my_nickname: str | None = None
     my_remark: str | None = None
     """My private name for the group, seen only by me."""
@@ -120,7 +123,7 @@ class GroupMember(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     user: User
-    role: Role
+    role: Annotated[Role | UnknownValue, Tolerant(Role)]
     nickname: str | None = None
     online: bool
     muted_until: Timestamp | None = None
@@ -143,7 +146,7 @@ class JoinRequest(BaseModel):
     group_id: GroupId
     user: User
     message: str = ""
-    status: Literal["pending", "approved", "rejected"]
+    status: Annotated[_JoinRequestStatus | UnknownValue, Tolerant(_JoinRequestStatus)]
     created_at: Timestamp
 
 
@@ -154,7 +157,7 @@ class JoinRequestList(BaseModel):
 class JoinResult(BaseModel):
     """``joined`` at once (open group), or ``requested`` (the owner or an admin decides)."""
 
-    status: Literal["joined", "requested"]
+    status: Annotated[_JoinStatus | UnknownValue, Tolerant(_JoinStatus)]
     group: Group | None = None
     request: JoinRequest | None = None
 
@@ -175,7 +178,7 @@ class GroupInvitation(BaseModel):
     group_name: str
     inviter: User
     invitee: User
-    status: InvitationStatus
+    status: Annotated[InvitationStatus | UnknownValue, Tolerant(InvitationStatus)]
     created_at: Timestamp
     expires_at: Timestamp
     decided_at: Timestamp | None = None

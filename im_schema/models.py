@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
+from ._tolerant import Tolerant, UnknownValue
 from .content import Content
 from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
 
@@ -21,6 +22,10 @@ __all__ = [
     "User",
     "format_timestamp",
 ]
+
+
+_StreamState = Literal["open", "finished", "abandoned"]
+"""The states of a streaming message (:data:`im_schema.streams.StreamState`)."""
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -102,7 +107,7 @@ class Message(BaseModel):
     """``@all``: every member is mentioned (owners and admins only)."""
     edited_at: Timestamp | None = None
     """Set once the sender edited the text."""
-    stream: Literal["open", "finished", "abandoned"] | None = None
+    stream: Annotated[_StreamState | UnknownValue, Tolerant(_StreamState)] | None = None
     """Set on a streaming message (see :mod:`im_schema.streams`): ``open`` while its text still grows."""
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from ._tolerant import Tolerant, UnknownValue
 from .ids import STORABLE_TEXT, RecordId, UserId, Username, UserRef
 from .limits import MAX_DISPLAY_NAME_LEN
 from .models import Timestamp, User
@@ -39,6 +40,7 @@ Remark = Annotated[str, StringConstraints(max_length=64, pattern=STORABLE_TEXT)]
 Bio = Annotated[str, StringConstraints(max_length=500, pattern=STORABLE_TEXT)]
 RequestMessage = Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)]
 GroupInvitePolicy = Literal["everyone", "friends", "nobody"]
+_FriendRequestStatus = Literal["pending", "accepted", "declined"]
 """Who may add me to a group directly: ``everyone`` (but users I blocked), my ``friends``, or ``nobody``;
 anyone else's invitation waits for me to accept it."""
 
@@ -52,7 +54,7 @@ class FriendRequest(BaseModel):
     from_user: User
     to_user: User
     message: str = ""
-    status: Literal["pending", "accepted", "declined"]
+    status: Annotated[_FriendRequestStatus | UnknownValue, Tolerant(_FriendRequestStatus)]
     created_at: Timestamp
 
 
@@ -182,7 +184,7 @@ class Privacy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    group_invites: GroupInvitePolicy
+    group_invites: Annotated[GroupInvitePolicy | UnknownValue, Tolerant(GroupInvitePolicy)]
     """Who may add me to a group directly; others' invitations wait for my answer."""
 
 

@@ -14,13 +14,14 @@ mid-stream read the message (history holds the text so far, then the final text)
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ._tolerant import Tolerant, UnknownValue
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, Seq, UserId, Username
 from .limits import MAX_TEXT_LEN
-from .models import Message
+from .models import Message, _StreamState
 from .rest import _ONE_TARGET, Endpoint, Request
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "StreamState",
 ]
 
-StreamState = Literal["open", "finished", "abandoned"]
+StreamState = _StreamState
 """``open`` while its sender writes; ``finished`` once done; ``abandoned`` if it was cut short (the sender
 gave up, or stopped writing for longer than the server waits)."""
 
@@ -48,7 +49,7 @@ class StreamProgress(BaseModel):
     seq: Seq
     length: int
     """Characters of text stored so far: the offset of the next append."""
-    state: StreamState
+    state: Annotated[StreamState | UnknownValue, Tolerant(StreamState)]
 
 
 class OpenStreamRequest(Request[Message]):

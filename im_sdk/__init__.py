@@ -17,6 +17,7 @@ requests are retried as :class:`Retry` says (see :mod:`im_sdk.retry`).
 
 from __future__ import annotations
 
+from im_schema import UnknownValue
 from im_schema.buttons import Button
 from im_schema.files import FileLimits, Upload
 from im_schema.models import ConversationSummary, Message, ReadState, User
@@ -119,6 +120,7 @@ __all__ = [
     "TypingEvent",
     "UnavailableError",
     "UnknownEvent",
+    "UnknownValue",
     "UnsupportedMediaError",
     "Upload",
     "User",

@@ -15,22 +15,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Union, get_args
 
 import httpx
 
-from im_schema.content import (
-    FileContent,
-    ImageContent,
-    MediaContent,
-    MediaKind,
-    OutgoingFile,
-    OutgoingImage,
-    OutgoingVideo,
-    OutgoingVoice,
-    VideoContent,
-    VoiceContent,
-)
+from im_schema.content import ImageContent, MediaContent, MediaKind, OutgoingFile, OutgoingMedia
 from im_schema.files import Upload
 from im_schema.ids import is_conversation_id
 from im_schema.models import Message
@@ -134,7 +123,10 @@ def open_source(source: Source, name: str | None = None) -> Spool:
     return Spool(file, size, name, owned=False, start=start)
 
 
-_OUTGOING = {"image": OutgoingImage, "file": OutgoingFile, "voice": OutgoingVoice, "video": OutgoingVideo}
+_OUTGOING: dict[str, type[OutgoingMedia]] = {
+    model.model_fields["kind"].default: model for model in get_args(OutgoingMedia)
+}
+"""The model a client sends for each media kind, read from :data:`~im_schema.content.OutgoingMedia`."""
 
 
 def media_request(
@@ -151,7 +143,8 @@ def media_request(
     values: dict[str, Any] = {"blob": upload.blob, "caption": caption, "name": name}
     if poster is not None:
         values["poster"] = poster.blob
-    content = _OUTGOING[kind or upload.kind](**values)
+    # A kind a newer server detected, that this version cannot send as such, goes as a file.
+    content = _OUTGOING.get(kind or upload.kind, OutgoingFile)(**values)
     key = client_msg_id or new_client_msg_id()
     if isinstance(to, str) and is_conversation_id(to):
         return SendMessageRequest(conversation=to, client_msg_id=key, content=content)
@@ -161,7 +154,7 @@ def media_request(
 def media_of(message: Message) -> MediaContent:
     """The media content of a message; ``TypeError`` for text and other kinds."""
     content = message.content
-    if not isinstance(content, (ImageContent, FileContent, VoiceContent, VideoContent)):
+    if not isinstance(content, MediaContent):
         raise TypeError(f"message {message.conversation}#{message.seq} carries no file (it is {content.kind})")
     return content
 

@@ -45,12 +45,10 @@ class _Sender(Protocol[T_co]):
     ) -> T_co: ...
 
 
-@dataclass(frozen=True)
-class MessageEvent(Generic[T_co]):
-    """A message delivered to this device, bound to the client that received it."""
+class _AboutMessage:
+    """Where an event's message stands: shared by :class:`MessageEvent` and the bot's group events."""
 
     message: Message
-    _client: _Sender[T_co] = field(repr=False, compare=False)
 
     @property
     def conversation(self) -> str:
@@ -61,6 +59,14 @@ class MessageEvent(Generic[T_co]):
     def seq(self) -> int:
         """The message's place in its conversation."""
         return self.message.seq
+
+
+@dataclass(frozen=True)
+class MessageEvent(_AboutMessage, Generic[T_co]):
+    """A message delivered to this device, bound to the client that received it."""
+
+    message: Message
+    _client: _Sender[T_co] = field(repr=False, compare=False)
 
     @property
     def sender(self) -> int:

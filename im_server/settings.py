@@ -85,10 +85,12 @@ class Settings(BaseSettings):
     """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
     auth_timeout: float = 5.0
     ws_ping_interval: float = 30.0
-    """Seconds between a gateway's pings of each connection (0: none): as often as the proxies in front
-    need to keep an idle connection open (60 s idle timeouts are common), and no more."""
+    """Seconds between a gateway's pings of each quiet connection (0: none): as often as the proxies in
+    front need to keep an idle connection open (60 s idle timeouts are common), and no more. A connection
+    heard from within half this time is not pinged."""
     ws_ping_timeout: float = 20.0
-    """Seconds a ping may go unanswered; the connection is closed when its next turn finds it so."""
+    """Seconds a ping may go unanswered (nothing heard from the peer since); the connection is closed
+    when its next turn finds it so."""
     max_frame_bytes: int = 64 * 1024
     gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
     """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a

@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from im_schema.content import RecalledContent, SystemContent
+from im_schema.content import MEDIA_KINDS, MediaKind, RecalledContent, SystemContent
 from im_schema.models import Message
 from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
@@ -209,8 +209,8 @@ def send(
 
 
 def _send_file(context: Context, to: str, path: Path, kind: str | None, caption: str | None, json_output: bool) -> None:
-    if kind not in (None, "image", "file", "voice", "video"):
-        fail("--kind is one of image, file, voice, video", ExitCode.USAGE)
+    if kind is not None and kind not in MEDIA_KINDS:
+        fail(f"--kind is one of {', '.join(get_args(MediaKind))}", ExitCode.USAGE)
     with context.client() as client:
         try:
             target = context.conversation_for(client, to)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from im_schema.buttons import Button
-from im_schema.content import SystemContent
+from im_schema.content import SystemContent, SystemEvent
 from im_schema.events import (
     FriendAddedNotice,
     FriendRemovedNotice,
@@ -34,11 +34,10 @@ from im_schema.events import (
 from im_schema.groups import GroupInvitation as GroupInvitationModel
 from im_schema.groups import JoinRequest as JoinRequestModel
 from im_schema.models import Message, User
-from im_schema.presses import Press
 from im_schema.social import FriendInfo
 from im_schema.social import FriendRequest as FriendRequestModel
 
-from ..events import ButtonPressEvent, Event, MessageEvent, NoticeEvent
+from ..events import ButtonPressEvent, Event, MessageEvent, NoticeEvent, _AboutMessage
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -79,36 +78,17 @@ class FriendRequest:
 
 
 @dataclass(frozen=True)
-class ButtonPress:
-    """A member pressed a button of one of the bot's messages.
+class ButtonPress(ButtonPressEvent):
+    """A member pressed a button of one of the bot's messages: the SDK's
+    :class:`~im_sdk.events.ButtonPressEvent` (``conversation``, ``seq``, ``button``, ``user_id``), bound to the
+    bot.
 
     Presses wait on the server until handled: the bot acknowledges each one after its handler
     finished, and lists those it missed after every (re)connect, so a press is handled even if the bot
     was offline when it happened (and its handler's sends are idempotent, as for messages).
     """
 
-    press: Press
     _bot: Bot = field(repr=False, compare=False)
-
-    @property
-    def conversation(self) -> str:
-        """The conversation of the pressed message."""
-        return self.press.conversation
-
-    @property
-    def seq(self) -> int:
-        """The pressed message."""
-        return self.press.seq
-
-    @property
-    def button(self) -> str:
-        """The id of the button pressed."""
-        return self.press.button
-
-    @property
-    def user_id(self) -> int:
-        """Who pressed it."""
-        return self.press.user_id
 
     async def answer(
         self, text: str, *, quote: bool = True, buttons: Sequence[Button | tuple[str, str]] | None = None
@@ -171,20 +151,11 @@ class JoinRequest:
 
 
 @dataclass(frozen=True)
-class _GroupEvent:
+class _GroupEvent(_AboutMessage):
     message: Message
-    """The system message that announced it (it has its own seq in the group)."""
+    """The system message that announced it (it has its own seq in the group: :attr:`seq`, in
+    :attr:`conversation`)."""
     _bot: Bot = field(repr=False, compare=False)
-
-    @property
-    def conversation(self) -> str:
-        """The group's conversation id (``g:7``)."""
-        return self.message.conversation
-
-    @property
-    def seq(self) -> int:
-        """The system message's seq."""
-        return self.message.seq
 
     @property
     def content(self) -> SystemContent:
@@ -252,12 +223,12 @@ def bot_event(event: Event[Any], bot: Bot) -> object:
         content = event.message.content
         if isinstance(content, SystemContent):
             data = content.data
-            if content.event == "members_joined":
+            if content.event == SystemEvent.MEMBERS_JOINED:
                 return MembersJoined(event.message, bot, _ints(data.get("users")))
-            if content.event in ("member_left", "member_kicked"):
+            if content.event in (SystemEvent.MEMBER_LEFT, SystemEvent.MEMBER_KICKED):
                 user = data.get("user")
                 return MemberLeft(
-                    event.message, bot, user if isinstance(user, int) else 0, content.event == "member_kicked"
+                    event.message, bot, user if isinstance(user, int) else 0, content.event == SystemEvent.MEMBER_KICKED
                 )
             return GroupChanged(event.message, bot, content.event)
     return event

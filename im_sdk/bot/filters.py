@@ -18,8 +18,9 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from im_schema.content import MediaKind
 from im_schema.presses import Press
 
 from ..events import MessageEvent
@@ -232,7 +233,7 @@ class Kind(Filter):
     """Messages whose content is of one of the given kinds (``text``, ``image``, ``file``, ``voice``,
     ``video``); ``Kind.MEDIA`` is the four kinds that carry a file."""
 
-    MEDIA = ("image", "file", "voice", "video")
+    MEDIA: tuple[str, ...] = get_args(MediaKind)
 
     def __init__(self, *kinds: str) -> None:
         self.kinds = frozenset(kinds)

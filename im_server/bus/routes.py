@@ -112,10 +112,13 @@ class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[int, dict[str, str]] = {}
         self._last_seen: dict[int, float] = {}
+        self._node_ids: dict[str, str] = {}
+        """One string per node id: every route to a node shares it (the registry gives each its own)."""
 
     def replace(self, other: RouteTable) -> None:
         """Take the contents of a table freshly read from the registry (in place: others hold this one)."""
         self._routes = other._routes
+        self._node_ids = other._node_ids
         self._last_seen = {**self._last_seen, **other._last_seen}
 
     def on_node(self, node_id: str) -> list[tuple[int, str]]:
@@ -133,6 +136,7 @@ class RouteTable:
 
     def set(self, user_id: int, device_id: str, node_id: str) -> None:
         """A device connected to a node."""
+        node_id = self._node_ids.setdefault(node_id, node_id)
         self._routes.setdefault(user_id, {})[device_id] = node_id
 
     def remove(self, user_id: int, device_id: str, at: float | None = None) -> None:

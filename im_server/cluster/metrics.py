@@ -111,11 +111,11 @@ class Registry:
 class LoopLagMonitor:
     """Measures how late the event loop runs a callback scheduled ``interval`` ahead.
 
-    Four samples a second: a stall shows up whenever it happens (the sample that spans it is late by as
-    much), and an idle node does not wake up twenty times a second to measure nothing.
+    One sample a second: a stall shows up whenever it happens (the sample that spans it is late by as
+    much), and an idle node does not wake up several times a second to measure nothing.
     """
 
-    def __init__(self, histogram: Histogram, interval: float = 0.25) -> None:
+    def __init__(self, histogram: Histogram, interval: float = 1.0) -> None:
         self._histogram = histogram
         self._interval = interval
         self._task: asyncio.Task[None] | None = None

@@ -3,10 +3,16 @@
 websockets runs a keepalive task per connection (a coroutine that sleeps, pings and waits for the pong):
 thousands of idle connections mean thousands of tasks waking up on their own schedules, and the memory
 of each task. Here one task goes round the connections in slices (about one a second), so that each
-connection is pinged once per ``interval``: as often as the proxies in front of the gateways need to keep
-an idle connection open (60 s idle timeouts are common), and a dead peer is noticed within about
-``interval + timeout``. A connection whose ping went unanswered for ``timeout`` seconds when its turn
-comes again is closed (1011), as websockets' own keepalive does.
+connection's turn comes once per ``interval``: as often as the proxies in front of the gateways need to
+keep an idle connection open (60 s idle timeouts are common).
+
+A connection that was heard from (any bytes: a message, the client's own ping, the pong of our last
+ping) within the last half ``interval`` is not pinged: it is alive, and traffic crossed the proxies
+lately. So the SDK's clients, which ping every 20 s, are never pinged, and no connection goes more than
+about 1.5 ``interval`` without traffic. A quiet connection gets a ping: two bytes written straight to its
+transport (an empty ping frame, encoded once), whose pong counts as hearing from it. One that has not
+been heard from ``timeout`` seconds after its ping when its turn comes again is closed (1011), as
+websockets' own keepalive does: a dead peer is noticed within about two ``interval`` s.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+
+from .connection import LeanConnection
 
 __all__ = ["Keepalive"]
 
@@ -27,11 +33,8 @@ log = logging.getLogger(__name__)
 MAX_SLICES = 60
 """The most slices a round is cut into (one sweep a second at the default interval)."""
 
-
-def _retrieve(future: asyncio.Future[float]) -> None:
-    # Nobody awaits the pong: read a ConnectionClosed set on it, so that asyncio does not log it.
-    if not future.cancelled():
-        future.exception()
+PING_FRAME = b"\x89\x00"
+"""A server's ping frame with no payload (final, opcode 9, unmasked, length 0)."""
 
 
 class Keepalive:
@@ -42,11 +45,11 @@ class Keepalive:
 
     def __init__(
         self,
-        connections: Callable[[], Iterable[ServerConnection]],
+        connections: Callable[[], Iterable[LeanConnection]],
         *,
         interval: float,
         timeout: float,
-        close: Callable[[ServerConnection], None],
+        close: Callable[[LeanConnection], None],
     ) -> None:
         self._connections = connections
         self._interval = interval
@@ -56,6 +59,8 @@ class Keepalive:
         self._task: asyncio.Task[None] | None = None
         self.pings = 0
         """Pings sent."""
+        self.skipped = 0
+        """Turns on which a connection heard from lately was not pinged."""
         self.timeouts = 0
         """Connections closed because a ping went unanswered."""
 
@@ -82,22 +87,30 @@ class Keepalive:
             index = (index + 1) % self._slices
 
     async def sweep(self, index: int) -> None:
-        """Ping the connections of slice ``index`` (a connection's slice comes from its random id)."""
+        """Ping the quiet connections of slice ``index`` (a connection's slice comes from its random id)."""
         slices = self._slices
         now = asyncio.get_running_loop().time()
+        recent = now - self._interval / 2
         for connection in [c for c in self._connections() if c.id.int % slices == index]:
             if connection.protocol.state is not State.OPEN:
                 continue
-            pending = connection.pending_pings
-            if pending:
-                if any(now - sent > self._timeout for _, sent in pending.values()):
-                    self.timeouts += 1
-                    self._close(connection)
-                continue  # still waiting for the pong of the last round
-            try:
-                waiter = await connection.ping()
-            except ConnectionClosed:
+            heard = connection.heard
+            if heard > connection.pinged:
+                if heard >= recent:
+                    self.skipped += 1
+                    continue  # heard from lately: alive, and the proxies saw traffic
+            elif now - connection.pinged > self._timeout:
+                self.timeouts += 1
+                self._close(connection)
                 continue
-            if isinstance(waiter, asyncio.Future):  # it is one (websockets declares an Awaitable)
-                waiter.add_done_callback(_retrieve)
+            else:
+                continue  # pinged, and the pong may still come
+            transport = connection.transport
+            if transport.is_closing():
+                continue
+            # Between whole frames (websockets writes a frame at once), so valid at any moment; a control
+            # frame may even come between the fragments of a message. websockets ignores the pong (it
+            # matches none of its own pings); data_received notes it as hearing from the peer.
+            transport.write(PING_FRAME)
+            connection.pinged = now
             self.pings += 1

@@ -17,7 +17,8 @@ import math
 import secrets
 import time
 import weakref
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import orjson
 import websockets.http11
@@ -66,6 +67,7 @@ from ..services.ratelimit import RateLimiter, TokenBucket
 from ..services.tokens import TokenCodec
 from ..settings import Settings
 from .barrier import RouteBarrier
+from .connection import LeanConnection
 from .keepalive import Keepalive
 from .session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
 
@@ -203,6 +205,7 @@ class GatewayNode:
             self.settings.gateway_host,
             self.settings.gateway_port,
             process_request=self._process_request,
+            create_connection=LeanConnection,
             compression=None,
             max_size=self.settings.max_frame_bytes,
             max_queue=16,
@@ -213,8 +216,9 @@ class GatewayNode:
             open_timeout=self.settings.header_timeout,
         )
         if self.settings.ws_ping_interval > 0:
+            connections = self.connections
             self._keepalive = Keepalive(
-                self.connections.values,
+                lambda: cast(Iterable[LeanConnection], connections.values()),  # served with create_connection
                 interval=self.settings.ws_ping_interval,
                 timeout=self.settings.ws_ping_timeout,
                 close=self._ping_timed_out,

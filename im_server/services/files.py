@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, get_args
 
 from starlette.requests import ClientDisconnect
 
@@ -58,7 +58,7 @@ __all__ = ["KINDS", "FileService", "UploadQuota", "clean_name", "default_name", 
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[MediaKind, ...] = ("image", "file", "voice", "video")
+KINDS: tuple[MediaKind, ...] = get_args(MediaKind)
 _FLUSH = 1024 * 1024
 """Bytes gathered in memory before they are hashed and written to the spool file in a worker thread."""
 _STALE_SPOOL = 24 * 3600

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .conversations import MemberState
 from .engine import Database
 from .message_rows import Written
-from .messages import MessageStore, NewMessage, Refused
+from .messages import MessageStore, NewMessage
 from .users import Credentials, DeviceSession, UsernameTaken, UserStore
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "MemberState",
     "MessageStore",
     "NewMessage",
-    "Refused",
     "UserStore",
     "UsernameTaken",
     "Written",

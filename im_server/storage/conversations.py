@@ -13,10 +13,12 @@ from im_schema.limits import RECENT_PAGE_BUDGET
 from im_schema.models import ConversationSummary, Message
 
 from ._util import insert_ignore, ms_to_datetime
+from .engine import Database
 from .message_rows import UNCOUNTED_KINDS, _message, _written
 from .tables import conversations, members, mentions, messages
 
 __all__ = [
+    "ConversationTransactions",
     "MemberState",
 ]
 
@@ -290,3 +292,64 @@ def _conversations_since(
         )
         result.append((row.changed, summary))
     return result, has_more
+
+
+class ConversationTransactions:
+    """The :class:`~.messages.MessageStore` methods of conversations as their members see them (direct ones made
+    on first use, membership positions, history, the changed-conversations feed).
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
+        """Create a one-to-one conversation and its two members if they do not exist."""
+        await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
+
+    async def member(self, conversation: str, user_id: int) -> MemberState | None:
+        """A member's read and join position, or ``None`` if not a member."""
+        return await self._db.read(_member, conversation, user_id)
+
+    async def history(
+        self,
+        conversation: str,
+        *,
+        floor: int,
+        ceiling: int | None = None,
+        after: int | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[Message], bool, int]:
+        """Messages above ``floor`` (and up to ``ceiling``) in a seq range; returns
+        ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
+        return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
+
+    async def history_json(
+        self,
+        conversation: str,
+        *,
+        floor: int,
+        ceiling: int | None = None,
+        after: int | None,
+        before: int | None,
+        limit: int,
+    ) -> tuple[list[bytes], bool, int]:
+        """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
+        return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
+
+    async def member_history_json(
+        self, conversation: str, user_id: int, *, after: int | None, before: int | None, limit: int
+    ) -> tuple[list[bytes], bool, int] | None:
+        """:meth:`history_json` within the member's own floor and ceiling, read in one transaction with
+        the membership; ``None`` if ``user_id`` is not a member."""
+        return await self._db.read(_member_history_json, conversation, user_id, after, before, limit)
+
+    async def conversations_since(
+        self, user_id: int, *, since: tuple[int, str] | None, limit: int, recent: int = 0
+    ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first,
+        each with its last ``recent`` seqs of messages while the page's budget lasts.
+
+        Returns ``[(changed_at_ms, summary)]`` and whether more remain.
+        """
+        return await self._db.read(_conversations_since, user_id, since, limit, recent)

@@ -13,6 +13,7 @@ from im_schema.groups import Group
 from im_schema.ids import group_conversation
 
 from .consent import ConsentLimits
+from .engine import Database
 from .group_base import (
     _DAY,
     Change,
@@ -32,7 +33,7 @@ from .group_base import (
 from .group_rules import require
 from .tables import conversations, groups, members
 
-__all__: list[str] = []
+__all__ = ["LifecycleTransactions"]
 
 
 def _create(
@@ -152,3 +153,59 @@ def _announce(conn: Connection, group_id: int, actor: int, text: str, now: int) 
     return Change(
         written, frozenset(_active_ids(conn, conversation)), _group_model(conn, _group_row(conn, group_id), actor)
     )
+
+
+class LifecycleTransactions:
+    """The :class:`~.groups.GroupStore` methods of a group's life (create, read, settings, announcement, dissolve).
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def create(
+        self,
+        owner: int,
+        name: str,
+        member_ids: list[int],
+        *,
+        join_policy: str,
+        allow_member_invite: bool,
+        history_visible: bool,
+        limit: int,
+        now: int,
+        consent: ConsentLimits | None = None,
+    ) -> Change:
+        """A new group with its owner and first members, announced by a ``group_created`` message; the
+        listed users whose consent is needed are invited instead (``consent``, else the defaults)."""
+        return await self._db.write(
+            _create,
+            owner,
+            name,
+            member_ids,
+            join_policy,
+            allow_member_invite,
+            history_visible,
+            limit,
+            now,
+            consent or ConsentLimits(),
+        )
+
+    async def get(self, group_id: int, viewer: int | None) -> Group | None:
+        """A group as ``viewer`` sees it (their role, nickname and remark)."""
+        return await self._db.read(_group, group_id, viewer)
+
+    async def of_user(self, user_id: int) -> list[Group]:
+        """The groups a user is an active member of."""
+        return await self._db.read(_groups_of, user_id)
+
+    async def dissolve(self, group_id: int, actor: int, *, now: int) -> Change:
+        """End the group (owner)."""
+        return await self._db.write(_dissolve, group_id, actor, now)
+
+    async def update(self, group_id: int, actor: int, changes: dict[str, Any], *, now: int) -> Change:
+        """Rename or change settings (owner and admins)."""
+        return await self._db.write(_update_group, group_id, actor, changes, now)
+
+    async def announce(self, group_id: int, actor: int, text: str, *, now: int) -> Change:
+        """Set the announcement (owner and admins)."""
+        return await self._db.write(_announce, group_id, actor, text, now)

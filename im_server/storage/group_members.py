@@ -14,8 +14,10 @@ from im_schema.ids import group_conversation
 from im_schema.models import User
 
 from .consent import ConsentLimits
+from .engine import Database
 from .group_base import (
     Change,
+    MemberRow,
     Roster,
     _acting,
     _active,
@@ -38,7 +40,7 @@ from .group_rules import require, require_may_invite, require_may_leave, require
 from .tables import conversations, groups, members, users
 from .users import PUBLIC_USER_COLUMNS, user_from_row
 
-__all__: list[str] = []
+__all__ = ["MembershipTransactions"]
 
 
 def _members_page(conn: Connection, group_id: int, after: int, limit: int) -> tuple[list[tuple[User, Any]], bool]:
@@ -261,3 +263,69 @@ def _share_a_group(conn: Connection, a: int, b: int) -> bool:
         .limit(1)
     ).first()
     return row is not None
+
+
+class MembershipTransactions:
+    """The :class:`~.groups.GroupStore` methods of membership (members, rosters, adding and removing,
+    roles, mutes, one's own nickname).
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def member(self, group_id: int, user_id: int) -> MemberRow | None:
+        """One membership row (also of a member who left)."""
+        return await self._db.read(_member_row, group_conversation(group_id), user_id)
+
+    async def members(self, group_id: int, *, after: int, limit: int) -> tuple[list[tuple[User, Any]], bool]:
+        """A page of active members by user id: ``(user, row)`` with role, nickname, mute and join time."""
+        return await self._db.read(_members_page, group_id, after, limit)
+
+    async def roster(self, conversation: str, *, recent_since: int) -> Roster | None:
+        """Active members plus those who left after ``recent_since`` (ms), with the membership version."""
+        return await self._db.read(_roster, conversation, recent_since)
+
+    async def add(
+        self,
+        group_id: int,
+        actor: int,
+        user_ids: list[int],
+        *,
+        via: str,
+        limit: int,
+        now: int,
+        consent: ConsentLimits | None = None,
+    ) -> Change:
+        """Add users (``via`` ``invite``, ``join`` or ``approval``); rules for ``invite`` (roles and consent:
+        some users may be invited instead) are checked here."""
+        return await self._db.write(_add, group_id, actor, user_ids, via, limit, now, consent or ConsentLimits())
+
+    async def remove(self, group_id: int, actor: int, user_id: int, *, now: int) -> Change:
+        """A member leaves (``actor == user_id``) or is kicked."""
+        return await self._db.write(_remove, group_id, actor, user_id, now)
+
+    async def transfer(self, group_id: int, actor: int, new_owner: int, *, now: int) -> Change:
+        """Hand ownership to another member (owner); the old owner becomes an admin."""
+        return await self._db.write(_transfer, group_id, actor, new_owner, now)
+
+    async def set_admin(self, group_id: int, actor: int, user_id: int, admin: bool, *, now: int) -> Change:
+        """Grant or revoke admin (owner)."""
+        return await self._db.write(_set_admin, group_id, actor, user_id, admin, now)
+
+    async def mute(self, group_id: int, actor: int, user_id: int, until: int | None, *, now: int) -> Change:
+        """Mute a member until ``until`` (ms), or lift the mute."""
+        return await self._db.write(_mute, group_id, actor, user_id, until, now)
+
+    async def set_mine(
+        self, group_id: int, user_id: int, *, nickname: str | None, remark: str | None, now: int
+    ) -> Change:
+        """My nickname (announced) and my private remark (not announced)."""
+        return await self._db.write(_set_mine, group_id, user_id, nickname, remark, now)
+
+    async def share_a_group(self, a: int, b: int) -> bool:
+        """Whether two users are both active members of some group."""
+        return await self._db.read(_share_a_group, a, b)
+
+    async def managers(self, group_id: int) -> list[int]:
+        """The owner and admins."""
+        return await self._db.read(_managers, group_id)

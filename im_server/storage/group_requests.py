@@ -16,6 +16,7 @@ from im_schema.social import GroupInvitePolicy
 
 from ._util import insert_ignore, ms_to_datetime
 from .consent import ConsentLimits, invitation_usable
+from .engine import Database
 from .group_base import (
     Change,
     _acting,
@@ -37,7 +38,7 @@ from .group_rules import require
 from .tables import blocks, conversations, group_invitations, group_join_requests, groups, members, user_privacy, users
 from .users import prefixed_user_columns, user_from_prefixed
 
-__all__: list[str] = []
+__all__ = ["RequestTransactions"]
 
 
 def _request_join(conn: Connection, group_id: int, user_id: int, message: str, now: int) -> JoinRequest:
@@ -288,3 +289,55 @@ def _set_privacy(conn: Connection, dialect: str, user_id: int, group_invites: Gr
         .where(user_privacy.c.user_id == user_id)
         .values(group_invites=group_invites, updated_at=now)
     )
+
+
+class RequestTransactions:
+    """The :class:`~.groups.GroupStore` methods of join requests, invitations and the "who can add me" setting.
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def request_join(self, group_id: int, user_id: int, message: str, *, now: int) -> JoinRequest:
+        """Ask to join a group that needs approval."""
+        return await self._db.write(_request_join, group_id, user_id, message, now)
+
+    async def join_requests(self, group_id: int, actor: int) -> list[JoinRequest]:
+        """Pending requests (owner and admins)."""
+        return await self._db.read(_join_requests, group_id, actor)
+
+    async def decide_join(
+        self, group_id: int, request_id: int, actor: int, approve: bool, *, limit: int, now: int
+    ) -> Change:
+        """Approve (the requester joins) or reject a request (owner and admins)."""
+        return await self._db.write(_decide_join, group_id, request_id, actor, approve, limit, now)
+
+    async def invitations_for(self, user_id: int, *, now: int) -> list[GroupInvitation]:
+        """The pending invitations a user may see and accept, oldest first."""
+        return await self._db.read(_invitations_for, user_id, now)
+
+    async def invitations_of(self, group_id: int, actor: int, *, now: int) -> list[GroupInvitation]:
+        """A group's pending invitations: all for the owner and admins, their own for other members."""
+        return await self._db.read(_invitations_of, group_id, actor, now)
+
+    async def accept_invitation(self, invitation_id: int, user_id: int, *, limit: int, now: int) -> Change:
+        """The invitee joins (``members_joined`` ``via`` ``invitation``)."""
+        return await self._db.write(_accept_invitation, invitation_id, user_id, limit, now)
+
+    async def decline_invitation(self, invitation_id: int, user_id: int, *, now: int) -> GroupInvitation:
+        """The invitee says no."""
+        return await self._db.write(_decline_invitation, invitation_id, user_id, now)
+
+    async def withdraw_invitation(
+        self, group_id: int, invitation_id: int, actor: int, *, now: int
+    ) -> tuple[GroupInvitation, bool]:
+        """The inviter (or an owner or admin) takes an invitation back; also whether the invitee may see it."""
+        return await self._db.write(_withdraw_invitation, group_id, invitation_id, actor, now)
+
+    async def privacy(self, user_id: int, default: GroupInvitePolicy) -> GroupInvitePolicy:
+        """A user's "who can add me to groups" setting (``default`` if they never chose)."""
+        return await self._db.read(_privacy, user_id, default)
+
+    async def set_privacy(self, user_id: int, group_invites: GroupInvitePolicy, *, now: int) -> None:
+        """Change a user's "who can add me to groups" setting."""
+        await self._db.write(_set_privacy, self._db.dialect, user_id, group_invites, now)

@@ -6,6 +6,7 @@ messages (each with its own seq).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -71,6 +72,61 @@ UNCOUNTED_KINDS = ("system", "recalled")
 REPLY_PREVIEW_LEN = 100
 
 
+_EXACT = 4_000_000_000_000
+"""Below this (year 2096) the float path of :func:`ms_to_datetime` is exact to the millisecond."""
+_second: tuple[int, str] = (0, format_timestamp(ms_to_datetime(0))[:-5])
+"""The last second formatted, without its milliseconds: a commit and a history page format one or a few."""
+
+
+def _timestamp(ms: int) -> str:
+    """A stored time (ms since the epoch) as the wire writes it (the text up to the second is reused while it
+    is the same second)."""
+    global _second
+    if not 0 <= ms < _EXACT:
+        return format_timestamp(ms_to_datetime(ms))
+    second, milli = divmod(ms, 1000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, format_timestamp(ms_to_datetime(second * 1000))[:-5])
+    return f"{cached[1]}.{milli:03d}Z"
+
+
+_ALWAYS = ("conversation", "seq", "sender", "client_msg_id", "sent_at", "content")
+"""The fields of :class:`~im_schema.models.Message` written on every message, in the schema's order."""
+
+_STORED_AS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "reply_to": ("reply", None),
+    "mentions": ("mentions", None),
+    "mention_all": ("all", None),
+    "edited_at": ("edited_at", _timestamp),
+    "stream": ("stream", None),
+}
+"""Each other field of :class:`~im_schema.models.Message`: the key of the stored ``meta`` it is read from and
+how the stored value becomes the wire value (``None``: as it is)."""
+
+
+def _optional() -> tuple[tuple[str, str, Callable[[Any], Any] | None, Any], ...]:
+    """The optional fields in the schema's order, each with its stored key, its conversion and its default.
+
+    Refuses to load if :class:`~im_schema.models.Message` has a field this writer does not know about, or an
+    optional field whose default is set (:func:`message_json` writes every set value)."""
+    fields = tuple(Message.model_fields)
+    if fields[: len(_ALWAYS)] != _ALWAYS or set(fields[len(_ALWAYS) :]) != set(_STORED_AS):
+        raise TypeError(f"message_json writes {_ALWAYS} and {tuple(_STORED_AS)}, but Message has {fields}")
+    optional = []
+    for field in fields[len(_ALWAYS) :]:
+        default = Message.model_fields[field].get_default(call_default_factory=True)
+        if default:
+            raise TypeError(f"Message.{field} has a default that is set: message_json would leave it out")
+        optional.append((field, *_STORED_AS[field], default))
+    return tuple(optional)
+
+
+_OPTIONAL = _optional()
+"""A field is written when its stored value is set and is not the schema's default (left out, it reads as
+the default)."""
+
+
 def message_json(
     conversation: str,
     seq: int,
@@ -80,7 +136,14 @@ def message_json(
     body: bytes | str,
     meta: dict[str, Any] | None = None,
 ) -> bytes:
-    """A message's JSON from its stored parts (``body`` is the content's JSON, ``meta`` the stored extras)."""
+    """A message's JSON from its stored parts (``body`` is the content's JSON, ``meta`` the stored extras).
+
+    The one writer of a stored message: the send path, history pages, acks and pushes all carry its bytes.
+    They are what :class:`~im_schema.models.Message` writes for the fields present (the fields, their order
+    and their defaults are read from the schema when this module loads; ``tests/storage/test_message_json.py``
+    checks the bytes for every content kind and optional field). The content is stored as JSON already and
+    goes in as it is.
+    """
     fields: dict[str, Any] = {
         "conversation": conversation,
         "seq": seq,
@@ -90,16 +153,10 @@ def message_json(
         "content": orjson.Fragment(body),
     }
     if meta:
-        if "reply" in meta:
-            fields["reply_to"] = meta["reply"]
-        if meta.get("mentions"):
-            fields["mentions"] = meta["mentions"]
-        if meta.get("all"):
-            fields["mention_all"] = True
-        if meta.get("edited_at"):
-            fields["edited_at"] = _timestamp(meta["edited_at"])
-        if meta.get("stream"):
-            fields["stream"] = meta["stream"]
+        for field, key, wire, default in _OPTIONAL:
+            value = meta.get(key)
+            if value or (value is not None and value != default):  # every default is falsy
+                fields[field] = value if wire is None else wire(value)
     return orjson.dumps(fields)
 
 
@@ -119,24 +176,6 @@ def _written(row: Any, *, duplicate: bool) -> Written:
         _meta(row),
     )
     return Written(row.conversation_id, row.seq, row.sender_id, row.client_msg_id, json, duplicate=duplicate)
-
-
-_EXACT = 4_000_000_000_000
-"""Below this (year 2096) the float path of :func:`ms_to_datetime` is exact to the millisecond."""
-_second: tuple[int, str] = (0, format_timestamp(ms_to_datetime(0))[:-5])
-"""The last second formatted, without its milliseconds: a commit and a history page format one or a few."""
-
-
-def _timestamp(ms: int) -> str:
-    """:func:`format_timestamp` of a time in ms (the text up to the second is reused while it is the same)."""
-    global _second
-    if not 0 <= ms < _EXACT:
-        return format_timestamp(ms_to_datetime(ms))
-    second, milli = divmod(ms, 1000)
-    cached = _second
-    if cached[0] != second:
-        cached = _second = (second, format_timestamp(ms_to_datetime(second * 1000))[:-5])
-    return f"{cached[1]}.{milli:03d}Z"
 
 
 def _message(row: Any) -> Message:

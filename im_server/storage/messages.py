@@ -1,6 +1,7 @@
 """Messages: the write path (a batch of sends, in one transaction) and :class:`MessageStore`, the facade
-over every message transaction (reads in :mod:`.conversations`, read positions in :mod:`.receipts`, recall
-and edit in :mod:`.revisions`).
+over every message transaction. The other transactions, each with the store method that runs it, live by
+concern: reads in :mod:`.conversations`, read positions in :mod:`.receipts`, recall and edit in
+:mod:`.revisions`.
 
 Seqs are allocated inside the group-commit transaction by bumping ``conversations.max_seq`` once per
 conversation per batch, so every conversation's seqs are gap-free and ordered by commit.
@@ -17,46 +18,29 @@ from sqlalchemy import Connection, bindparam, case, insert, select, tuple_, upda
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from im_schema.content import Content
-from im_schema.errors import ErrorCode
-from im_schema.ids import direct_users
-from im_schema.models import ConversationSummary, Message, ReadState
 
 from ..errors import Refusal
-from .conversations import (
-    MemberState,
-    _conversations_since,
-    _ensure_direct,
-    _history,
-    _history_json,
-    _member,
-    _member_history_json,
-)
+from .conversations import ConversationTransactions, MemberState
 from .engine import Database
 from .files import insert_shares, share_rows
 from .message_rows import UNCOUNTED_KINDS, Written, _timestamp, _written, append_system, message_json, preview_of
-from .receipts import _mark_read, _receipts
-from .revisions import _edit, _recall
+from .receipts import ReceiptTransactions
+from .revisions import RevisionTransactions
+from .send_rules import group_send_refusal, mention_all_refusal, mention_refusal, reply_refusal
 from .tables import conversations, groups, members, mentions, messages, streams
 
 # MemberState, UNCOUNTED_KINDS, Written, append_system, message_json and preview_of are re-exported from
 # .conversations and .message_rows, where they live.
 __all__ = [
     "UNCOUNTED_KINDS",
-    "LifecycleError",
     "MemberState",
     "MessageStore",
     "NewMessage",
-    "Refused",
     "Written",
     "append_system",
     "message_json",
     "preview_of",
 ]
-
-Refused = Refusal
-"""The old name of :class:`im_server.errors.Refusal`, returned for a send the commit turned down."""
-LifecycleError = Refusal
-"""The old name of :class:`im_server.errors.Refusal`, raised when a recall or an edit is not allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +62,9 @@ class NewMessage:
         return self.content.__pydantic_serializer__.to_json(self.content)
 
 
-class MessageStore:
-    """Named transactions on conversations and messages."""
+class MessageStore(ConversationTransactions, ReceiptTransactions, RevisionTransactions):
+    """Named transactions on conversations and messages: the send path here, the others beside their
+    transactions (:mod:`.conversations`, :mod:`.receipts`, :mod:`.revisions`)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -88,10 +73,6 @@ class MessageStore:
     def db(self) -> Database:
         """The database this store writes to."""
         return self._db
-
-    async def ensure_direct(self, conversation: str, user_a: int, user_b: int, *, now: int) -> None:
-        """Create a one-to-one conversation and its two members if they do not exist."""
-        await self._db.write(_ensure_direct, self._db.dialect, conversation, (user_a, user_b), now)
 
     async def write_batch(self, items: Sequence[NewMessage], *, now: int) -> list[Written | Refusal | None]:
         """Store a batch in one transaction, in order.
@@ -106,75 +87,6 @@ class MessageStore:
             return await self._db.write(_write_batch, items, now, False)
         except IntegrityError:
             return await self._db.write(_write_batch, items, now, True)
-
-    async def member(self, conversation: str, user_id: int) -> MemberState | None:
-        """A member's read and join position, or ``None`` if not a member."""
-        return await self._db.read(_member, conversation, user_id)
-
-    async def history(
-        self,
-        conversation: str,
-        *,
-        floor: int,
-        ceiling: int | None = None,
-        after: int | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[Message], bool, int]:
-        """Messages above ``floor`` (and up to ``ceiling``) in a seq range; returns
-        ``(messages, has_more, max_seq)`` where ``max_seq`` is capped at the ceiling."""
-        return await self._db.read(_history, conversation, floor, ceiling, after, before, limit)
-
-    async def history_json(
-        self,
-        conversation: str,
-        *,
-        floor: int,
-        ceiling: int | None = None,
-        after: int | None,
-        before: int | None,
-        limit: int,
-    ) -> tuple[list[bytes], bool, int]:
-        """As :meth:`history`, each message as its JSON (for a page that is sent on as it is)."""
-        return await self._db.read(_history_json, conversation, floor, ceiling, after, before, limit)
-
-    async def member_history_json(
-        self, conversation: str, user_id: int, *, after: int | None, before: int | None, limit: int
-    ) -> tuple[list[bytes], bool, int] | None:
-        """:meth:`history_json` within the member's own floor and ceiling, read in one transaction with
-        the membership; ``None`` if ``user_id`` is not a member."""
-        return await self._db.read(_member_history_json, conversation, user_id, after, before, limit)
-
-    async def conversations_since(
-        self, user_id: int, *, since: tuple[int, str] | None, limit: int, recent: int = 0
-    ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
-        """A user's conversations changed after ``since`` (a ``(ms, id)`` keyset), oldest change first,
-        each with its last ``recent`` seqs of messages while the page's budget lasts.
-
-        Returns ``[(changed_at_ms, summary)]`` and whether more remain.
-        """
-        return await self._db.read(_conversations_since, user_id, since, limit, recent)
-
-    async def recall(
-        self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
-    ) -> tuple[Written, Written | None]:
-        """Remove a message's content; returns the recalled message and the ``message_recalled`` system
-        message (``None`` if it had been recalled already). Raises :class:`~im_server.errors.Refusal`."""
-        return await self._db.write(_recall, conversation, seq, actor, window_ms, now)
-
-    async def edit(
-        self, conversation: str, seq: int, actor: int, text: str, *, window_ms: int, now: int
-    ) -> tuple[Written, Written]:
-        """Replace the text of the actor's message; returns it and the ``message_edited`` system message."""
-        return await self._db.write(_edit, conversation, seq, actor, text, window_ms, now)
-
-    async def receipts(self, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
-        """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
-        return await self._db.read(_receipts, conversation, seq)
-
-    async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
-        """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
-        return await self._db.write(_mark_read, conversation, user_id, seq, now)
 
 
 # The write path ------------------------------------------------------------------------------------
@@ -414,7 +326,8 @@ def _group_refusals(
     """Group sends whose sender is not an active member, is muted, or whose group is dissolved; also the
     senders' membership rows (role, joined_seq) for the other checks.
 
-    Checked inside the commit so that a kick or a mute on another node cannot race a send.
+    Read inside the commit so that a kick or a mute on another node cannot race a send; the rule itself is
+    :func:`~.send_rules.group_send_refusal`.
     """
     pairs = {(item.conversation, item.sender) for item in items if item.conversation.startswith("g:")}
     if not pairs:
@@ -440,17 +353,11 @@ def _group_refusals(
     refusals: dict[tuple[str, int], Refusal] = {}
     for pair in pairs:
         group = state.get(pair[0])
-        member = roles.get(pair)
         if group is None:
             continue  # no such conversation: the seq allocation reports it
-        if group.dissolved:
-            refusals[pair] = Refusal(ErrorCode.GROUP_DISSOLVED, "the group was dissolved")
-        elif member is None or member.left_seq is not None:
-            refusals[pair] = Refusal(ErrorCode.NOT_A_MEMBER, "you are not a member of this group")
-        elif member.muted_until is not None and member.muted_until > now:
-            refusals[pair] = Refusal(ErrorCode.MUTED, "you are muted in this group")
-        elif group.muted_all and member.role == "member":
-            refusals[pair] = Refusal(ErrorCode.MUTED, "only the owner and admins may speak while the group is muted")
+        refusal = group_send_refusal(group, roles.get(pair), now)
+        if refusal is not None:
+            refusals[pair] = refusal
     return refusals, roles
 
 
@@ -458,7 +365,8 @@ def _replies_and_mentions(
     conn: Connection, items: Sequence[NewMessage], roles: dict[tuple[str, int], Any]
 ) -> tuple[dict[int, Refusal], dict[int, dict[str, Any]]]:
     """Check replies (the message exists and the sender may see it) and mentions (of members only;
-    ``@all`` by group owners and admins); returns refusals and reply previews, by item index."""
+    ``@all`` by group owners and admins); returns refusals and reply previews, by item index. The rules are
+    in :mod:`.send_rules`."""
     refusals: dict[int, Refusal] = {}
     previews: dict[int, dict[str, Any]] = {}
     wanted = {(item.conversation, item.reply_to) for item in items if item.reply_to is not None}
@@ -471,7 +379,7 @@ def _replies_and_mentions(
         ).all()
         originals = {(row.conversation_id, row.seq): row for row in rows}
     mentioned_groups = {item.conversation for item in items if item.mentions and item.conversation.startswith("g:")}
-    present: set[tuple[str, int]] = set()
+    present: dict[str, set[int]] = {}
     if mentioned_groups:
         users = {user for item in items for user in item.mentions}
         member_rows = conn.execute(
@@ -481,28 +389,24 @@ def _replies_and_mentions(
                 members.c.left_seq.is_(None),
             )
         ).all()
-        present = {(row.conversation_id, row.user_id) for row in member_rows}
+        for row in member_rows:
+            present.setdefault(row.conversation_id, set()).add(row.user_id)
     for index, item in enumerate(items):
         member = roles.get((item.conversation, item.sender))
         if item.reply_to is not None:
-            original = originals.get((item.conversation, item.reply_to))
-            floor = member.joined_seq if member is not None else 0
-            if original is None or original.kind in UNCOUNTED_KINDS or original.seq <= floor:
-                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, "there is no such message to reply to")
+            original: Any = originals.get((item.conversation, item.reply_to))
+            refusal = reply_refusal(original, member.joined_seq if member is not None else 0)
+            if refusal is not None:
+                refusals[index] = refusal
                 continue
             previews[index] = {
                 "seq": original.seq,
                 "sender": original.sender_id,
                 "preview": preview_of(original.kind, original.body),
             }
-        if item.mention_all and (member is None or member.role not in ("owner", "admin")):
-            refusals[index] = Refusal(ErrorCode.FORBIDDEN, "only group owners and admins may mention everyone")
-            continue
-        if item.mentions:
-            if item.conversation.startswith("g:"):
-                strangers = [user for user in item.mentions if (item.conversation, user) not in present]
-            else:
-                strangers = [user for user in item.mentions if user not in direct_users(item.conversation)]
-            if strangers:
-                refusals[index] = Refusal(ErrorCode.BAD_REQUEST, f"not in this conversation: {sorted(set(strangers))}")
+        refusal = mention_all_refusal(None if member is None else member.role) if item.mention_all else None
+        if refusal is None and item.mentions:
+            refusal = mention_refusal(item.conversation, item.mentions, present.get(item.conversation, ()))
+        if refusal is not None:
+            refusals[index] = refusal
     return refusals, previews

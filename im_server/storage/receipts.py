@@ -7,9 +7,10 @@ from sqlalchemy import Connection, select, update
 from im_schema.models import ReadState
 
 from .conversations import _unread_count
+from .engine import Database
 from .tables import conversations, members, messages
 
-__all__: list[str] = []
+__all__ = ["ReceiptTransactions"]
 
 
 def _mark_read(conn: Connection, conversation: str, user_id: int, seq: int, now: int) -> ReadState | None:
@@ -50,3 +51,19 @@ def _receipts(conn: Connection, conversation: str, seq: int) -> tuple[int, list[
     read = sorted(row.user_id for row in rows if row.read_seq >= seq)
     unread = sorted(row.user_id for row in rows if row.read_seq < seq)
     return sender, read, unread
+
+
+class ReceiptTransactions:
+    """The :class:`~.messages.MessageStore` methods of read positions (moving one's own, the receipts of a message).
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def receipts(self, conversation: str, seq: int) -> tuple[int, list[int], list[int]] | None:
+        """``(sender, read, unread)`` for a message: the members who could see it, split by read position."""
+        return await self._db.read(_receipts, conversation, seq)
+
+    async def mark_read(self, conversation: str, user_id: int, seq: int, *, now: int) -> ReadState | None:
+        """Move a member's read position forward to ``seq`` (capped at ``max_seq``); never backward."""
+        return await self._db.write(_mark_read, conversation, user_id, seq, now)

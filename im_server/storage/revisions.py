@@ -11,10 +11,11 @@ from im_schema.content import RecalledContent, SystemEvent, TextContent
 from im_schema.errors import ErrorCode
 
 from ..errors import Refusal
+from .engine import Database
 from .message_rows import Written, _meta, _written, append_system, preview_of
 from .tables import members, mentions, messages
 
-__all__: list[str] = []
+__all__ = ["RevisionTransactions"]
 
 
 def _target(conn: Connection, conversation: str, seq: int, actor: int) -> tuple[Any, Any]:
@@ -103,3 +104,24 @@ def _edit(
         select(messages).where(messages.c.conversation_id == conversation, messages.c.seq == seq)
     ).one()
     return _written(edited, duplicate=False), notice
+
+
+class RevisionTransactions:
+    """The :class:`~.messages.MessageStore` methods of recalling and editing a message.
+
+    Each runs one transaction of this module: a new operation adds its transaction and its method here."""
+
+    _db: Database
+
+    async def recall(
+        self, conversation: str, seq: int, actor: int, *, window_ms: int, now: int
+    ) -> tuple[Written, Written | None]:
+        """Remove a message's content; returns the recalled message and the ``message_recalled`` system
+        message (``None`` if it had been recalled already). Raises :class:`~im_server.errors.Refusal`."""
+        return await self._db.write(_recall, conversation, seq, actor, window_ms, now)
+
+    async def edit(
+        self, conversation: str, seq: int, actor: int, text: str, *, window_ms: int, now: int
+    ) -> tuple[Written, Written]:
+        """Replace the text of the actor's message; returns it and the ``message_edited`` system message."""
+        return await self._db.write(_edit, conversation, seq, actor, text, window_ms, now)

@@ -8,6 +8,7 @@ import pytest
 
 from im_schema.content import SystemContent, TextContent
 from im_schema.models import Message, User
+from im_schema.presses import Press
 from im_sdk.bot import (
     Command,
     CommandArgs,
@@ -23,7 +24,8 @@ from im_sdk.bot import (
     direct,
     group,
 )
-from im_sdk.bot.events import MemberLeft, MembersJoined, bot_event
+from im_sdk.bot.events import ButtonPress, MemberLeft, MembersJoined, bot_event
+from im_sdk.events import ButtonPressEvent
 
 ME = User(id=9, username="helper", display_name="helper", created_at=datetime.now(UTC))
 
@@ -138,6 +140,15 @@ async def test_system_messages_become_group_events():
     )
     event = bot_event(joined, None)  # type: ignore[arg-type]
     assert isinstance(event, MembersJoined) and event.users == (4, 5) and event.actor == 1
+    assert (event.conversation, event.seq) == ("g:2", 5)  # where the system message stands, as on MessageEvent
+
+
+async def test_a_bots_button_press_is_the_sdks_press_bound_to_the_bot():
+    press = Press(id=3, conversation="g:2", seq=8, button="yes", user_id=4, pressed_at=datetime.now(UTC))
+    event = bot_event(ButtonPressEvent(press), None)  # type: ignore[arg-type]
+    assert isinstance(event, ButtonPress) and isinstance(event, ButtonPressEvent)
+    assert (event.conversation, event.seq, event.button, event.user_id) == ("g:2", 8, "yes", 4)
+    assert event.press == press
 
 
 async def test_first_matching_handler_nested_routers_and_middleware():

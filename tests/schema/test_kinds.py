@@ -56,3 +56,12 @@ def test_system_events_stay_plain_strings_on_the_wire() -> None:
     future = _contents.validate_python({"kind": "system", "event": "poll_closed"})
     assert isinstance(future, SystemContent) and future.event == "poll_closed"
     assert SystemEvent("member_left") == "member_left"
+
+
+def test_the_media_kinds_are_those_of_the_media_unions() -> None:
+    # MediaKind is a Literal (for type hints), kept beside the unions: it must name exactly their kinds,
+    # in their order, since the server, SDK and CLI read the list of media kinds from it.
+    received = tuple(model.model_fields["kind"].default for model in get_args(content.MediaContent))
+    sent = tuple(model.model_fields["kind"].default for model in get_args(content.OutgoingMedia))
+    assert get_args(content.MediaKind) == received == sent
+    assert frozenset(received) == content.MEDIA_KINDS

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from im_schema.content import Content, ImageContent, OutgoingContent, UnknownContent, VoiceContent
 from im_schema.files import DownloadRequest, Upload
 from im_schema.models import Message
-from im_sdk import AsyncClient, Client, TransportError
+from im_sdk import AsyncClient, Client, TransportError, UnknownValue
 from im_sdk._files import DownloadPlan, media_request, open_source
 
 BLOB = "ab" * 32
@@ -65,6 +65,15 @@ def test_media_requests():
     as_file = media_request(7, upload, kind="file", name="x.ogg")
     assert as_file.to == 7 and as_file.content.kind == "file" and as_file.content.name == "x.ogg"
     assert DownloadRequest(blob=BLOB, name="a b.png").params() == {"name": "a b.png"}
+
+
+def test_a_kind_a_newer_server_detected_is_sent_as_a_file():
+    raw = b'{"blob": "%s", "kind": "sticker", "name": "s.webp", "size": 5, "media_type": "image/webp"}' % BLOB.encode()
+    upload = Upload.model_validate_json(raw)
+    assert isinstance(upload.kind, UnknownValue) and upload.kind == "sticker"
+    request = media_request("d:1:2", upload)
+    assert request.content.model_dump(exclude_none=True) == {"kind": "file", "blob": BLOB}
+    assert media_request("d:1:2", upload, kind="image").content.kind == "image"  # asked for: as asked
 
 
 def test_sources():
