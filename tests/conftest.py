@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,8 @@ class PgDatabases:
     def __init__(self) -> None:
         self.created: list[str] = []
 
-    def create(self) -> str:
+    def create(self, run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run) -> str:
+        """A new database's URL; ``run`` runs a coroutine to the end (another loop's, from async code)."""
         import asyncpg
 
         name = f"im_test_{secrets.token_hex(6)}"
@@ -82,7 +84,7 @@ class PgDatabases:
             finally:
                 await connection.close()
 
-        asyncio.run(make())
+        run(make())
         self.created.append(name)
         base = PG_ADMIN_URL.rsplit("/", 1)[0]
         return f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
@@ -152,6 +154,106 @@ def sqlite_cluster(cluster_loop: LoopThread, nats_server: PrivateNats, sqlite_ur
     cluster = TestCluster(cluster_loop, nats_server, sqlite_url).start(gateways=2)
     yield cluster
     cluster.stop()
+
+
+class SharedClusters:
+    """Clusters that the tests of one module share, one per database and settings, each started on first use.
+
+    Starting a cluster (and a PostgreSQL database) for every test costs more than most tests; tests that
+    make users of their own and leave the nodes as they found them share one instead (see
+    ``shared_clusters``). Each has a fresh database of its own.
+    """
+
+    def __init__(self, loop: LoopThread, nats: PrivateNats, directory: Path, pg_available: bool) -> None:
+        self.loop = loop
+        self.nats = nats
+        self.directory = directory
+        self.pg_available = pg_available
+        self.clusters: dict[str, TestCluster] = {}
+        self.databases = PgDatabases()
+
+    def get(self, db: str = "sqlite", gateways: int = 2, **settings: Any) -> tuple[str, TestCluster]:
+        """The module's cluster on ``db`` (``sqlite`` or ``postgres``) with these settings, and its key."""
+        key = repr((db, gateways, sorted(settings.items())))
+        if key not in self.clusters:
+            if db == "postgres":
+                if not self.pg_available:
+                    pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+                url = self.databases.create(self.loop.run)  # the caller may be in an event loop
+            else:
+                url = f"sqlite+aiosqlite:///{self.directory / f'im{len(self.clusters)}.db'}"
+            self.clusters[key] = TestCluster(self.loop, self.nats, url, **settings).start(gateways)
+        return key, self.clusters[key]
+
+    def restore(self, key: str, apis: list[object], gateways: list[object], processes: int) -> None:
+        """After a test: stop the nodes it added; a cluster it disturbed otherwise is stopped and dropped
+        (the next test that asks for it gets a fresh one)."""
+        cluster = self.clusters.get(key)
+        if cluster is None:
+            return
+        for node in [node for node in cluster.gateways if node not in gateways]:
+            cluster.stop_gateway(node)
+        for api in [api for api in cluster.extra_apis if api not in apis]:
+            cluster.loop.run(api.stop())
+            cluster.extra_apis.remove(api)
+        stopped = any(node._stopping for node in cluster.gateways) or any(
+            api._server.should_exit for api in [cluster.api, *cluster.extra_apis] if api is not None
+        )
+        if stopped or cluster.gateways != gateways or cluster.extra_apis != apis or len(cluster.processes) != processes:
+            del self.clusters[key]
+            cluster.stop()
+
+    def close(self) -> None:
+        for cluster in self.clusters.values():
+            cluster.stop()
+        self.clusters.clear()
+        self.databases.drop_all()
+
+
+@pytest.fixture(scope="module")
+def module_clusters(
+    cluster_loop: LoopThread,
+    nats_server: PrivateNats,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_available: bool,
+) -> Iterator[SharedClusters]:
+    shared = SharedClusters(cluster_loop, nats_server, tmp_path_factory.mktemp("shared"), pg_available)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def shared_clusters(module_clusters: SharedClusters) -> Iterator[Callable[..., TestCluster]]:
+    """``shared_clusters(db="sqlite", gateways=2, **settings)``: the module's shared cluster for these
+    arguments (see :class:`SharedClusters`).
+
+    For tests that make users of their own and assert nothing about the whole cluster's state (counts of
+    objects, metrics). Nodes a test adds (``add_api``, ``add_gateway``) are stopped after it; a test that
+    stops one of the shared nodes or spawns a process makes the cluster start afresh for the next test.
+    """
+    leases: list[tuple[str, list[object], list[object], int]] = []
+
+    def get(db: str = "sqlite", gateways: int = 2, **settings: Any) -> TestCluster:
+        key, cluster = module_clusters.get(db, gateways, **settings)
+        leases.append((key, list(cluster.extra_apis), list(cluster.gateways), len(cluster.processes)))
+        return cluster
+
+    yield get
+    for lease in reversed(leases):
+        module_clusters.restore(*lease)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_cluster(request: pytest.FixtureRequest, shared_clusters: Callable[..., TestCluster]) -> TestCluster:
+    """Like ``cluster`` (SQLite and PostgreSQL, two gateways) but shared by the module's tests
+    (see ``shared_clusters``); a module opts in by defining its ``cluster`` fixture as this one."""
+    return shared_clusters(request.param)
+
+
+@pytest.fixture
+def shared_sqlite_cluster(shared_clusters: Callable[..., TestCluster]) -> TestCluster:
+    """Like ``sqlite_cluster`` but shared by the module's tests (see ``shared_clusters``)."""
+    return shared_clusters("sqlite")
 
 
 @pytest.fixture

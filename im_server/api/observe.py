@@ -15,8 +15,8 @@ One ASGI middleware, outermost (so refusals by the entrance are seen too):
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 
 import orjson
@@ -36,6 +36,11 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _CODES = frozenset(code.value for code in ErrorCode)
 _MAX_ERROR_BODY = 8192
+# Request ids only have to be distinct, not secret (a client may choose its own): a generator seeded from
+# the system's randomness once, instead of a system call per request (``secrets`` cost 14 % of a cheap
+# request's CPU).
+_ids = random.Random()
+_STATUS_CLASSES = {number: f"{number}xx" for number in range(1, 6)}
 
 
 def valid_request_id(value: str | None) -> bool:
@@ -60,7 +65,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         given = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), None)
-        request = given if given is not None and valid_request_id(given) else secrets.token_hex(8)
+        request = given if given is not None and valid_request_id(given) else f"{_ids.getrandbits(64):016x}"
         logs.node_id.set(self._node_id)
         logs.request_id.set(request)
         started = time.perf_counter()
@@ -87,7 +92,7 @@ class RequestObserver:
         finally:
             elapsed = time.perf_counter() - started
             self._seconds.observe(elapsed)
-            self._requests.labels(f"{status // 100}xx" if status else "none").inc()
+            self._requests.labels(_STATUS_CLASSES.get(status // 100, "none")).inc()
             # The access log, at DEBUG: with IM_LOG_FORMAT=json each line carries the request id.
             log.debug("%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed * 1000)
 

@@ -16,9 +16,8 @@ import socket
 from collections.abc import Generator
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..cluster.exposition import MetricsListener
 from ..settings import Settings
@@ -45,22 +44,26 @@ _TOO_LARGE = (
 )
 
 
-class _HeadDeadline(H11Protocol):
-    """h11 with a deadline and a size limit for each request head.
+class _HeadDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size limit for each request head.
 
     uvicorn has no deadline (a client trickling header bytes would keep its connection forever), and
-    h11 only bounds a head that arrives in pieces, not one that arrives at once.
+    httptools has no limit at all: it gathers a header line however long it grows. Every byte read
+    while a head is incomplete counts towards ``head_limit``; a read larger than what is left is parsed
+    up to the limit first, and refused with ``431`` unless the head ended within it (a body or the next
+    request may follow in the same read). A head that begins in the middle of a read (pipelined behind a
+    request) is counted from the next read on, so it may exceed the limit by at most one read.
     """
 
     head_timeout: float = 10.0
     head_limit: int = 16 * 1024
     _deadline: asyncio.TimerHandle | None = None
-    _head: bytes | None = b""
-    """The start of the current request head (``None`` once it is complete)."""
+    _in_head: bool = True
+    """Whether the bytes read now belong to a request head (from the connection's start or a message's)."""
+    _head_bytes: int = 0
 
     def _arm(self) -> None:
         self._disarm()
-        self._head = b""
         self._deadline = self.loop.call_later(self.head_timeout, self._expired)
 
     def _disarm(self) -> None:
@@ -69,8 +72,9 @@ class _HeadDeadline(H11Protocol):
             self._deadline = None
 
     def _expired(self) -> None:
+        # Armed when a head is awaited, disarmed when one is complete: the client was too slow.
         self._deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
@@ -78,22 +82,37 @@ class _HeadDeadline(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self._head is not None and self.conn.their_state is h11.IDLE:
-            # Only the head is counted (a body may arrive in the same read), up to one byte past the limit.
-            self._head += data[: self.head_limit + 4 - len(self._head)]
-            if b"\r\n\r\n" in self._head:
-                self._head = None
-            elif len(self._head) > self.head_limit:
+        if not self._in_head:
+            super().data_received(data)
+            return
+        room = self.head_limit - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        super().data_received(data[:room])
+        if self._in_head:
+            if not self.transport.is_closing():
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
-                return
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()  # the head is complete
+            return
+        if self.parser is not None and not self.transport.is_closing() and not self.parser.should_upgrade():
+            self.data_received(data[room:])
+
+    def on_message_begin(self) -> None:
+        if not self._in_head:
+            self._in_head = True
+            self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and self.cycle.response_complete:
             self._arm()  # the next request's head, if the client keeps the connection
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -162,7 +181,6 @@ class ApiServer:
         config = uvicorn.Config(
             _CutOffAnswer503(create_app(self.node)),
             http=protocol,
-            h11_max_incomplete_event_size=settings.max_header_bytes,
             proxy_headers=False,
             log_level="warning",
             log_config=None,  # uvicorn's records go through the process's handler (IM_LOG_FORMAT)

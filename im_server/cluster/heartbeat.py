@@ -121,7 +121,10 @@ class Heartbeat:
         interval = self._bus.settings.heartbeat_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), interval)
+                # Not wait_for: on Python 3.11 it may swallow a cancellation that comes as the wait ends,
+                # and stop() then waits for this loop forever (seen as a gateway that never stopped).
+                async with asyncio.timeout(interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self.beat()

@@ -26,6 +26,12 @@ from tests.support.inbox import Inbox
 
 
 @pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
+
+
+@pytest.fixture
 def default_cluster(make_cluster) -> TestCluster:
     """A cluster with the server's default social rules (direct messages need friendship)."""
     return make_cluster(gateways=1, dm_requires_friendship=True, group_invites_default="friends")

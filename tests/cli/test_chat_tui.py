@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import Callable
 
+import pytest
 from textual.widgets import Input, Static
 
 from im_cli.tui.app import ChatApp
@@ -15,6 +16,14 @@ from im_schema.content import TextContent
 from im_schema.ids import direct_conversation
 from im_sdk import AsyncClient
 from tests.support import media
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster (one that a test restarts
+    gateways of starts afresh for the next)."""
+    return shared_sqlite_cluster
 
 
 async def _until(pilot, predicate: Callable[[], object], timeout: float = 15) -> None:

@@ -7,8 +7,16 @@ import os
 import stat
 import uuid
 
+import pytest
+
 from tests.support.cli import listen
-from tests.support.cluster import PASSWORD
+from tests.support.cluster import PASSWORD, TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 def _name(prefix: str) -> str:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.support.cluster import PASSWORD
+import pytest
+
+from tests.support.cluster import PASSWORD, TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 def _name(prefix: str) -> str:

@@ -13,7 +13,13 @@ from im_schema.models import Message
 from im_sdk._files import DownloadPlan
 from tests.cli.test_cli import _login, _name
 from tests.support import media
-from tests.support.cluster import PASSWORD
+from tests.support.cluster import PASSWORD, TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 def _one_error_line(result, code: int, fragment: str) -> None:

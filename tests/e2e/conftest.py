@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        twice = callspec is not None and callspec.params.get("db_url") == "postgres"
+        params = callspec.params if callspec is not None else {}
+        twice = "postgres" in (params.get("db_url"), params.get("shared_cluster"))
         (drop if twice and item.path.name in ONE_DATABASE else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
@@ -70,15 +71,19 @@ async def inboxes() -> AsyncIterator[Callable[..., Inbox]]:
 
 
 async def wait_connected(cluster: TestCluster, client: AsyncClient, timeout: float = 10) -> str:
-    """Wait until the API node routes to the client's device (messages committed from now on are pushed
-    to it); returns the gateway node's id. The client may still be running its first sync."""
+    """Wait until every API node routes to the client's device (messages committed from now on, through
+    any of them, are pushed to it); returns the gateway node's id. The client may still be running its
+    first sync."""
     assert client.session is not None
     user, device = client.session.user.id, client.session.device_id
     assert cluster.api is not None
-    mirror = cluster.api.node.mirror
+    mirrors = [api.node.mirror for api in (cluster.api, *cluster.extra_apis)]
 
     def routed_to() -> str | None:
-        node_id = mirror.routes.devices(user).get(device)
+        node_ids = {mirror.routes.devices(user).get(device) for mirror in mirrors}
+        if len(node_ids) != 1:
+            return None
+        [node_id] = node_ids
         connected = any(node.node_id == node_id and (user, device) in node.connections for node in cluster.gateways)
         return node_id if connected else None
 

@@ -19,6 +19,14 @@ from im_sdk import (
 )
 from im_sdk.events import ButtonPressEvent, MessageEvent
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
+
 
 YES_NO = [Button(id="yes", label="Yes"), Button(id="no", label="No")]
 

@@ -13,6 +13,13 @@ from im_schema.events import GroupInvitationNotice
 from im_sdk import BadRequestError, ForbiddenError, NotFoundError, RateLimitedError, UserNotFoundError
 from im_sdk.events import NoticeEvent
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
 
 
 def _id(client):
@@ -36,12 +43,13 @@ async def _until(predicate, timeout: float = 10):
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-def consenting(make_cluster, db_url):
-    """A cluster with the shipped default (``friends``), on SQLite and on PostgreSQL."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def consenting(request, shared_clusters):
+    """A cluster with the shipped default (``friends``), on SQLite and on PostgreSQL (shared by the
+    module's tests with the same settings: they make users of their own)."""
 
     def make(**settings):
-        return make_cluster(gateways=1, db_url=db_url, group_invites_default="friends", **settings)
+        return shared_clusters(request.param, gateways=1, group_invites_default="friends", **settings)
 
     return make
 
@@ -303,7 +311,7 @@ async def test_invitations_expire(consenting, closing):
     from im_server.storage.tables import group_invitations
 
     def lapse(conn):
-        conn.execute(update(group_invitations).values(expires_at=0))
+        conn.execute(update(group_invitations).where(group_invitations.c.group_id == group.id).values(expires_at=0))
 
     await cluster.loop.call(cluster.api.node.db.write(lapse))
     assert await guest.groups.invitations() == []
@@ -475,9 +483,9 @@ async def test_hostile_invitations(consenting, inboxes, closing):
 # Races --------------------------------------------------------------------------------------------
 
 
-async def test_an_add_waits_for_a_block_in_flight(cluster, db_url, closing):
+async def test_an_add_waits_for_a_block_in_flight(cluster, closing):
     """A block being written while an invitation is checked: the check waits for it and sees it."""
-    if not db_url.startswith("postgresql"):
+    if not cluster.settings.db_url.startswith("postgresql"):
         pytest.skip("SQLite runs one write transaction at a time: there is no interleaving to test")
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine

@@ -16,6 +16,12 @@ from tests.e2e.conftest import wait_connected
 from tests.support.cluster import FAST, PASSWORD, TestCluster
 
 
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
+
+
 def _other_gateway_device(cluster: TestCluster, client: AsyncClient, prefix: str) -> str:
     """A device name of the client's user that rendezvous hashing puts on another gateway."""
     session = client.session

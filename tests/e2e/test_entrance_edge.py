@@ -206,3 +206,28 @@ async def test_request_heads_are_bounded_in_size_and_time(make_cluster):
     # Ordinary requests are untouched.
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{cluster.url}/healthz")).status_code == 200
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:"))
+    return head + await reader.readexactly(length)
+
+
+async def test_a_head_limit_counts_the_head_not_what_follows_it(make_cluster):
+    cluster = make_cluster(gateways=1, header_timeout=5, max_header_bytes=2048)
+    host, port = cluster.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    async with asyncio.timeout(10):
+        # A small head and a body larger than the head limit, in one write: answered, connection kept.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n" + b"a" * 4096)
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+        # A complete request and, pipelined behind it, the start of a head that then grows past the limit.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nX-Big: ")
+        assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+        writer.write(b"a" * 4096)
+        rest = b""
+        while chunk := await reader.read(65536):
+            rest += chunk
+    writer.close()
+    assert rest.startswith(b"HTTP/1.1 431 "), rest[:300]

@@ -17,6 +17,13 @@ from im_schema.rest import GatewayRequest
 from im_sdk import BadRequestError, UserNotFoundError
 from im_server.services.tokens import TokenCodec
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 def _text(text: str) -> dict[str, object]:

@@ -8,12 +8,25 @@ import json
 import signal
 import uuid
 
+import pytest
 import websockets
 
 from im_schema import direct_conversation
 from im_sdk import AsyncClient
 from tests.e2e.conftest import wait_connected
 from tests.support.cluster import FAST, PASSWORD, TestCluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 async def _on_different_gateways(cluster: TestCluster, alice: AsyncClient) -> AsyncClient:

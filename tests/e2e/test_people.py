@@ -9,10 +9,11 @@ from im_sdk import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from tests.e2e.conftest import wait_connected
 
 
-@pytest.fixture
-def strict(make_cluster, db_url):
-    """A cluster that requires friendship for direct messages (the default for real deployments)."""
-    return make_cluster(gateways=1, db_url=db_url, dm_requires_friendship=True)
+@pytest.fixture(params=["sqlite", "postgres"])
+def strict(request, shared_clusters):
+    """A cluster that requires friendship for direct messages (the default for real deployments), on
+    SQLite and on PostgreSQL, shared by the module's tests (they make users of their own)."""
+    return shared_clusters(request.param, gateways=1, dm_requires_friendship=True)
 
 
 async def test_profile_update_is_public(strict, closing):

@@ -17,6 +17,19 @@ from im_sdk import (
     StreamEvent,
 )
 from tests.e2e.conftest import wait_connected
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def cluster(shared_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster per database."""
+    return shared_cluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
 
 
 async def _stream_event(inbox, predicate, timeout: float = 10) -> StreamEvent:

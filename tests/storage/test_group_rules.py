@@ -33,7 +33,7 @@ def _refused(call, *args, **kwargs) -> ErrorCode | None:
     return caught.code
 
 
-@pytest.mark.parametrize(("role", "at_least"), itertools.product(ROLES, ROLES))
+@pytest.mark.parametrize(("role", "at_least"), list(itertools.product(ROLES, ROLES)))
 def test_rank(role: str, at_least: str) -> None:
     expected = None if RANK[role] >= RANK[at_least] else ErrorCode.FORBIDDEN
     assert _refused(require_rank, role, at_least) == expected
@@ -51,7 +51,7 @@ def test_the_message_names_who_may() -> None:
         require_rank("member", "admin")
 
 
-@pytest.mark.parametrize(("actor", "target"), itertools.product(ROLES, ROLES))
+@pytest.mark.parametrize(("actor", "target"), list(itertools.product(ROLES, ROLES)))
 def test_acting_on_someone_needs_a_higher_rank(actor: str, target: str) -> None:
     allowed = (actor, target) in {("owner", "admin"), ("owner", "member"), ("admin", "member")}
     assert _refused(require_outranks, actor, target, "mute") == (None if allowed else ErrorCode.FORBIDDEN)
@@ -70,7 +70,7 @@ def test_only_the_owner_cannot_leave_or_be_named_admin(role: str) -> None:
     assert _refused(require_not_owner, role) == expected
 
 
-@pytest.mark.parametrize(("role", "allowed"), itertools.product(ROLES, (True, False)))
+@pytest.mark.parametrize(("role", "allowed"), list(itertools.product(ROLES, (True, False))))
 def test_who_may_invite(role: str, allowed: bool) -> None:
     expected = None if allowed or role != "member" else ErrorCode.FORBIDDEN
     assert _refused(require_may_invite, role, allow_member_invite=allowed) == expected

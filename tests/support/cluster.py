@@ -7,7 +7,9 @@ CLI alike, all through real HTTP and WebSocket connections.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import io
 import itertools
 import os
 import secrets
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -197,14 +200,27 @@ class TestCluster:
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
         for node in list(self.gateways):
-            with contextlib.suppress(Exception):
-                self.loop.run(node.stop())
+            self._stop_node(node.stop(), f"gateway {node.node_id}")
         for api in [*self.extra_apis, self.api]:
             if api is not None:
-                with contextlib.suppress(Exception):
-                    self.loop.run(api.stop())
+                self._stop_node(api.stop(), f"api {api.node.node_id}")
         with contextlib.suppress(Exception):
             self.loop.run(self._delete_buckets())
+
+    def _stop_node(self, stop: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a node's ``stop()``; one that does not finish within a minute is reported (with what the
+        cluster's loop was doing) as a warning, and the cluster's teardown goes on."""
+        future = asyncio.run_coroutine_threadsafe(stop, self.loop.loop)
+        try:
+            future.result(60)
+        except concurrent.futures.TimeoutError:
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks(self.loop.loop):
+                print(f"-- {task.get_name()}", file=stacks)
+                task.print_stack(limit=6, file=stacks)
+            warnings.warn(f"{name} did not stop within 60 s; the cluster's tasks:\n{stacks.getvalue()}", stacklevel=2)
+        except Exception:
+            pass  # a node that failed to start or already went away: nothing is left to stop
 
     async def observer(self) -> NATS:
         """A connection to the cluster's NATS that may watch and do anything (test servers only)."""
