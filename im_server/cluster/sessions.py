@@ -225,7 +225,8 @@ class Revoker:
         try:
             await nc.publish(self._bus.subjects.revocation_barrier, str(revision).encode(), reply=inbox)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await done
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

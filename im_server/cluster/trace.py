@@ -272,7 +272,8 @@ async def gather(
         await nc.publish(bus.subjects.trace, encode_request(conversation, seq), reply=inbox)
         if waiting:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, wait)
+                async with asyncio.timeout(wait):
+                    await done
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()

@@ -83,7 +83,8 @@ class RouteBarrier:
         try:
             await nc.publish(self._bus.subjects.barrier, str(revision).encode(), reply=inbox)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await done
         finally:
             await subscription.unsubscribe()
         if answered < expected:

@@ -457,7 +457,8 @@ class GatewayNode:
         logs.connection_id.set(str(connection.id))
         session = GatewaySession(self._tokens, self.node_id, revoked=self.revocations.is_revoked)
         try:
-            first = await asyncio.wait_for(connection.recv(), self.settings.auth_timeout)
+            async with asyncio.timeout(self.settings.auth_timeout):
+                first = await connection.recv()
         except TimeoutError:
             await connection.close(CLOSE_AUTH_TIMEOUT, "authenticate first")
             return
@@ -635,7 +636,8 @@ class GatewayNode:
         await asyncio.gather(*closing, return_exceptions=True)
         if self.connections:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._emptied.wait(), deadline)
+                async with asyncio.timeout(deadline):
+                    await self._emptied.wait()
         log.info("gateway %s: drained (%d connections left)", self.node_id, len(self.connections))
         self.drained.set()
 
