@@ -81,8 +81,11 @@ class Settings(BaseSettings):
     node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     """This gateway's id; a random one if unset. Routes left by a crashed node of the same id are purged."""
     heartbeat_interval: float = 0.5
-    node_ttl: float = 1.5
-    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
+    node_ttl: float = 3.0
+    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed.
+    A killed gateway is known dead sooner, by the probe of a late heartbeat (``RouteReaper``); the TTL is
+    what a busy node may be late by before it is judged dead (on a starved core, 1.5 s was not enough:
+    a live gateway was judged dead, pushes to it held back and its clients made to resync)."""
     auth_timeout: float = 5.0
     ws_ping_interval: float = 30.0
     """Seconds between a gateway's pings of each quiet connection (0: none): as often as the proxies in
