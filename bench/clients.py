@@ -58,6 +58,10 @@ class _Step:
     duplicated: int = 0
     ack_ms: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
+    receivers: dict[str, tuple[Account, str]] = field(default_factory=dict)
+    """Who each send went to, and the conversation (to look for an acknowledged message never pushed)."""
+    resyncs: int = 0
+    closed: int = 0
 
 
 class ClientSide:
@@ -189,6 +193,10 @@ class ClientSide:
                         step.ack_ms.append((now - sent) / 1e6)
                 elif kind == "error" and step is not None and step.inflight.pop(frame.get("client_msg_id") or "", None):
                     step.errors += 1
+                elif kind == "resync" and step is not None:
+                    step.resyncs += 1  # the server dropped pushes (a slow consumer): the SDK would sync
+        if self.step is not None:
+            self.step.closed += 1  # closed by the server (too slow a reader: 4013) while a step ran
 
     def _on_message(self, account: Account, message: dict[str, Any], now: int) -> None:
         text = str(message.get("content", {}).get("text", ""))
@@ -241,6 +249,10 @@ class ClientSide:
                 client_id = uuid.uuid4().hex
                 ts = time.time_ns()
                 step.inflight[client_id] = ts
+                step.receivers[client_id] = (
+                    receiver,
+                    f"d:{min(sender.uid, receiver.uid)}:{max(sender.uid, receiver.uid)}",
+                )
                 sent += 1
                 frame = {
                     "type": "send",
@@ -255,7 +267,8 @@ class ClientSide:
         while time.time() < deadline and (step.inflight or not step.acked <= step.delivered.keys()):
             await asyncio.sleep(0.02)
         self.step = None
-        lost = len(step.acked - step.delivered.keys())
+        missing = step.acked - step.delivered.keys()
+        late = await self._stored(step, missing) if missing else set()
         return {
             "offered": round(rate * duration),
             "sent": sent,
@@ -263,11 +276,37 @@ class ClientSide:
             "errors": step.errors,
             "unanswered": len(step.inflight),
             "delivered": len(step.delivered),
-            "lost": lost,
+            "lost": len(missing - late),
+            "late": len(late),
+            "resyncs": step.resyncs,
+            "closed": step.closed,
             "duplicated": step.duplicated,
             "ack_ms": step.ack_ms,
             "delivery_ms": step.delivery_ms,
         }
+
+    async def _stored(self, step: _Step, missing: set[str]) -> set[str]:
+        """Which acknowledged sends whose push never came are stored all the same (read from history, as a
+        device catches up): late or dropped pushes, not lost messages."""
+        conversations = {step.receivers[key][1]: step.receivers[key][0] for key in missing}
+        found: set[str] = set()
+        for conversation, receiver in conversations.items():
+            after = 0
+            while True:
+                response = await self.http.get(
+                    f"/v1/conversations/{conversation}/messages",
+                    params={"after": after, "limit": 1000},
+                    headers={"Authorization": f"Bearer {receiver.token}"},
+                )
+                page = response.raise_for_status().json()
+                for message in page["messages"]:
+                    text = str(message.get("content", {}).get("text", ""))
+                    if text.startswith("p:"):
+                        found.add(text.split(":", 2)[2])
+                    after = max(after, int(message["seq"]))
+                if not page.get("has_more") or not page["messages"]:
+                    break
+        return missing & found
 
     # W3: one group -------------------------------------------------------------------------------------
 

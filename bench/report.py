@@ -52,7 +52,9 @@ def _rows(name: str, figures: dict[str, Any]) -> list[tuple[str, str]]:
                     f"W2 at {step['offered_rate']:.0f} msgs/s offered",
                     f"delivered {step['delivered_per_s']:.0f}/s, loss {step['loss']:.2%}, p50 "
                     f"{_ms(step['delivery_p50_ms'])}, p99 {_ms(step['delivery_p99_ms'])}, server CPU "
-                    f"{_num(step['server_cpu_percent'], ' %')}",
+                    f"{_num(step['server_cpu_percent'], ' %')}, refused {step['errors']}, unanswered "
+                    f"{step['unanswered']}, pushed late {step.get('late', 0)} (resyncs {step.get('resyncs', 0)}, "
+                    f"closed {step.get('closed', 0)})",
                 )
             )
         return rows

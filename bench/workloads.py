@@ -138,7 +138,19 @@ def _offered_step(
     results = workers.gather(timeout=duration + drain + 600)
     totals = {
         name: sum(r[name] for r in results)
-        for name in ("offered", "sent", "acked", "errors", "unanswered", "delivered", "lost", "duplicated")
+        for name in (
+            "offered",
+            "sent",
+            "acked",
+            "errors",
+            "unanswered",
+            "delivered",
+            "lost",
+            "late",
+            "resyncs",
+            "closed",
+            "duplicated",
+        )
     }
     delivery = [v for r in results for v in r["delivery_ms"]]
     ack = [v for r in results for v in r["ack_ms"]]
@@ -187,6 +199,7 @@ def run_w2(server: Server, workers: Workers, sizes: Sizes) -> dict[str, Any]:
         "criterion": f"loss < {sizes.w2_max_loss:.0%} and delivery p99 < {sizes.w2_max_p99_ms:.0f} ms",
         "highest_passing_rate": highest,
         "lost": sum(s["lost"] for s in steps),
+        "late": sum(s["late"] for s in steps),
         "duplicated": sum(s["duplicated"] for s in steps),
         "steps": steps,
     }

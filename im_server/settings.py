@@ -81,8 +81,11 @@ class Settings(BaseSettings):
     node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     """This gateway's id; a random one if unset. Routes left by a crashed node of the same id are purged."""
     heartbeat_interval: float = 0.5
-    node_ttl: float = 1.5
-    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed."""
+    node_ttl: float = 3.0
+    """A node whose heartbeat is older than this is dead: no longer assigned, and its routes are removed.
+    A killed gateway is known dead sooner, by the probe of a late heartbeat (``RouteReaper``); the TTL is
+    what a busy node may be late by before it is judged dead (on a starved core, 1.5 s was not enough:
+    a live gateway was judged dead, pushes to it held back and its clients made to resync)."""
     auth_timeout: float = 5.0
     ws_ping_interval: float = 30.0
     """Seconds between a gateway's pings of each quiet connection (0: none): as often as the proxies in
@@ -95,6 +98,9 @@ class Settings(BaseSettings):
     gateway_send_lanes: Annotated[int, Field(ge=1, le=64)] = 8
     """Requests a gateway keeps in flight to the message service (each carries a batch of sends; a
     connection's sends are in one request at a time, so that they keep their order)."""
+    gateway_max_queue_wait: Annotated[float, Field(gt=0)] = 2.0
+    """Seconds the oldest send waiting for a free request may have waited before a gateway refuses new sends
+    with ``unavailable`` and a ``retry_after`` (every request in flight and the message service behind)."""
     gateway_forward_timeout: Annotated[float, Field(gt=0)] = 0.5
     """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
@@ -206,6 +212,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     commit_max_batch: int = 1024
     """The most sends written in one group-commit transaction."""
+    commit_max_queue_wait: Annotated[float, Field(gt=0)] = 2.0
+    """Seconds the oldest queued send may have waited for its transaction before new sends are refused with
+    ``unavailable`` and a ``retry_after`` (an overloaded node answers at once instead of queueing)."""
     trace_capacity: int = Field(default=10_000, ge=0, le=1_000_000)
     """Messages each node remembers for ``im cluster trace`` (when stored, published, pushed); 0: off."""
     trace_devices: int = Field(default=16, ge=1, le=1000)

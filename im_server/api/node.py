@@ -127,7 +127,11 @@ class ApiNode:
         self.tracer = TraceResponder(self.bus, self.node_id, "api", self.trace)
         self.deliverer = Deliverer(self.bus, self.mirror, self.memberships, self.metrics, trace=self.trace)
         self.committer = GroupCommitter(
-            self.messages, max_batch=settings.commit_max_batch, on_commit=self.deliverer, metrics=self.metrics
+            self.messages,
+            max_batch=settings.commit_max_batch,
+            max_queue_wait=settings.commit_max_queue_wait,
+            on_commit=self.deliverer,
+            metrics=self.metrics,
         )
         self.directory = UserDirectory(self.users)
         self.file_store = FileStore(self.db)
@@ -149,6 +153,7 @@ class ApiNode:
             self.committer,
             media=MediaService(settings, self.file_store),
             check_direct=self.social.check_direct,
+            direct_allowed=self.social.direct_allowed,
         )
         self.sync = SyncService(self.messages)
         self.groups = GroupService(

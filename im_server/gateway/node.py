@@ -108,7 +108,7 @@ class GatewayNode:
         self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The token each connection authenticated with: forwarded with its sends and events, the API
         takes the sender from it (NATS credentials alone cannot send as anybody)."""
-        self._forwarder = _Forwarder(self, settings.gateway_send_lanes)
+        self._forwarder = _Forwarder(self, settings.gateway_send_lanes, settings.gateway_max_queue_wait)
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
         self._keepalive: Keepalive | None = None
@@ -709,10 +709,13 @@ class _Forwarder:
     in another request. Batching makes a busy gateway cost one NATS round trip per batch, not per message.
     """
 
-    def __init__(self, node: GatewayNode, in_flight: int) -> None:
+    def __init__(self, node: GatewayNode, in_flight: int, max_wait: float) -> None:
         self._node = node
         self._in_flight = in_flight
+        self._max_wait = max_wait
         self._pending: list[tuple[ServerConnection, Key, Forward]] = []
+        self._arrived: list[float] = []
+        """When each send of :attr:`_pending` arrived (``time.monotonic``)."""
         self._per_connection: dict[Key, int] = {}
         self._busy: set[Key] = set()
         """Connections with sends in a request in flight."""
@@ -726,8 +729,19 @@ class _Forwarder:
             self._node._frames_out.inc()
             broadcast([connection], answer, text=True)
             return
+        now = time.monotonic()
+        if self._running >= self._in_flight and self._arrived and (waited := now - self._arrived[0]) > self._max_wait:
+            # Every request slot is taken and sends keep waiting: the message service is behind. Refuse now
+            # (the SDK retries with the same client_msg_id) instead of queueing for many seconds.
+            retry_after = round(min(2.0, max(0.1, waited)), 3)
+            answer = _error_frame(action, ErrorCode.UNAVAILABLE, "the server is busy; retry later", retry_after)
+            self._node._errors.labels(ErrorCode.UNAVAILABLE.value).inc()
+            self._node._frames_out.inc()
+            broadcast([connection], answer, text=True)
+            return
         self._per_connection[key] = waiting + 1
         self._pending.append((connection, key, action))
+        self._arrived.append(now)
         if self._running < self._in_flight:
             self._dispatch()
 
@@ -736,17 +750,19 @@ class _Forwarder:
             busy = self._busy
             batch: list[tuple[ServerConnection, Key, Forward]] = []
             keep: list[tuple[ServerConnection, Key, Forward]] = []
+            kept: list[float] = []
             joined: set[Key] = set()
-            for item in self._pending:
+            for item, arrived in zip(self._pending, self._arrived, strict=True):
                 key = item[1]
                 if len(batch) < MAX_BATCH and (key in joined or key not in busy):
                     batch.append(item)
                     joined.add(key)
                 else:
                     keep.append(item)
+                    kept.append(arrived)
             if not batch:
                 return  # every waiting send belongs to a connection with a request in flight
-            self._pending = keep
+            self._pending, self._arrived = keep, kept
             busy.update(joined)
             self._running += 1
             self._node._spawn(self._send(batch, joined))
@@ -782,7 +798,8 @@ class _Forwarder:
     async def _forward(self, batch: list[tuple[ServerConnection, Key, Forward]]) -> list[bytes]:
         # ``{"tokens": [access token, ...], "sends": [[token index, send frame], ...]}``: each connection's
         # token once; the API verifies it and takes the sender from it. Frames are re-encoded from the
-        # validated model: the message service never sees client bytes.
+        # validated model (nulls and defaults included: cheaper than leaving them out): the message service
+        # never sees client bytes.
         node = self._node
         tokens: list[str] = []
         indexes: dict[ServerConnection, int] = {}
@@ -792,7 +809,8 @@ class _Forwarder:
             if index is None:
                 index = indexes[connection] = len(tokens)
                 tokens.append(node._access_tokens.get(connection, ""))
-            sends.append(b"[%d,%b]" % (index, action.frame.model_dump_json(exclude_none=True).encode()))
+            frame = action.frame
+            sends.append(b"[%d,%b]" % (index, frame.__pydantic_serializer__.to_json(frame)))
         payload = b'{"tokens":%b,"sends":[%b]}' % (orjson.dumps(tokens), b",".join(sends))
         node._forward_size.observe(len(batch))
         settings = node.settings

@@ -70,12 +70,14 @@ class GroupCommitter:
         store: MessageStore,
         *,
         max_batch: int = 1024,
+        max_queue_wait: float | None = None,
         on_commit: OnCommit | None = None,
         retries: int = 3,
         metrics: Registry | None = None,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_queue_wait = max_queue_wait
         self._on_commit = on_commit
         self._retries = retries
         self._queue: list[_Pending] = []
@@ -97,6 +99,9 @@ class GroupCommitter:
         )
         self._batch_size = metrics.histogram("im_commit_batch_size", "Sends per group commit.", SIZE_BUCKETS)
         self._committed = metrics.counter("im_messages_committed_total", "New messages stored.")
+        self._refused = metrics.counter(
+            "im_commit_refused_total", "New sends refused because the queue was too old (an overloaded node)."
+        )
 
     def start(self) -> None:
         """Start the writer task."""
@@ -124,6 +129,14 @@ class GroupCommitter:
             if known is not None:
                 future.set_result(known.again())
                 return future
+        if self._max_queue_wait is not None and self._queue:
+            waited = time.perf_counter() - self._queue[0].enqueued
+            if waited > self._max_queue_wait:
+                # Overloaded: refuse now, rather than let every send wait longer and longer (and the
+                # senders time out and retry). The queue is the writer's backlog; it empties at each commit.
+                self._refused.inc()
+                raise Unavailable("the server is busy; retry later", retry_after=round(min(2.0, max(0.1, waited)), 3))
+        if item.client_msg_id is not None:
             self._inflight[key] = future
             future.add_done_callback(functools.partial(self._forget, key))
         self._queue.append(_Pending(item, device_id, future, time.perf_counter()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from im_schema.content import Content, OutgoingContent, TextContent
 from im_schema.errors import ErrorCode
@@ -19,7 +20,33 @@ from .commit import GroupCommitter
 from .media import MediaService
 from .ratelimit import RateLimiter
 
-__all__ = ["MessagingService", "UserDirectory"]
+__all__ = ["MessagingService", "Send", "UserDirectory"]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One send as the message service takes it: the fields of a valid :class:`SendFrame`."""
+
+    to: int | str | None
+    conversation: str | None
+    client_msg_id: str
+    content: OutgoingContent
+    reply_to: int | None = None
+    mentions: tuple[int, ...] = ()
+    mention_all: bool = False
+
+    @classmethod
+    def of(cls, frame: SendFrame) -> Send:
+        """The send a validated frame asks for."""
+        return cls(
+            frame.to,
+            frame.conversation,
+            frame.client_msg_id,
+            frame.content,
+            frame.reply_to,
+            tuple(frame.mentions),
+            frame.mention_all,
+        )
 
 
 class UserDirectory:
@@ -40,6 +67,10 @@ class UserDirectory:
             self._ids.popitem(last=False)
         while len(self._names) > self._size:
             self._names.popitem(last=False)
+
+    def known(self, user_id: int) -> bool:
+        """Whether a user id is known to exist without asking the database."""
+        return user_id in self._ids
 
     async def resolve(self, ref: int | str) -> int:
         """The id of a user given by id or username; raises ``user_not_found``."""
@@ -69,6 +100,7 @@ class MessagingService:
         media: MediaService | None = None,
         *,
         check_direct: Callable[[int, int], Awaitable[None]] | None = None,
+        direct_allowed: Callable[[int, int], bool | None] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -79,6 +111,8 @@ class MessagingService:
         self._media = media
         self.check_direct = check_direct
         """Friendship and block rules for direct messages (``None``: anyone may write to anyone)."""
+        self.direct_allowed = direct_allowed
+        """The same rules from cached state only: ``True`` allowed, anything else asks :attr:`check_direct`."""
 
     async def send(
         self,
@@ -106,35 +140,55 @@ class MessagingService:
         )
         return await self._committer.enqueue(item, device_id)
 
-    async def send_in_order(self, sends: Sequence[tuple[int, str | None, SendFrame]]) -> list[Written | ServerError]:
+    async def send_in_order(
+        self, sends: Sequence[tuple[int, str | None, Send | SendFrame]]
+    ) -> list[Written | ServerError]:
         """Store sends of one or more devices in the order given; each gets its message or its error.
 
         Every send is checked and queued before the next one, so each device's messages keep the order
-        in which it sent them; then all are awaited together (they usually share one commit).
+        in which it sent them; then all are awaited together (they usually share one commit). A send
+        whose rules can be checked from what this node has cached (the usual case: known users, a
+        conversation that exists) is prepared without waiting on anything.
         """
         futures: list[asyncio.Future[Written] | ServerError] = []
-        for sender, device_id, frame in sends:
+        enqueue = self._committer.enqueue
+        # Devices told to retry later (rate limited, node busy): their later sends of the batch are refused
+        # too, so that the retried send never lands behind one made after it.
+        held: dict[tuple[int, str | None], ServerError] = {}
+        for sender, device_id, send in sends:
+            if held and (refusal := held.get((sender, device_id))) is not None:
+                futures.append(refusal)
+                continue
             try:
-                item = await self.prepare(
+                self._check(sender, send.content)
+                target = self._target_now(sender, send.to, send.conversation)
+                content: Content
+                if target is not None and isinstance(send.content, TextContent):
+                    content = send.content
+                else:
+                    content = await self._stored_content(sender, send.content)
+                    target = await self._target(sender, send.to, send.conversation)
+                item = NewMessage(
+                    target,
                     sender,
-                    to=frame.to,
-                    conversation=frame.conversation,
-                    client_msg_id=frame.client_msg_id,
-                    content=frame.content,
-                    reply_to=frame.reply_to,
-                    mentions=frame.mentions,
-                    mention_all=frame.mention_all,
+                    send.client_msg_id,
+                    content,
+                    send.reply_to,
+                    tuple(send.mentions),
+                    send.mention_all,
                 )
-                futures.append(self._committer.enqueue(item, device_id))
+                futures.append(enqueue(item, device_id))
             except ServerError as exc:
                 futures.append(exc)
+                if exc.retry_after is not None:
+                    held[(sender, device_id)] = exc
         results: list[Written | ServerError] = []
         for future in futures:
             if isinstance(future, ServerError):
                 results.append(future)
                 continue
             try:
-                results.append(await future)
+                results.append(future.result() if future.done() else await future)
             except ServerError as exc:
                 results.append(exc)
         return results
@@ -155,6 +209,13 @@ class MessagingService:
 
         Replies and mentions are checked in the commit, with the membership they depend on.
         """
+        self._check(sender, content)
+        stored = await self._stored_content(sender, content)
+        target = await self._target(sender, to, conversation)
+        return NewMessage(target, sender, client_msg_id, stored, reply_to, tuple(mentions), mention_all)
+
+    def _check(self, sender: int, content: OutgoingContent) -> None:
+        """The sender's rate and the text's length (raises)."""
         wait = self._limiter.acquire(sender)
         if wait:
             raise RateLimited("too many messages; slow down", retry_after=round(wait, 3))
@@ -162,9 +223,29 @@ class MessagingService:
             raise BadRequest(
                 f"text is longer than {self._settings.max_text_len} characters", code=ErrorCode.TEXT_TOO_LONG
             )
-        stored = await self._stored_content(sender, content)
-        target = await self._target(sender, to, conversation)
-        return NewMessage(target, sender, client_msg_id, stored, reply_to, tuple(mentions), mention_all)
+
+    def _target_now(self, sender: int, to: int | str | None, conversation: str | None) -> str | None:
+        """The conversation of a send when cached state alone shows that it may go there, else ``None``
+        (then :meth:`_target` decides, and says why not)."""
+        if conversation is not None:
+            if conversation.startswith("g:"):
+                return conversation
+            users = direct_users(conversation)
+            if sender not in users:
+                return None
+            peer = users[0] if users[1] == sender else users[1]
+        elif type(to) is int and to != sender:
+            peer = to
+            conversation = direct_conversation(sender, peer)
+        else:
+            return None
+        if conversation not in self._known_direct or not self._directory.known(peer):
+            return None
+        if self.check_direct is not None and (
+            self.direct_allowed is None or self.direct_allowed(sender, peer) is not True
+        ):
+            return None
+        return conversation
 
     async def _stored_content(self, sender: int, content: OutgoingContent) -> Content:
         """Text as sent; for media, what the server read from the blob (see :mod:`.media`)."""

@@ -123,6 +123,19 @@ class SocialService:
             return
         raise Forbidden("you can message this user once you are friends", code=ErrorCode.NOT_FRIENDS)
 
+    def direct_allowed(self, sender: int, recipient: int) -> bool | None:
+        """:meth:`check_direct` from cached graphs only: ``True`` allowed, ``False`` refused, ``None`` not
+        cached (the send path then awaits :meth:`check_direct`, which also says why)."""
+        theirs = self._graphs.get(recipient)
+        if theirs is None:
+            return None
+        if sender in theirs.blocked:
+            return False
+        if not self._settings.dm_requires_friendship or sender in theirs.friends or theirs.is_bot:
+            return True
+        mine = self._graphs.get(sender)
+        return None if mine is None else mine.is_bot
+
     async def _changed(self, *user_ids: int) -> None:
         self.forget(user_ids)
         if self.announce is not None:

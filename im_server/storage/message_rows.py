@@ -72,9 +72,23 @@ UNCOUNTED_KINDS = ("system", "recalled")
 REPLY_PREVIEW_LEN = 100
 
 
+_EXACT = 4_000_000_000_000
+"""Below this (year 2096) the float path of :func:`ms_to_datetime` is exact to the millisecond."""
+_second: tuple[int, str] = (0, format_timestamp(ms_to_datetime(0))[:-5])
+"""The last second formatted, without its milliseconds: a commit and a history page format one or a few."""
+
+
 def _timestamp(ms: int) -> str:
-    """A stored time (ms since the epoch) as the wire writes it."""
-    return format_timestamp(ms_to_datetime(ms))
+    """A stored time (ms since the epoch) as the wire writes it (the text up to the second is reused while it
+    is the same second)."""
+    global _second
+    if not 0 <= ms < _EXACT:
+        return format_timestamp(ms_to_datetime(ms))
+    second, milli = divmod(ms, 1000)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (second, format_timestamp(ms_to_datetime(second * 1000))[:-5])
+    return f"{cached[1]}.{milli:03d}Z"
 
 
 _ALWAYS = ("conversation", "seq", "sender", "client_msg_id", "sent_at", "content")

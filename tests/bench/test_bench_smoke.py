@@ -55,6 +55,7 @@ def bench_cluster() -> Iterator[tuple[Server, Workers]]:
 def _integrity(figures: dict[str, Any]) -> None:
     assert "error" not in figures, figures.get("error")
     assert figures["lost"] == 0
+    assert figures.get("late", 0) == 0  # stored and acknowledged, but not pushed within the drain
     assert figures["duplicated"] == 0
     json.dumps(figures)  # JSON-ready
 

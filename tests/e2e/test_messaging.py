@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -386,3 +387,37 @@ async def test_pipelined_sends_of_several_connections_keep_each_connections_orde
         assert [key for key, _ in acks] == [f"{tag}{index:08d}" for index in range(count)]
         seqs = [seq for _, seq in acks]
         assert seqs == sorted(seqs) and len(set(seqs)) == count
+
+
+async def test_a_gateway_whose_requests_are_all_stuck_refuses_new_sends_at_once(make_cluster, closing):
+    # No message service answers (the API stopped taking sends): the gateway's one request slot stays taken
+    # and sends wait behind it. Past IM_GATEWAY_MAX_QUEUE_WAIT the gateway answers new sends "busy" at once,
+    # with a retry_after, instead of queueing them for the whole forward deadline.
+    from im_schema.rest import GatewayRequest
+
+    cluster = make_cluster(gateways=1, gateway_send_lanes=1, gateway_max_queue_wait=0.05, gateway_forward_deadline=60.0)
+    alice = await cluster.user("alice")
+    bob = await cluster.user("bob")
+    closing += [alice, bob]
+    api = cluster.api.node
+    await cluster.loop.call(api._subscriptions[0].unsubscribe())  # the queue-group subscription to sends
+    assignment = await alice.request(GatewayRequest())
+    async with websockets.connect(assignment.url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.session.access_token}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+
+        def send(index: int) -> str:
+            frame = {"type": "send", "to": bob.session.user.id, "client_msg_id": f"stuck{index:08d}"}
+            return json.dumps({**frame, "content": {"kind": "text", "text": f"stuck {index}"}})
+
+        await ws.send(send(0))  # takes the only request slot, and keeps it (nobody answers)
+        await ws.send(send(1))  # waits for the slot
+        refused = None
+        for index in range(2, 2000):  # until one arrives after the first waiting send got too old
+            await ws.send(send(index))
+            with contextlib.suppress(TimeoutError):
+                refused = json.loads(await asyncio.wait_for(ws.recv(), 0.05))
+                break
+        assert refused is not None
+        assert refused["type"] == "error" and refused["code"] == "unavailable", refused
+        assert refused["retry_after"] > 0 and refused["client_msg_id"].startswith("stuck")

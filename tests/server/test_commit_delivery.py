@@ -191,3 +191,47 @@ async def test_a_retry_of_a_send_whose_sender_gave_up_is_told_to_try_again(store
     finally:
         pushes.release.set()
         await committer.stop()
+
+
+class HeldStore(MessageStore):
+    """A real store whose transactions wait until released (the writer is busy)."""
+
+    def __init__(self, store: MessageStore) -> None:
+        super().__init__(store.db)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write_batch(self, items, *, now):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        await self.release.wait()
+        return await super().write_batch(items, now=now)
+
+
+async def test_an_overloaded_committer_refuses_new_sends_at_once_and_takes_them_again_later(store):
+    from im_schema.errors import ErrorCode
+    from im_server.errors import Unavailable
+
+    a, _, conversation = await _pair(store)
+    held = HeldStore(store)
+    # Any wait is too long here: a send that finds another one queued is refused.
+    committer = GroupCommitter(held, max_queue_wait=0.0)
+    committer.start()
+
+    def send(key: str) -> asyncio.Future:
+        return committer.enqueue(NewMessage(conversation, a, key, TextContent(text=key)), "phone")
+
+    try:
+        first = send("first-key")
+        await held.entered.wait()  # its transaction runs (held): the next send waits in the queue
+        second = send("second-key")
+        retry = send("second-key")  # a retry of a queued send adds no work: it waits for the original
+        with pytest.raises(Unavailable) as refused:
+            send("third-key")
+        assert refused.value.code == ErrorCode.UNAVAILABLE and refused.value.retry_after
+        held.release.set()
+        assert [(await first).seq, (await second).seq, (await retry).seq] == [1, 2, 2]
+        # The backlog is written: new sends are taken again.
+        assert (await send("third-key")).seq == 3
+    finally:
+        held.release.set()
+        await committer.stop()

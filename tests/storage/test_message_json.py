@@ -213,6 +213,22 @@ def test_stored_json_reads_as_the_schema_writes_it(reply, mentions, everyone, ed
     }
 
 
+def test_timestamps_are_formatted_as_the_schema_formats_them() -> None:
+    # The formatted second is reused while it does not change: the text must be the same as formatting anew.
+    import random
+
+    from im_schema.models import format_timestamp
+    from im_server.storage._util import ms_to_datetime
+    from im_server.storage.message_rows import _timestamp
+
+    rng = random.Random(14)
+    values = [0, 1, 999, 1000, 1001, -1, -1000, -1001, 253_402_214_399_999]
+    values += list(range(1_700_000_000_990, 1_700_000_001_010))  # across a second, in order
+    values += [rng.randrange(0, 5_000_000_000_000) for _ in range(2000)]
+    for ms in values:
+        assert _timestamp(ms) == format_timestamp(ms_to_datetime(ms)), ms
+
+
 def test_a_message_field_the_writer_does_not_know_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from im_server.storage import message_rows
 
