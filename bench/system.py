@@ -140,20 +140,28 @@ class Server:
             if self.pin:
                 # Children inherit the affinity: nats-server and the nodes start on core 0 only.
                 os.sched_setaffinity(0, {0})
-            plan = ClusterPlan(
-                data_dir=Path(self._tmp.name) / "data",
-                api_port=free_port_block(self.gateways + 1),
-                gateways=self.gateways,
-                db_url=self.db,
-                extra_env=SERVER_ENV,
-                log_level="WARNING",
-            )
-            self.cluster = EmbeddedCluster(plan, on_event=lambda _text: None)
-            try:
-                self.cluster.start()
-            except BaseException:
-                self.stop()
-                raise
+            for attempt in range(3):
+                plan = ClusterPlan(
+                    data_dir=Path(self._tmp.name) / f"data-{attempt}",
+                    api_port=free_port_block(self.gateways + 1),
+                    gateways=self.gateways,
+                    db_url=self.db,
+                    extra_env=SERVER_ENV,
+                    log_level="WARNING",
+                )
+                self.cluster = EmbeddedCluster(plan, on_event=lambda _text: None)
+                try:
+                    self.cluster.start()
+                    break
+                except RuntimeError as exc:
+                    # The free ports were taken between the pick and the bind (a busy machine): pick again.
+                    if attempt == 2 or "address already in use" not in str(exc):
+                        self.stop()
+                        raise
+                    self.cluster.stop(timeout=10)
+                except BaseException:
+                    self.stop()
+                    raise
             self.url = self.cluster.api_url
             # The embedded cluster keeps its processes private; the benchmark needs their ids for /proc.
             for child in self.cluster._children:

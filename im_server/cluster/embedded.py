@@ -168,8 +168,23 @@ class EmbeddedCluster:
             self._spawn(child)
         for child in self._children:
             assert child.process is not None
-            wait_for_port(plan.host, child.port, process=child.process, timeout=60)
+            try:
+                wait_for_port(plan.host, child.port, process=child.process, timeout=60)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{child.name}: {exc}; its log ends with:\n{self._log_tail(child)}") from None
         self._wait_until_gateways_live()
+
+    def _log_tail(self, child: _Child, lines: int = 12) -> str:
+        """The last lines of a child's log (why it exited), bounded in size."""
+        path = self.plan.data_dir / "logs" / f"{child.name}.log"
+        try:
+            with path.open("rb") as log_file:
+                log_file.seek(0, 2)
+                log_file.seek(max(0, log_file.tell() - 8192))
+                text = log_file.read().decode(errors="replace")
+        except OSError as exc:
+            return f"(cannot read {path}: {exc.strerror})"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
     def _nats_env(self, user: str) -> dict[str, str]:
         return self.credentials.env(user) if self.credentials is not None else {}

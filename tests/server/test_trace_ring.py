@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from im_schema import UnknownValue
 from im_server.bus.nats import parse_heartbeat
 from im_server.cluster.trace import TraceRing, _node_trace, decode_request, encode_request, frame_key
 from im_server.services.admin import _trace_node
@@ -87,7 +88,8 @@ def test_malformed_node_answers_are_dropped(answer):
     ("role", "record"),
     [
         ("gateway", {"pushes": [[1]]}),
-        ("gateway", {"pushes": [[1, "d", "other", 1]]}),
+        ("gateway", {"pushes": [[1, "d", 5, 1]]}),
+        ("gateway", {"pushes": [[1, "d", "", 1]]}),
         ("gateway", {"pushes": 5}),
         ("gateway", {"pushed": "many"}),
         ("api", {"published": [1, 2, 3]}),
@@ -113,3 +115,10 @@ def test_heartbeat_frame_figures_must_be_numbers():
     )
     assert info.frames_in == 10.0 and info.frames_out is None and info.frames_in_rate is None
     assert parse_heartbeat("gw-1", b'{"role":"gateway","frames_out_rate":1e300}').frames_out_rate is None
+
+
+def test_a_push_kind_from_a_newer_node_is_kept_as_unknown():
+    found = _trace_node("n-1", "gateway", {"pushes": [[1, "d", "other", 1]]})
+    assert found is not None
+    assert [(push.user_id, push.kind) for push in found.pushes] == [(1, "other")]
+    assert isinstance(found.pushes[0].kind, UnknownValue)
