@@ -33,7 +33,7 @@ class _Connection:
 
     async def _body(self, headers: dict[str, str]) -> bytes:
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int((await self.reader.readline()).split(b";")[0], 16)
                 if size == 0:
@@ -80,8 +80,10 @@ class HttpPool:
             head += f"authorization: Bearer {token}\r\n"
         async with self._slots:
             for attempt in range(2):
-                fresh = not self._idle
-                connection = self._idle.pop() if self._idle else _Connection(*await self._open())
+                # The retry opens a new connection: the other idle ones may have been closed by the server
+                # too (it ends a kept-alive connection that sends no request within its head deadline).
+                fresh = attempt > 0 or not self._idle
+                connection = _Connection(*await self._open()) if fresh else self._idle.pop()
                 try:
                     status, raw, close = await connection.request((head + "\r\n").encode(), data)
                 except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):

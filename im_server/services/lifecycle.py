@@ -134,14 +134,9 @@ class LifecycleService:
     async def _visible_to(self, subject: int, viewers: list[int]) -> list[int]:
         """The viewers who may see ``subject``'s typing or presence: no block either way."""
         mine = await self._social.graph(subject)
-        allowed = []
-        for viewer in viewers:
-            if viewer == subject or viewer in mine.blocked:
-                continue
-            if subject in (await self._social.graph(viewer)).blocked:
-                continue
-            allowed.append(viewer)
-        return allowed
+        candidates = [viewer for viewer in viewers if viewer != subject and viewer not in mine.blocked]
+        theirs = await self._social.graphs(candidates)  # the uncached ones in one read
+        return [viewer for viewer in candidates if subject not in theirs[viewer].blocked]
 
     async def typing(self, user_id: int, conversation: str, active: bool) -> None:
         """Tell the other members I am typing (at most once per interval per conversation; starts and stops

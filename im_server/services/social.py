@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,6 +18,7 @@ from ..settings import Settings
 from ..storage import UserStore
 from ..storage._util import ms_to_datetime, now_ms
 from ..storage.social import Friendship, RequestCooldown, SocialGraph, SocialStore
+from .batching import Batcher
 from .delivery import Deliverer
 from .messaging import UserDirectory
 from .ratelimit import RateLimiter
@@ -53,6 +55,9 @@ class SocialService:
         self._nodes = nodes
         self._size = size
         self._graphs: OrderedDict[int, SocialGraph] = OrderedDict()
+        self._loader: Batcher[int, SocialGraph] = Batcher(self._load)
+        self._loading: set[int] = set()
+        self._stale: set[int] = set()
         self._requests: RateLimiter[int] = RateLimiter(settings.friend_request_rate, settings.friend_request_burst)
         self.announce = announce
         """Tells the other API nodes whose graph changed (``None``: no other node to tell)."""
@@ -60,21 +65,51 @@ class SocialService:
     # The send path -------------------------------------------------------------------------------
 
     async def graph(self, user_id: int) -> SocialGraph:
-        """A user's friends and blocks (cached)."""
+        """A user's friends and blocks (cached; misses that arrive together are read together)."""
         graph = self._graphs.get(user_id)
         if graph is None:
-            graph = await self._store.graph(user_id)
-            self._graphs[user_id] = graph
-            while len(self._graphs) > self._size:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(user_id)
+            return await self._loader.submit(user_id)
+        self._graphs.move_to_end(user_id)
         return graph
+
+    async def graphs(self, user_ids: Iterable[int]) -> dict[int, SocialGraph]:
+        """Several users' graphs; the missing ones in one read."""
+        found: dict[int, SocialGraph] = {}
+        missing: list[int] = []
+        for user_id in user_ids:
+            graph = self._graphs.get(user_id)
+            if graph is None:
+                missing.append(user_id)
+            else:
+                self._graphs.move_to_end(user_id)
+                found[user_id] = graph
+        if missing:
+            loaded = await asyncio.gather(*(self._loader.submit(user_id) for user_id in missing))
+            found.update(zip(missing, loaded, strict=True))
+        return found
+
+    async def _load(self, user_ids: list[int]) -> list[SocialGraph]:
+        # One run at a time (the batcher's rule): a graph forgotten while its read is under way is
+        # returned to the callers that asked before the change, but not cached.
+        self._loading = set(user_ids)
+        self._stale = set()
+        try:
+            loaded = await self._store.graphs(self._loading)
+        finally:
+            stale, self._loading, self._stale = self._stale, set(), set()
+        for user_id, graph in loaded.items():
+            if user_id not in stale:
+                self._graphs[user_id] = graph
+        while len(self._graphs) > self._size:
+            self._graphs.popitem(last=False)
+        return [loaded[user_id] for user_id in user_ids]
 
     def forget(self, user_ids: Iterable[int]) -> None:
         """Drop cached graphs (they changed, here or on another node)."""
         for user_id in user_ids:
             self._graphs.pop(user_id, None)
+            if user_id in self._loading:
+                self._stale.add(user_id)
 
     async def check_direct(self, sender: int, recipient: int) -> None:
         """Raise unless ``sender`` may send ``recipient`` a direct message."""

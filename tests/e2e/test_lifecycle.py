@@ -3,13 +3,16 @@ presence; with two devices of one user and a peer spread over two gateways."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from im_schema.content import RecalledContent
-from im_sdk import BadRequestError, ForbiddenError, NotFoundError
+from im_sdk import AsyncClient, BadRequestError, ForbiddenError, NotFoundError
 from im_sdk.events import EditEvent, PresenceEvent, ReadEvent, RecallEvent, TypingEvent
 from tests.e2e.conftest import wait_connected
-from tests.support.cluster import TestCluster
+from tests.support.cluster import FAST, PASSWORD, TestCluster
 
 
 @pytest.fixture
@@ -263,3 +266,121 @@ async def test_presence_for_friends_only(make_cluster, db_url, inboxes, closing)
     assert not seen.online
     assert seen.last_seen is not None
     assert not any(isinstance(e, PresenceEvent) for e in list(dan_in.notices._queue))
+
+
+async def _sees(viewer: AsyncClient, subject: AsyncClient) -> bool:
+    assert subject.session is not None
+    try:
+        await viewer.presence(subject.session.user.id)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Poll ``check`` until true (a change made through one API node reaches the other's cache by NATS)."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_presence_follows_social_changes_on_two_api_nodes(make_cluster, db_url, inboxes, closing):
+    """Both API nodes cache the graphs; a friend added or removed, a block and a group joined or left
+    through one node change what the other shows, and the pushes to friends follow (whichever node
+    sends them)."""
+    cluster = make_cluster(gateways=1, db_url=db_url)
+    other = cluster.add_api()
+    ann = await cluster.user("ann")
+    ben = await cluster.user("ben")
+    cat = await cluster.user("cat")
+    assert ben.session is not None
+    ben_there = AsyncClient(other.url, backoff=FAST)  # ben's requests through the second node
+    await ben_there.login(ben.session.user.username, PASSWORD, device="there")
+    closing += [ann, ben, cat, ben_there]
+    await cluster.friends(ann, cat)  # cat's push is the sign that ann's presence change was handled
+    ben_in, cat_in = inboxes(ben), inboxes(cat)
+    await wait_connected(cluster, ben)
+    await wait_connected(cluster, cat)
+
+    async def ben_sees_ann(expected: bool) -> None:
+        for viewer in (ben, ben_there):
+            await _until(lambda viewer=viewer: _expect(viewer, expected))
+
+    async def _expect(viewer: AsyncClient, expected: bool) -> bool:
+        return await _sees(viewer, ann) is expected
+
+    async def ann_comes() -> object:
+        ann_in = inboxes(ann)
+        await wait_connected(cluster, ann)
+        assert (await cat_in.event(PresenceEvent)).online is True
+        return ann_in
+
+    async def ann_goes(ann_in: object) -> None:
+        await ann_in.close()
+        assert (await cat_in.event(PresenceEvent)).online is False
+
+    def pushed_to_ben() -> bool:
+        return any(isinstance(event, PresenceEvent) for event in list(ben_in.notices._queue))
+
+    await ben_sees_ann(False)  # strangers; both nodes now cache both graphs
+
+    await cluster.friends(ann, ben)  # through the first node
+    await ben_sees_ann(True)
+    await ann_goes(await ann_comes())
+    assert (await ben_in.event(PresenceEvent)).online is True
+    assert (await ben_in.event(PresenceEvent)).online is False
+
+    await ben_there.friends.block(ann.session.user.id)  # through the second node
+    await ben_sees_ann(False)
+    await ann_goes(await ann_comes())
+    assert not pushed_to_ben()
+    await ben_there.friends.unblock(ann.session.user.id)
+    await ben_sees_ann(True)
+    await ann_comes()  # the fifth change: a user's presence changes are limited to a burst of five
+    assert (await ben_in.event(PresenceEvent)).online is True
+
+    await ann.friends.remove(ben.session.user.id)
+    await ben_sees_ann(False)
+    group = await ann.groups.create("g", [ben.session.user.id])
+    await ben_sees_ann(True)  # a fellow member: presence on request, no pushes
+    await ben_there.friends.block(ann.session.user.id)
+    await ben_sees_ann(False)  # never across a block, even in a group
+    await ben_there.friends.unblock(ann.session.user.id)
+    await ben_sees_ann(True)
+    await ben_there.groups.leave(group.id)
+    await ben_sees_ann(False)
+
+
+async def test_graph_misses_are_read_together_and_a_change_during_the_read_is_not_cached(cluster, closing):
+    """The cache's batched path on the cluster's database: several misses, one read; a graph forgotten
+    while its read is under way is not kept."""
+    ann = await cluster.user("ann")
+    ben = await cluster.user("ben")
+    closing += [ann, ben]
+    await cluster.friends(ann, ben)
+    ids = [ann.session.user.id, ben.session.user.id, ben.session.user.id + 1_000_000]
+    social = cluster.api.node.social
+
+    async def together() -> tuple[int, dict[int, object]]:
+        social.forget(ids)
+        runs = social._loader.runs
+        graphs = await social.graphs(ids)
+        return social._loader.runs - runs, graphs
+
+    runs, graphs = await cluster.loop.call(together())
+    assert runs == 1
+    assert graphs[ids[0]].friends == {ids[1]} and graphs[ids[1]].friends == {ids[0]}
+    assert not graphs[ids[2]].friends
+
+    async def forgotten_while_read() -> tuple[object, bool]:
+        social.forget(ids[:1])
+        task = asyncio.create_task(social.graph(ids[0]))
+        async with asyncio.timeout(10):
+            while ids[0] not in social._loading:
+                await asyncio.sleep(0)
+        social.forget(ids[:1])
+        return await task, ids[0] in social._graphs
+
+    graph, cached = await cluster.loop.call(forgotten_while_read())
+    assert graph.friends == {ids[1]}
+    assert not cached
