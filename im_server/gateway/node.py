@@ -568,8 +568,11 @@ class GatewayNode:
         self._sessions.pop(key, None)
         revision = self._revisions.pop(key, None)
         try:
-            # Only if nobody else registered the device meanwhile (on another node).
-            await self.bus.routes.delete(route_key(*key), last=revision)
+            # Only if nobody else registered the device meanwhile (on another node). Without a revision (the
+            # put was cut off) nothing is deleted: an unconditional delete could remove another node's route;
+            # a route of ours left behind is purged when this node stops or is reaped when it dies.
+            if revision is not None:
+                await self.bus.routes.delete(route_key(*key), last=revision)
         except Exception as exc:
             log.debug("route %s not removed: %s", key, exc)
             return
