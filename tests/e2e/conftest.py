@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from im_schema import Message
 from im_sdk import AsyncClient
 from tests.support.cluster import LoopThread, TestCluster
 from tests.support.inbox import Inbox
@@ -89,3 +90,16 @@ async def wait_connected(cluster: TestCluster, client: AsyncClient, timeout: flo
 
     node_id: str = await cluster.until(routed_to, timeout)
     return node_id
+
+
+async def stored_history(client: AsyncClient, conversation: str) -> list[Message]:
+    """Every message of the conversation the client may see, page after page (a fault test on a fast
+    machine acknowledges more than one page)."""
+    messages: list[Message] = []
+    after = 0
+    while True:
+        page = await client.history(conversation, after=after, limit=1000)
+        messages += page.messages
+        if not page.has_more or not page.messages:
+            return messages
+        after = page.messages[-1].seq

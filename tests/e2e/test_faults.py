@@ -23,6 +23,7 @@ import pytest
 
 from im_schema.limits import CLOSE_TOO_SLOW
 from im_sdk import AsyncClient
+from tests.e2e.conftest import stored_history
 from tests.support.cluster import TestCluster
 from tests.support.faults import RawDevice, kill, spawn_api_process, text_frame
 from tests.support.inbox import Inbox
@@ -309,8 +310,7 @@ async def test_a_killed_api_node_loses_and_duplicates_nothing_and_stalls_no_send
         conversations = {_direct(receiver, client) for client in [*ws_senders, *http_senders]}
         stored: list[str] = []
         for conversation in conversations:
-            page = await receiver.history(conversation, after=0, limit=1000)
-            stored += [_text(message) for message in page.messages]
+            stored += [_text(message) for message in await stored_history(receiver, conversation)]
         assert sorted(stored) == sorted(sent.values())
         # No sender waited on the dead node for more than one short attempt.
         assert gateway._forward_attempts_max <= 2

@@ -22,6 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 
 from im_sdk import AsyncClient
+from tests.e2e.conftest import stored_history
 from tests.support.cluster import LoopThread, TestCluster
 from tests.support.faults import RawDevice, text_frame
 from tests.support.nats import NatsCluster
@@ -171,8 +172,7 @@ async def test_a_nats_server_stopped_in_a_cluster_of_three_loses_and_duplicates_
         total = gaps = 0
         for sender, (alice, bob, receiving) in zip(senders, receivers, strict=True):
             conversation = _direct(alice, bob)
-            page = await bob.history(conversation, after=0, limit=1000)
-            stored = [str(getattr(message.content, "text", "")) for message in page.messages]
+            stored = [str(getattr(message.content, "text", "")) for message in await stored_history(bob, conversation)]
             assert stored == sender.acked
             everything = set(range(1, len(stored) + 1))
             # Pushed or resynced, else caught up from the first gap as a client does on its next push.

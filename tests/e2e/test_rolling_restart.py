@@ -17,6 +17,7 @@ import pytest
 from im_sdk import AsyncClient
 from im_server.api.server import ApiServer
 from im_server.cluster.natsbin import free_port
+from tests.e2e.conftest import stored_history
 from tests.support.cluster import LoopThread, TestCluster
 from tests.support.inbox import Inbox
 from tests.support.nats import NatsCluster
@@ -108,8 +109,8 @@ async def test_a_rolling_restart_of_every_role_loses_and_duplicates_nothing(
         for pair in pairs:
             assert pair.sender.session is not None
             conversation = "d:{}:{}".format(*sorted((pair.sender.session.user.id, pair.to)))
-            page = await pair.receiver.history(conversation, after=0, limit=1000)
-            stored = [str(getattr(message.content, "text", "")) for message in page.messages]
+            messages = await stored_history(pair.receiver, conversation)
+            stored = [str(getattr(message.content, "text", "")) for message in messages]
             assert stored == pair.acked  # nothing lost, nothing stored twice
             seen: set[int] = set()
             async with asyncio.timeout(30):
