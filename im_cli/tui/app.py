@@ -339,7 +339,8 @@ class ChatApp(App[None]):
         row = self.rows.get(message.conversation)
         if row is None:
             await self._refresh_groups_if_needed(message.conversation)
-            row = self._add_row(message.conversation, peer=None)
+            # Listed meanwhile (the list loads in a worker): take that row, never add a second one.
+            row = self.rows.get(message.conversation) or self._add_row(message.conversation, peer=None)
         row.max_seq = max(row.max_seq, message.seq)
         content = message.content
         if isinstance(content, SystemContent) and content.event in _HIDDEN_EVENTS:
@@ -459,13 +460,11 @@ class ChatApp(App[None]):
         self.listed = True
         await self.learn_names({summary.peer for summary in summaries if summary.peer is not None})
         view = self.query_one("#conversations", ListView)
+        # The rows are replaced at once and mounted together: a message handled while this worker waits
+        # finds its conversation's row, and never adds one that this list adds too.
+        self.rows = {summary.id: self._row(summary) for summary in summaries if not summary.left}
         await view.clear()
-        self.rows = {}
-        for summary in summaries:
-            if summary.left:
-                continue
-            self.rows[summary.id] = self._row(summary)
-            await view.append(ConversationItem(self.rows[summary.id]))
+        await view.extend([ConversationItem(row) for row in self.rows.values()])
         self.watch_presence()
         wanted = self.current or self.open_first
         if wanted:

@@ -55,7 +55,9 @@ class ConversationItem(ListItem):
     """One row of the conversation list."""
 
     def __init__(self, row: ConversationRow) -> None:
-        super().__init__(id=_item_id(row.id))
+        # No DOM id: a row being removed (the list reloads) and its successor may briefly coexist, and a
+        # clash of ids would end the app; rows are found by their ``row.id``.
+        super().__init__()
         self.row = row
 
     def compose(self) -> ComposeResult:
@@ -64,10 +66,6 @@ class ConversationItem(ListItem):
     def refresh_label(self) -> None:
         for label in self.query(Label):  # none before it is mounted: compose() shows the row then
             label.update(self.row.label())
-
-
-def _item_id(conversation: str) -> str:
-    return "c-" + conversation.replace(":", "_")
 
 
 def message_text(message: Message, name_of: NameOf, me: int, peer_read_seq: int | None) -> Text:

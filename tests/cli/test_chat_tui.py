@@ -167,6 +167,13 @@ async def test_chat_unread_mentions_groups_members_and_friend_requests(sqlite_cl
         await _type(pilot, app, "/accept chess club")
         await _until(pilot, lambda: chess.conversation in app.rows and not app.invites)
         assert app.rows[chess.conversation].title == "chess club"
+        # The list reloads (the join's notice) while the group's messages arrive: one row per conversation.
+        app.load_conversations()
+        await alice.send_text(chess.conversation, "welcome")
+        await _until(pilot, lambda: app.rows[chess.conversation].max_seq >= 2)
+        await app.workers.wait_for_complete([w for w in app.workers if w.group == "conversations"])
+        listed = [item.row.id for item in app.query(ConversationItem)]
+        assert sorted(listed) == sorted(set(listed)) == sorted(app.rows)
     for client in (alice, bob, carol):
         await client.aclose()
 
