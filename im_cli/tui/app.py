@@ -519,8 +519,8 @@ class ChatApp(App[None]):
         if view.children and view.children[0] is item:
             item.refresh_label()
             return
-        # Moved, not removed and mounted again: a removal happens later, and the new row would
-        # clash with the old one's id.
+        # Moved, not removed and mounted again: a removal happens later, and both rows would show
+        # meanwhile.
         view.move_child(item, before=0)
         item.refresh_label()
         if self.current is not None:
