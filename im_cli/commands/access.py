@@ -84,9 +84,6 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
     except ValidationError as exc:
         fail(f"configuration error: {exc}")
 
-    # The bus logs its connection's life for a node's log ("disconnected" when it closes): noise here.
-    logging.getLogger("im_server").setLevel(logging.ERROR)
-
     async def main() -> T:
         bus = Bus(settings, name="im-access-admin", role="admin")
         await bus.connect()
@@ -95,12 +92,19 @@ def _run(nats_url: str | None, prefix: str | None, action: Callable[[AccessAdmin
         finally:
             await bus.close()
 
+    # The bus logs its connection's life for a node's log ("disconnected" when it closes): noise here. The
+    # level is put back afterwards, for a process that goes on to run more (a test session, a shell).
+    server_log = logging.getLogger("im_server")
+    level = server_log.level
+    server_log.setLevel(logging.ERROR)
     try:
         return asyncio.run(main())
     except ValueError as exc:
         fail(str(exc))
     except Exception as exc:
         fail(f"cannot use the access lists on {escape(settings.nats_url)}: {escape(str(exc) or type(exc).__name__)}")
+    finally:
+        server_log.setLevel(level)
 
 
 def _as_json(entry: AccessEntry) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -20,8 +21,11 @@ def test_allow_deny_remove_list(im, make_cluster):
     api, gateway = cluster.api.node, cluster.gateways[0]
     where = ["--nats", cluster.settings.nats_url, "--prefix", cluster.settings.subject_prefix]
 
+    server_log = logging.getLogger("im_server")
+    level = server_log.level
     empty = im("server", "access", "list", *where)
     assert empty.exit_code == 0 and "every address may connect" in empty.stdout
+    assert server_log.level == level  # quiet while it runs, as it was afterwards (a shell or a test goes on)
 
     denied = im("server", "access", "deny", "203.0.113.9/24", "--note", "scanner", *where)
     assert denied.exit_code == 0, denied.output
