@@ -2,7 +2,8 @@
 
 A client connects to its gateway and sends ``auth`` first; the gateway answers ``ready`` (or closes with
 a 4xxx code, see :mod:`im_schema.limits`). After that the client may ``send`` messages (answered by
-``ack`` or ``error`` with the same ``client_msg_id``) and ``ping``; the server pushes ``message`` frames.
+``ack`` or ``error`` with the same ``client_msg_id``), ``sync`` (answered by ``sync`` or ``error`` with the
+same ``id``) and ``ping``; the server pushes ``message`` frames.
 
 Decode with the module-level adapters :data:`client_frames` and :data:`server_frames`.
 """
@@ -19,6 +20,7 @@ from .events import Notice
 from .ids import ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username
 from .limits import PROTOCOL_VERSION
 from .models import Message
+from .rest import ConversationLimit, ConversationPage, ConversationsRequest, Cursor, RecentCount
 
 __all__ = [
     "SERVER_FRAME_TYPES",
@@ -26,6 +28,7 @@ __all__ = [
     "AuthFrame",
     "ClientFrame",
     "ErrorFrame",
+    "FrameId",
     "MessageFrame",
     "NoticeFrame",
     "PingFrame",
@@ -34,6 +37,8 @@ __all__ = [
     "ResyncFrame",
     "SendFrame",
     "ServerFrame",
+    "SyncFrame",
+    "SyncPageFrame",
     "TypingFrame",
     "client_frames",
     "server_frames",
@@ -89,7 +94,30 @@ class TypingFrame(_Frame):
     active: StrictBool = True
 
 
-ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame | TypingFrame, Field(discriminator="type")]
+FrameId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+"""A client's name for one of its requests, echoed in the answer."""
+
+
+class SyncFrame(_Frame):
+    """My conversations changed since a cursor: ``GET /v1/conversations`` on the open connection.
+
+    The same fields, bounds and meaning as :class:`~im_schema.rest.ConversationsRequest`; answered by a
+    ``sync`` frame (:class:`SyncPageFrame`) or an ``error`` frame with the same ``id``. One at a time per
+    connection: a second one sent before the first is answered is refused (``rate_limited``).
+    """
+
+    type: Literal["sync"] = "sync"
+    id: FrameId
+    since: Cursor | None = None
+    limit: Annotated[ConversationLimit, _Strict()] = 200
+    recent: Annotated[RecentCount, _Strict()] | None = None
+
+    def request(self) -> ConversationsRequest:
+        """The same question as a REST request."""
+        return ConversationsRequest(since=self.since, limit=self.limit, recent=self.recent)
+
+
+ClientFrame = Annotated[AuthFrame | PingFrame | SendFrame | SyncFrame | TypingFrame, Field(discriminator="type")]
 
 
 # Server to client ---------------------------------------------------------------------------------
@@ -121,13 +149,26 @@ class AckFrame(_Frame):
 
 
 class ErrorFrame(_Frame):
-    """A frame was refused; ``client_msg_id`` names the ``send`` it answers, if any."""
+    """A frame was refused; ``client_msg_id`` names the ``send`` it answers, ``id`` the ``sync``, if any."""
 
     type: Literal["error"] = "error"
     code: str
     message: str
     client_msg_id: str | None = None
+    id: str | None = None
     retry_after: float | None = None
+
+
+class SyncPageFrame(_Frame):
+    """The answer to a ``sync`` frame: what ``GET /v1/conversations`` would have answered.
+
+    A page may list fewer conversations than asked for (``has_more`` is then true; follow ``cursor``):
+    the server keeps each answer under a size bound.
+    """
+
+    type: Literal["sync"] = "sync"
+    id: str
+    page: ConversationPage
 
 
 class NoticeFrame(_Frame):
@@ -156,15 +197,15 @@ class ResyncFrame(_Frame):
 
 
 ServerFrame = Annotated[
-    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame,
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame | SyncPageFrame,
     Field(discriminator="type"),
 ]
 
-client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame | TypingFrame] = TypeAdapter(ClientFrame)
+client_frames: TypeAdapter[AuthFrame | PingFrame | SendFrame | SyncFrame | TypingFrame] = TypeAdapter(ClientFrame)
 """Decodes a client frame from JSON."""
 
 server_frames: TypeAdapter[
-    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame
+    ReadyFrame | MessageFrame | AckFrame | ErrorFrame | PongFrame | NoticeFrame | ResyncFrame | SyncPageFrame
 ] = TypeAdapter(ServerFrame)
 """Decodes a server frame from JSON."""
 

@@ -25,6 +25,7 @@ from .limits import HISTORY_PAGE_MAX, MAX_DISPLAY_NAME_LEN, MAX_PASSWORD_LEN, MI
 from .models import ConversationSummary, Message, ReadState, User
 
 __all__ = [
+    "ConversationLimit",
     "ConversationPage",
     "ConversationsRequest",
     "Cursor",
@@ -40,6 +41,7 @@ __all__ = [
     "MessagePage",
     "Ok",
     "Password",
+    "RecentCount",
     "RefreshRequest",
     "RegisterRequest",
     "Request",
@@ -53,6 +55,12 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 Cursor = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9A-Za-z:._-]*$")]
 """Where a listing of conversations stopped, as the server wrote it (``ConversationPage.cursor``); opaque to
 clients."""
+
+ConversationLimit = Annotated[int, Field(ge=1, le=1000)]
+"""How many conversations one page of "conversations since" may list (``limit``)."""
+
+RecentCount = Annotated[int, Field(ge=0, le=RECENT_MAX)]
+"""How many seqs back each conversation of a page carries its newest messages (``recent``)."""
 
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LEN, max_length=MAX_PASSWORD_LEN)]
 
@@ -241,8 +249,8 @@ class ConversationsRequest(Request[ConversationPage]):
     endpoint = Endpoint("GET", "/v1/conversations", ConversationPage)
 
     since: Cursor | None = None
-    limit: Annotated[int, Field(ge=1, le=1000)] = 200
-    recent: Annotated[int, Field(ge=0, le=RECENT_MAX)] | None = None
+    limit: ConversationLimit = 200
+    recent: RecentCount | None = None
     """Each conversation also carries its newest messages, up to this many seqs back from ``max_seq``
     (``recent``, ``recent_after``): a catch-up in one request. None or 0: none."""
 

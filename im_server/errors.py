@@ -79,12 +79,13 @@ class ServerError(Exception):
         """The REST response body."""
         return ErrorEnvelope(error=self.body()).model_dump(mode="json", exclude_none=True)
 
-    def frame(self, client_msg_id: str | None = None) -> ErrorFrame:
-        """The WebSocket error frame."""
+    def frame(self, client_msg_id: str | None = None, *, frame_id: str | None = None) -> ErrorFrame:
+        """The WebSocket error frame (answering the ``send`` of ``client_msg_id`` or the frame ``frame_id``)."""
         return ErrorFrame(
             code=self.code.value,
             message=self.message,
             client_msg_id=client_msg_id,
+            id=frame_id,
             retry_after=self.retry_after,
         )
 

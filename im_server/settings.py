@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
     gateway_forward_deadline: Annotated[float, Field(gt=0)] = 10.0
     """Seconds a gateway keeps retrying a batch of sends before answering ``unavailable``."""
+    gateway_sync_timeout: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds a gateway waits for one API node to answer a batch of ``sync`` frames before asking again
+    (until ``gateway_forward_deadline``). Longer than for sends: a batch of catch-ups is read work, and
+    asking again too soon doubles it on an API that is only slow."""
     gateway_outbound_budget: Annotated[int, Field(ge=64 * 1024)] = 1024 * 1024
     """Bytes a connection may have waiting to be written; a client past it is closed with 4013."""
     connect_rate: float = 50.0

@@ -22,9 +22,12 @@ from im_schema.rest import GatewayAssignment
 from .. import logs
 from ..blobs import open_blob_store
 from ..bus.codec import (
+    SYNC_AGAIN,
     MembersChanged,
     PresenceChanged,
     SocialChanged,
+    SyncQuery,
+    SyncRequest,
     TypingChanged,
     decode_ephemeral,
     decode_event,
@@ -57,7 +60,7 @@ from ..services.presses import PressService
 from ..services.social import SocialService
 from ..services.streams import StreamService
 from ..services.sync import SyncService
-from ..services.tokens import TokenCodec
+from ..services.tokens import Claims, TokenCodec
 from ..settings import Settings
 from ..storage import Database, MessageStore, UserStore
 from ..storage._util import now_ms
@@ -191,6 +194,12 @@ class ApiNode:
         self._send_seconds = self.metrics.histogram(
             "im_send_seconds", "From a batch of forwarded sends arriving to its answer (stored and acked)."
         )
+        self._sync_batches = self.metrics.histogram(
+            "im_forwarded_sync_batch_size", "Sync frames per request forwarded by gateways.", SIZE_BUCKETS
+        )
+        self._sync_seconds = self.metrics.histogram(
+            "im_sync_seconds", "From a batch of forwarded sync frames arriving to its answer."
+        )
         self.errors = self.metrics.counter(
             "im_errors_total", "Error answers (HTTP and forwarded sends), by error code.", ["code"]
         )
@@ -279,6 +288,7 @@ class ApiNode:
         nc = self.bus.nc
         self._subscriptions = [
             await nc.subscribe(subjects.send, queue="api", cb=self._on_send),
+            await nc.subscribe(subjects.sync, queue="api", cb=self._on_sync),
             await nc.subscribe(subjects.barrier, cb=self._on_barrier),
             await nc.subscribe(subjects.social_changed, cb=self._on_social_changed),
             await nc.subscribe(subjects.members_changed, cb=self._on_members_changed),
@@ -539,6 +549,82 @@ class ApiNode:
                 with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
                     self.errors.labels(str(orjson.loads(reply)["code"])).inc()
 
+    # Sync frames forwarded by gateways ---------------------------------------------------------------
+
+    async def _on_sync(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle_sync(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _handle_sync(self, msg: Msg) -> None:
+        # A :class:`SyncRequest`; the answer has one ``sync`` or ``error`` frame per sync, one per line,
+        # in order (or ``again``: it did not fit), and goes only to a gateway's inbox.
+        if not (msg.reply or "").startswith(self._gateway_inboxes):
+            log.warning("forwarded syncs without a gateway inbox to answer dropped")
+            return
+        started = time.perf_counter()
+        try:
+            request = decode_event(SyncRequest, msg.data)
+        except ValueError as exc:
+            log.warning("malformed forwarded syncs: %s", str(exc)[:300])
+            self.errors.labels(ErrorCode.BAD_REQUEST.value).inc()
+            with contextlib.suppress(Exception):
+                await msg.respond(_error(ErrorCode.BAD_REQUEST, "malformed forwarded syncs"))
+            return
+        devices = [self.forwarded.verify(token) for token in request.tokens]
+        self._sync_batches.observe(len(request.syncs))
+        answers = await asyncio.gather(
+            *(self._answer_sync(query, devices, request.max_bytes) for query in request.syncs)
+        )
+        # One NATS message holds the whole answer: what does not fit is asked for again by the gateway
+        # (the first always fits, each answer being under max_bytes, itself under half the payload).
+        room = (self.bus.nc.max_payload or 1024 * 1024) - 1024
+        lines: list[bytes] = []
+        for answer in answers:
+            if lines and len(answer) + 1 > room:
+                lines.append(SYNC_AGAIN)
+                continue
+            room -= len(answer) + 1
+            lines.append(answer)
+        try:
+            await msg.respond(b"\n".join(lines))
+        except Exception as exc:
+            log.warning("cannot answer forwarded syncs: %s", exc)
+        self._sync_seconds.observe(time.perf_counter() - started)
+
+    async def _answer_sync(self, query: SyncQuery, devices: list[Claims | None], max_bytes: int) -> bytes:
+        """One sync's answer frame: the page ``GET /v1/conversations`` would give, under ``max_bytes``."""
+        device = devices[query.t] if query.t < len(devices) else None
+        if device is None:
+            self.errors.labels(ErrorCode.UNAUTHORIZED.value).inc()
+            return _error(ErrorCode.UNAUTHORIZED, "the syncing device is not authenticated", frame_id=query.id)
+        limit, recent = query.q.limit, query.q.recent or 0
+        head = b'{"type":"sync","id":%b,"page":' % orjson.dumps(query.id)
+        try:
+            while True:
+                page = await self.sync.conversations(device.user_id, query.q.since, limit, recent)
+                answer = b"%b%b}" % (head, page.__pydantic_serializer__.to_json(page))
+                if len(answer) <= max_bytes or (limit == 1 and not recent):
+                    return answer
+                # Too big for one frame: fewer conversations (the client follows the cursor), and in the
+                # end none of their recent messages (it fetches those by history).
+                if limit > 1:
+                    limit = max(1, min(limit, len(page.conversations)) // 2)
+                else:
+                    recent = 0
+        except ServerError as exc:
+            self.errors.labels(exc.code.value).inc()
+            return exc.frame(frame_id=query.id).model_dump_json(exclude_none=True).encode()
+        except Exception as exc:
+            fault = classify(exc, self.db.health.database_path)
+            if fault is None:
+                log.exception("forwarded sync failed")
+                self.errors.labels(ErrorCode.INTERNAL.value).inc()
+                return _error(ErrorCode.INTERNAL, "internal error", frame_id=query.id)
+            error = storage_error(fault.kind)
+            self.errors.labels(error.code.value).inc()
+            return error.frame(frame_id=query.id).model_dump_json(exclude_none=True).encode()
+
 
 class _Forwarded(TypedDict):
     """A request of forwarded sends, as gateways make it (see :meth:`ApiNode._handle_send`)."""
@@ -553,7 +639,6 @@ _ERROR_FRAME = b'{"type":"error"'
 """How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""
 
 
-def _error(code: ErrorCode, message: str, client_msg_id: str | None = None) -> bytes:
-    return (
-        ErrorFrame(code=code, message=message, client_msg_id=client_msg_id).model_dump_json(exclude_none=True).encode()
-    )
+def _error(code: ErrorCode, message: str, client_msg_id: str | None = None, *, frame_id: str | None = None) -> bytes:
+    frame = ErrorFrame(code=code, message=message, client_msg_id=client_msg_id, id=frame_id)
+    return frame.model_dump_json(exclude_none=True).encode()

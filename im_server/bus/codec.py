@@ -2,7 +2,8 @@
 
 The events are pydantic models, encoded with :func:`encode_event` and read back with :func:`decode_event`
 (which raises ``ValueError`` on anything malformed): :class:`SocialChanged` and :class:`MembersChanged`
-between API nodes, :class:`TypingChanged` and :class:`PresenceChanged` from a gateway to the API nodes.
+between API nodes, :class:`TypingChanged` and :class:`PresenceChanged` from a gateway to the API nodes,
+and :class:`SyncRequest`, a batch of ``sync`` frames a gateway asks an API node to answer.
 
 The delivery envelope a gateway node receives on its subject:
 
@@ -20,17 +21,23 @@ from collections.abc import Iterable, Sequence
 from typing import Annotated, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, TypeAdapter
 
+from im_schema.frames import FrameId
 from im_schema.ids import ConversationId
+from im_schema.rest import ConversationsRequest
 
 __all__ = [
+    "MAX_SYNC_BATCH",
+    "SYNC_AGAIN",
     "BusEvent",
     "Delivery",
     "Ephemeral",
     "MembersChanged",
     "PresenceChanged",
     "SocialChanged",
+    "SyncQuery",
+    "SyncRequest",
     "TypingChanged",
     "TypingState",
     "decode_delivery",
@@ -83,6 +90,35 @@ class PresenceChanged(BusEvent):
 
     t: str
     online: StrictBool
+
+
+MAX_SYNC_BATCH = 64
+"""The most ``sync`` frames one request to the API carries."""
+
+SYNC_AGAIN = b"again"
+"""The answer line for a sync whose page did not fit in the reply (a NATS message is bounded): the gateway
+asks again in its next request."""
+
+
+class SyncQuery(BusEvent):
+    """One connection's ``sync`` frame: ``t`` indexes :attr:`SyncRequest.tokens`, ``id`` is the frame's."""
+
+    t: Annotated[int, Field(ge=0, lt=MAX_SYNC_BATCH)]
+    id: FrameId
+    q: ConversationsRequest
+
+
+class SyncRequest(BusEvent):
+    """``sync`` frames a gateway forwards together; the API answers one frame per line, in order.
+
+    The device of each is the one its access token names (the token the gateway authenticated the
+    connection with), never anything else in the request. ``max_bytes`` bounds each answer frame: the
+    API lists fewer conversations (``has_more``) rather than answer more.
+    """
+
+    tokens: Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=MAX_SYNC_BATCH)]
+    syncs: Annotated[list[SyncQuery], Field(min_length=1, max_length=MAX_SYNC_BATCH)]
+    max_bytes: Annotated[int, Field(ge=16 * 1024, le=4 * 1024 * 1024)]
 
 
 Ephemeral = TypingChanged | PresenceChanged

@@ -2,13 +2,14 @@
 
 Three roles share one NATS account, each with only the subjects it needs:
 
-- **api**: serves ``<prefix>.svc.send`` and ``<prefix>.svc.ephemeral`` (queue group ``api``) and the
-  route barrier; asks and answers trace requests ``<prefix>.trace`` (:mod:`im_server.cluster.trace`);
+- **api**: serves ``<prefix>.svc.send``, ``<prefix>.svc.sync`` and ``<prefix>.svc.ephemeral`` (queue
+  group ``api``) and the route barrier; asks and answers trace requests ``<prefix>.trace``
+  (:mod:`im_server.cluster.trace`);
   publishes deliveries (and the drain control message, :mod:`im_server.cluster.drain`) to every
   gateway subject ``<prefix>.gw.<node>``, cache events and the revocation barrier; creates the
   buckets, writes ``<prefix>_revoked`` and its own heartbeat, owns the object store ``<prefix>_files``;
   reads every registry and ``<prefix>_access``.
-- **gateway**: publishes sends, typing and presence events, and route barrier requests; subscribes to
+- **gateway**: publishes sends, syncs, typing and presence events, and route barrier requests; subscribes to
   its own node subject only (per-node users) and answers revocation barriers and trace requests
   (never asks: only API nodes may publish on ``<prefix>.trace``); writes routes and its own
   heartbeat; reads the node registry, the revocations and ``<prefix>_access``. It cannot publish to a
@@ -151,6 +152,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
         publish += [f"$JS.API.STREAM.CREATE.{n.obj_stream('files')}", *_read_stream(n.obj_stream("files"))]
         subscribe = [
             f"{p}.svc.send api",
+            f"{p}.svc.sync api",
             f"{p}.svc.ephemeral api",
             f"{p}.api.barrier",
             f"{p}.evt.social",
@@ -162,6 +164,7 @@ def permissions(role: Role, prefix: str | None, node_id: str | None = None) -> d
     elif role == "gateway":
         publish = [
             f"{p}.svc.send",
+            f"{p}.svc.sync",
             f"{p}.svc.ephemeral",
             f"{p}.api.barrier",
             f"$KV.{n.bucket('routes')}.>",

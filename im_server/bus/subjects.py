@@ -23,6 +23,11 @@ class Subjects:
         return f"{self.prefix}.svc.send"
 
     @property
+    def sync(self) -> str:
+        """Sync frames ("conversations since") from gateways to the API (queue group ``api``)."""
+        return f"{self.prefix}.svc.sync"
+
+    @property
     def ephemeral(self) -> str:
         """Typing and presence events from gateways to the API (queue group ``api``, no reply)."""
         return f"{self.prefix}.svc.ephemeral"

@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from im_schema.errors import ErrorCode
-from im_schema.frames import ErrorFrame, ResyncFrame
+from im_schema.frames import ErrorFrame, ResyncFrame, SyncFrame
 from im_schema.limits import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FLOODING,
@@ -44,8 +44,12 @@ from im_schema.limits import (
 
 from .. import logs
 from ..bus.codec import (
+    MAX_SYNC_BATCH,
+    SYNC_AGAIN,
     Ephemeral,
     PresenceChanged,
+    SyncQuery,
+    SyncRequest,
     TypingChanged,
     TypingState,
     decode_delivery,
@@ -69,7 +73,7 @@ from ..settings import Settings
 from .barrier import RouteBarrier
 from .connection import LeanConnection
 from .keepalive import Keepalive
-from .session import Authenticated, Close, Forward, GatewaySession, Reply, Typing
+from .session import Authenticated, Close, Forward, GatewaySession, Reply, Sync, Typing
 
 __all__ = ["GatewayNode"]
 
@@ -79,6 +83,9 @@ MAX_PENDING_SENDS = 256
 """Sends one connection may have waiting for the message service at once."""
 MAX_BATCH = 1024
 """The most sends forwarded in one request."""
+
+SYNC_ANSWER_MAX_BYTES = 256 * 1024
+"""The largest ``sync`` answer frame a gateway asks the API for (less if the outbound budget is small)."""
 
 TOO_SLOW_CLOSE_TIMEOUT = 10.0
 """Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
@@ -109,6 +116,7 @@ class GatewayNode:
         """The token each connection authenticated with: forwarded with its sends and events, the API
         takes the sender from it (NATS credentials alone cannot send as anybody)."""
         self._forwarder = _Forwarder(self, settings.gateway_send_lanes, settings.gateway_max_queue_wait)
+        self._syncer = _Syncer(self, settings.gateway_send_lanes, settings.gateway_max_queue_wait)
         self._revisions: dict[Key, int] = {}
         self._server: Server | None = None
         self._keepalive: Keepalive | None = None
@@ -150,6 +158,12 @@ class GatewayNode:
             "im_gateway_forward_attempts", "Attempts a batch of sends needed until an API node answered.", SIZE_BUCKETS
         )
         self._forward_attempts_max = 0
+        self._sync_seconds = metrics.histogram(
+            "im_gateway_sync_seconds", "Round trip of one batch of sync frames to the API."
+        )
+        self._sync_size = metrics.histogram(
+            "im_gateway_sync_batch_size", "Sync frames per request to the API.", SIZE_BUCKETS
+        )
         self._forward_retries = metrics.counter(
             "im_gateway_forward_retries_total", "Batches of sends retried because no API node answered in time."
         )
@@ -505,6 +519,8 @@ class GatewayNode:
                     await connection.send(action.data, text=True)
                 elif isinstance(action, Forward):
                     self._forwarder.push(connection, key, action)
+                elif isinstance(action, Sync):
+                    self._syncer.push(connection, action.frame)
                 elif isinstance(action, Typing):
                     self._ephemeral(
                         connection, TypingState(conversation=action.frame.conversation, active=action.frame.active)
@@ -853,6 +869,151 @@ class _Forwarder:
         message = "no message service answered; retry with the same client_msg_id"
         node._errors.labels(ErrorCode.UNAVAILABLE.value).inc(len(batch))
         return [_error_frame(action, ErrorCode.UNAVAILABLE, message, 1.0) for _, _, action in batch]
+
+
+class _Syncer:
+    """``sync`` frames of every connection, asked of the API in batches.
+
+    A connection has at most one sync waiting or in flight: a second one is refused (``rate_limited``,
+    with its ``id``) until the first is answered. Whatever waits when a request slot comes free goes in
+    one request (at most :data:`~im_server.bus.codec.MAX_SYNC_BATCH`), with up to ``in_flight``
+    requests at once; so a storm of devices reconnecting to this node costs the API one NATS request
+    per batch instead of one HTTP request per device. When every slot is taken and syncs have waited
+    longer than ``max_wait``, new ones are refused with ``unavailable`` and a ``retry_after``.
+
+    Answers are written within the connection's outbound budget (a client past it is closed with 4013,
+    as for pushes); the API keeps each answer under :data:`SYNC_ANSWER_MAX_BYTES`.
+    """
+
+    def __init__(self, node: GatewayNode, in_flight: int, max_wait: float) -> None:
+        self._node = node
+        self._in_flight = in_flight
+        self._max_wait = max_wait
+        self._pending: list[tuple[ServerConnection, SyncFrame, float]] = []
+        """Waiting syncs, each with when it arrived (``time.monotonic``)."""
+        self._active: set[ServerConnection] = set()
+        """Connections with a sync waiting or in flight."""
+        self._running = 0
+
+    def push(self, connection: ServerConnection, frame: SyncFrame) -> None:
+        """Ask for ``frame`` on behalf of ``connection``'s device, or refuse it at once."""
+        if connection in self._active:
+            self._refuse(connection, frame, ErrorCode.RATE_LIMITED, "a sync is already in flight; wait for it", 0.5)
+            return
+        now = time.monotonic()
+        if (
+            self._running >= self._in_flight
+            and self._pending
+            and (waited := now - self._pending[0][2]) > self._max_wait
+        ):
+            retry_after = round(min(2.0, max(0.1, waited)), 3)
+            self._refuse(connection, frame, ErrorCode.UNAVAILABLE, "the server is busy; retry later", retry_after)
+            return
+        self._active.add(connection)
+        self._pending.append((connection, frame, now))
+        self._dispatch()
+
+    def _refuse(
+        self, connection: ServerConnection, frame: SyncFrame, code: ErrorCode, message: str, retry_after: float
+    ) -> None:
+        answer = ErrorFrame(code=code, message=message, id=frame.id, retry_after=retry_after)
+        self._node._errors.labels(code.value).inc()
+        self._node._frames_out.inc()
+        broadcast([connection], answer.model_dump_json(exclude_none=True), text=True)
+
+    def _dispatch(self) -> None:
+        while self._pending and self._running < self._in_flight:
+            batch: list[tuple[ServerConnection, SyncFrame]] = []
+            taken = 0
+            for connection, frame, _ in self._pending:
+                taken += 1
+                if connection.protocol.state is State.OPEN:
+                    batch.append((connection, frame))
+                else:
+                    self._active.discard(connection)  # gone: nobody is waiting for its answer
+                if len(batch) == MAX_SYNC_BATCH:
+                    break
+            del self._pending[:taken]
+            if batch:
+                self._running += 1
+                self._node._spawn(self._send(batch))
+
+    async def _send(self, batch: list[tuple[ServerConnection, SyncFrame]]) -> None:
+        node = self._node
+        again: list[tuple[ServerConnection, SyncFrame, float]] = []
+        try:
+            answers = await self._forward(batch)
+            per_connection: dict[ServerConnection, list[bytes]] = {}
+            for (connection, frame), answer in zip(batch, answers, strict=True):
+                if answer == SYNC_AGAIN:
+                    again.append((connection, frame, time.monotonic()))
+                else:
+                    per_connection[connection] = [text_frame(answer)]
+            node._too_slow_close(write_frames(per_connection, node.settings.gateway_outbound_budget))
+            node._frames_out.inc(len(per_connection))
+        finally:
+            waiting = {connection for connection, _, _ in again}
+            for connection, _ in batch:
+                if connection not in waiting:
+                    self._active.discard(connection)
+            self._pending[0:0] = again  # first in the next request: they have waited longest
+            self._running -= 1
+            self._dispatch()
+
+    def _max_bytes(self) -> int:
+        node = self._node
+        limit = min(SYNC_ANSWER_MAX_BYTES, node.settings.gateway_outbound_budget // 2)
+        max_payload = node.bus.nc.max_payload
+        if max_payload:
+            limit = min(limit, max_payload // 2)
+        return max(16 * 1024, limit)
+
+    async def _forward(self, batch: list[tuple[ServerConnection, SyncFrame]]) -> list[bytes]:
+        # Each connection's access token goes along (the API takes the device from it); the query is
+        # rebuilt from the validated frame, so the API never sees client bytes.
+        node = self._node
+        tokens: list[str] = []
+        syncs: list[SyncQuery] = []
+        for index, (connection, frame) in enumerate(batch):
+            tokens.append(node._access_tokens.get(connection, ""))
+            syncs.append(SyncQuery.model_construct(t=index, id=frame.id, q=frame.request()))
+        payload = encode_event(SyncRequest.model_construct(tokens=tokens, syncs=syncs, max_bytes=self._max_bytes()))
+        node._sync_size.observe(len(batch))
+        settings = node.settings
+        started = time.perf_counter()
+        deadline = started + settings.gateway_forward_deadline
+        attempt = 0
+        while True:  # reads can be asked again: a dead API node costs one attempt, not the deadline
+            attempt += 1
+            left = deadline - time.perf_counter()
+            if left <= 0 or (node._stopping and attempt > 1):
+                break
+            try:
+                reply = await node.bus.nc.request(
+                    node.bus.subjects.sync, payload, timeout=min(settings.gateway_sync_timeout, left)
+                )
+            except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
+                log.warning("gateway %s: syncs not answered (attempt %d): %r", node.node_id, attempt, exc)
+                if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
+                    await asyncio.sleep(min(0.05 * attempt, 0.5))
+                continue
+            except Exception as exc:
+                log.warning("gateway %s: syncs not forwarded: %r", node.node_id, exc)
+                break
+            node._sync_seconds.observe(time.perf_counter() - started)
+            answers = reply.data.split(b"\n")
+            if len(answers) == len(batch):
+                return answers
+            log.warning("gateway %s: %d answers for %d syncs", node.node_id, len(answers), len(batch))
+            break
+        node._errors.labels(ErrorCode.UNAVAILABLE.value).inc(len(batch))
+        message = "no API node answered; sync again later"
+        return [
+            ErrorFrame(code=ErrorCode.UNAVAILABLE, message=message, id=frame.id, retry_after=1.0)
+            .model_dump_json(exclude_none=True)
+            .encode()
+            for _, frame in batch
+        ]
 
 
 def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:

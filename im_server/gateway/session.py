@@ -1,8 +1,9 @@
 """The gateway side of one WebSocket connection, without I/O.
 
 Feed it the frames a client sent; it answers with actions for the node to carry out: a frame to send
-back (:class:`Reply`), a send to hand to the message service (:class:`Forward`) or a close
-(:class:`Close`). Authentication is the first frame and nothing else is accepted before it.
+back (:class:`Reply`), a send to hand to the message service (:class:`Forward`), a catch-up to ask an
+API node for (:class:`Sync`) or a close (:class:`Close`). Authentication is the first frame and nothing
+else is accepted before it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from im_schema.frames import (
     PongFrame,
     ReadyFrame,
     SendFrame,
+    SyncFrame,
     TypingFrame,
     client_frames,
 )
@@ -34,7 +36,7 @@ from im_schema.limits import (
 
 from ..services.tokens import ExpiredToken, InvalidToken, TokenCodec
 
-__all__ = ["Action", "Authenticated", "Close", "Forward", "GatewaySession", "Reply", "Typing"]
+__all__ = ["Action", "Authenticated", "Close", "Forward", "GatewaySession", "Reply", "Sync", "Typing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,32 +82,41 @@ class Typing:
     frame: TypingFrame
 
 
-Action = Reply | Forward | Typing | Close
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Ask an API node for "conversations since" on behalf of this connection's device."""
+
+    frame: SyncFrame
 
 
-def _error(code: ErrorCode, message: str, client_msg_id: str | None = None) -> bytes:
-    frame = ErrorFrame(code=code.value, message=message, client_msg_id=client_msg_id)
+Action = Reply | Forward | Sync | Typing | Close
+
+
+def _error(code: ErrorCode, message: str, client_msg_id: str | None = None, frame_id: str | None = None) -> bytes:
+    frame = ErrorFrame(code=code.value, message=message, client_msg_id=client_msg_id, id=frame_id)
     return frame.model_dump_json(exclude_none=True).encode()
 
 
-def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | None]:
+def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | None, str | None]:
     errors = exc.errors()
     if any(error["type"] == "json_invalid" for error in errors):
-        return ErrorCode.BAD_REQUEST, "the frame is not valid JSON", None
+        return ErrorCode.BAD_REQUEST, "the frame is not valid JSON", None, None
     if any(error["type"] in ("union_tag_invalid", "union_tag_not_found") and not error["loc"] for error in errors):
-        return ErrorCode.UNKNOWN_FRAME, "unknown or missing frame type", None
-    client_msg_id = None
+        return ErrorCode.UNKNOWN_FRAME, "unknown or missing frame type", None, None
+    client_msg_id = frame_id = None
     try:
         raw = orjson.loads(data)
         if isinstance(raw, dict) and isinstance(raw.get("client_msg_id"), str):
             client_msg_id = raw["client_msg_id"][:64]
+        if isinstance(raw, dict) and raw.get("type") == "sync" and isinstance(raw.get("id"), str):
+            frame_id = raw["id"][:64]  # the client waits for an answer to this id
     except orjson.JSONDecodeError:
         pass
     first = errors[0]
     if not first["loc"]:
-        return ErrorCode.BAD_REQUEST, "a frame is a JSON object with a 'type'", None
+        return ErrorCode.BAD_REQUEST, "a frame is a JSON object with a 'type'", None, None
     where = ".".join(str(part) for part in first["loc"])
-    return ErrorCode.BAD_REQUEST, f"invalid frame: {where}: {first['msg']}"[:300], client_msg_id
+    return ErrorCode.BAD_REQUEST, f"invalid frame: {where}: {first['msg']}"[:300], client_msg_id, frame_id
 
 
 def _never(_: str) -> bool:
@@ -142,7 +153,7 @@ class GatewaySession:
         try:
             frame = client_frames.validate_json(raw)
         except ValidationError as exc:
-            code, message, _ = _explain(exc, raw)
+            code, message, _, _ = _explain(exc, raw)
             return Close(CLOSE_AUTH_FAILED, "authenticate first", _error(code, message))
         if not isinstance(frame, AuthFrame):
             return Close(CLOSE_AUTH_FAILED, "authenticate first", _error(ErrorCode.UNAUTHORIZED, "send auth first"))
@@ -189,6 +200,8 @@ class GatewaySession:
             return Reply(_error(*_explain(exc, raw)))
         if isinstance(frame, SendFrame):
             return Forward(frame, raw)
+        if isinstance(frame, SyncFrame):
+            return Sync(frame)
         if isinstance(frame, TypingFrame):
             return Typing(frame)
         if isinstance(frame, PingFrame):

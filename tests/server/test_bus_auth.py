@@ -52,6 +52,7 @@ def test_role_permissions_keep_each_role_to_its_subjects():
     gateway = permissions("gateway", "im", "gw-1")
     publish, subscribe = gateway["publish"]["allow"], gateway["subscribe"]["allow"]
     assert "im.svc.send" in publish and "im.svc.ephemeral" in publish and "im.api.barrier" in publish
+    assert "im.svc.sync" in publish and not any(subject.startswith("im.svc.sync") for subject in subscribe)
     assert not any(subject.startswith("im.gw.") for subject in publish)
     assert "$KV.im_nodes.gw-1" in publish and "$KV.im_routes.>" in publish
     assert not any("im_revoked" in subject and subject.startswith("$KV.") for subject in publish)
@@ -61,7 +62,8 @@ def test_role_permissions_keep_each_role_to_its_subjects():
     assert "im.trace" not in publish  # answers trace requests (allow_responses), never asks
     api = permissions("api", "im")
     assert "im.gw.*" in api["publish"]["allow"] and "$KV.im_revoked.>" in api["publish"]["allow"]
-    assert "im.svc.send api" in api["subscribe"]["allow"]
+    assert "im.svc.send api" in api["subscribe"]["allow"] and "im.svc.sync api" in api["subscribe"]["allow"]
+    assert "im.svc.sync" not in api["publish"]["allow"]
     assert "im.trace" in api["publish"]["allow"] and "im.trace" in api["subscribe"]["allow"]
     admin = permissions("admin", "im")
     assert "im.trace" not in admin["publish"]["allow"]

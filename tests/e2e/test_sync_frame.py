@@ -1,0 +1,192 @@
+"""The ``sync`` frame: "conversations since" on the open connection, batched by the gateway to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from im_schema.frames import SyncPageFrame, server_frames
+from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_FLOODING
+from im_schema.rest import GatewayRequest
+from tests.support.cluster import TestCluster
+
+
+@pytest.fixture
+def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
+    """The tests of this module make users of their own: they share a cluster."""
+    return shared_sqlite_cluster
+
+
+async def _connect(client) -> websockets.ClientConnection:
+    url = (await client.request(GatewayRequest())).url
+    ws = await websockets.connect(url, max_size=2**22)
+    await ws.send(json.dumps({"type": "auth", "token": client.session.access_token}))
+    assert json.loads(await ws.recv())["type"] == "ready"
+    return ws
+
+
+async def _answer(ws, frame_id: str) -> dict:
+    """The next frame answering ``frame_id`` (pushes in between are skipped)."""
+    async with asyncio.timeout(10):
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("id") == frame_id and frame["type"] in ("sync", "error"):
+                return frame
+
+
+async def test_a_sync_frame_answers_what_the_rest_endpoint_answers(sqlite_cluster, closing):
+    alice, bob = await sqlite_cluster.user("alice"), await sqlite_cluster.user("bob")
+    closing += [alice, bob]
+    for i in range(3):
+        await bob.send_text(alice.session.user.id, f"b{i}")
+    ws = await _connect(alice)
+    try:
+        await ws.send(json.dumps({"type": "sync", "id": "s1", "since": None, "limit": 10, "recent": 20}))
+        frame = server_frames.validate_python(await _answer(ws, "s1"))
+        assert isinstance(frame, SyncPageFrame) and frame.id == "s1"
+        rest = await alice.conversations_page(limit=10, recent=20)
+        assert [(c.id, c.max_seq) for c in frame.page.conversations] == [(c.id, c.max_seq) for c in rest.conversations]
+        assert [m.content.text for m in frame.page.conversations[0].recent] == ["b0", "b1", "b2"]
+        assert frame.page.has_more is False
+        # From its cursor, as REST (which repeats what changed within a few seconds of the cursor).
+        await ws.send(json.dumps({"type": "sync", "id": "s2", "since": frame.page.cursor}))
+        again = await _answer(ws, "s2")
+        rest = await alice.conversations_page(since=frame.page.cursor)
+        assert again["type"] == "sync" and [c["id"] for c in again["page"]["conversations"]] == [
+            c.id for c in rest.conversations
+        ]
+        # limit pages through, the cursor as with REST.
+        await alice.send_text(bob.session.user.id, "to bob")
+        carol = await sqlite_cluster.user("carol")
+        closing.append(carol)
+        await carol.send_text(alice.session.user.id, "from carol")
+        await ws.send(json.dumps({"type": "sync", "id": "s3", "limit": 1}))
+        first = await _answer(ws, "s3")
+        assert len(first["page"]["conversations"]) == 1 and first["page"]["has_more"] is True
+        await ws.send(json.dumps({"type": "sync", "id": "s4", "limit": 1, "since": first["page"]["cursor"]}))
+        second = await _answer(ws, "s4")
+        assert len(second["page"]["conversations"]) == 1
+        assert second["page"]["conversations"][0]["id"] != first["page"]["conversations"][0]["id"]
+    finally:
+        await ws.close()
+
+
+async def test_hostile_sync_frames_get_an_error_with_their_id_and_the_connection_stays(sqlite_cluster, closing):
+    alice = await sqlite_cluster.user("alice")
+    closing.append(alice)
+    ws = await _connect(alice)
+    try:
+        hostile = [
+            ({"id": "c1", "since": "not-a-cursor"}, "bad_request", "c1"),  # passes the schema, not the API
+            ({"id": "c2", "since": "1;drop table"}, "bad_request", "c2"),
+            ({"id": "c3", "since": "9" * 65}, "bad_request", "c3"),
+            ({"id": "l1", "limit": 0}, "bad_request", "l1"),
+            ({"id": "l2", "limit": 1001}, "bad_request", "l2"),
+            ({"id": "l3", "limit": "5"}, "bad_request", "l3"),
+            ({"id": "l4", "limit": 2.5}, "bad_request", "l4"),
+            ({"id": "r1", "recent": 51}, "bad_request", "r1"),
+            ({"id": "r2", "recent": -1}, "bad_request", "r2"),
+            ({"id": "r3", "recent": True}, "bad_request", "r3"),
+            ({"id": "x1", "user_id": 1}, "bad_request", "x1"),  # the device is the connection's, never a field
+            ({"id": 7}, "bad_request", None),
+            ({"id": ""}, "bad_request", ""),
+            ({"id": "i" * 65}, "bad_request", "i" * 64),
+            ({}, "bad_request", None),
+        ]
+        for fields, code, frame_id in hostile:
+            await ws.send(json.dumps({"type": "sync", **fields}))
+            async with asyncio.timeout(10):
+                answer = json.loads(await ws.recv())
+            assert answer["type"] == "error" and answer["code"] == code, (fields, answer)
+            assert answer.get("id") == frame_id, (fields, answer)
+        await ws.send(json.dumps({"type": "sync", "id": "fine", "since": "0"}))
+        assert (await _answer(ws, "fine"))["type"] == "sync"
+    finally:
+        await ws.close()
+
+
+async def test_a_sync_before_auth_closes_the_connection(sqlite_cluster, closing):
+    alice = await sqlite_cluster.user("alice")
+    closing.append(alice)
+    url = (await alice.request(GatewayRequest())).url
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"type": "sync", "id": "early"}))
+        frames = []
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                while True:
+                    frames.append(json.loads(await ws.recv()))
+    assert ws.close_code == CLOSE_AUTH_FAILED
+    assert [frame["code"] for frame in frames] == ["unauthorized"]
+
+
+async def test_one_sync_in_flight_per_connection(sqlite_cluster, closing):
+    alice = await sqlite_cluster.user("alice")
+    closing.append(alice)
+    ws = await _connect(alice)
+    try:
+        ids = [f"f{i}" for i in range(20)]
+        for frame_id in ids:  # faster than any API answers
+            await ws.send(json.dumps({"type": "sync", "id": frame_id}))
+        answers = {}
+        async with asyncio.timeout(10):
+            while len(answers) < len(ids):
+                frame = json.loads(await ws.recv())
+                assert frame["id"] not in answers
+                answers[frame["id"]] = frame
+        assert answers["f0"]["type"] == "sync"
+        refused = [frame for frame in answers.values() if frame["type"] == "error"]
+        assert refused and all(frame["code"] == "rate_limited" and frame["retry_after"] > 0 for frame in refused)
+        # Once answered, the next one is taken.
+        await ws.send(json.dumps({"type": "sync", "id": "after"}))
+        assert (await _answer(ws, "after"))["type"] == "sync"
+    finally:
+        await ws.close()
+
+
+async def test_syncs_count_against_the_frame_rate(make_cluster):
+    cluster = make_cluster(gateways=1, ws_frame_rate=1, ws_frame_burst=3, ws_flood_limit=5)
+    alice = await cluster.user("alice")
+    try:
+        ws = await _connect(alice)
+        codes = []
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                for i in range(50):
+                    await ws.send(json.dumps({"type": "sync", "id": f"s{i}"}))
+                while True:
+                    frame = json.loads(await ws.recv())
+                    codes.append(frame.get("code"))
+        assert ws.close_code == CLOSE_FLOODING
+        assert "rate_limited" in codes
+    finally:
+        await alice.aclose()
+
+
+async def test_syncs_arriving_together_go_to_the_api_in_batches(make_cluster):
+    # One request in flight at a time: whatever arrives meanwhile waits for the next, together.
+    cluster = make_cluster(gateways=1, gateway_send_lanes=1)
+    users = [await cluster.user("many") for _ in range(30)]
+    sockets = []
+    try:
+        for user in users:
+            sockets.append(await _connect(user))
+        metrics = cluster.api.node.metrics
+        before_count = metrics.value("im_forwarded_sync_batch_size_count")
+        before_sum = metrics.value("im_forwarded_sync_batch_size_sum")
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "sync", "id": "together", "recent": 20}))
+        for ws in sockets:
+            assert (await _answer(ws, "together"))["type"] == "sync"
+        requests = metrics.value("im_forwarded_sync_batch_size_count") - before_count
+        assert metrics.value("im_forwarded_sync_batch_size_sum") - before_sum == len(sockets)
+        assert requests < len(sockets)
+    finally:
+        for ws in sockets:
+            await ws.close()
+        for user in users:
+            await user.aclose()
