@@ -380,3 +380,66 @@ async def test_the_api_removes_the_routes_of_a_dead_gateway_on_the_exact_permiss
     exact_cluster.gateways.remove(gateway)
     with contextlib.suppress(Exception):
         await exact_cluster.loop.call(gateway.stop())
+
+
+async def test_only_a_gateway_may_ask_for_syncs_and_only_for_its_tokens_devices(
+    exact_cluster, probes, private_nats, closing
+):
+    alice, bob = await exact_cluster.user("alice"), await exact_cluster.user("bob")
+    closing += [alice, bob]
+    await bob.send_text(alice.session.user.id, "hello")
+    sync = {"t": 0, "id": "s", "q": {"since": None, "limit": 10, "recent": 5}}
+    # Other roles cannot publish on the sync subject at all, nor subscribe to it.
+    for role, node in (("admin", "ops"), ("api", "probe")):
+        other = await probes(role, role=role, node=node)
+        await other.nc.publish(f"{PREFIX}.svc.sync", orjson.dumps({"tokens": [alice.session.access_token]}))
+        await other.refused(f'publish to "{PREFIX}.svc.sync"')
+    gw1 = await probes("gw-1")
+    await gw1.nc.subscribe(f"{PREFIX}.svc.sync", queue="api", cb=_ignore)
+    await gw1.refused(f'subscription to "{PREFIX}.svc.sync"')
+
+    async def ask(request: object) -> list[dict[str, Any]]:
+        reply = await gw1.nc.request(f"{PREFIX}.svc.sync", orjson.dumps(request), timeout=5)
+        return [json.loads(line) for line in reply.data.split(b"\n")]
+
+    stranger = TokenCodec(b"not the cluster's key at all").issue(alice.session.user.id, "dev1", "s", now=0, ttl=10**10)
+    forged = _forged(bob.session.access_token, alice.session.user.id)
+    answers = await ask(
+        {
+            "tokens": ["", forged, stranger],
+            "syncs": [{**sync, "t": t, "id": f"s{t}"} for t in (0, 1, 2, 3)],
+            "max_bytes": 65536,
+        }
+    )
+    assert [(answer["type"], answer["code"], answer["id"]) for answer in answers] == [
+        ("error", "unauthorized", f"s{t}") for t in (0, 1, 2, 3)
+    ]
+    # Malformed requests are refused as a whole; a user id in the request means nothing.
+    for bad in (
+        {"tokens": [alice.session.access_token], "syncs": [{**sync, "t": 64}], "max_bytes": 65536},
+        {"tokens": [alice.session.access_token], "syncs": [], "max_bytes": 65536},
+        {"tokens": [alice.session.access_token], "syncs": [{**sync, "q": {"limit": 5000}}], "max_bytes": 65536},
+        {"tokens": [alice.session.access_token], "syncs": [sync], "max_bytes": 10**9},
+        {"tokens": [alice.session.access_token], "syncs": [sync] * 65, "max_bytes": 65536},
+        [[alice.session.user.id, sync]],
+    ):
+        answers = await ask(bad)
+        assert len(answers) == 1 and answers[0]["code"] == "bad_request", bad
+    # A genuine token syncs its own device's conversations, whatever else the request says.
+    answers = await ask(
+        {"tokens": [bob.session.access_token], "syncs": [{**sync, "user": alice.session.user.id}], "max_bytes": 65536}
+    )
+    assert answers[0]["type"] == "sync" and answers[0]["page"]["conversations"][0]["peer"] == alice.session.user.id
+    # The answer goes only to a gateway inbox, never to a subject the request names.
+    watcher, seen = await _observer(private_nats, f"{PREFIX}.gw.gw-2")
+    request = {"tokens": [alice.session.access_token], "syncs": [sync], "max_bytes": 65536}
+    await gw1.nc.publish(f"{PREFIX}.svc.sync", orjson.dumps(request), reply=f"{PREFIX}.gw.gw-2")
+    assert (await ask(request))[0]["type"] == "sync"
+    await watcher.flush()
+    assert seen == []
+    await watcher.close()
+    # A logged-out session's token no longer syncs.
+    token = alice.session.access_token
+    await alice.logout()
+    answers = await ask({"tokens": [token], "syncs": [sync], "max_bytes": 65536})
+    assert answers[0]["code"] == "unauthorized"
