@@ -89,7 +89,7 @@ from .errors import APIError, AuthenticationError, IMError, ProtocolError, Token
 from .events import Event, MessageEvent, UnknownEvent, to_event
 from .realtime.backoff import Backoff
 from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
-from .realtime.protocol import Deliver, Fetch, StartFrom, SyncEngine
+from .realtime.protocol import AskOverHttp, Deliver, Fetch, SendAgain, StartFrom, SyncEngine, SyncRequests
 from .realtime.store import CursorKeeper
 from .retry import Retry
 
@@ -103,6 +103,9 @@ CATCH_UP_PAGE = 500
 """Conversations per "conversations since" request of a catch-up."""
 CATCH_UP_RECENT = 20
 """Seqs of newest messages each conversation of a catch-up carries (see ``ConversationsRequest.recent``)."""
+SYNC_ANSWER_TIMEOUT = 30.0
+"""Seconds a catch-up waits for the answer to its ``sync`` frame before giving the connection up (the
+gateway answers ``unavailable`` well before, when no API node does)."""
 
 
 class Client:
@@ -752,24 +755,30 @@ class Client:
         with connection:
             ready = self._authenticate(connection)
             self._cursors.ready(engine, ready.user_id, ready.device_id)
-            with contextlib.closing(self._catch_up(engine)) as caught_up:
-                for message in caught_up:
-                    yield message
+            syncs = SyncRequests()
+            backlog: list[Any] = []
+            """Frames that arrived while a catch-up waited for its page, handled after it in order."""
             resyncs = ResyncSchedule(self._resync_after)
             try:
+                with contextlib.closing(self._catch_up(engine, connection, syncs, backlog)) as caught_up:
+                    for message in caught_up:
+                        yield message
                 while True:
                     if resyncs.due():
                         # Pushes may have been missed (the gateway said so, or all was quiet for long):
                         # sync from the cursor, on this same connection.
                         log.debug("resync on the open connection")
-                        with contextlib.closing(self._catch_up(engine)) as caught_up:
+                        with contextlib.closing(self._catch_up(engine, connection, syncs, backlog)) as caught_up:
                             for message in caught_up:
                                 yield message
                         resyncs.done()
-                    try:
-                        frame = _decode(receive(connection, resyncs.wait()))
-                    except TimeoutError:
-                        continue  # a resync is due now
+                    if backlog:
+                        frame = backlog.pop(0)
+                    else:
+                        try:
+                            frame = _decode(receive(connection, resyncs.wait()))
+                        except TimeoutError:
+                            continue  # a resync is due now
                     resyncs.heard()
                     if isinstance(frame, MessageFrame):
                         with contextlib.closing(self._run(engine, engine.on_push(frame.message))) as run:
@@ -786,23 +795,52 @@ class Client:
                 pass
         raise classify_close(connection.close_code, connection.close_reason)
 
-    def _catch_up(self, engine: SyncEngine) -> Generator[Message, None, None]:
+    def _catch_up(
+        self, engine: SyncEngine, connection: ClientConnection, syncs: SyncRequests, backlog: list[Any]
+    ) -> Generator[Message, None, None]:
         """Run "conversations since" the engine's cursor and fetch what it shows missing (after each
         ``ready``, on a ``resync`` frame, and after a quiet period).
 
         Each conversation comes with its newest messages (``recent``): one that missed no more than
         those is caught up without a history request, so a device back after a short absence (a gateway
-        restart, a NATS outage) usually needs this one request. Each page's deliveries are yielded before
-        the next page is asked for (the engine counts them as delivered already).
+        restart, a NATS outage) usually needs only this. The pages are asked for with ``sync`` frames on
+        the connection (HTTP with a gateway that does not know them, see :class:`SyncRequests`), so a
+        crowd of devices reconnecting at once does not queue an HTTP request each on the API. Each page's
+        deliveries are yielded before the next page is asked for (the engine counts them as delivered).
         """
         since = engine.since
         while True:  # every page of "conversations since"
-            page = self.conversations_page(since=since, limit=CATCH_UP_PAGE, recent=CATCH_UP_RECENT)
+            page = self._conversations_page(connection, syncs, since, backlog)
             with contextlib.closing(self._run(engine, engine.on_conversations(page))) as run:
                 yield from run
             since = page.cursor
             if not page.has_more:
                 break
+
+    def _conversations_page(
+        self, connection: ClientConnection, syncs: SyncRequests, since: str | None, backlog: list[Any]
+    ) -> ConversationPage:
+        """One page of "conversations since", by ``sync`` frame or over HTTP as ``syncs`` decides."""
+        while True:
+            frame = syncs.request(since, CATCH_UP_PAGE, CATCH_UP_RECENT)
+            if frame is None:
+                return self.conversations_page(since=since, limit=CATCH_UP_PAGE, recent=CATCH_UP_RECENT)
+            connection.send(frame.model_dump_json(exclude_none=True))
+            while True:
+                received = _decode(receive(connection, SYNC_ANSWER_TIMEOUT))
+                outcome = syncs.answer(received)
+                if outcome is not None:
+                    break
+                backlog.append(received)
+            if isinstance(outcome, ConversationPage):
+                return outcome
+            if isinstance(outcome, SendAgain):
+                log.info("the gateway is busy; syncing again in %.2fs", outcome.delay)
+                sleep(outcome.delay)
+            elif isinstance(outcome, AskOverHttp):
+                log.info("the gateway does not know the sync frame; catching up over HTTP")
+            else:
+                raise outcome
 
     def _authenticate(self, connection: ClientConnection) -> ReadyFrame:
         token = self._state.access_token

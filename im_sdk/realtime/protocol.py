@@ -18,6 +18,10 @@ sees each conversation in seq order, and a ``(conversation, seq)`` is never deli
 delivered up to the ``max_seq`` it reported: a resync after a failed fetch asks from the old cursor
 again, and watermarks plus ``since`` can be saved and restored (:meth:`SyncEngine.resume`) without
 losing anything.
+
+Which way each page of "conversations since" is asked for is decided by :class:`SyncRequests`: as a
+``sync`` frame on the connection the client already has, or over HTTP when the gateway does not know
+that frame (an older server).
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from im_schema.errors import ErrorCode, http_status
+from im_schema.frames import ErrorFrame, SyncFrame, SyncPageFrame
 from im_schema.models import ConversationSummary, Message
 from im_schema.rest import ConversationPage, MessagePage
 
-__all__ = ["Action", "Deliver", "Fetch", "StartFrom", "SyncEngine"]
+from ..errors import APIError, error_for
+
+__all__ = ["Action", "AskOverHttp", "Deliver", "Fetch", "SendAgain", "StartFrom", "SyncEngine", "SyncRequests"]
 
 StartFrom = Literal["unread", "latest", "all"]
 """Where a conversation seen for the first time starts: after what was read, after everything, or at the
@@ -323,3 +331,74 @@ class SyncEngine:
             else:
                 break
         return actions
+
+
+# Which way a catch-up goes ------------------------------------------------------------------------
+
+SYNC_RETRIES = 5
+"""``sync`` frames the server may refuse in a row as busy (``rate_limited``, ``unavailable``) before the
+refusal is raised (and the client reconnects after its ``retry_after``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AskOverHttp:
+    """The gateway does not know the ``sync`` frame: ask ``GET /v1/conversations`` instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendAgain:
+    """The server was busy: send the ``sync`` frame again after ``delay`` seconds."""
+
+    delay: float
+
+
+class SyncRequests:
+    """How one connection asks for pages of "conversations since", and what the answers mean (no I/O).
+
+    :meth:`request` gives the ``sync`` frame to send (``None``: use HTTP), and :meth:`answer` reads
+    each frame that arrives until it returns something other than ``None``: the page, :class:`SendAgain`,
+    :class:`AskOverHttp` (an ``unknown_frame`` error without an id: an older gateway; this connection
+    uses HTTP from then on) or the :class:`~im_sdk.errors.APIError` to raise. Other frames (pushes
+    arriving meanwhile) are not answers; the shell keeps them for after the page.
+    """
+
+    def __init__(self) -> None:
+        self.over_socket = True
+        """Whether pages are asked for with ``sync`` frames on this connection."""
+        self.pending: str | None = None
+        """The id of the ``sync`` frame waiting for its answer."""
+        self._sent = 0
+        self._refused = 0
+
+    def request(self, since: str | None, limit: int, recent: int) -> SyncFrame | None:
+        """The frame asking for one page, or ``None`` when the page is to be asked for over HTTP."""
+        if not self.over_socket:
+            return None
+        self._sent += 1
+        self.pending = f"sync-{self._sent}"
+        return SyncFrame(id=self.pending, since=since, limit=limit, recent=recent)
+
+    def answer(self, frame: object) -> ConversationPage | SendAgain | AskOverHttp | APIError | None:
+        """What ``frame`` means for the pending request (``None``: it is not its answer)."""
+        if self.pending is None:
+            return None
+        if isinstance(frame, SyncPageFrame) and frame.id == self.pending:
+            self.pending = None
+            self._refused = 0
+            return frame.page
+        if not isinstance(frame, ErrorFrame):
+            return None
+        if frame.id is None and frame.client_msg_id is None and frame.code == ErrorCode.UNKNOWN_FRAME:
+            # Only the sync frame can be unknown to a gateway (this client sends nothing else it may lack).
+            self.pending = None
+            self.over_socket = False
+            return AskOverHttp()
+        if frame.id != self.pending:
+            return None
+        self.pending = None
+        busy = frame.code in (ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE)
+        if busy and self._refused < SYNC_RETRIES:
+            self._refused += 1
+            return SendAgain(frame.retry_after if frame.retry_after is not None else 1.0)
+        self._refused = 0
+        return error_for(frame.code, frame.message, status=http_status(frame.code), retry_after=frame.retry_after)

@@ -158,6 +158,7 @@ class GatewayNode:
             "im_gateway_forward_attempts", "Attempts a batch of sends needed until an API node answered.", SIZE_BUCKETS
         )
         self._forward_attempts_max = 0
+        self._syncs = metrics.counter("im_gateway_syncs_total", "Sync frames received from clients.")
         self._sync_seconds = metrics.histogram(
             "im_gateway_sync_seconds", "Round trip of one batch of sync frames to the API."
         )
@@ -520,6 +521,7 @@ class GatewayNode:
                 elif isinstance(action, Forward):
                     self._forwarder.push(connection, key, action)
                 elif isinstance(action, Sync):
+                    self._syncs.inc()
                     self._syncer.push(connection, action.frame)
                 elif isinstance(action, Typing):
                     self._ephemeral(

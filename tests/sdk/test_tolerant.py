@@ -52,7 +52,7 @@ def test_an_unreadable_frame_is_skipped(module, data: bytes) -> None:
 
 def test_known_frames_still_decode() -> None:
     assert _async_client._decode(b'{"type": "pong", "id": "1"}') == PongFrame(id="1")
-    assert {"message", "ack", "error", "notice", "ready", "pong", "resync"} == SERVER_FRAME_TYPES
+    assert {"message", "ack", "error", "notice", "ready", "pong", "resync", "sync"} == SERVER_FRAME_TYPES
 
 
 # Closed sets (roles, statuses, stream states) from a newer server ---------------------------------
