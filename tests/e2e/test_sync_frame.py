@@ -5,14 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from im_schema.errors import ErrorCode
+
 from im_schema.frames import SyncPageFrame, server_frames
 from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_FLOODING
 from im_schema.rest import GatewayRequest
+from im_server.gateway import session as gateway_session
+from tests.e2e.conftest import wait_connected
 from tests.support.cluster import TestCluster
+
+
+class CountingCatchUps(httpx.AsyncHTTPTransport):
+    """A real transport that counts the HTTP "conversations since" requests made through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversations = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v1/conversations":
+            self.conversations += 1
+        return await super().handle_async_request(request)
 
 
 @pytest.fixture
@@ -190,3 +208,59 @@ async def test_syncs_arriving_together_go_to_the_api_in_batches(make_cluster):
             await ws.close()
         for user in users:
             await user.aclose()
+
+
+def _syncs(cluster: TestCluster) -> float:
+    return sum(node.metrics.value("im_gateway_syncs_total") for node in cluster.gateways)
+
+
+async def test_a_device_back_from_a_dead_gateway_catches_up_through_the_frame(make_cluster, inboxes):
+    cluster = make_cluster(gateways=2)
+    transport = CountingCatchUps()
+    alice, bob = await cluster.user("alice"), await cluster.user("bob", transport=transport)
+    try:
+        inbox = inboxes(bob)
+        node_id = await wait_connected(cluster, bob)
+        await alice.send_text(bob.session.user.id, "before")
+        assert (await inbox.next()).text == "before"
+        [lost] = [node for node in cluster.gateways if node.node_id == node_id]
+        cluster.stop_gateway(lost)  # its clients reconnect to the other one
+        for i in range(3):
+            await alice.send_text(bob.session.user.id, f"while away {i}")
+        assert [(await inbox.next()).text for _ in range(3)] == [f"while away {i}" for i in range(3)]
+        assert await wait_connected(cluster, bob) != node_id
+        await alice.send_text(bob.session.user.id, "after")
+        assert (await inbox.next()).text == "after"
+        assert _syncs(cluster) >= 1  # the other gateway answered its catch-up...
+        assert transport.conversations == 0  # ...and none went over HTTP
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_with_a_gateway_that_does_not_know_the_frame_the_sdk_catches_up_over_http(
+    make_cluster, inboxes, monkeypatch
+):
+    # What a gateway from before the sync frame answers to it.
+    receive = gateway_session.GatewaySession.receive
+
+    def older(self, data):
+        action = receive(self, data)
+        if isinstance(action, gateway_session.Sync):
+            return gateway_session.Reply(
+                gateway_session._error(ErrorCode.UNKNOWN_FRAME, "unknown or missing frame type")
+            )
+        return action
+
+    monkeypatch.setattr(gateway_session.GatewaySession, "receive", older)
+    cluster = make_cluster(gateways=1)
+    transport = CountingCatchUps()
+    alice, bob = await cluster.user("alice"), await cluster.user("bob", transport=transport)
+    try:
+        await alice.send_text(bob.session.user.id, "waiting")
+        inbox = inboxes(bob)
+        assert (await inbox.next()).text == "waiting"
+        assert transport.conversations >= 1
+    finally:
+        await alice.aclose()
+        await bob.aclose()

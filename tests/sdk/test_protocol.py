@@ -570,3 +570,56 @@ def test_random_pushes_and_fetches_deliver_everything_once_in_order(simulate, se
     for conversation in CONVERSATIONS:
         seqs = [seq for c, seq in keys if c == conversation]
         assert seqs == sorted(seqs), f"{conversation} out of order"
+
+
+# Which way a catch-up goes (SyncRequests) ---------------------------------------------------------
+
+
+def test_a_catch_up_page_is_asked_for_with_a_sync_frame_and_matched_by_id():
+    from im_schema.frames import ErrorFrame, MessageFrame, SyncFrame, SyncPageFrame
+    from im_sdk.realtime.protocol import SyncRequests
+
+    syncs = SyncRequests()
+    assert syncs.answer(SyncPageFrame(id="sync-1", page=conversations())) is None  # nothing asked yet
+    frame = syncs.request("k1", 500, 20)
+    assert frame == SyncFrame(id="sync-1", since="k1", limit=500, recent=20)
+    # Pushes, answers to other frames and stale answers are not its answer.
+    assert syncs.answer(MessageFrame(message=msg(1))) is None
+    assert syncs.answer(ErrorFrame(code="rate_limited", message="x", client_msg_id="abc")) is None
+    assert syncs.answer(SyncPageFrame(id="sync-0", page=conversations())) is None
+    assert syncs.answer(ErrorFrame(code="bad_request", message="x", id="other")) is None
+    expected = conversations(summary(max_seq=3), cursor="k2")
+    assert syncs.answer(SyncPageFrame(id="sync-1", page=expected)) == expected
+    assert syncs.pending is None and syncs.answer(SyncPageFrame(id="sync-1", page=expected)) is None
+    assert syncs.request("k2", 500, 20).id == "sync-2"  # a fresh id for each request
+
+
+def test_a_busy_server_is_asked_again_then_the_refusal_is_raised():
+    from im_schema.frames import ErrorFrame
+    from im_sdk import RateLimitedError
+    from im_sdk.errors import APIError
+    from im_sdk.realtime.protocol import SYNC_RETRIES, SendAgain, SyncRequests
+
+    syncs = SyncRequests()
+    for _ in range(SYNC_RETRIES):
+        frame = syncs.request(None, 500, 20)
+        outcome = syncs.answer(ErrorFrame(code="unavailable", message="busy", id=frame.id, retry_after=0.3))
+        assert outcome == SendAgain(0.3)
+    frame = syncs.request(None, 500, 20)
+    outcome = syncs.answer(ErrorFrame(code="rate_limited", message="slow down", id=frame.id, retry_after=2.0))
+    assert isinstance(outcome, RateLimitedError) and outcome.retry_after == 2.0
+    # Anything else is raised at once, as its HTTP twin would be.
+    frame = syncs.request("bad", 500, 20)
+    outcome = syncs.answer(ErrorFrame(code="bad_request", message="malformed cursor", id=frame.id))
+    assert isinstance(outcome, APIError) and outcome.status == 400 and syncs.over_socket
+
+
+def test_an_older_gateway_makes_the_connection_catch_up_over_http():
+    from im_schema.frames import ErrorFrame
+    from im_sdk.realtime.protocol import AskOverHttp, SyncRequests
+
+    syncs = SyncRequests()
+    syncs.request(None, 500, 20)
+    # What a gateway that does not know the frame answers: unknown_frame, without the id.
+    assert syncs.answer(ErrorFrame(code="unknown_frame", message="unknown or missing frame type")) == AskOverHttp()
+    assert not syncs.over_socket and syncs.request(None, 500, 20) is None
