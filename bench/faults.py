@@ -3,8 +3,8 @@
 Starts a cluster of real processes (nats-server, one API, ``--gateways`` gateways; not supervised, so a
 killed process stays dead), connects ``--clients`` devices spread over ``--procs`` client processes
 (raw WebSocket clients that behave like the SDK: jittered backoff from ``Backoff()``'s defaults,
-"fetch what I lack" after ``ready`` and after a ``resync`` frame, by default as the SDK does it: see
-``--catch-up``), then injects, in turn:
+"fetch what I lack" after ``ready`` and after a ``resync`` frame, by default as the SDK does it, with a
+``sync`` frame on the connection: see ``--catch-up``), then injects, in turn:
 
 - ``gateway-kill``: SIGKILL of gateway gw-1, then one message to every device. Reports when gw-1 stopped
   being assigned and when its routes were removed, and for its devices the time to reconnect and to be
@@ -59,15 +59,21 @@ PASSWORD = "bench-password"
 # Client processes -------------------------------------------------------------------------------------
 
 
+class SyncRefused(Exception):
+    """The gateway answered a ``sync`` frame with an error (busy, say): tried again after a backoff delay."""
+
+
 class Device:
     """One raw WebSocket client with the SDK's reconnect behaviour."""
 
     requests: asyncio.Semaphore | None = None
     """HTTP requests one client process has in flight (httpx's pool slows down with a long queue)."""
-    mode = "sdk"
-    """How a device catches up: ``sdk`` as the SDK does ("conversations since" its cursor with the newest
-    messages, then history only if they do not reach back far enough), ``history`` straight from history
-    (one request: a device that knows its only conversation)."""
+    mode = "ws"
+    """How a device catches up: ``ws`` as the SDK does ("conversations since" its cursor with the newest
+    messages, asked with a ``sync`` frame on the connection, then history only if they do not reach back
+    far enough), ``http`` the same with ``GET /v1/conversations`` (the SDK with a gateway that does not
+    know the frame), ``history`` straight from history (one request: a device that knows its only
+    conversation)."""
 
     def __init__(self, url: str, name: str, peer: int) -> None:
         self.url = url
@@ -89,6 +95,10 @@ class Device:
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._again = False
+        self._ws: Any = None
+        self._syncs = 0
+        self._answer: asyncio.Future[dict[str, Any]] | None = None
+        """The answer to the ``sync`` frame in flight (``--catch-up ws``), set by the reader."""
 
     async def login(self, http: httpx.AsyncClient) -> None:
         await http.post("/v1/auth/register", json={"username": self.name, "password": PASSWORD})
@@ -119,6 +129,7 @@ class Device:
                         raise ConnectionError(str(ready))
                     self.readies.append((time.time(), self.gateway))
                     delays = Backoff().delays()
+                    self._ws = ws
                     reader = asyncio.create_task(self._read(ws, http))
                     await self.catch_up(http)
                     # Connected and caught up: a fault injected from now on finds the device at rest.
@@ -131,10 +142,20 @@ class Device:
                 await asyncio.sleep(next(delays))
 
     async def _read(self, ws: Any, http: httpx.AsyncClient) -> None:
+        try:
+            await self._frames(ws, http)
+        finally:
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_exception(ConnectionError("the connection closed during a sync"))
+
+    async def _frames(self, ws: Any, http: httpx.AsyncClient) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for data in ws:
                 frame = orjson.loads(data)
-                if frame["type"] == "message":
+                answer = self._answer
+                if answer is not None and frame.get("id") == f"s{self._syncs}" and not answer.done():
+                    answer.set_result(frame)  # a sync page, or an error answering it
+                elif frame["type"] == "message":
                     self._note(frame["message"])
                 elif frame["type"] == "resync":
                     self.resyncs += 1
@@ -166,30 +187,59 @@ class Device:
         # wait between tries is spent outside the limit on requests in flight.
         assert Device.requests is not None
         delays = Backoff().delays()
+        ws = self._ws
         while not self.stopping:
             try:
-                async with Device.requests:
+                # A sync frame is no HTTP request: the limit on requests in flight does not apply.
+                async with contextlib.nullcontext() if Device.mode == "ws" else Device.requests:
                     await self._catch_up(http)
                 return
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:
                     return  # no message in the conversation yet: nothing to catch up
                 self.catch_up_errors += 1
-            except httpx.HTTPError:
+            except (httpx.HTTPError, SyncRefused, TimeoutError):
                 self.catch_up_errors += 1
+            except (ConnectionError, websockets.ConnectionClosed):
+                self.catch_up_errors += 1
+                if Device.mode == "ws" and ws is not None and ws.close_code is not None:
+                    return  # as the SDK: it reconnects and catches up on the new connection
             await asyncio.sleep(next(delays))
+
+    async def _page(self, http: httpx.AsyncClient, headers: dict[str, str], since: str | None) -> dict[str, Any]:
+        """One page of "conversations since": by ``sync`` frame or over HTTP (``Device.mode``)."""
+        self.catch_up_requests += 1
+        if Device.mode == "ws":
+            self._syncs += 1
+            frame: dict[str, Any] = {"type": "sync", "id": f"s{self._syncs}", "limit": 500, "recent": 20}
+            if since is not None:
+                frame["since"] = since
+            self._answer = asyncio.get_running_loop().create_future()
+            try:
+                await self._ws.send(orjson.dumps(frame).decode())
+                async with asyncio.timeout(30):
+                    answer = await self._answer
+            finally:
+                self._answer = None
+            if answer["type"] != "sync":
+                raise SyncRefused(str(answer))
+            page: dict[str, Any] = answer["page"]
+            return page
+        params: dict[str, Any] = {"limit": 500, "recent": 20}
+        if since is not None:
+            params["since"] = since
+        listed: dict[str, Any] = (
+            (await http.get("/v1/conversations", params=params, headers=headers)).raise_for_status().json()
+        )
+        return listed
 
     async def _catch_up(self, http: httpx.AsyncClient) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         after = max(self.seen, default=0)
-        if Device.mode == "sdk":
+        if Device.mode in ("ws", "http"):
             since = self.since
             while True:
-                params: dict[str, Any] = {"limit": 500, "recent": 20}
-                if since is not None:
-                    params["since"] = since
-                self.catch_up_requests += 1
-                page = (await http.get("/v1/conversations", params=params, headers=headers)).raise_for_status().json()
+                page = await self._page(http, headers, since)
                 for summary in page["conversations"]:
                     if summary["id"] != self.conversation or summary["max_seq"] <= after:
                         continue
@@ -665,11 +715,12 @@ def main() -> None:
     parser.add_argument("--skip-api-kill", action="store_true")
     parser.add_argument(
         "--catch-up",
-        choices=("sdk", "history"),
-        default="sdk",
-        help="sdk: conversations since the cursor with their newest messages, history only if those do not "
-        "reach back far enough, as the SDK does; history: one history request (the device knows its only "
-        "conversation)",
+        choices=("ws", "http", "history"),
+        default="ws",
+        help="ws: conversations since the cursor with their newest messages, asked with a sync frame on the "
+        "connection, history only if those do not reach back far enough, as the SDK does; http: the same "
+        "with GET /v1/conversations (the SDK with an older gateway); history: one history request (the "
+        "device knows its only conversation)",
     )
     args = parser.parse_args()
     asyncio.run(coordinate(args))
