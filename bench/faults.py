@@ -60,7 +60,13 @@ PASSWORD = "bench-password"
 
 
 class SyncRefused(Exception):
-    """The gateway answered a ``sync`` frame with an error (busy, say): tried again after a backoff delay."""
+    """The gateway answered a ``sync`` frame with an error (busy, say): tried again after its ``retry_after``,
+    as the SDK does (else after a backoff delay)."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__(str(answer))
+        retry_after = answer.get("retry_after")
+        self.retry_after = float(retry_after) if isinstance(retry_after, int | float) else None
 
 
 class Device:
@@ -99,6 +105,9 @@ class Device:
         self._syncs = 0
         self._answer: asyncio.Future[dict[str, Any]] | None = None
         """The answer to the ``sync`` frame in flight (``--catch-up ws``), set by the reader."""
+        self._sync_lock = asyncio.Lock()
+        """One ``sync`` frame in flight per connection (a catch-up after ``ready`` and one after a ``resync``
+        frame may overlap)."""
 
     async def login(self, http: httpx.AsyncClient) -> None:
         await http.post("/v1/auth/register", json={"username": self.name, "password": PASSWORD})
@@ -198,7 +207,12 @@ class Device:
                 if exc.response.status_code == 404:
                     return  # no message in the conversation yet: nothing to catch up
                 self.catch_up_errors += 1
-            except (httpx.HTTPError, SyncRefused, TimeoutError):
+            except SyncRefused as exc:
+                self.catch_up_errors += 1
+                if exc.retry_after is not None:
+                    await asyncio.sleep(exc.retry_after)
+                    continue
+            except (httpx.HTTPError, TimeoutError):
                 self.catch_up_errors += 1
             except (ConnectionError, websockets.ConnectionClosed):
                 self.catch_up_errors += 1
@@ -210,19 +224,20 @@ class Device:
         """One page of "conversations since": by ``sync`` frame or over HTTP (``Device.mode``)."""
         self.catch_up_requests += 1
         if Device.mode == "ws":
-            self._syncs += 1
-            frame: dict[str, Any] = {"type": "sync", "id": f"s{self._syncs}", "limit": 500, "recent": 20}
-            if since is not None:
-                frame["since"] = since
-            self._answer = asyncio.get_running_loop().create_future()
-            try:
-                await self._ws.send(orjson.dumps(frame).decode())
-                async with asyncio.timeout(30):
-                    answer = await self._answer
-            finally:
-                self._answer = None
+            async with self._sync_lock:
+                self._syncs += 1
+                frame: dict[str, Any] = {"type": "sync", "id": f"s{self._syncs}", "limit": 500, "recent": 20}
+                if since is not None:
+                    frame["since"] = since
+                waiting = self._answer = asyncio.get_running_loop().create_future()
+                try:
+                    await self._ws.send(orjson.dumps(frame).decode())
+                    async with asyncio.timeout(30):
+                        answer = await waiting
+                finally:
+                    self._answer = None
             if answer["type"] != "sync":
-                raise SyncRefused(str(answer))
+                raise SyncRefused(answer)
             page: dict[str, Any] = answer["page"]
             return page
         params: dict[str, Any] = {"limit": 500, "recent": 20}

@@ -443,3 +443,37 @@ async def test_only_a_gateway_may_ask_for_syncs_and_only_for_its_tokens_devices(
     await alice.logout()
     answers = await ask({"tokens": [token], "syncs": [sync], "max_bytes": 65536})
     assert answers[0]["code"] == "unauthorized"
+
+
+async def test_sync_answers_stay_within_their_bounds(exact_cluster, probes, closing):
+    # A page over max_bytes lists fewer conversations, then none of their recent messages; answers that do
+    # not fit in one NATS message together are marked for the gateway to ask again.
+    alice, bob, carol = (await exact_cluster.user(name) for name in ("alice", "bob", "carol"))
+    closing += [alice, bob, carol]
+    me = alice.session.user.id
+    text = "x" * 4000
+    for sender in (bob, carol):
+        for i in range(50):
+            await sender.send_text(me, f"{i} {text}")
+    gw1 = await probes("gw-1")
+
+    async def ask(max_bytes: int, count: int, limit: int = 10) -> list[bytes]:
+        query = {"t": 0, "id": "s", "q": {"limit": limit, "recent": 50}}
+        request = {"tokens": [alice.session.access_token], "syncs": [query] * count, "max_bytes": max_bytes}
+        reply = await gw1.nc.request(f"{PREFIX}.svc.sync", orjson.dumps(request), timeout=10)
+        return reply.data.split(b"\n")
+
+    [whole] = await ask(4 * 1024 * 1024, 1)
+    assert len(whole) > 400_000 and not orjson.loads(whole)["page"]["has_more"]
+    [fewer] = await ask(300_000, 1)
+    page = orjson.loads(fewer)["page"]
+    assert len(fewer) <= 300_000 and len(page["conversations"]) == 1 and page["has_more"]
+    assert len(page["conversations"][0]["recent"]) == 50
+    [bare] = await ask(64 * 1024, 1)
+    page = orjson.loads(bare)["page"]
+    assert len(bare) <= 64 * 1024 and len(page["conversations"]) == 1 and page["has_more"]
+    assert page["conversations"][0]["recent"] == [] and page["conversations"][0]["recent_after"] is None
+    # Two answers of about 420 KB each, then a third: at most what one NATS message holds (1 MiB).
+    answers = await ask(500_000, 3)
+    assert answers[0].startswith(b'{"type":"sync"') and answers[1].startswith(b'{"type":"sync"')
+    assert answers[2] == b"again"
