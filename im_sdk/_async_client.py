@@ -761,8 +761,7 @@ class AsyncClient:
             ready = await self._authenticate(connection)
             self._cursors.ready(engine, ready.user_id, ready.device_id)
             syncs = SyncRequests()
-            backlog: list[Any] = []
-            """Frames that arrived while a catch-up waited for its page, handled after it in order."""
+            backlog: list[Any] = []  # frames that came while a catch-up awaited its page: handled next, in order
             resyncs = ResyncSchedule(self._resync_after)
             try:
                 async with contextlib.aclosing(self._catch_up(engine, connection, syncs, backlog)) as caught_up:

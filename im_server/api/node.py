@@ -604,12 +604,13 @@ class ApiNode:
             while True:
                 page = await self.sync.conversations(device.user_id, query.q.since, limit, recent)
                 answer = b"%b%b}" % (head, page.__pydantic_serializer__.to_json(page))
-                if len(answer) <= max_bytes or (limit == 1 and not recent):
+                listed = len(page.conversations)
+                if len(answer) <= max_bytes or (listed <= 1 and not recent):
                     return answer
-                # Too big for one frame: fewer conversations (the client follows the cursor), and in the
-                # end none of their recent messages (it fetches those by history).
-                if limit > 1:
-                    limit = max(1, min(limit, len(page.conversations)) // 2)
+                # Too big for one frame: fewer conversations, about as many as fit (the client follows the
+                # cursor), and in the end none of their recent messages (it fetches those by history).
+                if listed > 1:
+                    limit = max(1, min(listed - 1, listed * max_bytes // len(answer)))
                 else:
                     recent = 0
         except ServerError as exc:

@@ -248,3 +248,21 @@ def test_text_frames_encoded_by_the_gateway_are_what_websockets_writes():
         encoded = text_frame(payload)
         assert encoded == Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
         assert _payload(encoded) == payload
+
+
+def test_a_sync_frame_is_handed_on_and_a_bad_one_answered_with_its_id(ready_session):
+    from im_schema.frames import SyncFrame
+    from im_server.gateway.session import Sync
+
+    action = ready_session.receive(json.dumps({"type": "sync", "id": "s1", "since": "12:d:1:2", "recent": 20}))
+    assert action == Sync(SyncFrame(id="s1", since="12:d:1:2", limit=200, recent=20))
+    for bad in ({"limit": 0}, {"limit": "9"}, {"recent": 51}, {"since": "a b"}, {"user_id": 7}):
+        action = ready_session.receive(json.dumps({"type": "sync", "id": "s2", **bad}))
+        assert isinstance(action, Reply)
+        error = error_of(action.data)
+        assert (error.code, error.id, error.client_msg_id) == ("bad_request", "s2", None), bad
+
+
+def test_a_sync_before_auth_closes(session):
+    outcome = session.open(json.dumps({"type": "sync", "id": "s1"}))
+    assert isinstance(outcome, Close) and outcome.code == CLOSE_AUTH_FAILED
