@@ -17,7 +17,7 @@ import math
 import secrets
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, cast
 
 import orjson
@@ -260,6 +260,7 @@ class GatewayNode:
     # Healing ---------------------------------------------------------------------------------------
 
     def _on_bus_reconnect(self) -> None:
+        self._syncer.link_back()
         if self._heartbeat is not None:
             self._heartbeat.beat_soon()
         self._schedule_recovery("bus reconnected")
@@ -896,6 +897,14 @@ class _Syncer:
         self._active: set[ServerConnection] = set()
         """Connections with a sync waiting or in flight."""
         self._running = 0
+        self._link = asyncio.Event()
+        """Set (and replaced) when the NATS connection comes back: a request that may have been lost with
+        the old link is asked again at once rather than after its timeout."""
+
+    def link_back(self) -> None:
+        """The NATS connection came back."""
+        self._link.set()
+        self._link = asyncio.Event()
 
     def push(self, connection: ServerConnection, frame: SyncFrame) -> None:
         """Ask for ``frame`` on behalf of ``connection``'s device, or refuse it at once."""
@@ -990,10 +999,23 @@ class _Syncer:
             left = deadline - time.perf_counter()
             if left <= 0 or (node._stopping and attempt > 1):
                 break
+            link = self._link
+            if not node.bus.nc.is_connected:
+                # Nothing would answer before the link is back: wait for it rather than for a timeout.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await link.wait()
+                continue
             try:
-                reply = await node.bus.nc.request(
-                    node.bus.subjects.sync, payload, timeout=min(settings.gateway_sync_timeout, left)
+                reply = await _unless(
+                    link,
+                    node.bus.nc.request(
+                        node.bus.subjects.sync, payload, timeout=min(settings.gateway_sync_timeout, left)
+                    ),
                 )
+                if reply is None:
+                    log.info("gateway %s: NATS is back; asking for syncs again", node.node_id)
+                    continue
             except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
                 log.warning("gateway %s: syncs not answered (attempt %d): %r", node.node_id, attempt, exc)
                 if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
@@ -1016,6 +1038,21 @@ class _Syncer:
             .encode()
             for _, frame in batch
         ]
+
+
+async def _unless(event: asyncio.Event, request: Coroutine[Any, Any, Msg]) -> Msg | None:
+    """The answer to ``request``, or ``None`` (the request cancelled) if ``event`` is set first."""
+    asking = asyncio.ensure_future(request)
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((asking, waiting), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (asking, waiting):
+            if not task.done():
+                task.cancel()
+    if asking.done() and not asking.cancelled():
+        return asking.result()
+    return None
 
 
 def _error_frame(action: Forward, code: ErrorCode, message: str, retry_after: float) -> bytes:
