@@ -38,6 +38,7 @@ from ..render import (
     body,
     button_for,
     buttons_text,
+    connection_log,
     connection_lost,
     mentions_text,
     notice_text,
@@ -388,55 +389,48 @@ def listen(
     if start not in ("unread", "latest", "all"):
         fail("--start is one of unread, latest, all", ExitCode.USAGE)
     state = _ConnectionState(context.server_url)
-    sdk_log = logging.getLogger("im_sdk")
-    sdk_log.addHandler(state)
-    if sdk_log.getEffectiveLevel() > logging.INFO:
-        sdk_log.setLevel(logging.INFO)
-    try:
-        with context.client(live=True) as client:
-            # Each (re)connection lists the conversations first: the moment to say that it is up.
-            page = client.conversations_page
+    with connection_log(state), context.client(live=True) as client:
+        # Each (re)connection lists the conversations first: the moment to say that it is up.
+        page = client.conversations_page
 
-            streams = StreamPrinter(out, lambda message: _line(context, client, message))
+        streams = StreamPrinter(out, lambda message: _line(context, client, message))
 
-            def fetch(conversation: str, seq: int) -> Message | None:
-                found = client.history(conversation, after=seq - 1, limit=1).messages
-                return found[0] if found and found[0].seq == seq else None
+        def fetch(conversation: str, seq: int) -> Message | None:
+            found = client.history(conversation, after=seq - 1, limit=1).messages
+            return found[0] if found and found[0].seq == seq else None
 
-            def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
-                found = page(since=since, limit=limit, recent=recent)
-                again = state.state == "disconnected"
-                state.connected()
-                if again:
-                    streams.heal(fetch)
-                return found
+        def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+            found = page(since=since, limit=limit, recent=recent)
+            again = state.state == "disconnected"
+            state.connected()
+            if again:
+                streams.heal(fetch)
+            return found
 
-            client.conversations_page = conversations_page  # type: ignore[method-assign]
+        client.conversations_page = conversations_page  # type: ignore[method-assign]
 
-            try:
-                me = context.me()
-                for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
-                    if isinstance(event, MessageEvent):
-                        if json_output:
-                            print_json(event.message)
-                        elif not streams.message(event.message):
-                            streams.interrupt()
-                            out.print(_line(context, client, event.message))
-                    elif json_output:
-                        print_json(_event_json(event))
-                    elif isinstance(event, StreamEvent):
-                        streams.event(event, fetch)
-                    else:
-                        line = _describe_event(context, client, event, me)
-                        if line:
-                            streams.interrupt()
-                            out.print(line)
-            except KeyboardInterrupt:
-                raise typer.Exit(ExitCode.INTERRUPTED) from None
-            except IMError as exc:
-                context.explain(exc)
-    finally:
-        sdk_log.removeHandler(state)
+        try:
+            me = context.me()
+            for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
+                if isinstance(event, MessageEvent):
+                    if json_output:
+                        print_json(event.message)
+                    elif not streams.message(event.message):
+                        streams.interrupt()
+                        out.print(_line(context, client, event.message))
+                elif json_output:
+                    print_json(_event_json(event))
+                elif isinstance(event, StreamEvent):
+                    streams.event(event, fetch)
+                else:
+                    line = _describe_event(context, client, event, me)
+                    if line:
+                        streams.interrupt()
+                        out.print(line)
+        except KeyboardInterrupt:
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except IMError as exc:
+            context.explain(exc)
 
 
 def read(
