@@ -6,10 +6,12 @@ imports :mod:`im_sdk._async_io`.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from websockets.sync.client import ClientConnection, connect
 
@@ -39,11 +41,57 @@ Lock = threading.Lock
 """The lock that keeps concurrent calls from refreshing the same token twice."""
 
 _WAKE = 1.0
-"""Longest single wait on a socket, in seconds (see :func:`receive`)."""
+"""Longest single wait, in seconds, before pending signals are looked at (see :func:`receive`)."""
+
+_STOPPING = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+"""The signals that stop a program; only the main thread should be handed them."""
+
+
+def _handle_signals() -> None:
+    """Run the handlers of signals that arrived (Ctrl-C raises :class:`KeyboardInterrupt` here).
+
+    Python runs signal handlers in the main thread, at a moment of its choosing; a signal that the kernel
+    handed to another thread may wait there until something in the main thread looks. Changing the signal
+    mask (here: by nothing) is one such look.
+    """
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+@contextlib.contextmanager
+def _signals_elsewhere() -> Iterator[None]:
+    """Threads started in this block never receive SIGINT or SIGTERM (a thread inherits its creator's
+    signal mask): the kernel then hands Ctrl-C to the main thread, whose blocking calls (a socket read
+    during catch-up, a backoff sleep) it interrupts at once."""
+    if not hasattr(signal, "pthread_sigmask") or not _STOPPING:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # runs the handler of a Ctrl-C meanwhile
+
+
+class _Connection(ClientConnection):
+    """websockets' connection, whose reading and keepalive threads leave SIGINT and SIGTERM to others."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _signals_elsewhere():
+            super().__init__(*args, **kwargs)  # starts the thread that reads frames
+
+    def start_keepalive(self) -> None:
+        with _signals_elsewhere():
+            super().start_keepalive()
 
 
 def sleep(seconds: float) -> None:
-    """Pause this thread (looked up at each call, so that tests can replace :func:`time.sleep`)."""
+    """Pause this thread (looked up at each call, so that tests can replace :func:`time.sleep`).
+
+    A Ctrl-C that came before is raised first; one that comes meanwhile interrupts the pause (the kernel
+    hands it to this thread: see :class:`_Connection`).
+    """
+    _handle_signals()
     time.sleep(seconds)
 
 
@@ -59,14 +107,15 @@ def chunks(spool: Spool, progress: Progress | None) -> Iterator[bytes]:
 
 def open_gateway(url: str) -> ClientConnection:
     """Open a gateway connection."""
-    return connect(url, compression=None, open_timeout=10, max_size=2**22)
+    return connect(url, compression=None, open_timeout=10, max_size=2**22, create_connection=_Connection)
 
 
 def receive(connection: ClientConnection, within: float | None) -> str | bytes:
     """The next frame; raises :class:`TimeoutError` when none came ``within`` seconds (never, if ``None``).
 
-    Waits in slices of a second: the connection's own thread may be the one the kernel hands SIGINT to,
-    and a main thread blocked on a lock without a timeout would not see Ctrl-C until a frame arrived.
+    Waits in slices of a second and looks at pending signals after each: a main thread blocked on a lock
+    without a timeout would not see Ctrl-C until a frame arrived, and one that only wakes up may still not
+    run the handler of a signal that another thread was handed (see :func:`_handle_signals`).
     """
     deadline = None if within is None else time.monotonic() + within
     while True:
@@ -76,7 +125,7 @@ def receive(connection: ClientConnection, within: float | None) -> str | bytes:
         try:
             return connection.recv(timeout=wait)
         except TimeoutError:
-            continue
+            _handle_signals()
 
 
 def wait_closed(connection: ClientConnection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -411,22 +412,26 @@ def listen(
 
         try:
             me = context.me()
-            for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
-                if isinstance(event, MessageEvent):
-                    if json_output:
-                        print_json(event.message)
-                    elif not streams.message(event.message):
-                        streams.interrupt()
-                        out.print(_line(context, client, event.message))
-                elif json_output:
-                    print_json(_event_json(event))
-                elif isinstance(event, StreamEvent):
-                    streams.event(event, fetch)
-                else:
-                    line = _describe_event(context, client, event, me)
-                    if line:
-                        streams.interrupt()
-                        out.print(line)
+            # Closed on the way out, whatever ends the loop: a Ctrl-C while a line is printed closes the
+            # connection here and now, not whenever the abandoned generator is collected.
+            events = client.events(start=start)  # type: ignore[arg-type]  # checked above
+            with contextlib.closing(events) as stream:
+                for event in stream:
+                    if isinstance(event, MessageEvent):
+                        if json_output:
+                            print_json(event.message)
+                        elif not streams.message(event.message):
+                            streams.interrupt()
+                            out.print(_line(context, client, event.message))
+                    elif json_output:
+                        print_json(_event_json(event))
+                    elif isinstance(event, StreamEvent):
+                        streams.event(event, fetch)
+                    else:
+                        line = _describe_event(context, client, event, me)
+                        if line:
+                            streams.interrupt()
+                            out.print(line)
         except KeyboardInterrupt:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except IMError as exc:
