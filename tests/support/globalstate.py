@@ -9,6 +9,7 @@ changed between two snapshots.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -46,6 +47,12 @@ def _loggers() -> dict[str, tuple[Any, ...]]:
     return found
 
 
+def _wakeup_fd() -> int:
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
+
+
 def _main_loop() -> object:
     policy = asyncio.get_event_loop_policy()
     local = getattr(policy, "_local", None)
@@ -61,12 +68,14 @@ class Snapshot:
     environ: dict[str, str]
     signals: dict[int, object]
     blocked: frozenset[int]
+    wakeup_fd: int
     streams: tuple[int, int, int]
     cwd: str
     umask: int
     policy: type
     loop: object
     switch_interval: float
+    frozen: int
     threads: frozenset[int]
 
 
@@ -80,12 +89,14 @@ def snapshot() -> Snapshot:
         environ={key: value for key, value in os.environ.items() if key not in _PYTEST_ENVIRON},
         signals={sig: signal.getsignal(sig) for sig in _SIGNALS},
         blocked=frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        wakeup_fd=_wakeup_fd(),
         streams=(id(sys.stdin), id(sys.stdout), id(sys.stderr)),
         cwd=os.getcwd(),
         umask=umask,
         policy=type(asyncio.get_event_loop_policy()),
         loop=_main_loop(),
         switch_interval=sys.getswitchinterval(),
+        frozen=gc.get_freeze_count(),
         threads=frozenset(t.ident or 0 for t in threading.enumerate() if not t.daemon),
     )
 
@@ -115,6 +126,8 @@ def differences(before: Snapshot, after: Snapshot) -> list[str]:
             found.append(f"signal {signal.Signals(sig).name} handler: {before.signals[sig]!r} -> {handler!r}")
     if after.blocked != before.blocked:
         found.append(f"blocked signals: {sorted(before.blocked)} -> {sorted(after.blocked)}")
+    if after.wakeup_fd != before.wakeup_fd:
+        found.append(f"signal wakeup fd: {before.wakeup_fd} -> {after.wakeup_fd}")
     if after.streams != before.streams:
         found.append("sys.stdin, sys.stdout or sys.stderr was replaced")
     if after.cwd != before.cwd:
@@ -127,6 +140,8 @@ def differences(before: Snapshot, after: Snapshot) -> list[str]:
         found.append(f"asyncio event loop set for the main thread: {before.loop!r} -> {after.loop!r}")
     if after.switch_interval != before.switch_interval:
         found.append(f"sys.setswitchinterval: {before.switch_interval} -> {after.switch_interval}")
+    if after.frozen != before.frozen:
+        found.append(f"gc.freeze: {before.frozen} -> {after.frozen} objects out of the collector's sight")
     running = _threads(after.threads - before.threads)
     if running:
         found.append(f"threads left running: {', '.join(running)}")
