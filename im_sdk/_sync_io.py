@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from websockets.sync.client import ClientConnection, connect
@@ -42,6 +43,10 @@ Lock = threading.Lock
 
 _WAKE = 1.0
 """Longest single wait, in seconds, before pending signals are looked at (see :func:`receive`)."""
+
+_INTERRUPTED_CLOSE = 0.5
+"""Seconds a connection left by Ctrl-C (or by a consumer that stops) waits for the gateway's half of the
+closing handshake."""
 
 _STOPPING = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 """The signals that stop a program; only the main thread should be handed them."""
@@ -83,6 +88,16 @@ class _Connection(ClientConnection):
     def start_keepalive(self) -> None:
         with _signals_elsewhere():
             super().start_keepalive()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            # Left by Ctrl-C (KeyboardInterrupt here, or GeneratorExit when it struck the code iterating
+            # over events()) or by a program that stops: a gateway that does not answer the closing
+            # handshake (a dead network) would otherwise hold it for the whole close timeout.
+            self.close_timeout = min(self.close_timeout or _INTERRUPTED_CLOSE, _INTERRUPTED_CLOSE)
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 def sleep(seconds: float) -> None:

@@ -4,6 +4,7 @@ waiting for the API in the middle of a catch-up."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -126,3 +127,23 @@ def test_ctrl_c_while_waiting_to_reconnect(sqlite_cluster, im, config_dir):
         listener.wait_stderr("reconnecting")  # and no gateway to go to: it backs off, again and again
     finally:
         assert listener.interrupt() == 130
+
+
+def test_ctrl_c_while_the_gateway_does_not_answer(sqlite_cluster, im, config_dir):
+    alice, bob = _name("alice"), _name("bob")
+    for name in (alice, bob):
+        _account(im, sqlite_cluster.url, name)
+    gateway, _ = sqlite_cluster.spawn_gateway_process(_name("gw-"))
+    for node in list(sqlite_cluster.gateways):
+        sqlite_cluster.stop_gateway(node)  # the listener can only go to the gateway in its own process
+    im("-P", alice, "send", bob, "one")
+    listener = Listener(_env(config_dir, bob))
+    try:
+        assert [m["content"]["text"] for m in listener.wait(1)] == ["one"]
+        gateway.send_signal(signal.SIGSTOP)  # as if the network went away: the closing handshake gets no answer
+        # Less than websockets' close timeout (10 s): leaving on Ctrl-C does not wait that long for the gateway.
+        assert listener.interrupt(within=8) == 130
+    finally:
+        gateway.send_signal(signal.SIGCONT)
+        if listener.process.poll() is None:
+            listener.process.kill()
