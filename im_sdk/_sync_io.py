@@ -55,9 +55,9 @@ _STOPPING = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if
 def _handle_signals() -> None:
     """Run the handlers of signals that arrived (Ctrl-C raises :class:`KeyboardInterrupt` here).
 
-    Python runs signal handlers in the main thread, at a moment of its choosing; a signal that the kernel
-    handed to another thread may wait there until something in the main thread looks. Changing the signal
-    mask (here: by nothing) is one such look.
+    Python runs signal handlers in the main thread, when its interpreter loop next looks for them; changing
+    the signal mask (here: by nothing) looks at once. One system call a second makes sure a Ctrl-C that
+    the loop has not noticed yet (one handed to another thread, say) is not left waiting for a frame.
     """
     if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
         signal.pthread_sigmask(signal.SIG_BLOCK, ())
