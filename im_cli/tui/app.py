@@ -685,6 +685,8 @@ class ChatApp(App[None]):
         for message in shown:
             ids |= self._ids_in(message)
         await self.learn_names(ids)
+        # A push handled while the names were asked for may have shown some of them already.
+        shown = [message for message in shown if message.seq not in self.messages]
         chat = self.query_one(ChatView)
         items = [MessageItem(message, self._render(message)) for message in shown]
         for message in shown:
