@@ -882,7 +882,8 @@ class _Syncer:
     one request (at most :data:`~im_server.bus.codec.MAX_SYNC_BATCH`), with up to ``in_flight``
     requests at once; so a storm of devices reconnecting to this node costs the API one NATS request
     per batch instead of one HTTP request per device. When every slot is taken and syncs have waited
-    longer than ``max_wait``, new ones are refused with ``unavailable`` and a ``retry_after``.
+    longer than ``max_wait``, new ones are refused with ``unavailable`` and a ``retry_after`` (not while
+    NATS is away: then every sync waits for it, and is asked as soon as it is back, see :meth:`link_back`).
 
     Answers are written within the connection's outbound budget (a client past it is closed with 4013,
     as for pushes); the API keeps each answer under :data:`SYNC_ANSWER_MAX_BYTES`.
@@ -916,6 +917,7 @@ class _Syncer:
             self._running >= self._in_flight
             and self._pending
             and (waited := now - self._pending[0][2]) > self._max_wait
+            and self._node.bus.nc.is_connected  # without NATS all wait for it (one each): then asked at once
         ):
             retry_after = round(min(2.0, max(0.1, waited)), 3)
             self._refuse(connection, frame, ErrorCode.UNAVAILABLE, "the server is busy; retry later", retry_after)
