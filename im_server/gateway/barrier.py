@@ -8,6 +8,11 @@ to the device, so the one sync the client runs after ``ready`` closes the gap wi
 A round that not every API node answers in time (an API node between NATS servers, its registry
 view catching up) does not hold ``ready`` back; :meth:`RouteBarrier.wait` says so, and the gateway
 sends that device a ``resync`` once a later round is answered (see ``GatewayNode._confirm_route``).
+
+Each API node answers with its id and a *mark*, a number it raises with every answer: whatever it
+remembered before that mark happened before the answer. A gateway that tells all its clients to resync
+after a round passes the marks it was given on (see ``GatewayNode._recover``), so that the API nodes can
+drop the resyncs they owed to the same devices.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
+from nats.aio.msg import Msg
 
 from ..bus.nats import Bus
 from ..bus.routes import NodeTable
@@ -31,7 +38,7 @@ class RouteBarrier:
         self._bus = bus
         self._nodes = nodes
         self._timeout = timeout
-        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[tuple[bool, dict[str, int]]]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -42,7 +49,12 @@ class RouteBarrier:
 
     async def wait(self, revision: int) -> bool:
         """Return once every live API node has applied ``revision`` (true) or the timeout passed (false)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        complete, _ = await self.marks(revision)
+        return complete
+
+    async def marks(self, revision: int) -> tuple[bool, dict[str, int]]:
+        """As :meth:`wait`, with the mark of each API node that answered (its id: its mark)."""
+        future: asyncio.Future[tuple[bool, dict[str, int]]] = asyncio.get_running_loop().create_future()
         self._waiters.append((revision, future))
         self._wakeup.set()
         return await future
@@ -55,15 +67,16 @@ class RouteBarrier:
             if not waiters:
                 continue
             complete = False
+            marks: dict[str, int] = {}
             try:
-                complete = await self._round(max(revision for revision, _ in waiters))
+                complete = await self._round(max(revision for revision, _ in waiters), marks)
             except Exception as exc:
                 log.warning("route barrier failed: %s", exc)
             for _, future in waiters:
                 if not future.done():
-                    future.set_result(complete)
+                    future.set_result((complete, dict(marks)))  # answers that come later are not in it
 
-    async def _round(self, revision: int) -> bool:
+    async def _round(self, revision: int, marks: dict[str, int]) -> bool:
         expected = len(self._nodes.live("api"))
         if expected == 0:
             return True  # an API node that starts later loads the whole registry before it serves
@@ -73,9 +86,12 @@ class RouteBarrier:
         answered = 0
         done = asyncio.get_running_loop().create_future()
 
-        async def on_answer(_: object) -> None:
+        async def on_answer(msg: Msg) -> None:
             nonlocal answered
             answered += 1
+            node, _, mark = msg.data.decode(errors="replace").partition(" ")
+            if mark.isascii() and mark.isdigit() and len(mark) < 20:
+                marks[node] = int(mark)
             if answered >= expected and not done.done():
                 done.set_result(None)
 
@@ -100,4 +116,4 @@ class RouteBarrier:
                 await self._task
         for _, future in self._waiters:
             if not future.done():
-                future.set_result(False)
+                future.set_result((False, {}))

@@ -6,7 +6,13 @@ sends them a ``resync`` frame (the device runs its sync) as soon as it can:
 
 - **NATS away**: the users of every publish made while disconnected, or in the few seconds before the
   disconnect was noticed (those bytes may have gone into a dead socket), or that failed, get a resync
-  once the connection and the registry views are back.
+  once the connection and the registry views are back, on each gateway that holds one of their devices
+  (a gateway that looks dead is waited for, up to a minute: its devices reconnect elsewhere and sync).
+  A gateway that lost NATS too tells all its clients to resync by itself once its routes are back; it
+  then says so on the barrier subject, with the *mark* each API node gave it in the route barrier (see
+  :meth:`Deliverer.mark`). What was remembered before that mark needs no second resync on that gateway:
+  its clients synced after it. So an API node waits a few seconds after a gateway is live again before
+  sending it the resyncs it owes, and a device gets one resync after an outage, not two.
 - **No live route**: a device routed to a node whose heartbeat expired gets no push. If that node turns
   out to be alive (it was cut off, or its event loop stalled), its users on it get a resync when its
   heartbeat is seen again. If it stays dead, each such user gets a resync on their live devices once
@@ -20,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 from pydantic import BaseModel
@@ -46,6 +52,9 @@ UNROUTED_KEEP = 60.0
 """Seconds users are remembered for a node that looked dead, in case it comes back."""
 MAX_REMEMBERED = 200_000
 """Beyond this many remembered users, every connected device is told to resync instead."""
+RECOVERY_WAIT = 3.0
+"""Seconds a gateway, once live again, gets to announce that its clients resynced before the resyncs
+owed to its devices are sent anyway."""
 
 
 class Deliverer:
@@ -59,8 +68,10 @@ class Deliverer:
         metrics: Registry | None = None,
         *,
         trace: TraceRing | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         metrics = metrics or Registry()
+        self._clock = clock
         self.trace = trace
         """Where stored and published messages are remembered for ``im cluster trace``."""
         self._recipients = metrics.histogram(
@@ -75,8 +86,19 @@ class Deliverer:
         self.publishes = 0
         self.resyncs = 0
         """Resync publishes sent (one per gateway node per round)."""
-        self._suspect: set[int] = set()
-        self._everyone = False
+        self.settled = 0
+        """Owed resyncs (one per user and gateway) dropped because that gateway's own resync covered them."""
+        self._mark = 0
+        self._suspect: dict[int, int] = {}
+        """Users who may have missed a push, with the mark when they were remembered."""
+        self._everyone: int | None = None
+        """The mark when every user was remembered (too many to list), if they were."""
+        self._owed: dict[str, tuple[dict[int, int], float]] = {}
+        """Per gateway node: the users owed a resync there (with their marks), and since when."""
+        self._resynced: dict[str, int] = {}
+        """Per gateway node: the greatest mark after which it told every client to resync."""
+        self._live_since: dict[str, float] = {}
+        """When each node was first seen live since the registry views came back."""
         self._recent: dict[int, float] = {}
         self._unrouted: dict[str, tuple[set[int], float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -95,21 +117,40 @@ class Deliverer:
 
     @property
     def owed(self) -> int:
-        """Users remembered for a resync."""
-        return len(self._suspect) + sum(len(users) for users, _ in self._unrouted.values())
+        """Users remembered for a resync (once per gateway node holding one of their devices)."""
+        return (
+            len(self._suspect)
+            + sum(len(users) for users, _ in self._owed.values())
+            + sum(len(users) for users, _ in self._unrouted.values())
+        )
+
+    def mark(self) -> int:
+        """A new mark, for an answer to a gateway's route barrier: everything remembered so far is below it."""
+        self._mark += 1
+        return self._mark
+
+    def resynced(self, node: str, mark: int) -> None:
+        """Gateway ``node`` told every client to resync after it was given ``mark`` (see :meth:`mark`)."""
+        if 0 < mark <= self._mark:  # a mark this node never gave covers nothing
+            self._resynced[node] = max(self._resynced.get(node, 0), mark)
 
     def _on_disconnect(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._remember(user for user, at in self._recent.items() if now - at < SUSPECT_WINDOW)
         self._recent.clear()
+        self._live_since.clear()
 
     def _remember(self, users: Iterable[int]) -> None:
-        if self._everyone:
+        mark = self._mark
+        if self._everyone is not None:
+            self._everyone = mark
             return
-        self._suspect.update(users)
-        if len(self._suspect) > MAX_REMEMBERED:
-            self._everyone = True
-            self._suspect.clear()
+        suspect = self._suspect
+        for user in users:
+            suspect[user] = mark
+        if len(suspect) > MAX_REMEMBERED:
+            self._everyone = mark
+            suspect.clear()
 
     async def _run(self, interval: float) -> None:
         while True:
@@ -123,19 +164,52 @@ class Deliverer:
         """Send the resyncs that are owed, if NATS and the registry views are back."""
         if not self._bus.nc.is_connected or not self._mirror.current:
             return
-        now = time.monotonic()
+        now = self._clock()
         for user, at in list(self._recent.items()):
             if now - at >= SUSPECT_WINDOW:
                 del self._recent[user]
         routes, nodes = self._mirror.routes, self._mirror.nodes
-        if self._everyone or self._suspect:
-            users = routes.users() if self._everyone else list(self._suspect)
-            plan = plan_delivery([(_RESYNC_LOST, users, None)], routes, nodes)
-            await self._bus.publish_deliveries(plan)
-            self.resyncs += len(plan)
-            log.info("sent resync to %d users whose pushes may have been lost", len(users))
-            self._suspect.difference_update(users)
-            self._everyone = False
+        live = {info.node_id for info in nodes.live()}
+        for node in list(self._live_since):
+            if node not in live:
+                del self._live_since[node]
+        for node in live:
+            self._live_since.setdefault(node, now)
+        if self._everyone is not None or self._suspect:
+            # Where each user's devices are now; a device that moves later syncs when it connects.
+            if self._everyone is not None:
+                everyone = self._everyone
+                suspect = dict.fromkeys(routes.users(), everyone)
+            else:
+                suspect = self._suspect
+            self._suspect, self._everyone = {}, None
+            for user, mark in suspect.items():
+                for node in set(routes.devices(user).values()):
+                    owed, _ = self._owed.setdefault(node, ({}, now))
+                    owed[user] = max(owed.get(user, mark), mark)
+        for node, (owed, since) in list(self._owed.items()):
+            covered = self._resynced.get(node, 0)
+            if covered:
+                for user in [user for user, mark in owed.items() if mark < covered]:
+                    del owed[user]
+                    self.settled += 1
+            if not owed:
+                del self._owed[node]
+                continue
+            if node not in live:
+                if now - since > UNROUTED_KEEP:
+                    del self._owed[node]  # it stayed dead: its devices reconnected elsewhere and synced
+                continue
+            if now - self._live_since[node] < RECOVERY_WAIT:
+                continue  # it may be restoring its routes, to tell every client to resync itself
+            recipients = [
+                (user, device) for user in owed for device, where in routes.devices(user).items() if where == node
+            ]
+            if recipients:
+                await self._bus.publish_deliveries({node: [(_RESYNC_LOST, recipients)]})
+                self.resyncs += 1
+                log.info("sent resync to %d devices on %s whose pushes may have been lost", len(recipients), node)
+            del self._owed[node]
         for node, (held, since) in list(self._unrouted.items()):
             if nodes.is_live(node):
                 plan = plan_delivery([(_RESYNC_UNROUTED, held, None)], routes, nodes)
@@ -189,7 +263,7 @@ class Deliverer:
         unrouted: dict[str, set[int]] = {}
         plan = plan_delivery(frames, self._mirror.routes, self._mirror.nodes, unrouted)
         if unrouted:
-            now = time.monotonic()
+            now = self._clock()
             for node, users in unrouted.items():
                 known, since = self._unrouted.get(node, (set(), now))
                 known.update(users)
@@ -216,7 +290,7 @@ class Deliverer:
         if not connected:
             self._remember(users)  # buffered by the client; may be flushed before gateways subscribe again
         else:
-            now = time.monotonic()
+            now = self._clock()
             recent = self._recent
             for user in users:
                 recent[user] = now

@@ -200,7 +200,7 @@ def _unread_count(conversation: Any, user_id: Any, read: Any, ceiling: Any) -> A
 def _build_conversations_since(*, keyset: bool) -> Any:
     """The changed-conversations statement, with binds ``u`` (the user), ``n`` (rows to read) and, with
     ``keyset``, ``ms`` and ``after_id`` (where the previous page ended)."""
-    user_id = bindparam("u")
+    user_id: Any = bindparam("u")
     peer = members.alias("peer")
     last_at = conversations.c.last_at
     mine = members.c.updated_at
@@ -258,7 +258,7 @@ def _build_conversations_since(*, keyset: bool) -> Any:
         .limit(bindparam("n"))
     )
     if keyset:
-        ms = bindparam("ms")
+        ms: Any = bindparam("ms")
         query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > bindparam("after_id"))))
     return query
 
@@ -272,6 +272,7 @@ _CHANGED_ALL = _build_conversations_since(keyset=False)
 def _conversations_since(
     conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int, recent: int = 0
 ) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+    values: dict[str, object]
     if since is None:
         query, values = _CHANGED_ALL, {"u": user_id, "n": limit + 1}
     else:

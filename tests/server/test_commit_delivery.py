@@ -235,3 +235,115 @@ async def test_an_overloaded_committer_refuses_new_sends_at_once_and_takes_them_
     finally:
         held.release.set()
         await committer.stop()
+
+
+class _Outage:
+    """A deliverer over a fake bus and registry, with a clock of its own, for NATS outages."""
+
+    def __init__(self) -> None:
+        from im_server.bus.routes import NodeTable, RouteTable
+        from im_server.services.delivery import Deliverer
+        from im_server.services.membership import MembershipCache
+
+        self.clock = [0.0]
+        self.nodes = NodeTable(ttl=1.5, clock=lambda: self.clock[0])
+        self.routes = RouteTable()
+        self.mirror = type("Mirror", (), {"routes": self.routes, "nodes": self.nodes, "current": True})()
+        self.bus = _Bus()
+        self.deliverer = Deliverer(
+            self.bus,  # type: ignore[arg-type]
+            self.mirror,  # type: ignore[arg-type]
+            MembershipCache(None),  # type: ignore[arg-type]
+            clock=lambda: self.clock[0],
+        )
+
+    def beat(self, *nodes: str) -> None:
+        from im_server.bus.routes import NodeInfo
+
+        for node in nodes:
+            self.nodes.heartbeat(NodeInfo(node_id=node, role="gateway", url=None, connections=0, started_at=0.0))
+
+    async def push_while_down(self, users: list[int]) -> None:
+        """A push published while NATS is away (buffered by the client, maybe flushed too early)."""
+        from im_schema.events import PresenceNotice
+
+        self.bus.nc.is_connected = False
+        await self.deliverer.notice(users, PresenceNotice(user_id=99, online=True))
+        self.bus.nc.is_connected = True
+
+    def resyncs(self) -> list[tuple[str, list[tuple[int, str]]]]:
+        return [
+            (node, recipients)
+            for plan in self.bus.published
+            for node, items in plan.items()
+            for frame, recipients in items
+            if b'"type":"resync"' in frame
+        ]
+
+    async def settle_at(self, when: float) -> None:
+        self.clock[0] = when
+        self.beat(*self.nodes.known())
+        await self.deliverer.settle()
+
+
+async def test_a_gateway_that_resynced_its_clients_after_an_outage_settles_what_the_api_owed():
+    from im_server.services.delivery import RECOVERY_WAIT
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    await world.push_while_down([7, 8])
+    await world.settle_at(1.0)  # back: both gateways live, maybe restoring their routes; nothing yet
+    assert world.resyncs() == []
+    # gw-1 restored its routes: the barrier answer it got carries a mark given after 7 was remembered;
+    # it told every client to resync, then says so.
+    mark = world.deliverer.mark()
+    world.deliverer.resynced("gw-1", mark)
+    await world.settle_at(1.0 + RECOVERY_WAIT + 0.1)
+    # gw-2 never said so (it did not lose NATS, or its notice was lost): its device is told by the API.
+    assert world.resyncs() == [("gw-2", [(8, "phone")])]
+    assert world.deliverer.settled == 1 and world.deliverer.owed == 0
+
+
+async def test_a_resync_announced_with_an_earlier_mark_does_not_cover_a_later_lost_push():
+    from im_server.services.delivery import RECOVERY_WAIT
+
+    world = _Outage()
+    world.beat("gw-1")
+    world.routes.set(7, "phone", "gw-1")
+    early = world.deliverer.mark()  # answered before the push was lost: the gateway's resync came first
+    await world.push_while_down([7])
+    world.deliverer.resynced("gw-1", early)
+    world.deliverer.resynced("gw-1", early + 5)  # a mark this node never gave: ignored
+    await world.settle_at(1.0)
+    await world.settle_at(1.0 + RECOVERY_WAIT + 0.1)
+    assert world.resyncs() == [("gw-1", [(7, "phone")])]
+    assert world.deliverer.settled == 0
+
+
+async def test_resyncs_owed_on_a_gateway_that_looks_dead_wait_for_it():
+    from im_server.services.delivery import RECOVERY_WAIT, UNROUTED_KEEP
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    await world.push_while_down([7, 8])
+    world.clock[0] = 10.0  # the outage was longer than the TTL: neither has beaten since
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    assert world.deliverer.owed == 2  # 7's gateway is not back yet: kept, not dropped
+    await world.settle_at(10.0 + RECOVERY_WAIT + 0.1)  # gw-1 beats again, and is waited for in turn
+    assert world.resyncs() == [("gw-2", [(8, "phone")])]
+    await world.settle_at(10.0 + 2 * RECOVERY_WAIT + 0.2)
+    assert sorted(world.resyncs()) == [("gw-1", [(7, "phone")]), ("gw-2", [(8, "phone")])]
+    # One that never comes back is forgotten after a while: its devices reconnect elsewhere and sync.
+    await world.push_while_down([7])
+    world.clock[0] = 100.0
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    world.clock[0] = 100.0 + UNROUTED_KEEP + 1
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    assert world.deliverer.owed == 0 and len(world.resyncs()) == 2
