@@ -236,6 +236,11 @@ class ApiNode:
             "im_resync_publishes_total", "Resync frames published to gateways.", lambda: self.deliverer.resyncs
         )
         metrics.read_counter(
+            "im_resyncs_settled_total",
+            "Resyncs owed (per user and gateway) dropped: the gateway resynced all its clients after them.",
+            lambda: self.deliverer.settled,
+        )
+        metrics.read_counter(
             "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
         )
         metrics.gauge(

@@ -4,10 +4,17 @@ A push is a notification, storage is the truth; but a push that is lost must not
 waiting until something unrelated happens. So the deliverer remembers who may have missed one, and
 sends them a ``resync`` frame (the device runs its sync) as soon as it can:
 
-- **NATS away**: the users of every publish made while disconnected, or in the few seconds before the
-  disconnect was noticed (those bytes may have gone into a dead socket), or that failed, get a resync
-  once the connection and the registry views are back, on each gateway that holds one of their devices
-  (a gateway that looks dead is waited for, up to a minute: its devices reconnect elsewhere and sync).
+- **NATS away**: pushes are not handed to the NATS client while it is disconnected (it would flush
+  them the moment it reconnects, before the gateways have subscribed again, and they would be lost):
+  they are held, per gateway node, and published once that node's heartbeat shows it back on the bus
+  (a heartbeat written after this node reconnected: its subscription is in place by then); pushes to
+  that node wait behind them, in order. Held pushes are bounded in bytes and kept a minute at most;
+  their users are remembered for a resync all the same.
+- **NATS away**, and what may still be lost: the users of every push held while disconnected, or
+  published in the few seconds before the disconnect was noticed (those bytes may have gone into a
+  dead socket), or whose publish failed, get a resync once the connection and the registry views are
+  back, on each gateway that holds one of their devices (a gateway that looks dead is waited for, up
+  to a minute: its devices reconnect elsewhere and sync).
   A gateway that lost NATS too tells all its clients to resync by itself once its routes are back; it
   then says so on the barrier subject, with the *mark* each API node gave it in the route barrier (see
   :meth:`Deliverer.mark`). What was remembered before that mark needs no second resync on that gateway:
@@ -52,6 +59,8 @@ UNROUTED_KEEP = 60.0
 """Seconds users are remembered for a node that looked dead, in case it comes back."""
 MAX_REMEMBERED = 200_000
 """Beyond this many remembered users, every connected device is told to resync instead."""
+MAX_HELD_BYTES = 16 * 1024 * 1024
+"""Pushes held while NATS is away, in bytes; beyond, they are dropped (their users resync)."""
 RECOVERY_WAIT = 3.0
 """Seconds a gateway, once live again, gets to announce that its clients resynced before the resyncs
 owed to its devices are sent anyway."""
@@ -99,13 +108,18 @@ class Deliverer:
         """Per gateway node: the greatest mark after which it told every client to resync."""
         self._live_since: dict[str, float] = {}
         """When each node was first seen live since the registry views came back."""
+        self._held: dict[str, tuple[list[tuple[bytes, list[tuple[int, str]]]], float]] = {}
+        """Per gateway node: pushes held until it is seen back on the bus, and since when."""
+        self._held_bytes = 0
+        self._back_at: float | None = None
+        """When the NATS connection last came back."""
         self._recent: dict[int, float] = {}
         self._unrouted: dict[str, tuple[set[int], float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self, interval: float) -> None:
         """Follow the bus, and try every ``interval`` seconds to send the resyncs that are owed."""
-        self._bus.listen(on_disconnect=self._on_disconnect)
+        self._bus.listen(on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
         self._task = asyncio.create_task(self._run(interval), name="resync")
 
     async def stop(self) -> None:
@@ -140,6 +154,9 @@ class Deliverer:
         self._recent.clear()
         self._live_since.clear()
 
+    def _on_reconnect(self) -> None:
+        self._back_at = self._clock()
+
     def _remember(self, users: Iterable[int]) -> None:
         mark = self._mark
         if self._everyone is not None:
@@ -154,7 +171,8 @@ class Deliverer:
 
     async def _run(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(interval)
+            # Held pushes go out as soon as their node is back: look more often while there are some.
+            await asyncio.sleep(min(interval, 0.05) if self._held else interval)
             try:
                 await self.settle()
             except Exception as exc:
@@ -169,6 +187,17 @@ class Deliverer:
             if now - at >= SUSPECT_WINDOW:
                 del self._recent[user]
         routes, nodes = self._mirror.routes, self._mirror.nodes
+        for node, (items, since) in list(self._held.items()):
+            beat = nodes.beat_at(node)
+            back = nodes.is_live(node) and beat is not None and (self._back_at is None or beat > self._back_at)
+            if not back and now - since <= UNROUTED_KEEP:
+                continue
+            # Taken out first: pushes made while this one is published go straight to the node, after it.
+            del self._held[node]
+            self._held_bytes -= sum(len(frame) for frame, _ in items)
+            if back:  # not published (an error, or a node that never came back): their users resync
+                await self._bus.publish_deliveries({node: items})
+                self._published({node: items})
         live = {info.node_id for info in nodes.live()}
         for node in list(self._live_since):
             if node not in live:
@@ -185,8 +214,9 @@ class Deliverer:
             self._suspect, self._everyone = {}, None
             for user, mark in suspect.items():
                 for node in set(routes.devices(user).values()):
-                    owed, _ = self._owed.setdefault(node, ({}, now))
+                    owed, _ = self._owed.get(node, ({}, now))
                     owed[user] = max(owed.get(user, mark), mark)
+                    self._owed[node] = (owed, now)  # kept a minute after the last one owed
         for node, (owed, since) in list(self._owed.items()):
             covered = self._resynced.get(node, 0)
             if covered:
@@ -270,14 +300,41 @@ class Deliverer:
                 self._unrouted[node] = (known, since)
         if not plan:
             return
-        users = {user for items in plan.values() for _, recipients in items for user, _ in recipients}
         connected = self._bus.nc.is_connected
+        if not connected or self._held:
+            held = {node: items for node, items in plan.items() if not connected or node in self._held}
+            if held:
+                self._hold(held)
+                plan = {node: items for node, items in plan.items() if node not in held}
+                if not plan:
+                    return
+        users = _users(plan)
         try:
-            self.publishes += await self._bus.publish_deliveries(plan)
+            await self._bus.publish_deliveries(plan)
         except Exception as exc:
             log.warning("push of %d frames not published (%s); their users will resync", len(frames), exc)
             self._remember(users)
             return
+        self._published(plan)
+        now = self._clock()
+        recent = self._recent
+        for user in users:
+            recent[user] = now
+
+    def _hold(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> None:
+        """Keep pushes until their node is back on the bus (see :meth:`settle`); their users resync anyway."""
+        self._remember(_users(plan))
+        now = self._clock()
+        for node, items in plan.items():
+            size = sum(len(frame) for frame, _ in items)
+            if self._held_bytes + size > MAX_HELD_BYTES:
+                continue  # dropped: the resync brings them
+            self._held_bytes += size
+            held, _ = self._held.setdefault(node, ([], now))
+            held.extend(items)
+
+    def _published(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> None:
+        self.publishes += len(plan)
         per_frame: dict[int, int] = {}
         for items in plan.values():
             for frame, recipients in items:
@@ -287,13 +344,6 @@ class Deliverer:
         if self.trace is not None:
             self._trace_published(plan)
         self._deliveries.inc(sum(per_frame.values()))
-        if not connected:
-            self._remember(users)  # buffered by the client; may be flushed before gateways subscribe again
-        else:
-            now = self._clock()
-            recent = self._recent
-            for user in users:
-                recent[user] = now
 
     def _trace_published(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> None:
         assert self.trace is not None
@@ -302,6 +352,10 @@ class Deliverer:
                 found = frame_key(frame)
                 if found is not None:
                     self.trace.published(found[1], node, len(recipients))
+
+
+def _users(plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> set[int]:
+    return {user for items in plan.values() for _, recipients in items for user, _ in recipients}
 
 
 _RESYNC_LOST = ResyncFrame(reason="pushes may have been lost while the bus was away").model_dump_json().encode()

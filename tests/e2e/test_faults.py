@@ -139,6 +139,9 @@ async def test_after_nats_returns_each_device_is_told_to_resync_once(cluster_loo
 
         for conversation, device in zip(conversations, devices, strict=True):  # every committed message arrives
             await device.until(lambda d, c=conversation: d.seen.get(c) == {1, 2, 3, 4}, timeout=30)
+            # ... pushed too: the API held them until the gateway was back on the bus (flushed earlier, NATS
+            # would have dropped them, and the device would have had to wait for its resync to fetch them).
+            await device.until(lambda d: d.pushed == 4)
         # Once every gateway has resynced its clients and the API owes nothing, no resync is on its way.
         await cluster.until(
             lambda: (

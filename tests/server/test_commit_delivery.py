@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import orjson
 import pytest
 
 from im_schema.content import TextContent
@@ -106,9 +108,10 @@ class _Bus:
     def __init__(self) -> None:
         self.nc = type("Connection", (), {"is_connected": True})()
         self.published: list[dict[str, list[tuple[bytes, list[tuple[int, str]]]]]] = []
+        self.listeners: dict[str, Any] = {}
 
-    def listen(self, **_: object) -> None:
-        pass
+    def listen(self, **callbacks: object) -> None:
+        self.listeners.update({kind: callback for kind, callback in callbacks.items() if callback is not None})
 
     async def publish_deliveries(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> int:
         self.published.append(plan)
@@ -256,6 +259,7 @@ class _Outage:
             MembershipCache(None),  # type: ignore[arg-type]
             clock=lambda: self.clock[0],
         )
+        self.deliverer.start(3600)  # listens to the bus; settled by hand below
 
     def beat(self, *nodes: str) -> None:
         from im_server.bus.routes import NodeInfo
@@ -263,13 +267,27 @@ class _Outage:
         for node in nodes:
             self.nodes.heartbeat(NodeInfo(node_id=node, role="gateway", url=None, connections=0, started_at=0.0))
 
-    async def push_while_down(self, users: list[int]) -> None:
-        """A push published while NATS is away (buffered by the client, maybe flushed too early)."""
+    async def push(self, users: list[int], who: int = 99) -> None:
         from im_schema.events import PresenceNotice
 
+        await self.deliverer.notice(users, PresenceNotice(user_id=who, online=True))
+
+    async def push_while_down(self, users: list[int], who: int = 99) -> None:
+        """A push made while NATS is away, then NATS comes back."""
         self.bus.nc.is_connected = False
-        await self.deliverer.notice(users, PresenceNotice(user_id=99, online=True))
+        await self.push(users, who)
         self.bus.nc.is_connected = True
+        self.bus.listeners["on_reconnect"]()
+
+    def pushes(self) -> list[tuple[str, int, list[tuple[int, str]]]]:
+        """``(node, who, recipients)`` of every presence push published."""
+        return [
+            (node, orjson.loads(frame)["notice"]["user_id"], recipients)
+            for plan in self.bus.published
+            for node, items in plan.items()
+            for frame, recipients in items
+            if b'"type":"notice"' in frame
+        ]
 
     def resyncs(self) -> list[tuple[str, list[tuple[int, str]]]]:
         return [
@@ -347,3 +365,41 @@ async def test_resyncs_owed_on_a_gateway_that_looks_dead_wait_for_it():
     world.beat("gw-2")
     await world.deliverer.settle()
     assert world.deliverer.owed == 0 and len(world.resyncs()) == 2
+
+
+async def test_pushes_made_while_nats_is_away_wait_until_their_gateway_is_back_on_the_bus():
+    from im_server.services.delivery import UNROUTED_KEEP
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    world.clock[0] = 1.0
+    try:
+        # Not handed to the NATS client: it would flush them before the gateways subscribe again.
+        await world.push_while_down([7, 8], who=1)
+        assert world.pushes() == []
+        await world.deliverer.settle()  # the heartbeats known are from before NATS came back
+        assert world.pushes() == []
+        world.clock[0] = 1.2
+        world.beat("gw-1")  # gw-1 wrote a heartbeat since: it has subscribed again
+        await world.deliverer.settle()
+        assert world.pushes() == [("gw-1", 1, [(7, "phone")])]
+        await world.push([7, 8], who=2)  # gw-2 still has pushes held: this one waits behind them
+        assert world.pushes() == [("gw-1", 1, [(7, "phone")]), ("gw-1", 2, [(7, "phone")])]
+        world.clock[0] = 1.4
+        world.beat("gw-2")
+        await world.deliverer.settle()
+        assert world.pushes()[2:] == [("gw-2", 1, [(8, "phone")]), ("gw-2", 2, [(8, "phone")])]
+        await world.push([8], who=3)  # nothing held any more: straight out
+        assert world.pushes()[4:] == [("gw-2", 3, [(8, "phone")])]
+        # Held pushes for a gateway that never comes back are dropped after a while; their users are
+        # still owed a resync (it is sent if the gateway comes back and does not say it resynced).
+        await world.push_while_down([7], who=4)
+        world.clock[0] = 2.0 + UNROUTED_KEEP
+        world.beat("gw-2")
+        await world.deliverer.settle()
+        assert [who for _, who, _ in world.pushes()] == [1, 2, 1, 2, 3]
+        assert world.deliverer.owed >= 1
+    finally:
+        await world.deliverer.stop()
