@@ -84,6 +84,9 @@ TOO_SLOW_CLOSE_TIMEOUT = 10.0
 """Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
 ROUTE_CONFIRM_ROUNDS = 10
 """Barrier rounds a gateway tries after ``ready`` for a route not every API node confirmed in time."""
+RECOVERY_ROUNDS = 3
+"""Barrier rounds (2 s each at most) a recovering gateway waits for any API node to answer before it
+tells its clients to resync."""
 
 Key = tuple[int, str]
 
@@ -321,8 +324,13 @@ class GatewayNode:
                 revision = max(revision, value)
         if not revision:
             return {}
-        _, marks = await self.barrier.marks(revision)
-        return marks
+        for _ in range(RECOVERY_ROUNDS):
+            _, marks = await self.barrier.marks(revision, anyone=True)
+            if marks:
+                return marks
+            # Nobody answered: the API nodes are not back on the bus yet. Their answers (and marks) let
+            # them drop the resyncs they owe these clients, which the one sent after this covers.
+        return {}
 
     def resync_all(self, reason: str) -> None:
         """Send every connected client a ``resync`` frame."""
