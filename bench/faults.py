@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import BENCH_ENV, percentile
 
 from im_sdk import Backoff
+from im_sdk._base import tls_context
 from im_server.cluster.embedded import ClusterPlan, EmbeddedCluster
 from im_server.cluster.natsbin import free_port, free_port_block, start_nats_server, wait_for_port
 
@@ -249,8 +250,18 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
     Device.requests = asyncio.Semaphore(48)
     limits = httpx.Limits(max_connections=64)
     timeout = httpx.Timeout(30, pool=120)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits))
         devices = [Device(url, f"f{run}w{index}d{i}", peer) for i in range(count)]
+        # Each device makes its requests with an HTTP client of its own, as an SDK client does: one pool
+        # shared by hundreds of devices costs the process more CPU per request the more connections it
+        # holds (httpcore checks every pooled connection on each request), and a client process short
+        # of CPU made the devices' catch-ups look slow.
+        tls = tls_context()
+        own = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=timeout, verify=tls))
+            for _ in devices
+        ]
         semaphore = asyncio.Semaphore(16)
 
         async def login(device: Device) -> None:
@@ -259,7 +270,10 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
 
         await asyncio.gather(*(login(device) for device in devices))
         events = [asyncio.Event() for _ in devices]
-        tasks = [asyncio.create_task(device.run(http, event)) for device, event in zip(devices, events, strict=True)]
+        tasks = [
+            asyncio.create_task(device.run(client, event))
+            for device, client, event in zip(devices, own, events, strict=True)
+        ]
         await asyncio.gather(*(event.wait() for event in events))
         print(json.dumps({"ready": [device.uid for device in devices]}), flush=True)
         loop = asyncio.get_running_loop()

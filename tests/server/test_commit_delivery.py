@@ -403,3 +403,44 @@ async def test_pushes_made_while_nats_is_away_wait_until_their_gateway_is_back_o
         assert world.deliverer.owed >= 1
     finally:
         await world.deliverer.stop()
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        b"{",
+        b"{}",
+        b'{"resynced": "gw-1"}',
+        b'{"resynced": "", "marks": {"api-1": 1}}',
+        b'{"resynced": "gw-1", "marks": ["api-1", 1]}',
+        b'{"resynced": "gw-1", "marks": {"api-1": "many"}}',
+        b'{"resynced": "' + b"g" * 129 + b'", "marks": {"api-1": 1}}',
+        b'{"resynced": "gw-1", "marks": {' + b",".join(b'"n%d": 1' % i for i in range(1025)) + b"}}",
+        b'{"resynced": "gw-1", "marks": {"api-1": 99}}',  # a mark api-1 never gave
+        b'{"resynced": "gw-1", "marks": {"api-1": -1}}',
+        b'{"resynced": "gw-1", "marks": {"api-2": 1}}',  # another node's mark
+    ],
+)
+async def test_a_resync_notice_that_is_malformed_or_names_marks_never_given_settles_nothing(notice):
+    from types import SimpleNamespace
+
+    from im_server.api.node import ApiNode
+
+    world = _Outage()
+    world.deliverer.mark()  # api-1 gave mark 1
+    ApiNode._on_resynced(SimpleNamespace(deliverer=world.deliverer, node_id="api-1"), notice)  # type: ignore[arg-type]
+    assert world.deliverer._resynced == {}
+    await world.deliverer.stop()
+
+
+async def test_a_resync_notice_with_a_mark_given_is_taken():
+    from types import SimpleNamespace
+
+    from im_server.api.node import ApiNode
+
+    world = _Outage()
+    world.deliverer.mark()
+    notice = b'{"resynced": "gw-1", "marks": {"api-1": 1, "api-2": 7}}'
+    ApiNode._on_resynced(SimpleNamespace(deliverer=world.deliverer, node_id="api-1"), notice)  # type: ignore[arg-type]
+    assert world.deliverer._resynced == {"gw-1": 1}
+    await world.deliverer.stop()
