@@ -23,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -30,7 +31,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -106,6 +107,37 @@ def _until_closed(method: Worker) -> Worker:
             if self.closing:
                 return None
             raise
+
+    return cast(Worker, wrapper)
+
+
+async def _to_the_end(change: Awaitable[object]) -> None:
+    """Await a mount or a removal of widgets to its end, even if the worker awaiting it is cancelled meanwhile
+    (a newer call, the app closing): Textual awaits the widgets' own tasks there, a cancel would cancel them
+    too, and the app would then fail when it closes."""
+    await asyncio.shield(asyncio.ensure_future(change))
+
+
+def _one_at_a_time(method: Worker) -> Worker:
+    """A worker body that never runs twice at once and is never cancelled for a newer call: a call while
+    it runs asks for one more run after it. (An exclusive worker is cancelled by the next call; cancelled
+    while it mounts or removes widgets, it cancels their tasks too, and the app fails when it closes.)"""
+
+    @functools.wraps(method)
+    async def wrapper(self: ChatApp, *args: Any, **kwargs: Any) -> Any:
+        name = method.__name__
+        if name in self._loading:
+            self._load_again.add(name)
+            return None
+        self._loading.add(name)
+        try:
+            while True:
+                self._load_again.discard(name)
+                result = await method(self, *args, **kwargs)
+                if name not in self._load_again:
+                    return result
+        finally:
+            self._loading.discard(name)
 
     return cast(Worker, wrapper)
 
@@ -195,6 +227,8 @@ class ChatApp(App[None]):
         self._state_log = _StateLog(self.post_message)
         self.commands: dict[int, list[BotCommand]] = {}
         """What each peer (a bot) declared, fetched when its conversation opens."""
+        self._loading: set[str] = set()
+        self._load_again: set[str] = set()
 
     # Layout ------------------------------------------------------------------------------------------
 
@@ -448,8 +482,9 @@ class ChatApp(App[None]):
 
     # Conversations -------------------------------------------------------------------------------------
 
-    @work(exclusive=True, group="conversations")
+    @work(group="conversations")
     @_until_closed
+    @_one_at_a_time
     async def load_conversations(self) -> None:
         try:
             summaries = await self.client.conversations()
@@ -463,8 +498,8 @@ class ChatApp(App[None]):
         # The rows are replaced at once and mounted together: a message handled while this worker waits
         # finds its conversation's row, and never adds one that this list adds too.
         self.rows = {summary.id: self._row(summary) for summary in summaries if not summary.left}
-        await view.clear()
-        await view.extend([ConversationItem(row) for row in self.rows.values()])
+        await _to_the_end(view.clear())
+        await _to_the_end(view.extend([ConversationItem(row) for row in self.rows.values()]))
         self.watch_presence()
         wanted = self.current or self.open_first
         if wanted:
@@ -589,7 +624,7 @@ class ChatApp(App[None]):
         self.title = printable(f"im chat · {row.title}")
         self.query_one("#input", Input).placeholder = printable(f"Message {row.title} (/help for commands)")
         chat = self.query_one(ChatView)
-        await chat.remove_children()
+        await _to_the_end(chat.remove_children())
         self.messages = {}
         self.oldest = None
         self.has_older = False
@@ -638,9 +673,9 @@ class ChatApp(App[None]):
         later = [item for item in chat.items() if item.message.seq > message.seq]
         item = MessageItem(message, self._render(message))
         if later:
-            await chat.mount(item, before=later[0])
+            await _to_the_end(chat.mount(item, before=later[0]))
         else:
-            await chat.mount(item)
+            await _to_the_end(chat.mount(item))
 
     async def _prepend(self, messages: list[Message]) -> None:
         shown = [message for message in messages if self._visible(message) and message.seq not in self.messages]
@@ -658,9 +693,9 @@ class ChatApp(App[None]):
             self.messages[message.seq] = message
         existing = chat.items()
         if existing:
-            await chat.mount_all(items, before=existing[0])
+            await _to_the_end(chat.mount_all(items, before=existing[0]))
         else:
-            await chat.mount_all(items)
+            await _to_the_end(chat.mount_all(items))
 
     @on(ChatView.NeedOlder)
     def _need_older(self) -> None:
@@ -671,8 +706,9 @@ class ChatApp(App[None]):
         if self.has_older and self.query_one(ChatView).max_scroll_y <= 0:
             self.load_older()
 
-    @work(exclusive=True, group="older")
+    @work(group="older")
     @_until_closed
+    @_one_at_a_time
     async def load_older(self) -> None:
         """The page before the oldest message shown (the view keeps its place)."""
         conversation = self.current
@@ -752,8 +788,9 @@ class ChatApp(App[None]):
             text.append("…", style="dim")
         self.query_one("#members", Static).update(printable_text(text))
 
-    @work(exclusive=True, group="requests")
+    @work(group="requests")
     @_until_closed
+    @_one_at_a_time
     async def load_requests(self) -> None:
         try:
             self.requests = await self.client.friends.requests("incoming")
@@ -761,17 +798,17 @@ class ChatApp(App[None]):
             self.requests = []
         self.invites = await self.invitations()
         view = self.query_one("#requests", ListView)
-        await view.clear()
+        await _to_the_end(view.clear())
         for request in self.requests:
             label = Text(f"{request.from_user.username} wants to be friends", style="yellow")
             label.append(f"\n  /accept {request.from_user.username}", style="dim")
-            await view.append(ListItem(Label(printable_text(label))))
+            await _to_the_end(view.append(ListItem(Label(printable_text(label)))))
         for invite in self.invites:
             label = Text(f"{invite.inviter.username} invites you to {invite.group_name}", style="yellow")
             label.append(f"\n  /accept {invite.group_name}", style="dim")
-            await view.append(ListItem(Label(printable_text(label))))
+            await _to_the_end(view.append(ListItem(Label(printable_text(label)))))
         if not self.requests and not self.invites:
-            await view.append(ListItem(Label(Text("none", style="dim"))))
+            await _to_the_end(view.append(ListItem(Label(Text("none", style="dim")))))
 
     async def invitations(self) -> list[GroupInvitation]:
         """Pending invitations to groups sent to me."""

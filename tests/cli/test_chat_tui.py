@@ -362,3 +362,30 @@ async def test_started_while_the_server_is_away_the_list_loads_once_it_is_back(s
         await away.aclose()
         await alice.aclose()
         await bob.aclose()
+
+
+async def test_lists_asked_for_again_and_again_or_cancelled_never_cut_off_a_mount(sqlite_cluster):
+    """Each notice asks for the list again, and closing the app cancels its workers: neither cuts a mount or a
+    removal of rows off halfway (that cancelled the rows' own tasks, and the app failed when it closed)."""
+    alice = await sqlite_cluster.user("alice")
+    bob = await sqlite_cluster.user("bob")
+    assert alice.session and bob.session
+    for name in ("one", "two", "three"):
+        await alice.groups.create(name, [bob.session.user.id])
+    app = _app(bob, sqlite_cluster.url)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _until(pilot, lambda: len(app.rows) >= 3 and app.current is not None)
+        for step in range(60):  # calls and cancels landing at every phase of a listing
+            app.load_conversations()
+            worker = app.load_requests()
+            await pilot.pause(step % 12 * 0.003)
+            if step % 3 == 0:
+                for running in [w for w in app.workers if w.group in ("conversations", "requests")] + [worker]:
+                    running.cancel()
+        await _until(pilot, lambda: not any(w.group in ("conversations", "requests") for w in app.workers))
+        app.load_conversations()
+        await _until(pilot, lambda: not any(w.group == "conversations" for w in app.workers))
+        listed = [item.row.id for item in app.query(ConversationItem)]
+        assert sorted(listed) == sorted(set(listed)) == sorted(app.rows)
+    for client in (alice, bob):
+        await client.aclose()

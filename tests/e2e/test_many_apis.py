@@ -65,8 +65,14 @@ async def _share_traffic(url: str, db_url: str, api_nodes: set[str], closing: li
     closing.extend(users)
     root = users[0]
     await bootstrap_admin(db_url, root.session.user.username, None)
-    nodes = (await root.request(ClusterNodesRequest())).nodes
-    assert {node.node_id for node in nodes if node.role == "api"} == api_nodes
+    # The node answering lists what its registry has heard: a node that just started is there after its
+    # first heartbeat arrives, which a loaded machine may delay.
+    async with asyncio.timeout(15):
+        while True:
+            nodes = (await root.request(ClusterNodesRequest())).nodes
+            if {node.node_id for node in nodes if node.role == "api"} == api_nodes:
+                break
+            await asyncio.sleep(0.05)
     group = await root.request(CreateGroupRequest(name="shared", members=[user.session.user.id for user in users[1:]]))
     conversation = group.conversation
     start = (await root.history(conversation, limit=100)).messages[-1].seq
