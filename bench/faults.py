@@ -526,6 +526,7 @@ async def coordinate(args: argparse.Namespace) -> None:
         gk_order = on_gw1 + [uid for uid in users if where.get(uid) != results["gw1_url"]]
         killed = time.time()
         os.kill(pids["gw-1"], signal.SIGKILL)
+        print(f"  gw-1 killed; server pids {pids}", flush=True)
 
         async def unassigned() -> bool:
             async with httpx.AsyncClient(timeout=10) as http:
