@@ -286,8 +286,8 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                 print(json.dumps({"where": {device.uid: device.gateway for device in devices}}), flush=True)
         for device in devices:
             device.stopping = True
-        for task in tasks:
-            task.cancel()
+        for task in [*tasks, *(task for device in devices for task in device._tasks)]:
+            task.cancel()  # catch-ups still running too: what they had not fetched yet counts as lost
         await asyncio.gather(*tasks, return_exceptions=True)
         histories: dict[int, list[str]] = {}
 
