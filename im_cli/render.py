@@ -7,8 +7,9 @@ and the terminal UI (which has them cached).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from im_schema.buttons import Button
@@ -34,6 +35,7 @@ __all__ = [
     "button_for",
     "buttons_text",
     "commands_text",
+    "connection_log",
     "connection_lost",
     "mentions_text",
     "notice_text",
@@ -200,3 +202,23 @@ def connection_lost(record: logging.LogRecord) -> str | None:
         exc = args[0]
         return str(exc) or type(exc).__name__
     return message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
+
+
+@contextlib.contextmanager
+def connection_log(handler: logging.Handler) -> Iterator[None]:
+    """While the block runs, ``handler`` gets the SDK's log records from INFO up (where it says that the
+    realtime connection was lost: see :func:`connection_lost`).
+
+    The ``im_sdk`` logger's level and handlers are put back afterwards: a process that goes on (a shell
+    running commands in-process, a test session) keeps its own logging.
+    """
+    sdk_log = logging.getLogger("im_sdk")
+    level = sdk_log.level
+    sdk_log.addHandler(handler)
+    if sdk_log.getEffectiveLevel() > logging.INFO:
+        sdk_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        sdk_log.removeHandler(handler)
+        sdk_log.setLevel(level)

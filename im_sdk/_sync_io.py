@@ -6,10 +6,13 @@ imports :mod:`im_sdk._async_io`.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import ParamSpec, TypeAlias, TypeVar
+from types import TracebackType
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from websockets.sync.client import ClientConnection, connect
 
@@ -39,11 +42,71 @@ Lock = threading.Lock
 """The lock that keeps concurrent calls from refreshing the same token twice."""
 
 _WAKE = 1.0
-"""Longest single wait on a socket, in seconds (see :func:`receive`)."""
+"""Longest single wait, in seconds, before pending signals are looked at (see :func:`receive`)."""
+
+_INTERRUPTED_CLOSE = 0.5
+"""Seconds a connection left by Ctrl-C (or by a consumer that stops) waits for the gateway's half of the
+closing handshake."""
+
+_STOPPING = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+"""The signals that stop a program; only the main thread should be handed them."""
+
+
+def _handle_signals() -> None:
+    """Run the handlers of signals that arrived (Ctrl-C raises :class:`KeyboardInterrupt` here).
+
+    Python runs signal handlers in the main thread, when its interpreter loop next looks for them; changing
+    the signal mask (here: by nothing) looks at once. One system call a second makes sure a Ctrl-C that
+    the loop has not noticed yet (one handed to another thread, say) is not left waiting for a frame.
+    """
+    if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+@contextlib.contextmanager
+def _signals_elsewhere() -> Iterator[None]:
+    """Threads started in this block never receive SIGINT or SIGTERM (a thread inherits its creator's
+    signal mask): the kernel then hands Ctrl-C to the main thread, whose blocking calls (a socket read
+    during catch-up, a backoff sleep) it interrupts at once."""
+    if not hasattr(signal, "pthread_sigmask") or not _STOPPING:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # runs the handler of a Ctrl-C meanwhile
+
+
+class _Connection(ClientConnection):
+    """websockets' connection, whose reading and keepalive threads leave SIGINT and SIGTERM to others."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _signals_elsewhere():
+            super().__init__(*args, **kwargs)  # starts the thread that reads frames
+
+    def start_keepalive(self) -> None:
+        with _signals_elsewhere():
+            super().start_keepalive()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            # Left by Ctrl-C (KeyboardInterrupt here, or GeneratorExit when it struck the code iterating
+            # over events()) or by a program that stops: a gateway that does not answer the closing
+            # handshake (a dead network) would otherwise hold it for the whole close timeout.
+            self.close_timeout = min(self.close_timeout or _INTERRUPTED_CLOSE, _INTERRUPTED_CLOSE)
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 def sleep(seconds: float) -> None:
-    """Pause this thread (looked up at each call, so that tests can replace :func:`time.sleep`)."""
+    """Pause this thread (looked up at each call, so that tests can replace :func:`time.sleep`).
+
+    A Ctrl-C that came before is raised first; one that comes meanwhile interrupts the pause (the kernel
+    hands it to this thread: see :class:`_Connection`).
+    """
+    _handle_signals()
     time.sleep(seconds)
 
 
@@ -59,14 +122,15 @@ def chunks(spool: Spool, progress: Progress | None) -> Iterator[bytes]:
 
 def open_gateway(url: str) -> ClientConnection:
     """Open a gateway connection."""
-    return connect(url, compression=None, open_timeout=10, max_size=2**22)
+    return connect(url, compression=None, open_timeout=10, max_size=2**22, create_connection=_Connection)
 
 
 def receive(connection: ClientConnection, within: float | None) -> str | bytes:
     """The next frame; raises :class:`TimeoutError` when none came ``within`` seconds (never, if ``None``).
 
-    Waits in slices of a second: the connection's own thread may be the one the kernel hands SIGINT to,
-    and a main thread blocked on a lock without a timeout would not see Ctrl-C until a frame arrived.
+    Waits in slices of a second and looks at pending signals after each: a main thread blocked on a lock
+    without a timeout would not see Ctrl-C until a frame arrived, and one that only wakes up may still not
+    run the handler of a signal that another thread was handed (see :func:`_handle_signals`).
     """
     deadline = None if within is None else time.monotonic() + within
     while True:
@@ -76,7 +140,7 @@ def receive(connection: ClientConnection, within: float | None) -> str | bytes:
         try:
             return connection.recv(timeout=wait)
         except TimeoutError:
-            continue
+            _handle_signals()
 
 
 def wait_closed(connection: ClientConnection) -> None:

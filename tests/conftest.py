@@ -12,10 +12,26 @@ from typing import Any
 
 import pytest
 
+from tests.support import globalstate
 from tests.support.cluster import LoopThread, TestCluster
 from tests.support.nats import PrivateNats
 
 PG_ADMIN_URL = os.environ.get("IM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _leaves_the_process_as_it_found_it() -> Iterator[None]:
+    """Fails a test after which process-wide state differs (logger levels, environment, signal handlers...).
+
+    The suite runs in one process, in order: what a test, or the code it runs in-process (a CLI command, the
+    TUI, a server node), leaves behind changes every later test. Set up before any other function-scoped
+    fixture, so checked after they have all been torn down.
+    """
+    before = globalstate.snapshot()
+    yield
+    changed = globalstate.differences(before, globalstate.snapshot())
+    if changed:
+        pytest.fail("process-wide state left changed:\n  " + "\n  ".join(changed), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -38,6 +39,7 @@ from ..render import (
     body,
     button_for,
     buttons_text,
+    connection_log,
     connection_lost,
     mentions_text,
     notice_text,
@@ -388,34 +390,33 @@ def listen(
     if start not in ("unread", "latest", "all"):
         fail("--start is one of unread, latest, all", ExitCode.USAGE)
     state = _ConnectionState(context.server_url)
-    sdk_log = logging.getLogger("im_sdk")
-    sdk_log.addHandler(state)
-    if sdk_log.getEffectiveLevel() > logging.INFO:
-        sdk_log.setLevel(logging.INFO)
-    try:
-        with context.client(live=True) as client:
-            # Each (re)connection lists the conversations first: the moment to say that it is up.
-            page = client.conversations_page
+    with connection_log(state), context.client(live=True) as client:
+        # Each (re)connection lists the conversations first: the moment to say that it is up.
+        page = client.conversations_page
 
-            streams = StreamPrinter(out, lambda message: _line(context, client, message))
+        streams = StreamPrinter(out, lambda message: _line(context, client, message))
 
-            def fetch(conversation: str, seq: int) -> Message | None:
-                found = client.history(conversation, after=seq - 1, limit=1).messages
-                return found[0] if found and found[0].seq == seq else None
+        def fetch(conversation: str, seq: int) -> Message | None:
+            found = client.history(conversation, after=seq - 1, limit=1).messages
+            return found[0] if found and found[0].seq == seq else None
 
-            def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
-                found = page(since=since, limit=limit, recent=recent)
-                again = state.state == "disconnected"
-                state.connected()
-                if again:
-                    streams.heal(fetch)
-                return found
+        def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
+            found = page(since=since, limit=limit, recent=recent)
+            again = state.state == "disconnected"
+            state.connected()
+            if again:
+                streams.heal(fetch)
+            return found
 
-            client.conversations_page = conversations_page  # type: ignore[method-assign]
+        client.conversations_page = conversations_page  # type: ignore[method-assign]
 
-            try:
-                me = context.me()
-                for event in client.events(start=start):  # type: ignore[arg-type]  # checked above
+        try:
+            me = context.me()
+            # Closed on the way out, whatever ends the loop: a Ctrl-C while a line is printed closes the
+            # connection here and now, not whenever the abandoned generator is collected.
+            events = client.events(start=start)  # type: ignore[arg-type]  # checked above
+            with contextlib.closing(events) as stream:
+                for event in stream:
                     if isinstance(event, MessageEvent):
                         if json_output:
                             print_json(event.message)
@@ -431,12 +432,10 @@ def listen(
                         if line:
                             streams.interrupt()
                             out.print(line)
-            except KeyboardInterrupt:
-                raise typer.Exit(ExitCode.INTERRUPTED) from None
-            except IMError as exc:
-                context.explain(exc)
-    finally:
-        sdk_log.removeHandler(state)
+        except KeyboardInterrupt:
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except IMError as exc:
+            context.explain(exc)
 
 
 def read(

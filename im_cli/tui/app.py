@@ -65,7 +65,7 @@ from im_sdk.events import (
 )
 
 from ..output import printable, printable_text
-from ..render import button_for, commands_text, connection_lost, notice_text
+from ..render import button_for, commands_text, connection_log, connection_lost, notice_text
 from ..streaming import final_message
 from ..transfer import human_size, media_content
 from .events import (
@@ -225,6 +225,7 @@ class ChatApp(App[None]):
         self.typing_until: dict[int, float] = {}
         self._typing_sent = 0.0
         self._state_log = _StateLog(self.post_message)
+        self._logging = contextlib.ExitStack()
         self.commands: dict[int, list[BotCommand]] = {}
         """What each peer (a bot) declared, fetched when its conversation opens."""
         self._loading: set[str] = set()
@@ -251,17 +252,14 @@ class ChatApp(App[None]):
     async def on_mount(self) -> None:
         self.sub_title = f"{self.username} · connecting to {self.server}"
         self.query_one(ChatView).anchor()
-        sdk_log = logging.getLogger("im_sdk")
-        sdk_log.addHandler(self._state_log)
-        if sdk_log.getEffectiveLevel() > logging.INFO:
-            sdk_log.setLevel(logging.INFO)
+        self._logging.enter_context(connection_log(self._state_log))
         self.set_interval(1.0, self._expire_typing)
         self.load_conversations()
         self.load_requests()
         self.listen()
 
     async def on_unmount(self) -> None:
-        logging.getLogger("im_sdk").removeHandler(self._state_log)
+        self._logging.close()  # the SDK logger as it was before the app
 
     @property
     def closing(self) -> bool:
@@ -687,6 +685,8 @@ class ChatApp(App[None]):
         for message in shown:
             ids |= self._ids_in(message)
         await self.learn_names(ids)
+        # A push handled while the names were asked for may have shown some of them already.
+        shown = [message for message in shown if message.seq not in self.messages]
         chat = self.query_one(ChatView)
         items = [MessageItem(message, self._render(message)) for message in shown]
         for message in shown:

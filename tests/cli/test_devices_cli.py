@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import uuid
 
-from tests.support.cli import listen
+from tests.support.cli import Listener
 from tests.support.cluster import PASSWORD
 
 
@@ -72,17 +70,6 @@ def test_devices_list_and_logout(sqlite_cluster, im):
     assert im("-P", "laptop", "logout", "--all").exit_code == 4
 
 
-def _interrupt(process) -> None:
-    """Ctrl-C, and wait for the process to end."""
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
-        process.wait(10)
-        raise AssertionError(process.stderr.read()) from None
-
-
 def test_listen_resumes_after_a_restart(sqlite_cluster, im, config_dir):
     url = sqlite_cluster.url
     alice, bob = _name("alice"), _name("bob")
@@ -93,21 +80,21 @@ def test_listen_resumes_after_a_restart(sqlite_cluster, im, config_dir):
     im("-P", "ali", "send", bob, "two")
 
     env = {**os.environ, "IM_CONFIG_DIR": str(config_dir), "IM_PROFILE": "bob", "PYTHONFAULTHANDLER": "1"}
-    listener, wait = listen(env)
+    listener = Listener(env)
     try:
-        assert [m["content"]["text"] for m in wait(2)] == ["one", "two"]
+        assert [m["content"]["text"] for m in listener.wait(2)] == ["one", "two"]
     finally:
-        _interrupt(listener)
+        assert listener.interrupt() == 130
     assert (config_dir / "state" / "bob.sqlite3").exists()
 
     im("-P", "ali", "send", bob, "three")  # while nobody listens
-    listener, wait = listen(env)
+    listener = Listener(env)
     try:
-        assert [m["content"]["text"] for m in wait(1)] == ["three"]  # not one and two again
+        assert [m["content"]["text"] for m in listener.wait(1)] == ["three"]  # not one and two again
         im("-P", "ali", "send", bob, "four")
-        assert [m["content"]["text"] for m in wait(2)] == ["three", "four"]
+        assert [m["content"]["text"] for m in listener.wait(2)] == ["three", "four"]
     finally:
-        _interrupt(listener)
+        assert listener.interrupt() == 130
 
     assert im("-P", "bob", "logout").exit_code == 0
     assert not (config_dir / "state" / "bob.sqlite3").exists()

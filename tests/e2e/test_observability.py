@@ -167,8 +167,8 @@ def test_an_unknown_log_format_is_a_configuration_error(monkeypatch, capsys):
 
 
 def test_configure_installs_one_json_handler_with_the_ids():
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    saved_handlers, saved_level, saved_alembic = list(root.handlers), root.level, alembic.level
     stream = io.StringIO()
     try:
         logs.configure("DEBUG", "json", stream)
@@ -185,6 +185,7 @@ def test_configure_installs_one_json_handler_with_the_ids():
         for handler in saved_handlers:
             root.addHandler(handler)
         root.setLevel(saved_level)
+        alembic.setLevel(saved_alembic)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
