@@ -8,11 +8,12 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from typing import Annotated
 
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from im_schema.errors import ErrorCode
@@ -244,6 +245,11 @@ class ApiNode:
             "im_resync_publishes_total", "Resync frames published to gateways.", lambda: self.deliverer.resyncs
         )
         metrics.read_counter(
+            "im_resyncs_settled_total",
+            "Resyncs owed (per user and gateway) dropped: the gateway resynced all its clients after them.",
+            lambda: self.deliverer.settled,
+        )
+        metrics.read_counter(
             "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
         )
         metrics.gauge(
@@ -453,7 +459,11 @@ class ApiNode:
 
     async def _answer_barrier(self, msg: Msg) -> None:
         # A gateway tells a device "ready" only once every API node routes to it, so that any message
-        # committed after the device's first sync is pushed to it.
+        # committed after the device's first sync is pushed to it. The answer carries a mark of the
+        # deliverer's (see Deliverer.mark), which the gateway hands back if it then resyncs every client.
+        if msg.data.startswith(b"{"):
+            self._on_resynced(msg.data)
+            return
         try:
             revision = int(msg.data)
         except ValueError:
@@ -463,7 +473,21 @@ class ApiNode:
                 await self.mirror.wait_for_routes(revision)
         if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):
-                await msg.respond(self.node_id.encode())
+                await msg.respond(b"%s %d" % (self.node_id.encode(), self.deliverer.mark()))
+
+    def _on_resynced(self, data: bytes) -> None:
+        # ``{"resynced": gateway node, "marks": {api node: mark}}``: the gateway told every client to resync
+        # after it had our answer with that mark (GatewayNode._announce_resync). Only a gateway may publish
+        # here; one that named another node could as well rewrite that node's routes. A mark we never gave
+        # is ignored by the deliverer.
+        try:
+            notice = _RESYNCED.validate_json(data)
+        except ValidationError as exc:
+            log.warning("bad resync notice: %s", str(exc)[:200])
+            return
+        mark = notice["marks"].get(self.node_id)
+        if mark is not None:
+            self.deliverer.resynced(notice["resynced"], mark)
 
     # Sends forwarded by gateways --------------------------------------------------------------------
 
@@ -635,6 +659,16 @@ class _Forwarded(TypedDict):
 
 
 _FORWARDED = TypeAdapter(_Forwarded)
+
+
+class _Resynced(TypedDict):
+    """A gateway's notice that it told every client to resync (see :meth:`ApiNode._on_resynced`)."""
+
+    resynced: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    marks: Annotated[dict[str, int], Field(max_length=1024)]
+
+
+_RESYNCED = TypeAdapter(_Resynced)
 
 _ERROR_FRAME = b'{"type":"error"'
 """How an error answer to a forwarded send begins (``ErrorFrame`` serializes its type first)."""

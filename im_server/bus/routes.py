@@ -79,6 +79,11 @@ class NodeTable:
         self._nodes = dict(other._nodes)
         self._frozen_at = None
 
+    def beat_at(self, node_id: str) -> float | None:
+        """When the node's last heartbeat was written (on this table's clock), if it is known."""
+        entry = self._nodes.get(node_id)
+        return None if entry is None else entry[1]
+
     def is_live(self, node_id: str) -> bool:
         """Whether the node's heartbeat is fresh."""
         entry = self._nodes.get(node_id)

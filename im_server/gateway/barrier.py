@@ -8,6 +8,11 @@ to the device, so the one sync the client runs after ``ready`` closes the gap wi
 A round that not every API node answers in time (an API node between NATS servers, its registry
 view catching up) does not hold ``ready`` back; :meth:`RouteBarrier.wait` says so, and the gateway
 sends that device a ``resync`` once a later round is answered (see ``GatewayNode._confirm_route``).
+
+Each API node answers with its id and a *mark*, a number it raises with every answer: whatever it
+remembered before that mark happened before the answer. A gateway that tells all its clients to resync
+after a round passes the marks it was given on (see ``GatewayNode._recover``), so that the API nodes can
+drop the resyncs they owed to the same devices.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
+from nats.aio.msg import Msg
 
 from ..bus.nats import Bus
 from ..bus.routes import NodeTable
@@ -31,7 +38,7 @@ class RouteBarrier:
         self._bus = bus
         self._nodes = nodes
         self._timeout = timeout
-        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[tuple[bool, dict[str, int]]], bool]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -42,8 +49,17 @@ class RouteBarrier:
 
     async def wait(self, revision: int) -> bool:
         """Return once every live API node has applied ``revision`` (true) or the timeout passed (false)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append((revision, future))
+        complete, _ = await self.marks(revision)
+        return complete
+
+    async def marks(self, revision: int, *, anyone: bool = False) -> tuple[bool, dict[str, int]]:
+        """As :meth:`wait`, with the mark of each API node that answered (its id: its mark).
+
+        With ``anyone``, the round asks even when no API node looks live (after an outage this node may
+        not have seen their heartbeats yet), and waits for at least one answer.
+        """
+        future: asyncio.Future[tuple[bool, dict[str, int]]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, future, anyone))
         self._wakeup.set()
         return await future
 
@@ -55,16 +71,20 @@ class RouteBarrier:
             if not waiters:
                 continue
             complete = False
+            marks: dict[str, int] = {}
             try:
-                complete = await self._round(max(revision for revision, _ in waiters))
+                revision = max(revision for revision, _, _ in waiters)
+                complete = await self._round(revision, marks, anyone=any(anyone for _, _, anyone in waiters))
             except Exception as exc:
                 log.warning("route barrier failed: %s", exc)
-            for _, future in waiters:
+            for _, future, _ in waiters:
                 if not future.done():
-                    future.set_result(complete)
+                    future.set_result((complete, dict(marks)))  # answers that come later are not in it
 
-    async def _round(self, revision: int) -> bool:
+    async def _round(self, revision: int, marks: dict[str, int], *, anyone: bool = False) -> bool:
         expected = len(self._nodes.live("api"))
+        if anyone:
+            expected = max(expected, 1)
         if expected == 0:
             return True  # an API node that starts later loads the whole registry before it serves
         self.rounds += 1
@@ -73,9 +93,12 @@ class RouteBarrier:
         answered = 0
         done = asyncio.get_running_loop().create_future()
 
-        async def on_answer(_: object) -> None:
+        async def on_answer(msg: Msg) -> None:
             nonlocal answered
             answered += 1
+            node, _, mark = msg.data.decode(errors="replace").partition(" ")
+            if mark.isascii() and mark.isdigit() and len(mark) < 20:
+                marks[node] = int(mark)
             if answered >= expected and not done.done():
                 done.set_result(None)
 
@@ -98,6 +121,6 @@ class RouteBarrier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, future in self._waiters:
+        for _, future, _ in self._waiters:
             if not future.done():
-                future.set_result(False)
+                future.set_result((False, {}))

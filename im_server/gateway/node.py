@@ -91,6 +91,9 @@ TOO_SLOW_CLOSE_TIMEOUT = 10.0
 """Seconds a connection past its outbound budget gets to read what is queued and the 4013 close frame."""
 ROUTE_CONFIRM_ROUNDS = 10
 """Barrier rounds a gateway tries after ``ready`` for a route not every API node confirmed in time."""
+RECOVERY_ROUNDS = 3
+"""Barrier rounds (2 s each at most) a recovering gateway waits for any API node to answer before it
+tells its clients to resync."""
 
 Key = tuple[int, str]
 
@@ -288,18 +291,35 @@ class GatewayNode:
             log.warning(
                 "gateway %s: %s; restoring %d routes, clients resync", self.node_id, reason, len(self.connections)
             )
+            marks: dict[str, int] = {}
             try:
-                await self._restore_routes()
+                marks = await self._restore_routes()
                 self._restored = True
             except Exception as exc:
                 log.warning("gateway %s: routes not restored (%s); retrying", self.node_id, exc)
                 await asyncio.sleep(0.2)
                 self._recover_again = True
             self.resync_all(reason)
+            if marks:
+                await self._announce_resync(marks)
             if not self._recover_again or self._stopping:
                 return
 
-    async def _restore_routes(self) -> None:
+    async def _announce_resync(self, marks: dict[str, int]) -> None:
+        """Tell the API nodes that every client here was told to resync after their answers with ``marks``.
+
+        An API node that owes some of these devices a resync (pushes it published while NATS was away)
+        needs to send none for what it remembered before its mark: the resync just sent comes after it.
+        """
+        notice = orjson.dumps({"resynced": self.node_id, "marks": marks})
+        try:
+            await self.bus.nc.publish(self.bus.subjects.barrier, notice)
+        except Exception as exc:  # the API nodes then send their own resyncs: one more, nothing missed
+            log.warning("gateway %s: resync not announced: %s", self.node_id, exc)
+
+    async def _restore_routes(self) -> dict[str, int]:
+        """Put back the routes of every connection; returns the marks of the API nodes that then
+        confirmed them (see :mod:`.barrier`)."""
         # The registry may have lost them (an API node removed the routes of a node it judged dead, or
         # NATS lost its state): put each back, then wait until every API node routes to them again.
         keys = list(self.connections)
@@ -318,8 +338,15 @@ class GatewayNode:
                     with contextlib.suppress(Exception):
                         await self.bus.routes.delete(route_key(*key), last=value)
                 revision = max(revision, value)
-        if revision:
-            await self.barrier.wait(revision)
+        if not revision:
+            return {}
+        for _ in range(RECOVERY_ROUNDS):
+            _, marks = await self.barrier.marks(revision, anyone=True)
+            if marks:
+                return marks
+            # Nobody answered: the API nodes are not back on the bus yet. Their answers (and marks) let
+            # them drop the resyncs they owe these clients, which the one sent after this covers.
+        return {}
 
     def resync_all(self, reason: str) -> None:
         """Send every connected client a ``resync`` frame."""

@@ -180,7 +180,7 @@ def _effective_read() -> Any:
     return case((members.c.read_seq > members.c.joined_seq, members.c.read_seq), else_=members.c.joined_seq)
 
 
-def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> Any:
+def _unread_count(conversation: Any, user_id: Any, read: Any, ceiling: Any) -> Any:
     """Messages of others above ``read`` (and up to ``ceiling``) that count: not system, not recalled."""
     counted = messages.alias("counted")
     return (
@@ -197,9 +197,10 @@ def _unread_count(conversation: Any, user_id: int, read: Any, ceiling: Any) -> A
     )
 
 
-def _conversations_since(
-    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int, recent: int = 0
-) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+def _build_conversations_since(*, keyset: bool) -> Any:
+    """The changed-conversations statement, with binds ``u`` (the user), ``n`` (rows to read) and, with
+    ``keyset``, ``ms`` and ``after_id`` (where the previous page ended)."""
+    user_id: Any = bindparam("u")
     peer = members.alias("peer")
     last_at = conversations.c.last_at
     mine = members.c.updated_at
@@ -217,7 +218,7 @@ def _conversations_since(
             mentions.c.conversation_id == conversations.c.id,
             mentions.c.seq > read,
             mentions.c.seq <= ceiling,
-            mentions.c.user_id.in_([user_id, 0]),
+            or_(mentions.c.user_id == user_id, mentions.c.user_id == 0),
         )
         .exists()
     )
@@ -254,12 +255,29 @@ def _conversations_since(
         .outerjoin(last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == ceiling))
         .where(members.c.user_id == user_id)
         .order_by(changed, conversations.c.id)
-        .limit(limit + 1)
+        .limit(bindparam("n"))
     )
-    if since is not None:
-        ms, after_id = since
-        query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > after_id)))
-    rows = conn.execute(query).all()
+    if keyset:
+        ms: Any = bindparam("ms")
+        query = query.where(or_(changed > ms, and_(changed == ms, conversations.c.id > bindparam("after_id"))))
+    return query
+
+
+# Built once: building this statement (aliases, subqueries) took several times longer than running it on
+# SQLite, and a reconnect storm runs it once per device.
+_CHANGED_SINCE = _build_conversations_since(keyset=True)
+_CHANGED_ALL = _build_conversations_since(keyset=False)
+
+
+def _conversations_since(
+    conn: Connection, user_id: int, since: tuple[int, str] | None, limit: int, recent: int = 0
+) -> tuple[list[tuple[int, ConversationSummary]], bool]:
+    values: dict[str, object]
+    if since is None:
+        query, values = _CHANGED_ALL, {"u": user_id, "n": limit + 1}
+    else:
+        query, values = _CHANGED_SINCE, {"u": user_id, "n": limit + 1, "ms": since[0], "after_id": since[1]}
+    rows = conn.execute(query, values).all()
     has_more = len(rows) > limit
     result = []
     budget = RECENT_PAGE_BUDGET

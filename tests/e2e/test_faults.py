@@ -23,6 +23,7 @@ import pytest
 
 from im_schema.limits import CLOSE_TOO_SLOW
 from im_sdk import AsyncClient
+from im_server.services import delivery
 from tests.e2e.conftest import stored_history
 from tests.support.cluster import TestCluster
 from tests.support.faults import RawDevice, kill, spawn_api_process, text_frame
@@ -98,6 +99,63 @@ async def test_messages_committed_while_nats_is_down_reach_connected_devices(clu
         page = await bob.history(conversation, after=0)
         texts = [_text(message) for message in page.messages]
         assert texts == ["before", *(f"during {index}" for index in range(5))]  # stored once each
+    finally:
+        for device in devices:
+            await device.close()
+        cluster.stop()
+        nats.close()
+
+
+async def test_after_nats_returns_each_device_is_told_to_resync_once(cluster_loop, sqlite_url, tmp_path, monkeypatch):
+    # Both the API (pushes it published while NATS was away may have been flushed before the gateways
+    # subscribed again) and each gateway (pushes meant for it may have been lost) want the devices to
+    # resync: the gateway tells every client, then says so, and the API drops what it owed them.
+    monkeypatch.setattr(delivery, "RECOVERY_WAIT", 60.0)  # the API's own resyncs only if no gateway says so
+    nats = PrivateNats(tmp_path / "nats").start()
+    cluster = TestCluster(cluster_loop, nats, sqlite_url).start(gateways=2)
+    assert cluster.api is not None
+    api = cluster.api.node
+    devices: list[RawDevice] = []
+    try:
+        alice = await cluster.user("alice")
+        users = [await cluster.user(f"user{index}") for index in range(4)]
+        conversations = [_direct(alice, user) for user in users]
+        for user in users:
+            devices.append(await RawDevice.connect(user))
+            await alice.send_text(_uid(user), "before")
+        for conversation, device in zip(conversations, devices, strict=True):
+            await device.until(lambda d, c=conversation: d.seen.get(c) == {1})
+        assert {device.resyncs for device in devices} == {0}
+
+        assert nats.process is not None
+        kill(nats.process)
+        await cluster.until(
+            lambda: not api.bus.nc.is_connected and not any(node.bus.nc.is_connected for node in cluster.gateways)
+        )
+        for user in users:
+            for index in range(3):
+                await alice.send_text(_uid(user), f"during {index}")
+        nats.start()
+
+        for conversation, device in zip(conversations, devices, strict=True):  # every committed message arrives
+            await device.until(lambda d, c=conversation: d.seen.get(c) == {1, 2, 3, 4}, timeout=30)
+            # ... pushed too: the API held them until the gateway was back on the bus (flushed earlier, NATS
+            # would have dropped them, and the device would have had to wait for its resync to fetch them).
+            await device.until(lambda d: d.pushed == 4)
+        # Once every gateway has resynced its clients and the API owes nothing, no resync is on its way.
+        await cluster.until(
+            lambda: (
+                api.deliverer.owed == 0
+                and all(node._recovering is not None and node._recovering.done() for node in cluster.gateways)
+            ),
+            timeout=30,
+        )
+        assert api.deliverer.resyncs == 0 and api.deliverer.settled == len(devices)
+        assert [node.metrics.value("im_gateway_resyncs_total") for node in cluster.gateways] == [1, 1]
+        for device in devices:
+            await device.until(lambda d: d.resyncs >= 1)
+        assert [device.resyncs for device in devices] == [1] * len(devices)
+        assert all(device.close_code is None for device in devices)
     finally:
         for device in devices:
             await device.close()

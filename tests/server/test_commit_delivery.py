@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import orjson
 import pytest
 
 from im_schema.content import TextContent
@@ -106,9 +108,10 @@ class _Bus:
     def __init__(self) -> None:
         self.nc = type("Connection", (), {"is_connected": True})()
         self.published: list[dict[str, list[tuple[bytes, list[tuple[int, str]]]]]] = []
+        self.listeners: dict[str, Any] = {}
 
-    def listen(self, **_: object) -> None:
-        pass
+    def listen(self, **callbacks: object) -> None:
+        self.listeners.update({kind: callback for kind, callback in callbacks.items() if callback is not None})
 
     async def publish_deliveries(self, plan: dict[str, list[tuple[bytes, list[tuple[int, str]]]]]) -> int:
         self.published.append(plan)
@@ -235,3 +238,209 @@ async def test_an_overloaded_committer_refuses_new_sends_at_once_and_takes_them_
     finally:
         held.release.set()
         await committer.stop()
+
+
+class _Outage:
+    """A deliverer over a fake bus and registry, with a clock of its own, for NATS outages."""
+
+    def __init__(self) -> None:
+        from im_server.bus.routes import NodeTable, RouteTable
+        from im_server.services.delivery import Deliverer
+        from im_server.services.membership import MembershipCache
+
+        self.clock = [0.0]
+        self.nodes = NodeTable(ttl=1.5, clock=lambda: self.clock[0])
+        self.routes = RouteTable()
+        self.mirror = type("Mirror", (), {"routes": self.routes, "nodes": self.nodes, "current": True})()
+        self.bus = _Bus()
+        self.deliverer = Deliverer(
+            self.bus,  # type: ignore[arg-type]
+            self.mirror,  # type: ignore[arg-type]
+            MembershipCache(None),  # type: ignore[arg-type]
+            clock=lambda: self.clock[0],
+        )
+        self.deliverer.start(3600)  # listens to the bus; settled by hand below
+
+    def beat(self, *nodes: str) -> None:
+        from im_server.bus.routes import NodeInfo
+
+        for node in nodes:
+            self.nodes.heartbeat(NodeInfo(node_id=node, role="gateway", url=None, connections=0, started_at=0.0))
+
+    async def push(self, users: list[int], who: int = 99) -> None:
+        from im_schema.events import PresenceNotice
+
+        await self.deliverer.notice(users, PresenceNotice(user_id=who, online=True))
+
+    async def push_while_down(self, users: list[int], who: int = 99) -> None:
+        """A push made while NATS is away, then NATS comes back."""
+        self.bus.nc.is_connected = False
+        await self.push(users, who)
+        self.bus.nc.is_connected = True
+        self.bus.listeners["on_reconnect"]()
+
+    def pushes(self) -> list[tuple[str, int, list[tuple[int, str]]]]:
+        """``(node, who, recipients)`` of every presence push published."""
+        return [
+            (node, orjson.loads(frame)["notice"]["user_id"], recipients)
+            for plan in self.bus.published
+            for node, items in plan.items()
+            for frame, recipients in items
+            if b'"type":"notice"' in frame
+        ]
+
+    def resyncs(self) -> list[tuple[str, list[tuple[int, str]]]]:
+        return [
+            (node, recipients)
+            for plan in self.bus.published
+            for node, items in plan.items()
+            for frame, recipients in items
+            if b'"type":"resync"' in frame
+        ]
+
+    async def settle_at(self, when: float) -> None:
+        self.clock[0] = when
+        self.beat(*self.nodes.known())
+        await self.deliverer.settle()
+
+
+async def test_a_gateway_that_resynced_its_clients_after_an_outage_settles_what_the_api_owed():
+    from im_server.services.delivery import RECOVERY_WAIT
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    await world.push_while_down([7, 8])
+    await world.settle_at(1.0)  # back: both gateways live, maybe restoring their routes; nothing yet
+    assert world.resyncs() == []
+    # gw-1 restored its routes: the barrier answer it got carries a mark given after 7 was remembered;
+    # it told every client to resync, then says so.
+    mark = world.deliverer.mark()
+    world.deliverer.resynced("gw-1", mark)
+    await world.settle_at(1.0 + RECOVERY_WAIT + 0.1)
+    # gw-2 never said so (it did not lose NATS, or its notice was lost): its device is told by the API.
+    assert world.resyncs() == [("gw-2", [(8, "phone")])]
+    assert world.deliverer.settled == 1 and world.deliverer.owed == 0
+
+
+async def test_a_resync_announced_with_an_earlier_mark_does_not_cover_a_later_lost_push():
+    from im_server.services.delivery import RECOVERY_WAIT
+
+    world = _Outage()
+    world.beat("gw-1")
+    world.routes.set(7, "phone", "gw-1")
+    early = world.deliverer.mark()  # answered before the push was lost: the gateway's resync came first
+    await world.push_while_down([7])
+    world.deliverer.resynced("gw-1", early)
+    world.deliverer.resynced("gw-1", early + 5)  # a mark this node never gave: ignored
+    await world.settle_at(1.0)
+    await world.settle_at(1.0 + RECOVERY_WAIT + 0.1)
+    assert world.resyncs() == [("gw-1", [(7, "phone")])]
+    assert world.deliverer.settled == 0
+
+
+async def test_resyncs_owed_on_a_gateway_that_looks_dead_wait_for_it():
+    from im_server.services.delivery import RECOVERY_WAIT, UNROUTED_KEEP
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    await world.push_while_down([7, 8])
+    world.clock[0] = 10.0  # the outage was longer than the TTL: neither has beaten since
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    assert world.deliverer.owed == 2  # 7's gateway is not back yet: kept, not dropped
+    await world.settle_at(10.0 + RECOVERY_WAIT + 0.1)  # gw-1 beats again, and is waited for in turn
+    assert world.resyncs() == [("gw-2", [(8, "phone")])]
+    await world.settle_at(10.0 + 2 * RECOVERY_WAIT + 0.2)
+    assert sorted(world.resyncs()) == [("gw-1", [(7, "phone")]), ("gw-2", [(8, "phone")])]
+    # One that never comes back is forgotten after a while: its devices reconnect elsewhere and sync.
+    await world.push_while_down([7])
+    world.clock[0] = 100.0
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    world.clock[0] = 100.0 + UNROUTED_KEEP + 1
+    world.beat("gw-2")
+    await world.deliverer.settle()
+    assert world.deliverer.owed == 0 and len(world.resyncs()) == 2
+
+
+async def test_pushes_made_while_nats_is_away_wait_until_their_gateway_is_back_on_the_bus():
+    from im_server.services.delivery import UNROUTED_KEEP
+
+    world = _Outage()
+    world.beat("gw-1", "gw-2")
+    world.routes.set(7, "phone", "gw-1")
+    world.routes.set(8, "phone", "gw-2")
+    world.clock[0] = 1.0
+    try:
+        # Not handed to the NATS client: it would flush them before the gateways subscribe again.
+        await world.push_while_down([7, 8], who=1)
+        assert world.pushes() == []
+        await world.deliverer.settle()  # the heartbeats known are from before NATS came back
+        assert world.pushes() == []
+        world.clock[0] = 1.2
+        world.beat("gw-1")  # gw-1 wrote a heartbeat since: it has subscribed again
+        await world.deliverer.settle()
+        assert world.pushes() == [("gw-1", 1, [(7, "phone")])]
+        await world.push([7, 8], who=2)  # gw-2 still has pushes held: this one waits behind them
+        assert world.pushes() == [("gw-1", 1, [(7, "phone")]), ("gw-1", 2, [(7, "phone")])]
+        world.clock[0] = 1.4
+        world.beat("gw-2")
+        await world.deliverer.settle()
+        assert world.pushes()[2:] == [("gw-2", 1, [(8, "phone")]), ("gw-2", 2, [(8, "phone")])]
+        await world.push([8], who=3)  # nothing held any more: straight out
+        assert world.pushes()[4:] == [("gw-2", 3, [(8, "phone")])]
+        # Held pushes for a gateway that never comes back are dropped after a while; their users are
+        # still owed a resync (it is sent if the gateway comes back and does not say it resynced).
+        await world.push_while_down([7], who=4)
+        world.clock[0] = 2.0 + UNROUTED_KEEP
+        world.beat("gw-2")
+        await world.deliverer.settle()
+        assert [who for _, who, _ in world.pushes()] == [1, 2, 1, 2, 3]
+        assert world.deliverer.owed >= 1
+    finally:
+        await world.deliverer.stop()
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        b"{",
+        b"{}",
+        b'{"resynced": "gw-1"}',
+        b'{"resynced": "", "marks": {"api-1": 1}}',
+        b'{"resynced": "gw-1", "marks": ["api-1", 1]}',
+        b'{"resynced": "gw-1", "marks": {"api-1": "many"}}',
+        b'{"resynced": "' + b"g" * 129 + b'", "marks": {"api-1": 1}}',
+        b'{"resynced": "gw-1", "marks": {' + b",".join(b'"n%d": 1' % i for i in range(1025)) + b"}}",
+        b'{"resynced": "gw-1", "marks": {"api-1": 99}}',  # a mark api-1 never gave
+        b'{"resynced": "gw-1", "marks": {"api-1": -1}}',
+        b'{"resynced": "gw-1", "marks": {"api-2": 1}}',  # another node's mark
+    ],
+)
+async def test_a_resync_notice_that_is_malformed_or_names_marks_never_given_settles_nothing(notice):
+    from types import SimpleNamespace
+
+    from im_server.api.node import ApiNode
+
+    world = _Outage()
+    world.deliverer.mark()  # api-1 gave mark 1
+    ApiNode._on_resynced(SimpleNamespace(deliverer=world.deliverer, node_id="api-1"), notice)  # type: ignore[arg-type]
+    assert world.deliverer._resynced == {}
+    await world.deliverer.stop()
+
+
+async def test_a_resync_notice_with_a_mark_given_is_taken():
+    from types import SimpleNamespace
+
+    from im_server.api.node import ApiNode
+
+    world = _Outage()
+    world.deliverer.mark()
+    notice = b'{"resynced": "gw-1", "marks": {"api-1": 1, "api-2": 7}}'
+    ApiNode._on_resynced(SimpleNamespace(deliverer=world.deliverer, node_id="api-1"), notice)  # type: ignore[arg-type]
+    assert world.deliverer._resynced == {"gw-1": 1}
+    await world.deliverer.stop()
