@@ -204,10 +204,16 @@ def connection_lost(record: logging.LogRecord) -> str | None:
     return message.split("(", 1)[-1].rsplit(")", 1)[0] if "(" in message else message
 
 
+def connection_up(record: logging.LogRecord) -> bool:
+    """Whether an SDK log record says that a realtime connection is up (authenticated on a gateway, about to
+    catch up)."""
+    return getattr(record, "im_realtime", None) == "up"
+
+
 @contextlib.contextmanager
 def connection_log(handler: logging.Handler) -> Iterator[None]:
     """While the block runs, ``handler`` gets the SDK's log records from INFO up (where it says that the
-    realtime connection was lost: see :func:`connection_lost`).
+    realtime connection was lost or is up: see :func:`connection_lost` and :func:`connection_up`).
 
     The ``im_sdk`` logger's level and handlers are put back afterwards: a process that goes on (a shell
     running commands in-process, a test session) keeps its own logging.

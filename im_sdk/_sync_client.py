@@ -754,6 +754,8 @@ class Client:
             raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
         with connection:
             ready = self._authenticate(connection)
+            # A record that programs read (the CLI shows "connected"): ``record.im_realtime == "up"``.
+            log.info("realtime connection up (gateway %s)", ready.node_id, extra={"im_realtime": "up"})
             self._cursors.ready(engine, ready.user_id, ready.device_id)
             syncs = SyncRequests()
             backlog: list[Any] = []  # frames that came while a catch-up awaited its page: handled next, in order

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -16,7 +17,6 @@ from rich.table import Table
 
 from im_schema.content import MEDIA_KINDS, MediaKind, RecalledContent, SystemContent
 from im_schema.models import Message
-from im_schema.rest import ConversationPage
 from im_sdk import Client, IMError
 from im_sdk._files import DownloadPlan
 from im_sdk.events import (
@@ -41,6 +41,7 @@ from ..render import (
     buttons_text,
     connection_log,
     connection_lost,
+    connection_up,
     mentions_text,
     notice_text,
     press_text,
@@ -353,8 +354,16 @@ class _ConnectionState(logging.Handler):
         super().__init__(logging.INFO)
         self.server = server
         self.state = "connecting"
+        self.on_reconnect: Callable[[], None] = lambda: None
+        """Run when a connection is up again after one was lost (before its catch-up)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if connection_up(record):
+            again = self.state == "disconnected"
+            self.connected()
+            if again:
+                self.on_reconnect()
+            return
         reason = connection_lost(record)
         if reason is not None:
             if self.state != "disconnected":
@@ -391,24 +400,17 @@ def listen(
         fail("--start is one of unread, latest, all", ExitCode.USAGE)
     state = _ConnectionState(context.server_url)
     with connection_log(state), context.client(live=True) as client:
-        # Each (re)connection lists the conversations first: the moment to say that it is up.
-        page = client.conversations_page
-
         streams = StreamPrinter(out, lambda message: _line(context, client, message))
 
         def fetch(conversation: str, seq: int) -> Message | None:
             found = client.history(conversation, after=seq - 1, limit=1).messages
             return found[0] if found and found[0].seq == seq else None
 
-        def conversations_page(*, since: str | None = None, limit: int = 200, recent: int = 0) -> ConversationPage:
-            found = page(since=since, limit=limit, recent=recent)
-            again = state.state == "disconnected"
-            state.connected()
-            if again:
+        def heal() -> None:
+            with contextlib.suppress(IMError):  # the next reconnect tries again
                 streams.heal(fetch)
-            return found
 
-        client.conversations_page = conversations_page  # type: ignore[method-assign]
+        state.on_reconnect = heal
 
         try:
             me = context.me()

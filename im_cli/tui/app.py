@@ -49,7 +49,6 @@ from im_schema.groups import Group, GroupInvitation
 from im_schema.ids import direct_conversation
 from im_schema.models import ConversationSummary, Message
 from im_schema.presses import BotCommand
-from im_schema.rest import ConversationPage
 from im_schema.social import FriendRequest
 from im_sdk import AsyncClient, IMError
 from im_sdk.events import (
@@ -65,7 +64,7 @@ from im_sdk.events import (
 )
 
 from ..output import printable, printable_text
-from ..render import button_for, commands_text, connection_log, connection_lost, notice_text
+from ..render import button_for, commands_text, connection_log, connection_lost, connection_up, notice_text
 from ..streaming import final_message
 from ..transfer import human_size, media_content
 from .events import (
@@ -159,6 +158,9 @@ class _StateLog(logging.Handler):
         self.post = post
 
     def emit(self, record: logging.LogRecord) -> None:
+        if connection_up(record):
+            self.post(ConnectionChanged("connected"))
+            return
         reason = connection_lost(record)
         if reason is not None:
             self.post(ConnectionChanged("reconnecting", reason))
@@ -314,8 +316,7 @@ class ChatApp(App[None]):
             if again:
                 self.say("reconnected")
                 self.refresh_streams()
-            # Started while the server was away, the first load failed: load now, once per connection
-            # (listing the conversations also says "connected", while connected already).
+            # Started while the server was away, the first load failed: load now, once per connection.
             if not self.listed and self.connection != "connected":
                 self.load_conversations()
                 self.load_requests()
@@ -331,16 +332,6 @@ class ChatApp(App[None]):
     async def listen(self) -> None:
         """Run the SDK's event stream for the app's life; every event becomes a Textual message."""
         client = self.client
-        page = client.conversations_page
-
-        async def conversations_page(
-            *, since: str | None = None, limit: int = 200, recent: int = 0
-        ) -> ConversationPage:
-            found = await page(since=since, limit=limit, recent=recent)
-            self.post_message(ConnectionChanged("connected"))
-            return found
-
-        client.conversations_page = conversations_page  # type: ignore[method-assign]
         try:
             async for event in client.events(start="latest"):
                 if isinstance(event, MessageEvent):
@@ -484,26 +475,44 @@ class ChatApp(App[None]):
     @_until_closed
     @_one_at_a_time
     async def load_conversations(self) -> None:
+        known = set(self.rows)
         try:
             summaries = await self.client.conversations()
             self.groups = {group.id: group for group in await self.client.groups.list()}
         except IMError as exc:
             self.say(f"cannot list conversations: {exc}", error=True)
+            if self.connection == "connected":  # else the next connection lists them
+                self.set_timer(2.0, self.load_conversations)
             return
         self.listed = True
         await self.learn_names({summary.peer for summary in summaries if summary.peer is not None})
         view = self.query_one("#conversations", ListView)
         # The rows are replaced at once and mounted together: a message handled while this worker waits
-        # finds its conversation's row, and never adds one that this list adds too.
-        self.rows = {summary.id: self._row(summary) for summary in summaries if not summary.left}
+        # finds its conversation's row, and never adds one that this list adds too. What messages handled
+        # since the list was read changed is kept: a row that saw later seqs, a row they added.
+        rows: dict[str, ConversationRow] = {}
+        for summary in summaries:
+            if summary.left:
+                continue
+            row = rows[summary.id] = self._row(summary)
+            held = self.rows.get(summary.id)
+            if held is not None and held.max_seq > row.max_seq:
+                row.unread, row.mentioned, row.max_seq = held.unread, held.mentioned, held.max_seq
+        for conversation, held in self.rows.items():
+            if conversation not in rows and conversation not in known:
+                rows[conversation] = held
+        self.rows = rows
         await _to_the_end(view.clear())
         await _to_the_end(view.extend([ConversationItem(row) for row in self.rows.values()]))
         self.watch_presence()
-        wanted = self.current or self.open_first
-        if wanted:
-            self.open_first = None
+        if self.current is not None:
+            # Open already: its pane stays as it is (opening it again would reload it under a page of older
+            # messages being loaded), and its row is highlighted again in the new list.
+            self._highlight(self.current)
+        elif self.open_first:
+            wanted, self.open_first = self.open_first, None
             await self.open_target(wanted)
-        elif self.rows and self.current is None:
+        elif self.rows:
             await self.open_conversation(next(iter(self.rows)))
 
     def _row(self, summary: ConversationSummary) -> ConversationRow:
@@ -600,10 +609,14 @@ class ChatApp(App[None]):
         if target in self.rows:
             await self.open_conversation(target)
             return
-        for group in self.groups.values():
-            if group.name.casefold() == target.casefold() or group.conversation == target:
-                await self.open_conversation(group.conversation)
-                return
+        for fresh in (False, True):  # a group made a moment ago may not be known yet: ask once more
+            if fresh:
+                with contextlib.suppress(IMError):
+                    self.groups = {group.id: group for group in await self.client.groups.list()}
+            for group in self.groups.values():
+                if group.name.casefold() == target.casefold() or group.conversation == target:
+                    await self.open_conversation(group.conversation)
+                    return
         try:
             user = await self.client.get_user(int(target) if target.isdigit() else target)
         except (IMError, ValueError) as exc:

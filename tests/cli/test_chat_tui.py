@@ -27,9 +27,14 @@ def sqlite_cluster(shared_sqlite_cluster: TestCluster) -> TestCluster:
 
 
 async def _until(pilot, predicate: Callable[[], object], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await pilot.pause(0.02)
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await pilot.pause(0.02)
+    except TimeoutError:
+        app = pilot.app
+        said = [n.message for n in app._notifications]
+        raise AssertionError(f"not so after {timeout}s; title {app.sub_title!r}; notifications {said}") from None
 
 
 def _shown(app: ChatApp) -> list[str]:

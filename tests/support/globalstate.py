@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +102,20 @@ def snapshot() -> Snapshot:
     )
 
 
+THREAD_GRACE = 3.0
+"""Seconds a thread the test started may take to end after it (a pool's thread finishing its last job)."""
+
+POOL_THREADS = ("AnyIO worker thread",)
+"""Threads of a library's own pool, idle and reused by the next test: not a leak (AnyIO ends an idle one after
+10 s)."""
+
+
 def _threads(ident: frozenset[int]) -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.ident in ident and t.is_alive())
+    deadline = time.monotonic() + THREAD_GRACE
+    running = [t for t in threading.enumerate() if t.ident in ident and t.name not in POOL_THREADS]
+    for thread in running:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sorted(t.name for t in running if t.is_alive())
 
 
 def differences(before: Snapshot, after: Snapshot) -> list[str]:
