@@ -69,6 +69,7 @@ class Heartbeat:
         self._started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self.last_ok: float | None = None
         """``time.monotonic()`` of the last heartbeat the registry accepted."""
         self.on_gap: Callable[[], None] | None = None
@@ -125,6 +126,10 @@ class Heartbeat:
                 # and stop() then waits for this loop forever (seen as a gateway that never stopped).
                 async with asyncio.timeout(interval):
                     await self._wakeup.wait()
+            if self._stopping:
+                # The cancellation may have been swallowed all the same, by a wait_for inside the NATS
+                # client while this loop beat: seen once as a gateway that did not stop within 60 s.
+                return
             self._wakeup.clear()
             try:
                 await self.beat()
@@ -133,6 +138,8 @@ class Heartbeat:
 
     async def stop(self) -> None:
         """Stop beating and remove the node from the registry."""
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
