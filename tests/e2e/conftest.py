@@ -9,11 +9,14 @@ them on PostgreSQL too.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from im_schema import Message
 from im_sdk import AsyncClient
@@ -69,6 +72,18 @@ async def inboxes() -> AsyncIterator[Callable[..., Inbox]]:
     yield start
     for inbox in started:
         await inbox.close()
+
+
+async def read_until_closed(ws: Any, timeout: float = 10) -> tuple[int | None, list[dict[str, Any]]]:
+    """Every frame of a raw WebSocket until the server closes it, and its close code."""
+    frames: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for data in ws:
+                frames.append(json.loads(data))
+    except ConnectionClosed:
+        pass
+    return ws.close_code, frames
 
 
 async def wait_connected(cluster: TestCluster, client: AsyncClient, timeout: float = 10) -> str:

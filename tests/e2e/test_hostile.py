@@ -16,7 +16,7 @@ from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_PROTOC
 from im_schema.rest import GatewayRequest
 from im_sdk import BadRequestError, UserNotFoundError
 from im_server.services.tokens import TokenCodec
-from tests.e2e.conftest import wait_connected
+from tests.e2e.conftest import read_until_closed, wait_connected
 from tests.support.cluster import TestCluster
 
 
@@ -174,17 +174,6 @@ async def _gateway(cluster, client) -> str:
     return (await client.request(GatewayRequest())).url
 
 
-async def _closed(ws) -> tuple[int | None, list[dict]]:
-    frames = []
-    try:
-        async with asyncio.timeout(10):
-            async for data in ws:
-                frames.append(json.loads(data))
-    except ConnectionClosed:
-        pass
-    return ws.close_code, frames
-
-
 async def test_websocket_handshake_refusals(sqlite_cluster, inboxes, closing):
     cluster = sqlite_cluster
     alice = await cluster.user("alice")
@@ -214,7 +203,7 @@ async def test_websocket_handshake_refusals(sqlite_cluster, inboxes, closing):
     for first, close_code, error_code in cases:
         async with websockets.connect(url) as ws:
             await ws.send(first)
-            code, frames = await _closed(ws)
+            code, frames = await read_until_closed(ws)
         assert code == close_code, first
         assert frames and frames[0]["type"] == "error" and frames[0]["code"] == error_code, (first, frames)
 
@@ -235,7 +224,7 @@ async def test_websocket_auth_timeout(make_cluster):
     url = await _gateway(cluster, alice)
     await alice.aclose()
     async with websockets.connect(url) as ws:
-        code, _ = await _closed(ws)
+        code, _ = await read_until_closed(ws)
     assert code == CLOSE_AUTH_TIMEOUT
 
 
@@ -299,7 +288,7 @@ async def test_oversized_frame_closes_only_that_connection(sqlite_cluster, inbox
         await ws.send(json.dumps({"type": "auth", "token": alice.session.access_token}))
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send("x" * (cluster.settings.max_frame_bytes + 1))
-        code, _ = await _closed(ws)
+        code, _ = await read_until_closed(ws)
     assert code == 1009  # message too big
     await _still_serving(cluster, inboxes, closing)
 
@@ -314,7 +303,7 @@ async def test_a_crowd_of_hostile_connections_does_not_disturb_others(sqlite_clu
         try:
             async with websockets.connect(url) as ws:
                 await ws.send(["{", "null", json.dumps({"type": "auth", "token": "x" * 3000})][i % 3])
-                await _closed(ws)
+                await read_until_closed(ws)
         except (ConnectionClosed, OSError, websockets.InvalidStatus):
             pass
 

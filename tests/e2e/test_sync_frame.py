@@ -16,7 +16,7 @@ from im_schema.frames import SyncPageFrame, server_frames
 from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_FLOODING
 from im_schema.rest import GatewayRequest
 from im_server.gateway import session as gateway_session
-from tests.e2e.conftest import wait_connected
+from tests.e2e.conftest import read_until_closed, wait_connected
 from tests.support.cluster import TestCluster
 
 
@@ -45,18 +45,6 @@ async def _connect(client) -> websockets.ClientConnection:
     await ws.send(json.dumps({"type": "auth", "token": client.session.access_token}))
     assert json.loads(await ws.recv())["type"] == "ready"
     return ws
-
-
-async def _until_closed(ws) -> list[dict]:
-    """Every frame until the server closes the connection."""
-    frames = []
-    try:
-        async with asyncio.timeout(10):
-            async for data in ws:
-                frames.append(json.loads(data))
-    except ConnectionClosed:
-        pass
-    return frames
 
 
 async def _answer(ws, frame_id: str) -> dict:
@@ -145,7 +133,7 @@ async def test_a_sync_before_auth_closes_the_connection(sqlite_cluster, closing)
     url = (await alice.request(GatewayRequest())).url
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps({"type": "sync", "id": "early"}))
-        frames = await _until_closed(ws)
+        _, frames = await read_until_closed(ws)
     assert ws.close_code == CLOSE_AUTH_FAILED
     assert [frame["code"] for frame in frames] == ["unauthorized"]
 
@@ -182,7 +170,7 @@ async def test_syncs_count_against_the_frame_rate(make_cluster):
         with contextlib.suppress(ConnectionClosed):
             for i in range(50):
                 await ws.send(json.dumps({"type": "sync", "id": f"s{i}"}))
-        codes = [frame.get("code") for frame in await _until_closed(ws)]
+        codes = [frame.get("code") for frame in (await read_until_closed(ws))[1]]
         assert ws.close_code == CLOSE_FLOODING
         assert "rate_limited" in codes
     finally:
