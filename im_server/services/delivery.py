@@ -195,7 +195,9 @@ class Deliverer:
             # Taken out first: pushes made while this one is published go straight to the node, after it.
             del self._held[node]
             self._held_bytes -= sum(len(frame) for frame, _ in items)
-            if back:  # not published (an error, or a node that never came back): their users resync
+            # Held pushes not published (a node that never came back, or an error) are not lost: their
+            # users were remembered for a resync when they were held.
+            if back:
                 await self._bus.publish_deliveries({node: items})
                 self._published({node: items})
         live = {info.node_id for info in nodes.live()}
