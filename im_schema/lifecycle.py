@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
-
-from .ids import STORABLE_TEXT, ConversationId, Seq, UserId, UserRef
-from .limits import MAX_TEXT_LEN
+from .content import SentText
+from .ids import ConversationId, Seq, UserId, UserRef
 from .models import Message, Timestamp
 from .rest import Endpoint, Ok, Request
 
@@ -64,7 +62,8 @@ class EditRequest(Request[Message]):
 
     conversation: ConversationId
     seq: Seq
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
+    text: SentText
+    """The new text: not blank, as a message's (see :func:`~im_schema.content.is_blank`)."""
 
 
 class ReceiptsRequest(Request[Receipts]):

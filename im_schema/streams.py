@@ -19,6 +19,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ._tolerant import Tolerant, UnknownValue
+from .content import SentText
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, Seq, UserId, Username
 from .limits import MAX_TEXT_LEN
 from .models import Message, _StreamState
@@ -67,8 +68,8 @@ class OpenStreamRequest(Request[Message]):
     to: UserId | Username | None = None
     conversation: ConversationId | None = None
     client_msg_id: ClientMsgId
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
-    """The text to begin with (at least one character)."""
+    text: SentText
+    """The text to begin with: not blank, as a message's (see :func:`~im_schema.content.is_blank`)."""
     reply_to: Seq | None = None
     mentions: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
     mention_all: bool = False
