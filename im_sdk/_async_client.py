@@ -80,7 +80,16 @@ from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStre
 from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
 from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request, tls_context
 from ._devices import AsyncDevices
-from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
+from ._files import (
+    CHUNK_SIZE,
+    DownloadPlan,
+    Progress,
+    Source,
+    check_caption,
+    media_request,
+    open_source,
+    transfer_timeout,
+)
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
 from ._streams import AsyncMessageStream
@@ -556,6 +565,7 @@ class AsyncClient:
     ) -> Message:
         """Upload a file (unless given an :class:`~im_schema.files.Upload`) and send it as ``kind``, or as
         what the server detected; see :meth:`send_file` for the arguments."""
+        check_caption(caption)
         upload = (
             source if isinstance(source, Upload) else await self.upload(source, kind=kind, name=name, progress=progress)
         )

@@ -79,7 +79,16 @@ from im_schema.rest import (
 from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStreamRequest, StreamProgress
 
 from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request, tls_context
-from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
+from ._files import (
+    CHUNK_SIZE,
+    DownloadPlan,
+    Progress,
+    Source,
+    check_caption,
+    media_request,
+    open_source,
+    transfer_timeout,
+)
 from ._session import SessionState
 from ._sync_devices import Devices
 from ._sync_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
@@ -553,6 +562,7 @@ class Client:
     ) -> Message:
         """Upload a file (unless given an :class:`~im_schema.files.Upload`) and send it as ``kind``, or as
         what the server detected; see :meth:`send_file` for the arguments."""
+        check_caption(caption)
         upload = source if isinstance(source, Upload) else self.upload(source, kind=kind, name=name, progress=progress)
         still = poster if isinstance(poster, Upload) or poster is None else self.upload(poster, kind="image")
         return self._send_message(
