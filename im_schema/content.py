@@ -17,7 +17,7 @@ blank text stored by an earlier version still reads.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
@@ -57,19 +57,19 @@ FileName = Annotated[str, StringConstraints(min_length=1, max_length=255), Befor
 """A file name as a person gave it; NUL characters are dropped here, and servers keep the last path
 component and drop the other control characters."""
 
-_SHOWS_NOTHING = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
-"""Letters and marks that draw nothing, though they are neither whitespace nor format characters: the
-combining grapheme joiner, the Hangul fillers, the Khmer inherent vowels, the blank Braille pattern."""
-
-
-def _invisible(char: str) -> bool:
-    if char.isspace() or char in _SHOWS_NOTHING:
-        return True
-    if unicodedata.category(char) in ("Cc", "Cf"):
-        # Controls and format characters: zero-width space and joiners, U+FEFF, bidi marks, tags...
-        return True
-    # Variation selectors (including the Mongolian ones) change the glyph before them and draw nothing alone.
-    return "\ufe00" <= char <= "\ufe0f" or "\U000e0100" <= char <= "\U000e01ef" or "\u180b" <= char <= "\u180f"
+_BLANK = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f"
+    r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    r"\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+    r"\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+    r"\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]*"
+)
+"""Texts that draw nothing. Their characters: whitespace (U+00A0, U+3000 and every other Unicode space),
+controls; the format characters (zero-width space and joiners, U+FEFF, bidi marks, tags...) but the
+prepended concatenation marks (U+0600, U+06DD..., which draw a sign); the letters and marks that draw
+nothing (U+034F, the Hangul fillers, the Khmer inherent vowels, the blank Braille pattern); and the variation
+selectors. A test checks the list against the Unicode database. One regular expression, so that a hostile
+text of 16,000 of them costs microseconds."""
 
 
 def is_blank(text: str) -> bool:
@@ -79,7 +79,7 @@ def is_blank(text: str) -> bool:
     The empty text is blank. Clients may call this before sending; the schema refuses a blank text,
     caption, edit or stream beginning with ``400 bad_request``.
     """
-    return all(_invisible(char) for char in text)
+    return _BLANK.fullmatch(text) is not None
 
 
 def refuse_blank(text: str) -> str:
@@ -149,8 +149,8 @@ _CONTENT = ConfigDict(frozen=True, json_schema_extra=_kind_required)
 class TextContent(BaseModel):
     """Plain text.
 
-    Sent (in :data:`OutgoingContent`), ``text`` must not be blank (:func:`is_blank`); read, it is taken as
-    stored.
+    A text sent must not be blank (only whitespace and characters that draw nothing, such as U+200B or
+    U+FEFF: ``400 bad_request``); a text read is taken as stored.
     """
 
     model_config = _CONTENT

@@ -56,7 +56,7 @@ class RecallRequest(Request[Message]):
 
 class EditRequest(Request[Message]):
     """Change the text of my message within the edit window; a ``message_edited`` system message tells
-    everyone, and the message shows ``edited_at``."""
+    everyone, and the message shows ``edited_at``. A blank text is refused, as in a send."""
 
     endpoint = Endpoint("PATCH", "/v1/conversations/{conversation}/messages/{seq}", Message)
 

@@ -219,7 +219,11 @@ _ONE_TARGET: JsonDict = {
 
 
 class SendMessageRequest(Request[Message]):
-    """Send a message to a user (``to``) or into a conversation (``conversation``)."""
+    """Send a message to a user (``to``) or into a conversation (``conversation``).
+
+    A text, or a caption, made only of whitespace and characters that draw nothing (U+200B, U+FEFF, U+3164...)
+    is refused (``400 bad_request``); any other is stored exactly as sent.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
 

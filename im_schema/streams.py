@@ -57,8 +57,9 @@ class OpenStreamRequest(Request[Message]):
     """Open a streaming text message to a user (``to``) or in a conversation (``conversation``).
 
     It is stored at once, with its seq, and delivered like any message (``stream`` is ``"open"``). The same
-    rules as ``POST /v1/messages`` apply, and the same ``client_msg_id`` returns the stored message (which may
-    be finished by then) instead of opening a second one.
+    rules as ``POST /v1/messages`` apply (the text to begin with is not blank), and the same
+    ``client_msg_id`` returns the stored message (which may be finished by then) instead of opening a
+    second one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
