@@ -101,6 +101,8 @@ class Device:
         self.closes: list[tuple[float, int | None]] = []
         self.readies: list[tuple[float, str]] = []
         self.gateway = ""
+        self.direct_reconnects = 0
+        """Reconnects to an alternate of the last assignment, without asking ``GET /v1/gateway``."""
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._again = False
@@ -126,19 +128,30 @@ class Device:
         delays = Backoff().delays()
         assert Device.requests is not None
         lost: str | None = None
+        alternates: list[dict[str, str]] = []
         while not self.stopping:
             try:
-                async with Device.requests:
-                    # As the SDK does: the gateway just lost is named, so that another one is assigned.
-                    params = {"avoid": lost} if lost is not None else None
-                    answer = await http.get("/v1/gateway", headers=headers, params=params)
-                assignment = answer.raise_for_status().json()
-                self.gateway, lost = assignment["url"], assignment["node_id"]
+                # As the SDK does (im_sdk.realtime.policy.Gateways): after losing a working connection, the
+                # next alternate of the last assignment; else ask, naming the gateway just lost.
+                while alternates and alternates[0]["node_id"] == lost:
+                    alternates.pop(0)
+                if alternates:
+                    gateway = alternates.pop(0)
+                    self.direct_reconnects += 1
+                else:
+                    async with Device.requests:
+                        params = {"avoid": lost} if lost is not None else None
+                        answer = await http.get("/v1/gateway", headers=headers, params=params)
+                    gateway = answer.raise_for_status().json()
+                    alternates = list(gateway.get("alternates", []))
+                self.gateway, lost = gateway["url"], gateway["node_id"]
+                held, alternates = alternates, []  # given back once this connection works
                 async with websockets.connect(self.gateway, compression=None, max_queue=None, open_timeout=5) as ws:
                     await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
                     ready = orjson.loads(await ws.recv())
                     if ready["type"] != "ready":
                         raise ConnectionError(str(ready))
+                    alternates = held
                     self.readies.append((time.time(), self.gateway))
                     delays = Backoff().delays()
                     self._ws = ws
@@ -380,6 +393,7 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                     "catch_up_errors": device.catch_up_errors,
                     "catch_up_requests": device.catch_up_requests,
                     "readies": device.readies,
+                    "direct_reconnects": device.direct_reconnects,
                     "closes": device.closes,
                 }
             )
@@ -736,6 +750,8 @@ def summarize(
         f"its routes removed after {results['reaped_after']:.2f}s"
     )
     print(f"  {len(reconnect)} of {len(gw1_users)} devices of gw-1 reconnected, since the kill: {stats(reconnect)}")
+    direct = sum(report.get("direct_reconnects", 0) for report in reports)
+    print(f"  reconnects to the next gateway of the assignment, without asking GET /v1/gateway: {direct}")
     if never:
         print(f"  {never} devices of gw-1 never reconnected")
     print(
