@@ -96,7 +96,16 @@ from ._streams import AsyncMessageStream
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, UnknownEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import Gateways, RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
+from .realtime.policy import (
+    EARLY_FRAMES,
+    EARLY_FRAMES_MAX,
+    Gateways,
+    RefreshToken,
+    ResyncSchedule,
+    auth_answer,
+    classify_close,
+    reconnect_delay,
+)
 from .realtime.protocol import AskOverHttp, Deliver, Fetch, SendAgain, StartFrom, SyncEngine, SyncRequests
 from .realtime.store import CursorKeeper
 from .retry import Retry
@@ -869,10 +878,13 @@ class AsyncClient:
         if token is None:
             raise AuthenticationError("unauthorized", "log in first")
         await connection.send(AuthFrame(token=token).model_dump_json())
-        try:
-            frame = _decode(await receive(connection, 15))
-        except ConnectionClosed:
-            frame = None
+        for _ in range(EARLY_FRAMES_MAX):
+            try:
+                frame = _decode(await receive(connection, 15))
+            except ConnectionClosed:
+                frame = None
+            if not isinstance(frame, EARLY_FRAMES):
+                break
         answer = auth_answer(frame, connection.close_code, connection.close_reason)
         if isinstance(answer, RefreshToken):
             # The gateway closes after the error frame; the next connection carries the new token.

@@ -5,7 +5,8 @@
   after ``4010``/``1001`` (:class:`GoingAway`), else after the next backoff delay. Every reconnect is
   followed by a resync ("conversations since" the cursor).
 - The first frame after ``auth`` is judged by :func:`auth_answer`: ``ready``, or refresh the token
-  and reconnect (:data:`REFRESH`), or the error to raise.
+  and reconnect (:data:`REFRESH`), or the error to raise. Pushes that an older gateway may write
+  before ``ready`` (:data:`EARLY_FRAMES`) are skipped: the catch-up after ``ready`` fetches them.
 - Where to connect is kept by :class:`Gateways`: the API's assignment, then (after a working connection
   is lost) the assignment's alternates, without asking the API again.
 - When to resync on an open connection is kept by :class:`ResyncSchedule`: when the gateway asks (a
@@ -19,7 +20,7 @@ import random
 from collections.abc import Iterator
 from time import monotonic
 
-from im_schema.frames import ErrorFrame, ReadyFrame
+from im_schema.frames import ErrorFrame, MessageFrame, NoticeFrame, ReadyFrame, ResyncFrame
 from im_schema.limits import (
     CLOSE_AUTH_FAILED,
     CLOSE_AUTH_TIMEOUT,
@@ -42,6 +43,8 @@ from ..errors import (
 )
 
 __all__ = [
+    "EARLY_FRAMES",
+    "EARLY_FRAMES_MAX",
     "GOING_AWAY_SPREAD",
     "REFRESH",
     "RESYNC_SPACING",
@@ -54,6 +57,14 @@ __all__ = [
     "classify_close",
     "reconnect_delay",
 ]
+
+EARLY_FRAMES = (MessageFrame, ResyncFrame, NoticeFrame)
+"""Frames skipped while waiting for ``ready`` (a gateway of an earlier version pushed what came for the
+device while it registered it): what they carried was committed before ``ready``, so the catch-up that
+follows ``ready`` finds it."""
+
+EARLY_FRAMES_MAX = 256
+"""The most frames read while waiting for ``ready``."""
 
 GOING_AWAY_SPREAD = 2.0
 """Clients of a draining node come back spread over this many seconds."""

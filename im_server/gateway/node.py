@@ -115,6 +115,10 @@ class GatewayNode:
         self.connections: dict[Key, ServerConnection] = {}
         self._sessions: dict[Key, str] = {}
         """The device session (token claim ``s``) of each connection in :attr:`connections`."""
+        self._unready: set[ServerConnection] = set()
+        """Connections in :attr:`connections` not told ``ready`` yet: nothing is pushed to them. A client
+        reads ``ready`` (or an error) first; the catch-up it runs after ``ready`` fetches whatever a push
+        skipped here carried (it was committed before)."""
         self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The token each connection authenticated with: forwarded with its sends and events, the API
         takes the sender from it (NATS credentials alone cannot send as anybody)."""
@@ -350,7 +354,7 @@ class GatewayNode:
 
     def resync_all(self, reason: str) -> None:
         """Send every connected client a ``resync`` frame."""
-        targets = list(self.connections.values())
+        targets = [connection for connection in self.connections.values() if connection not in self._unready]
         if targets:
             frame = ResyncFrame(reason=reason).model_dump_json().encode()
             self._too_slow_close(fan_out(targets, frame, self.settings.gateway_outbound_budget))
@@ -570,12 +574,14 @@ class GatewayNode:
         # and one applied earlier was refused by the session.
         self.connections[key] = connection
         self._sessions[key] = outcome.session_id
+        self._unready.add(connection)
         if previous is not None:
             self._spawn(previous.close(CLOSE_REPLACED, "the same device connected again"))
         try:
             revision = await self.bus.routes.put(route_key(*key), self.node_id.encode())
         except Exception as exc:
             log.warning("gateway %s: cannot register route %s: %s", self.node_id, key, exc)
+            self._unready.discard(connection)
             if self.connections.get(key) is connection:
                 del self.connections[key]
                 self._sessions.pop(key, None)
@@ -588,6 +594,7 @@ class GatewayNode:
             await connection.send(outcome.ready, text=True)
         except ConnectionClosed:
             return True  # the finally clause of the caller unregisters
+        self._unready.discard(connection)
         if not confirmed:
             self._spawn(self._confirm_route(key, connection, revision))
         self._ephemeral(connection, online=True)
@@ -608,6 +615,7 @@ class GatewayNode:
             self._frames_out.inc()
 
     async def _unregister(self, key: Key, connection: ServerConnection) -> None:
+        self._unready.discard(connection)
         if self.connections.get(key) is not connection:
             return  # replaced by a newer connection of the same device, which owns the route now
         del self.connections[key]
@@ -709,10 +717,13 @@ class GatewayNode:
             log.warning("gateway %s: bad delivery envelope: %s", self.node_id, exc)
             return
         connections = self.connections
+        unready = self._unready
         budget = self.settings.gateway_outbound_budget
         if len(items) == 1:
             frame, recipients = items[0]
             targets = [connection for key in recipients if (connection := connections.get(key)) is not None]
+            if unready:
+                targets = [connection for connection in targets if connection not in unready]
             if targets:
                 self._too_slow_close(fan_out(targets, frame, budget))
                 self._delivered.inc(len(targets))
@@ -729,7 +740,7 @@ class GatewayNode:
             count = 0
             for key in recipients:
                 connection = connections.get(key)
-                if connection is None:
+                if connection is None or connection in unready:
                     continue
                 if encoded is None:
                     encoded = text_frame(frame)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from im_schema.limits import CLOSE_TOO_SLOW
 from im_sdk import AsyncClient
@@ -596,3 +598,54 @@ async def test_a_device_told_ready_before_every_api_node_routed_to_it_resyncs_on
         api._answer_barrier = answer_barrier  # type: ignore[method-assign]
         if device is not None:
             await device.close()
+
+
+async def test_nothing_reaches_a_device_before_ready_and_its_catch_up_finds_what_was_held_back(make_cluster):
+    # Between registering a device's route and telling it ``ready`` (while the route barrier waits for
+    # the API nodes), a message for it reaches the gateway. A client reads ``ready`` first (the SDK takes
+    # anything else for a failed handshake and reconnects), so the push is not written; the catch-up the
+    # client runs after ``ready`` finds the message.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    answer_barrier = api._answer_barrier
+    release = asyncio.Event()
+    test_loop = asyncio.get_running_loop()
+
+    async def late(msg: Any) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await answer_barrier(msg)
+
+    alice, bob, carol = await cluster.user("alice"), await cluster.user("bob"), await cluster.user("carol")
+    witness = Inbox(carol)
+    token = bob._state.access_token
+    assert token is not None
+    ws: Any = None
+    try:
+        await alice.send_text(_uid(carol), "carol is here")
+        await witness.until_text("carol is here")
+        api._answer_barrier = late  # type: ignore[method-assign]
+        ws = await websockets.connect(cluster.gateways[0].url, max_size=None, compression=None)
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        await cluster.until(lambda: api.mirror.routes.devices(_uid(bob)).get("dev1") is not None)
+        await alice.send_text(_uid(bob), "before ready")
+        # Pushes leave the API in commit order on the gateway's subject: once carol has the next one, the
+        # gateway has handled bob's.
+        await alice.send_text(_uid(carol), "after it")
+        await witness.until_text("after it")
+        release.set()
+        first = json.loads(await ws.recv())
+        assert first["type"] == "ready", first
+        await ws.send(json.dumps({"type": "sync", "id": "s1", "recent": 20}))
+        async with asyncio.timeout(10):
+            while (frame := json.loads(await ws.recv())).get("id") != "s1":
+                pass
+        texts = [m["content"]["text"] for c in frame["page"]["conversations"] for m in c["recent"]]
+        assert texts == ["before ready"]
+    finally:
+        release.set()
+        api._answer_barrier = answer_barrier  # type: ignore[method-assign]
+        if ws is not None:
+            await ws.close()
+        await witness.close()
+        for client in (alice, bob, carol):
+            await client.aclose()
