@@ -482,9 +482,10 @@ class GatewayNode:
             "heartbeat": beat_age is not None and beat_age < self.settings.node_ttl,
             "accepting": not (self._stopping or self.draining),
         }
-        status = http.HTTPStatus.OK if all(checks.values()) else http.HTTPStatus.SERVICE_UNAVAILABLE
+        healthy = all(checks.values())
+        status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = {
-            "status": status.phrase,  # "OK" or "Service Unavailable", as before
+            "status": "ok" if healthy else "degraded",  # as an API node's /healthz says
             "node_id": self.node_id,
             "connections": len(self.connections),
             "checks": checks,
