@@ -537,12 +537,9 @@ class GatewayNode:
                         self._flood_closes.inc()
                         await connection.close(CLOSE_FLOODING, "too many frames; slow down")
                         break
-                    slow_down = ErrorFrame(
-                        code=ErrorCode.RATE_LIMITED, message="too many frames; slow down", retry_after=round(wait, 3)
-                    )
                     self._errors.labels(ErrorCode.RATE_LIMITED.value).inc()
                     frames_out.inc()
-                    await connection.send(slow_down.model_dump_json(exclude_none=True), text=True)
+                    await connection.send(session.slow_down(data, max(0.001, round(wait, 3))), text=True)
                     continue
                 refused = 0
                 action = session.receive(data)
