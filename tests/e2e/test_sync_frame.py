@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import httpx
 import pytest
@@ -325,6 +326,48 @@ async def test_the_sdk_sends_a_sync_refused_for_the_frame_rate_again_after_the_h
         await alice.send_text(bob.session.user.id, "after")
         assert (await inbox.next(timeout=30)).text == "after"
         assert gateway.metrics.value("im_gateway_syncs_total") >= 2  # the retried sync, answered
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def _until_past(moment: float) -> None:
+    """Wait until the wall clock passes ``moment`` (tokens expire by it; nothing else to wait on)."""
+    async with asyncio.timeout(max(0.0, moment - time.time()) + 10):
+        while time.time() <= moment:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_sync_refused_for_a_token_past_its_grace_refreshes_it_and_carries_on(make_cluster, inboxes):
+    # The API takes a forwarded token until refresh_token_ttl after it expired. A connection older than
+    # that syncs as "unauthorized"; the SDK refreshes (its refresh token was renewed meanwhile) and
+    # reconnects with the new token instead of ending its event stream.
+    cluster = make_cluster(gateways=1, access_token_ttl=2, refresh_token_ttl=6)
+    gateway = cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    try:
+        first = bob.session.access_token
+        claims = gateway._tokens.verify(first, now=0)
+        inbox = inboxes(bob)
+        await alice.send_text(bob.session.user.id, "before")
+        assert (await inbox.next()).text == "before"
+        await _until_past(claims.expires_at + 2.5)
+        for client in (alice, bob):  # as any HTTP call after the expiry would: a new refresh token, valid longer
+            await client.refresh()
+        await _until_past(claims.expires_at + 6)
+        assert cluster.api.node.forwarded.verify(first) is None  # the connection's token is past its grace
+
+        async def resync() -> None:
+            gateway.resync_all("test")
+
+        api = cluster.api.node.metrics
+        refused = api.value("im_errors_total", code="unauthorized")
+        await cluster.loop.call(resync())
+        await cluster.until(lambda: api.value("im_errors_total", code="unauthorized") > refused)
+        await alice.send_text(bob.session.user.id, "after")
+        assert (await inbox.next(timeout=20)).text == "after"
+        assert inbox.error is None
+        assert bob.session.access_token != first
     finally:
         await alice.aclose()
         await bob.aclose()
