@@ -796,6 +796,8 @@ class _ApiRequests:
                 return None
             link = self._link
             if not node.bus.nc.is_connected:
+                if node._stopping:
+                    return None  # the link would not be back before the node is gone
                 # Nothing would answer before the link is back: wait for it rather than for a timeout.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
