@@ -7,10 +7,12 @@ killed process stays dead), connects ``--clients`` devices spread over ``--procs
 ``sync`` frame on the connection: see ``--catch-up``), then injects, in turn:
 
 - ``gateway-kill``: SIGKILL of gateway gw-1, then one message to every device, gw-1's devices first.
-  Reports when gw-1 stopped being assigned and when its routes were removed, and for its devices the
-  time to reconnect and to be caught up: reconnected, and the message seen if it was committed before
-  the device reconnected (else its delivery since commit is reported apart, as live delivery),
-  p50/p99/max.
+  Reports when gw-1 stopped being assigned and when its routes were gone (moved by its devices
+  reconnecting elsewhere, or removed by the reaper; watched on a sample of its devices through the
+  admin API), and for its devices the time to reconnect and to be caught up: reconnected, the catch-up
+  after ``ready`` done, and the message seen if it was committed before the device reconnected (else
+  its delivery since commit is reported apart, as live delivery), p50/p99/max. Devices reconnect as
+  the SDK does: to the next gateway of their assignment, without asking ``GET /v1/gateway`` again.
 - ``nats-outage``: SIGKILL of nats-server; one message to every device over HTTP while it is down (the
   API stores them); nats-server started again after ``--outage`` seconds on the same port and store;
   no new traffic. Reports how long after NATS returned each message reached its connected device.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import faulthandler
 import json
@@ -100,7 +103,17 @@ class Device:
         self.catch_up_requests = 0
         self.closes: list[tuple[float, int | None]] = []
         self.readies: list[tuple[float, str]] = []
+        self.attempts: list[float] = []
+        """When each connection attempt began (after the backoff delay and the assignment, if any)."""
+        self.opened: list[float] = []
+        """When each WebSocket handshake ended."""
+        self.caught_up_at: list[float] = []
+        self.failures: list[tuple[float, str]] = []
+        """Connection attempts that failed or connections that ended: when, and why."""
+        """When each catch-up after ``ready`` ended."""
         self.gateway = ""
+        self.direct_reconnects = 0
+        """Reconnects to an alternate of the last assignment, without asking ``GET /v1/gateway``."""
         self.stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._again = False
@@ -126,30 +139,44 @@ class Device:
         delays = Backoff().delays()
         assert Device.requests is not None
         lost: str | None = None
+        alternates: list[dict[str, str]] = []
         while not self.stopping:
             try:
-                async with Device.requests:
-                    # As the SDK does: the gateway just lost is named, so that another one is assigned.
-                    params = {"avoid": lost} if lost is not None else None
-                    answer = await http.get("/v1/gateway", headers=headers, params=params)
-                assignment = answer.raise_for_status().json()
-                self.gateway, lost = assignment["url"], assignment["node_id"]
+                # As the SDK does (im_sdk.realtime.policy.Gateways): after losing a working connection, the
+                # next alternate of the last assignment; else ask, naming the gateway just lost.
+                while alternates and alternates[0]["node_id"] == lost:
+                    alternates.pop(0)
+                if alternates:
+                    gateway = alternates.pop(0)
+                    self.direct_reconnects += 1
+                else:
+                    async with Device.requests:
+                        params = {"avoid": lost} if lost is not None else None
+                        answer = await http.get("/v1/gateway", headers=headers, params=params)
+                    gateway = answer.raise_for_status().json()
+                    alternates = list(gateway.get("alternates", []))
+                self.gateway, lost = gateway["url"], gateway["node_id"]
+                held, alternates = alternates, []  # given back once this connection works
+                self.attempts.append(time.time())
                 async with websockets.connect(self.gateway, compression=None, max_queue=None, open_timeout=5) as ws:
+                    self.opened.append(time.time())
                     await ws.send(orjson.dumps({"type": "auth", "token": self.token}).decode())
                     ready = orjson.loads(await ws.recv())
                     if ready["type"] != "ready":
                         raise ConnectionError(str(ready))
+                    alternates = held
                     self.readies.append((time.time(), self.gateway))
                     delays = Backoff().delays()
                     self._ws = ws
                     reader = asyncio.create_task(self._read(ws, http))
                     await self.catch_up(http)
+                    self.caught_up_at.append(time.time())
                     # Connected and caught up: a fault injected from now on finds the device at rest.
                     connected.set()
                     await reader
                     self.closes.append((time.time(), ws.close_code))
-            except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError):
-                pass
+            except (OSError, httpx.HTTPError, websockets.WebSocketException, ConnectionError, TimeoutError) as exc:
+                self.failures.append((time.time(), f"{type(exc).__name__}: {str(exc)[:80]}"))
             if not self.stopping:
                 await asyncio.sleep(next(delays))
 
@@ -380,6 +407,11 @@ async def client_worker(url: str, index: int, count: int, peer: int, run: str) -
                     "catch_up_errors": device.catch_up_errors,
                     "catch_up_requests": device.catch_up_requests,
                     "readies": device.readies,
+                    "caught_up_at": device.caught_up_at,
+                    "attempts": device.attempts,
+                    "failures": device.failures,
+                    "opened": device.opened,
+                    "direct_reconnects": device.direct_reconnects,
                     "closes": device.closes,
                 }
             )
@@ -446,6 +478,21 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def _worker(arguments: list[str]) -> subprocess.Popen[str]:
     command = [sys.executable, __file__, "--worker", *arguments]
     return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+ROUTE_SAMPLE = 20
+"""Devices of the killed gateway whose routes are watched."""
+
+
+async def _admin(http: httpx.AsyncClient, api_env: dict[str, str], data_dir: Path, name: str) -> dict[str, str]:
+    """Headers of a cluster admin, made as an operator makes the first one (``im server create-admin``)."""
+    command = [sys.executable, "-c", "from im_cli.main import app; app()", "server", "create-admin", name]
+    command += ["--data-dir", str(data_dir), "--password-stdin"]
+    if "IM_DB_URL" in api_env:
+        command += ["--db", api_env["IM_DB_URL"]]
+    await asyncio.to_thread(subprocess.run, command, input=PASSWORD + "\n", text=True, check=True, capture_output=True)
+    answer = await http.post("/v1/auth/login", json={"username": name, "password": PASSWORD, "device": "bench"})
+    return {"Authorization": f"Bearer {answer.raise_for_status().json()['access_token']}"}
 
 
 async def poll_until(predicate: Any, timeout: float, interval: float = 0.02) -> float | None:
@@ -563,6 +610,7 @@ async def coordinate(args: argparse.Namespace) -> None:
                     "/v1/auth/login", json={"username": sender_name, "password": PASSWORD, "device": "bench"}
                 )
             ).json()
+            admin_headers = await _admin(http, api_env, data_dir, f"f{run}admin")
         sender = Sender([cluster.api_url], session["access_token"])
         peer = session["user"]["id"]
         per = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
@@ -598,17 +646,18 @@ async def coordinate(args: argparse.Namespace) -> None:
                 health = (await http.get(f"{cluster.api_url}/healthz")).json()
                 return "gw-1" not in health["gateways"]
 
+        # gw-1's routes are gone once none of its devices is routed there: moved by the device reconnecting
+        # elsewhere, or removed by the reaper. Judged on a sample (each poll is a request per device).
+        sample = on_gw1[:: max(1, len(on_gw1) // ROUTE_SAMPLE)][:ROUTE_SAMPLE]
+
         async def reaped() -> bool:
-            async with httpx.AsyncClient(timeout=10) as http:
-                headers = {"Authorization": f"Bearer {metrics_token}"}
-                metrics = (await http.get(f"{cluster.api_url}/metrics", headers=headers)).text
-                return any(
-                    line.startswith("im_dead_node_routes_reaped_total ") and float(line.split()[1]) > 0
-                    for line in metrics.splitlines()
-                )
+            async with httpx.AsyncClient(base_url=cluster.api_url, headers=admin_headers, timeout=10) as http:
+                answers = await asyncio.gather(*(http.get(f"/v1/admin/cluster/routes/{uid}") for uid in sample))
+                routes = [route for answer in answers for route in answer.raise_for_status().json()["routes"]]
+                return not any(route["node_id"] == "gw-1" for route in routes)
 
         unassigned_task = asyncio.create_task(poll_until(unassigned, 30))
-        reaped_task = asyncio.create_task(poll_until(reaped, 30))
+        reaped_task = asyncio.create_task(poll_until(reaped, 30, interval=0.2))
         await sender.to_all(on_gw1, "gk")
         results["gk_gw1_sends_s"] = time.time() - killed
         await sender.to_all(gk_order[len(on_gw1) :], "gk")
@@ -688,7 +737,11 @@ def summarize(
     killed = results["gateway_kill_at"]
     gw1_users = set(results["gw1_users"])
     reconnect: list[float] = []
-    caught_up: list[float] = []  # reconnected, and every message committed before that seen
+    caught_up: list[float] = []  # reconnected, its catch-up done, and every message committed before that seen
+    steps: dict[str, list[float]] = {"until the attempt": [], "handshake": [], "auth -> ready": []}
+    tries: collections.Counter[int] = collections.Counter()  # attempts it took to come back: devices
+    failed: collections.Counter[str] = collections.Counter()  # why attempts failed: how often
+    missed: list[float] = []  # of the devices whose message was committed before they reconnected: seen
     live: list[float] = []  # messages committed after their device reconnected: seen since commit
     never = 0
     old_caught_up: list[float] = []
@@ -705,11 +758,22 @@ def summarize(
             continue
         back_at = after[0]
         reconnect.append(back_at - killed)
-        if committed is None or seen is None:
-            continue  # counted as lost below
+        # The way back, in steps: the wait before the successful attempt, its handshake, auth -> ready.
+        attempt = max(at for at in report["attempts"] if at <= back_at)
+        opened = max(at for at in report["opened"] if at <= back_at)
+        steps["until the attempt"].append(attempt - killed)
+        steps["handshake"].append(opened - attempt)
+        steps["auth -> ready"].append(back_at - opened)
+        tries[sum(1 for at in report["attempts"] if killed <= at <= back_at)] += 1
+        failed.update(why for at, why in report["failures"] if killed <= at <= back_at)
+        done = min((at for at in report["caught_up_at"] if at >= back_at), default=None)
+        if committed is None or seen is None or done is None:
+            continue  # counted as lost below, or its catch-up never ended
         if committed <= back_at:
-            caught_up.append(max(back_at, seen) - killed)
+            missed.append(max(back_at, seen) - killed)
+            caught_up.append(max(done, seen) - killed)
         else:
+            caught_up.append(done - killed)  # nothing was missing when it came back
             live.append(seen - committed)
     back = results["nats_back_at"]
     outage = [
@@ -733,15 +797,22 @@ def summarize(
     print(f"clients {len(reports)}  processes {args.procs}  gateways {args.gateways}")
     print(
         f"gateway kill: gw-1 unassigned after {results['unassigned_after']:.2f}s, "
-        f"its routes removed after {results['reaped_after']:.2f}s"
+        f"its routes gone after {results['reaped_after']:.2f}s (moved by reconnects or reaped)"
     )
     print(f"  {len(reconnect)} of {len(gw1_users)} devices of gw-1 reconnected, since the kill: {stats(reconnect)}")
+    print("  ... " + ", ".join(f"{name}: {stats(values)}" for name, values in steps.items()))
+    print("  ... attempts it took: " + ", ".join(f"{n}: {count} devices" for n, count in sorted(tries.items())))
+    for why, count in failed.most_common(5):
+        print(f"  ... {count} x {why}")
+    direct = sum(report.get("direct_reconnects", 0) for report in reports)
+    print(f"  reconnects to the next gateway of the assignment, without asking GET /v1/gateway: {direct}")
     if never:
         print(f"  {never} devices of gw-1 never reconnected")
     print(
-        f"  caught up (reconnected, and its message committed before then seen), since the kill: {stats(caught_up)}"
-        f"  [{len(caught_up)} devices]"
+        "  caught up (reconnected, its catch-up done, and its message seen if committed before it reconnected), "
+        f"since the kill: {stats(caught_up)}  [{len(caught_up)} devices]"
     )
+    print(f"  ... those whose message was committed before they reconnected: {stats(missed)}  [{len(missed)}]")
     print(f"  messages committed after their device reconnected, seen since commit: {stats(live)}  [{len(live)}]")
     print(
         f"  ... sending gw-1's {len(gw1_users)} messages (first, HTTP, 64 at a time) took "

@@ -101,6 +101,8 @@ def validation_message(exc: ValidationError) -> str:
     if kind == "string_too_short":
         least = context.get("min_length", 1)
         return f"{what} is empty" if least == 1 else f"{what} needs at least {least} characters"
+    if kind == "string_blank":
+        return f"{what} is blank (only whitespace or invisible characters)"
     if kind == "string_too_long":
         return f"{what} is too long (at most {context.get('max_length')} characters)"
     if kind == "string_pattern_mismatch":

@@ -34,6 +34,7 @@ from .content import (
     UnknownContent,
     VideoContent,
     VoiceContent,
+    is_blank,
 )
 from .errors import HTTP_STATUS, ErrorBody, ErrorCode, ErrorEnvelope, http_status
 from .files import FileLimits, Upload
@@ -126,6 +127,7 @@ __all__ = [
     "group_conversation",
     "group_of",
     "http_status",
+    "is_blank",
     "is_conversation_id",
     "server_frames",
 ]

@@ -8,10 +8,16 @@ What a client sends for a media message (:data:`OutgoingContent`) is only the bl
 person chooses (a caption, a file name, a video's poster); the server fills in everything it reads from
 the bytes (type, size, dimensions, duration, thumbnail). Clients never declare those, so they cannot lie
 about them.
+
+What people send is never blank (:func:`is_blank`): a text, a caption, an edit or the beginning of a stream
+made only of whitespace and invisible characters is refused (``400 bad_request``), and any other text is
+stored exactly as sent. The models of stored messages (:data:`Content`) do not apply the rule, so that a
+blank text stored by an earlier version still reads.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
@@ -27,7 +33,7 @@ from pydantic import (
     Tag,
 )
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from ._tagged import UNKNOWN, tags_of
 from .buttons import MAX_BUTTONS, Button, unique_buttons
@@ -51,8 +57,49 @@ FileName = Annotated[str, StringConstraints(min_length=1, max_length=255), Befor
 """A file name as a person gave it; NUL characters are dropped here, and servers keep the last path
 component and drop the other control characters."""
 
-Caption = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
-"""Text shown with a media message; servers apply their text length limit."""
+_BLANK = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f"
+    r"\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    r"\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+    r"\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+    r"\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]*"
+)
+"""Texts that draw nothing. Their characters: whitespace (U+00A0, U+3000 and every other Unicode space),
+controls; the format characters (zero-width space and joiners, U+FEFF, bidi marks, tags...) but the
+prepended concatenation marks (U+0600, U+06DD..., which draw a sign); the letters and marks that draw
+nothing (U+034F, the Hangul fillers, the Khmer inherent vowels, the blank Braille pattern); and the variation
+selectors. A test checks the list against the Unicode database. One regular expression, so that a hostile
+text of 16,000 of them costs microseconds."""
+
+
+def is_blank(text: str) -> bool:
+    """Tell whether ``text`` would show nothing: it has only whitespace (U+3000 and U+00A0 included),
+    controls, format characters (zero-width space, U+FEFF...) and other characters that draw nothing.
+
+    The empty text is blank. Clients may call this before sending; the schema refuses a blank text,
+    caption, edit or stream beginning with ``400 bad_request``.
+    """
+    return _BLANK.fullmatch(text) is not None
+
+
+def refuse_blank(text: str) -> str:
+    """The validator of every text a person sends: refuses a blank one (see :func:`is_blank`), keeps the
+    others exactly as sent (nothing is stripped)."""
+    if is_blank(text):
+        raise PydanticCustomError(
+            "string_blank", "String should not be blank (only whitespace or invisible characters)"
+        )
+    return text
+
+
+SentText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT), AfterValidator(refuse_blank)
+]
+"""A text a person sends (a message, an edit, a stream's beginning): 1 to ``MAX_TEXT_LEN`` characters, not
+blank; servers apply their text length limit."""
+
+Caption = SentText
+"""Text shown with a media message; as a text, it is never blank."""
 
 __all__ = [
     "MEDIA_KINDS",
@@ -72,12 +119,15 @@ __all__ = [
     "OutgoingVoice",
     "Preview",
     "RecalledContent",
+    "SentText",
     "SystemContent",
     "SystemEvent",
     "TextContent",
     "UnknownContent",
     "VideoContent",
     "VoiceContent",
+    "is_blank",
+    "refuse_blank",
 ]
 
 
@@ -97,7 +147,11 @@ _CONTENT = ConfigDict(frozen=True, json_schema_extra=_kind_required)
 
 
 class TextContent(BaseModel):
-    """Plain text."""
+    """Plain text.
+
+    A text sent must not be blank (only whitespace and characters that draw nothing, such as U+200B or
+    U+FEFF: ``400 bad_request``); a text read is taken as stored.
+    """
 
     model_config = _CONTENT
 
@@ -339,7 +393,18 @@ To add a kind: declare its model, add a tagged branch here (before ``unknown``),
 _KINDS = tags_of(Content)
 _KNOWN_KINDS = frozenset(_KINDS)
 
+
+def _text_shows_something(content: TextContent) -> TextContent:
+    refuse_blank(content.text)
+    return content
+
+
 OutgoingContent = Annotated[
-    TextContent | OutgoingImage | OutgoingFile | OutgoingVoice | OutgoingVideo, Field(discriminator="kind")
+    Annotated[TextContent, AfterValidator(_text_shows_something)]
+    | OutgoingImage
+    | OutgoingFile
+    | OutgoingVoice
+    | OutgoingVideo,
+    Field(discriminator="kind"),
 ]
-"""What a client may send."""
+"""What a client may send: a text is never blank, nor a caption (see :func:`is_blank`)."""

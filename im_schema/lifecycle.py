@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
-
-from .ids import STORABLE_TEXT, ConversationId, Seq, UserId, UserRef
-from .limits import MAX_TEXT_LEN
+from .content import SentText
+from .ids import ConversationId, Seq, UserId, UserRef
 from .models import Message, Timestamp
 from .rest import Endpoint, Ok, Request
 
@@ -58,13 +56,14 @@ class RecallRequest(Request[Message]):
 
 class EditRequest(Request[Message]):
     """Change the text of my message within the edit window; a ``message_edited`` system message tells
-    everyone, and the message shows ``edited_at``."""
+    everyone, and the message shows ``edited_at``. A blank text is refused, as in a send."""
 
     endpoint = Endpoint("PATCH", "/v1/conversations/{conversation}/messages/{seq}", Message)
 
     conversation: ConversationId
     seq: Seq
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
+    text: SentText
+    """The new text: not blank, as a message's (see :func:`~im_schema.content.is_blank`)."""
 
 
 class ReceiptsRequest(Request[Receipts]):

@@ -17,6 +17,7 @@ __all__ = [
     "CLOSE_TOO_SLOW",
     "HISTORY_PAGE_MAX",
     "MAX_DISPLAY_NAME_LEN",
+    "MAX_GATEWAY_ALTERNATES",
     "MAX_PASSWORD_LEN",
     "MAX_TEXT_LEN",
     "MIN_PASSWORD_LEN",
@@ -37,6 +38,9 @@ MAX_TEXT_LEN = 16_000
 MIN_PASSWORD_LEN = 8
 MAX_PASSWORD_LEN = 1024
 MAX_DISPLAY_NAME_LEN = 64
+
+MAX_GATEWAY_ALTERNATES = 16
+"""The most alternate gateways one assignment names (``GET /v1/gateway``)."""
 
 HISTORY_PAGE_MAX = 1000
 """The most messages one history request returns."""

@@ -21,7 +21,14 @@ from pydantic.config import JsonDict
 
 from .content import OutgoingContent
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, DeviceId, Seq, UserId, Username, UserRef
-from .limits import HISTORY_PAGE_MAX, MAX_DISPLAY_NAME_LEN, MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, RECENT_MAX
+from .limits import (
+    HISTORY_PAGE_MAX,
+    MAX_DISPLAY_NAME_LEN,
+    MAX_GATEWAY_ALTERNATES,
+    MAX_PASSWORD_LEN,
+    MIN_PASSWORD_LEN,
+    RECENT_MAX,
+)
 from .models import ConversationSummary, Message, ReadState, User
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "ConversationsRequest",
     "Cursor",
     "Endpoint",
+    "GatewayAddress",
     "GatewayAssignment",
     "GatewayRequest",
     "GetUserRequest",
@@ -146,11 +154,22 @@ class MessagePage(BaseModel):
     """The conversation's newest seq when the page was read."""
 
 
-class GatewayAssignment(BaseModel):
-    """The gateway node a device should connect to."""
+class GatewayAddress(BaseModel):
+    """A gateway node and the WebSocket URL to reach it."""
 
     node_id: str
     url: str
+
+
+class GatewayAssignment(GatewayAddress):
+    """The gateway node a device should connect to, and where to go if it is lost."""
+
+    alternates: Annotated[list[GatewayAddress], Field(max_length=MAX_GATEWAY_ALTERNATES)] = []
+    """The other live gateways, best first for this device (the order the cluster would assign them in
+    if ``node_id`` went away). A client that loses its gateway reconnects to the first alternate it has
+    not lost yet without asking the API again: when a gateway dies, its clients all come back at once,
+    and the API nodes are then the busiest part of the cluster. A client asks again once it has tried
+    them all. Empty from servers that predate it."""
 
 
 # Requests -----------------------------------------------------------------------------------------
@@ -219,7 +238,11 @@ _ONE_TARGET: JsonDict = {
 
 
 class SendMessageRequest(Request[Message]):
-    """Send a message to a user (``to``) or into a conversation (``conversation``)."""
+    """Send a message to a user (``to``) or into a conversation (``conversation``).
+
+    A text, or a caption, made only of whitespace and characters that draw nothing (U+200B, U+FEFF, U+3164...)
+    is refused (``400 bad_request``); any other is stored exactly as sent.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
 

@@ -19,6 +19,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ._tolerant import Tolerant, UnknownValue
+from .content import SentText
 from .ids import STORABLE_TEXT, ClientMsgId, ConversationId, Seq, UserId, Username
 from .limits import MAX_TEXT_LEN
 from .models import Message, _StreamState
@@ -56,8 +57,9 @@ class OpenStreamRequest(Request[Message]):
     """Open a streaming text message to a user (``to``) or in a conversation (``conversation``).
 
     It is stored at once, with its seq, and delivered like any message (``stream`` is ``"open"``). The same
-    rules as ``POST /v1/messages`` apply, and the same ``client_msg_id`` returns the stored message (which may
-    be finished by then) instead of opening a second one.
+    rules as ``POST /v1/messages`` apply (the text to begin with is not blank), and the same
+    ``client_msg_id`` returns the stored message (which may be finished by then) instead of opening a
+    second one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_ONE_TARGET)
@@ -67,8 +69,8 @@ class OpenStreamRequest(Request[Message]):
     to: UserId | Username | None = None
     conversation: ConversationId | None = None
     client_msg_id: ClientMsgId
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN, pattern=STORABLE_TEXT)]
-    """The text to begin with (at least one character)."""
+    text: SentText
+    """The text to begin with: not blank, as a message's (see :func:`~im_schema.content.is_blank`)."""
     reply_to: Seq | None = None
     mentions: Annotated[list[UserId], Field(max_length=100)] = Field(default_factory=list)
     mention_all: bool = False

@@ -22,7 +22,7 @@ from im_schema.buttons import Button
 from im_schema.files import FileLimits, Upload
 from im_schema.models import ConversationSummary, Message, ReadState, User
 from im_schema.presses import BotCommand, Press
-from im_schema.rest import GatewayAssignment, Me, MessagePage, Session
+from im_schema.rest import GatewayAddress, GatewayAssignment, Me, MessagePage, Session
 
 from ._async_client import AsyncClient
 from ._streams import AsyncMessageStream
@@ -91,6 +91,7 @@ __all__ = [
     "Event",
     "FileLimits",
     "ForbiddenError",
+    "GatewayAddress",
     "GatewayAssignment",
     "IMError",
     "InternalServerError",

@@ -80,14 +80,23 @@ from im_schema.streams import AppendStreamRequest, FinishStreamRequest, OpenStre
 from ._async_io import ClientConnection, Lock, Reply, chunks, open_gateway, receive, sleep, to_thread, wait_closed
 from ._base import error_from, is_idempotent, new_client_msg_id, parse, prepare, send_text_request, tls_context
 from ._devices import AsyncDevices
-from ._files import CHUNK_SIZE, DownloadPlan, Progress, Source, media_request, open_source, transfer_timeout
+from ._files import (
+    CHUNK_SIZE,
+    DownloadPlan,
+    Progress,
+    Source,
+    check_caption,
+    media_request,
+    open_source,
+    transfer_timeout,
+)
 from ._people import AsyncFriends, AsyncGroups
 from ._session import SessionState
 from ._streams import AsyncMessageStream
 from .errors import APIError, AuthenticationError, IMError, ProtocolError, TokenExpiredError, TransportError
 from .events import Event, MessageEvent, UnknownEvent, to_event
 from .realtime.backoff import Backoff
-from .realtime.policy import RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
+from .realtime.policy import Gateways, RefreshToken, ResyncSchedule, auth_answer, classify_close, reconnect_delay
 from .realtime.protocol import AskOverHttp, Deliver, Fetch, SendAgain, StartFrom, SyncEngine, SyncRequests
 from .realtime.store import CursorKeeper
 from .retry import Retry
@@ -157,8 +166,8 @@ class AsyncClient:
         )
         self._state = SessionState(access_token, refresh_token, on_session)
         self._backoff = backoff or Backoff()
-        self._lost_gateway: str | None = None
-        """The gateway of the last realtime connection (named to the API when reconnecting)."""
+        self._gateways = Gateways()
+        """Where realtime connections go: the API's assignment, and its alternates after a loss."""
         self._retry = retry or Retry()
         self._resync_after = resync_after
         self._refreshing = Lock()
@@ -556,6 +565,7 @@ class AsyncClient:
     ) -> Message:
         """Upload a file (unless given an :class:`~im_schema.files.Upload`) and send it as ``kind``, or as
         what the server detected; see :meth:`send_file` for the arguments."""
+        check_caption(caption)
         upload = (
             source if isinstance(source, Upload) else await self.upload(source, kind=kind, name=name, progress=progress)
         )
@@ -749,16 +759,21 @@ class AsyncClient:
             await sleep(delay)
 
     async def _connected(self, engine: SyncEngine) -> AsyncGenerator[Message | NoticeFrame | UnknownEvent, None]:
-        # After a lost connection, the gateway it was on is named: a killed gateway is still assigned for
-        # about a second (until the cluster misses its heartbeat), and another one will do.
-        assignment = await self.request(GatewayRequest(avoid=self._lost_gateway))
-        self._lost_gateway = assignment.node_id  # a connection only ever ends by being lost
+        gateway = self._gateways.next()
+        if gateway is None:
+            # After a lost connection, the gateway it was on is named: a killed gateway is still assigned
+            # for about a second (until the cluster misses its heartbeat), and another one will do.
+            gateway = self._gateways.assigned(await self.request(GatewayRequest(avoid=self._gateways.lost)))
+        else:
+            log.info("reconnecting to gateway %s, the next of the last assignment", gateway.node_id)
+        self._gateways.connecting(gateway)
         try:
-            connection = await open_gateway(assignment.url)
+            connection = await open_gateway(gateway.url)
         except InvalidURI as exc:
-            raise ProtocolError(f"bad gateway URL {assignment.url!r}") from exc
+            raise ProtocolError(f"bad gateway URL {gateway.url!r}") from exc
         async with connection:
             ready = await self._authenticate(connection)
+            self._gateways.up()
             # A record that programs read (the CLI shows "connected"): ``record.im_realtime == "up"``.
             log.info("realtime connection up (gateway %s)", ready.node_id, extra={"im_realtime": "up"})
             self._cursors.ready(engine, ready.user_id, ready.device_id)

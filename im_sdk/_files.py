@@ -2,7 +2,8 @@
 
 - :func:`open_source` turns a path, bytes or a file object into something both clients can stream
   (and rewind, to retry an upload).
-- :func:`media_request` builds the message that sends an uploaded blob.
+- :func:`media_request` builds the message that sends an uploaded blob; :func:`check_caption` refuses its
+  caption before the upload.
 - :class:`DownloadPlan` decides how to resume a download into ``<path>.part`` and checks, at the end,
   that the bytes hash to the blob's id (a blob's id is the SHA-256 of its bytes).
 """
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import IO, Any, Union, get_args
 
 import httpx
+from pydantic import ConfigDict, TypeAdapter
 
-from im_schema.content import ImageContent, MediaContent, MediaKind, OutgoingFile, OutgoingMedia
+from im_schema.content import Caption, ImageContent, MediaContent, MediaKind, OutgoingFile, OutgoingMedia
 from im_schema.files import Upload
 from im_schema.ids import is_conversation_id
 from im_schema.models import Message
@@ -34,6 +36,7 @@ __all__ = [
     "Progress",
     "Source",
     "Spool",
+    "check_caption",
     "media_of",
     "media_request",
     "open_source",
@@ -127,6 +130,16 @@ _OUTGOING: dict[str, type[OutgoingMedia]] = {
     model.model_fields["kind"].default: model for model in get_args(OutgoingMedia)
 }
 """The model a client sends for each media kind, read from :data:`~im_schema.content.OutgoingMedia`."""
+
+
+_CAPTION: TypeAdapter[str] = TypeAdapter(Caption, config=ConfigDict(title="caption"))
+
+
+def check_caption(caption: str | None) -> None:
+    """Raise the schema's ``ValidationError`` for a caption it refuses (blank, too long, with NUL): before the
+    upload, which would otherwise be made for a send that cannot succeed."""
+    if caption is not None:
+        _CAPTION.validate_python(caption)
 
 
 def media_request(

@@ -11,7 +11,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from im_schema.content import TextContent
+from im_schema.content import TextContent, is_blank
 from im_schema.models import Message
 
 if TYPE_CHECKING:
@@ -31,11 +31,12 @@ class MessageStream:
             for piece in answer:
                 stream.append(piece)
 
-    The message is opened (stored, with its seq, and shown to the others) at the first non-empty
-    :meth:`append`, or at once if the stream was given a ``text`` to begin with. Appended text is sent at most
+    The message is opened (stored, with its seq, and shown to the others) at the first :meth:`append` that
+    makes the text show something (a message is never blank: leading whitespace waits for it, see
+    :func:`~im_schema.content.is_blank`), or at once by :meth:`open`. Appended text is sent at most
     once per ``interval`` seconds (what arrives in between waits for the next append, or the finish).
     Leaving the block finishes the message; leaving it by an exception marks it abandoned, with the text
-    written so far. A stream never opened (nothing was appended) stores nothing.
+    written so far. A stream never opened (nothing but blanks was appended) stores nothing.
 
     The open carries ``client_msg_id``: opening again with the same id (a restarted bot handling the same
     message) returns the stored message; if that one is closed already, :attr:`done` is true at once and
@@ -75,7 +76,8 @@ class MessageStream:
         return self._text
 
     def open(self, text: str) -> Message:
-        """Open the message with ``text`` now (called by the first :meth:`append` if not called before)."""
+        """Open the message with ``text`` now (called by the first :meth:`append` if not called before);
+        ``text`` must not be blank."""
         if self.message is not None:
             raise RuntimeError("the stream is open already")
         message = self._client.open_stream(
@@ -103,6 +105,9 @@ class MessageStream:
         if self.done or not text:
             return
         if self.message is None:
+            if is_blank(self._text + text):
+                self._text += text  # a language model's first pieces are often a line break or a space
+                return
             self.open(self._text + text)
             return
         self._text += text

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from im_schema.content import MEDIA_KINDS, MediaKind, RecalledContent, SystemContent
+from im_schema.content import MEDIA_KINDS, MediaKind, RecalledContent, SystemContent, is_blank
 from im_schema.models import Message
 from im_sdk import Client, IMError
 from im_sdk._files import DownloadPlan
@@ -159,7 +159,9 @@ def send(
     ],
     text: Annotated[
         str | None,
-        typer.Argument(help="The message (with --file, its caption); read from stdin if omitted or '-'."),
+        typer.Argument(
+            help="The message (with --file, its caption: a blank one is left out); read from stdin if omitted or '-'."
+        ),
     ] = None,
     file: Annotated[
         Path | None,
@@ -182,7 +184,9 @@ def send(
     """Send a text message (`echo hi | im send bob` works too), or a file with --file."""
     context: Context = ctx.obj
     if file is not None:
-        _send_file(context, to, file, kind, None if text == "-" else text, json_output)
+        # An empty or blank caption shows nothing: the file goes without one (the server refuses a blank one).
+        caption = None if text is None or text == "-" or is_blank(text) else text
+        _send_file(context, to, file, kind, caption, json_output)
         return
     if kind is not None:
         fail("--kind goes with --file", ExitCode.USAGE)
@@ -191,8 +195,8 @@ def send(
         fail("--button is ID=LABEL, e.g. --button yes=Yes", ExitCode.USAGE)
     if text is None or text == "-":
         text = sys.stdin.read().rstrip("\n")
-    if not text:
-        fail("nothing to send", ExitCode.USAGE)
+    if is_blank(text):
+        fail("nothing to send" if not text else "nothing to send: the text is blank", ExitCode.USAGE)
     with context.session() as client:
         mentioned = [client.get_user(user_ref(name)).id for name in mention or []]
         target = context.conversation_for(client, to)
@@ -222,7 +226,7 @@ def _send_file(context: Context, to: str, path: Path, kind: str | None, caption:
                     target,
                     path,
                     kind=kind,  # type: ignore[arg-type]  # checked above
-                    caption=caption or None,
+                    caption=caption,
                     progress=progress,
                 )
         except IMError as exc:
@@ -494,6 +498,8 @@ def edit(
 ) -> None:
     """Replace the text of your message (within the edit window)."""
     context: Context = ctx.obj
+    if is_blank(text):
+        fail("the new text is blank (to take a message back, use im recall)", ExitCode.USAGE)
     with context.session() as client:
         conversation = context.conversation_for(client, target)
         client.edit(conversation, seq, text)

@@ -43,7 +43,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, Label, ListItem, ListView, ProgressBar, Static
 
-from im_schema.content import SystemContent, SystemEvent
+from im_schema.content import SystemContent, SystemEvent, is_blank
 from im_schema.events import ButtonPressNotice, FriendRequestNotice, GroupInvitationNotice
 from im_schema.groups import Group, GroupInvitation
 from im_schema.ids import direct_conversation
@@ -880,8 +880,8 @@ class ChatApp(App[None]):
     async def _submitted(self, event: Input.Submitted) -> None:
         text = event.value.strip()
         event.input.value = ""
-        if not text:
-            return
+        if is_blank(text):
+            return  # a blank line is not a message (the server refuses it too)
         if text.startswith("/"):
             await self.run_command(text)
             return
@@ -904,8 +904,11 @@ class ChatApp(App[None]):
             return
         conversation = self.current or ""
         if command in ("/reply", "/edit") and len(args) >= 2 and args[0].lstrip("#").isdigit():
-            rest = line.split(None, 2)[2]
-            if command == "/reply":
+            parts = line.split(None, 2)  # splits at Unicode spaces too, where shlex does not: may hold no text
+            rest = parts[2] if len(parts) == 3 else ""
+            if is_blank(rest):
+                self.say(f"nothing to {command[1:]}: the text is blank", error=True)
+            elif command == "/reply":
                 self.send_text(conversation, rest, int(args[0].lstrip("#")))
             else:
                 self.edit_message(conversation, int(args[0].lstrip("#")), rest)
@@ -916,7 +919,8 @@ class ChatApp(App[None]):
             if size is None:
                 self.say(f"no file {path}", error=True)
             else:
-                self.send_file(conversation, path, size, " ".join(args[1:]) or None)
+                caption = " ".join(args[1:])
+                self.send_file(conversation, path, size, None if is_blank(caption) else caption)
         elif command == "/download" and args and args[0].lstrip("#").isdigit():
             self.download_file(conversation, int(args[0].lstrip("#")), args[1] if len(args) > 1 else None)
         elif command == "/open" and args:

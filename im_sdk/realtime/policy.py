@@ -6,6 +6,8 @@
   followed by a resync ("conversations since" the cursor).
 - The first frame after ``auth`` is judged by :func:`auth_answer`: ``ready``, or refresh the token
   and reconnect (:data:`REFRESH`), or the error to raise.
+- Where to connect is kept by :class:`Gateways`: the API's assignment, then (after a working connection
+  is lost) the assignment's alternates, without asking the API again.
 - When to resync on an open connection is kept by :class:`ResyncSchedule`: when the gateway asks (a
   ``resync`` frame), but at most once per :data:`RESYNC_SPACING` seconds however often it asks (a
   flood of frames costs one pass per interval), and when nothing came for ``resync_after`` seconds.
@@ -28,6 +30,7 @@ from im_schema.limits import (
     CLOSE_SESSION_REVOKED,
     CLOSE_TOO_SLOW,
 )
+from im_schema.rest import GatewayAddress, GatewayAssignment
 
 from ..errors import (
     AuthenticationError,
@@ -42,6 +45,7 @@ __all__ = [
     "GOING_AWAY_SPREAD",
     "REFRESH",
     "RESYNC_SPACING",
+    "Gateways",
     "GoingAway",
     "RefreshToken",
     "ResyncSchedule",
@@ -166,3 +170,48 @@ class ResyncSchedule:
         if self.quiet is not None:
             times.append(self._last_heard + self.quiet)
         return min(times) if times else None
+
+
+class Gateways:
+    """Which gateway the next realtime connection goes to.
+
+    The first connection goes where the API assigns (``GET /v1/gateway``). The assignment also names the
+    other live gateways, best first for this device (:attr:`GatewayAssignment.alternates`). When a
+    connection that was working is lost, the next attempt goes to the first of them not yet tried, without
+    asking the API: when a gateway dies, all its clients come back at once, and an API node answering
+    thousands of assignments is then the slowest part of the way back. An attempt that fails before the
+    gateway said ``ready`` (the list may be stale: that gateway is gone too) drops the alternates, and the
+    attempt after it asks the API, naming the gateway lost (:attr:`lost`) so that another is chosen.
+
+    The shell asks :meth:`next` for a known gateway, else asks the API and reports its answer with
+    :meth:`assigned`; it calls :meth:`connecting` before opening the connection and :meth:`up` once the
+    gateway said ``ready``.
+    """
+
+    def __init__(self) -> None:
+        self.lost: str | None = None
+        """The gateway of the last connection (a connection only ever ends by being lost)."""
+        self._next: list[GatewayAddress] = []
+        self._held: list[GatewayAddress] = []
+
+    def next(self) -> GatewayAddress | None:
+        """The gateway to try now without asking the API, if any."""
+        while self._next:
+            address = self._next.pop(0)
+            if address.node_id != self.lost:
+                return address
+        return None
+
+    def assigned(self, assignment: GatewayAssignment) -> GatewayAddress:
+        """The API's answer: its gateway is tried now, its alternates after losing a working connection."""
+        self._next = list(assignment.alternates)
+        return assignment
+
+    def connecting(self, address: GatewayAddress) -> None:
+        """A connection to ``address`` is being opened: the alternates wait until it works."""
+        self.lost = address.node_id
+        self._held, self._next = self._next, []
+
+    def up(self) -> None:
+        """The gateway said ``ready``: if this connection is lost, the next alternate is tried."""
+        self._next, self._held = self._held, []

@@ -18,7 +18,8 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 
 from im_schema.errors import ErrorCode
 from im_schema.frames import ErrorFrame, SendFrame
-from im_schema.rest import GatewayAssignment
+from im_schema.limits import MAX_GATEWAY_ALTERNATES
+from im_schema.rest import GatewayAddress, GatewayAssignment
 
 from .. import logs
 from ..blobs import open_blob_store
@@ -37,7 +38,7 @@ from ..bus.codec import (
 from ..bus.nats import Bus, RegistryMirror
 from ..bus.permissions import inbox_prefix
 from ..bus.revocations import Revocation
-from ..bus.routes import rendezvous
+from ..bus.routes import ranked
 from ..cluster.access import AccessMirror
 from ..cluster.heartbeat import Heartbeat
 from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
@@ -352,22 +353,28 @@ class ApiNode:
         }
 
     def assign_gateway(self, user_id: int, device_id: str, *, avoid: str | None = None) -> GatewayAssignment:
-        """The live gateway this device should use (rendezvous hashing over live gateways).
+        """The live gateway this device should use (rendezvous hashing over live gateways), and the
+        others in the order it would be given them if the ones before went away.
 
         ``avoid`` (a gateway the device just lost) is left out while another is live: a gateway killed a
         moment ago is still live in the registry until its heartbeat is missed.
         """
         gateways = {
-            info.node_id: info for info in self.mirror.nodes.live("gateway") if info.url and info.state != "draining"
+            info.node_id: info.url
+            for info in self.mirror.nodes.live("gateway")
+            if info.url and info.state != "draining"
         }
         if avoid is not None and avoid in gateways and len(gateways) > 1:
             del gateways[avoid]
-        chosen = rendezvous(f"{user_id}.{device_id}", gateways)
-        if chosen is None:
+        order = ranked(f"{user_id}.{device_id}", gateways)
+        if not order:
             raise Unavailable("no gateway node is up", retry_after=1.0)
-        url = gateways[chosen].url
-        assert url is not None
-        return GatewayAssignment(node_id=chosen, url=url)
+        chosen, *others = order
+        return GatewayAssignment(
+            node_id=chosen,
+            url=gateways[chosen],
+            alternates=[GatewayAddress(node_id=node, url=gateways[node]) for node in others[:MAX_GATEWAY_ALTERNATES]],
+        )
 
     async def _gather_traces(self, conversation: str, seq: int, nodes: list[str]) -> list[NodeTrace]:
         return await gather(self.bus, conversation, seq, nodes)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["NodeInfo", "NodeTable", "RouteTable", "plan_delivery", "rendezvous"]
+__all__ = ["NodeInfo", "NodeTable", "RouteTable", "plan_delivery", "ranked", "rendezvous"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,17 @@ def rendezvous(key: str, candidates: Iterable[str]) -> str | None:
     """Highest-random-weight choice of a candidate for ``key``; stable as candidates come and go."""
     best: tuple[bytes, str] | None = None
     for candidate in candidates:
-        weight = hashlib.blake2b(f"{candidate}\x00{key}".encode(), digest_size=8).digest()
+        weight = _weight(key, candidate)
         if best is None or weight > best[0]:
             best = (weight, candidate)
     return None if best is None else best[1]
+
+
+def ranked(key: str, candidates: Iterable[str]) -> list[str]:
+    """Every candidate, best first for ``key``: the first is :func:`rendezvous`'s choice, and each next one
+    is the choice once all before it are gone."""
+    return sorted(candidates, key=lambda candidate: _weight(key, candidate), reverse=True)
+
+
+def _weight(key: str, candidate: str) -> bytes:
+    return hashlib.blake2b(f"{candidate}\x00{key}".encode(), digest_size=8).digest()

@@ -52,6 +52,19 @@ def _uid(client: AsyncClient) -> int:
     return client.session.user.id
 
 
+class _CountingTransport(httpx.AsyncHTTPTransport):
+    """A real HTTP transport that counts the gateway assignments asked for (``GET /v1/gateway``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assignments = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/gateway":
+            self.assignments += 1
+        return await super().handle_async_request(request)
+
+
 # NATS stopped and started again ---------------------------------------------------------------------
 
 
@@ -318,12 +331,14 @@ async def test_a_killed_gateway_is_unassigned_its_routes_removed_and_its_clients
     process, _ = cluster.spawn_gateway_process("gw-doomed")
     sender = await cluster.user("sender")
     clients: list[AsyncClient] = []
+    transports: list[_CountingTransport] = []
     inboxes: list[Inbox] = []
     try:
         # Enough clients that some are assigned to the doomed node (rendezvous hashing spreads them).
         while sum(1 for c in clients if api.assign_gateway(_uid(c), "dev1").node_id == "gw-doomed") < 3:
             assert len(clients) < 40
-            clients.append(await cluster.user("member"))
+            transports.append(_CountingTransport())
+            clients.append(await cluster.user("member", transport=transports[-1]))
         inboxes = [Inbox(client) for client in clients]
         for client in clients:
             await sender.send_text(_uid(client), "hello")
@@ -331,6 +346,7 @@ async def test_a_killed_gateway_is_unassigned_its_routes_removed_and_its_clients
             await inbox.until_text("hello")
         doomed = [c for c in clients if api.mirror.routes.devices(_uid(c)).get("dev1") == "gw-doomed"]
         assert doomed
+        assignments = [transport.assignments for transport in transports]
 
         killed_at = time.monotonic()
         kill(process)
@@ -352,6 +368,9 @@ async def test_a_killed_gateway_is_unassigned_its_routes_removed_and_its_clients
             seen = await inbox.until_text("after", timeout=30)
             texts = [event.text for event in seen]
             assert texts.count("while away") == 1 and texts.count("after") == 1
+        # The clients of the dead gateway went to the next gateway of their assignment without asking
+        # the API for another (when a gateway dies, its clients all come back at once).
+        assert [transport.assignments for transport in transports] == assignments
         print(f"gateway kill: unassigned after {unassigned_after:.2f}s, routes gone after {routes_gone_after:.2f}s")
     finally:
         for inbox in inboxes:
@@ -596,6 +615,10 @@ async def test_a_device_that_names_the_gateway_it_lost_is_assigned_another(make_
             other = await assign(avoid=first["node_id"])
             assert other["node_id"] != first["node_id"]
             assert other["node_id"] in {node.node_id for node in cluster.gateways}
+            # The assignment names the other gateway too, where the device goes if it loses the first
+            # (without asking again); the gateway avoided is in no list.
+            assert first["alternates"] == [{"node_id": other["node_id"], "url": other["url"]}]
+            assert other["alternates"] == []
             # A name that is not a live gateway changes nothing; hostile names are refused.
             assert await assign(avoid="gw-unknown") == first
             for bad in ("", "../gw-1", "x" * 65, "gw 1"):
@@ -604,7 +627,7 @@ async def test_a_device_that_names_the_gateway_it_lost_is_assigned_another(make_
             # The only gateway left is assigned even to a device that names it.
             cluster.stop_gateway(next(node for node in cluster.gateways if node.node_id == other["node_id"]))
             await cluster.until(lambda: other["node_id"] not in cluster.live_gateways())
-            assert await assign(avoid=first["node_id"]) == first
+            assert await assign(avoid=first["node_id"]) == {**first, "alternates": []}
     finally:
         await client.aclose()
 

@@ -1,4 +1,4 @@
-"""im_sdk.realtime.backoff.Backoff and im_sdk.realtime.policy (what a close means)."""
+"""im_sdk.realtime.backoff.Backoff and im_sdk.realtime.policy (what a close means, where to reconnect)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from im_schema import limits
 from im_schema.frames import ErrorFrame, ReadyFrame
+from im_schema.rest import GatewayAddress, GatewayAssignment
 from im_sdk.errors import (
     APIError,
     AuthenticationError,
@@ -20,6 +21,7 @@ from im_sdk.realtime import policy
 from im_sdk.realtime.backoff import Backoff
 from im_sdk.realtime.policy import (
     GOING_AWAY_SPREAD,
+    Gateways,
     GoingAway,
     RefreshToken,
     ResyncSchedule,
@@ -264,3 +266,75 @@ def test_a_flood_of_resync_frames_costs_one_pass_per_interval(clock):
             passes += 1
             schedule.done()
     assert passes == 10
+
+
+# Where to reconnect ------------------------------------------------------------------------------------
+
+
+def _address(node: str) -> GatewayAddress:
+    return GatewayAddress(node_id=node, url=f"ws://{node}.example:8000/ws")
+
+
+def _assignment(node: str, *alternates: str) -> GatewayAssignment:
+    return GatewayAssignment(
+        node_id=node, url=f"ws://{node}.example:8000/ws", alternates=[_address(a) for a in alternates]
+    )
+
+
+def test_the_first_connection_asks_the_api():
+    assert Gateways().next() is None
+
+
+def test_a_lost_working_connection_goes_to_the_alternates_in_order_without_asking():
+    gateways = Gateways()
+    address: GatewayAddress | None = gateways.assigned(_assignment("gw-1", "gw-2", "gw-3"))
+    tried = []
+    while address is not None:
+        tried.append(address.node_id)
+        gateways.connecting(address)
+        gateways.up()  # ready, then lost
+        address = gateways.next()
+    assert tried == ["gw-1", "gw-2", "gw-3"]
+    # All tried: the API is asked again, naming the last one lost.
+    assert gateways.lost == "gw-3"
+
+
+def test_an_attempt_that_fails_before_ready_makes_the_next_one_ask_the_api():
+    # The list may be stale (several gateways went away): after one failed attempt, the API decides.
+    gateways = Gateways()
+    gateways.connecting(gateways.assigned(_assignment("gw-1", "gw-2", "gw-3")))
+    gateways.up()
+    second = gateways.next()
+    assert second is not None and second.node_id == "gw-2"
+    gateways.connecting(second)  # never ready
+    assert gateways.next() is None
+    assert gateways.lost == "gw-2"
+    # The API's new answer replaces the old list.
+    again = gateways.assigned(_assignment("gw-3", "gw-4"))
+    gateways.connecting(again)
+    gateways.up()
+    after = gateways.next()
+    assert after is not None and after.node_id == "gw-4"
+
+
+def test_the_gateway_just_lost_is_skipped_if_the_api_lists_it():
+    gateways = Gateways()
+    gateways.connecting(gateways.assigned(_assignment("gw-1", "gw-1", "gw-2")))
+    gateways.up()
+    address = gateways.next()
+    assert address is not None and address.node_id == "gw-2"
+
+
+def test_an_assignment_without_alternates_always_asks_the_api():
+    # From a server that predates them.
+    gateways = Gateways()
+    assignment = GatewayAssignment.model_validate({"node_id": "gw-1", "url": "ws://gw-1.example/ws"})
+    gateways.connecting(gateways.assigned(assignment))
+    gateways.up()
+    assert gateways.next() is None and gateways.lost == "gw-1"
+
+
+def test_an_assignment_names_a_bounded_number_of_alternates():
+    too_many = [{"node_id": f"gw-{n}", "url": "ws://x/ws"} for n in range(limits.MAX_GATEWAY_ALTERNATES + 1)]
+    with pytest.raises(ValueError, match="at most 16"):
+        GatewayAssignment.model_validate({"node_id": "gw-a", "url": "ws://x/ws", "alternates": too_many})
