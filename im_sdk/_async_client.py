@@ -851,11 +851,16 @@ class AsyncClient:
     async def _conversations_page(
         self, connection: ClientConnection, syncs: SyncRequests, since: str | None, backlog: list[Any]
     ) -> ConversationPage:
-        """One page of "conversations since", by ``sync`` frame or over HTTP as ``syncs`` decides."""
+        """One page of "conversations since", by ``sync`` frame or over HTTP as ``syncs`` decides.
+
+        A ``sync`` refused as ``unauthorized`` or ``token_expired`` (the connection outlived its token's
+        grace at the API) refreshes the token and ends the connection: the next one carries the new token.
+        """
         while True:
             frame = syncs.request(since, CATCH_UP_PAGE, CATCH_UP_RECENT)
             if frame is None:
                 return await self.conversations_page(since=since, limit=CATCH_UP_PAGE, recent=CATCH_UP_RECENT)
+            token = self._state.access_token
             await connection.send(frame.model_dump_json(exclude_none=True))
             while True:
                 received = _decode(await receive(connection, SYNC_ANSWER_TIMEOUT))
@@ -870,6 +875,10 @@ class AsyncClient:
                 await sleep(outcome.delay)
             elif isinstance(outcome, AskOverHttp):
                 log.info("the gateway does not know the sync frame; catching up over HTTP")
+            elif isinstance(outcome, AuthenticationError) and self._state.refresh_token:
+                log.info("the sync was refused (%s); reconnecting with a refreshed token", outcome.code)
+                await self._refresh_once(token)
+                raise TransportError("token refreshed; reconnecting") from outcome
             else:
                 raise outcome
 

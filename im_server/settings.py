@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     """Seconds a gateway waits for one API node to answer a batch of sends before retrying it (same
     ``client_msg_id`` values, so a retry that reaches another node cannot store a message twice)."""
     gateway_forward_deadline: Annotated[float, Field(gt=0)] = 10.0
-    """Seconds a gateway keeps retrying a batch of sends before answering ``unavailable``."""
+    """Seconds a gateway keeps retrying a batch of sends (or of ``sync`` frames) before answering
+    ``unavailable``."""
     gateway_sync_timeout: Annotated[float, Field(gt=0)] = 5.0
     """Seconds a gateway waits for one API node to answer a batch of ``sync`` frames before asking again
     (until ``gateway_forward_deadline``). Longer than for sends: a batch of catch-ups is read work, and

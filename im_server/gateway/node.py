@@ -62,7 +62,7 @@ from ..cluster.access import AccessMirror
 from ..cluster.drain import DRAIN
 from ..cluster.exposition import MetricsListener
 from ..cluster.heartbeat import Heartbeat
-from ..cluster.metrics import SIZE_BUCKETS, LoopLagMonitor, Registry
+from ..cluster.metrics import SIZE_BUCKETS, Counter, LoopLagMonitor, Registry
 from ..cluster.reaper import PROBE
 from ..cluster.sessions import RevocationMirror
 from ..cluster.trace import TraceResponder, TraceRing, frame_key
@@ -122,6 +122,8 @@ class GatewayNode:
         self._access_tokens: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         """The token each connection authenticated with: forwarded with its sends and events, the API
         takes the sender from it (NATS credentials alone cannot send as anybody)."""
+        self.api = _ApiRequests(self)
+        """Batches of sends and of syncs asked of the API nodes, retried until one answers."""
         self._forwarder = _Forwarder(self, settings.gateway_send_lanes, settings.gateway_max_queue_wait)
         self._syncer = _Syncer(self, settings.gateway_send_lanes, settings.gateway_max_queue_wait)
         self._revisions: dict[Key, int] = {}
@@ -267,7 +269,7 @@ class GatewayNode:
     # Healing ---------------------------------------------------------------------------------------
 
     def _on_bus_reconnect(self) -> None:
-        self._syncer.link_back()
+        self.api.link_back()
         if self._heartbeat is not None:
             self._heartbeat.beat_soon()
         self._schedule_recovery("bus reconnected")
@@ -484,9 +486,10 @@ class GatewayNode:
             "heartbeat": beat_age is not None and beat_age < self.settings.node_ttl,
             "accepting": not (self._stopping or self.draining),
         }
-        status = http.HTTPStatus.OK if all(checks.values()) else http.HTTPStatus.SERVICE_UNAVAILABLE
+        healthy = all(checks.values())
+        status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
         body = {
-            "status": status.phrase,  # "OK" or "Service Unavailable", as before
+            "status": "ok" if healthy else "degraded",  # as an API node's /healthz says
             "node_id": self.node_id,
             "connections": len(self.connections),
             "checks": checks,
@@ -538,12 +541,9 @@ class GatewayNode:
                         self._flood_closes.inc()
                         await connection.close(CLOSE_FLOODING, "too many frames; slow down")
                         break
-                    slow_down = ErrorFrame(
-                        code=ErrorCode.RATE_LIMITED, message="too many frames; slow down", retry_after=round(wait, 3)
-                    )
                     self._errors.labels(ErrorCode.RATE_LIMITED.value).inc()
                     frames_out.inc()
-                    await connection.send(slow_down.model_dump_json(exclude_none=True), text=True)
+                    await connection.send(session.slow_down(data, max(0.001, round(wait, 3))), text=True)
                     continue
                 refused = 0
                 action = session.receive(data)
@@ -759,6 +759,84 @@ class GatewayNode:
             self._frames_out.inc(delivered)
 
 
+class _ApiRequests:
+    """Batches a gateway asks of the API nodes over NATS (sends, syncs), asked again until one answers.
+
+    Each attempt waits ``timeout`` at most, then the same payload goes out again: the queue group hands
+    it to any live API node, so a dead or stuck node costs the batch one attempt, not the whole deadline
+    (a send carries its ``client_msg_id``, so a second arrival of a stored one is harmless; a sync is a
+    read). Attempts go on until ``gateway_forward_deadline`` has passed since the first, and stop after
+    one once the node is stopping. While NATS is away no attempt is made: the batch waits for the link,
+    and when it comes back (:meth:`link_back`) a request in flight, which may have been lost with the
+    old link, is asked again at once rather than after its timeout.
+    """
+
+    def __init__(self, node: GatewayNode) -> None:
+        self._node = node
+        self._link = asyncio.Event()
+        """Set (and replaced) when the NATS connection comes back."""
+
+    def link_back(self) -> None:
+        """The NATS connection came back."""
+        self._link.set()
+        self._link = asyncio.Event()
+
+    async def ask(
+        self,
+        subject: str,
+        payload: bytes,
+        count: int,
+        *,
+        attempt_timeout: float,
+        what: str,
+        retries: Counter | None = None,
+    ) -> tuple[list[bytes], int] | None:
+        """The ``count`` answers (one line each) to ``payload`` and the attempts they took, or ``None``
+        when no API node answered them in time.
+
+        ``attempt_timeout`` bounds one attempt, ``what`` names the batch in the log, and ``retries``
+        counts the attempts no API node answered.
+        """
+        node = self._node
+        deadline = time.perf_counter() + node.settings.gateway_forward_deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline - time.perf_counter()
+            if left <= 0 or (node._stopping and attempt > 1):
+                return None
+            link = self._link
+            if not node.bus.nc.is_connected:
+                if node._stopping:
+                    return None  # the link would not be back before the node is gone
+                # Nothing would answer before the link is back: wait for it rather than for a timeout.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await link.wait()
+                continue
+            try:
+                reply = await _unless(link, node.bus.nc.request(subject, payload, timeout=min(attempt_timeout, left)))
+                if reply is None:
+                    log.info("gateway %s: NATS is back; asking for %s again", node.node_id, what)
+                    continue
+            except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
+                if retries is not None:
+                    retries.inc()
+                log.warning("gateway %s: %s not answered (attempt %d): %r", node.node_id, what, attempt, exc)
+                if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
+                    await asyncio.sleep(min(0.05 * attempt, 0.5))  # nobody to ask yet: do not spin
+                continue
+            except Exception as exc:
+                # The connection is closed or draining (the node is stopping): answer at once.
+                log.warning("gateway %s: %s not forwarded: %r", node.node_id, what, exc)
+                return None
+            answers = reply.data.split(b"\n")
+            if len(answers) == count:
+                return answers, attempt
+            log.warning("gateway %s: %d answers for %d %s", node.node_id, len(answers), count, what)
+            return None
+
+
 class _Forwarder:
     """Sends of every connection, forwarded in batches with several requests in flight at once.
 
@@ -873,40 +951,21 @@ class _Forwarder:
             sends.append(b"[%d,%b]" % (index, frame.__pydantic_serializer__.to_json(frame)))
         payload = b'{"tokens":%b,"sends":[%b]}' % (orjson.dumps(tokens), b",".join(sends))
         node._forward_size.observe(len(batch))
-        settings = node.settings
         started = time.perf_counter()
-        deadline = started + settings.gateway_forward_deadline
-        attempt = 0
-        # A short deadline per attempt, then the same batch again: the queue group hands the retry to
-        # any live API node, and the client_msg_ids make a second arrival of a stored send harmless.
-        # So a dead or stuck API node costs the senders of this batch one attempt, not the whole deadline.
-        while True:
-            attempt += 1
-            left = deadline - time.perf_counter()
-            if left <= 0 or (node._stopping and attempt > 1):
-                break
-            try:
-                reply = await node.bus.nc.request(
-                    node.bus.subjects.send, payload, timeout=min(settings.gateway_forward_timeout, left)
-                )
-            except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
-                node._forward_retries.inc()
-                log.warning("gateway %s: sends not answered (attempt %d): %r", node.node_id, attempt, exc)
-                if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
-                    await asyncio.sleep(min(0.05 * attempt, 0.5))  # nobody to ask yet: do not spin
-                continue
-            except Exception as exc:
-                # The connection is closed or draining (the node is stopping): answer at once.
-                log.warning("gateway %s: sends not forwarded: %r", node.node_id, exc)
-                break
+        asked = await node.api.ask(
+            node.bus.subjects.send,
+            payload,
+            len(batch),
+            attempt_timeout=node.settings.gateway_forward_timeout,
+            what="sends",
+            retries=node._forward_retries,
+        )
+        if asked is not None:
+            answers, attempts = asked
             node._forward_seconds.observe(time.perf_counter() - started)
-            node._forward_attempts.observe(attempt)
-            node._forward_attempts_max = max(node._forward_attempts_max, attempt)
-            answers = reply.data.split(b"\n")
-            if len(answers) == len(batch):
-                return answers
-            log.warning("gateway %s: %d answers for %d sends", node.node_id, len(answers), len(batch))
-            break
+            node._forward_attempts.observe(attempts)
+            node._forward_attempts_max = max(node._forward_attempts_max, attempts)
+            return answers
         message = "no message service answered; retry with the same client_msg_id"
         node._errors.labels(ErrorCode.UNAVAILABLE.value).inc(len(batch))
         return [_error_frame(action, ErrorCode.UNAVAILABLE, message, 1.0) for _, _, action in batch]
@@ -921,7 +980,7 @@ class _Syncer:
     requests at once; so a storm of devices reconnecting to this node costs the API one NATS request
     per batch instead of one HTTP request per device. When every slot is taken and syncs have waited
     longer than ``max_wait``, new ones are refused with ``unavailable`` and a ``retry_after`` (not while
-    NATS is away: then every sync waits for it, and is asked as soon as it is back, see :meth:`link_back`).
+    NATS is away: then every sync waits for it, and is asked as soon as it is back, see :class:`_ApiRequests`).
 
     Answers are written within the connection's outbound budget (a client past it is closed with 4013,
     as for pushes); the API keeps each answer under :data:`SYNC_ANSWER_MAX_BYTES`.
@@ -936,14 +995,6 @@ class _Syncer:
         self._active: set[ServerConnection] = set()
         """Connections with a sync waiting or in flight."""
         self._running = 0
-        self._link = asyncio.Event()
-        """Set (and replaced) when the NATS connection comes back: a request that may have been lost with
-        the old link is asked again at once rather than after its timeout."""
-
-    def link_back(self) -> None:
-        """The NATS connection came back."""
-        self._link.set()
-        self._link = asyncio.Event()
 
     def push(self, connection: ServerConnection, frame: SyncFrame) -> None:
         """Ask for ``frame`` on behalf of ``connection``'s device, or refuse it at once."""
@@ -1030,46 +1081,17 @@ class _Syncer:
             syncs.append(SyncQuery.model_construct(t=index, id=frame.id, q=frame.request()))
         payload = encode_event(SyncRequest.model_construct(tokens=tokens, syncs=syncs, max_bytes=self._max_bytes()))
         node._sync_size.observe(len(batch))
-        settings = node.settings
         started = time.perf_counter()
-        deadline = started + settings.gateway_forward_deadline
-        attempt = 0
-        while True:  # reads can be asked again: a dead API node costs one attempt, not the deadline
-            attempt += 1
-            left = deadline - time.perf_counter()
-            if left <= 0 or (node._stopping and attempt > 1):
-                break
-            link = self._link
-            if not node.bus.nc.is_connected:
-                # Nothing would answer before the link is back: wait for it rather than for a timeout.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await link.wait()
-                continue
-            try:
-                reply = await _unless(
-                    link,
-                    node.bus.nc.request(
-                        node.bus.subjects.sync, payload, timeout=min(settings.gateway_sync_timeout, left)
-                    ),
-                )
-                if reply is None:
-                    log.info("gateway %s: NATS is back; asking for syncs again", node.node_id)
-                    continue
-            except (NoRespondersError, NatsTimeout, TimeoutError) as exc:
-                log.warning("gateway %s: syncs not answered (attempt %d): %r", node.node_id, attempt, exc)
-                if isinstance(exc, NoRespondersError) or not node.bus.nc.is_connected:
-                    await asyncio.sleep(min(0.05 * attempt, 0.5))
-                continue
-            except Exception as exc:
-                log.warning("gateway %s: syncs not forwarded: %r", node.node_id, exc)
-                break
+        asked = await node.api.ask(
+            node.bus.subjects.sync,
+            payload,
+            len(batch),
+            attempt_timeout=node.settings.gateway_sync_timeout,
+            what="syncs",
+        )
+        if asked is not None:
             node._sync_seconds.observe(time.perf_counter() - started)
-            answers = reply.data.split(b"\n")
-            if len(answers) == len(batch):
-                return answers
-            log.warning("gateway %s: %d answers for %d syncs", node.node_id, len(answers), len(batch))
-            break
+            return asked[0]
         node._errors.labels(ErrorCode.UNAVAILABLE.value).inc(len(batch))
         message = "no API node answered; sync again later"
         return [

@@ -97,21 +97,27 @@ def _error(code: ErrorCode, message: str, client_msg_id: str | None = None, fram
     return frame.model_dump_json(exclude_none=True).encode()
 
 
+def _answer_ids(data: bytes) -> tuple[str | None, str | None]:
+    """The ``client_msg_id`` and the ``sync`` frame ``id`` an answer to ``data`` should carry, as far as
+    they can be read (at most 64 characters each): the client waits for an answer to them."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(raw, dict):
+        return None, None
+    client_msg_id = raw["client_msg_id"][:64] if isinstance(raw.get("client_msg_id"), str) else None
+    frame_id = raw["id"][:64] if raw.get("type") == "sync" and isinstance(raw.get("id"), str) else None
+    return client_msg_id, frame_id
+
+
 def _explain(exc: ValidationError, data: bytes) -> tuple[ErrorCode, str, str | None, str | None]:
     errors = exc.errors()
     if any(error["type"] == "json_invalid" for error in errors):
         return ErrorCode.BAD_REQUEST, "the frame is not valid JSON", None, None
     if any(error["type"] in ("union_tag_invalid", "union_tag_not_found") and not error["loc"] for error in errors):
         return ErrorCode.UNKNOWN_FRAME, "unknown or missing frame type", None, None
-    client_msg_id = frame_id = None
-    try:
-        raw = orjson.loads(data)
-        if isinstance(raw, dict) and isinstance(raw.get("client_msg_id"), str):
-            client_msg_id = raw["client_msg_id"][:64]
-        if isinstance(raw, dict) and raw.get("type") == "sync" and isinstance(raw.get("id"), str):
-            frame_id = raw["id"][:64]  # the client waits for an answer to this id
-    except orjson.JSONDecodeError:
-        pass
+    client_msg_id, frame_id = _answer_ids(data)
     first = errors[0]
     if not first["loc"]:
         return ErrorCode.BAD_REQUEST, "a frame is a JSON object with a 'type'", None, None
@@ -190,6 +196,24 @@ class GatewaySession:
         return Authenticated(
             claims.user_id, claims.device_id, claims.session_id, ready.model_dump_json().encode(), frame.token
         )
+
+    def slow_down(self, data: str | bytes, retry_after: float) -> bytes:
+        """The ``rate_limited`` answer to a frame refused for the connection's frame rate.
+
+        It names the ``client_msg_id`` of a send and the ``id`` of a ``sync`` (read from the frame, which
+        is not otherwise looked at), so the client knows which request to send again after ``retry_after``
+        seconds rather than waiting for an answer that never comes.
+        """
+        raw = data.encode() if isinstance(data, str) else data
+        client_msg_id, frame_id = _answer_ids(raw)
+        frame = ErrorFrame(
+            code=ErrorCode.RATE_LIMITED,
+            message="too many frames; slow down",
+            client_msg_id=client_msg_id,
+            id=frame_id,
+            retry_after=retry_after,
+        )
+        return frame.model_dump_json(exclude_none=True).encode()
 
     def receive(self, data: str | bytes) -> Action:
         """Handle a frame after authentication."""

@@ -213,7 +213,7 @@ async def test_websocket_handshake_refusals(sqlite_cluster, inboxes, closing):
             pass
     async with httpx.AsyncClient() as http:
         health = await http.get(url.replace("ws://", "http://").replace("/ws", "/healthz"))
-    assert health.status_code == 200 and health.json()["status"] == "OK"
+    assert health.status_code == 200 and health.json()["status"] == "ok"
 
     await _still_serving(cluster, inboxes, closing)
 

@@ -109,6 +109,25 @@ def test_each_node_keeps_its_own_registry():
         first.counter("im_badly_named", "a counter without _total")
 
 
+async def test_api_and_gateway_healthz_answer_in_one_shape(make_cluster):
+    # A load balancer or script reads either node's /healthz the same way: status "ok" with 200, else
+    # "degraded" with 503 and the failing checks listed.
+    cluster = make_cluster(gateways=1)
+    gateway = cluster.gateways[0]
+    async with httpx.AsyncClient() as http:
+        await cluster.until(lambda: gateway._heartbeat is not None and gateway._heartbeat.last_ok is not None)
+        for base in (cluster.url, gateway_base(cluster)):
+            answer = await http.get(f"{base}/healthz")
+            body = answer.json()
+            assert answer.status_code == 200 and body["status"] == "ok", (base, body)
+            assert {"status", "node_id", "checks", "degraded"} <= body.keys() and body["degraded"] == []
+            assert all(body["checks"].values())
+        await cluster.loop.call(gateway.drain(deadline=0))
+        answer = await http.get(f"{gateway_base(cluster)}/healthz")
+    body = answer.json()
+    assert answer.status_code == 503 and body["status"] == "degraded" and body["degraded"] == ["accepting"]
+
+
 async def test_request_ids_are_echoed_or_made(make_cluster, json_records):
     cluster = make_cluster(gateways=0)
     async with httpx.AsyncClient(base_url=cluster.url) as http:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from im_schema.errors import ErrorCode
 from im_schema.frames import SyncPageFrame, server_frames
 from im_schema.limits import CLOSE_AUTH_FAILED, CLOSE_FLOODING
 from im_schema.rest import GatewayRequest
+from im_sdk import _async_client as async_client
 from im_server.gateway import session as gateway_session
 from tests.e2e.conftest import read_until_closed, wait_connected
 from tests.support.cluster import TestCluster
@@ -253,6 +255,119 @@ async def test_with_a_gateway_that_does_not_know_the_frame_the_sdk_catches_up_ov
         inbox = inboxes(bob)
         assert (await inbox.next()).text == "waiting"
         assert transport.conversations >= 1
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_a_frame_refused_for_the_frame_rate_names_what_it_refuses_and_when_to_retry(make_cluster):
+    # Refused before it is read as a frame: the answer still carries the sync's id (or the send's
+    # client_msg_id), as far as the bytes give them, so the client retries that request after the hint.
+    cluster = make_cluster(gateways=1, ws_frame_rate=0.1, ws_frame_burst=1, ws_flood_limit=20)
+    alice = await cluster.user("alice")
+    try:
+        ws = await _connect(alice)
+        await ws.send(json.dumps({"type": "sync", "id": "taken"}))  # the one frame the burst allows
+        refused = [
+            ({"type": "sync", "id": "again"}, {"id": "again"}),
+            (
+                {"type": "send", "to": 1, "client_msg_id": "m1", "content": {"kind": "text", "text": "x"}},
+                {"client_msg_id": "m1"},
+            ),
+            ({"type": "sync", "id": "i" * 65}, {"id": "i" * 64}),
+            ({"type": "sync", "id": 7}, {}),
+            ({"type": "sync", "id": ["a"]}, {}),
+            ({"type": "sync"}, {}),
+            ({"type": "ping", "id": "p1"}, {}),  # only a sync's id names what waits for an answer
+            ({"type": "send", "client_msg_id": {"x": 1}}, {}),
+            (["sync", "x"], {}),
+            ("not json", {}),
+        ]
+        for frame, _ in refused:
+            await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+        answers: list[dict] = []
+        taken = None
+        async with asyncio.timeout(10):
+            while len(answers) < len(refused) or taken is None:
+                answer = json.loads(await ws.recv())
+                if answer.get("id") == "taken":
+                    taken = answer
+                else:
+                    answers.append(answer)
+        assert taken["type"] == "sync"  # the frame the rate let through is answered as usual
+        for (frame, ids), answer in zip(refused, answers, strict=True):
+            assert answer["type"] == "error" and answer["code"] == "rate_limited", (frame, answer)
+            assert answer["retry_after"] > 0, (frame, answer)
+            assert {key: answer[key] for key in ("id", "client_msg_id") if key in answer} == ids, (frame, answer)
+        assert ws.close_code is None  # told to slow down, not cut off (the flood limit is not reached)
+        await ws.close()
+    finally:
+        await alice.aclose()
+
+
+async def test_the_sdk_sends_a_sync_refused_for_the_frame_rate_again_after_the_hint(make_cluster, inboxes, monkeypatch):
+    # Without the id in the refusal the SDK would wait its whole answer timeout for the page (and hold
+    # every push meanwhile); the timeout is made longer than the test to tell the two apart.
+    monkeypatch.setattr(async_client, "SYNC_ANSWER_TIMEOUT", 300.0)
+    cluster = make_cluster(gateways=1, ws_frame_rate=0.2, ws_frame_burst=1)
+    gateway = cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    try:
+        await alice.send_text(bob.session.user.id, "before")
+        inbox = inboxes(bob)
+        assert (await inbox.next()).text == "before"  # caught up by the sync frame the burst allowed
+
+        async def resync() -> None:
+            gateway.resync_all("test")
+
+        refused = gateway.metrics.value("im_errors_total", code="rate_limited")
+        await cluster.loop.call(resync())  # the SDK syncs again at once: a frame the rate refuses
+        await cluster.until(lambda: gateway.metrics.value("im_errors_total", code="rate_limited") > refused)
+        await alice.send_text(bob.session.user.id, "after")
+        assert (await inbox.next(timeout=30)).text == "after"
+        assert gateway.metrics.value("im_gateway_syncs_total") >= 2  # the retried sync, answered
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def _until_past(moment: float) -> None:
+    """Wait until the wall clock passes ``moment`` (tokens expire by it; nothing else to wait on)."""
+    async with asyncio.timeout(max(0.0, moment - time.time()) + 10):
+        while time.time() <= moment:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_sync_refused_for_a_token_past_its_grace_refreshes_it_and_carries_on(make_cluster, inboxes):
+    # The API takes a forwarded token until refresh_token_ttl after it expired. A connection older than
+    # that syncs as "unauthorized"; the SDK refreshes (its refresh token was renewed meanwhile) and
+    # reconnects with the new token instead of ending its event stream.
+    cluster = make_cluster(gateways=1, access_token_ttl=2, refresh_token_ttl=6)
+    gateway = cluster.gateways[0]
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    try:
+        first = bob.session.access_token
+        claims = gateway._tokens.verify(first, now=0)
+        inbox = inboxes(bob)
+        await alice.send_text(bob.session.user.id, "before")
+        assert (await inbox.next()).text == "before"
+        await _until_past(claims.expires_at + 2.5)
+        for client in (alice, bob):  # as any HTTP call after the expiry would: a new refresh token, valid longer
+            await client.refresh()
+        await _until_past(claims.expires_at + 6)
+        assert cluster.api.node.forwarded.verify(first) is None  # the connection's token is past its grace
+
+        async def resync() -> None:
+            gateway.resync_all("test")
+
+        api = cluster.api.node.metrics
+        refused = api.value("im_errors_total", code="unauthorized")
+        await cluster.loop.call(resync())
+        await cluster.until(lambda: api.value("im_errors_total", code="unauthorized") > refused)
+        await alice.send_text(bob.session.user.id, "after")
+        assert (await inbox.next(timeout=20)).text == "after"
+        assert inbox.error is None
+        assert bob.session.access_token != first
     finally:
         await alice.aclose()
         await bob.aclose()

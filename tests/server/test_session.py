@@ -266,3 +266,22 @@ def test_a_sync_frame_is_handed_on_and_a_bad_one_answered_with_its_id(ready_sess
 def test_a_sync_before_auth_closes(session):
     outcome = session.open(json.dumps({"type": "sync", "id": "s1"}))
     assert isinstance(outcome, Close) and outcome.code == CLOSE_AUTH_FAILED
+
+
+@pytest.mark.parametrize(
+    ("data", "ids"),
+    [
+        ('{"type":"sync","id":"s1"}', {"id": "s1"}),
+        (b'{"type":"send","client_msg_id":"m1","to":2}', {"client_msg_id": "m1"}),
+        ('{"type":"sync","id":"' + "x" * 100 + '"}', {"id": "x" * 64}),
+        ('{"type":"sync","id":7}', {}),
+        ('{"type":"ping","id":"p"}', {}),
+        ('{"type":"sync","id":"s1"', {}),
+        ("[1, 2]", {}),
+        ("\xff", {}),
+    ],
+)
+def test_a_frame_refused_for_the_rate_is_answered_with_the_ids_it_names(session, data, ids):
+    answer = json.loads(session.slow_down(data, 0.25))
+    assert answer["type"] == "error" and answer["code"] == "rate_limited" and answer["retry_after"] == 0.25
+    assert {key: answer[key] for key in ("id", "client_msg_id") if key in answer} == ids
