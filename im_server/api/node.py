@@ -475,9 +475,13 @@ class ApiNode:
             revision = int(msg.data)
         except ValueError:
             return
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(2.0):
                 await self.mirror.wait_for_routes(revision)
+        except TimeoutError:
+            # No answer rather than a false one: the gateway takes an answer for "pushes reach the device
+            # from now on", and tells the device to sync again once a later round is answered.
+            return
         if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):
                 await msg.respond(b"%s %d" % (self.node_id.encode(), self.deliverer.mark()))

@@ -660,6 +660,39 @@ async def test_a_device_told_ready_before_every_api_node_routed_to_it_resyncs_on
             await device.close()
 
 
+async def test_an_api_node_whose_routes_lag_does_not_answer_the_barrier_and_the_device_resyncs_once_they_catch_up(
+    make_cluster,
+):
+    # An API node that has not applied a device's route within its wait gives no answer: an answer would
+    # tell the gateway that pushes reach the device from now on, and the device would never sync again.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    gateway = cluster.gateways[0]
+    wait_for_routes = api.mirror.wait_for_routes
+    release = asyncio.Event()
+    test_loop = asyncio.get_running_loop()
+
+    async def lagging(revision: int) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await wait_for_routes(revision)
+
+    bob = await cluster.user("bob")
+    gateway.barrier._timeout = 3.0  # longer than the API node's own wait (2 s): a false answer would count
+    api.mirror.wait_for_routes = lagging  # type: ignore[method-assign]
+    device: RawDevice | None = None
+    try:
+        device = await RawDevice.connect(bob)  # ready after the round timed out, unanswered
+        assert device.resyncs == 0
+        release.set()  # the node's routes catch up: the next round is answered, and the device told
+        await device.until(lambda d: d.resyncs == 1)
+    finally:
+        release.set()
+        api.mirror.wait_for_routes = wait_for_routes  # type: ignore[method-assign]
+        gateway.barrier._timeout = 2.0
+        if device is not None:
+            await device.close()
+
+
 async def test_nothing_reaches_a_device_before_ready_and_its_catch_up_finds_what_was_held_back(make_cluster):
     # Between registering a device's route and telling it ``ready`` (while the route barrier waits for
     # the API nodes), a message for it reaches the gateway. A client reads ``ready`` first (the SDK takes
