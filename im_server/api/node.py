@@ -186,6 +186,8 @@ class ApiNode:
         """Streaming messages (``/v1/streams``)."""
         self.presses = PressService(settings, PressStore(self.db), self.social, self.directory, self.deliverer)
         self.heartbeat = Heartbeat(self.bus, self.node_id, role="api", url=self.url)
+        self.heartbeat.on_written = self.mirror.beat_written
+        self.heartbeat.on_failed = self.mirror.beat_failed
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_lag = LoopLagMonitor(
             self.metrics.histogram("im_event_loop_lag_seconds", "How late the event loop runs a scheduled callback.")
@@ -251,7 +253,14 @@ class ApiNode:
             lambda: self.deliverer.settled,
         )
         metrics.read_counter(
-            "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
+            "im_registry_reloads_total",
+            "Registry views reloaded after a NATS reconnect or a stall.",
+            lambda: self.mirror.reloads,
+        )
+        metrics.read_counter(
+            "im_registry_stalls_total",
+            "Registry watchers found stalled (this node's heartbeat not shown) and made again.",
+            lambda: self.mirror.stalls,
         )
         metrics.gauge(
             "im_nats_connected", "1 while this node is connected to NATS.", lambda: float(self.bus.nc.is_connected)
@@ -475,12 +484,16 @@ class ApiNode:
             revision = int(msg.data)
         except ValueError:
             return
+        before = self.mirror.route_revision
         try:
             async with asyncio.timeout(2.0):
                 await self.mirror.wait_for_routes(revision)
         except TimeoutError:
             # No answer rather than a false one: the gateway takes an answer for "pushes reach the device
-            # from now on", and tells the device to sync again once a later round is answered.
+            # from now on", and tells the device to sync again once a later round is answered. A view
+            # that did not move at all while a newer revision exists is stalled, not just slow.
+            if self.mirror.route_revision == before and self.bus.nc.is_connected:
+                self.mirror.stalled(f"routes revision {revision} asked by a gateway, still at {before} after 2s")
             return
         if msg.reply and msg.reply.startswith(self._gateway_inboxes):  # never into somebody else's subject
             with contextlib.suppress(Exception):

@@ -28,6 +28,12 @@ __all__ = ["Bus", "RegistryMirror", "connect_options"]
 
 log = logging.getLogger(__name__)
 
+DOUBT_AFTER = 1.0
+"""Seconds after which a heartbeat of our own that the nodes watcher has not shown freezes node ages."""
+
+STALL_AFTER = 3.0
+"""Seconds after which a heartbeat of our own that the nodes watcher has not shown means it stalled."""
+
 
 def connect_options(settings: Settings, *, role: Role, name: str) -> dict[str, Any]:
     """The credentials, TLS and inbox prefix of a connection as ``role``, for ``nats.connect(**options)``.
@@ -109,6 +115,8 @@ class Bus:
         """Which NATS permissions this node has: only API nodes create buckets."""
         self.subjects = Subjects(settings.subject_prefix)
         self._name = name
+        self.name = name
+        """The node this connection belongs to (for logs)."""
         self.nc: NATS = NATS()
         self._js: JetStreamContext | None = None
         self._routes: KeyValue | None = None
@@ -282,6 +290,15 @@ class RegistryMirror:
     them), and the fresh snapshot replaces the tables at once, so a view heals as soon as NATS is back.
     While the connection is down, node ages are frozen (see :meth:`NodeTable.freeze`) and
     :attr:`current` is false.
+
+    A watcher can also stall with the connection up: after a NATS server of a cluster died, JetStream
+    sometimes stops feeding a consumer made while its stream was electing a leader, and the client only
+    makes a new one after missing heartbeats for 10 s. Meanwhile a stale view routes nothing to devices
+    that connected since. The node's own heartbeat is the canary: each one written is reported with
+    :meth:`beat_written`, and one the nodes watcher has not shown within :data:`STALL_AFTER` seconds
+    makes the watchers be recreated (:attr:`stalls` counts it). From :data:`DOUBT_AFTER` seconds on,
+    and while this node cannot write its heartbeat, node ages stop growing: nobody is judged dead on a
+    view that may be behind.
     """
 
     def __init__(self, bus: Bus, *, follow_routes: bool = True) -> None:
@@ -306,6 +323,14 @@ class RegistryMirror:
         self._watchers: list[Any] = []
         self._reload_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self.node_revision = 0
+        """The newest node registry revision the nodes watcher showed."""
+        self._awaited: tuple[int, float] | None = None
+        """The oldest heartbeat of our own not shown yet by the watcher: its revision, and when it was written."""
+        self.stalls = 0
+        self._doubting = False
+        """Whether node ages are frozen because this view may be behind (see :meth:`beat_written`)."""
+        """Watchers recreated because they had stopped showing changes (see :meth:`beat_written`)."""
 
     async def start(self) -> None:
         """Load the buckets, then follow their changes in the background (and reload on every reconnect)."""
@@ -342,6 +367,7 @@ class RegistryMirror:
         self.current = True
 
     def _replace_nodes(self, nodes: NodeTable) -> None:
+        self._doubting = False  # read afresh: replace() makes ages exact again
         now = time.monotonic()
         fresh = set(nodes.known())
         for node in self.nodes.known():
@@ -355,6 +381,44 @@ class RegistryMirror:
         self.routes.replace(routes)
         self.route_revisions = revisions
         self._advance(self._snapshot_revision)
+
+    def beat_written(self, revision: int) -> None:
+        """This node's heartbeat was written at ``revision``: the nodes watcher should show it soon.
+
+        While the one awaited before is overdue (:data:`DOUBT_AFTER`), this view may be behind: node ages
+        stop growing, so that nobody is judged dead for a silence that may be this view's, until it shows
+        the heartbeat. Not shown after :data:`STALL_AFTER` seconds, the watchers are stalled and are made
+        again (as after a reconnect).
+        """
+        now = time.monotonic()
+        awaited = self._awaited
+        if awaited is None or self.node_revision >= awaited[0] or not self.current:
+            self._awaited = (revision, now)
+            return
+        overdue = now - awaited[1]
+        if overdue >= DOUBT_AFTER:
+            self._doubt()
+        if overdue >= STALL_AFTER:
+            self._awaited = None
+            self.stalled(f"nodes revision {awaited[0]}, written {overdue:.1f}s ago, not shown")
+
+    def beat_failed(self) -> None:
+        """This node could not write its heartbeat: others may not be able to either, so judge nobody
+        dead until this view shows a heartbeat of ours again."""
+        self._doubt()
+
+    def _doubt(self) -> None:
+        if not self._doubting:
+            self._doubting = True
+            self.nodes.freeze()
+
+    def stalled(self, why: str) -> None:
+        """A watcher stopped showing changes (``why``): make the watchers again, as after a reconnect."""
+        if self._stopped or not self.current or (self._reload_task is not None and not self._reload_task.done()):
+            return  # not following, or already following again
+        self.stalls += 1
+        log.warning("node %s: registry view stalled (%s); following it again", self._bus.name, why)
+        self._on_reconnect()
 
     def _on_disconnect(self) -> None:
         self.current = False
@@ -464,6 +528,13 @@ class RegistryMirror:
         await future
 
     def _apply_node(self, entry: Any, nodes: NodeTable, *, snapshot: bool = False) -> None:
+        if entry.revision:
+            self.node_revision = max(self.node_revision, entry.revision)
+            awaited = self._awaited
+            if self._doubting and not snapshot and awaited is not None and entry.revision >= awaited[0]:
+                # Our own heartbeat shows: so does everything written before it. Ages are exact again.
+                self._doubting = False
+                self.nodes.thaw()
         if entry.operation in ("DEL", "PURGE") or not entry.value:
             nodes.remove(entry.key)
             if nodes is self.nodes:

@@ -69,6 +69,10 @@ class NodeTable:
         if self._frozen_at is None:
             self._frozen_at = self._clock()
 
+    def thaw(self) -> None:
+        """The observer's copy caught up again without a fresh read: ages grow again."""
+        self._frozen_at = None
+
     @property
     def frozen(self) -> bool:
         """Whether the table waits for a fresh copy of the registry."""

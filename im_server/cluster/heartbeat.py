@@ -74,6 +74,10 @@ class Heartbeat:
         """``time.monotonic()`` of the last heartbeat the registry accepted."""
         self.on_gap: Callable[[], None] | None = None
         """Called after a beat that followed a silence longer than the node TTL."""
+        self.on_written: Callable[[int], None] | None = None
+        """Called with the registry revision of each beat written (see ``RegistryMirror.beat_written``)."""
+        self.on_failed: Callable[[], None] | None = None
+        """Called after a beat that could not be written."""
 
     async def beat(self) -> None:
         """Write one heartbeat now."""
@@ -88,7 +92,9 @@ class Heartbeat:
         }
         if self._frames is not None:
             beat.update(self._frame_figures())
-        await self._bus.nodes.put(self.node_id, orjson.dumps(beat))
+        revision = await self._bus.nodes.put(self.node_id, orjson.dumps(beat))
+        if self.on_written is not None:
+            self.on_written(revision)
         now = time.monotonic()
         previous, self.last_ok = self.last_ok, now
         if previous is not None and now - previous >= self._bus.settings.node_ttl and self.on_gap is not None:
@@ -135,6 +141,8 @@ class Heartbeat:
                 await self.beat()
             except Exception as exc:
                 log.warning("node %s: heartbeat failed: %s", self.node_id, exc)
+                if self.on_failed is not None:
+                    self.on_failed()
 
     async def stop(self) -> None:
         """Stop beating and remove the node from the registry."""

@@ -189,7 +189,14 @@ class GatewayNode:
             lambda: self.bus.nc.stats["reconnects"],
         )
         metrics.read_counter(
-            "im_registry_reloads_total", "Registry views reloaded after a NATS reconnect.", lambda: self.mirror.reloads
+            "im_registry_reloads_total",
+            "Registry views reloaded after a NATS reconnect or a stall.",
+            lambda: self.mirror.reloads,
+        )
+        metrics.read_counter(
+            "im_registry_stalls_total",
+            "Registry watchers found stalled (this node's heartbeat not shown) and made again.",
+            lambda: self.mirror.stalls,
         )
         self._recovering: asyncio.Task[None] | None = None
         self._recover_again = False
@@ -262,6 +269,8 @@ class GatewayNode:
             frames=self._frame_counts,
         )
         self._heartbeat.on_gap = lambda: self._schedule_recovery("heartbeat gap")
+        self._heartbeat.on_written = self.mirror.beat_written
+        self._heartbeat.on_failed = self.mirror.beat_failed
         await self._heartbeat.start()
         self._loop_lag.start()
         log.info("gateway %s listening on %s", self.node_id, self.url)

@@ -693,6 +693,40 @@ async def test_an_api_node_whose_routes_lag_does_not_answer_the_barrier_and_the_
             await device.close()
 
 
+@pytest.mark.parametrize("watcher", ["nodes", "routes"])
+async def test_a_registry_view_that_stops_following_is_noticed_and_followed_again(make_cluster, watcher):
+    # JetStream may stop feeding a watcher while the connection stays up (seen after a NATS server of a
+    # cluster died). The API node notices: its own heartbeats no longer show in its nodes view, or a
+    # gateway's route barrier asks for a revision its routes view does not move towards. It follows the
+    # registry again, and the device that connected meanwhile is routed to.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    mirror = api.mirror
+    alice, bob = await cluster.user("alice"), await cluster.user("bob")
+    inbox: Inbox | None = None
+    try:
+
+        async def stall() -> None:
+            index = 0 if watcher == "nodes" else 1  # in the order RegistryMirror._load makes them
+            await mirror._watchers[index]._sub.unsubscribe()  # it waits for entries that never come
+
+        reloads, reaped = mirror.reloads, api.reaper.reaped
+        await cluster.loop.call(stall())
+        inbox = Inbox(bob)  # its route is put while the view stands still
+        await cluster.until(lambda: mirror.stalls == 1 and mirror.reloads == reloads + 1, timeout=20)
+        await cluster.until(lambda: api.mirror.routes.devices(_uid(bob)).get("dev1") is not None)
+        await alice.send_text(_uid(bob), "after the stall")
+        await inbox.until_text("after the stall")
+        assert mirror.stalls == 1
+        # Nobody was judged dead on the stale view (node ages stood still while it was in doubt).
+        assert api.reaper.reaped == reaped
+    finally:
+        if inbox is not None:
+            await inbox.close()
+        await alice.aclose()
+        await bob.aclose()
+
+
 async def test_nothing_reaches_a_device_before_ready_and_its_catch_up_finds_what_was_held_back(make_cluster):
     # Between registering a device's route and telling it ``ready`` (while the route barrier waits for
     # the API nodes), a message for it reaches the gateway. A client reads ``ready`` first (the SDK takes
