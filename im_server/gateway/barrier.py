@@ -38,7 +38,7 @@ class RouteBarrier:
         self._bus = bus
         self._nodes = nodes
         self._timeout = timeout
-        self._waiters: list[tuple[int, asyncio.Future[tuple[bool, dict[str, int]]], bool]] = []
+        self._waiters: list[tuple[int, asyncio.Future[tuple[bool, dict[str, int]]]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
@@ -52,14 +52,10 @@ class RouteBarrier:
         complete, _ = await self.marks(revision)
         return complete
 
-    async def marks(self, revision: int, *, anyone: bool = False) -> tuple[bool, dict[str, int]]:
-        """As :meth:`wait`, with the mark of each API node that answered (its id: its mark).
-
-        With ``anyone``, the round asks even when no API node looks live (after an outage this node may
-        not have seen their heartbeats yet), and waits for at least one answer.
-        """
+    async def marks(self, revision: int) -> tuple[bool, dict[str, int]]:
+        """As :meth:`wait`, with the mark of each API node that answered (its id: its mark)."""
         future: asyncio.Future[tuple[bool, dict[str, int]]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((revision, future, anyone))
+        self._waiters.append((revision, future))
         self._wakeup.set()
         return await future
 
@@ -73,20 +69,19 @@ class RouteBarrier:
             complete = False
             marks: dict[str, int] = {}
             try:
-                revision = max(revision for revision, _, _ in waiters)
-                complete = await self._round(revision, marks, anyone=any(anyone for _, _, anyone in waiters))
+                revision = max(revision for revision, _ in waiters)
+                complete = await self._round(revision, marks)
             except Exception as exc:
                 log.warning("route barrier failed: %s", exc)
-            for _, future, _ in waiters:
+            for _, future in waiters:
                 if not future.done():
                     future.set_result((complete, dict(marks)))  # answers that come later are not in it
 
-    async def _round(self, revision: int, marks: dict[str, int], *, anyone: bool = False) -> bool:
-        expected = len(self._nodes.live("api"))
-        if anyone:
-            expected = max(expected, 1)
-        if expected == 0:
-            return True  # an API node that starts later loads the whole registry before it serves
+    async def _round(self, revision: int, marks: dict[str, int]) -> bool:
+        # With no API node in view, at least one answer is still waited for: this view may be the one
+        # behind (the node registry between leaders, say), and an API node that is up but unseen would
+        # not route to the device. (An API node that starts later loads the whole registry first.)
+        expected = max(len(self._nodes.live("api")), 1)
         self.rounds += 1
         nc = self._bus.nc
         inbox = nc.new_inbox()
@@ -121,6 +116,6 @@ class RouteBarrier:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, future, _ in self._waiters:
+        for _, future in self._waiters:
             if not future.done():
                 future.set_result((False, {}))

@@ -356,7 +356,7 @@ class GatewayNode:
         if not revision:
             return {}
         for _ in range(RECOVERY_ROUNDS):
-            _, marks = await self.barrier.marks(revision, anyone=True)
+            _, marks = await self.barrier.marks(revision)
             if marks:
                 return marks
             # Nobody answered: the API nodes are not back on the bus yet. Their answers (and marks) let

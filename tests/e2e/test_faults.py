@@ -693,6 +693,40 @@ async def test_an_api_node_whose_routes_lag_does_not_answer_the_barrier_and_the_
             await device.close()
 
 
+async def test_a_gateway_that_sees_no_api_node_still_waits_for_one_to_route_a_device(make_cluster):
+    # The gateway's node view may be the one behind (the node registry between leaders): it still asks
+    # the route barrier and waits for an answer, rather than telling the device "ready, nothing missed"
+    # while an API node that does not route to it yet is up.
+    cluster = make_cluster(gateways=1)
+    api = cluster.api.node
+    gateway = cluster.gateways[0]
+    wait_for_routes = api.mirror.wait_for_routes
+    live = gateway.barrier._nodes.live
+    release = asyncio.Event()
+    test_loop = asyncio.get_running_loop()
+
+    async def lagging(revision: int) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await wait_for_routes(revision)
+
+    bob = await cluster.user("bob")
+    gateway.barrier._nodes.live = lambda role=None: [] if role == "api" else live(role)  # type: ignore[method-assign]
+    api.mirror.wait_for_routes = lagging  # type: ignore[method-assign]
+    device: RawDevice | None = None
+    try:
+        rounds = gateway.barrier.rounds
+        device = await RawDevice.connect(bob)  # ready after an unanswered round
+        assert gateway.barrier.rounds > rounds and device.resyncs == 0
+        release.set()
+        await device.until(lambda d: d.resyncs == 1)
+    finally:
+        release.set()
+        api.mirror.wait_for_routes = wait_for_routes  # type: ignore[method-assign]
+        gateway.barrier._nodes.live = live  # type: ignore[method-assign]
+        if device is not None:
+            await device.close()
+
+
 @pytest.mark.parametrize("watcher", ["nodes", "routes"])
 async def test_a_registry_view_that_stops_following_is_noticed_and_followed_again(make_cluster, watcher):
     # JetStream may stop feeding a watcher while the connection stays up (seen after a NATS server of a
