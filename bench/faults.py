@@ -591,7 +591,14 @@ async def coordinate(args: argparse.Namespace) -> None:
         "IM_METRICS_TOKEN": metrics_token,  # /metrics answers only with it
     }
     cluster = EmbeddedCluster(
-        ClusterPlan(data_dir=data_dir, api_port=port, gateways=args.gateways, extra_env=env, log_level="WARNING"),
+        ClusterPlan(
+            data_dir=data_dir,
+            api_port=port,
+            gateways=args.gateways,
+            apis=args.apis,
+            extra_env=env,
+            log_level="WARNING",
+        ),
         on_event=lambda text: print(f"  [cluster] {text}"),
     )
     cluster.start()
@@ -794,7 +801,7 @@ def summarize(
         if f"no-{report['uid']}" in report["seen"] and any(at >= back for at in report["resynced_at"])
     ]
     print()
-    print(f"clients {len(reports)}  processes {args.procs}  gateways {args.gateways}")
+    print(f"clients {len(reports)}  processes {args.procs}  gateways {args.gateways}  API processes {args.apis}")
     print(
         f"gateway kill: gw-1 unassigned after {results['unassigned_after']:.2f}s, "
         f"its routes gone after {results['reaped_after']:.2f}s (moved by reconnects or reaped)"
@@ -853,6 +860,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--gateways", type=int, default=3)
+    parser.add_argument(
+        "--apis", type=int, default=1, help="API processes sharing the API port (as `im server up --apis N`)"
+    )
     parser.add_argument("--outage", type=float, default=20.0, help="seconds NATS stays down")
     parser.add_argument("--settle", type=float, default=12.0, help="seconds given to heal after each fault")
     parser.add_argument("--skip-api-kill", action="store_true")
