@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ def _text(message: Any) -> str:
 def _uid(client: AsyncClient) -> int:
     assert client.session is not None
     return client.session.user.id
+
+
+def _held_back(method: Callable[..., Awaitable[None]], release: asyncio.Event) -> Callable[..., Awaitable[None]]:
+    """``method`` of a node (it runs on the cluster's loop), made to wait until ``release``, an event of
+    the test's loop, is set."""
+    test_loop = asyncio.get_running_loop()
+
+    async def held(*args: Any) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
+        await method(*args)
+
+    return held
 
 
 class _CountingTransport(httpx.AsyncHTTPTransport):
@@ -639,11 +652,7 @@ async def test_a_device_told_ready_before_every_api_node_routed_to_it_resyncs_on
     api = cluster.api.node
     answer_barrier = api._answer_barrier
     release = asyncio.Event()
-    test_loop = asyncio.get_running_loop()
-
-    async def late(msg: Any) -> None:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
-        await answer_barrier(msg)
+    late = _held_back(answer_barrier, release)
 
     bob = await cluster.user("bob")
     api._answer_barrier = late  # type: ignore[method-assign]
@@ -670,11 +679,7 @@ async def test_an_api_node_whose_routes_lag_does_not_answer_the_barrier_and_the_
     gateway = cluster.gateways[0]
     wait_for_routes = api.mirror.wait_for_routes
     release = asyncio.Event()
-    test_loop = asyncio.get_running_loop()
-
-    async def lagging(revision: int) -> None:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
-        await wait_for_routes(revision)
+    lagging = _held_back(wait_for_routes, release)
 
     bob = await cluster.user("bob")
     gateway.barrier._timeout = 3.0  # longer than the API node's own wait (2 s): a false answer would count
@@ -703,11 +708,7 @@ async def test_a_gateway_that_sees_no_api_node_still_waits_for_one_to_route_a_de
     wait_for_routes = api.mirror.wait_for_routes
     live = gateway.barrier._nodes.live
     release = asyncio.Event()
-    test_loop = asyncio.get_running_loop()
-
-    async def lagging(revision: int) -> None:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
-        await wait_for_routes(revision)
+    lagging = _held_back(wait_for_routes, release)
 
     bob = await cluster.user("bob")
     gateway.barrier._nodes.live = lambda role=None: [] if role == "api" else live(role)  # type: ignore[method-assign]
@@ -770,11 +771,7 @@ async def test_nothing_reaches_a_device_before_ready_and_its_catch_up_finds_what
     api = cluster.api.node
     answer_barrier = api._answer_barrier
     release = asyncio.Event()
-    test_loop = asyncio.get_running_loop()
-
-    async def late(msg: Any) -> None:
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), test_loop))
-        await answer_barrier(msg)
+    late = _held_back(answer_barrier, release)
 
     alice, bob, carol = await cluster.user("alice"), await cluster.user("bob"), await cluster.user("carol")
     witness = Inbox(carol)
