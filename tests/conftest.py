@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ from tests.support.cluster import LoopThread, TestCluster
 from tests.support.nats import PrivateNats
 
 PG_ADMIN_URL = os.environ.get("IM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the suite and in the processes it starts, however the suite was started: a shell
+    without job control starts background commands (``nohup pytest &``) with SIGINT ignored, and every
+    child would inherit that (the tests that press Ctrl-C in ``im listen`` would wait for it in vain)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
