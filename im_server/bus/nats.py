@@ -114,7 +114,6 @@ class Bus:
         self.role: Role = role
         """Which NATS permissions this node has: only API nodes create buckets."""
         self.subjects = Subjects(settings.subject_prefix)
-        self._name = name
         self.name = name
         """The node this connection belongs to (for logs)."""
         self.nc: NATS = NATS()
@@ -145,21 +144,21 @@ class Bus:
             try:
                 callback(*args)
             except Exception:
-                log.exception("nats %s: %s listener failed", self._name, kind)
+                log.exception("nats %s: %s listener failed", self.name, kind)
 
     async def connect(self) -> None:
         """Connect (retrying until NATS answers) and make sure the buckets exist."""
 
         async def on_error(exc: Exception) -> None:
-            log.warning("nats %s: %s", self._name, exc)
+            log.warning("nats %s: %s", self.name, exc)
             self._notify("error", exc)
 
         async def on_disconnect() -> None:
-            log.warning("nats %s: disconnected", self._name)
+            log.warning("nats %s: disconnected", self.name)
             self._notify("disconnect")
 
         async def on_reconnect() -> None:
-            log.info("nats %s: reconnected", self._name)
+            log.info("nats %s: reconnected", self.name)
             self._notify("reconnect")
 
         deadline = asyncio.get_running_loop().time() + self.settings.nats_connect_timeout
@@ -170,7 +169,7 @@ class Bus:
             except Exception as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
-                log.warning("nats %s: cannot connect to %s yet (%s)", self._name, self.settings.nats_url, exc)
+                log.warning("nats %s: cannot connect to %s yet (%s)", self.name, self.settings.nats_url, exc)
                 await asyncio.sleep(0.5)
         self._js = self.nc.jetstream(timeout=5)
         ttl = self.settings.node_ttl
@@ -206,7 +205,7 @@ class Bus:
         # at any time), tried every half second; publishes made meanwhile wait in a 64 MiB buffer (past
         # it they fail, and their recipients are owed a resync, see services/delivery.py).
         return await nats.connect(
-            **connect_options(self.settings, role=self.role, name=self._name),
+            **connect_options(self.settings, role=self.role, name=self.name),
             connect_timeout=5,
             reconnect_time_wait=0.5,
             max_reconnect_attempts=-1,
@@ -328,9 +327,9 @@ class RegistryMirror:
         self._awaited: tuple[int, float] | None = None
         """The oldest heartbeat of our own not shown yet by the watcher: its revision, and when it was written."""
         self.stalls = 0
+        """Watchers recreated because they had stopped showing changes (see :meth:`beat_written`)."""
         self._doubting = False
         """Whether node ages are frozen because this view may be behind (see :meth:`beat_written`)."""
-        """Watchers recreated because they had stopped showing changes (see :meth:`beat_written`)."""
 
     async def start(self) -> None:
         """Load the buckets, then follow their changes in the background (and reload on every reconnect)."""
